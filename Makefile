@@ -1,0 +1,49 @@
+# liferaft — `make iso` and `make test` are the two commands README.md promises.
+SHELL := /bin/bash
+PROFILE ?= default
+VENV := .venv
+PY := $(VENV)/bin/python
+# Debian's python3: pyparted comes from python3-parted, seen through system site-packages.
+HOST_PYTHON := /usr/bin/python3
+APT_PACKAGES := $(shell sed -e 's/\#.*//' deps/apt-host.txt | tr '\n' ' ')
+
+.PHONY: setup apt venv test test-fast lint bench iso netboot clean
+
+setup: apt venv
+
+# Idempotent: asks apt only for packages that are not installed yet.
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "setup: installing Debian packages: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.stamp
+
+$(VENV)/.stamp: pyproject.toml
+	@test -x $(PY) || $(HOST_PYTHON) -m venv --system-site-packages $(VENV)
+	env -u PIP_REQUIRE_VIRTUALENV $(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m 'not slow'
+
+lint: setup
+	$(PY) -m pytest -q tests/test_linters.py
+
+bench: setup
+	$(PY) bench/run.py
+
+iso: setup
+	$(VENV)/bin/liferaft-build iso --profile $(PROFILE)
+
+netboot: setup
+	$(VENV)/bin/liferaft-build netboot --profile $(PROFILE)
+
+clean:
+	rm -rf dist build *.egg-info

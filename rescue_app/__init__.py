@@ -1,0 +1,3 @@
+"""liferaft: bare-metal backup and restore from a rescue stick."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,92 @@
+"""Engine: the one object the CLI, the UI and unattended mode call.
+
+Contract (stable; other parts of liferaft are written against it):
+
+    eng = Engine()
+    disks = eng.list_disks()                         # list[BlockDisk]
+    repo = eng.open_repository("/mnt/usb/liferaft")  # Repository (path today, URLs later)
+    images = eng.list_images(repo)                   # list[ImageSummary], newest last
+    manifest = eng.load_manifest(repo, "web1@20261125T101500Z")   # or just "web1" = newest
+    plan = eng.plan_restore(repo, "web1", ["/dev/sdb"], grow=False)  # RestorePlan, no writes
+    print(plan.render())                             # human text: what is erased, new layout
+    result = eng.restore(plan, progress=cb, cancel=token, verify=True)
+    result = eng.capture(repo, "web1", ["/dev/sda"], progress=cb, cancel=token)
+    report = eng.verify(repo, "web1", progress=cb, cancel=token)
+
+Every method raises only LiferaftError subclasses for failures a user can meet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rescue_app.engine import capture as _capture
+from rescue_app.engine import disks as _disks
+from rescue_app.engine import plan as _plan
+from rescue_app.engine import restore as _restore
+from rescue_app.engine import verify as _verify
+from rescue_app.engine.disks import BlockDisk
+from rescue_app.engine.manifest import ImageSummary, Manifest
+from rescue_app.engine.plan import RestorePlan
+from rescue_app.engine.repository import Repository
+from rescue_app.engine.results import CaptureResult, RestoreResult, VerifyReport
+from rescue_app.progress import CancelToken, ProgressCallback, no_progress
+
+
+class Engine:
+    """Facade over the engine modules."""
+
+    def list_disks(self) -> list[BlockDisk]:
+        return _disks.list_disks()
+
+    def find_disk(self, spec: str) -> BlockDisk:
+        """``spec`` is a device path, ``serial:XYZ`` or ``wwn:0x...``."""
+        return _disks.find_disk(spec)
+
+    def open_repository(self, location: str, *, create: bool = False) -> Repository:
+        return Repository.open(location, create=create)
+
+    def list_images(self, repo: Repository) -> list[ImageSummary]:
+        return repo.list_images()
+
+    def load_manifest(self, repo: Repository, ref: str) -> Manifest:
+        return repo.load_manifest(ref)
+
+    def plan_restore(
+        self, repo: Repository, ref: str, targets: Sequence[str], *, grow: bool = False
+    ) -> RestorePlan:
+        manifest = repo.load_manifest(ref)
+        disks = [_disks.find_disk(t) for t in targets]
+        return _plan.make_restore_plan(repo, manifest, disks, grow=grow)
+
+    def restore(
+        self,
+        plan: RestorePlan,
+        *,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+        verify: bool = False,
+    ) -> RestoreResult:
+        return _restore.apply_plan(plan, progress=progress, cancel=cancel, verify=verify)
+
+    def capture(
+        self,
+        repo: Repository,
+        name: str,
+        devices: Sequence[str],
+        *,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> CaptureResult:
+        disks = [_disks.find_disk(d) for d in devices]
+        return _capture.capture(repo, name, disks, progress=progress, cancel=cancel)
+
+    def verify(
+        self,
+        repo: Repository,
+        ref: str | None = None,
+        *,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> VerifyReport:
+        return _verify.verify_repository(repo, ref, progress=progress, cancel=cancel)
