@@ -1,0 +1,1 @@
+"""Helpers shared by liferaft's tests (real loop disks: see diskkit)."""
