@@ -1,0 +1,280 @@
+"""The ``liferaft`` command line: a thin layer over the engine.
+
+Parses arguments, asks for confirmation, draws progress, and turns every
+LiferaftError into one line on stderr and a nonzero exit (tracebacks only
+with --debug). All real work is the engine's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import TextIO
+
+from rescue_app import __version__
+from rescue_app.engine import Engine
+from rescue_app.engine.units import human_duration, human_size
+from rescue_app.errors import LiferaftError, NotRootError, UsageError
+from rescue_app.progress import CancelToken, Progress
+
+log = logging.getLogger("liferaft")
+
+
+class ProgressBar:
+    """Draws Progress on a terminal: bar, bytes, rate, ETA. Plain lines when
+    stderr is not a terminal (logs, serial consoles with no redraw)."""
+
+    def __init__(self, stream: TextIO = sys.stderr, width: int = 80) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.width = width
+        self.started = time.monotonic()
+        self.phase = ""
+        self.last_draw = 0.0
+        self.last_line = ""
+
+    def __call__(self, p: Progress) -> None:
+        now = time.monotonic()
+        if p.phase != self.phase:
+            self.finish_line()
+            self.phase = p.phase
+            self.started = now
+            self.last_draw = 0.0
+        if p.total <= 0:
+            if p.message:
+                self._emit(f"{p.phase}: {p.item}: {p.message}", final=not self.tty)
+            return
+        interval = 0.2 if self.tty else 5.0
+        if now - self.last_draw < interval and p.done < p.total:
+            return
+        self.last_draw = now
+        elapsed = now - self.started
+        frac = min(1.0, p.done / p.total)
+        text = f"{human_size(p.done)}/{human_size(p.total)}"
+        if elapsed >= 0.5 and p.done:
+            rate = p.done / elapsed
+            eta = (p.total - p.done) / rate
+            text += f" {rate / 1e6:6.1f} MB/s ETA {human_duration(eta)}"
+        barw = max(10, self.width - len(text) - len(p.phase) - 6)
+        filled = int(barw * frac)
+        line = f"{p.phase} [{'#' * filled}{'.' * (barw - filled)}] {text}"
+        self._emit(line, final=not self.tty)
+
+    def _emit(self, line: str, final: bool) -> None:
+        if self.tty:
+            self.stream.write("\r" + line[: self.width - 1].ljust(self.width - 1))
+            self.last_line = line
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def finish_line(self) -> None:
+        if self.tty and self.last_line:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.last_line = ""
+
+
+def _require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise NotRootError(f"{what} needs root to read and write disks",
+                           hint="run it with sudo, or as root")
+
+
+def _cancel_on_signals() -> CancelToken:
+    token = CancelToken()
+
+    def handler(signum: int, frame: object) -> None:
+        token.cancel()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return token
+
+
+def cmd_disks(engine: Engine, args: argparse.Namespace) -> int:
+    from rescue_app.engine.disks import disks_to_json, format_disks_table
+
+    disks = engine.list_disks()
+    if args.json:
+        print(json.dumps(disks_to_json(disks), indent=1))
+    else:
+        print(format_disks_table(disks))
+    return 0
+
+
+def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
+    repo = engine.open_repository(args.repo)
+    images = engine.list_images(repo)
+    if args.json:
+        print(json.dumps([asdict(i) | {"ref": i.ref} for i in images], indent=1))
+        return 0
+    if not images:
+        print(f"no images in {repo.location}")
+        return 0
+    print(f"{'IMAGE':<34} {'HOST':<16} {'DATA':>10} {'DISKS'}")
+    for i in images:
+        print(f"{i.ref:<34} {i.host[:16]:<16} {human_size(i.data_bytes):>10} "
+              f"{'; '.join(i.disks)}")
+    return 0
+
+
+def cmd_capture(engine: Engine, args: argparse.Namespace) -> int:
+    _require_root("capture")
+    repo = engine.open_repository(args.repo, create=True)
+    bar = ProgressBar()
+    result = engine.capture(repo, args.name, args.devices, progress=bar,
+                            cancel=_cancel_on_signals())
+    bar.finish_line()
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"captured {result.ref}: {human_size(result.data_bytes)} of data, "
+          f"{human_size(result.stored_bytes)} newly stored "
+          f"({result.chunks_new} of {result.chunks_total} chunks new) "
+          f"in {human_duration(result.seconds)}")
+    return 0
+
+
+def cmd_verify(engine: Engine, args: argparse.Namespace) -> int:
+    repo = engine.open_repository(args.repo)
+    bar = ProgressBar()
+    report = engine.verify(repo, args.name, progress=bar, cancel=_cancel_on_signals())
+    bar.finish_line()
+    for problem in report.problems:
+        print(f"error: {problem}", file=sys.stderr)
+    status = "OK" if report.ok else f"{len(report.problems)} problem(s)"
+    print(f"verified {len(report.refs)} image(s), {report.chunks_checked} chunks, "
+          f"{human_size(report.bytes_checked)}: {status}")
+    return 0 if report.ok else 1
+
+
+def _confirm(plan_targets: Sequence[object], args: argparse.Namespace) -> None:
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError("refusing to erase a disk without confirmation",
+                         hint="pass --yes to confirm, or run in a terminal")
+    for target in plan_targets:
+        name = target.path.rsplit("/", 1)[-1]  # type: ignore[attr-defined]
+        print(f"\nALL DATA on {target.describe()} will be ERASED.")  # type: ignore[attr-defined]
+        answer = input(f"Type {name} to erase it, anything else cancels: ").strip()
+        if answer != name:
+            raise UsageError("not confirmed; nothing was written")
+
+
+def cmd_restore(engine: Engine, args: argparse.Namespace) -> int:
+    if not args.dry_run:
+        _require_root("restore")
+    repo = engine.open_repository(args.repo)
+    plan = engine.plan_restore(repo, args.image, args.to, grow=args.grow)
+    print(plan.render())
+    if args.dry_run:
+        print("\ndry run: nothing was written")
+        return 0
+    _confirm([d.target for d in plan.disks], args)
+    bar = ProgressBar()
+    result = engine.restore(plan, progress=bar, cancel=_cancel_on_signals(), verify=args.verify)
+    bar.finish_line()
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    checked = ", read back and verified" if result.verified else ""
+    print(f"restored {result.ref} to {', '.join(result.targets)}: "
+          f"{human_size(result.written_bytes)} written{checked} "
+          f"in {human_duration(result.seconds)}")
+    return 0
+
+
+def cmd_tui(engine: Engine, args: argparse.Namespace) -> int:
+    from rescue_app.tui.app import run_app
+
+    return run_app(engine, profile_path=args.profile)
+
+
+def cmd_unattended(engine: Engine, args: argparse.Namespace) -> int:
+    from rescue_app.unattended import run_unattended
+
+    return run_unattended(args.cmdline)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="liferaft", description="Bare-metal backup and restore.")
+    parser.add_argument("--version", action="version", version=f"liferaft {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--log", metavar="FILE", help="also write a detailed log to FILE")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("disks", help="list disks and partitions")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_disks)
+
+    p = sub.add_parser("images", help="list the images in a repository")
+    p.add_argument("--repo", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_images)
+
+    p = sub.add_parser("capture", help="capture whole disks into a repository")
+    p.add_argument("--repo", required=True, help="repository folder (created if missing)")
+    p.add_argument("--name", required=True, help="image name, e.g. the host name")
+    p.add_argument("devices", nargs="+", metavar="DEV")
+    p.set_defaults(func=cmd_capture)
+
+    p = sub.add_parser("verify", help="check every chunk of an image (or of all images)")
+    p.add_argument("--repo", required=True)
+    p.add_argument("name", nargs="?", metavar="NAME[@DATE]")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("restore", help="restore an image onto disks (erases them)")
+    p.add_argument("--repo", required=True)
+    p.add_argument("--image", required=True, metavar="NAME[@DATE]")
+    p.add_argument("--to", action="append", required=True, metavar="DEV",
+                   help="target disk: /dev/X or serial:XYZ; once per disk of the image")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    p.add_argument("--verify", action="store_true", help="read back and check what was written")
+    p.add_argument("--grow", action="store_true",
+                   help="on a larger disk, extend the last partition and its filesystem")
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("tui", help="the terminal user interface")
+    p.add_argument("--profile", help="profile YAML (default: the rescue stick's)")
+    p.set_defaults(func=cmd_tui)
+
+    p = sub.add_parser("unattended", help="run the action given on the kernel command line")
+    p.add_argument("--cmdline", help="use this text instead of /proc/cmdline")
+    p.set_defaults(func=cmd_unattended)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if args.log:
+        handlers.append(logging.FileHandler(args.log))
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", handlers=handlers)
+    if args.log:
+        handlers[1].setLevel(logging.DEBUG)
+        logging.getLogger().setLevel(logging.DEBUG)
+        handlers[0].setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    try:
+        return int(args.func(Engine(), args))
+    except LiferaftError as exc:
+        if args.debug:
+            raise
+        print(f"liferaft: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("liferaft: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""Capture whole disks into a repository.
+
+Reads the source disks only (opened O_RDONLY). For each disk: the partition
+table, the raw head before the first partition, the GPT backup area, and
+each partition by its method (used blocks, raw, swap). Chunks are stored as
+they are read; the manifest is written last, so an interrupted capture
+leaves no image behind and never touches earlier ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rescue_app.engine import blockio
+from rescue_app.engine.chunkio import pipeline
+from rescue_app.engine.disks import BlockDisk
+from rescue_app.engine.extents import Extent, clip, total
+from rescue_app.engine.manifest import (
+    METHOD_NONE,
+    METHOD_RAW,
+    METHOD_SWAP,
+    METHOD_USED,
+    DiskImage,
+    Filesystem,
+    Manifest,
+    PartitionImage,
+    PartitionTable,
+    Region,
+)
+from rescue_app.engine.repository import (
+    CHUNK_HASH,
+    CHUNK_SIZE,
+    COMPRESSION,
+    Repository,
+    chunk_digest,
+    host_name,
+    liferaft_version,
+    validate_name,
+)
+from rescue_app.engine.results import CaptureResult
+from rescue_app.engine.table import TableEntry, read_table
+from rescue_app.engine.usedmap import PARTCLONE_OF, MapUnavailable, used_map
+from rescue_app.errors import CancelledError, DiskError
+from rescue_app.progress import CancelToken, Progress, ProgressCallback, no_progress
+
+log = logging.getLogger("liferaft.capture")
+
+ZERO = bytes(CHUNK_SIZE)
+GPT_BACKUP_SECTORS = 33
+
+
+@dataclass
+class _PartPlan:
+    entry: TableEntry
+    fs: Filesystem
+    method: str
+    extents: list[Extent] | None  # None: every byte (raw)
+    note: str = ""
+
+    @property
+    def read_bytes(self) -> int:
+        if self.method == METHOD_USED:
+            assert self.extents is not None
+            return total(self.extents)
+        return self.entry.size if self.method == METHOD_RAW else 0
+
+
+@dataclass
+class _Stats:
+    done: int = 0
+    total: int = 0
+    stored: int = 0
+    chunks: int = 0
+    new: int = 0
+
+
+def capture(
+    repo: Repository,
+    name: str,
+    disks: Sequence[BlockDisk],
+    *,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+) -> CaptureResult:
+    validate_name(name)
+    if not disks:
+        raise DiskError("no disk to capture")
+    paths = [d.path for d in disks]
+    if len(set(paths)) != len(paths):
+        raise DiskError("the same disk is named twice")
+    for disk in disks:
+        _refuse_mounted(disk)
+    repo.ensure_writable()
+    started = time.monotonic()
+
+    plans = [_plan_disk(disk, progress) for disk in disks]
+    stats = _Stats(total=sum(p.read_bytes for parts in plans for p in parts[1]))
+    images = []
+    notes = []
+    for index, (disk, (table, parts)) in enumerate(zip(disks, plans, strict=True)):
+        images.append(_capture_disk(repo, index, disk, table, parts, stats, progress, cancel))
+        notes += [f"{disk.path} partition {p.entry.number}: {p.note}" for p in parts if p.note]
+
+    image_id, now = repo.new_image_id(name)
+    manifest = Manifest(
+        name=name,
+        id=image_id,
+        created=now.isoformat().replace("+00:00", "Z"),
+        host=host_name(),
+        liferaft_version=liferaft_version(),
+        chunk_size=CHUNK_SIZE,
+        chunk_hash=CHUNK_HASH,
+        compression=COMPRESSION,
+        disks=tuple(images),
+        stats={"chunks": stats.chunks, "new_chunks": stats.new, "stored_bytes": stats.stored},
+    )
+    repo.commit_manifest(manifest)
+    repo.clean_tmp()
+    return CaptureResult(
+        ref=manifest.ref,
+        data_bytes=manifest.data_bytes,
+        stored_bytes=stats.stored,
+        chunks_total=stats.chunks,
+        chunks_new=stats.new,
+        seconds=time.monotonic() - started,
+        notes=tuple(notes),
+    )
+
+
+def _refuse_mounted(disk: BlockDisk) -> None:
+    for part in disk.partitions:
+        if part.mountpoints:
+            raise DiskError(
+                f"{part.path} is mounted on {part.mountpoints[0]}: a capture of a live "
+                "filesystem would be inconsistent",
+                hint=f"unmount it first (umount {part.path})",
+            )
+
+
+def _plan_disk(disk: BlockDisk, progress: ProgressCallback) -> tuple[PartitionTable, list[_PartPlan]]:
+    table, entries = read_table(disk.path)
+    if table.type == "none":
+        entries = [
+            TableEntry(number=0, start=0, size=disk.size, kind="whole-disk", type=None,
+                       uuid=None, name=None, attrs=None, bootable=False, node=disk.path)
+        ]
+    by_number = {p.number: p for p in disk.partitions}
+    plans = []
+    for entry in entries:
+        if entry.kind == "extended":
+            plans.append(_PartPlan(entry, Filesystem(None), METHOD_NONE, []))
+            continue
+        if entry.number == 0:
+            fs = Filesystem(disk.fstype, getattr(disk, "uuid", None), getattr(disk, "label", None))
+        else:
+            bp = by_number.get(entry.number)
+            fs = Filesystem(bp.fstype, bp.uuid, bp.label) if bp else Filesystem(None)
+        if fs.type == "swap":
+            plans.append(_PartPlan(entry, fs, METHOD_SWAP, []))
+            continue
+        if fs.type in PARTCLONE_OF:
+            progress(Progress("map", f"{entry.node} ({fs.type})", 0, 0,
+                              message="reading the filesystem's block map"))
+            try:
+                extents = used_map(entry.node, fs.type)
+                extents = clip(extents, 0, entry.size)
+                plans.append(_PartPlan(entry, fs, METHOD_USED, extents))
+                continue
+            except MapUnavailable as exc:
+                note = f"{exc}; copied raw instead"
+                log.warning("%s: %s", entry.node, note)
+                plans.append(_PartPlan(entry, fs, METHOD_RAW, None, note))
+                continue
+        plans.append(_PartPlan(entry, fs, METHOD_RAW, None))
+    return table, plans
+
+
+def _capture_disk(
+    repo: Repository,
+    index: int,
+    disk: BlockDisk,
+    table: PartitionTable,
+    parts: list[_PartPlan],
+    stats: _Stats,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+) -> DiskImage:
+    ss = disk.logical_sector_size
+    first = min((p.entry.start for p in parts if p.entry.kind != "whole-disk"), default=0)
+    with blockio.open_device(disk.path) as fd:
+        size = blockio.device_size(fd)
+        head = Region(0, first, tuple(_store_region(
+            repo, fd, disk.path, 0, first, None, stats, progress, cancel, "head")))
+        backup = None
+        if table.type == "gpt":
+            off = size - GPT_BACKUP_SECTORS * ss
+            backup = Region(off, GPT_BACKUP_SECTORS * ss, tuple(_store_region(
+                repo, fd, disk.path, off, GPT_BACKUP_SECTORS * ss, None, stats, progress,
+                cancel, "GPT backup")))
+        images = []
+        for p in parts:
+            e = p.entry
+            item = f"{disk.path} partition {e.number} ({p.fs.type or 'raw'})" if e.number else \
+                f"{disk.path} ({p.fs.type or 'raw'})"
+            chunks: list[str | None] = []
+            if p.method in (METHOD_USED, METHOD_RAW):
+                chunks = _store_region(repo, fd, disk.path, e.start, e.size, p.extents, stats,
+                                       progress, cancel, item, count_progress=True)
+            images.append(PartitionImage(
+                number=e.number, start=e.start, size=e.size, kind=e.kind, type=e.type,
+                uuid=e.uuid, name=e.name, attrs=e.attrs, bootable=e.bootable,
+                filesystem=p.fs, method=p.method, used_bytes=p.read_bytes,
+                used_map=tuple(p.extents) if p.method == METHOD_USED and p.extents else (),
+                chunks=tuple(chunks), note=p.note,
+            ))
+    return DiskImage(
+        index=index, model=disk.model, serial=disk.serial, wwn=disk.wwn, size=size,
+        logical_sector_size=ss, physical_sector_size=disk.physical_sector_size,
+        transport=disk.transport, table=table, head=head, gpt_backup=backup,
+        partitions=tuple(images),
+    )
+
+
+def _store_region(
+    repo: Repository,
+    fd: int,
+    path: str,
+    base: int,
+    size: int,
+    extents: list[Extent] | None,
+    stats: _Stats,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+    item: str,
+    *,
+    count_progress: bool = False,
+) -> list[str | None]:
+    """Store ``[base, base+size)`` of the device as chunks.
+
+    ``extents`` (relative to ``base``) limits what is read; bytes outside them
+    are stored as zeros. None means every byte. Returns one digest per chunk
+    of the grid, None for a chunk that is all zeros.
+    """
+    n_chunks = (size + CHUNK_SIZE - 1) // CHUNK_SIZE
+    digests: list[str | None] = [None] * n_chunks
+    item_total = size if extents is None else total(extents)
+    item_done = 0
+
+    def job(i: int, buf: bytearray, nbytes: int) -> tuple[int, int, str | None, int]:
+        if buf == ZERO[: len(buf)]:
+            return i, nbytes, None, 0
+        digest = chunk_digest(buf)
+        result = repo.put_chunk(buf, digest)
+        return i, nbytes, digest, result.stored_bytes
+
+    def collect(done: list[object]) -> None:
+        nonlocal item_done
+        for res in done:
+            i, nbytes, digest, stored = res  # type: ignore[misc]
+            digests[i] = digest
+            stats.chunks += digest is not None
+            stats.new += stored > 0
+            stats.stored += stored
+            if count_progress:
+                stats.done += nbytes
+                item_done += nbytes
+                progress(Progress("capture", item, stats.done, stats.total, item_done, item_total))
+
+    with pipeline() as pipe:
+        for i in range(n_chunks):
+            if cancel is not None and cancel.cancelled:
+                raise CancelledError("capture cancelled; no image was written")
+            start = i * CHUNK_SIZE
+            length = min(CHUNK_SIZE, size - start)
+            if extents is None:
+                buf = bytearray(length)
+                blockio.read_extents_into(fd, path, buf, base + start, [(base + start, length)])
+                nbytes = length
+            else:
+                inside = clip(extents, start, start + length)
+                nbytes = total(inside)
+                if not inside:
+                    continue
+                buf = bytearray(length)
+                blockio.read_extents_into(
+                    fd, path, buf, base + start, [(base + s, n) for s, n in inside]
+                )
+            collect(pipe.submit(job, i, buf, nbytes))
+        collect(pipe.drain())
+    return digests

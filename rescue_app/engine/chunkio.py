@@ -1,0 +1,64 @@
+"""The chunk pipelines shared by capture, restore and verify.
+
+A region of a device (a partition, the head of a disk) is cut into the fixed
+chunk grid; a bounded pool of threads hashes, compresses and stores, or
+fetches, checks and writes, chunks while the caller's thread keeps the
+order. hashlib, zstandard and os.pread/pwrite release the GIL, so two cores
+are both used. At most ``inflight`` chunks are held in memory at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+
+WORKERS = max(2, min(4, os.cpu_count() or 2))
+
+
+class Pipeline:
+    """Run jobs on a thread pool with a bound on jobs in flight; results in order."""
+
+    def __init__(self, pool: ThreadPoolExecutor, inflight: int) -> None:
+        self.pool = pool
+        self.inflight = inflight
+        self.pending: deque[Future[object]] = deque()
+
+    def submit(self, fn: Callable[..., object], *args: object) -> list[object]:
+        """Queue one job; returns, in order, the results of the oldest jobs
+        that had to finish to make room."""
+        self.pending.append(self.pool.submit(fn, *args))
+        done = []
+        while len(self.pending) > self.inflight:
+            done.append(self.pending.popleft().result())
+        return done
+
+    def drain(self) -> list[object]:
+        done = []
+        while self.pending:
+            done.append(self.pending.popleft().result())
+        return done
+
+    def cancel(self) -> None:
+        for fut in self.pending:
+            fut.cancel()
+        for fut in self.pending:
+            if not fut.cancelled():
+                try:
+                    fut.result()
+                except BaseException:
+                    pass
+        self.pending.clear()
+
+
+@contextmanager
+def pipeline(inflight: int = WORKERS * 2) -> Iterator[Pipeline]:
+    with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="liferaft-chunk") as pool:
+        pipe = Pipeline(pool, inflight)
+        try:
+            yield pipe
+        except BaseException:
+            pipe.cancel()
+            raise

@@ -1,0 +1,284 @@
+"""The image manifest: what one capture recorded, as typed values.
+
+Owns the manifest's JSON form (docs/FORMAT.md, "Manifest") and its parsing:
+a manifest that is truncated, not JSON, of another format or of a newer
+version is a ManifestError naming the file. Pure: reads and writes no files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rescue_app.engine.extents import Extent
+from rescue_app.errors import ManifestError
+
+MANIFEST_FORMAT = "liferaft-manifest"
+MANIFEST_VERSION = 1
+
+# How a partition's bytes were captured.
+METHOD_USED = "used-blocks"  # only the filesystem's used blocks (partclone's map)
+METHOD_RAW = "raw"  # every byte; all-zero chunks not stored
+METHOD_SWAP = "swap"  # nothing stored; recreated with mkswap and the same label/UUID
+METHOD_NONE = "none"  # nothing to copy (an MBR extended partition's container)
+
+
+@dataclass(frozen=True)
+class Region:
+    """Raw bytes at ``offset`` of the disk (the head before the first
+    partition, or the GPT backup area), stored as chunks."""
+
+    offset: int
+    length: int
+    chunks: tuple[str | None, ...]
+
+
+@dataclass(frozen=True)
+class Filesystem:
+    type: str | None
+    uuid: str | None = None
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class PartitionImage:
+    number: int  # 0 for a disk without a partition table (the whole disk)
+    start: int  # bytes from the disk start
+    size: int  # bytes
+    kind: str  # "primary", "extended", "logical" (MBR) or "gpt" or "whole-disk"
+    type: str | None  # GPT type GUID or MBR type byte as hex ("83")
+    uuid: str | None  # GPT partition GUID (PARTUUID)
+    name: str | None  # GPT partition name
+    attrs: str | None  # GPT attribute bits as sfdisk writes them
+    bootable: bool  # MBR active flag
+    filesystem: Filesystem
+    method: str
+    used_bytes: int  # bytes restore writes (used blocks or whole partition)
+    used_map: tuple[Extent, ...]  # for METHOD_USED: extents within the partition
+    chunks: tuple[str | None, ...]  # chunk i covers [i*chunk_size, ...); None = all zeros
+    note: str = ""  # why a fallback was taken, shown to the user
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+    @property
+    def label(self) -> str:
+        fs = self.filesystem.type or "no filesystem"
+        where = f"partition {self.number}" if self.number else "whole disk"
+        return f"{where} ({fs})"
+
+
+@dataclass(frozen=True)
+class PartitionTable:
+    type: str  # "gpt", "dos" or "none"
+    id: str | None  # GPT disk GUID or MBR disk signature ("0x1234abcd")
+    first_lba: int | None = None
+    last_lba: int | None = None
+
+
+@dataclass(frozen=True)
+class DiskImage:
+    index: int
+    model: str | None
+    serial: str | None
+    wwn: str | None
+    size: int
+    logical_sector_size: int
+    physical_sector_size: int
+    transport: str | None
+    table: PartitionTable
+    head: Region
+    gpt_backup: Region | None
+    partitions: tuple[PartitionImage, ...]
+
+    @property
+    def required_size(self) -> int:
+        """The smallest disk this image fits on unchanged."""
+        end = max([p.end for p in self.partitions] + [self.head.length])
+        if self.table.type == "gpt":
+            end += 33 * self.logical_sector_size  # backup entries + header
+        return end
+
+    def describe(self) -> str:
+        from rescue_app.engine.units import human_size
+
+        model = self.model or "disk"
+        serial = f", serial {self.serial}" if self.serial else ""
+        return f"{model}{serial}, {human_size(self.size)}"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    id: str  # the capture's UTC time stamp, e.g. 20261125T101500Z
+    created: str  # ISO 8601 UTC
+    host: str
+    liferaft_version: str
+    chunk_size: int
+    chunk_hash: str
+    compression: str
+    disks: tuple[DiskImage, ...]
+    stats: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.id}"
+
+    @property
+    def data_bytes(self) -> int:
+        return sum(p.used_bytes for d in self.disks for p in d.partitions)
+
+    def chunk_refs(self) -> list[tuple[str, str, int]]:
+        """(hash, where, offset) for every stored chunk, in disk order."""
+        out: list[tuple[str, str, int]] = []
+        for disk in self.disks:
+            regions: list[tuple[str, int, tuple[str | None, ...]]] = [
+                (f"disk {disk.index + 1} head", disk.head.offset, disk.head.chunks)
+            ]
+            if disk.gpt_backup:
+                regions.append(
+                    (f"disk {disk.index + 1} GPT backup", disk.gpt_backup.offset,
+                     disk.gpt_backup.chunks)
+                )
+            for part in disk.partitions:
+                regions.append((f"disk {disk.index + 1} {part.label}", 0, part.chunks))
+            for where, base, chunks in regions:
+                for i, digest in enumerate(chunks):
+                    if digest is not None:
+                        out.append((digest, where, base + i * self.chunk_size))
+        return out
+
+    def to_json(self) -> str:
+        doc: dict[str, Any] = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION}
+        doc.update(asdict(self))
+        return json.dumps(doc, indent=1, sort_keys=False) + "\n"
+
+
+@dataclass(frozen=True)
+class ImageSummary:
+    name: str
+    id: str
+    created: str
+    host: str
+    disks: tuple[str, ...]  # describe() of each captured disk
+    data_bytes: int
+    disk_bytes: int
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.id}"
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> ImageSummary:
+        return cls(
+            name=manifest.name,
+            id=manifest.id,
+            created=manifest.created,
+            host=manifest.host,
+            disks=tuple(d.describe() for d in manifest.disks),
+            data_bytes=manifest.data_bytes,
+            disk_bytes=sum(d.size for d in manifest.disks),
+        )
+
+
+def parse_manifest(text: str | bytes, source: str) -> Manifest:
+    """Parse and check a manifest; ``source`` names it in errors."""
+    try:
+        doc = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(
+            f"manifest {source} is corrupt or truncated ({exc.__class__.__name__}: {exc})",
+            hint="this image cannot be used; restore an earlier one",
+        ) from None
+    if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
+        raise ManifestError(f"{source} is not a liferaft manifest")
+    version = doc.get("version")
+    if not isinstance(version, int) or version > MANIFEST_VERSION:
+        raise ManifestError(
+            f"manifest {source} has format version {version!r}; this liferaft reads "
+            f"version {MANIFEST_VERSION}",
+            hint="use a newer liferaft",
+        )
+    try:
+        return _manifest_from_dict(doc)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ManifestError(
+            f"manifest {source} is damaged: missing or wrong field {exc}",
+            hint="this image cannot be used; restore an earlier one",
+        ) from None
+
+
+def _region(d: dict[str, Any] | None) -> Region | None:
+    if d is None:
+        return None
+    return Region(offset=int(d["offset"]), length=int(d["length"]), chunks=_chunks(d["chunks"]))
+
+
+def _chunks(items: list[Any]) -> tuple[str | None, ...]:
+    out: list[str | None] = []
+    for item in items:
+        if item is not None and not (isinstance(item, str) and len(item) == 64):
+            raise ValueError(f"chunk hash {item!r}")
+        out.append(item)
+    return tuple(out)
+
+
+def _partition(d: dict[str, Any]) -> PartitionImage:
+    fs = d["filesystem"]
+    return PartitionImage(
+        number=int(d["number"]),
+        start=int(d["start"]),
+        size=int(d["size"]),
+        kind=str(d["kind"]),
+        type=d.get("type"),
+        uuid=d.get("uuid"),
+        name=d.get("name"),
+        attrs=d.get("attrs"),
+        bootable=bool(d.get("bootable", False)),
+        filesystem=Filesystem(type=fs.get("type"), uuid=fs.get("uuid"), label=fs.get("label")),
+        method=str(d["method"]),
+        used_bytes=int(d["used_bytes"]),
+        used_map=tuple((int(s), int(n)) for s, n in d["used_map"]),
+        chunks=_chunks(d["chunks"]),
+        note=str(d.get("note", "")),
+    )
+
+
+def _disk(d: dict[str, Any]) -> DiskImage:
+    t = d["table"]
+    head = _region(d["head"])
+    assert head is not None
+    return DiskImage(
+        index=int(d["index"]),
+        model=d.get("model"),
+        serial=d.get("serial"),
+        wwn=d.get("wwn"),
+        size=int(d["size"]),
+        logical_sector_size=int(d["logical_sector_size"]),
+        physical_sector_size=int(d["physical_sector_size"]),
+        transport=d.get("transport"),
+        table=PartitionTable(
+            type=str(t["type"]), id=t.get("id"), first_lba=t.get("first_lba"),
+            last_lba=t.get("last_lba"),
+        ),
+        head=head,
+        gpt_backup=_region(d.get("gpt_backup")),
+        partitions=tuple(_partition(p) for p in d["partitions"]),
+    )
+
+
+def _manifest_from_dict(doc: dict[str, Any]) -> Manifest:
+    return Manifest(
+        name=str(doc["name"]),
+        id=str(doc["id"]),
+        created=str(doc["created"]),
+        host=str(doc["host"]),
+        liferaft_version=str(doc["liferaft_version"]),
+        chunk_size=int(doc["chunk_size"]),
+        chunk_hash=str(doc["chunk_hash"]),
+        compression=str(doc["compression"]),
+        disks=tuple(_disk(d) for d in doc["disks"]),
+        stats={str(k): int(v) for k, v in doc.get("stats", {}).items()},
+    )

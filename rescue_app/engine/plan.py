@@ -1,0 +1,201 @@
+"""Restore plans: what a restore will do, computed without touching a disk.
+
+``make_restore_plan`` checks the targets (free, not the system's, large
+enough, same sector size) and lays out each new table; ``RestorePlan.render``
+shows a person what will be erased and what the disk will hold. Applying a
+plan is ``restore.apply_plan``'s job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rescue_app.engine.disks import BlockDisk, ensure_restorable
+from rescue_app.engine.manifest import (
+    METHOD_NONE,
+    METHOD_RAW,
+    METHOD_SWAP,
+    METHOD_USED,
+    DiskImage,
+    Manifest,
+    PartitionImage,
+    PartitionTable,
+)
+from rescue_app.engine.repository import Repository
+from rescue_app.engine.table import NewPartition
+from rescue_app.engine.units import human_size
+from rescue_app.errors import TargetRefusedError, UsageError
+
+GROWABLE = {"ext2", "ext3", "ext4", "xfs", "btrfs", "ntfs", "swap"}
+GPT_RESERVED_TAIL_SECTORS = 34  # backup header + entries, and one for rounding
+
+
+@dataclass(frozen=True)
+class PartitionStep:
+    source: PartitionImage
+    new: NewPartition
+    grow_fs: bool  # the filesystem is enlarged to the new partition size
+
+    @property
+    def grown(self) -> bool:
+        return self.new.size != self.source.size
+
+
+@dataclass(frozen=True)
+class DiskPlan:
+    image: DiskImage
+    target: BlockDisk
+    table: PartitionTable
+    steps: tuple[PartitionStep, ...]
+    notes: tuple[str, ...]
+
+    @property
+    def write_bytes(self) -> int:
+        return self.image.head.length + sum(s.source.used_bytes for s in self.steps)
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    repo: Repository
+    manifest: Manifest
+    disks: tuple[DiskPlan, ...]
+    grow: bool
+
+    @property
+    def write_bytes(self) -> int:
+        return sum(d.write_bytes for d in self.disks)
+
+    def render(self) -> str:
+        m = self.manifest
+        lines = [f"Restore image {m.ref} (host {m.host}, captured {m.created})"]
+        for n, d in enumerate(self.disks, 1):
+            t = d.target
+            lines.append("")
+            lines.append(f"Target {n}: {t.describe()}")
+            lines.append(f"  ERASES everything on {t.path}: {describe_contents(t)}")
+            lines.append(f"  New layout ({_table_name(d.table.type)}):")
+            lines.append(f"    {'#':>2}  {'start':>10}  {'size':>10}  {'filesystem':<18} {'data':>10}")
+            for s in d.steps:
+                p = s.source
+                fs = p.filesystem.type or ("extended" if p.method == METHOD_NONE else "raw")
+                if p.filesystem.label:
+                    fs += f' "{p.filesystem.label}"'
+                extra = f"  grown from {human_size(p.size)}" if s.grown else ""
+                lines.append(
+                    f"    {p.number:>2}  {human_size(s.new.start):>10}  "
+                    f"{human_size(s.new.size):>10}  {fs[:18]:<18} "
+                    f"{human_size(p.used_bytes):>10}{extra}"
+                )
+            for note in d.notes:
+                lines.append(f"  Note: {note}")
+        lines.append("")
+        lines.append(f"Data to write: {human_size(self.write_bytes)}")
+        return "\n".join(lines)
+
+
+def _table_name(kind: str) -> str:
+    return {"gpt": "GPT", "dos": "MBR", "none": "no partition table"}.get(kind, kind)
+
+
+def describe_contents(disk: BlockDisk) -> str:
+    if not disk.partitions:
+        what = f"a {disk.fstype} filesystem" if disk.fstype else "no partitions found"
+        return f"{_table_name(disk.pttype) if disk.pttype else 'no table'}, {what}"
+    parts = []
+    for p in disk.partitions:
+        fs = p.fstype or "unknown"
+        label = f' "{p.label}"' if p.label else ""
+        parts.append(f"{p.path.rsplit('/', 1)[-1]} {fs}{label} {human_size(p.size)}")
+    table = _table_name(disk.pttype) if disk.pttype else "table"
+    return f"{table}, {len(disk.partitions)} partition(s): " + "; ".join(parts)
+
+
+def make_restore_plan(
+    repo: Repository, manifest: Manifest, targets: Sequence[BlockDisk], *, grow: bool = False
+) -> RestorePlan:
+    if len(targets) != len(manifest.disks):
+        raise UsageError(
+            f"image {manifest.ref} holds {len(manifest.disks)} disk(s) but "
+            f"{len(targets)} target(s) were given",
+            hint="give one --to per disk of the image, in the image's order",
+        )
+    if len({t.path for t in targets}) != len(targets):
+        raise UsageError("the same target disk is given twice")
+    plans = []
+    for image, target in zip(manifest.disks, targets, strict=True):
+        ensure_restorable(target)
+        plans.append(plan_disk(image, target, grow=grow))
+    return RestorePlan(repo=repo, manifest=manifest, disks=tuple(plans), grow=grow)
+
+
+def plan_disk(image: DiskImage, target: BlockDisk, *, grow: bool) -> DiskPlan:
+    ss = image.logical_sector_size
+    if target.logical_sector_size != ss:
+        raise TargetRefusedError(
+            f"{target.describe()} has {target.logical_sector_size}-byte sectors but the "
+            f"image was taken from a disk with {ss}-byte sectors",
+            hint="choose a target with the same logical sector size",
+        )
+    need = image.required_size
+    if target.size < need:
+        raise TargetRefusedError(
+            f"{target.describe()} is too small: the image needs {human_size(need)} "
+            f"({need} bytes), the disk has {human_size(target.size)}",
+            hint="choose a disk at least as large as the original (restoring to smaller "
+            "disks is not supported yet)",
+        )
+    steps = [
+        PartitionStep(
+            p,
+            NewPartition(p.number, p.start, p.size, p.kind, p.type, p.uuid, p.name, p.attrs,
+                         p.bootable),
+            False,
+        )
+        for p in image.partitions
+    ]
+    notes: list[str] = []
+    if grow and target.size > image.size and steps:
+        steps, note = _grow_last(image, target, steps)
+        if note:
+            notes.append(note)
+    elif target.size > image.size:
+        notes.append(
+            f"the disk is {human_size(target.size - image.size)} larger than the original; "
+            "the extra space is left free (use --grow to extend the last partition)"
+        )
+    return DiskPlan(image=image, target=target, table=image.table, steps=tuple(steps),
+                    notes=tuple(notes))
+
+
+def _grow_last(
+    image: DiskImage, target: BlockDisk, steps: list[PartitionStep]
+) -> tuple[list[PartitionStep], str]:
+    ss = image.logical_sector_size
+    if image.table.type == "gpt":
+        limit = (target.size // ss - GPT_RESERVED_TAIL_SECTORS + 1) * ss
+    else:
+        limit = target.size // ss * ss
+    data_steps = [s for s in steps if s.source.kind != "extended"]
+    last = max(data_steps, key=lambda s: s.source.end)
+    fs = last.source.filesystem.type
+    if fs not in GROWABLE or last.source.method not in (METHOD_USED, METHOD_RAW, METHOD_SWAP):
+        return steps, (
+            f"the last partition ({fs or 'no filesystem'}) cannot be grown; "
+            "the extra space is left free"
+        )
+    out = []
+    for s in steps:
+        n = s.new
+        if s is last or (s.source.kind == "extended" and last.source.kind == "logical"):
+            n = NewPartition(n.number, n.start, limit - n.start, n.kind, n.type, n.uuid,
+                             n.name, n.attrs, n.bootable)
+            s = PartitionStep(s.source, n, s is last)
+        out.append(s)
+    return out, ""
+
+
+__all__ = [
+    "METHOD_RAW", "METHOD_SWAP", "METHOD_USED", "DiskPlan", "PartitionStep", "RestorePlan",
+    "make_restore_plan", "plan_disk",
+]

@@ -1,0 +1,371 @@
+"""Apply a restore plan: the one place that writes to a target disk.
+
+Order per disk: re-check the target, clear old signatures, write the new
+table (pyparted), make the kernel see it, write the boot code and the gap
+before the first partition, write each partition's data, recreate swap,
+flush, grow the last filesystem if planned, and optionally read everything
+back. Every chunk's hash is checked before its bytes reach the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rescue_app.engine import blockio
+from rescue_app.engine.chunkio import pipeline
+from rescue_app.engine.disks import ensure_restorable, find_disk, reread_partitions
+from rescue_app.engine.extents import Extent, clip, total
+from rescue_app.engine.manifest import (
+    METHOD_NONE,
+    METHOD_RAW,
+    METHOD_SWAP,
+    METHOD_USED,
+    DiskImage,
+    Manifest,
+    PartitionImage,
+)
+from rescue_app.engine.plan import DiskPlan, PartitionStep, RestorePlan
+from rescue_app.engine.repository import Repository, chunk_digest
+from rescue_app.engine.results import RestoreResult
+from rescue_app.engine.table import write_table
+from rescue_app.errors import CancelledError, CommandError, DiskError, TargetRefusedError, VerifyError
+from rescue_app.progress import CancelToken, Progress, ProgressCallback, no_progress
+from rescue_app.run import run
+
+log = logging.getLogger("liferaft.restore")
+
+MBR_BOOT_CODE = 440  # bytes of boot code before the disk signature
+
+
+class _Counter:
+    def __init__(self, total: int, progress: ProgressCallback, phase: str) -> None:
+        self.done = 0
+        self.total = total
+        self.progress = progress
+        self.phase = phase
+
+    def add(self, item: str, n: int, item_done: int, item_total: int) -> None:
+        self.done += n
+        self.progress(Progress(self.phase, item, self.done, self.total, item_done, item_total))
+
+
+def apply_plan(
+    plan: RestorePlan,
+    *,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+    verify: bool = False,
+) -> RestoreResult:
+    started = time.monotonic()
+    for d in plan.disks:
+        _recheck_target(d)
+    counter = _Counter(plan.write_bytes, progress, "restore")
+    notes: list[str] = []
+    for d in plan.disks:
+        _restore_disk(plan.repo, plan.manifest, d, counter, cancel)
+    if verify:
+        # Before growing: growing rewrites filesystem metadata the image holds.
+        checker = _Counter(plan.write_bytes, progress, "verify")
+        for d in plan.disks:
+            _verify_disk(plan.repo, plan.manifest, d, checker, cancel)
+    for d in plan.disks:
+        notes += _grow_disk(d, progress)
+    return RestoreResult(
+        ref=plan.manifest.ref,
+        targets=tuple(d.target.path for d in plan.disks),
+        written_bytes=counter.done,
+        seconds=time.monotonic() - started,
+        verified=verify,
+        notes=tuple(notes),
+    )
+
+
+def _recheck_target(d: DiskPlan) -> None:
+    """The disk may have changed since the plan was shown: check again."""
+    now = find_disk(d.target.path)
+    if (now.serial, now.size) != (d.target.serial, d.target.size):
+        raise TargetRefusedError(
+            f"{d.target.path} is no longer the disk that was confirmed "
+            f"({d.target.describe()})",
+            hint="list the disks again and confirm the new target",
+        )
+    ensure_restorable(now)
+
+
+def _restore_disk(
+    repo: Repository, m: Manifest, d: DiskPlan, counter: _Counter, cancel: CancelToken | None
+) -> None:
+    target = d.target.path
+    image = d.image
+    nodes: dict[int, str] = {}
+    if d.table.type == "none":
+        nodes[0] = target
+    else:
+        # Old signatures at both ends (a GPT backup header, say) would make
+        # tools doubt the new table.
+        run(["wipefs", "--all", "--quiet", target])
+        write_table(target, d.table, [s.new for s in d.steps], image.logical_sector_size)
+        nodes = _partition_nodes(target, d)
+        _write_head(repo, m, image, target)
+        counter.add(f"{target} boot area", image.head.length, image.head.length,
+                    image.head.length)
+    for step in d.steps:
+        p = step.source
+        if p.method == METHOD_NONE:
+            continue
+        node = nodes[p.number]
+        if p.method == METHOD_SWAP:
+            _mkswap(node, p)
+            continue
+        if node != target:
+            run(["wipefs", "--all", "--quiet", node])
+        _write_partition(repo, m, image, p, node, counter, cancel)
+
+
+def _grow_disk(d: DiskPlan, progress: ProgressCallback) -> list[str]:
+    notes = []
+    for step in d.steps:
+        if step.grow_fs and step.source.method != METHOD_SWAP:
+            node = _nodes(d)[step.source.number]
+            progress(Progress("grow", node, 0, 0, message=f"growing {step.source.filesystem.type}"))
+            notes.append(_grow_filesystem(node, step))
+    return [n for n in notes if n]
+
+
+def _nodes(d: DiskPlan) -> dict[int, str]:
+    return {0: d.target.path} if d.table.type == "none" else _partition_nodes(d.target.path, d)
+
+
+def _partition_nodes(target: str, d: DiskPlan) -> dict[int, str]:
+    wanted = [s.source.number for s in d.steps]
+    paths = reread_partitions(target, len(wanted))
+    out: dict[int, str] = {}
+    for path in paths:
+        match = re.search(r"(\d+)$", path)
+        if match:
+            out[int(match.group(1))] = path
+    missing = [n for n in wanted if n not in out]
+    if missing:
+        raise DiskError(
+            f"the kernel does not show partition(s) {missing} of {target} after writing the table",
+            hint="run the restore again; if it repeats, reboot the rescue system",
+        )
+    return out
+
+
+def _head_bytes(repo: Repository, m: Manifest, image: DiskImage) -> bytes:
+    parts = []
+    for i, digest in enumerate(image.head.chunks):
+        length = min(m.chunk_size, image.head.length - i * m.chunk_size)
+        parts.append(bytes(length) if digest is None else
+                     repo.get_chunk(digest, f"{m.ref} disk {image.index + 1} head"))
+    return b"".join(parts)
+
+
+def _head_ranges(image: DiskImage, head: bytes) -> list[Extent]:
+    """The parts of the head that are not the partition table: the boot code,
+    and the gap between the table and the first partition (GRUB's core.img
+    lives there on MBR disks)."""
+    ss = image.logical_sector_size
+    if len(head) < ss:
+        return []
+    if image.table.type == "gpt" and len(head) >= 2 * ss and head[ss:ss + 8] == b"EFI PART":
+        entries_lba, count, size = struct.unpack_from("<QII", head, ss + 72)
+        gap = -(-(entries_lba * ss + count * size) // ss) * ss
+    else:
+        gap = ss
+    ranges = [(0, MBR_BOOT_CODE)]
+    if gap < len(head):
+        ranges.append((gap, len(head) - gap))
+    return ranges
+
+
+def _write_head(repo: Repository, m: Manifest, image: DiskImage, target: str) -> None:
+    if not image.head.length:
+        return
+    head = _head_bytes(repo, m, image)
+    with blockio.open_device(target, write=True) as fd:
+        for start, length in _head_ranges(image, head):
+            blockio.write_all(fd, target, head[start:start + length], start)
+        blockio.flush(fd, target)
+
+
+def _write_extents(fd: int, node: str, data: bytes, base: int, extents: list[Extent]) -> None:
+    view = memoryview(data)
+    for start, length in extents:
+        blockio.write_all(fd, node, view[start - base:start - base + length], start)
+
+
+def _chunk_extents(p: PartitionImage, chunk_size: int, i: int) -> list[Extent]:
+    start = i * chunk_size
+    end = min(start + chunk_size, p.size)
+    if p.method == METHOD_RAW:
+        return [(start, end - start)]
+    return clip(list(p.used_map), start, end)
+
+
+def _write_partition(
+    repo: Repository,
+    m: Manifest,
+    image: DiskImage,
+    p: PartitionImage,
+    node: str,
+    counter: _Counter,
+    cancel: CancelToken | None,
+) -> None:
+    item = f"{node} ({p.filesystem.type or 'raw'})"
+    # Whole-disk images are written at their offset on the disk itself.
+    where = f"{m.ref} disk {image.index + 1} {p.label}"
+    done = 0
+
+    def job(i: int, digest: str, extents: list[Extent]) -> int:
+        data = repo.get_chunk(digest, f"{where} at offset {i * m.chunk_size}")
+        _write_extents(fd, node, data, i * m.chunk_size, extents)
+        return total(extents)
+
+    with blockio.open_device(node, write=True) as fd, pipeline() as pipe:
+        for i, digest in enumerate(p.chunks):
+            if cancel is not None and cancel.cancelled:
+                raise CancelledError(
+                    f"restore cancelled: {node} is only partly written and will not work",
+                    hint="run the restore again before using this disk",
+                )
+            extents = _chunk_extents(p, m.chunk_size, i)
+            if not extents:
+                continue
+            if digest is None:
+                for start, length in extents:
+                    blockio.zero_range(fd, node, start, length)
+                n = total(extents)
+                done += n
+                counter.add(item, n, done, p.used_bytes)
+                continue
+            for n in pipe.submit(job, i, digest, extents):
+                done += n  # type: ignore[operator]
+                counter.add(item, n, done, p.used_bytes)  # type: ignore[arg-type]
+        for n in pipe.drain():
+            done += n  # type: ignore[operator]
+            counter.add(item, n, done, p.used_bytes)  # type: ignore[arg-type]
+        blockio.flush(fd, node)
+        blockio.drop_cache(fd)
+
+
+def _mkswap(node: str, p: PartitionImage) -> None:
+    args = ["mkswap"]
+    if p.filesystem.label:
+        args += ["-L", p.filesystem.label]
+    if p.filesystem.uuid:
+        args += ["-U", p.filesystem.uuid]
+    run([*args, node])
+
+
+@contextmanager
+def _mounted(node: str, fstype: str) -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="liferaft-grow-") as mnt:
+        run(["mount", "-t", fstype, node, mnt])
+        try:
+            yield mnt
+        finally:
+            run(["umount", mnt], check=False)
+
+
+def _grow_filesystem(node: str, step: PartitionStep) -> str:
+    fs = step.source.filesystem.type
+    try:
+        if fs in ("ext2", "ext3", "ext4"):
+            # resize2fs insists on a freshly checked filesystem; 1 = fixed, fine.
+            proc = run(["e2fsck", "-f", "-p", node], check=False)
+            if proc.returncode > 1:
+                raise CommandError(f"e2fsck found problems on {node}", stderr=proc.stderr)
+            run(["resize2fs", node])
+        elif fs == "xfs":
+            with _mounted(node, "xfs") as mnt:
+                run(["xfs_growfs", mnt])
+        elif fs == "btrfs":
+            with _mounted(node, "btrfs") as mnt:
+                run(["btrfs", "filesystem", "resize", "max", mnt])
+        elif fs == "ntfs":
+            run(["ntfsresize", "--force", "--force", node], input=b"y\n")
+        else:
+            return ""
+    except CommandError as exc:
+        return (f"the data is restored, but growing {fs} on {node} failed ({exc}); "
+                "the filesystem keeps its old size")
+    return ""
+
+
+# -- read-back -------------------------------------------------------------
+
+def _verify_disk(
+    repo: Repository, m: Manifest, d: DiskPlan, counter: _Counter, cancel: CancelToken | None
+) -> None:
+    target = d.target.path
+    image = d.image
+    nodes = _nodes(d)
+    if image.head.length:
+        head = _head_bytes(repo, m, image)
+        with blockio.open_device(target) as fd:
+            blockio.drop_cache(fd)
+            for start, length in _head_ranges(image, head):
+                got = blockio.read_exact(fd, target, start, length)
+                if got != head[start:start + length]:
+                    raise VerifyError(
+                        f"verification failed: the boot area of {target} at byte {start} "
+                        "differs from the image", hint="the disk may be failing; try another")
+        counter.add(f"{target} boot area", image.head.length, image.head.length,
+                    image.head.length)
+    for step in d.steps:
+        p = step.source
+        if p.method not in (METHOD_USED, METHOD_RAW):
+            continue
+        node = nodes[p.number]
+        _verify_partition(repo, m, image, p, node, counter, cancel)
+
+
+def _verify_partition(
+    repo: Repository,
+    m: Manifest,
+    image: DiskImage,
+    p: PartitionImage,
+    node: str,
+    counter: _Counter,
+    cancel: CancelToken | None,
+) -> None:
+    item = f"{node} ({p.filesystem.type or 'raw'})"
+    done = 0
+
+    def job(i: int, digest: str | None, extents: list[Extent]) -> int:
+        start = i * m.chunk_size
+        length = min(m.chunk_size, p.size - start)
+        buf = bytearray(length)
+        blockio.read_extents_into(fd, node, buf, start, extents)
+        ok = (buf == bytes(length)) if digest is None else chunk_digest(buf) == digest
+        if not ok:
+            raise VerifyError(
+                f"verification failed: {node} ({m.ref} disk {image.index + 1} {p.label}) "
+                f"differs from the image at offset {start}",
+                hint="the target disk may be failing; restore again or use another disk",
+            )
+        return total(extents)
+
+    with blockio.open_device(node) as fd, pipeline() as pipe:
+        blockio.drop_cache(fd)
+        for i, digest in enumerate(p.chunks):
+            if cancel is not None and cancel.cancelled:
+                raise CancelledError("verification cancelled; the restore itself finished")
+            extents = _chunk_extents(p, m.chunk_size, i)
+            if not extents:
+                continue
+            for n in pipe.submit(job, i, digest, extents):
+                done += n  # type: ignore[operator]
+                counter.add(item, n, done, p.used_bytes)  # type: ignore[arg-type]
+        for n in pipe.drain():
+            done += n  # type: ignore[operator]
+            counter.add(item, n, done, p.used_bytes)  # type: ignore[arg-type]

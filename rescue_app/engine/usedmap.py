@@ -1,0 +1,85 @@
+"""Used-block maps of filesystems, taken from partclone's domain output.
+
+``partclone.<fs> -D`` reads the filesystem's own allocation metadata and
+writes a ddrescue domain map of the blocks in use; we parse that map and
+never parse a filesystem ourselves. Reads the partition only.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from rescue_app.engine.extents import Extent, normalize
+from rescue_app.errors import CommandError
+from rescue_app.run import run
+
+# lsblk FSTYPE -> the partclone program that understands it
+PARTCLONE_OF = {
+    "ext2": "partclone.ext2",
+    "ext3": "partclone.ext3",
+    "ext4": "partclone.ext4",
+    "xfs": "partclone.xfs",
+    "btrfs": "partclone.btrfs",
+    "vfat": "partclone.fat",
+    "ntfs": "partclone.ntfs",
+    "exfat": "partclone.exfat",
+}
+
+
+class MapUnavailable(Exception):
+    """partclone could not map this filesystem; the caller falls back to raw."""
+
+
+def parse_domain_map(text: str) -> list[Extent]:
+    """The '+' (in use) extents of a ddrescue domain map."""
+    extents: list[Extent] = []
+    status_line_seen = False
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        if not status_line_seen:
+            # the first data line is "current_pos current_status"
+            status_line_seen = True
+            if len(fields) == 2:
+                continue
+        if len(fields) != 3:
+            raise ValueError(f"unexpected line in domain map: {line!r}")
+        pos, size, status = int(fields[0], 16), int(fields[1], 16), fields[2]
+        if status == "+":
+            extents.append((pos, size))
+    return normalize(extents)
+
+
+def used_map(partition_path: str, fstype: str) -> list[Extent]:
+    program = PARTCLONE_OF.get(fstype)
+    if program is None:
+        raise MapUnavailable(f"no partclone support for {fstype}")
+    with tempfile.TemporaryDirectory(prefix="liferaft-map-") as tmp:
+        out = os.path.join(tmp, "domain.map")
+        logfile = os.path.join(tmp, "partclone.log")
+        try:
+            run([program, "-D", "-s", partition_path, "-o", out, "-L", logfile])
+        except CommandError as exc:
+            detail = _last_meaningful_line(exc.stderr) or str(exc)
+            raise MapUnavailable(f"partclone could not read the {fstype} filesystem: {detail}")
+        with open(out) as f:
+            text = f.read()
+    try:
+        extents = parse_domain_map(text)
+    except ValueError as exc:
+        raise MapUnavailable(str(exc)) from None
+    if not extents:
+        raise MapUnavailable("partclone reported no used blocks")
+    return extents
+
+
+def _last_meaningful_line(stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.replace("\r", "\n").splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if "Partclone" in line and "fail" not in line.lower():
+            continue
+        return line
+    return ""
