@@ -1,0 +1,280 @@
+"""Unattended mode: one restore or capture at boot, no person at the keyboard.
+
+The action comes from the kernel command line (``liferaft.action=restore``,
+``liferaft.repo=...``, ``liferaft.image=...``, ``liferaft.target=...``,
+``liferaft.poweroff=1``, ``liferaft.grow=1``) or, for any key the command
+line does not give, from the profile's ``unattended`` section
+(/etc/liferaft/profile.json on the stick). Everything is logged to the
+console and to /var/log/liferaft-unattended.log; the end is a SUCCESS or
+FAILED banner, then (if asked) the machine powers off.
+
+``liferaft.repo`` is a directory, or ``DEVICE:PATH`` for a repository on a
+disk that is not mounted yet; DEVICE is ``LABEL=x``, ``UUID=x``, a /dev path
+or ``serial:XYZ`` (its first partition, or the whole disk if it has none).
+``liferaft.target`` (and capture's sources, comma separated) is a device path
+or ``serial:XYZ``.
+
+This module uses the engine façade only; it never imports textual.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rescue_app.errors import LiferaftError, UsageError
+from rescue_app.progress import Progress
+
+log = logging.getLogger("liferaft.unattended")
+
+LOG_FILE = Path(os.environ.get("LIFERAFT_UNATTENDED_LOG", "/var/log/liferaft-unattended.log"))
+PROFILE_FILE = Path(os.environ.get("LIFERAFT_PROFILE", "/etc/liferaft/profile.json"))
+REPO_MOUNT = Path("/run/liferaft/repo")
+ACTIONS = ("restore", "capture")
+_TRUE = ("1", "yes", "true", "on")
+
+
+@dataclass(frozen=True)
+class UnattendedAction:
+    action: str  # restore | capture
+    repo: str
+    image: str
+    targets: tuple[str, ...]  # restore: target disks; capture: source disks
+    poweroff: bool = False
+    grow: bool = False
+
+    def describe(self) -> str:
+        arrow = "->" if self.action == "restore" else "<-"
+        return f"{self.action} {self.image} {arrow} {', '.join(self.targets)} (repository {self.repo})"
+
+
+def parse_cmdline(text: str) -> dict[str, str]:
+    """The ``liferaft.*`` arguments of a kernel command line, without the prefix."""
+    out: dict[str, str] = {}
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        words = text.split()
+    for word in words:
+        if word.startswith("liferaft.") and "=" in word:
+            key, value = word[len("liferaft.") :].split("=", 1)
+            out[key] = value
+        elif word.startswith("liferaft.") and word[len("liferaft.") :] in ("poweroff", "grow"):
+            out[word[len("liferaft.") :]] = "1"
+    return out
+
+
+def resolve_action(
+    cmdline: dict[str, str], profile_action: dict[str, Any] | None
+) -> UnattendedAction | None:
+    """Merge profile defaults with command line values; None when nothing is asked."""
+    merged: dict[str, Any] = {k: v for k, v in (profile_action or {}).items() if v is not None}
+    merged.update(cmdline)
+    action = str(merged.get("action", "none"))
+    if action in ("none", ""):
+        return None
+    if action not in ACTIONS:
+        raise UsageError(f"liferaft.action={action} is not one of {', '.join(ACTIONS)}")
+    missing = [k for k in ("repo", "image", "target") if not merged.get(k)]
+    if missing:
+        raise UsageError(
+            f"unattended {action} needs " + ", ".join(f"liferaft.{k}=" for k in missing)
+        )
+
+    def flag(key: str, default: bool) -> bool:
+        value = merged.get(key, default)
+        return value if isinstance(value, bool) else str(value).lower() in _TRUE
+
+    return UnattendedAction(
+        action=action,
+        repo=str(merged["repo"]),
+        image=str(merged["image"]),
+        targets=tuple(t for t in str(merged["target"]).split(",") if t),
+        poweroff=flag("poweroff", False),
+        grow=flag("grow", False),
+    )
+
+
+def _setup_logging() -> None:
+    root = logging.getLogger("liferaft")
+    root.setLevel(logging.DEBUG)
+    for handler in [h for h in root.handlers if getattr(h, "_liferaft_unattended", False)]:
+        root.removeHandler(handler)
+        handler.close()
+    fmt = logging.Formatter("%(asctime)s liferaft: %(message)s", "%H:%M:%S")
+    console = logging.StreamHandler(sys.stdout)
+    console.setLevel(logging.INFO)
+    console.setFormatter(fmt)
+    console._liferaft_unattended = True  # type: ignore[attr-defined]
+    root.addHandler(console)
+    try:
+        LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
+        file = logging.FileHandler(LOG_FILE)
+        file.setLevel(logging.DEBUG)
+        file.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        file._liferaft_unattended = True  # type: ignore[attr-defined]
+        root.addHandler(file)
+    except OSError as exc:
+        log.warning("cannot write %s: %s", LOG_FILE, exc)
+
+
+def _banner(ok: bool, what: str, detail: str) -> None:
+    word = "SUCCESS" if ok else "FAILED"
+    line = "=" * 64
+    text = f"\n{line}\n  LIFERAFT UNATTENDED {what.upper()}: {word}\n  {detail}\n{line}\n"
+    log.info("%s: %s", word, detail)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    # The console may be the serial line; the person at the machine looks at
+    # the screen, so the banner goes there too (on the stick only).
+    if Path("/run/live/medium").exists():
+        try:
+            with open("/dev/tty1", "w") as tty:
+                tty.write(text)
+        except OSError:
+            pass
+
+
+class _ProgressLog:
+    """Engine progress as a log line every 10 % (a console is not a progress bar)."""
+
+    def __init__(self) -> None:
+        self.next_percent = 0
+        self.started = time.monotonic()
+
+    def __call__(self, p: Progress) -> None:
+        if p.total <= 0:
+            return
+        percent = 100 * p.done // p.total
+        if percent >= self.next_percent:
+            elapsed = max(time.monotonic() - self.started, 1e-3)
+            log.info(
+                "%s %3d%%  %s  %.0f MB of %.0f MB  %.1f MB/s",
+                p.phase, percent, p.item, p.done / 1e6, p.total / 1e6, p.done / 1e6 / elapsed,
+            )  # fmt: skip
+            self.next_percent = percent - percent % 10 + 10
+
+
+def _mount_repository(spec: str, writable: bool) -> str:
+    """``DEVICE:PATH`` -> mount DEVICE under /run/liferaft/repo and return the path."""
+    if ":" not in spec or spec.startswith("/") or "://" in spec:
+        return spec
+    device, _, path = spec.rpartition(":")
+    if device.startswith("serial"):  # serial:XYZ:/path
+        from rescue_app.engine import Engine
+
+        disk = Engine().find_disk(device)
+        parts = getattr(disk, "partitions", None) or []
+        device = getattr(parts[0], "path", disk.path) if parts else disk.path
+    REPO_MOUNT.mkdir(parents=True, exist_ok=True)
+    opts = "rw" if writable else "ro"
+    log.info("mounting %s (%s) on %s", device, opts, REPO_MOUNT)
+    proc = subprocess.run(
+        ["mount", "-o", opts, device, str(REPO_MOUNT)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise LiferaftError(f"cannot mount repository device {device}: {proc.stderr.strip()}")
+    return str(REPO_MOUNT / path.lstrip("/"))
+
+
+def _unmount_repository() -> None:
+    if os.path.ismount(REPO_MOUNT):
+        subprocess.run(["umount", str(REPO_MOUNT)], stdin=subprocess.DEVNULL, check=False)
+
+
+def _execute(action: UnattendedAction) -> str:
+    from rescue_app.engine import Engine
+
+    engine = Engine()
+    location = _mount_repository(action.repo, writable=action.action == "capture")
+    progress = _ProgressLog()
+    if action.action == "restore":
+        repo = engine.open_repository(location)
+        plan = engine.plan_restore(repo, action.image, list(action.targets), grow=action.grow)
+        log.info("plan:\n%s", plan.render())
+        result = engine.restore(plan, progress=progress, verify=True)
+        return f"restored {action.image} to {', '.join(action.targets)}: {result}"
+    repo = engine.open_repository(location, create=True)
+    result = engine.capture(repo, action.image, list(action.targets), progress=progress)
+    return f"captured {', '.join(action.targets)} as {action.image}: {result}"
+
+
+def _load_profile_action() -> dict[str, Any] | None:
+    try:
+        data = json.loads(PROFILE_FILE.read_text())
+    except (OSError, ValueError):
+        return None
+    section = data.get("unattended")
+    return section if isinstance(section, dict) else None
+
+
+def _power_off() -> None:
+    # Only on the rescue system (live-boot's medium is mounted): a developer
+    # running this on a workstation must never see it switch off.
+    if not Path("/run/live/medium").exists() and not os.environ.get("LIFERAFT_ALLOW_POWEROFF"):
+        log.info("not on the rescue system; not powering off")
+        return
+    log.info("powering off")
+    os.sync()
+    subprocess.run(["systemctl", "--no-block", "poweroff"], stdin=subprocess.DEVNULL, check=False)
+
+
+def run_unattended(
+    cmdline_text: str | None = None,
+    profile_action: dict[str, Any] | None = None,
+    *,
+    power_off: Callable[[], None] = _power_off,
+) -> int:
+    """Run the action the command line or profile asks for; 0 on success or nothing to do."""
+    if cmdline_text is None:
+        try:
+            cmdline_text = Path("/proc/cmdline").read_text()
+        except OSError:
+            cmdline_text = ""
+    if profile_action is None:
+        profile_action = _load_profile_action()
+    _setup_logging()
+    try:
+        action = resolve_action(parse_cmdline(cmdline_text), profile_action)
+    except LiferaftError as exc:
+        _banner(False, "mode", str(exc))
+        return exc.exit_code
+    if action is None:
+        log.debug("no unattended action requested")
+        return 0
+    log.info("unattended %s", action.describe())
+    started = time.monotonic()
+    try:
+        detail = _execute(action)
+        ok, code = True, 0
+    except LiferaftError as exc:
+        detail, ok, code = str(exc), False, exc.exit_code
+    except Exception as exc:  # the banner must appear whatever went wrong
+        log.exception("unexpected error")
+        detail, ok, code = f"unexpected error: {exc!r} (see {LOG_FILE})", False, 1
+    finally:
+        _unmount_repository()
+    _banner(ok, action.action, f"{detail} ({time.monotonic() - started:.0f} s)")
+    if action.poweroff:
+        power_off()
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`liferaft unattended [CMDLINE]`: CMDLINE defaults to /proc/cmdline."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return run_unattended(" ".join(args) if args else None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
