@@ -53,6 +53,19 @@ def parse_domain_map(text: str) -> list[Extent]:
     return normalize(extents)
 
 
+def ntfs_backup_boot_sector(boot_sector: bytes) -> Extent | None:
+    """Where NTFS keeps its backup boot sector: just after the volume's last
+    sector. partclone's map leaves it out, and ntfsfix/chkdsk reject a
+    volume without it, so capture adds it."""
+    if len(boot_sector) < 0x30 or boot_sector[3:11] != b"NTFS    ":
+        return None
+    bytes_per_sector = int.from_bytes(boot_sector[0x0B:0x0D], "little")
+    total_sectors = int.from_bytes(boot_sector[0x28:0x30], "little")
+    if bytes_per_sector not in (256, 512, 1024, 2048, 4096) or not total_sectors:
+        return None
+    return total_sectors * bytes_per_sector, bytes_per_sector
+
+
 def used_map(partition_path: str, fstype: str) -> list[Extent]:
     program = PARTCLONE_OF.get(fstype)
     if program is None:
@@ -73,6 +86,11 @@ def used_map(partition_path: str, fstype: str) -> list[Extent]:
         raise MapUnavailable(str(exc)) from None
     if not extents:
         raise MapUnavailable("partclone reported no used blocks")
+    if fstype == "ntfs":
+        with open(partition_path, "rb") as dev:
+            backup = ntfs_backup_boot_sector(dev.read(512))
+        if backup is not None:
+            extents = normalize([*extents, backup])
     return extents
 
 

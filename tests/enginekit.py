@@ -1,0 +1,83 @@
+"""Shared steps of the engine tests: run the CLI, build source disks, compare."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from tests.helpers.diskkit import (
+    PartSpec,
+    fsck_clean,
+    make_fs,
+    partition_disk,
+    populate,
+    tree_checksums,
+)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def liferaft(*args: str, check: bool = True, user: int | None = None,
+             timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI as a user would; stdin is not a terminal."""
+    argv = [sys.executable, "-m", "rescue_app.cli", *args]
+    if user is not None:
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=REPO_ROOT,
+                          stdin=subprocess.DEVNULL, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"liferaft {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """A failure the user meets: nonzero exit, one clear line, no traceback."""
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("liferaft: error:")]
+    assert len(errors) == 1, proc.stderr
+    for needle in needles:
+        assert needle.lower() in errors[0].lower(), errors[0]
+    return errors[0]
+
+
+@dataclass
+class Layout:
+    """A source disk: its table, its partitions' filesystems and their files."""
+
+    label: str
+    parts: list[PartSpec]
+    filesystems: list[str | None]  # per partition; None = nothing made (extended)
+
+
+@dataclass
+class Source:
+    dev: str
+    layout: Layout
+    nodes: list[str]
+    files: dict[int, dict[str, str]]  # partition index -> {path: sha256}
+
+
+def build_source(dev: str, layout: Layout, seed: int = 1) -> Source:
+    nodes = partition_disk(dev, layout.label, layout.parts)
+    files: dict[int, dict[str, str]] = {}
+    for i, (node, fs) in enumerate(zip(nodes, layout.filesystems, strict=True)):
+        if fs is None:
+            continue
+        make_fs(node, fs, label=f"{fs[:4]}{i}")
+        if fs != "swap":
+            files[i] = populate(node, fs, seed=seed + i)
+    return Source(dev, layout, nodes, files)
+
+
+def check_restored(source: Source, nodes: list[str]) -> None:
+    """Every filesystem passes its fsck and holds exactly the source's files."""
+    assert len(nodes) == len(source.nodes)
+    for i, fs in enumerate(source.layout.filesystems):
+        if fs is None:
+            continue
+        fsck_clean(nodes[i], fs)
+        if fs != "swap":
+            assert tree_checksums(nodes[i], fs) == source.files[i], f"files differ on {nodes[i]}"
