@@ -22,11 +22,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import re
 import shutil
 import stat
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -344,7 +344,7 @@ def bootstrap_base(ctx: BuildContext) -> Path:
             '--setup-hook=mkdir -p "$1"/var/cache/apt/archives/',
             f"--setup-hook=sync-in {ctx.apt_cache} /var/cache/apt/archives/",
             f"--customize-hook=sync-out /var/cache/apt/archives {ctx.apt_cache}",
-            f"--customize-hook={BASE_HOOK}",
+            f'--customize-hook=sh {BASE_HOOK} "$1"',
             ctx.profile.suite,
             str(root),
             ctx.profile.mirror,
@@ -390,7 +390,7 @@ def fetch_wheels(ctx: BuildContext) -> Path:
         # Same Debian 12 Python 3.11 / x86_64 as the image, so host wheels fit.
         _run_logged(
             ctx,
-            ["python3", "-m", "pip", "download", "-q", "--only-binary=:all:",
+            [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
              "-d", str(wheels), *reqs],
             timeout=900,
         )  # fmt: skip
@@ -413,7 +413,7 @@ def build_app_wheel(ctx: BuildContext, out: Path) -> None:
         (src / "README.md").write_text("liferaft\n")
     _run_logged(
         ctx,
-        ["python3", "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
          "-w", str(out), str(src)],
         timeout=600,
     )  # fmt: skip
@@ -435,14 +435,14 @@ def install_app(ctx: BuildContext, base: Path, app_root: Path) -> None:
     # image's) but written to the app layer through a bind mount; the mounts
     # live in a private namespace and vanish with it.
     script = (
-        'set -eu\n'
+        "set -eu\n"
         'mount --bind "$1" "$2/opt/liferaft"\n'
         'mount --bind "$3" "$2/mnt"\n'
         'mount --rbind /dev "$2/dev"\n'
         'mount -t proc proc "$2/proc"\n'
         'chroot "$2" /usr/bin/python3 -m venv --system-site-packages /opt/liferaft\n'
         'chroot "$2" /opt/liferaft/bin/python -m pip install -q --no-cache-dir'
-        ' --no-index --find-links /mnt liferaft\n'
+        " --no-index --find-links /mnt liferaft\n"
     )
     _run_logged(
         ctx,
@@ -468,7 +468,7 @@ def render_overlay(ctx: BuildContext, app_root: Path) -> None:
     )
     variables = {
         "profile": ctx.profile,
-        "profile_json": json.dumps(ctx.profile.to_dict(), indent=2, sort_keys=True),
+        "profile_yaml": ctx.profile.dump(),
         "kernel_cmdline": ctx.kernel_cmdline,
         "ready_marker": READY_MARKER,
     }
@@ -722,7 +722,11 @@ def build_netboot(ctx: BuildContext, base_url: str | None = None) -> Path:
     takes one file, and for an .iso it mounts it and stacks the layers inside.
     """
     started = time.monotonic()
-    url = base_url or ctx.profile.netboot_url or f"http://${{next-server}}/netboot-{ctx.profile.name}/"
+    url = (
+        base_url
+        or ctx.profile.netboot_url
+        or f"http://${{next-server}}/netboot-{ctx.profile.name}/"
+    )
     if not url.endswith("/"):
         url += "/"
     with complete_step("Checking the build host"):
@@ -761,7 +765,8 @@ def build_netboot(ctx: BuildContext, base_url: str | None = None) -> Path:
                 )  # fmt: skip
             stamp.write_text(key + "\n")
     total = sum(f.stat().st_size for f in ctx.netboot_dir.iterdir())
-    say(f"netboot files: {ctx.netboot_dir} ({total / 1e6:.0f} MB) in {time.monotonic() - started:.0f} s")
+    elapsed = time.monotonic() - started
+    say(f"netboot files: {ctx.netboot_dir} ({total / 1e6:.0f} MB) in {elapsed:.0f} s")
     return ctx.netboot_dir
 
 

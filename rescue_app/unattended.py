@@ -4,7 +4,7 @@ The action comes from the kernel command line (``liferaft.action=restore``,
 ``liferaft.repo=...``, ``liferaft.image=...``, ``liferaft.target=...``,
 ``liferaft.poweroff=1``, ``liferaft.grow=1``) or, for any key the command
 line does not give, from the profile's ``unattended`` section
-(/etc/liferaft/profile.json on the stick). Everything is logged to the
+(/etc/liferaft/profile.yaml on the stick). Everything is logged to the
 console and to /var/log/liferaft-unattended.log; the end is a SUCCESS or
 FAILED banner, then (if asked) the machine powers off.
 
@@ -19,7 +19,6 @@ This module uses the engine façade only; it never imports textual.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shlex
@@ -37,7 +36,7 @@ from rescue_app.progress import Progress
 log = logging.getLogger("liferaft.unattended")
 
 LOG_FILE = Path(os.environ.get("LIFERAFT_UNATTENDED_LOG", "/var/log/liferaft-unattended.log"))
-PROFILE_FILE = Path(os.environ.get("LIFERAFT_PROFILE", "/etc/liferaft/profile.json"))
+PROFILE_FILE = Path(os.environ.get("LIFERAFT_PROFILE", "/etc/liferaft/profile.yaml"))
 REPO_MOUNT = Path("/run/liferaft/repo")
 ACTIONS = ("restore", "capture")
 _TRUE = ("1", "yes", "true", "on")
@@ -54,7 +53,9 @@ class UnattendedAction:
 
     def describe(self) -> str:
         arrow = "->" if self.action == "restore" else "<-"
-        return f"{self.action} {self.image} {arrow} {', '.join(self.targets)} (repository {self.repo})"
+        return (
+            f"{self.action} {self.image} {arrow} {', '.join(self.targets)} (repository {self.repo})"
+        )
 
 
 def parse_cmdline(text: str) -> dict[str, str]:
@@ -210,9 +211,13 @@ def _execute(action: UnattendedAction) -> str:
 
 
 def _load_profile_action() -> dict[str, Any] | None:
+    import yaml
+
     try:
-        data = json.loads(PROFILE_FILE.read_text())
-    except (OSError, ValueError):
+        data = yaml.safe_load(PROFILE_FILE.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(data, dict):
         return None
     section = data.get("unattended")
     return section if isinstance(section, dict) else None

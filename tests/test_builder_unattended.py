@@ -29,12 +29,21 @@ def test_parse_cmdline_takes_only_liferaft_keys() -> None:
 
 
 def test_command_line_overrides_profile() -> None:
-    profile = {"action": "restore", "repo": "/mnt/nas", "image": "base", "target": "/dev/sda",
-               "poweroff": False}
+    profile = {
+        "action": "restore",
+        "repo": "/mnt/nas",
+        "image": "base",
+        "target": "/dev/sda",
+        "poweroff": False,
+    }
     action = resolve_action(parse_cmdline("liferaft.image=web2"), profile)
     assert action is not None
     assert (action.repo, action.image, action.targets, action.poweroff) == (
-        "/mnt/nas", "web2", ("/dev/sda",), False)
+        "/mnt/nas",
+        "web2",
+        ("/dev/sda",),
+        False,
+    )
 
 
 def test_nothing_asked_is_none() -> None:
@@ -44,7 +53,9 @@ def test_nothing_asked_is_none() -> None:
 
 def test_incomplete_or_unknown_action_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="liferaft.image="):
-        resolve_action(parse_cmdline("liferaft.action=restore liferaft.repo=/r liferaft.target=/dev/x"), None)
+        resolve_action(
+            parse_cmdline("liferaft.action=restore liferaft.repo=/r liferaft.target=/dev/x"), None
+        )
     with pytest.raises(UsageError, match="format"):
         resolve_action({"action": "format"}, None)
 

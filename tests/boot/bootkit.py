@@ -1,0 +1,132 @@
+"""Helpers for the boot tests: constants, the QEMU VM wrapper, firmware, HTTP server."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PROFILE = "default"
+MARKER = "liferaft rescue environment ready"
+OVMF = Path("/usr/share/OVMF")
+# The issue's target is 45 s under TCG; the assertion leaves room for a busy
+# CI machine, the measured time is printed and recorded for the closing note.
+BOOT_TARGET_S = 45
+BOOT_TIMEOUT_S = 150
+
+
+def _need(condition: bool, why: str) -> None:
+    if not condition:
+        pytest.skip(why)
+
+
+def _build(*args: str) -> None:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "builder.cli", *args],
+        cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+    )  # fmt: skip
+    sys.stderr.write(proc.stderr)
+    if proc.returncode != 0:
+        pytest.fail(f"liferaft-build {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    print(f"liferaft-build {args[0]}: {time.monotonic() - started:.0f} s")
+
+
+class Vm:
+    """A QEMU process whose serial console goes to a file."""
+
+    def __init__(self, args: list[str], workdir: Path, memory_mb: int = 1536) -> None:
+        self.serial = workdir / "serial.log"
+        self.serial.write_bytes(b"")
+        self.argv = [
+            "qemu-system-x86_64", "-accel", "tcg", "-m", str(memory_mb), "-smp", "2",
+            "-display", "none", "-monitor", "none", "-no-reboot",
+            "-serial", f"file:{self.serial}", *args,
+        ]  # fmt: skip
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+    def text(self) -> str:
+        return self.serial.read_bytes().decode("utf-8", "replace")
+
+    def wait_for(self, needle: str, timeout: float = BOOT_TIMEOUT_S) -> float:
+        """Seconds from QEMU start until ``needle`` appears on the serial console."""
+        deadline = self.started + timeout
+        while time.monotonic() < deadline:
+            if needle in self.text():
+                return time.monotonic() - self.started
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
+                pytest.fail(f"QEMU exited ({self.proc.returncode}) before {needle!r}:\n{out}\n"
+                            f"serial:\n{self.text()[-3000:]}")  # fmt: skip
+            time.sleep(0.5)
+        pytest.fail(f"no {needle!r} on the serial console after {timeout:.0f} s:\n"
+                    f"{self.text()[-3000:]}")  # fmt: skip
+
+    def wait_exit(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"VM still running after {timeout:.0f} s:\n{self.text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+def ovmf_args(tmp_path: Path, secure_boot: bool) -> list[str]:
+    if secure_boot:
+        code, vars_ = OVMF / "OVMF_CODE_4M.secboot.fd", OVMF / "OVMF_VARS_4M.ms.fd"
+    else:
+        code, vars_ = OVMF / "OVMF_CODE_4M.fd", OVMF / "OVMF_VARS_4M.fd"
+    _need(code.exists() and vars_.exists(), "ovmf is not installed")
+    local_vars = tmp_path / "OVMF_VARS.fd"
+    shutil.copy(vars_, local_vars)
+    args = [
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+        "-drive", f"if=pflash,format=raw,unit=1,file={local_vars}",
+    ]  # fmt: skip
+    if secure_boot:
+        args = ["-machine", "q35,smm=on", "-global",
+                "driver=cfi.pflash01,property=secure,value=on", *args]  # fmt: skip
+    return args
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@contextlib.contextmanager
+def http_server(directory: Path, sock: socket.socket) -> Iterator[None]:
+    """Serve ``directory`` on an already bound loopback socket, in a thread."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(sock.getsockname(), handler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = sock
+    server.server_activate()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
