@@ -106,17 +106,23 @@ class Repository:
         root = os.path.abspath(location.removeprefix("file://"))
         repo = cls(root)
         marker = os.path.join(root, REPO_FILE)
-        if os.path.isfile(marker):
+        try:
+            os.stat(marker)
             repo._check_marker(marker)
             return repo
+        except PermissionError:
+            raise RepositoryError(
+                f"repository {root} is not readable (permission denied)",
+                hint="run as root or fix the folder's permissions",
+            ) from None
+        except (FileNotFoundError, NotADirectoryError):
+            pass
         if not create:
             if not os.path.exists(root):
                 raise RepositoryError(
                     f"repository {root} does not exist",
                     hint="check the path, or mount the disk or share that holds it",
                 )
-            if not os.access(root, os.R_OK | os.X_OK):
-                raise RepositoryError(f"repository {root} is not readable")
             raise RepositoryError(
                 f"{root} is not a liferaft repository (no {REPO_FILE})",
                 hint="point --repo at the folder that holds liferaft-repository.json",
