@@ -1,0 +1,173 @@
+"""The liferaft Textual application: state shared by the screens, errors, logs.
+
+The App takes its Engine as a constructor argument so tests can point it at
+loop devices (or, for snapshots only, at a fake engine). Screens live in
+``rescue_app.tui.screens``, one per module; styles in ``app.tcss``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from textual.app import App
+from textual.binding import Binding
+
+from rescue_app.engine import Engine
+from rescue_app.engine.disks import BlockDisk
+from rescue_app.errors import LiferaftError
+from rescue_app.tui.logbuffer import MemoryLogHandler
+from rescue_app.tui.profile import ProfileInfo, load_profile_info
+from rescue_app.tui.sources import DiskFilter, RepositorySource
+
+log = logging.getLogger("liferaft.tui")
+
+# After this many crashes in a row without a successful screen change, give up
+# cleanly rather than stack error boxes forever.
+MAX_CRASHES = 5
+
+
+class LiferaftApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "liferaft"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [
+        Binding("l", "show_log", "Log"),
+        Binding("ctrl+l", "show_log", "Log", show=False, priority=True),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+    ]
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        profile: ProfileInfo | None = None,
+        media_filter: DiskFilter | None = None,
+        log_handler: MemoryLogHandler | None = None,
+        scan_media: bool = True,
+    ) -> None:
+        super().__init__()
+        self.engine = engine
+        self.profile = profile or ProfileInfo()
+        self.title = self.profile.title
+        # Which disks the media scan may mount (read-only); None = all but the system's.
+        self.media_filter = media_filter
+        self.scan_media = scan_media
+        self.log_handler = log_handler or install_log_handler()
+        self.disks: list[BlockDisk] = []
+        self.sources: list[RepositorySource] = []
+        self.sources_scanned = False
+        self.open_source: RepositorySource | None = None
+        self.crashes = 0
+
+    def on_mount(self) -> None:
+        from rescue_app.tui.screens.home import HomeScreen
+
+        self.push_screen(HomeScreen())
+
+    # ------------------------------------------------------------ sources
+
+    def use_source(self, source: RepositorySource) -> None:
+        """Remember the source now open; close (unmount) the one before."""
+        if self.open_source is not None and self.open_source is not source:
+            self.release_source()
+        self.open_source = source
+
+    def release_source(self) -> None:
+        source, self.open_source = self.open_source, None
+        if source is not None:
+            try:
+                source.close()
+            except LiferaftError as exc:
+                log.warning("closing %s: %s", source.label, exc)
+
+    # ------------------------------------------------------------ navigation
+
+    def action_go_home(self) -> None:
+        while len(self.screen_stack) > 2:
+            self.pop_screen()
+        self.release_source()
+        home = self.screen
+        refresh = getattr(home, "refresh_disks", None)
+        if callable(refresh):
+            refresh()
+
+    def action_show_log(self) -> None:
+        from rescue_app.tui.screens.logview import LogScreen
+
+        if not isinstance(self.screen, LogScreen):
+            self.push_screen(LogScreen())
+
+    # ------------------------------------------------------------ errors
+
+    def show_error(self, error: BaseException, *, title: str | None = None,
+                   then: Callable[[], None] | None = None) -> None:
+        """One modal per failure: what happened and what to do. Never a traceback."""
+        from rescue_app.tui.screens.error import ErrorModal
+
+        if isinstance(error, LiferaftError):
+            log.error("%s", error)
+        else:
+            log.error("internal error", exc_info=error)
+        self.push_screen(ErrorModal(error, title=title),
+                         callback=(lambda _: then()) if then else None)
+
+    def _handle_exception(self, error: Exception) -> None:
+        # An exception in a UI handler: show it instead of dying with a traceback.
+        self.crashes += 1
+        if self.crashes <= MAX_CRASHES and self.is_running:
+            try:
+                log.error("internal error in the UI", exc_info=error)
+                self.call_later(self.show_error, error)
+                return
+            except Exception:  # pragma: no cover - the last line of defence
+                pass
+        log.critical("giving up after repeated internal errors", exc_info=error)
+        self._return_code = 1
+        self.exit(1, message=f"liferaft: internal error: {error.__class__.__name__}: {error}")
+
+    def on_unmount(self) -> None:
+        self.release_source()
+
+
+def install_log_handler() -> MemoryLogHandler:
+    """Keep every liferaft log record in memory for the log viewer (once per process)."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler, MemoryLogHandler):
+            return handler
+    handler = MemoryLogHandler()
+    root.addHandler(handler)
+    liferaft = logging.getLogger("liferaft")
+    if liferaft.getEffectiveLevel() > logging.INFO:
+        liferaft.setLevel(logging.INFO)
+    return handler
+
+
+def _quiet_stream_handlers() -> None:
+    # Log lines written to the terminal would tear the screen; the viewer shows them.
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler and getattr(handler, "stream", None) in (
+            sys.stderr, sys.stdout,
+        ):
+            logging.getLogger().removeHandler(handler)
+
+
+def run_app(engine: Engine, profile_path: str | None = None) -> int:
+    """Entry point of `liferaft tui`."""
+    if os.environ.get("TERM") in (None, "", "dumb"):
+        os.environ["TERM"] = "linux"
+    _quiet_stream_handlers()
+    handler = install_log_handler()
+    app = LiferaftApp(engine, profile=load_profile_info(profile_path), log_handler=handler)
+    try:
+        code = app.run()
+    except Exception as exc:  # the terminal is restored by now; one line, no traceback
+        print(f"liferaft: the user interface stopped: {exc.__class__.__name__}: {exc}",
+              file=sys.stderr)
+        return 1
+    finally:
+        app.release_source()
+    return int(code or 0)

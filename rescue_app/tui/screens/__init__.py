@@ -1,0 +1,1 @@
+"""Screens of the liferaft UI, one per module."""

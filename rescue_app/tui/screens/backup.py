@@ -1,0 +1,126 @@
+"""Back up: choose disks, a destination repository and a name; then progress."""
+
+from __future__ import annotations
+
+import socket
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Button, Footer, Header, Input, Select, SelectionList, Static
+
+from rescue_app.engine.disks import REASON_BOOT, REASON_ROOT, BlockDisk
+from rescue_app.engine.repository import NAME_RE, Repository
+from rescue_app.errors import UsageError
+from rescue_app.tui.screens.base import LiferaftScreen
+from rescue_app.tui.sources import (
+    MediaSource,
+    PathSource,
+    RepositorySource,
+    ScanContext,
+    discover_sources,
+)
+
+
+def backup_candidates(disks: list[BlockDisk]) -> list[BlockDisk]:
+    """Disks worth backing up: not the rescue system's own disk or boot medium."""
+    return [d for d in disks if REASON_ROOT not in d.in_use and REASON_BOOT not in d.in_use]
+
+
+def default_name() -> str:
+    host = socket.gethostname().split(".")[0]
+    return host if NAME_RE.match(host) else "backup"
+
+
+class BackupScreen(LiferaftScreen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("ctrl+n", "start", "Start backup"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.disks: list[BlockDisk] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="backup-form"):
+            yield Static("Disks to back up (space to tick):", classes="section")
+            yield SelectionList[str](id="backup-disks")
+            yield Static("Destination repository (found on attached media):", classes="section")
+            yield Select[int]([], prompt="choose, or type a folder below", id="backup-dest")
+            yield Input(placeholder="or a folder path, e.g. /mnt/nas/liferaft", id="backup-path")
+            yield Static("Image name:", classes="section")
+            yield Input(value=default_name(), id="backup-name")
+        with Horizontal(classes="buttons"):
+            yield Button("Start backup (ctrl+n)", id="start", variant="primary")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "Back up"
+        self.query_one("#backup-disks").focus()
+        self.load()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="load")
+    def load(self) -> None:
+        app = self.lapp
+        disks = app.engine.list_disks()
+        sources = app.sources
+        if not app.sources_scanned:
+            sources = discover_sources(
+                ScanContext(app.engine, disks, app.profile.repository, app.media_filter))
+        self.app.call_from_thread(self.show, disks, sources)
+
+    def show(self, disks: list[BlockDisk], sources: list[RepositorySource]) -> None:
+        self.lapp.sources = sources
+        self.lapp.sources_scanned = True
+        self.disks = backup_candidates(disks)
+        picker = self.query_one("#backup-disks", SelectionList)
+        picker.clear_options()
+        for disk in self.disks:
+            note = "  (in use)" if disk.in_use else ""
+            picker.add_option((disk.describe() + note, disk.path))
+        dest = self.query_one("#backup-dest", Select)
+        dest.set_options([(f"{s.label} ({s.kind})", i) for i, s in enumerate(sources)])
+
+    def destination(self) -> RepositorySource:
+        typed = self.query_one("#backup-path", Input).value.strip()
+        if typed:
+            return PathSource(typed)
+        value = self.query_one("#backup-dest", Select).value
+        if isinstance(value, int):
+            return self.lapp.sources[value]
+        raise UsageError("choose a destination repository or type a folder path")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "start":
+            self.action_start()
+
+    def action_start(self) -> None:
+        try:
+            devices = list(self.query_one("#backup-disks", SelectionList).selected)
+            if not devices:
+                raise UsageError("tick at least one disk to back up (Space on a disk)")
+            name = self.query_one("#backup-name", Input).value.strip()
+            if not NAME_RE.match(name):
+                raise UsageError(f"image name {name!r} is not allowed",
+                                 hint="use letters, digits, '.', '_' or '-'")
+            source = self.destination()
+            if isinstance(source, MediaSource) and source.disk in devices:
+                raise UsageError(f"the destination is on {source.disk}, which is being "
+                                 "backed up", hint="choose a repository on another disk")
+        except UsageError as exc:
+            self.lapp.show_error(exc)
+            return
+        from rescue_app.tui.screens.progress import backup_job
+
+        app = self.lapp
+
+        def open_repo() -> Repository:
+            repo = source.open(app.engine, writable=True)
+            app.call_from_thread(app.use_source, source)
+            return repo
+
+        self.app.push_screen(backup_job(app.engine, open_repo, name, devices))

@@ -1,0 +1,77 @@
+"""The last gate before a restore: type the target's device name to erase it."""
+
+from __future__ import annotations
+
+import os
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Static
+
+from rescue_app.engine.plan import RestorePlan, describe_contents
+
+
+def matches_device(typed: str, path: str) -> bool:
+    """The full path or the kernel name: "/dev/sdb" or "sdb"; nothing looser."""
+    typed = typed.strip()
+    return bool(typed) and typed in (path, os.path.basename(path))
+
+
+class ConfirmEraseModal(ModalScreen[bool]):
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, plan: RestorePlan) -> None:
+        super().__init__()
+        self.plan = plan
+        self.paths = [d.target.path for d in plan.disks]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="modal-box", id="confirm-box"):
+            yield Static("Erase and restore?", classes="modal-title")
+            for d in self.plan.disks:
+                t = d.target
+                yield Static(f"ERASES {t.describe()}\n  now: {describe_contents(t)}",
+                             markup=False)
+            yield Static("To go on, type the name of each target disk "
+                         f"({', '.join(self.paths)}):", markup=False)
+            for i, path in enumerate(self.paths):
+                yield Input(placeholder=path, id=f"confirm-{i}")
+            yield Static("", id="confirm-status", markup=False)
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel", variant="primary")
+                yield Button("Erase and restore", id="erase", variant="error", disabled=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#confirm-0", Input).focus()
+
+    def typed_ok(self) -> bool:
+        return all(
+            matches_device(self.query_one(f"#confirm-{i}", Input).value, path)
+            for i, path in enumerate(self.paths)
+        )
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.query_one("#erase", Button).disabled = not self.typed_ok()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if self.typed_ok():
+            self.dismiss(True)
+            return
+        self.query_one("#confirm-status", Static).update(
+            "That is not the target's name; nothing was written. Type it exactly, "
+            "or press Escape to go back."
+        )
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "erase" and self.typed_ok():
+            self.dismiss(True)
+        elif event.button.id == "cancel":
+            self.dismiss(False)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)

@@ -1,0 +1,36 @@
+"""The Disks screen: what `liferaft disks` prints, with the reasons disks are busy."""
+
+from __future__ import annotations
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import Footer, Header, Static
+
+from rescue_app.engine.disks import format_disks_table
+from rescue_app.tui.screens.base import LiferaftScreen
+
+
+class DisksScreen(LiferaftScreen):
+    BINDINGS = [
+        Binding("escape,q", "app.pop_screen", "Back"),
+        Binding("r", "reload", "Refresh"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="disks-scroll"):
+            yield Static("Reading disks...", id="disks-text", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "Disks"
+        self.query_one("#disks-scroll").focus()
+        self.action_reload()
+
+    @work(thread=True, exclusive=True, exit_on_error=False)
+    def action_reload(self) -> None:
+        disks = self.lapp.engine.list_disks()
+        text = format_disks_table(disks) if disks else "No disks found."
+        self.app.call_from_thread(self.query_one("#disks-text", Static).update, text)

@@ -1,0 +1,116 @@
+"""Image list and detail: what each image holds, before anything is chosen."""
+
+from __future__ import annotations
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import DataTable, Footer, Header, Static
+
+from rescue_app.engine.manifest import ImageSummary, Manifest
+from rescue_app.engine.repository import Repository
+from rescue_app.engine.units import human_size
+from rescue_app.tui.screens.base import LiferaftScreen
+
+
+def short_date(created: str) -> str:
+    """ISO 8601 UTC -> "2026-11-25 10:15"."""
+    return created.replace("T", " ")[:16]
+
+
+def describe_manifest(m: Manifest) -> str:
+    lines = [f"{m.ref}  host {m.host}  captured {short_date(m.created)} UTC"]
+    for disk in m.disks:
+        lines.append(f"Disk {disk.index + 1}: {disk.describe()}, "
+                     f"{ {'gpt': 'GPT', 'dos': 'MBR'}.get(disk.table.type, disk.table.type) }")
+        lines.append(f"  {'#':>2} {'size':>10}  {'filesystem':<12} {'label':<14} {'used':>10}")
+        for p in disk.partitions:
+            fs = p.filesystem.type or ("extended" if p.kind == "extended" else "-")
+            lines.append(f"  {p.number:>2} {human_size(p.size):>10}  {fs[:12]:<12} "
+                         f"{(p.filesystem.label or '-')[:14]:<14} {human_size(p.used_bytes):>10}")
+    return "\n".join(lines)
+
+
+class ImagesScreen(LiferaftScreen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("enter", "choose", "Choose", show=True),
+    ]
+
+    def __init__(self, repo: Repository, purpose: str = "restore") -> None:
+        super().__init__()
+        self.repo = repo
+        self.purpose = purpose
+        self.images: list[ImageSummary] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(f"Images in {self.repo.location}", classes="section", markup=False)
+        table: DataTable[str] = DataTable(id="images-table", cursor_type="row")
+        yield table
+        with VerticalScroll(id="image-detail-box"):
+            yield Static("", id="image-detail", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "Restore: image" if self.purpose == "restore" else "Verify: image"
+        table = self.query_one("#images-table", DataTable)
+        table.add_columns("Image", "Host", "Captured", "Data", "Disks")
+        table.focus()
+        self.load_images()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="images")
+    def load_images(self) -> None:
+        images = self.lapp.engine.list_images(self.repo)
+        self.app.call_from_thread(self.show_images, images)
+
+    def show_images(self, images: list[ImageSummary]) -> None:
+        self.images = list(reversed(images))  # newest first
+        table = self.query_one("#images-table", DataTable)
+        table.clear()
+        for image in self.images:
+            table.add_row(image.name, image.host[:14], short_date(image.created),
+                          human_size(image.data_bytes), "; ".join(image.disks)[:24],
+                          key=image.ref)
+        detail = self.query_one("#image-detail", Static)
+        if not self.images:
+            detail.update("This repository holds no images yet.")
+        else:
+            table.move_cursor(row=0)
+            self.load_detail(self.images[0].ref)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        if event.row_key.value:
+            self.load_detail(event.row_key.value)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="detail")
+    def load_detail(self, ref: str) -> None:
+        manifest = self.lapp.engine.load_manifest(self.repo, ref)
+        self.app.call_from_thread(
+            self.query_one("#image-detail", Static).update, describe_manifest(manifest)
+        )
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_choose()
+
+    def selected_ref(self) -> str | None:
+        table = self.query_one("#images-table", DataTable)
+        if not self.images or table.cursor_row < 0 or table.cursor_row >= len(self.images):
+            return None
+        return self.images[table.cursor_row].ref
+
+    def action_choose(self) -> None:
+        ref = self.selected_ref()
+        if ref is None:
+            return
+        if self.purpose == "verify":
+            from rescue_app.tui.screens.progress import verify_job
+
+            self.app.push_screen(verify_job(self.lapp.engine, self.repo, ref))
+        else:
+            from rescue_app.tui.screens.target import TargetScreen
+
+            self.app.push_screen(TargetScreen(self.repo, ref))

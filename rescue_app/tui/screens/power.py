@@ -1,0 +1,48 @@
+"""Reboot / Power off, asked first."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+from rescue_app.errors import LiferaftError
+from rescue_app.run import run
+
+
+class PowerModal(ModalScreen[None]):
+    BINDINGS = [Binding("escape", "dismiss_modal", "Cancel")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="modal-box"):
+            yield Static("Reboot or power off", classes="modal-title")
+            yield Static("Remove the rescue stick first if the machine should boot from "
+                         "its own disk.")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel", variant="primary")
+                yield Button("Reboot", id="reboot")
+                yield Button("Power off", id="poweroff")
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel", Button).focus()
+
+    def action_dismiss_modal(self) -> None:
+        self.dismiss(None)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        choice = event.button.id
+        self.dismiss(None)
+        if choice in ("reboot", "poweroff"):
+            app = self.app
+            release = getattr(app, "release_source", None)
+            if callable(release):
+                release()
+            try:
+                run(["systemctl", choice], timeout=30)
+            except LiferaftError as exc:
+                show = getattr(app, "show_error", None)
+                if callable(show):
+                    show(exc)

@@ -1,0 +1,122 @@
+"""Source: choose where the images are (attached media, the default, a typed path)."""
+
+from __future__ import annotations
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer, Header, Input, OptionList, Static
+from textual.widgets.option_list import Option
+
+from rescue_app.engine.repository import Repository
+from rescue_app.tui.screens.base import LiferaftScreen
+from rescue_app.tui.sources import (
+    PathSource,
+    RepositorySource,
+    ScanContext,
+    discover_sources,
+)
+
+
+class SourceScreen(LiferaftScreen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("f5", "rescan", "Rescan"),
+        Binding("ctrl+t", "focus_path", "Type a path"),
+    ]
+
+    def __init__(self, purpose: str = "restore") -> None:
+        super().__init__()
+        self.purpose = purpose  # "restore" or "verify"
+        self.busy = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("Where are the images? Choose a repository and press Enter.",
+                     classes="section")
+        yield OptionList(id="source-list")
+        yield Static("Or type the path of a repository folder:", classes="section")
+        yield Input(placeholder="/mnt/usb/liferaft", id="source-path")
+        yield Static("", id="source-status", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "Restore: source" if self.purpose == "restore" else "Verify: source"
+        self.query_one("#source-list", OptionList).focus()
+        if self.lapp.sources_scanned:
+            self.show_sources(self.lapp.sources)
+        else:
+            self.action_rescan()
+
+    def show_sources(self, sources: list[RepositorySource]) -> None:
+        self.lapp.sources = sources
+        self.lapp.sources_scanned = True
+        box = self.query_one("#source-list", OptionList)
+        box.clear_options()
+        for i, source in enumerate(sources):
+            detail = f"  ({source.kind}{', ' + source.detail if source.detail else ''})"
+            box.add_option(Option(source.label + detail, id=str(i)))
+        if not sources:
+            box.add_option(Option("No repository found on attached media; type a path below.",
+                                  id="none", disabled=True))
+        else:
+            box.highlighted = 0
+        self.set_status("")
+
+    def set_status(self, text: str) -> None:
+        self.query_one("#source-status", Static).update(text)
+
+    def action_rescan(self) -> None:
+        self.set_status("Scanning attached disks (read-only)...")
+        self.scan()
+
+    def action_focus_path(self) -> None:
+        self.query_one("#source-path", Input).focus()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="scan")
+    def scan(self) -> None:
+        app = self.lapp
+        disks = app.engine.list_disks()
+        sources = discover_sources(
+            ScanContext(app.engine, disks, app.profile.repository, app.media_filter)
+        )
+        self.app.call_from_thread(self.show_sources, sources)
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        if event.option.id and event.option.id.isdigit():
+            self.choose(self.lapp.sources[int(event.option.id)])
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        path = event.value.strip()
+        if path:
+            self.choose(PathSource(path))
+
+    def choose(self, source: RepositorySource) -> None:
+        if self.busy:
+            return
+        self.busy = True
+        self.set_status(f"Opening {source.label}...")
+        self.open_source(source)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="open")
+    def open_source(self, source: RepositorySource) -> None:
+        try:
+            repo = source.open(self.lapp.engine, writable=False)
+        except BaseException as exc:
+            self.app.call_from_thread(self.opened, source, None, exc)
+            return
+        self.app.call_from_thread(self.opened, source, repo, None)
+
+    def opened(self, source: RepositorySource, repo: Repository | None,
+               error: BaseException | None) -> None:
+        self.busy = False
+        self.set_status("")
+        if error is not None or repo is None:
+            self.lapp.show_error(error or RuntimeError("no repository"))
+            return
+        from rescue_app.tui.screens.images import ImagesScreen
+
+        self.lapp.use_source(source)
+        self.app.push_screen(ImagesScreen(repo, purpose=self.purpose))

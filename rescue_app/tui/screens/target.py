@@ -1,0 +1,189 @@
+"""Target and plan: map each disk of the image to a target, see what is erased.
+
+Only disks the engine considers free are listed (``matching.candidate_targets``):
+the running system's disk, the boot medium and mounted disks never appear.
+Nothing is written here; the typed confirmation comes next (confirm.py).
+"""
+
+from __future__ import annotations
+
+from itertools import zip_longest
+
+from rich.table import Table
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Button, Footer, Header, Select, Static
+
+from rescue_app.engine.disks import BlockDisk
+from rescue_app.engine.manifest import Manifest
+from rescue_app.engine.plan import RestorePlan, describe_contents
+from rescue_app.engine.repository import Repository
+from rescue_app.engine.units import human_size
+from rescue_app.errors import LiferaftError
+from rescue_app.tui.matching import candidate_targets, suggest_targets
+from rescue_app.tui.screens.base import LiferaftScreen
+
+
+def plan_table(plan: RestorePlan) -> Table:
+    """Old and new partitions side by side, one block per target disk."""
+    outer = Table.grid(padding=(0, 0))
+    for n, d in enumerate(plan.disks, 1):
+        t = d.target
+        outer.add_row(Text(f"Target {n}: {t.describe()}", style="bold"))
+        outer.add_row(Text(f"ERASES everything on {t.path}: {describe_contents(t)}",
+                           style="bold reverse"))
+        table = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 1))
+        table.add_column("#", justify="right")
+        table.add_column("now (erased)")
+        table.add_column("new size", justify="right")
+        table.add_column("filesystem")
+        table.add_column("data", justify="right")
+        old_parts = list(t.partitions)
+        for old, step in zip_longest(old_parts, d.steps):
+            now = "-"
+            if old is not None:
+                now = f"{old.path.rsplit('/', 1)[-1]} {old.fstype or '?'} {human_size(old.size)}"
+            if step is None:
+                table.add_row("", now, "", "", "")
+                continue
+            p = step.source
+            fs = p.filesystem.type or ("extended" if p.kind == "extended" else "raw")
+            if p.filesystem.label:
+                fs += f" {p.filesystem.label}"
+            size = human_size(step.new.size) + (" (grown)" if step.grown else "")
+            table.add_row(str(p.number), now, size, fs, human_size(p.used_bytes))
+        outer.add_row(table)
+        for note in d.notes:
+            outer.add_row(Text(f"Note: {note}"))
+    outer.add_row(Text(f"Data to write: {human_size(plan.write_bytes)}"))
+    return outer
+
+
+class TargetScreen(LiferaftScreen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("ctrl+n", "next", "Erase and restore..."),
+    ]
+
+    def __init__(self, repo: Repository, ref: str) -> None:
+        super().__init__()
+        self.repo = repo
+        self.ref = ref
+        self.manifest: Manifest | None = None
+        self.candidates: list[BlockDisk] = []
+        self.plan: RestorePlan | None = None
+        self.ready = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield VerticalScroll(id="target-selects")
+        with VerticalScroll(id="plan-box"):
+            yield Static("Reading the image and the disks...", id="plan-view")
+        with Horizontal(classes="buttons"):
+            yield Button("Erase and restore... (ctrl+n)", id="next", variant="error",
+                         disabled=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"Restore {self.ref}: target"
+        self.load()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="load")
+    def load(self) -> None:
+        engine = self.lapp.engine
+        manifest = engine.load_manifest(self.repo, self.ref)
+        disks = engine.list_disks()
+        self.app.call_from_thread(self.show_choices, manifest, disks)
+
+    def show_choices(self, manifest: Manifest, disks: list[BlockDisk]) -> None:
+        self.manifest = manifest
+        self.lapp.disks = disks
+        self.candidates = candidate_targets(disks)
+        suggested = suggest_targets(manifest.disks, disks)
+        box = self.query_one("#target-selects", VerticalScroll)
+        if not self.candidates:
+            self.query_one("#plan-view", Static).update(
+                "No disk can receive this image: every disk is in use (system disk, boot "
+                "medium or mounted). Attach the disk to restore to, then go back and retry."
+            )
+            return
+        for image, pick in zip(manifest.disks, suggested, strict=True):
+            box.mount(Static(f"Image disk {image.index + 1}: {image.describe()}  ->",
+                             markup=False))
+            options = [(d.describe(), d.path) for d in self.candidates]
+            select: Select[str] = Select(options, prompt="choose the target disk",
+                                         allow_blank=True, id=f"target-{image.index}")
+            box.mount(select)
+            if pick is not None:
+                select.value = pick.path
+        self.ready = True
+        self.query_one(Select).focus()
+        self.replan()
+
+    def chosen_targets(self) -> list[str] | None:
+        if self.manifest is None:
+            return None
+        out = []
+        for image in self.manifest.disks:
+            value = self.query_one(f"#target-{image.index}", Select).value
+            if not isinstance(value, str):
+                return None
+            out.append(value)
+        return out
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        if self.ready:
+            self.replan()
+
+    def replan(self) -> None:
+        self.plan = None
+        self.query_one("#next", Button).disabled = True
+        targets = self.chosen_targets()
+        view = self.query_one("#plan-view", Static)
+        if not targets:
+            view.update("Choose a target disk for each disk of the image.")
+            return
+        view.update("Planning...")
+        self.make_plan(targets)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="plan")
+    def make_plan(self, targets: list[str]) -> None:
+        try:
+            plan = self.lapp.engine.plan_restore(self.repo, self.ref, targets)
+        except LiferaftError as exc:
+            self.app.call_from_thread(self.show_plan, None, str(exc))
+            return
+        self.app.call_from_thread(self.show_plan, plan, "")
+
+    def show_plan(self, plan: RestorePlan | None, problem: str) -> None:
+        view = self.query_one("#plan-view", Static)
+        self.plan = plan
+        if plan is None:
+            view.update(Text(f"Cannot restore there: {problem}"))
+            return
+        view.update(plan_table(plan))
+        self.query_one("#next", Button).disabled = False
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "next":
+            self.action_next()
+
+    def action_next(self) -> None:
+        if self.plan is None:
+            return
+        from rescue_app.tui.screens.confirm import ConfirmEraseModal
+
+        plan = self.plan
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                from rescue_app.tui.screens.progress import restore_job
+
+                self.app.push_screen(restore_job(self.lapp.engine, plan))
+
+        self.app.push_screen(ConfirmEraseModal(plan), callback=confirmed)

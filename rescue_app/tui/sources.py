@@ -1,0 +1,254 @@
+"""Where repositories come from: a small class per kind of source.
+
+A source knows how to describe itself and how to make its repository
+reachable (``open``) and unreachable again (``close``). Finding sources is a
+class method per kind (``discover``); ``SOURCE_KINDS`` lists the kinds the
+Source screen asks. A network source (NFS, SMB, HTTP) is one new subclass
+added to that list.
+
+Attached media are scanned read-only: each candidate partition is mounted
+``ro`` on a temporary directory, checked for ``liferaft-repository.json`` at
+its top or in a ``liferaft/`` folder, and unmounted again at once. Choosing
+such a source mounts it again (read-only to restore from, read-write to back
+up into) until the source is closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from rescue_app.engine import Engine
+from rescue_app.engine.disks import REASON_ROOT, BlockDisk
+from rescue_app.engine.repository import REPO_FILE, Repository
+from rescue_app.engine.units import human_size
+from rescue_app.errors import CommandError, LiferaftError, RepositoryError
+from rescue_app.run import run
+
+log = logging.getLogger("liferaft.tui.sources")
+
+# Filesystems worth looking into; the others cannot hold a repository folder.
+SCANNED_FS = ("ext4", "ext3", "ext2", "xfs", "btrfs", "vfat", "exfat", "ntfs")
+REPO_SUBDIRS = ("", "liferaft")
+
+DiskFilter = Callable[[BlockDisk], bool]
+
+
+@dataclass(frozen=True)
+class ScanContext:
+    """What discovery may look at."""
+
+    engine: Engine
+    disks: Sequence[BlockDisk]
+    default_repository: str | None
+    disk_filter: DiskFilter | None = None  # None: every disk but the running system's
+
+
+class RepositorySource(ABC):
+    """One place a repository can be opened from."""
+
+    kind: str = "source"
+
+    @property
+    @abstractmethod
+    def label(self) -> str:
+        """Short text for a list row."""
+
+    @property
+    def detail(self) -> str:
+        return ""
+
+    @abstractmethod
+    def open(self, engine: Engine, *, writable: bool = False) -> Repository:
+        """Make the repository reachable and open it (LiferaftError if not)."""
+
+    def close(self) -> None:  # noqa: B027 - most sources have nothing to undo
+        """Undo what ``open`` did (unmount...). Safe to call twice."""
+
+    @classmethod
+    def discover(cls, ctx: ScanContext) -> list[RepositorySource]:
+        return []
+
+
+class PathSource(RepositorySource):
+    """A folder already reachable in this system's tree (typed by the user)."""
+
+    kind = "path"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    @property
+    def label(self) -> str:
+        return self.path
+
+    def open(self, engine: Engine, *, writable: bool = False) -> Repository:
+        return engine.open_repository(self.path, create=writable)
+
+
+class DefaultRepositorySource(PathSource):
+    """The repository the rescue stick's profile names."""
+
+    kind = "profile default"
+
+    @property
+    def detail(self) -> str:
+        return "from the profile"
+
+    @classmethod
+    def discover(cls, ctx: ScanContext) -> list[RepositorySource]:
+        return [cls(ctx.default_repository)] if ctx.default_repository else []
+
+
+def _mount_options(fstype: str, writable: bool) -> str:
+    if writable:
+        return "rw"
+    # Read-only must not replay a journal either: that writes to the disk.
+    return {"ext4": "ro,noload", "ext3": "ro,noload", "xfs": "ro,norecovery"}.get(fstype, "ro")
+
+
+def _mount(device: str, fstype: str, point: str, writable: bool) -> None:
+    opts = _mount_options(fstype, writable)
+    if fstype == "ntfs":
+        run(["ntfs-3g", "-o", opts, device, point], timeout=60)
+    elif fstype == "exfat":
+        try:
+            run(["mount", "-t", "exfat", "-o", opts, device, point], timeout=60)
+        except LiferaftError:
+            run(["mount.exfat-fuse", "-o", opts, device, point], timeout=60)
+    else:
+        run(["mount", "-t", fstype, "-o", opts, device, point], timeout=60)
+
+
+def _umount(point: str) -> None:
+    try:
+        run(["umount", point], timeout=60)
+    except LiferaftError as exc:
+        log.warning("could not unmount %s: %s; detaching it lazily", point, exc)
+        run(["umount", "-l", point], check=False, timeout=60)
+
+
+@contextlib.contextmanager
+def mounted(device: str, fstype: str, *, writable: bool = False) -> Iterator[str]:
+    point = tempfile.mkdtemp(prefix="liferaft-media-")
+    try:
+        _mount(device, fstype, point, writable)
+        try:
+            yield point
+        finally:
+            _umount(point)
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(point)
+
+
+def find_repository_dirs(root: str) -> list[str]:
+    """Relative folders under ``root`` holding a repository marker."""
+    return [sub for sub in REPO_SUBDIRS if os.path.isfile(os.path.join(root, sub, REPO_FILE))]
+
+
+class MediaSource(RepositorySource):
+    """A repository on a partition (or whole-disk filesystem) of an attached disk."""
+
+    kind = "attached media"
+
+    def __init__(
+        self, device: str, fstype: str, subdir: str, disk: str, size: int,
+        fs_label: str | None = None, mountpoint: str | None = None,
+    ) -> None:
+        self.device = device
+        self.fstype = fstype
+        self.subdir = subdir
+        self.disk = disk
+        self.size = size
+        self.fs_label = fs_label
+        self.mountpoint = mountpoint  # already mounted by someone else
+        self._stack: contextlib.ExitStack | None = None
+
+    @property
+    def label(self) -> str:
+        where = f"/{self.subdir}" if self.subdir else "/"
+        return f"{self.device}:{where}"
+
+    @property
+    def detail(self) -> str:
+        name = f' "{self.fs_label}"' if self.fs_label else ""
+        return f"{self.fstype}{name}, {human_size(self.size)} on {self.disk}"
+
+    def open(self, engine: Engine, *, writable: bool = False) -> Repository:
+        self.close()
+        if self.mountpoint:
+            return engine.open_repository(os.path.join(self.mountpoint, self.subdir))
+        stack = contextlib.ExitStack()
+        try:
+            point = stack.enter_context(mounted(self.device, self.fstype, writable=writable))
+            repo = engine.open_repository(os.path.join(point, self.subdir))
+        except CommandError as exc:
+            stack.close()
+            raise RepositoryError(
+                f"cannot mount {self.device} ({self.fstype}): {exc.message}",
+                hint="check the disk is attached and not damaged",
+            ) from exc
+        except BaseException:
+            stack.close()
+            raise
+        self._stack = stack
+        return repo
+
+    def close(self) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+
+    @classmethod
+    def discover(cls, ctx: ScanContext) -> list[RepositorySource]:
+        found: list[RepositorySource] = []
+        for disk in ctx.disks:
+            if REASON_ROOT in disk.in_use:
+                continue
+            if ctx.disk_filter is not None and not ctx.disk_filter(disk):
+                continue
+            volumes = [
+                (p.path, p.fstype, p.size, p.label, p.mountpoints) for p in disk.partitions
+            ]
+            if not disk.partitions and disk.fstype:
+                volumes.append((disk.path, disk.fstype, disk.size, None, ()))
+            for device, fstype, size, fs_label, points in volumes:
+                if fstype not in SCANNED_FS:
+                    continue
+                try:
+                    subs, mountpoint = cls._scan(device, fstype, points)
+                except LiferaftError as exc:
+                    log.info("not scanning %s (%s): %s", device, fstype, exc)
+                    continue
+                for sub in subs:
+                    found.append(cls(device, fstype, sub, disk.path, size, fs_label, mountpoint))
+        return found
+
+    @staticmethod
+    def _scan(device: str, fstype: str, points: Sequence[str]) -> tuple[list[str], str | None]:
+        # Already mounted (the live medium, say): look there instead of mounting twice.
+        for point in points:
+            if point and point != "[SWAP]" and os.path.isdir(point):
+                return find_repository_dirs(point), point
+        with mounted(device, fstype) as point:
+            return find_repository_dirs(point), None
+
+
+# The kinds of source the Source screen asks, in display order.
+SOURCE_KINDS: list[type[RepositorySource]] = [DefaultRepositorySource, MediaSource]
+
+
+def discover_sources(ctx: ScanContext) -> list[RepositorySource]:
+    sources: list[RepositorySource] = []
+    for kind in SOURCE_KINDS:
+        try:
+            sources += kind.discover(ctx)
+        except LiferaftError as exc:
+            log.warning("%s: %s", kind.kind, exc)
+    return sources

@@ -1,0 +1,57 @@
+"""Driving the app in tests: wait until the workers and their follow-ups are done."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from textual.pilot import Pilot
+from textual.worker import WorkerState
+
+
+async def settle(pilot: Pilot[Any], rounds: int = 400) -> None:
+    """Let workers finish and the messages they post be handled (chains included)."""
+    app = pilot.app
+    quiet = 0
+    for _ in range(rounds):
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        busy = any(w.state in (WorkerState.PENDING, WorkerState.RUNNING) for w in app.workers)
+        quiet = 0 if busy else quiet + 1
+        if quiet >= 3:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the app did not settle")
+
+
+async def wait_for_screen(pilot: Pilot[Any], kind: type, timeout: float = 60) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not isinstance(pilot.app.screen, kind):
+        if loop.time() > deadline:
+            raise AssertionError(f"expected {kind.__name__}, the app shows {pilot.app.screen}")
+        await pilot.pause(0.05)
+    return pilot.app.screen
+
+
+def screen_text(pilot: Pilot[Any]) -> str:
+    """Everything the current screen's Static widgets say."""
+    from rich.console import Console
+    from textual.widgets import Static
+
+    console = Console(width=200, record=True, no_color=True, file=open("/dev/null", "w"))
+    for widget in pilot.app.screen.query(Static):
+        content = widget.content
+        console.print(content if not isinstance(content, str) else content, markup=False)
+    return console.export_text()
+
+
+def run_async(test: Any) -> Any:
+    """Run an async test body with asyncio.run (no pytest async plugin needed)."""
+    import functools
+
+    @functools.wraps(test)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(test(*args, **kwargs))
+
+    return wrapper
