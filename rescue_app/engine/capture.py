@@ -140,7 +140,9 @@ def _refuse_mounted(disk: BlockDisk) -> None:
             )
 
 
-def _plan_disk(disk: BlockDisk, progress: ProgressCallback) -> tuple[PartitionTable, list[_PartPlan]]:
+def _plan_disk(
+    disk: BlockDisk, progress: ProgressCallback
+) -> tuple[PartitionTable, list[_PartPlan]]:
     table, entries = read_table(disk.path)
     if table.type == "none":
         entries = [
@@ -256,10 +258,9 @@ def _store_region(
         result = repo.put_chunk(buf, digest)
         return i, nbytes, digest, result.stored_bytes
 
-    def collect(done: list[object]) -> None:
+    def collect(done: list[tuple[int, int, str | None, int]]) -> None:
         nonlocal item_done
-        for res in done:
-            i, nbytes, digest, stored = res  # type: ignore[misc]
+        for i, nbytes, digest, stored in done:
             digests[i] = digest
             stats.chunks += digest is not None
             stats.new += stored > 0
@@ -269,7 +270,7 @@ def _store_region(
                 item_done += nbytes
                 progress(Progress("capture", item, stats.done, stats.total, item_done, item_total))
 
-    with pipeline() as pipe:
+    with pipeline(tuple) as pipe:
         for i in range(n_chunks):
             if cancel is not None and cancel.cancelled:
                 raise CancelledError("capture cancelled; no image was written")

@@ -14,19 +14,22 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 WORKERS = max(2, min(4, os.cpu_count() or 2))
 
 
-class Pipeline:
+class Pipeline(Generic[T]):
     """Run jobs on a thread pool with a bound on jobs in flight; results in order."""
 
     def __init__(self, pool: ThreadPoolExecutor, inflight: int) -> None:
         self.pool = pool
         self.inflight = inflight
-        self.pending: deque[Future[object]] = deque()
+        self.pending: deque[Future[T]] = deque()
 
-    def submit(self, fn: Callable[..., object], *args: object) -> list[object]:
+    def submit(self, fn: Callable[..., T], *args: object) -> list[T]:
         """Queue one job; returns, in order, the results of the oldest jobs
         that had to finish to make room."""
         self.pending.append(self.pool.submit(fn, *args))
@@ -35,7 +38,7 @@ class Pipeline:
             done.append(self.pending.popleft().result())
         return done
 
-    def drain(self) -> list[object]:
+    def drain(self) -> list[T]:
         done = []
         while self.pending:
             done.append(self.pending.popleft().result())
@@ -54,9 +57,10 @@ class Pipeline:
 
 
 @contextmanager
-def pipeline(inflight: int = WORKERS * 2) -> Iterator[Pipeline]:
+def pipeline(result: type[T], inflight: int = WORKERS * 2) -> Iterator[Pipeline[T]]:
+    """``result`` is the type the jobs return (for the type checker)."""
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="liferaft-chunk") as pool:
-        pipe = Pipeline(pool, inflight)
+        pipe: Pipeline[T] = Pipeline(pool, inflight)
         try:
             yield pipe
         except BaseException:

@@ -20,16 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rescue_app.engine import capture as _capture
 from rescue_app.engine import disks as _disks
 from rescue_app.engine import plan as _plan
-from rescue_app.engine import restore as _restore
-from rescue_app.engine import verify as _verify
+from rescue_app.engine.capture import capture as _capture_disks
 from rescue_app.engine.disks import BlockDisk
 from rescue_app.engine.manifest import ImageSummary, Manifest
 from rescue_app.engine.plan import RestorePlan
 from rescue_app.engine.repository import Repository
+from rescue_app.engine.restore import apply_plan
 from rescue_app.engine.results import CaptureResult, RestoreResult, VerifyReport
+from rescue_app.engine.verify import verify_repository
 from rescue_app.progress import CancelToken, ProgressCallback, no_progress
 
 
@@ -67,7 +67,7 @@ class Engine:
         cancel: CancelToken | None = None,
         verify: bool = False,
     ) -> RestoreResult:
-        return _restore.apply_plan(plan, progress=progress, cancel=cancel, verify=verify)
+        return apply_plan(plan, progress=progress, cancel=cancel, verify=verify)
 
     def capture(
         self,
@@ -79,7 +79,7 @@ class Engine:
         cancel: CancelToken | None = None,
     ) -> CaptureResult:
         disks = [_disks.find_disk(d) for d in devices]
-        return _capture.capture(repo, name, disks, progress=progress, cancel=cancel)
+        return _capture_disks(repo, name, disks, progress=progress, cancel=cancel)
 
     def verify(
         self,
@@ -89,4 +89,4 @@ class Engine:
         progress: ProgressCallback = no_progress,
         cancel: CancelToken | None = None,
     ) -> VerifyReport:
-        return _verify.verify_repository(repo, ref, progress=progress, cancel=cancel)
+        return verify_repository(repo, ref, progress=progress, cancel=cancel)

@@ -75,7 +75,9 @@ class RestorePlan:
             lines.append(f"Target {n}: {t.describe()}")
             lines.append(f"  ERASES everything on {t.path}: {describe_contents(t)}")
             lines.append(f"  New layout ({_table_name(d.table.type)}):")
-            lines.append(f"    {'#':>2}  {'start':>10}  {'size':>10}  {'filesystem':<18} {'data':>10}")
+            lines.append(
+                f"    {'#':>2}  {'start':>10}  {'size':>10}  {'filesystem':<18} {'data':>10}"
+            )
             for s in d.steps:
                 p = s.source
                 fs = p.filesystem.type or ("extended" if p.method == METHOD_NONE else "raw")

@@ -137,7 +137,9 @@ class Repository:
         except PermissionError:
             raise RepositoryError(f"repository {self.root} is not readable") from None
         except (OSError, ValueError) as exc:
-            raise RepositoryError(f"repository {self.root}: {REPO_FILE} is damaged: {exc}") from None
+            raise RepositoryError(
+                f"repository {self.root}: {REPO_FILE} is damaged: {exc}"
+            ) from None
         if not isinstance(doc, dict) or doc.get("format") != REPO_FORMAT:
             raise RepositoryError(f"{marker} is not a liferaft repository file")
         if not isinstance(doc.get("version"), int) or doc["version"] > REPO_VERSION:
@@ -207,7 +209,9 @@ class Repository:
         except FileNotFoundError:
             return False
 
-    def put_chunk(self, data: bytes | bytearray | memoryview, digest: str | None = None) -> PutResult:
+    def put_chunk(
+        self, data: bytes | bytearray | memoryview, digest: str | None = None
+    ) -> PutResult:
         """Store one chunk unless an identical one is already there."""
         digest = digest or chunk_digest(data)
         if self.has_chunk(digest):

@@ -10,7 +10,6 @@ back. Every chunk's hash is checked before its bytes reach the disk.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import struct
 import tempfile
@@ -35,7 +34,13 @@ from rescue_app.engine.plan import DiskPlan, PartitionStep, RestorePlan
 from rescue_app.engine.repository import Repository, chunk_digest
 from rescue_app.engine.results import RestoreResult
 from rescue_app.engine.table import write_table
-from rescue_app.errors import CancelledError, CommandError, DiskError, TargetRefusedError, VerifyError
+from rescue_app.errors import (
+    CancelledError,
+    CommandError,
+    DiskError,
+    TargetRefusedError,
+    VerifyError,
+)
 from rescue_app.progress import CancelToken, Progress, ProgressCallback, no_progress
 from rescue_app.run import run
 
@@ -230,7 +235,7 @@ def _write_partition(
         _write_extents(fd, node, data, i * m.chunk_size, extents)
         return total(extents)
 
-    with blockio.open_device(node, write=True) as fd, pipeline() as pipe:
+    with blockio.open_device(node, write=True) as fd, pipeline(int) as pipe:
         for i, digest in enumerate(p.chunks):
             if cancel is not None and cancel.cancelled:
                 raise CancelledError(
@@ -248,11 +253,11 @@ def _write_partition(
                 counter.add(item, n, done, p.used_bytes)
                 continue
             for n in pipe.submit(job, i, digest, extents):
-                done += n  # type: ignore[operator]
-                counter.add(item, n, done, p.used_bytes)  # type: ignore[arg-type]
+                done += n
+                counter.add(item, n, done, p.used_bytes)
         for n in pipe.drain():
-            done += n  # type: ignore[operator]
-            counter.add(item, n, done, p.used_bytes)  # type: ignore[arg-type]
+            done += n
+            counter.add(item, n, done, p.used_bytes)
         blockio.flush(fd, node)
         blockio.drop_cache(fd)
 
@@ -355,7 +360,7 @@ def _verify_partition(
             )
         return total(extents)
 
-    with blockio.open_device(node) as fd, pipeline() as pipe:
+    with blockio.open_device(node) as fd, pipeline(int) as pipe:
         blockio.drop_cache(fd)
         for i, digest in enumerate(p.chunks):
             if cancel is not None and cancel.cancelled:
@@ -364,8 +369,8 @@ def _verify_partition(
             if not extents:
                 continue
             for n in pipe.submit(job, i, digest, extents):
-                done += n  # type: ignore[operator]
-                counter.add(item, n, done, p.used_bytes)  # type: ignore[arg-type]
+                done += n
+                counter.add(item, n, done, p.used_bytes)
         for n in pipe.drain():
-            done += n  # type: ignore[operator]
-            counter.add(item, n, done, p.used_bytes)  # type: ignore[arg-type]
+            done += n
+            counter.add(item, n, done, p.used_bytes)

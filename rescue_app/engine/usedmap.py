@@ -77,7 +77,9 @@ def used_map(partition_path: str, fstype: str) -> list[Extent]:
             run([program, "-D", "-s", partition_path, "-o", out, "-L", logfile])
         except CommandError as exc:
             detail = _last_meaningful_line(exc.stderr) or str(exc)
-            raise MapUnavailable(f"partclone could not read the {fstype} filesystem: {detail}")
+            raise MapUnavailable(
+                f"partclone could not read the {fstype} filesystem: {detail}"
+            ) from None
         with open(out) as f:
             text = f.read()
     try:

@@ -47,17 +47,16 @@ def verify_repository(
         except ChunkError as exc:
             return 0, str(exc)
 
-    def collect(results: list[object]) -> None:
+    def collect(results: list[tuple[int, str | None]]) -> None:
         nonlocal checked, nbytes
-        for res in results:
-            size, problem = res  # type: ignore[misc]
+        for size, problem in results:
             checked += 1
             nbytes += size
             if problem:
                 problems.append(problem)
             progress(Progress("verify", "chunks", checked, total))
 
-    with pipeline() as pipe:
+    with pipeline(tuple) as pipe:
         for digest, where in todo.items():
             if cancel is not None and cancel.cancelled:
                 raise CancelledError("verification cancelled")
