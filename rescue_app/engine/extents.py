@@ -7,7 +7,7 @@ Nothing here touches a disk.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 Extent = tuple[int, int]
 
@@ -28,11 +28,11 @@ def total(extents: Iterable[Extent]) -> int:
     return sum(length for _, length in extents)
 
 
-def clip(extents: list[Extent], start: int, end: int) -> list[Extent]:
+def clip(extents: Sequence[Extent], start: int, end: int) -> list[Extent]:
     """The parts of ``extents`` inside ``[start, end)``, in absolute offsets."""
     out: list[Extent] = []
-    lo = _first_index_ending_after(extents, start)
-    for s, length in extents[lo:]:
+    for index in range(_first_index_ending_after(extents, start), len(extents)):
+        s, length = extents[index]
         if s >= end:
             break
         a, b = max(s, start), min(s + length, end)
@@ -41,7 +41,7 @@ def clip(extents: list[Extent], start: int, end: int) -> list[Extent]:
     return out
 
 
-def _first_index_ending_after(extents: list[Extent], offset: int) -> int:
+def _first_index_ending_after(extents: Sequence[Extent], offset: int) -> int:
     lo, hi = 0, len(extents)
     while lo < hi:
         mid = (lo + hi) // 2

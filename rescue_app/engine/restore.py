@@ -213,7 +213,7 @@ def _chunk_extents(p: PartitionImage, chunk_size: int, i: int) -> list[Extent]:
     end = min(start + chunk_size, p.size)
     if p.method == METHOD_RAW:
         return [(start, end - start)]
-    return clip(list(p.used_map), start, end)
+    return clip(p.used_map, start, end)
 
 
 def _write_partition(
