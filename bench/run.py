@@ -1,0 +1,485 @@
+"""`make bench`: liferaft against Clonezilla's partclone pipeline, in one run.
+
+Builds a 4 GiB GPT disk (loop device over a sparse file under /var/tmp) with
+one ext4 partition about 80% full: a slice of this host's /usr (many small,
+compressible files) plus incompressible random files. Then, with the page
+cache dropped before each timed step:
+
+    partclone capture   partclone.ext4 -c -s PART -o - | zstd -T0 -3 > image; sync
+    liferaft capture    liferaft capture --repo R --name bench DISK
+    partclone restore   zstd -dc image | partclone.ext4 -r -s - -o PART2; sync
+    liferaft restore    liferaft restore --repo R --image bench --to DISK3 --yes; sync
+
+The final ``sync`` is inside every timing: liferaft makes its chunks and the
+restored disk durable itself, so the pipeline's page-cache writeback is
+counted too. Peak memory is each command's maximum RSS as GNU time reports
+it (which also covers the children the command reaped) and, sampled every
+0.25 s, the sum of the RSS of the whole process tree; a pipeline's processes
+run at once, so its peak is their sum.
+
+The liferaft restore must be correct for the run to count: e2fsck -fn clean
+and the restored partition byte-identical to the source.
+
+Prints a table and the ratios against the targets (issue 2), writes
+bench/results/latest.json, and exits 1 if a target is missed, 2 if the run
+itself failed. Touches only the loop devices and files it creates; needs root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # tests.helpers is not installed with the package
+
+from rescue_app.run import run, which  # noqa: E402
+from tests.helpers.diskkit import (  # noqa: E402
+    PartSpec,
+    fsck_clean,
+    loop_disk,
+    make_fs,
+    mounted,
+    partition_disk,
+)
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+DISK_SIZE = 4 * GIB
+FILL_FRACTION = 0.80
+# How much of the used space is the OS-like tree; the rest is random data.
+OS_TREE_BYTES = int(1.5 * GIB)
+OS_TREE_SOURCE = "/usr"
+WORK_PARENT = "/var/tmp"  # on disk, not tmpfs: the images would eat the RAM we measure
+GNU_TIME = "/usr/bin/time"  # Debian package "time"; the shell keyword cannot report memory
+LIFERAFT = str(REPO_ROOT / ".venv" / "bin" / "liferaft")
+RESULTS = REPO_ROOT / "bench" / "results" / "latest.json"
+LAYOUT = [PartSpec(None, "ext4", "bench-root")]
+
+# Targets from issue 2, section "Benchmark".
+MAX_CAPTURE_TIME_RATIO = 0.8
+MAX_RESTORE_TIME_RATIO = 0.8
+MAX_IMAGE_SIZE_RATIO = 1.05
+MAX_RESTORE_RSS = 256 * MIB
+
+
+@dataclass
+class Measurement:
+    name: str
+    seconds: float
+    peak_rss: int  # bytes, largest single process (ru_maxrss)
+    peak_tree_rss: int  # bytes, sampled sum over the process tree
+    stored_bytes: int | None = None
+    detail: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def peak(self) -> int:
+        return max(self.peak_rss, self.peak_tree_rss)
+
+
+@dataclass
+class BenchContext:
+    work: str
+    source_disk: str = ""
+    source_part: str = ""
+    used_bytes: int = 0
+    os_tree_bytes: int = 0
+    random_bytes: int = 0
+    files: int = 0
+    image: str = ""
+    repo: str = ""
+    results: dict[str, Measurement] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def step(title: str) -> Iterator[None]:
+    """Log a step's name and how long it took (mkosi's complete_step)."""
+    print(f"‣ {title}", flush=True)
+    started = time.monotonic()
+    yield
+    print(f"  done in {time.monotonic() - started:.1f} s", flush=True)
+
+
+def drop_caches() -> None:
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def _rss_of_tree(roots: Sequence[int]) -> int:
+    """Sum of VmRSS of all descendants of ``roots`` (the time wrappers), from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            # fields[1] is ppid, fields[21] rss in pages (after the ")" split)
+            pid = int(entry)
+            children.setdefault(int(fields[1]), []).append(pid)
+            rss[pid] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    total, seen = 0, set(roots)
+    stack = [child for root in roots for child in children.get(root, [])]
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+class TreeSampler(threading.Thread):
+    """Samples the summed RSS of a process tree until stopped."""
+
+    def __init__(self, roots: Sequence[int], interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.roots = list(roots)
+        self.interval = interval
+        self.peak = 0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            self.peak = max(self.peak, _rss_of_tree(self.roots))
+            self.halt.wait(self.interval)
+
+    def stop(self) -> int:
+        self.halt.set()
+        self.join()
+        return self.peak
+
+
+def timed_pipeline(
+    name: str, stages: Sequence[Sequence[str]], *, stdin: str | None = None,
+    stdout: str | None = None, then_sync: bool = True,
+) -> Measurement:
+    """Run ``stages`` as a shell-free pipeline and measure it to the last byte on disk.
+
+    rescue_app.run.run() captures output and cannot report rusage, so the
+    timed commands are spawned here with argument lists, LC_ALL=C and the
+    binaries resolved through run.which (missing tool -> package hint).
+
+    Each stage runs under /usr/bin/time rather than being measured with
+    os.wait4: Linux carries the pre-exec RSS high-water mark of a process
+    into its ru_maxrss, and subprocess vforks from this (large) Python
+    process, so wait4 would report our own peak for every small command.
+    GNU time forks from a ~2 MiB process instead.
+    """
+    env = dict(os.environ, LC_ALL="C")
+    procs: list[subprocess.Popen[bytes]] = []
+    with contextlib.ExitStack() as files:
+        first_in = files.enter_context(open(stdin, "rb")) if stdin else subprocess.DEVNULL
+        last_out = files.enter_context(open(stdout, "wb")) if stdout else subprocess.DEVNULL
+        errs = [files.enter_context(tempfile.TemporaryFile()) for _ in stages]
+        rss_files = [files.enter_context(tempfile.NamedTemporaryFile("r")) for _ in stages]
+        started = time.monotonic()
+        try:
+            prev = first_in
+            for i, argv in enumerate(stages):
+                last = i == len(stages) - 1
+                proc = subprocess.Popen(
+                    [GNU_TIME, "-f", "%M", "-o", rss_files[i].name, which(argv[0]), *argv[1:]],
+                    stdin=prev,
+                    stdout=last_out if last else subprocess.PIPE, stderr=errs[i], env=env,
+                )
+                if i > 0 and procs[-1].stdout is not None:
+                    procs[-1].stdout.close()  # only the next stage holds the pipe
+                procs.append(proc)
+                prev = proc.stdout  # type: ignore[assignment]
+            sampler = TreeSampler([p.pid for p in procs])
+            sampler.start()
+            codes = [proc.wait() for proc in procs]
+            tree_peak = sampler.stop()
+        except BaseException:
+            for proc in procs:
+                if proc.returncode is None:
+                    proc.kill()
+                    proc.wait()
+            raise
+        piped = time.monotonic() - started
+        if then_sync:
+            os.sync()
+        seconds = time.monotonic() - started
+        for argv, code, err in zip(stages, codes, errs, strict=True):
+            if code != 0:
+                err.seek(0)
+                tail = err.read().decode(errors="replace").strip().splitlines()[-5:]
+                raise RuntimeError(f"{name}: {argv[0]} exited {code}:\n" + "\n".join(tail))
+        # GNU time writes "Command exited with non-zero status" first on failure.
+        peaks = [int(f.read().split()[-1]) * 1024 for f in rss_files]
+    # Concurrent stages: the pipeline holds the sum of their peaks at worst.
+    return Measurement(
+        name=name, seconds=seconds, peak_rss=max(peaks),
+        peak_tree_rss=max(tree_peak, sum(peaks) if len(procs) > 1 else 0),
+        detail={"seconds_before_sync": piped, "sync_seconds": seconds - piped,
+                **{f"peak_rss_{argv[0]}": float(p) for argv, p in zip(stages, peaks, strict=True)}},
+    )
+
+
+def dir_bytes(path: str) -> int:
+    """Apparent size of every file under ``path``."""
+    return sum(
+        os.lstat(os.path.join(folder, name)).st_size
+        for folder, _dirs, names in os.walk(path) for name in names
+    )
+
+
+def fs_usage(point: str) -> tuple[int, int]:
+    st = os.statvfs(point)
+    size = st.f_blocks * st.f_frsize
+    return size, size - st.f_bfree * st.f_frsize
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)
+
+
+# ---------------------------------------------------------------- steps
+
+
+def check_host() -> None:
+    if os.geteuid() != 0:
+        sys.exit("bench: needs root (loop devices, mount, drop_caches); run it with sudo")
+    if not os.access(GNU_TIME, os.X_OK):
+        sys.exit(f"bench: {GNU_TIME} is missing; run 'make setup' (Debian package time)")
+    for tool in ("partclone.ext4", "zstd", "e2fsck", "parted", "losetup", "tar", "cmp"):
+        which(tool)
+    if not os.access(LIFERAFT, os.X_OK):
+        sys.exit(f"bench: {LIFERAFT} is missing; run 'make setup' first")
+
+
+def _os_tree_list(budget: int) -> list[str]:
+    """Paths under OS_TREE_SOURCE (relative to /): every directory and an even,
+    seeded sample of the files worth about ``budget`` bytes, so the tree has
+    the host's mix of binaries, libraries, scripts and documentation."""
+    dirs_out: list[str] = []
+    files: list[tuple[str, int]] = []
+    for folder, dirs, names in os.walk(OS_TREE_SOURCE):
+        dirs.sort()
+        dirs_out.append(os.path.relpath(folder, "/"))
+        for name in sorted(names):
+            full = os.path.join(folder, name)
+            try:
+                files.append((os.path.relpath(full, "/"), os.lstat(full).st_size))
+            except OSError:
+                continue
+    share = min(1.0, budget / max(1, sum(size for _, size in files)))
+    rng = random.Random(1)
+    return dirs_out + [path for path, _ in files if rng.random() < share]
+
+
+def fill_filesystem(ctx: BenchContext, point: str) -> None:
+    paths = _os_tree_list(OS_TREE_BYTES)
+    listing = os.path.join(ctx.work, "os-tree.list")
+    with open(listing, "wb") as f:
+        f.write(b"".join(p.encode() + b"\0" for p in paths))
+    timed_pipeline("copy OS tree", [
+        ["tar", "-C", "/", "--null", "--no-recursion", "-T", listing, "-cf", "-"],
+        ["tar", "-C", point, "-xpf", "-"],
+    ], then_sync=False)
+    size, used = fs_usage(point)
+    ctx.os_tree_bytes = used
+    ctx.files = len(paths)
+    rng = random.Random(2)
+    want = int(size * FILL_FRACTION)
+    data_dir = os.path.join(point, "data")
+    os.makedirs(data_dir)
+    index = 0
+    while used < want:
+        # Mixed sizes, like media and archives next to an OS.
+        length = min(want - used, rng.choice((1, 4, 16, 64, 256)) * MIB)
+        with open(os.path.join(data_dir, f"random-{index:04d}.bin"), "wb") as f:
+            left = length
+            while left > 0:
+                block = os.urandom(min(left, 4 * MIB))
+                f.write(block)
+                left -= len(block)
+        index += 1
+        ctx.files += 1
+        if index % 16 == 0:
+            os.sync()  # statvfs counts delayed allocations late
+        _, used = fs_usage(point)
+    os.sync()
+    _, ctx.used_bytes = fs_usage(point)
+    ctx.random_bytes = ctx.used_bytes - ctx.os_tree_bytes
+
+
+def build_source_disk(ctx: BenchContext, stack: contextlib.ExitStack) -> None:
+    ctx.source_disk = stack.enter_context(loop_disk(DISK_SIZE, ctx.work))
+    (ctx.source_part,) = partition_disk(ctx.source_disk, "gpt", LAYOUT)
+    make_fs(ctx.source_part, "ext4", "bench-root")
+    with mounted(ctx.source_part, "ext4") as point:
+        fill_filesystem(ctx, point)
+    print(f"  {ctx.source_part}: {human(ctx.used_bytes)} used "
+          f"({human(ctx.os_tree_bytes)} OS tree, {human(ctx.random_bytes)} random), "
+          f"{ctx.files} files")
+
+
+def partclone_capture(ctx: BenchContext) -> None:
+    ctx.image = os.path.join(ctx.work, "source.ext4.pcl.zst")
+    drop_caches()
+    m = timed_pipeline("partclone capture", [
+        ["partclone.ext4", "-c", "-s", ctx.source_part, "-o", "-"],
+        ["zstd", "-T0", "-3", "-q", "-c"],
+    ], stdout=ctx.image)
+    m.stored_bytes = os.path.getsize(ctx.image)
+    ctx.results["partclone_capture"] = m
+
+
+def liferaft_capture(ctx: BenchContext) -> None:
+    ctx.repo = os.path.join(ctx.work, "repo")
+    drop_caches()
+    m = timed_pipeline("liferaft capture", [
+        [LIFERAFT, "capture", "--repo", ctx.repo, "--name", "bench", ctx.source_disk],
+    ])
+    m.stored_bytes = dir_bytes(os.path.join(ctx.repo, "chunks"))
+    ctx.results["liferaft_capture"] = m
+
+
+def partclone_restore(ctx: BenchContext, stack: contextlib.ExitStack) -> None:
+    target = stack.enter_context(loop_disk(DISK_SIZE, ctx.work))
+    (part,) = partition_disk(target, "gpt", LAYOUT)
+    drop_caches()
+    ctx.results["partclone_restore"] = timed_pipeline("partclone restore", [
+        ["zstd", "-dc", ctx.image],
+        ["partclone.ext4", "-r", "-s", "-", "-o", part],
+    ])
+    fsck_clean(part, "ext4")  # the baseline must be a real restore too
+
+
+def liferaft_restore(ctx: BenchContext, stack: contextlib.ExitStack) -> None:
+    target = stack.enter_context(loop_disk(DISK_SIZE, ctx.work))
+    drop_caches()
+    ctx.results["liferaft_restore"] = timed_pipeline("liferaft restore", [
+        [LIFERAFT, "restore", "--repo", ctx.repo, "--image", "bench", "--to", target, "--yes"],
+    ])
+    check_restored(ctx, f"{target}p1")
+
+
+def check_restored(ctx: BenchContext, part: str) -> None:
+    """The benchmark cannot pass on a broken restore."""
+    fsck_clean(part, "ext4")
+    # Source and target are fresh sparse files, so even the free blocks match.
+    proc = run(["cmp", ctx.source_part, part], check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"liferaft restore differs from the source: {proc.stdout.strip()}")
+
+
+# ---------------------------------------------------------------- report
+
+
+@dataclass
+class Verdict:
+    what: str
+    value: float
+    limit: float
+    unit: str
+
+    @property
+    def ok(self) -> bool:
+        return self.value <= self.limit if self.unit == "x" else self.value < self.limit
+
+
+def verdicts(r: dict[str, Measurement]) -> list[Verdict]:
+    pc, lc = r["partclone_capture"], r["liferaft_capture"]
+    pr, lr = r["partclone_restore"], r["liferaft_restore"]
+    assert pc.stored_bytes and lc.stored_bytes is not None
+    return [
+        Verdict("capture time", lc.seconds / pc.seconds, MAX_CAPTURE_TIME_RATIO, "x"),
+        Verdict("restore time", lr.seconds / pr.seconds, MAX_RESTORE_TIME_RATIO, "x"),
+        Verdict("image size", lc.stored_bytes / pc.stored_bytes, MAX_IMAGE_SIZE_RATIO, "x"),
+        Verdict("restore peak RSS", lr.peak / MIB, MAX_RESTORE_RSS / MIB, "MiB"),
+    ]
+
+
+def report(ctx: BenchContext) -> bool:
+    rows = [("step", "time", "(sync)", "stored", "peak RSS", "tree RSS")]
+    for m in ctx.results.values():
+        rows.append((
+            m.name, f"{m.seconds:.1f} s", f"{m.detail.get('sync_seconds', 0):.1f} s",
+            human(m.stored_bytes) if m.stored_bytes is not None else "-",
+            human(m.peak_rss), human(m.peak_tree_rss),
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print()
+    print(f"source: 4 GiB GPT disk, ext4 {human(ctx.used_bytes)} used "
+          f"({human(ctx.os_tree_bytes)} of {OS_TREE_SOURCE}, {human(ctx.random_bytes)} random); "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for i, row in enumerate(rows):
+        print("  ".join(c.ljust(w) if j == 0 else c.rjust(w)
+                        for j, (c, w) in enumerate(zip(row, widths, strict=True))))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    print()
+    checks = verdicts(ctx.results)
+    for v in checks:
+        rel = "<=" if v.unit == "x" else "<"
+        print(f"{v.what:18} {v.value:7.2f} {v.unit:3}  target {rel} {v.limit:g} {v.unit:3}  "
+              f"{'ok' if v.ok else 'MISSED'}")
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "source": {"disk_bytes": DISK_SIZE, "used_bytes": ctx.used_bytes,
+                   "os_tree_bytes": ctx.os_tree_bytes, "random_bytes": ctx.random_bytes,
+                   "files": ctx.files},
+        "steps": {k: asdict(m) for k, m in ctx.results.items()},
+        "targets": [{**asdict(v), "ok": v.ok} for v in checks],
+        "passed": all(v.ok for v in checks),
+    }, indent=1) + "\n")
+    print(f"\nresults: {RESULTS.relative_to(REPO_ROOT)}")
+    return all(v.ok for v in checks)
+
+
+def main() -> int:
+    check_host()
+    ctx = BenchContext(work=tempfile.mkdtemp(prefix="liferaft-bench-", dir=WORK_PARENT))
+    try:
+        with contextlib.ExitStack() as stack:
+            with step("build the source disk (4 GiB, ext4 ~80% full)"):
+                build_source_disk(ctx, stack)
+            with step("partclone.ext4 -c | zstd -T0 -3"):
+                partclone_capture(ctx)
+            with step("liferaft capture"):
+                liferaft_capture(ctx)
+            with step("zstd -dc | partclone.ext4 -r"):
+                partclone_restore(ctx, stack)
+            with step("liferaft restore, then e2fsck and compare with the source"):
+                liferaft_restore(ctx, stack)
+    except Exception as exc:  # one line, like the CLI; the loop devices are gone by now
+        print(f"bench: failed: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        shutil.rmtree(ctx.work, ignore_errors=True)
+    return 0 if report(ctx) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
