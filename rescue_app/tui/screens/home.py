@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -50,7 +51,7 @@ class HomeScreen(LiferaftScreen):
         yield Static("Image sources", classes="section")
         yield Static(self._sources_text(scanning=True), id="home-sources", markup=False)
         yield OptionList(
-            *[Option(f"[{key}] {text}", id=name) for name, key, text in ACTIONS],
+            *[Option(Text(f"{key}  {text}"), id=name) for name, key, text in ACTIONS],
             id="home-actions",
         )
         yield Footer()

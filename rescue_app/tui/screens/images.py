@@ -46,7 +46,8 @@ class ImagesScreen(LiferaftScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"Images in {self.repo.location}", classes="section", markup=False)
+        yield Static(f"Images in {self.repo.location} (Enter to choose)", classes="section",
+                     markup=False)
         table: DataTable[str] = DataTable(id="images-table", cursor_type="row")
         yield table
         with VerticalScroll(id="image-detail-box"):

@@ -161,7 +161,7 @@ class JobFinished(Message):
 class ProgressScreen(LiferaftScreen):
     BINDINGS = [
         Binding("escape,c", "cancel_job", "Cancel"),
-        Binding("enter,h", "home", "Home", show=False),
+        Binding("enter,h", "home", "Home"),
     ]
     clock: Callable[[], float] = staticmethod(time.monotonic)
 

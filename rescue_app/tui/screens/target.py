@@ -114,11 +114,12 @@ class TargetScreen(LiferaftScreen):
             box.mount(Static(f"Image disk {image.index + 1}: {image.describe()}  ->",
                              markup=False))
             options = [(d.describe(), d.path) for d in self.candidates]
-            select: Select[str] = Select(options, prompt="choose the target disk",
-                                         allow_blank=True, id=f"target-{image.index}")
+            select: Select[str] = Select(
+                options, prompt="choose the target disk", allow_blank=True,
+                value=pick.path if pick is not None else Select.NULL,
+                id=f"target-{image.index}",
+            )
             box.mount(select)
-            if pick is not None:
-                select.value = pick.path
         self.ready = True
         self.query_one(Select).focus()
         self.replan()
