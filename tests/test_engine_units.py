@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from rescue_app.engine.disks import BlockDisk, BlockPartition
-from rescue_app.engine.extents import chunks_touched, clip, normalize, total
+from rescue_app.engine.extents import ExtentMap, chunks_touched, clip, normalize, total
 from rescue_app.engine.manifest import (
     DiskImage,
     Filesystem,
@@ -52,6 +52,14 @@ DOMAIN = """# Domain logfile created by unset_name v0.3.23
 """
 
 
+def test_extent_map_is_compact_and_round_trips():
+    m = ExtentMap((i * 8192, 4096) for i in range(100_000))
+    assert len(m) == 100_000 and m[5] == (40960, 4096) and m[-1] == (99_999 * 8192, 4096)
+    assert ExtentMap.decode(m.encode()) == m
+    assert len(m.encode()) < 16 * 100_000 // 8  # packed and compressed, not JSON pairs
+    assert clip(m, 8192, 8192 * 3) == [(8192, 4096), (16384, 4096)]
+
+
 def test_parse_domain_map():
     assert parse_domain_map(DOMAIN) == [(0, 0x7C5000), (0x800000, 0x1000)]
     with pytest.raises(ValueError):
@@ -88,7 +96,7 @@ def _part(number, start, size, fs="ext4", kind="gpt", method="used-blocks"):
     return PartitionImage(
         number=number, start=start, size=size, kind=kind, type=None, uuid=None, name=None,
         attrs=None, bootable=False, filesystem=Filesystem(fs), method=method,
-        used_bytes=size // 2, used_map=((0, size // 2),), chunks=(H,))
+        used_bytes=size // 2, used_map=ExtentMap([(0, size // 2)]), chunks=(H,))
 
 
 def _image(parts, size=1000 * MIB, table="gpt"):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from rescue_app.engine import blockio
 from rescue_app.engine.chunkio import pipeline
 from rescue_app.engine.disks import BlockDisk
-from rescue_app.engine.extents import Extent, clip, total
+from rescue_app.engine.extents import Extent, ExtentMap, clip, total
 from rescue_app.engine.manifest import (
     METHOD_NONE,
     METHOD_RAW,
@@ -215,7 +215,7 @@ def _capture_disk(
                 number=e.number, start=e.start, size=e.size, kind=e.kind, type=e.type,
                 uuid=e.uuid, name=e.name, attrs=e.attrs, bootable=e.bootable,
                 filesystem=p.fs, method=p.method, used_bytes=p.read_bytes,
-                used_map=tuple(p.extents) if p.method == METHOD_USED and p.extents else (),
+                used_map=ExtentMap(p.extents if p.method == METHOD_USED and p.extents else ()),
                 chunks=tuple(chunks), note=p.note,
             ))
     return DiskImage(

@@ -11,7 +11,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rescue_app.engine.extents import Extent
+import zstandard
+
+from rescue_app.engine.extents import ExtentMap, total
 from rescue_app.errors import ManifestError
 
 MANIFEST_FORMAT = "liferaft-manifest"
@@ -55,7 +57,7 @@ class PartitionImage:
     filesystem: Filesystem
     method: str
     used_bytes: int  # bytes restore writes (used blocks or whole partition)
-    used_map: tuple[Extent, ...]  # for METHOD_USED: extents within the partition
+    used_map: ExtentMap  # for METHOD_USED: byte extents within the partition
     chunks: tuple[str | None, ...]  # chunk i covers [i*chunk_size, ...); None = all zeros
     note: str = ""  # why a fallback was taken, shown to the user
 
@@ -153,7 +155,20 @@ class Manifest:
     def to_json(self) -> str:
         doc: dict[str, Any] = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION}
         doc.update(asdict(self))
-        return json.dumps(doc, indent=1, sort_keys=False) + "\n"
+        return json.dumps(doc, indent=1, default=_encode) + "\n"
+
+
+def _encode(value: object) -> object:
+    if isinstance(value, ExtentMap):
+        return {"extents": len(value), "bytes": total(value), "zstd_u64le": value.encode()}
+    raise TypeError(f"cannot put {type(value).__name__} in a manifest")
+
+
+def _extent_map(d: dict[str, Any]) -> ExtentMap:
+    m = ExtentMap.decode(str(d["zstd_u64le"]))
+    if len(m) != int(d["extents"]):
+        raise ValueError("used_map")
+    return m
 
 
 @dataclass(frozen=True)
@@ -203,7 +218,7 @@ def parse_manifest(text: str | bytes, source: str) -> Manifest:
         )
     try:
         return _manifest_from_dict(doc)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, zstandard.ZstdError) as exc:
         raise ManifestError(
             f"manifest {source} is damaged: missing or wrong field {exc}",
             hint="this image cannot be used; restore an earlier one",
@@ -240,7 +255,7 @@ def _partition(d: dict[str, Any]) -> PartitionImage:
         filesystem=Filesystem(type=fs.get("type"), uuid=fs.get("uuid"), label=fs.get("label")),
         method=str(d["method"]),
         used_bytes=int(d["used_bytes"]),
-        used_map=tuple((int(s), int(n)) for s, n in d["used_map"]),
+        used_map=_extent_map(d["used_map"]),
         chunks=_chunks(d["chunks"]),
         note=str(d.get("note", "")),
     )
