@@ -90,7 +90,8 @@ def test_gpt_every_filesystem_equal_and_larger_disk(loopdisk, workdir):
             assert _sfdisk(target)["lastlba"] == size // 512 - 34
 
 
-def test_mbr_logical_partitions_boot_code_gap_and_grow(loopdisk, workdir):
+@pytest.mark.parametrize("target_mib, grow", [(600, False), (900, True)])
+def test_mbr_logical_partitions_boot_code_gap_and_grow(target_mib, grow, loopdisk, workdir):
     src = build_source(loopdisk(600 * MIB), MBR_LOGICALS)
     run(["sfdisk", "--activate", src.dev, "1"])
     reread_partitions(src.dev, len(src.nodes))
@@ -104,9 +105,9 @@ def test_mbr_logical_partitions_boot_code_gap_and_grow(loopdisk, workdir):
     repo = os.path.join(workdir, "repo")
     liferaft("capture", "--repo", repo, "--name", "mbr", src.dev)
 
-    target = loopdisk(900 * MIB)
+    target = loopdisk(target_mib * MIB)
     liferaft("restore", "--repo", repo, "--image", "mbr", "--to", target, "--yes", "--verify",
-             "--grow")
+             *(["--grow"] if grow else []))
     nodes = reread_partitions(target, len(src.nodes))
     check_restored(src, nodes)
     with open(target, "rb") as f:
@@ -116,6 +117,9 @@ def test_mbr_logical_partitions_boot_code_gap_and_grow(loopdisk, workdir):
     label, disk_id, parts = _table_identity(target)
     assert (label, disk_id) == _table_identity(src.dev)[:2]
     assert parts[0][5] is True  # the active flag
+    if not grow:
+        assert _table_identity(target) == _table_identity(src.dev)
+        return
     # the last logical partition and the extended one now reach the end of the disk
     t = _sfdisk(target)
     last = t["partitions"][-1]

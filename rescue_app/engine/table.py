@@ -150,8 +150,6 @@ def _set_identities(path: str, table: PartitionTable, parts: list[NewPartition])
     if table.id:
         sfdisk("--disk-id", path, table.id)
     for p in parts:
-        if p.kind == "extended":
-            continue
         if p.type:
             sfdisk("--part-type", path, str(p.number), p.type)
         if table.type == "gpt":
