@@ -620,13 +620,13 @@ def stage_boot_files(ctx: BuildContext, layers: Layers, staging: Path) -> None:
     shutil.copy2("/usr/lib/ISOLINUX/isolinux.bin", iso / "isolinux.bin")
     shutil.copy2("/usr/lib/syslinux/modules/bios/ldlinux.c32", iso / "ldlinux.c32")
     (iso / "isolinux.cfg").write_text(
-        ISOLINUX_CFG.format(timeout=20, title=p.title, cmdline=ctx.kernel_cmdline)
+        ISOLINUX_CFG.format(timeout=10, title=p.title, cmdline=ctx.kernel_cmdline)
     )
     grub = staging / "boot" / "grub"
     grub.mkdir(parents=True)
     failsafe = f"{LIVE_CMDLINE} nomodeset " + p.kernel_cmdline.replace("quiet", "").strip()
     (grub / "grub.cfg").write_text(
-        GRUB_CFG.format(timeout=2, title=p.title, cmdline=ctx.kernel_cmdline,
+        GRUB_CFG.format(timeout=1, title=p.title, cmdline=ctx.kernel_cmdline,
                         failsafe=failsafe.strip())
     )  # fmt: skip
     disk = staging / ".disk"
