@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 
 from textual.app import App
@@ -23,11 +24,6 @@ from rescue_app.tui.profile import ProfileInfo, load_profile_info
 from rescue_app.tui.sources import DiskFilter, RepositorySource
 
 log = logging.getLogger("liferaft.tui")
-
-# After this many crashes in a row without a successful screen change, give up
-# cleanly rather than stack error boxes forever.
-MAX_CRASHES = 5
-
 
 class LiferaftApp(App[int]):
     CSS_PATH = "app.tcss"
@@ -60,7 +56,6 @@ class LiferaftApp(App[int]):
         self.sources: list[RepositorySource] = []
         self.sources_scanned = False
         self.open_source: RepositorySource | None = None
-        self.crashes = 0
 
     def on_mount(self) -> None:
         from rescue_app.tui.screens.home import HomeScreen
@@ -115,18 +110,25 @@ class LiferaftApp(App[int]):
                          callback=(lambda _: then()) if then else None)
 
     def _handle_exception(self, error: Exception) -> None:
-        # An exception in a UI handler: show it instead of dying with a traceback.
-        self.crashes += 1
-        if self.crashes <= MAX_CRASHES and self.is_running:
-            try:
-                log.error("internal error in the UI", exc_info=error)
-                self.call_later(self.show_error, error)
-                return
-            except Exception:  # pragma: no cover - the last line of defence
-                pass
-        log.critical("giving up after repeated internal errors", exc_info=error)
+        # A bug in UI code (not in a worker: those become error modals). Textual has
+        # stopped the message loop of the widget that raised, so the screen cannot be
+        # trusted any more: leave cleanly with one line and keep the log on disk.
+        log.critical("internal error in the user interface", exc_info=error)
+        saved = self.save_log()
+        where = f"; the log is in {saved}" if saved else ""
         self._return_code = 1
-        self.exit(1, message=f"liferaft: internal error: {error.__class__.__name__}: {error}")
+        self.exit(1, return_code=1,
+                  message=f"liferaft: internal error in the user interface: "
+                             f"{error.__class__.__name__}: {error}{where}")
+
+    def save_log(self) -> str | None:
+        path = os.path.join(tempfile.gettempdir(), "liferaft-tui.log")
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write("\n".join(self.log_handler.lines()) + "\n")
+        except OSError:
+            return None
+        return path
 
     def on_unmount(self) -> None:
         self.release_source()

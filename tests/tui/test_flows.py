@@ -227,3 +227,24 @@ async def test_worker_crash_becomes_error_modal(captured: CapturedImage) -> None
         await wait_for_screen(pilot, HomeScreen)
         await pilot.press("l")
         assert "boom in a worker" in "\n".join(app.log_handler.lines())
+
+
+@run_async
+async def test_verify_flow(captured: CapturedImage) -> None:
+    app = LiferaftApp(Engine(), media_filter=only(captured.source))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("v")
+        source = await wait_for_screen(pilot, SourceScreen)
+        await settle(pilot)
+        source.query_one("#source-path", Input).value = captured.repo
+        source.query_one("#source-path", Input).focus()
+        await pilot.press("enter")
+        await wait_for_screen(pilot, ImagesScreen)
+        await settle(pilot)
+        await pilot.press("enter")
+        progress = await wait_for_screen(pilot, ProgressScreen)
+        await settle(pilot)
+        text = str(progress.query_one("#summary").render())
+        assert f"Verified {captured.ref}: OK" in text, text
+        assert "can be restored" in text
