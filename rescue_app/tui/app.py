@@ -64,6 +64,12 @@ class LiferaftApp(App[int]):
 
     # ------------------------------------------------------------ sources
 
+    def scan_filter(self) -> DiskFilter | None:
+        """The disk filter for the media scan; rejects every disk when scanning is off."""
+        if not self.scan_media:
+            return lambda disk: False
+        return self.media_filter
+
     def use_source(self, source: RepositorySource) -> None:
         """Remember the source now open; close (unmount) the one before."""
         if self.open_source is not None and self.open_source is not source:
@@ -163,7 +169,11 @@ def run_app(engine: Engine, profile_path: str | None = None) -> int:
         os.environ["TERM"] = "linux"
     _quiet_stream_handlers()
     handler = install_log_handler()
-    app = LiferaftApp(engine, profile=load_profile_info(profile_path), log_handler=handler)
+    # LIFERAFT_TUI_NO_SCAN=1: do not mount other disks' partitions to look for
+    # repositories (tests on a shared host; machines where even a read-only mount is unwanted).
+    scan = os.environ.get("LIFERAFT_TUI_NO_SCAN", "") in ("", "0")
+    app = LiferaftApp(engine, profile=load_profile_info(profile_path), log_handler=handler,
+                      scan_media=scan)
     try:
         code = app.run()
     except Exception as exc:  # the terminal is restored by now; one line, no traceback

@@ -69,7 +69,7 @@ class BackupScreen(LiferaftScreen):
         sources = app.sources
         if not app.sources_scanned:
             sources = discover_sources(
-                ScanContext(app.engine, disks, app.profile.repository, app.media_filter))
+                ScanContext(app.engine, disks, app.profile.repository, app.scan_filter()))
         self.app.call_from_thread(self.show, disks, sources)
 
     def show(self, disks: list[BlockDisk], sources: list[RepositorySource]) -> None:

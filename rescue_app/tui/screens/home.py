@@ -93,8 +93,8 @@ class HomeScreen(LiferaftScreen):
         app = self.lapp
         disks = app.engine.list_disks()
         self.app.call_from_thread(self._show_disks, disks)
-        if rescan and app.scan_media:
-            ctx = ScanContext(app.engine, disks, app.profile.repository, app.media_filter)
+        if rescan:
+            ctx = ScanContext(app.engine, disks, app.profile.repository, app.scan_filter())
             sources = discover_sources(ctx)
             self.app.call_from_thread(self._show_sources, sources)
 

@@ -78,7 +78,7 @@ class SourceScreen(LiferaftScreen):
         app = self.lapp
         disks = app.engine.list_disks()
         sources = discover_sources(
-            ScanContext(app.engine, disks, app.profile.repository, app.media_filter)
+            ScanContext(app.engine, disks, app.profile.repository, app.scan_filter())
         )
         self.app.call_from_thread(self.show_sources, sources)
 
