@@ -204,10 +204,27 @@ def _execute(action: UnattendedAction) -> str:
         plan = engine.plan_restore(repo, action.image, list(action.targets), grow=action.grow)
         log.info("plan:\n%s", plan.render())
         result = engine.restore(plan, progress=progress, verify=True)
-        return f"restored {action.image} to {', '.join(action.targets)}: {result}"
+        return (
+            f"restored {getattr(result, 'ref', action.image)} to {', '.join(action.targets)}: "
+            f"{_summary(result)}"
+        )
     repo = engine.open_repository(location, create=True)
     result = engine.capture(repo, action.image, list(action.targets), progress=progress)
-    return f"captured {', '.join(action.targets)} as {action.image}: {result}"
+    return f"captured {', '.join(action.targets)} as {action.image}: {_summary(result)}"
+
+
+def _summary(result: object) -> str:
+    """Bytes written/stored and verification from an engine result, as words."""
+    parts = []
+    for attr, label in (("written_bytes", "written"), ("stored_bytes", "stored"),
+                        ("new_bytes", "new")):  # fmt: skip
+        value = getattr(result, attr, None)
+        if isinstance(value, int):
+            parts.append(f"{value / 1e6:.1f} MB {label}")
+    verified = getattr(result, "verified", None)
+    if verified is not None:
+        parts.append("verified" if verified else "NOT verified")
+    return ", ".join(parts) or "done"
 
 
 def _load_profile_action() -> dict[str, Any] | None:

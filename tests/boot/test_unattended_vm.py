@@ -16,13 +16,13 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from bootkit import REPO
 
+from rescue_app.engine.disks import reread_partitions
 from tests.helpers.diskkit import (
     PartSpec,
     fsck_clean,
@@ -52,15 +52,6 @@ def attached(image: Path) -> Iterator[str]:
         yield dev
     finally:
         subprocess.run(["losetup", "-d", dev], check=False, stdin=subprocess.DEVNULL)
-
-
-def _wait_block(path: str, timeout: float = 10) -> None:
-    # No udev daemon on the host: partition nodes appear a little after losetup -P.
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            pytest.fail(f"{path} did not appear")
-        time.sleep(0.1)
 
 
 def _liferaft(*args: str) -> None:
@@ -113,6 +104,6 @@ def test_unattended_restore_in_vm(live_kernel, built_iso: Path, vm, tmp_path: Pa
     assert "LIFERAFT UNATTENDED RESTORE: SUCCESS" in console, console[-4000:]
 
     with attached(target_img) as dev:
-        _wait_block(f"{dev}p1")
+        reread_partitions(dev, 1)
         fsck_clean(f"{dev}p1", "ext4")
         assert tree_checksums(f"{dev}p1", "ext4") == expected

@@ -1,0 +1,157 @@
+"""The build pipeline's pure parts, and how a failed or killed build cleans up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from builder import build, host
+from builder.profile import load_profile
+from rescue_app.errors import ToolMissingError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def context(tmp_path: Path, profile: str = "default") -> build.BuildContext:
+    return build.BuildContext(
+        profile=load_profile(profile),
+        repo=REPO,
+        cache_dir=tmp_path / "cache",
+        build_dir=tmp_path / "build",
+        output_dir=tmp_path / "dist",
+    )
+
+
+def test_missing_tool_names_the_package() -> None:
+    with pytest.raises(ToolMissingError) as err:
+        host.check_tools({"liferaft-no-such-tool": "liferaft-pkg"}, {"/no/such/file": "other-pkg"})
+    msg = str(err.value)
+    assert "liferaft-no-such-tool" in msg and "liferaft-pkg" in msg and "other-pkg" in msg
+    assert "\n" not in msg
+
+
+def test_base_key_covers_packages_not_titles(tmp_path: Path) -> None:
+    default = context(tmp_path, "default")
+    site = context(tmp_path, "example-site")
+    assert build.base_key(default) != build.base_key(site)  # extra packages
+    assert "nfs-common" in site.packages and "openssh-server" in site.packages
+    base = build.base_key(default)
+    assert build.app_key(default, base) != build.app_key(site, base)
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    final = tmp_path / "out.iso"
+    with pytest.raises(RuntimeError), build._atomic_path(final) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("xorriso died")
+    assert list(tmp_path.iterdir()) == []
+    with build._atomic_path(final) as tmp:
+        tmp.write_bytes(b"whole")
+    assert final.read_bytes() == b"whole"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.iso"]
+
+
+def test_overlay_renders_profile(tmp_path: Path) -> None:
+    ctx = context(tmp_path, "example-site")
+    root = tmp_path / "root"
+    root.mkdir()
+    build.render_overlay(ctx, root)
+    build.configure_system(ctx, root)
+    network = (root / "etc/systemd/network/20-wired.network").read_text()
+    assert "Address=192.0.2.50/24" in network and "DHCP" not in network
+    start = root / "usr/local/sbin/liferaft-start"
+    assert os.access(start, os.X_OK)
+    assert build.READY_MARKER in start.read_text()
+    assert "liferaft tui" in start.read_text()
+    profile = yaml.safe_load((root / "etc/liferaft/profile.yaml").read_text())
+    assert profile["title"] == ctx.profile.title
+    assert os.readlink(root / "etc/localtime") == "/usr/share/zoneinfo/Europe/Berlin"
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    assert {p.name for p in wants.iterdir()} >= {"ssh.service", "systemd-networkd.service"}
+    assert "ssh-ed25519" in (root / "root/.ssh/authorized_keys").read_text()
+    assert not list(root.rglob("*.j2"))
+
+
+def _leftovers(tmp_path: Path) -> list[str]:
+    """Mounts and processes that mention tmp_path."""
+    found = [line for line in Path("/proc/self/mounts").read_text().splitlines()
+             if str(tmp_path) in line]  # fmt: skip
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(tmp_path) in cmd and proc.name != str(os.getpid()):
+                found.append(f"pid {proc.name}: {cmd}")
+    return found
+
+
+def _start_build(tmp_path: Path, profiles: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "builder.cli", "--profiles-dir", str(profiles), "iso",
+         "--profile", "bad", "--cache-dir", str(tmp_path / "cache"),
+         "--build-dir", str(tmp_path / "build"), "--output-dir", str(tmp_path / "dist")],
+        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+
+def _bad_profile(tmp_path: Path, packages: str) -> Path:
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "default.yaml").write_text((REPO / "profiles/default.yaml").read_text())
+    (profiles / "bad.yaml").write_text(f"extends: default\nname: bad\npackages: {packages}\n")
+    return profiles
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_unknown_package_is_named_and_nothing_is_left(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    profiles = _bad_profile(tmp_path, "[liferaft-no-such-package]")
+    proc = _start_build(tmp_path, profiles)
+    _out, err = proc.communicate(timeout=600)
+    assert proc.returncode != 0
+    last = err.strip().splitlines()[-1]
+    assert "liferaft-no-such-package" in last and "bad.yaml" in last, err[-2000:]
+    assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())
+    assert not list((tmp_path / "cache" / "base").glob("*")) if (
+        tmp_path / "cache" / "base").exists() else True  # fmt: skip
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_killed_build_leaves_no_mounts_processes_or_output(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    profiles = _bad_profile(tmp_path, "[]")
+    proc = _start_build(tmp_path, profiles)
+    # Wait until mmdebstrap is at work inside its namespace (its root has
+    # mounts and apt runs), then stop the build.
+    deadline = time.monotonic() + 300
+    root_glob = tmp_path / "cache" / "base"
+    while time.monotonic() < deadline:
+        if list(root_glob.glob(".*.tmp/root/var/lib/apt/lists/*Packages*")):
+            time.sleep(2)
+            break
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.5)
+    else:
+        pytest.fail("mmdebstrap never started")
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    time.sleep(1)
+    assert _leftovers(tmp_path) == []
+    assert not list(root_glob.glob(".*"))  # no half-made base root
+    assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())
