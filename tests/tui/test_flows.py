@@ -248,3 +248,45 @@ async def test_verify_flow(captured: CapturedImage) -> None:
         text = str(progress.query_one("#summary").render())
         assert f"Verified {captured.ref}: OK" in text, text
         assert "can be restored" in text
+
+
+@run_async
+async def test_restore_from_a_repository_found_on_attached_media(loopdisk, workdir: str) -> None:  # type: ignore[no-untyped-def]
+    from tests.tui.conftest import make_source_disk
+
+    source, trees = make_source_disk(loopdisk)
+    stick = loopdisk(160 * 1024 * 1024)
+    (stick_part,) = partition_disk(stick, "gpt", [PartSpec(None, "ext4")])
+    make_fs(stick_part, "ext4", label="BACKUPS")
+    with mounted(stick_part, "ext4") as point:
+        engine = Engine()
+        repo = engine.open_repository(os.path.join(point, "liferaft"), create=True)
+        engine.capture(repo, "tuihost", [source])
+    target = loopdisk(DISK_SIZE)
+    app = LiferaftApp(Engine(), media_filter=only(source, stick, target))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("r")
+        await wait_for_screen(pilot, SourceScreen)
+        await settle(pilot)
+        assert [s.label for s in app.sources] == [f"{stick_part}:/liferaft"]
+        await pilot.press("enter")
+        await wait_for_screen(pilot, ImagesScreen)
+        await settle(pilot)
+        await pilot.press("enter")
+        screen = await wait_for_screen(pilot, TargetScreen)
+        await settle(pilot)
+        # The stick is mounted while it is read: it cannot be a target.
+        assert stick not in offered(screen)
+        await pick_target(pilot, screen, target)
+        await pilot.press("ctrl+n")
+        await wait_for_screen(pilot, ConfirmEraseModal)
+        await pilot.press(*os.path.basename(target), "enter")
+        progress = await wait_for_screen(pilot, ProgressScreen)
+        await settle(pilot)
+        assert "Done." in str(progress.query_one("#summary").render())
+        # Unmounted before the summary tells the user to remove the stick.
+        assert stick_part not in open("/proc/self/mounts").read()
+    for n, part in enumerate(reread_partitions(target, 2), 1):
+        fsck_clean(part, "ext4")
+        assert tree_checksums(part, "ext4") == trees[n]

@@ -15,7 +15,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Button, Footer, Header, Select, Static
+from textual.widgets import Button, Checkbox, Footer, Header, Select, Static
 
 from rescue_app.engine.disks import BlockDisk
 from rescue_app.engine.manifest import Manifest
@@ -80,6 +80,7 @@ class TargetScreen(LiferaftScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield VerticalScroll(id="target-selects")
+        yield Checkbox("Grow the last partition to fill a larger disk", id="grow")
         with VerticalScroll(id="plan-box"):
             yield Static("Reading the image and the disks...", id="plan-view")
         with Horizontal(classes="buttons"):
@@ -140,6 +141,11 @@ class TargetScreen(LiferaftScreen):
         if self.ready:
             self.replan()
 
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        event.stop()
+        if self.ready:
+            self.replan()
+
     def replan(self) -> None:
         self.plan = None
         self.query_one("#next", Button).disabled = True
@@ -149,12 +155,12 @@ class TargetScreen(LiferaftScreen):
             view.update("Choose a target disk for each disk of the image.")
             return
         view.update("Planning...")
-        self.make_plan(targets)
+        self.make_plan(targets, self.query_one("#grow", Checkbox).value)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="plan")
-    def make_plan(self, targets: list[str]) -> None:
+    def make_plan(self, targets: list[str], grow: bool) -> None:
         try:
-            plan = self.lapp.engine.plan_restore(self.repo, self.ref, targets)
+            plan = self.lapp.engine.plan_restore(self.repo, self.ref, targets, grow=grow)
         except LiferaftError as exc:
             self.app.call_from_thread(self.show_plan, None, str(exc))
             return
