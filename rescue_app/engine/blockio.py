@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import mmap
 import os
 import struct
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,6 +22,7 @@ from rescue_app.errors import DeviceVanishedError, DiskError
 BLKZEROOUT = 0x127F  # _IO(0x12, 127)
 BLKFLSBUF = 0x1261  # _IO(0x12, 97)
 BLKGETSIZE64 = 0x80081272
+BLKSSZGET = 0x1268
 
 _GONE = (errno.EIO, errno.ENODEV, errno.ENXIO, errno.ENOENT, errno.ENOMEDIUM)
 
@@ -133,3 +136,85 @@ def drop_cache(fd: int) -> None:
         fcntl.ioctl(fd, BLKFLSBUF, 0)
     except OSError:
         pass
+
+
+class TargetWriter:
+    """Writes a restore's data to a device, bypassing the page cache.
+
+    O_DIRECT skips a copy into the page cache (and, on loop devices, a second
+    one in the backing file's cache): several times faster, and the rescue
+    system's memory is not filled with data it will never read. Writes whose
+    offset or length is not a multiple of the logical sector size go through a
+    second, buffered descriptor. Both are flushed by ``flush``.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._stack: list[int] = []
+        self._local = threading.local()
+        self.buffered = self._open(os.O_WRONLY | os.O_EXCL)
+        try:
+            self.direct: int | None = self._open(os.O_WRONLY | os.O_DIRECT)
+        except DiskError:
+            self.direct = None
+        buf = fcntl.ioctl(self.buffered, BLKSSZGET, b"\0" * 4)
+        self.sector = max(512, int(struct.unpack("i", buf)[0]))
+
+    def _open(self, flags: int) -> int:
+        try:
+            fd = os.open(self.path, flags | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.EBUSY:
+                raise DiskError(
+                    f"{self.path} is in use by the system (mounted, swap, RAID or LVM)",
+                    hint="unmount it or stop what uses it, then try again",
+                ) from None
+            if exc.errno in _GONE:
+                raise _vanished(self.path, 0, exc) from None
+            raise DiskError(f"cannot open {self.path}: {exc.strerror}") from None
+        self._stack.append(fd)
+        return fd
+
+    def _aligned_buffer(self, size: int) -> mmap.mmap:
+        buf: mmap.mmap | None = getattr(self._local, "buf", None)
+        if buf is None or len(buf) < size:
+            buf = mmap.mmap(-1, max(size, 1 << 20))  # page-aligned
+            self._local.buf = buf
+        return buf
+
+    def write_extents(self, data: bytes, base: int, extents: list[Extent]) -> None:
+        """Write the parts of ``data`` (which covers ``[base, ...)``) named by ``extents``."""
+        if self.direct is None:
+            view = memoryview(data)
+            for start, length in extents:
+                write_all(self.buffered, self.path, view[start - base:start - base + length],
+                          start)
+            return
+        buf = self._aligned_buffer(len(data))
+        buf[: len(data)] = data
+        view = memoryview(buf)
+        sector = self.sector
+        for start, length in extents:
+            rel = start - base
+            aligned = start % sector == 0 and length % sector == 0
+            fd = self.direct if aligned else self.buffered
+            write_all(fd, self.path, view[rel:rel + length], start)
+        view.release()
+
+    def zero(self, offset: int, length: int) -> None:
+        zero_range(self.buffered, self.path, offset, length)
+
+    def flush(self) -> None:
+        for fd in self._stack:
+            flush(fd, self.path)
+        drop_cache(self.buffered)
+
+    def close(self) -> None:
+        while self._stack:
+            os.close(self._stack.pop())
+
+    def __enter__(self) -> TargetWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

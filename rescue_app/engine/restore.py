@@ -202,12 +202,6 @@ def _write_head(repo: Repository, m: Manifest, image: DiskImage, target: str) ->
         blockio.flush(fd, target)
 
 
-def _write_extents(fd: int, node: str, data: bytes, base: int, extents: list[Extent]) -> None:
-    view = memoryview(data)
-    for start, length in extents:
-        blockio.write_all(fd, node, view[start - base:start - base + length], start)
-
-
 def _chunk_extents(p: PartitionImage, chunk_size: int, i: int) -> list[Extent]:
     start = i * chunk_size
     end = min(start + chunk_size, p.size)
@@ -232,10 +226,10 @@ def _write_partition(
 
     def job(i: int, digest: str, extents: list[Extent]) -> int:
         data = repo.get_chunk(digest, f"{where} at offset {i * m.chunk_size}")
-        _write_extents(fd, node, data, i * m.chunk_size, extents)
+        writer.write_extents(data, i * m.chunk_size, extents)
         return total(extents)
 
-    with blockio.open_device(node, write=True) as fd, pipeline(int) as pipe:
+    with blockio.TargetWriter(node) as writer, pipeline(int) as pipe:
         for i, digest in enumerate(p.chunks):
             if cancel is not None and cancel.cancelled:
                 raise CancelledError(
@@ -247,7 +241,7 @@ def _write_partition(
                 continue
             if digest is None:
                 for start, length in extents:
-                    blockio.zero_range(fd, node, start, length)
+                    writer.zero(start, length)
                 n = total(extents)
                 done += n
                 counter.add(item, n, done, p.used_bytes)
@@ -258,8 +252,7 @@ def _write_partition(
         for n in pipe.drain():
             done += n
             counter.add(item, n, done, p.used_bytes)
-        blockio.flush(fd, node)
-        blockio.drop_cache(fd)
+        writer.flush()
 
 
 def _mkswap(node: str, p: PartitionImage) -> None:
