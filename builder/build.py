@@ -54,6 +54,7 @@ BASE_PACKAGES: tuple[str, ...] = (
     "udev",
     "kmod",
     "iproute2",
+    "systemd-resolved",
     "netbase",
     "ca-certificates",
     "procps",
@@ -504,7 +505,7 @@ def configure_system(ctx: BuildContext, app_root: Path) -> None:
         (etc / "liferaft" / "unattended").write_text(p.unattended.action + "\n")
     units = ["liferaft-unattended.service"]
     if p.network.mode != "none":
-        units.append("systemd-networkd.service")
+        units += ["systemd-networkd.service", "systemd-resolved.service"]
     if p.ssh.enabled:
         units.append("ssh.service")
     for unit in units:

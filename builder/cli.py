@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     with_profile(net)
     with_dirs(net)
     net.add_argument("--base-url", help="URL the iPXE script fetches the files from")
+    every = sub.add_parser("build", help="build every output the profile lists (outputs:)")
+    with_profile(every)
+    with_dirs(every)
     sub.add_parser("profiles", help="list the profiles")
     show = sub.add_parser("show", help="print a profile merged with what it extends")
     with_profile(show)
@@ -75,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
             build.build_iso(_context(args))
         elif args.command == "netboot":
             build.build_netboot(_context(args), base_url=args.base_url)
+        elif args.command == "build":
+            ctx = _context(args)
+            if "iso" in ctx.profile.outputs:
+                build.build_iso(ctx)
+            if "netboot" in ctx.profile.outputs:
+                build.build_netboot(ctx)
     except LiferaftError as exc:
         if args.debug:
             raise
