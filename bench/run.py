@@ -82,6 +82,7 @@ class Measurement:
     seconds: float
     peak_rss: int  # bytes, largest single process (ru_maxrss)
     peak_tree_rss: int  # bytes, sampled sum over the process tree
+    cpu_seconds: float = 0.0  # user + system of every stage and what it reaped
     stored_bytes: int | None = None
     detail: dict[str, float] = field(default_factory=dict)
 
@@ -192,14 +193,15 @@ def timed_pipeline(
         first_in = files.enter_context(open(stdin, "rb")) if stdin else subprocess.DEVNULL
         last_out = files.enter_context(open(stdout, "wb")) if stdout else subprocess.DEVNULL
         errs = [files.enter_context(tempfile.TemporaryFile()) for _ in stages]
-        rss_files = [files.enter_context(tempfile.NamedTemporaryFile("r")) for _ in stages]
+        usage_files = [files.enter_context(tempfile.NamedTemporaryFile("r")) for _ in stages]
         started = time.monotonic()
         try:
             prev = first_in
             for i, argv in enumerate(stages):
                 last = i == len(stages) - 1
                 proc = subprocess.Popen(
-                    [GNU_TIME, "-f", "%M", "-o", rss_files[i].name, which(argv[0]), *argv[1:]],
+                    [GNU_TIME, "-f", "%M %U %S", "-o", usage_files[i].name,
+                     which(argv[0]), *argv[1:]],
                     stdin=prev,
                     stdout=last_out if last else subprocess.PIPE, stderr=errs[i], env=env,
                 )
@@ -227,10 +229,12 @@ def timed_pipeline(
                 tail = err.read().decode(errors="replace").strip().splitlines()[-5:]
                 raise RuntimeError(f"{name}: {argv[0]} exited {code}:\n" + "\n".join(tail))
         # GNU time writes "Command exited with non-zero status" first on failure.
-        peaks = [int(f.read().split()[-1]) * 1024 for f in rss_files]
+        usage = [f.read().split()[-3:] for f in usage_files]
+        peaks = [int(rss) * 1024 for rss, _, _ in usage]
+        cpu = sum(float(user) + float(system) for _, user, system in usage)
     # Concurrent stages: the pipeline holds the sum of their peaks at worst.
     return Measurement(
-        name=name, seconds=seconds, peak_rss=max(peaks),
+        name=name, seconds=seconds, peak_rss=max(peaks), cpu_seconds=cpu,
         peak_tree_rss=max(tree_peak, sum(peaks) if len(procs) > 1 else 0),
         detail={"seconds_before_sync": piped, "sync_seconds": seconds - piped,
                 **{f"peak_rss_{argv[0]}": float(p) for argv, p in zip(stages, peaks, strict=True)}},
@@ -418,10 +422,11 @@ def verdicts(r: dict[str, Measurement]) -> list[Verdict]:
 
 
 def report(ctx: BenchContext) -> bool:
-    rows = [("step", "time", "(sync)", "stored", "peak RSS", "tree RSS")]
+    rows = [("step", "time", "(sync)", "CPU", "stored", "peak RSS", "tree RSS")]
     for m in ctx.results.values():
         rows.append((
             m.name, f"{m.seconds:.1f} s", f"{m.detail.get('sync_seconds', 0):.1f} s",
+            f"{m.cpu_seconds:.1f} s",
             human(m.stored_bytes) if m.stored_bytes is not None else "-",
             human(m.peak_rss), human(m.peak_tree_rss),
         ))
@@ -441,6 +446,16 @@ def report(ctx: BenchContext) -> bool:
         rel = "<=" if v.unit == "x" else "<"
         print(f"{v.what:18} {v.value:7.2f} {v.unit:3}  target {rel} {v.limit:g} {v.unit:3}  "
               f"{'ok' if v.ok else 'MISSED'}")
+    # Not a target: user+system CPU moves far less than wall time when other
+    # work shares the cores, so it shows whether a missed time target is
+    # liferaft's cost or the machine's noise.
+    r = ctx.results
+    cpu_ratios = {
+        "capture": r["liferaft_capture"].cpu_seconds / r["partclone_capture"].cpu_seconds,
+        "restore": r["liferaft_restore"].cpu_seconds / r["partclone_restore"].cpu_seconds,
+    }
+    print(f"{'CPU time':18} capture {cpu_ratios['capture']:.2f} x, restore "
+          f"{cpu_ratios['restore']:.2f} x  (information, not a target)")
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -452,6 +467,7 @@ def report(ctx: BenchContext) -> bool:
                    "files": ctx.files},
         "steps": {k: asdict(m) for k, m in ctx.results.items()},
         "targets": [{**asdict(v), "ok": v.ok} for v in checks],
+        "cpu_ratios": cpu_ratios,
         "passed": all(v.ok for v in checks),
     }, indent=1) + "\n")
     print(f"\nresults: {RESULTS.relative_to(REPO_ROOT)}")
