@@ -41,6 +41,7 @@ from rescue_app.run import run
 REPO = Path(__file__).resolve().parent.parent
 BUILDER_DIR = Path(__file__).resolve().parent
 BASE_HOOK = BUILDER_DIR / "base-customize.sh"
+INITRAMFS_HOOK = BUILDER_DIR / "initramfs-trim.sh"
 
 # Bump to invalidate every cached base root.
 BASE_FORMAT = 1
@@ -288,6 +289,7 @@ def base_key(ctx: BuildContext) -> str:
             "dpkg=" + ",".join(DPKG_EXCLUDES),
             f"compression={p.compression}",
             BASE_HOOK.read_bytes(),
+            INITRAMFS_HOOK.read_bytes(),
         ]
     )
 
@@ -301,7 +303,7 @@ def python_requirements(repo: Path) -> list[str]:
 
 def app_key(ctx: BuildContext, base: str) -> str:
     sources = [ctx.repo / s for s in APP_SOURCES] + [ctx.repo / "overlay"]
-    builder_files = sorted(BUILDER_DIR.glob("*.py")) + [BASE_HOOK]
+    builder_files = sorted(BUILDER_DIR.glob("*.py")) + [BASE_HOOK, INITRAMFS_HOOK]
     return _digest(
         [
             f"base={base}",
@@ -343,6 +345,9 @@ def bootstrap_base(ctx: BuildContext) -> Path:
             "--skip=download/empty",
             "--skip=essential/unlink",
             '--setup-hook=mkdir -p "$1"/var/cache/apt/archives/',
+            # Before the kernel is installed, so its initrd is made with it.
+            f'--setup-hook=install -D -m 755 {INITRAMFS_HOOK} '
+            '"$1"/etc/initramfs-tools/hooks/liferaft-trim',
             f"--setup-hook=sync-in {ctx.apt_cache} /var/cache/apt/archives/",
             f"--customize-hook=sync-out /var/cache/apt/archives {ctx.apt_cache}",
             f'--customize-hook=sh {BASE_HOOK} "$1"',
