@@ -638,9 +638,9 @@ def stage_boot_files(ctx: BuildContext, layers: Layers, staging: Path) -> None:
     disk = staging / ".disk"
     disk.mkdir()
     (disk / "info").write_text(f"liferaft {p.name} {p.suite} amd64\n")
-    for rel, src in EFI_FILES.items():
+    for rel, efi_binary in EFI_FILES.items():
         (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, staging / rel)
+        shutil.copy2(efi_binary, staging / rel)
 
 
 def make_efi_image(ctx: BuildContext, staging: Path) -> None:

@@ -87,7 +87,8 @@ class Profile:
     source: str = ""  # the file the profile came from (set by the loader)
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        data: dict[str, Any] = _plain(dataclasses.asdict(self))
+        return data
 
     def dump(self) -> str:
         """The merged profile as YAML, as ``liferaft-build show`` prints it."""
@@ -124,7 +125,7 @@ def load_profile(name: str, directory: Path = PROFILE_DIR) -> Profile:
     path = directory / f"{name}.yaml"
     merged.setdefault("name", name)
     try:
-        profile = _build(Profile, merged, str(path))
+        profile: Profile = _build(Profile, merged, str(path))
     except TypeError as exc:  # a required field missing after the merge
         raise ProfileError(f"{path}: {exc}") from exc
     if len(profile.label) > 32:

@@ -209,8 +209,8 @@ def _execute(action: UnattendedAction) -> str:
             f"{_summary(result)}"
         )
     repo = engine.open_repository(location, create=True)
-    result = engine.capture(repo, action.image, list(action.targets), progress=progress)
-    return f"captured {', '.join(action.targets)} as {action.image}: {_summary(result)}"
+    captured = engine.capture(repo, action.image, list(action.targets), progress=progress)
+    return f"captured {', '.join(action.targets)} as {action.image}: {_summary(captured)}"
 
 
 def _summary(result: object) -> str:
