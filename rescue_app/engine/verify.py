@@ -27,7 +27,7 @@ def verify_repository(
     if ref is not None:
         manifests.append(repo.load_manifest(ref))
     else:
-        for name, image_id in repo._manifest_files():
+        for name, image_id in repo.manifest_refs():
             try:
                 manifests.append(repo.load_manifest(f"{name}@{image_id}"))
             except ManifestError as exc:

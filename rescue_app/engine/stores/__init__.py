@@ -1,0 +1,87 @@
+"""Where a repository's files live: a local folder, a web server, a bucket...
+
+A Store moves whole files by relative path (``chunks/ab/ab12...``,
+``images/web1/20261125T101500Z.json``); the Repository on top knows what the
+files mean. Adding a kind of store is one new class and one line in
+``SCHEMES``. Stores never put credentials in ``location`` (it is shown and
+logged) and raise only FileNotFoundError (the file is not there) or a
+RepositoryError that says what failed and what to check.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from rescue_app.errors import RepositoryError
+
+
+class Store(ABC):
+    location: str  # for people and logs: no passwords, no keys
+    can_list = True  # False: folders cannot be listed (plain HTTP); use index.json
+
+    @abstractmethod
+    def read(self, rel: str) -> bytes:
+        """The whole file; FileNotFoundError if it is not there."""
+
+    @abstractmethod
+    def has(self, rel: str) -> bool:
+        """True if a complete, non-empty file is there."""
+
+    @abstractmethod
+    def list(self, rel: str) -> list[str]:
+        """Names in a folder, [] if the folder is not there."""
+
+    @abstractmethod
+    def write(self, rel: str, data: bytes, *, durable: bool) -> None:
+        """Put a file atomically: readers see all of it or nothing.
+        ``durable``: on stable storage when this returns."""
+
+    @abstractmethod
+    def sync(self) -> None:
+        """Everything written so far is on stable storage."""
+
+    @abstractmethod
+    def check_writable(self) -> None:
+        """RepositoryError now, before any work, if writes will fail."""
+
+    @abstractmethod
+    def missing(self, create_hint: bool) -> RepositoryError:
+        """The error for 'there is no repository here'."""
+
+    def prepare_new(self) -> None:
+        """Make ready for a new repository (create the folder); RepositoryError
+        if something that is not a repository is already there."""
+        return None
+
+    def clean_tmp(self) -> None:
+        """Remove what interrupted writers left behind, if the store keeps any."""
+        return None
+
+    def close(self) -> None:
+        """Release connections and mounts."""
+        return None
+
+
+StoreFactory = Callable[[str], Store]
+SCHEMES: dict[str, StoreFactory] = {}
+
+
+def register(scheme: str, factory: StoreFactory) -> None:
+    SCHEMES[scheme] = factory
+
+
+def open_store(location: str) -> Store:
+    from rescue_app.engine.stores.local import LocalStore
+
+    if "://" not in location or location.startswith("file://"):
+        return LocalStore(location.removeprefix("file://"))
+    scheme = location.split("://", 1)[0].lower()
+    factory = SCHEMES.get(scheme)
+    if factory is None:
+        known = ", ".join(sorted(["file", *SCHEMES])) + " or a local path"
+        raise RepositoryError(
+            f"repository {scheme}://...: this kind of repository is not supported",
+            hint=f"use {known}",
+        )
+    return factory(location)
