@@ -203,6 +203,32 @@ def cmd_unattended(engine: Engine, args: argparse.Namespace) -> int:
     return run_unattended(args.cmdline)
 
 
+def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
+    from rescue_app.engine.stores.httpserve import make_server
+
+    if "://" in args.repo and not args.repo.startswith("file://"):
+        raise UsageError("serve shares a local repository folder",
+                         hint="give --repo a path on this machine")
+    repo = engine.open_repository(args.repo)
+    root = repo.location
+    repo.close()
+    try:
+        server = make_server(root, args.bind, args.port)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.bind}:{args.port}: {exc.strerror or exc}",
+                         hint="choose another --port or --bind address") from None
+    host, port = server.server_address[:2]
+    print(f"serving {root} read-only at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liferaft", description="Bare-metal backup and restore.")
     parser.add_argument("--version", action="version", version=f"liferaft {__version__}")
@@ -241,6 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grow", action="store_true",
                    help="on a larger disk, extend the last partition and its filesystem")
     p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("serve", help="serve a local repository read-only over HTTP")
+    p.add_argument("--repo", required=True, help="repository folder on this machine")
+    p.add_argument("--port", type=int, default=8080, help="TCP port (0: any free port)")
+    p.add_argument("--bind", default="127.0.0.1",
+                   help="address to listen on (0.0.0.0: every interface)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("tui", help="the terminal user interface")
     p.add_argument("--profile", help="profile YAML (default: the rescue stick's)")

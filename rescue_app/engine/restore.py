@@ -38,6 +38,7 @@ from rescue_app.errors import (
     CancelledError,
     CommandError,
     DiskError,
+    RepositoryError,
     TargetRefusedError,
     VerifyError,
 )
@@ -74,7 +75,16 @@ def apply_plan(
     counter = _Counter(plan.write_bytes, progress, "restore")
     notes: list[str] = []
     for d in plan.disks:
-        _restore_disk(plan.repo, plan.manifest, d, counter, cancel)
+        try:
+            _restore_disk(plan.repo, plan.manifest, d, counter, cancel)
+        except RepositoryError as exc:
+            # A chunk that cannot be fetched or is wrong stops the restore
+            # midway: say so, the disk must not be trusted as it is.
+            again = f"run the restore again before using {d.target.path}"
+            raise type(exc)(
+                f"{exc.message}; {d.target.path} is only partly written and will not work",
+                hint=f"{exc.hint}; {again}" if exc.hint else again,
+            ) from None
     if verify:
         # Before growing: growing rewrites filesystem metadata the image holds.
         checker = _Counter(plan.write_bytes, progress, "verify")

@@ -85,3 +85,74 @@ def open_store(location: str) -> Store:
             hint=f"use {known}",
         )
     return factory(location)
+
+
+# -- credentials ---------------------------------------------------------
+# Passwords never travel in a URL (it is shown, logged and visible in process
+# listings): they come from a UI that asked for them, from LIFERAFT_PASSWORD,
+# or from a prompt on the terminal.
+
+PasswordPrompt = Callable[[str], "str | None"]
+_passwords: dict[str, str] = {}
+_prompt: PasswordPrompt | None = None
+
+
+def remember_password(who: str, password: str) -> None:
+    """A UI that asked for the password of ``who`` (``user@host``) hands it here."""
+    _passwords[who] = password
+
+
+def set_password_prompt(prompt: PasswordPrompt | None) -> None:
+    """How to ask when nothing else gives a password (the UI's dialog)."""
+    global _prompt
+    _prompt = prompt
+
+
+def password_for(who: str, *, ask: bool = True) -> str | None:
+    """The password for ``who`` (``user@host``), or None if there is none."""
+    import os
+    import sys
+
+    if who in _passwords:
+        return _passwords[who]
+    env = os.environ.get("LIFERAFT_PASSWORD")
+    if env:
+        return env
+    if not ask:
+        return None
+    if _prompt is not None:
+        return _prompt(who)
+    if sys.stdin is not None and sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass(f"password for {who}: ") or None
+    return None
+
+
+def reject_password_in_url(location: str, password: str | None) -> None:
+    if password is not None:
+        raise RepositoryError(
+            f"repository {location}: the URL holds a password",
+            hint="leave it out of the URL and set LIFERAFT_PASSWORD or type it when asked "
+                 "(a URL is shown in logs and process listings)",
+        )
+
+
+def _register_builtin() -> None:
+    """Network stores import their client libraries only when first used."""
+
+    def lazy(module: str, cls: str) -> StoreFactory:
+        def factory(location: str) -> Store:
+            import importlib
+
+            kind: StoreFactory = getattr(importlib.import_module(module), cls)
+            return kind(location)
+
+        return factory
+
+    base = "rescue_app.engine.stores."
+    register("http", lazy(base + "http", "HttpStore"))
+    register("https", lazy(base + "http", "HttpStore"))
+
+
+_register_builtin()

@@ -1,0 +1,287 @@
+"""A read-only repository on a web server: ``http://`` and ``https://``.
+
+Any static server (nginx, a CDN, ``liferaft serve``) will do: every file of a
+repository is fetched by path and the images are found through index.json.
+Each thread keeps its own keep-alive connection (restore and verify fetch
+chunks from several threads). A download that breaks off resumes from the
+byte it reached with ``Range: bytes=N-`` (guarded by ``If-Range`` so a file
+that changed meanwhile is fetched whole); connection errors, timeouts and
+5xx answers are retried with backoff for ``LIFERAFT_RETRY_SECONDS`` (60 s)
+without progress, then reported as one line. TLS: the system's CAs, or the
+CA file in ``?ca=PATH`` or ``LIFERAFT_CA_FILE``. Basic auth: ``user@`` in the
+URL and the password from LIFERAFT_PASSWORD or a prompt, never the URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+from urllib.parse import parse_qs, quote, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from rescue_app.engine.stores import Store, password_for, reject_password_in_url
+from rescue_app.errors import RepositoryError
+
+log = logging.getLogger("liferaft.stores.http")
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 30.0
+PIECE = 256 * 1024
+MAX_BACKOFF = 5.0
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
+class _Transient(Exception):
+    """Worth trying again: the connection broke, the server said 5xx."""
+
+
+class _Progressed:
+    """Set when an attempt received bytes: the retry clock starts over."""
+
+    def __init__(self) -> None:
+        self.flag = False
+
+
+class HttpStore(Store):
+    can_list = False
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise RepositoryError(f"repository URL {url.split('?')[0]!r} has no host name",
+                                  hint="write it as http://HOST[:PORT]/PATH")
+        self.scheme = parts.scheme.lower()
+        netloc = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+        self.host = netloc
+        path = parts.path.rstrip("/")
+        self.location = f"{self.scheme}://{netloc}{path}"
+        self.base = self.location + "/"
+        reject_password_in_url(self.location, parts.password)
+        query = parse_qs(parts.query)
+        ca = (query.get("ca") or [os.environ.get("LIFERAFT_CA_FILE", "")])[0]
+        if ca and not os.path.isfile(ca):
+            raise RepositoryError(f"CA file {ca} for {self.location} does not exist",
+                                  hint="give the path of a PEM file with the server's CA")
+        self.verify: bool | str = ca or True
+        self.auth: tuple[str, str] | None = None
+        if parts.username:
+            password = password_for(f"{parts.username}@{parts.hostname}")
+            self.auth = (parts.username, password or "")
+        self.retry_seconds = float(os.environ.get("LIFERAFT_RETRY_SECONDS", "60"))
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    # -- connections -------------------------------------------------------
+    def _session(self) -> requests.Session:
+        s: requests.Session | None = getattr(self._local, "session", None)
+        if s is None:
+            s = requests.Session()
+            # Our own loop retries (it must resume); urllib3 must not.
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
+            s.mount("http://", adapter)
+            s.mount("https://", adapter)
+            # (verify is also passed on each request: requests lets
+            # REQUESTS_CA_BUNDLE override a session's setting)
+            s.verify = self.verify
+            s.auth = self.auth
+            # Ranges count bytes of the file itself, not of a gzip of it.
+            s.headers.update({"Accept-Encoding": "identity",
+                              "User-Agent": "liferaft"})
+            self._local.session = s
+            with self._lock:
+                self._sessions.append(s)
+        return s
+
+    def _drop_session(self) -> None:
+        s: requests.Session | None = getattr(self._local, "session", None)
+        if s is not None:
+            s.close()
+            self._local.session = None
+
+    def _retrying(self, what: str, attempt: Callable[[_Progressed], T]) -> T:
+        """Run ``attempt`` until it succeeds, a permanent error, or
+        ``retry_seconds`` pass without a byte of progress."""
+        backoff = 0.25
+        deadline = time.monotonic() + self.retry_seconds
+        while True:
+            progressed = _Progressed()
+            try:
+                return attempt(progressed)
+            except requests.exceptions.SSLError as exc:
+                raise self._tls_error(exc) from None
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                    requests.exceptions.ChunkedEncodingError, _Transient) as exc:
+                reason = _reason(exc)
+                self._drop_session()
+            if progressed.flag:
+                backoff = 0.25
+                deadline = time.monotonic() + self.retry_seconds
+            if time.monotonic() + backoff > deadline:
+                raise RepositoryError(
+                    f"repository {self.location}: {what} from {self.host} failed: {reason}",
+                    hint=f"retried for {self.retry_seconds:.0f} s; check that the server is "
+                         "running and reachable, the URL, and the network cable/settings",
+                )
+            log.info("%s: %s; retrying in %.2f s", what, reason, backoff)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _tls_error(self, exc: Exception) -> RepositoryError:
+        text = str(exc)
+        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+            detail = "its certificate is not trusted"
+            m = re.search(r"certificate verify failed: ([^(')]+)", text)
+            if m:
+                detail += f" ({m.group(1).strip()})"
+        else:
+            detail = "the TLS handshake failed"
+        return RepositoryError(
+            f"repository {self.location}: TLS failure talking to {self.host}: {detail}",
+            hint="give the CA that signed the server's certificate with "
+                 "LIFERAFT_CA_FILE=ca.pem or ?ca=/path/ca.pem, or check the URL and the "
+                 "clock of this machine",
+        )
+
+    def _status_error(self, rel: str, r: requests.Response) -> RepositoryError:
+        if r.status_code in (401, 403):
+            return RepositoryError(
+                f"repository {self.location}: {self.host} refused access to {rel} "
+                f"(HTTP {r.status_code})",
+                hint="check the user name in the URL and the password (LIFERAFT_PASSWORD)",
+            )
+        return RepositoryError(
+            f"repository {self.location}: {self.host} answered HTTP {r.status_code} "
+            f"{r.reason} for {rel}",
+            hint="check the URL and the web server's configuration",
+        )
+
+    # -- reading -------------------------------------------------------------
+    def read(self, rel: str) -> bytes:
+        url = self.base + quote(rel)
+        buf = bytearray()
+        state: dict[str, str | int | None] = {"validator": None, "total": None}
+
+        def attempt(progressed: _Progressed) -> bytes:
+            headers = {}
+            if buf:
+                headers["Range"] = f"bytes={len(buf)}-"
+                if state["validator"]:
+                    headers["If-Range"] = str(state["validator"])
+            with self._session().get(url, headers=headers, stream=True, verify=self.verify,
+                                     timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)) as r:
+                code = r.status_code
+                if code in (404, 410):
+                    raise FileNotFoundError(rel)
+                if code == 416 and buf and state["total"] == len(buf):
+                    return bytes(buf)
+                if code >= 500 or code in (408, 429):
+                    raise _Transient(f"HTTP {code} {r.reason}")
+                if code == 206 and buf:
+                    m = _CONTENT_RANGE.match(r.headers.get("Content-Range", ""))
+                    if not m or int(m.group(1)) != len(buf):
+                        # A range we did not ask for: start over, whole file.
+                        buf.clear()
+                        state["validator"] = None
+                        raise _Transient("the server answered a different range")
+                    if m.group(3) != "*":
+                        state["total"] = int(m.group(3))
+                    log.debug("%s: resumed at byte %d", rel, len(buf))
+                elif code == 200:
+                    buf.clear()
+                    length = r.headers.get("Content-Length")
+                    state["total"] = int(length) if length and length.isdigit() else None
+                    state["validator"] = r.headers.get("ETag") or r.headers.get("Last-Modified")
+                else:
+                    raise self._status_error(rel, r)
+                for piece in r.iter_content(PIECE):
+                    buf.extend(piece)
+                    progressed.flag = True
+                total = state["total"]
+                if isinstance(total, int) and len(buf) != total:
+                    if len(buf) > total:
+                        buf.clear()
+                    raise _Transient(f"the download stopped at byte {len(buf)} of {total}")
+                return bytes(buf)
+
+        return self._retrying(f"downloading {rel}", attempt)
+
+    def has(self, rel: str) -> bool:
+        url = self.base + quote(rel)
+
+        def attempt(progressed: _Progressed) -> bool:
+            r = self._session().head(url, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+                                     verify=self.verify, allow_redirects=True)
+            if r.status_code in (404, 410):
+                return False
+            if r.status_code >= 500 or r.status_code in (408, 429):
+                raise _Transient(f"HTTP {r.status_code} {r.reason}")
+            if r.status_code != 200:
+                raise self._status_error(rel, r)
+            return r.headers.get("Content-Length", "1") != "0"
+
+        return self._retrying(f"looking up {rel}", attempt)
+
+    def list(self, rel: str) -> list[str]:
+        return []  # a web server's folders cannot be listed; readers use index.json
+
+    # -- writing: not over plain HTTP ---------------------------------------
+    def _read_only(self) -> RepositoryError:
+        return RepositoryError(
+            f"repository {self.location} is read-only (a web server)",
+            hint="capture to a local folder, sftp://, s3://, smb:// or nfs:// and serve "
+                 "that folder over HTTP",
+        )
+
+    def write(self, rel: str, data: bytes, *, durable: bool) -> None:
+        raise self._read_only()
+
+    def sync(self) -> None:
+        raise self._read_only()
+
+    def check_writable(self) -> None:
+        raise self._read_only()
+
+    def prepare_new(self) -> None:
+        raise self._read_only()
+
+    def missing(self, create_hint: bool) -> RepositoryError:
+        return RepositoryError(
+            f"no liferaft repository at {self.location} (no liferaft-repository.json there)",
+            hint="check the URL: it must name the folder that holds liferaft-repository.json",
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            for s in self._sessions:
+                s.close()
+            self._sessions.clear()
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    for needle, say in (("Connection refused", "connection refused"),
+                        ("Name or service not known", "unknown host name"),
+                        ("Temporary failure in name resolution", "host name not resolved"),
+                        ("No route to host", "no route to host"),
+                        ("Network is unreachable", "network unreachable"),
+                        ("timed out", "timed out"),
+                        ("Connection reset", "connection reset"),
+                        ("Connection aborted", "connection dropped"),
+                        ("IncompleteRead", "connection dropped mid-file"),
+                        ("RemoteDisconnected", "connection dropped"),
+                        ("Connection broken", "connection dropped mid-file")):
+        if needle in text:
+            return say
+    if isinstance(exc, _Transient):
+        return text
+    return text.splitlines()[0][:160] if text else type(exc).__name__

@@ -1,0 +1,199 @@
+"""Servers on loopback for the network store tests: nginx, a byte-counting
+TCP proxy, sshd. Each is a context manager that stops what it started, also
+when the test fails."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0,
+              proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def self_signed_cert(directory: str) -> tuple[str, str]:
+    """(certificate, key) for 127.0.0.1, made with openssl."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+class Nginx:
+    """nginx in one process (master_process off), so a SIGKILL takes all of it."""
+
+    def __init__(self, root: str, directory: str, *, port: int | None = None,
+                 tls: tuple[str, str] | None = None, limit_rate: str | None = None) -> None:
+        self.root = root
+        self.dir = directory
+        self.port = port or free_port()
+        self.tls = tls
+        self.limit_rate = limit_rate
+        self.access_log = os.path.join(directory, "access.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+        os.makedirs(directory, exist_ok=True)
+        self.conf = os.path.join(directory, "nginx.conf")
+        d = directory
+        ssl = ""
+        if tls:
+            ssl = f"ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]};"
+        with open(self.conf, "w") as f:
+            f.write(f"""
+daemon off; master_process off; worker_processes 1; user root root;
+error_log {d}/error.log info; pid {d}/nginx.pid;
+events {{ worker_connections 128; }}
+http {{
+  log_format counted '$request_uri $status $bytes_sent "$http_range"';
+  access_log {d}/access.log counted;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  default_type application/octet-stream;
+  sendfile on; keepalive_timeout 30;
+  server {{
+    listen 127.0.0.1:{self.port}{' ssl' if tls else ''};
+    {ssl}
+    root {root};
+    {f'limit_rate {limit_rate};' if limit_rate else ''}
+    location /tmp/ {{ return 404; }}
+  }}
+}}
+""")
+
+    def start(self) -> Nginx:
+        self.proc = subprocess.Popen(["nginx", "-c", self.conf, "-p", self.dir],
+                                     stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, proc=self.proc)
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+
+    def __enter__(self) -> Nginx:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def log_lines(self) -> list[str]:
+        try:
+            with open(self.access_log) as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+
+class CountingProxy:
+    """Forwards 127.0.0.1:port to an upstream port and counts the bytes the
+    upstream sent to clients: what a restore really downloaded."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.served = 0
+        self.lock = threading.Lock()
+        self.open: set[socket.socket] = set()
+        self.running = True
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> CountingProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.running = False
+        self.sock.close()
+        with self.lock:
+            for s in list(self.open):
+                with contextlib.suppress(OSError):
+                    s.close()
+        self.thread.join(5)
+
+    def _accept(self) -> None:
+        while self.running:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
+
+    def _pipe(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.upstream), 2)
+        except OSError:
+            client.close()
+            return
+        with self.lock:
+            self.open |= {client, upstream}
+        try:
+            while self.running:
+                ready, _, _ = select.select([client, upstream], [], [], 0.5)
+                for s in ready:
+                    data = s.recv(256 * 1024)
+                    if not data:
+                        return
+                    if s is upstream:
+                        client.sendall(data)
+                        with self.lock:
+                            self.served += len(data)
+                    else:
+                        upstream.sendall(data)
+        except OSError:
+            return
+        finally:
+            for s in (client, upstream):
+                with contextlib.suppress(OSError):
+                    s.close()
+            with self.lock:
+                self.open -= {client, upstream}
+
+
+@contextlib.contextmanager
+def running(argv: list[str], port: int, env: dict[str, str] | None = None
+            ) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env)
+    try:
+        wait_port(port, proc=proc)
+        yield proc
+    finally:
+        stop(proc)

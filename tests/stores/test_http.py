@@ -1,0 +1,172 @@
+"""Restore from web servers: nginx over HTTP and HTTPS, and ``liferaft serve``."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from rescue_app.engine.disks import reread_partitions
+from rescue_app.engine.stores import open_store
+from rescue_app.engine.stores.http import HttpStore
+from rescue_app.errors import RepositoryError
+from tests.enginekit import REPO_ROOT, assert_one_line_error, check_restored, liferaft
+from tests.stores.conftest import DISK_BYTES, Captured
+from tests.stores.serverkit import CountingProxy, Nginx, free_port, self_signed_cert, stop
+
+
+def _restore(url: str, target: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return liferaft("restore", "--repo", url, "--image", "src", "--to", target, "--yes",
+                    *extra, check=False)
+
+
+def _check(captured: Captured, target: str) -> None:
+    nodes = reread_partitions(target, len(captured.source.nodes))
+    check_restored(captured.source, nodes)
+
+
+@pytest.mark.root
+def test_restore_over_https_and_untrusted_certificate(captured, loopdisk, workdir, monkeypatch):
+    cert, key = self_signed_cert(workdir)
+    with Nginx(captured.repo, os.path.join(workdir, "nginx"), tls=(cert, key)) as nginx:
+        url = f"https://127.0.0.1:{nginx.port}/"
+        monkeypatch.delenv("LIFERAFT_CA_FILE", raising=False)
+        proc = liferaft("images", "--repo", url, check=False)
+        assert_one_line_error(proc, "TLS failure", "127.0.0.1", "not trusted", "LIFERAFT_CA_FILE")
+
+        monkeypatch.setenv("LIFERAFT_CA_FILE", cert)
+        assert "src@" in liferaft("images", "--repo", url).stdout
+        target = loopdisk(DISK_BYTES)
+        proc = _restore(url, target, "--verify")
+        assert proc.returncode == 0, proc.stderr
+        _check(captured, target)
+        # ?ca= in the URL works as well, and stays out of what is shown
+        monkeypatch.delenv("LIFERAFT_CA_FILE")
+        assert "src@" in liferaft("images", "--repo", f"{url}?ca={cert}").stdout
+
+
+@pytest.mark.root
+def test_restore_resumes_after_server_restart_without_downloading_again(
+        captured, loopdisk, workdir):
+    # 3 MB/s per connection: the restore takes several seconds, long enough
+    # to kill the server in the middle of chunk downloads.
+    nginx = Nginx(captured.repo, os.path.join(workdir, "nginx"), limit_rate="3m")
+    target = loopdisk(DISK_BYTES)
+    with nginx, CountingProxy(nginx.port) as proxy:
+        url = f"http://127.0.0.1:{proxy.port}/"
+        argv = [sys.executable, "-m", "rescue_app.cli", "restore", "--repo", url,
+                "--image", "src", "--to", target, "--yes"]
+        restore = subprocess.Popen(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            while proxy.served < 0.4 * captured.chunk_bytes:
+                assert restore.poll() is None, restore.communicate()
+                time.sleep(0.05)
+            served_at_kill = proxy.served
+            nginx.kill()
+            time.sleep(1.5)
+            nginx.start()
+            out, err = restore.communicate(timeout=120)
+        finally:
+            stop(restore)  # type: ignore[arg-type]
+    assert restore.returncode == 0, err
+    _check(captured, target)
+    ratio = proxy.served / captured.chunk_bytes
+    print(f"\nresume: served {proxy.served} bytes for {captured.chunk_bytes} bytes of chunks "
+          f"({ratio:.3f}x), killed at {served_at_kill}")
+    assert ratio < 1.2
+    resumed = [ln for ln in nginx.log_lines() if re.search(r'"bytes=[1-9]\d*-"$', ln)]
+    assert resumed, "no download resumed with a Range request"
+
+
+@pytest.mark.root
+def test_server_that_lies_about_a_chunk(captured, loopdisk, workdir):
+    liar = os.path.join(workdir, "liar")
+    shutil.copytree(captured.repo, liar)
+    chunks = sorted(os.path.join(d, n) for d, _, ns in os.walk(os.path.join(liar, "chunks"))
+                    for n in ns)
+    big = max(chunks, key=os.path.getsize)
+    other = next(c for c in chunks if c != big)
+    shutil.copyfile(other, big)  # valid zstd, wrong content for its name
+    with Nginx(liar, os.path.join(workdir, "nginx")) as nginx:
+        target = loopdisk(DISK_BYTES)
+        proc = _restore(f"http://127.0.0.1:{nginx.port}/", target)
+    line = assert_one_line_error(proc, f"chunk {os.path.basename(big)[:12]}", "src@",
+                                 "does not match its hash", "only partly written", target)
+    assert "run the restore again" in line
+
+
+def test_unreachable_server_is_one_line(monkeypatch):
+    monkeypatch.setenv("LIFERAFT_RETRY_SECONDS", "1")
+    port = free_port()
+    started = time.monotonic()
+    proc = liferaft("images", "--repo", f"http://127.0.0.1:{port}/repo", check=False)
+    assert_one_line_error(proc, f"127.0.0.1:{port}", "connection refused", "retried")
+    assert time.monotonic() - started < 20
+
+
+def test_store_basics(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "f").write_bytes(b"hello")
+    from rescue_app.engine.stores.httpserve import make_server
+
+    server = make_server(str(tmp_path), "127.0.0.1", 0)
+    import threading
+
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        port = server.server_address[1]
+        monkeypatch.setenv("LIFERAFT_PASSWORD", "s3cret-pw")
+        store = open_store(f"http://bob@127.0.0.1:{port}/")
+        assert isinstance(store, HttpStore)
+        assert "bob" not in store.location and "s3cret" not in store.location
+        assert store.read("a/f") == b"hello"
+        assert store.has("a/f") and not store.has("a/nope")
+        with pytest.raises(FileNotFoundError):
+            store.read("a/nope")
+        assert store.can_list is False and store.list("images") == []
+        with pytest.raises(RepositoryError, match="read-only"):
+            store.check_writable()
+        store.close()
+        with pytest.raises(RepositoryError, match="holds a password"):
+            open_store(f"http://bob:pw@127.0.0.1:{port}/")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.root
+def test_liferaft_serve(captured):
+    port = free_port()
+    argv = [sys.executable, "-m", "rescue_app.cli", "serve", "--repo", captured.repo,
+            "--port", str(port)]
+    proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in line, line + proc.stderr.read()
+        url = f"http://127.0.0.1:{port}"
+        assert "src@" in liferaft("images", "--repo", url).stdout
+        out = liferaft("verify", "--repo", url, "src").stdout
+        assert ": OK" in out
+        marker = requests.get(f"{url}/liferaft-repository.json", timeout=5).content
+        r = requests.get(f"{url}/liferaft-repository.json", headers={"Range": "bytes=10-"},
+                         timeout=5)
+        assert r.status_code == 206 and r.content == marker[10:]
+        assert r.headers["Content-Range"] == f"bytes 10-{len(marker) - 1}/{len(marker)}"
+        r = requests.get(f"{url}/liferaft-repository.json",
+                         headers={"Range": f"bytes={len(marker)}-"}, timeout=5)
+        assert r.status_code == 416
+        for bad in ("/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/tmp/", "/", "/chunks"):
+            assert requests.get(url + bad, timeout=5).status_code == 404, bad
+    finally:
+        stop(proc)  # type: ignore[arg-type]
+        proc.communicate()
