@@ -9,13 +9,14 @@ leaves no image behind and never touches earlier ones.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rescue_app.engine import blockio
-from rescue_app.engine.chunkio import pipeline
+from rescue_app.engine.chunkio import WORKERS, pipeline
 from rescue_app.engine.disks import BlockDisk
 from rescue_app.engine.extents import Extent, ExtentMap, clip, total
 from rescue_app.engine.manifest import (
@@ -48,7 +49,8 @@ from rescue_app.progress import CancelToken, Progress, ProgressCallback, no_prog
 
 log = logging.getLogger("liferaft.capture")
 
-ZERO = bytes(CHUNK_SIZE)
+# Reads wait on the disk; one worker more than cores keeps both cores busy.
+CAPTURE_WORKERS = WORKERS + 1
 GPT_BACKUP_SECTORS = 33
 
 
@@ -192,15 +194,15 @@ def _capture_disk(
 ) -> DiskImage:
     ss = disk.logical_sector_size
     first = min((p.entry.start for p in parts if p.entry.kind != "whole-disk"), default=0)
-    with blockio.open_device(disk.path) as fd:
-        size = blockio.device_size(fd)
+    with blockio.SourceReader(disk.path) as reader:
+        size = reader.size()
         head = Region(0, first, tuple(_store_region(
-            repo, fd, disk.path, 0, first, None, stats, progress, cancel, "head")))
+            repo, reader, 0, first, None, stats, progress, cancel, "head")))
         backup = None
         if table.type == "gpt":
             off = size - GPT_BACKUP_SECTORS * ss
             backup = Region(off, GPT_BACKUP_SECTORS * ss, tuple(_store_region(
-                repo, fd, disk.path, off, GPT_BACKUP_SECTORS * ss, None, stats, progress,
+                repo, reader, off, GPT_BACKUP_SECTORS * ss, None, stats, progress,
                 cancel, "GPT backup")))
         images = []
         for p in parts:
@@ -209,7 +211,7 @@ def _capture_disk(
                 f"{disk.path} ({p.fs.type or 'raw'})"
             chunks: list[str | None] = []
             if p.method in (METHOD_USED, METHOD_RAW):
-                chunks = _store_region(repo, fd, disk.path, e.start, e.size, p.extents, stats,
+                chunks = _store_region(repo, reader, e.start, e.size, p.extents, stats,
                                        progress, cancel, item, count_progress=True)
             images.append(PartitionImage(
                 number=e.number, start=e.start, size=e.size, kind=e.kind, type=e.type,
@@ -226,10 +228,14 @@ def _capture_disk(
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _zero_digest(length: int) -> str:
+    return chunk_digest(bytes(length))
+
+
 def _store_region(
     repo: Repository,
-    fd: int,
-    path: str,
+    reader: blockio.SourceReader,
     base: int,
     size: int,
     extents: list[Extent] | None,
@@ -251,11 +257,16 @@ def _store_region(
     item_total = size if extents is None else total(extents)
     item_done = 0
 
-    def job(i: int, buf: bytearray, nbytes: int) -> tuple[int, int, str | None, int]:
-        if buf == ZERO[: len(buf)]:
+    def job(i: int) -> tuple[int, int, str | None, int]:
+        start = i * CHUNK_SIZE
+        length = min(CHUNK_SIZE, size - start)
+        inside = [(start, length)] if extents is None else clip(extents, start, start + length)
+        view = reader.read(base + start, length, [(base + s, n) for s, n in inside])
+        nbytes = total(inside)
+        digest = chunk_digest(view)
+        if digest == _zero_digest(length):
             return i, nbytes, None, 0
-        digest = chunk_digest(buf)
-        result = repo.put_chunk(buf, digest)
+        result = repo.put_chunk(view, digest)
         return i, nbytes, digest, result.stored_bytes
 
     def collect(done: list[tuple[int, int, str | None, int]]) -> None:
@@ -270,25 +281,16 @@ def _store_region(
                 item_done += nbytes
                 progress(Progress("capture", item, stats.done, stats.total, item_done, item_total))
 
-    with pipeline(tuple) as pipe:
+    # Each worker reads its own chunk, so reads overlap each other and the
+    # hashing and compressing of other chunks.
+    with pipeline(tuple, workers=CAPTURE_WORKERS) as pipe:
         for i in range(n_chunks):
             if cancel is not None and cancel.cancelled:
                 raise CancelledError("capture cancelled; no image was written")
-            start = i * CHUNK_SIZE
-            length = min(CHUNK_SIZE, size - start)
-            if extents is None:
-                buf = bytearray(length)
-                blockio.read_extents_into(fd, path, buf, base + start, [(base + start, length)])
-                nbytes = length
-            else:
-                inside = clip(extents, start, start + length)
-                nbytes = total(inside)
-                if not inside:
+            if extents is not None:
+                start = i * CHUNK_SIZE
+                if not clip(extents, start, min(start + CHUNK_SIZE, size)):
                     continue
-                buf = bytearray(length)
-                blockio.read_extents_into(
-                    fd, path, buf, base + start, [(base + s, n) for s, n in inside]
-                )
-            collect(pipe.submit(job, i, buf, nbytes))
+            collect(pipe.submit(job, i))
         collect(pipe.drain())
     return digests

@@ -57,10 +57,10 @@ class Pipeline(Generic[T]):
 
 
 @contextmanager
-def pipeline(result: type[T], inflight: int = WORKERS * 2) -> Iterator[Pipeline[T]]:
+def pipeline(result: type[T], workers: int = WORKERS) -> Iterator[Pipeline[T]]:
     """``result`` is the type the jobs return (for the type checker)."""
-    with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="liferaft-chunk") as pool:
-        pipe: Pipeline[T] = Pipeline(pool, inflight)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="liferaft-chunk") as pool:
+        pipe: Pipeline[T] = Pipeline(pool, workers * 2)
         try:
             yield pipe
         except BaseException:
