@@ -197,3 +197,41 @@ def running(argv: list[str], port: int, env: dict[str, str] | None = None
         yield proc
     finally:
         stop(proc)
+
+
+@contextlib.contextmanager
+def sshd(directory: str) -> Iterator[tuple[int, str, str]]:
+    """OpenSSH's sshd on loopback with its own host key and authorized_keys.
+    Yields (port, client key, known_hosts file); logins as root by key."""
+    os.makedirs(directory, exist_ok=True)
+    os.makedirs("/run/sshd", exist_ok=True)
+    host_key = os.path.join(directory, "host_ed25519")
+    client_key = os.path.join(directory, "client_ed25519")
+    for key in (host_key, client_key):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key],
+                       check=True, capture_output=True)
+    authorized = os.path.join(directory, "authorized_keys")
+    with open(client_key + ".pub") as src, open(authorized, "w") as dst:
+        dst.write(src.read())
+    port = free_port()
+    known = os.path.join(directory, "known_hosts")
+    with open(host_key + ".pub") as src, open(known, "w") as dst:
+        dst.write(f"[127.0.0.1]:{port} {src.read()}")
+    conf = os.path.join(directory, "sshd_config")
+    with open(conf, "w") as f:
+        f.write(f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {host_key}
+PidFile {directory}/sshd.pid
+AuthorizedKeysFile {authorized}
+PermitRootLogin yes
+PasswordAuthentication yes
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+MaxStartups 50
+MaxSessions 50
+Subsystem sftp internal-sftp
+""")
+    with running(["/usr/sbin/sshd", "-D", "-e", "-f", conf], port):
+        yield port, client_key, known

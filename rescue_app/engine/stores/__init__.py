@@ -153,6 +153,7 @@ def _register_builtin() -> None:
     base = "rescue_app.engine.stores."
     register("http", lazy(base + "http", "HttpStore"))
     register("https", lazy(base + "http", "HttpStore"))
+    register("sftp", lazy(base + "sftp", "SftpStore"))
 
 
 _register_builtin()
