@@ -154,6 +154,7 @@ def _register_builtin() -> None:
     register("http", lazy(base + "http", "HttpStore"))
     register("https", lazy(base + "http", "HttpStore"))
     register("sftp", lazy(base + "sftp", "SftpStore"))
+    register("s3", lazy(base + "s3", "S3Store"))
 
 
 _register_builtin()

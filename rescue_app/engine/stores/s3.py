@@ -1,0 +1,194 @@
+"""A repository in an S3 bucket: ``s3://bucket/prefix``, any S3-compatible store.
+
+Read-write, through boto3 (the standard AWS SDK): credentials, region and CA
+bundle come from its usual sources (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+~/.aws, AWS_CA_BUNDLE), the endpoint from ``?endpoint=URL`` or
+AWS_ENDPOINT_URL. One client for all threads (boto3 clients are thread-safe;
+its pool holds a connection per thread). A PUT is atomic and durable when it
+returns, so there is no tmp/ and nothing to sync. boto3 retries throttling,
+5xx and connection errors itself (standard mode).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from rescue_app.engine.stores import Store
+from rescue_app.errors import RepositoryError
+
+log = logging.getLogger("liferaft.stores.s3")
+
+_MISSING_KEY = {"404", "NoSuchKey", "NotFound"}
+_AUTH = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403",
+         "InvalidToken", "ExpiredToken"}
+
+
+class S3Store(Store):
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise RepositoryError(f"repository URL {url.split('?')[0]!r} has no bucket",
+                                  hint="write it as s3://BUCKET/PREFIX?endpoint=URL")
+        if parts.username or parts.password:
+            raise RepositoryError(
+                "an s3:// URL holds no credentials",
+                hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead",
+            )
+        self.bucket = parts.netloc
+        self.prefix = parts.path.strip("/")
+        query = parse_qs(parts.query)
+        self.endpoint = (query.get("endpoint") or [os.environ.get("AWS_ENDPOINT_URL", "")])[0]
+        region = (query.get("region") or [os.environ.get("AWS_DEFAULT_REGION")
+                                          or os.environ.get("AWS_REGION") or "us-east-1"])[0]
+        where = f" at {self.endpoint}" if self.endpoint else ""
+        self.location = f"s3://{self.bucket}/{self.prefix}".rstrip("/") + where
+        config = Config(
+            retries={"max_attempts": 8, "mode": "standard"},
+            connect_timeout=10, read_timeout=60, max_pool_connections=16,
+            # S3-compatible servers rarely have a DNS name per bucket.
+            s3={"addressing_style": "path" if self.endpoint else "auto"},
+        )
+        self.client: Any = boto3.session.Session().client(
+            "s3", endpoint_url=self.endpoint or None, region_name=region, config=config)
+
+    def _key(self, rel: str) -> str:
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def _error(self, what: str, exc: Exception) -> RepositoryError:
+        if isinstance(exc, botocore.exceptions.ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code == "NoSuchBucket":
+                return self._no_bucket()
+            if code in _AUTH:
+                return RepositoryError(
+                    f"repository {self.location}: access denied ({code}): {what}",
+                    hint="check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket's "
+                         "permissions",
+                )
+            return RepositoryError(f"repository {self.location}: {what} failed: {code} "
+                                   f"{exc.response.get('Error', {}).get('Message', '')}".strip())
+        if isinstance(exc, botocore.exceptions.NoCredentialsError):
+            return RepositoryError(
+                f"repository {self.location}: no S3 credentials",
+                hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            )
+        if isinstance(exc, botocore.exceptions.SSLError):
+            return RepositoryError(
+                f"repository {self.location}: TLS failure talking to the S3 endpoint",
+                hint="give the endpoint's CA with AWS_CA_BUNDLE=ca.pem, or check the URL",
+            )
+        if isinstance(exc, botocore.exceptions.EndpointConnectionError
+                      | botocore.exceptions.ConnectTimeoutError
+                      | botocore.exceptions.ReadTimeoutError):
+            return RepositoryError(
+                f"repository {self.location}: cannot reach the S3 endpoint: {what} failed",
+                hint="check the endpoint URL (?endpoint= or AWS_ENDPOINT_URL) and the network",
+            )
+        return RepositoryError(f"repository {self.location}: {what} failed: {exc}")
+
+    def _no_bucket(self) -> RepositoryError:
+        return RepositoryError(
+            f"repository {self.location}: bucket {self.bucket!r} does not exist",
+            hint="check the bucket name and the endpoint, or create the bucket first",
+        )
+
+    def read(self, rel: str) -> bytes:
+        try:
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(rel))[
+                "Body"].read()
+            return body
+        except botocore.exceptions.ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in _MISSING_KEY:
+                raise FileNotFoundError(rel) from None
+            raise self._error(f"reading {rel}", exc) from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._error(f"reading {rel}", exc) from None
+
+    def has(self, rel: str) -> bool:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(rel))
+            return int(head.get("ContentLength", 0)) > 0
+        except botocore.exceptions.ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in _MISSING_KEY:
+                return False
+            raise self._error(f"looking up {rel}", exc) from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._error(f"looking up {rel}", exc) from None
+
+    def list(self, rel: str) -> list[str]:
+        prefix = self._key(rel).rstrip("/") + "/"
+        names: set[str] = set()
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix, Delimiter="/")
+            for page in pages:
+                for p in page.get("CommonPrefixes", []):
+                    names.add(p["Prefix"][len(prefix):].rstrip("/"))
+                for o in page.get("Contents", []):
+                    names.add(o["Key"][len(prefix):])
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._error(f"listing {rel}", exc) from None
+        return sorted(n for n in names if n)
+
+    def write(self, rel: str, data: bytes, *, durable: bool) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(rel), Body=data)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._error(f"writing {rel}", exc) from None
+
+    def sync(self) -> None:
+        return None  # a PUT is on stable storage when it returns
+
+    def _check_bucket(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except botocore.exceptions.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                raise self._no_bucket() from None
+            raise self._error("opening the bucket", exc) from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._error("opening the bucket", exc) from None
+
+    def check_writable(self) -> None:
+        self._check_bucket()
+        probe = f"tmp/.probe-{uuid.uuid4().hex}"
+        self.write(probe, b"x", durable=False)
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(probe))
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._error("deleting a test object", exc) from None
+
+    def missing(self, create_hint: bool) -> RepositoryError:
+        try:
+            self._check_bucket()
+        except RepositoryError as exc:
+            return exc
+        return RepositoryError(
+            f"no liferaft repository at {self.location} (no liferaft-repository.json)",
+            hint="check the bucket and prefix: they must hold liferaft-repository.json",
+        )
+
+    def prepare_new(self) -> None:
+        self._check_bucket()
+        try:
+            page = self.client.list_objects_v2(
+                Bucket=self.bucket, Prefix=self.prefix + "/" if self.prefix else "", MaxKeys=1)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._error("listing the prefix", exc) from None
+        if page.get("KeyCount", 0):
+            raise RepositoryError(
+                f"{self.location} is not empty and not a liferaft repository",
+                hint="choose an empty or new prefix for a new repository",
+            )
+
+    def close(self) -> None:
+        self.client.close()
