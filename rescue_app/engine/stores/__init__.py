@@ -155,6 +155,8 @@ def _register_builtin() -> None:
     register("https", lazy(base + "http", "HttpStore"))
     register("sftp", lazy(base + "sftp", "SftpStore"))
     register("s3", lazy(base + "s3", "S3Store"))
+    register("smb", lazy(base + "mount", "MountStore"))
+    register("nfs", lazy(base + "mount", "MountStore"))
 
 
 _register_builtin()

@@ -1,0 +1,254 @@
+"""Repositories on file servers the kernel mounts: ``smb://`` and ``nfs://``.
+
+``smb://[DOMAIN;]USER@HOST[:PORT]/SHARE/PATH`` is mounted with the kernel's
+CIFS client (cifs-utils), ``nfs://HOST[:PORT]/EXPORT/PATH`` with its NFSv4
+client (nfs-common), on a private temporary folder; from then on the
+repository is a local folder (LocalStore does the work, atomic renames and
+syncfs included). ``close()`` unmounts. The SMB password goes to mount.cifs
+in a credentials file readable only by root that is deleted as soon as the
+mount is done -- never in argv, where any user could read it. What to mount
+is planned purely (``plan_mount``), so the argv is testable without a kernel
+client.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from rescue_app.engine.stores import Store, password_for, reject_password_in_url
+from rescue_app.engine.stores.local import LocalStore
+from rescue_app.errors import CommandError, RepositoryError
+from rescue_app.run import run
+
+log = logging.getLogger("liferaft.stores.mount")
+
+MOUNT_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class MountPlan:
+    fstype: str  # "cifs" or "nfs4"
+    source: str  # //host/share or host:/export/path
+    options: tuple[str, ...]  # never a password
+    subdir: str  # the repository below the mounted folder
+    location: str  # for people and logs
+    user: str | None = None  # smb: goes into the credentials file
+    domain: str | None = None
+
+
+def plan_mount(url: str) -> MountPlan:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = parts.hostname
+    if not host:
+        raise RepositoryError(f"repository URL {url.split('?')[0]!r} has no host name",
+                              hint=f"write it as {scheme}://HOST/...")
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    path = [unquote(p) for p in parts.path.split("/") if p]
+    port = parts.port
+    netloc = host if port is None else f"{host}:{port}"
+    options: list[str] = []
+    if scheme == "smb":
+        if not path:
+            raise RepositoryError(f"repository URL smb://{netloc}/ names no share",
+                                  hint="write it as smb://[USER@]HOST/SHARE/PATH")
+        share, rest = path[0], path[1:]
+        user = domain = None
+        if parts.username:
+            user = unquote(parts.username)
+            if ";" in user:
+                domain, user = user.split(";", 1)
+        shown_user = f"{domain + ';' if domain else ''}{user}@" if user else ""
+        location = f"smb://{shown_user}{netloc}/{'/'.join(path)}"
+        reject_password_in_url(location, parts.password)
+        if port is not None:
+            options.append(f"port={port}")
+        if user is None:
+            options.append("guest")
+        if "vers" in query:
+            options.append(f"vers={query['vers']}")
+        return MountPlan("cifs", f"//{host}/{share}", tuple(options), "/".join(rest),
+                         location, user, domain)
+    if scheme == "nfs":
+        if parts.username or parts.password:
+            raise RepositoryError("an nfs:// URL holds no user name or password",
+                                  hint="NFS trusts hosts, not passwords; write nfs://HOST/PATH")
+        if port is not None:
+            options.append(f"port={port}")
+        export = "/" + "/".join(path)
+        options.append("soft" if query.get("soft") else "hard")
+        return MountPlan("nfs4", f"{host}:{export}", tuple(options), "",
+                         f"nfs://{netloc}{export}")
+    raise RepositoryError(f"{scheme}:// cannot be mounted", hint="use smb:// or nfs://")
+
+
+def mount_argv(plan: MountPlan, mountpoint: str, credentials: str | None) -> list[str]:
+    options = list(plan.options)
+    if credentials is not None:
+        options.insert(0, f"credentials={credentials}")
+    argv = ["mount", "-t", plan.fstype]
+    if options:
+        argv += ["-o", ",".join(options)]
+    return [*argv, plan.source, mountpoint]
+
+
+@contextlib.contextmanager
+def credentials_file(directory: str, user: str, password: str,
+                     domain: str | None) -> Iterator[str]:
+    """A mount.cifs credentials file, mode 0600 from its creation, removed after."""
+    path = os.path.join(directory, "credentials")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(f"username={user}\npassword={password}\n")
+            if domain:
+                f.write(f"domain={domain}\n")
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _mount_error(plan: MountPlan, stderr: str) -> RepositoryError:
+    text = stderr.lower()
+    what = "SMB share" if plan.fstype == "cifs" else "NFS export"
+    if "unknown filesystem type" in text or "no such device" in text:
+        pkg = "cifs" if plan.fstype == "cifs" else "nfs"
+        return RepositoryError(
+            f"repository {plan.location}: this kernel cannot mount {pkg}",
+            hint=f"use the liferaft rescue system, or load the {pkg} kernel module",
+        )
+    if "helper program" in text or "bad option" in text:
+        pkg = "cifs-utils" if plan.fstype == "cifs" else "nfs-common"
+        return RepositoryError(f"repository {plan.location}: cannot mount the {what}",
+                               hint=f"install {pkg}")
+    if "permission denied" in text or "error(13)" in text or "access denied" in text:
+        return RepositoryError(
+            f"repository {plan.location}: the server refused access to the {what} "
+            "(wrong user name or password?)",
+            hint="check the user in the URL and the password (LIFERAFT_PASSWORD)",
+        )
+    if "no such file" in text or "error(2)" in text or "error(6)" in text:
+        return RepositoryError(
+            f"repository {plan.location}: the server has no such {what} or folder",
+            hint="check the share/export name and the path in the URL",
+        )
+    if "host is down" in text or "timed out" in text or "refused" in text \
+            or "unreachable" in text or "error(112)" in text or "error(111)" in text:
+        return RepositoryError(
+            f"repository {plan.location}: cannot reach the server",
+            hint="check the host name, that the server runs, and the network",
+        )
+    line = stderr.strip().splitlines()[-1] if stderr.strip() else "mount failed"
+    return RepositoryError(f"repository {plan.location}: cannot mount the {what}: {line}")
+
+
+class MountStore(Store):
+    def __init__(self, url: str) -> None:
+        self.plan = plan_mount(url)
+        self.location = self.plan.location
+        self.mountpoint = tempfile.mkdtemp(prefix="liferaft-mnt-")
+        self.mounted = False
+        try:
+            self._mount()
+        except BaseException:
+            os.rmdir(self.mountpoint)
+            raise
+        self.local = LocalStore(os.path.join(self.mountpoint, self.plan.subdir))
+        # Callers that exit without close() (a CLI command) must not leave
+        # the share mounted.
+        atexit.register(self.close)
+
+    def _mount(self) -> None:
+        plan = self.plan
+        if plan.fstype == "cifs" and plan.user is not None:
+            host = plan.source.split("/")[2]
+            password = password_for(f"{plan.user}@{host}")
+            if password is None:
+                raise RepositoryError(
+                    f"repository {plan.location} needs the password of {plan.user}",
+                    hint="set LIFERAFT_PASSWORD or run in a terminal to be asked",
+                )
+            with tempfile.TemporaryDirectory(prefix="liferaft-cred-") as d, \
+                    credentials_file(d, plan.user, password, plan.domain) as cred:
+                self._run(mount_argv(plan, self.mountpoint, cred))
+        else:
+            self._run(mount_argv(plan, self.mountpoint, None))
+        self.mounted = True
+
+    def _run(self, argv: list[str]) -> None:
+        try:
+            run(argv, timeout=MOUNT_TIMEOUT)
+        except CommandError as exc:
+            raise _mount_error(self.plan, exc.stderr or exc.message) from None
+
+    # LocalStore does the rest, with our location in its messages.
+    def _fix(self, exc: RepositoryError) -> RepositoryError:
+        exc.message = exc.message.replace(self.local.root, self.location)
+        return exc
+
+    def read(self, rel: str) -> bytes:
+        try:
+            return self.local.read(rel)
+        except RepositoryError as exc:
+            raise self._fix(exc) from None
+
+    def has(self, rel: str) -> bool:
+        try:
+            return self.local.has(rel)
+        except RepositoryError as exc:
+            raise self._fix(exc) from None
+
+    def list(self, rel: str) -> list[str]:
+        try:
+            return self.local.list(rel)
+        except RepositoryError as exc:
+            raise self._fix(exc) from None
+
+    def write(self, rel: str, data: bytes, *, durable: bool) -> None:
+        try:
+            self.local.write(rel, data, durable=durable)
+        except RepositoryError as exc:
+            raise self._fix(exc) from None
+
+    def sync(self) -> None:
+        try:
+            self.local.sync()
+        except RepositoryError as exc:
+            raise self._fix(exc) from None
+
+    def check_writable(self) -> None:
+        try:
+            self.local.check_writable()
+        except RepositoryError as exc:
+            raise self._fix(exc) from None
+
+    def missing(self, create_hint: bool) -> RepositoryError:
+        return self._fix(self.local.missing(create_hint))
+
+    def prepare_new(self) -> None:
+        try:
+            self.local.prepare_new()
+        except RepositoryError as exc:
+            raise self._fix(exc) from None
+
+    def clean_tmp(self) -> None:
+        self.local.clean_tmp()
+
+    def close(self) -> None:
+        if self.mounted:
+            try:
+                run(["umount", self.mountpoint], timeout=MOUNT_TIMEOUT)
+            except CommandError:
+                # Busy or the server is gone: detach it, the kernel finishes later.
+                run(["umount", "-l", self.mountpoint], check=False, timeout=MOUNT_TIMEOUT)
+            self.mounted = False
+        with contextlib.suppress(OSError):
+            os.rmdir(self.mountpoint)
