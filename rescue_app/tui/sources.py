@@ -240,6 +240,66 @@ class MediaSource(RepositorySource):
             return find_repository_dirs(point), None
 
 
+NETWORK_SCHEMES = ("http", "https", "sftp", "s3", "smb", "nfs")
+
+
+class NetworkSource(RepositorySource):
+    """A repository at a URL typed by the user: http(s)://, sftp://, s3://,
+    smb://, nfs://. A password typed in the UI goes to the stores' password
+    registry, never into the URL (which is shown and logged)."""
+
+    kind = "network"
+
+    def __init__(self, url: str, password: str | None = None) -> None:
+        from urllib.parse import urlsplit
+
+        from rescue_app.engine.stores import reject_password_in_url
+
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in NETWORK_SCHEMES or not parts.hostname:
+            raise RepositoryError(
+                f"{url.split('?')[0]!r} is not a repository URL",
+                hint="type e.g. https://server/repo, sftp://user@host/path, "
+                     "smb://user@host/share/path, nfs://host/export or s3://bucket/prefix",
+            )
+        reject_password_in_url(f"{parts.scheme}://{parts.hostname}", parts.password)
+        self.url = url
+        self.scheme = parts.scheme.lower()
+        self.who = f"{parts.username}@{parts.hostname}" if parts.username else None
+        self.password = password
+        self._repo: Repository | None = None
+
+    @property
+    def label(self) -> str:
+        return self.url.split("?", 1)[0]
+
+    @property
+    def detail(self) -> str:
+        return "read-only" if self.scheme in ("http", "https") else ""
+
+    def open(self, engine: Engine, *, writable: bool = False) -> Repository:
+        from rescue_app.engine.stores import remember_password
+
+        self.close()
+        if self.password and self.who:
+            remember_password(self.who, self.password)
+        self._repo = engine.open_repository(self.url, create=writable)
+        return self._repo
+
+    def close(self) -> None:
+        repo, self._repo = self._repo, None
+        if repo is not None:
+            repo.close()
+
+
+def source_for_typed(text: str, password: str | None = None) -> RepositorySource:
+    """What the user typed in a source or destination field: a URL or a path."""
+    text = text.strip()
+    if "://" in text and not text.startswith("file://"):
+        return NetworkSource(text, password)
+    return PathSource(text.removeprefix("file://"))
+
+
 # The kinds of source the Source screen asks, in display order.
 SOURCE_KINDS: list[type[RepositorySource]] = [DefaultRepositorySource, MediaSource]
 
