@@ -37,6 +37,7 @@ PACKAGE_OF: dict[str, str] = {
     "mkswap": "util-linux",
     "resize2fs": "e2fsprogs",
     "e2fsck": "e2fsprogs",
+    "dumpe2fs": "e2fsprogs",
     "xfs_growfs": "xfsprogs",
     "xfs_repair": "xfsprogs",
     "btrfs": "btrfs-progs",

@@ -267,3 +267,11 @@ def test_dry_run_writes_nothing(loopdisk, workdir):
     assert "nothing was written" in out
     assert disk_bytes_sha256(target, 0, 300 * MIB) == before
     assert tree_checksums(other.nodes[0], "vfat") == other.files[0]
+
+
+@pytest.mark.parametrize("fs", ["ext4", "ext2"])
+def test_ext_used_map_from_e2fsprogs_equals_partclones(fs, loopdisk):
+    from rescue_app.engine.usedmap import partclone_map, used_map
+
+    src = build_source(loopdisk(300 * MIB), Layout("gpt", [PartSpec(None, fs, "r")], [fs]))
+    assert used_map(src.nodes[0], fs) == partclone_map(src.nodes[0], fs)

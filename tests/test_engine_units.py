@@ -204,3 +204,26 @@ def test_manifest_with_bad_chunk_hash_is_damaged():
     doc["disks"][0]["partitions"][0]["chunks"] = ["../../etc/passwd"]
     with pytest.raises(ManifestError, match="damaged"):
         parse_manifest(json.dumps(doc), "web@x")
+
+
+DUMPE2FS = """Block count:              1048576
+Block size:               4096
+Free blocks:              1011634
+
+Group 0: (Blocks 0-32767) csum 0x1234 [ITABLE_ZEROED]
+  Free blocks: 8743-32767
+Group 1: (Blocks 32768-65535) csum 0x1234 [INODE_UNINIT, BLOCK_UNINIT]
+  Free blocks: 33281-65535
+Group 2: (Blocks 65536-98303)
+  Free blocks: 65536-70000, 70002, 70004-98303
+Group 3: (Blocks 98304-131071)
+""" + "  Free blocks: \n"  # a full group: dumpe2fs leaves the list empty
+
+
+def test_parse_dumpe2fs_is_the_complement_of_free_blocks():
+    from rescue_app.engine.usedmap import parse_dumpe2fs
+
+    used = parse_dumpe2fs(DUMPE2FS)
+    b = 4096
+    assert used[:4] == [(0, 8743 * b), (32768 * b, 513 * b), (70001 * b, b), (70003 * b, b)]
+    assert used[4] == (98304 * b, (1048576 - 98304) * b)

@@ -13,6 +13,7 @@ import functools
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from rescue_app.engine import blockio
@@ -152,33 +153,37 @@ def _plan_disk(
                        uuid=None, name=None, attrs=None, bootable=False, node=disk.path)
         ]
     by_number = {p.number: p for p in disk.partitions}
-    plans = []
-    for entry in entries:
-        if entry.kind == "extended":
-            plans.append(_PartPlan(entry, Filesystem(None), METHOD_NONE, []))
-            continue
-        if entry.number == 0:
-            fs = Filesystem(disk.fstype, getattr(disk, "uuid", None), getattr(disk, "label", None))
-        else:
-            bp = by_number.get(entry.number)
-            fs = Filesystem(bp.fstype, bp.uuid, bp.label) if bp else Filesystem(None)
-        if fs.type == "swap":
-            plans.append(_PartPlan(entry, fs, METHOD_SWAP, []))
-            continue
-        if fs.type in PARTCLONE_OF:
-            progress(Progress("map", f"{entry.node} ({fs.type})", 0, 0,
-                              message="reading the filesystem's block map"))
+    plans: list[_PartPlan] = []
+    maps: dict[int, Future[list[Extent]]] = {}
+    # partclone takes at least two seconds a map, whatever the size: map
+    # every partition of the disk at once.
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="liferaft-map") as pool:
+        for entry in entries:
+            if entry.kind == "extended":
+                plans.append(_PartPlan(entry, Filesystem(None), METHOD_NONE, []))
+                continue
+            if entry.number == 0:
+                fs = Filesystem(disk.fstype)
+            else:
+                bp = by_number.get(entry.number)
+                fs = Filesystem(bp.fstype, bp.uuid, bp.label) if bp else Filesystem(None)
+            if fs.type == "swap":
+                plans.append(_PartPlan(entry, fs, METHOD_SWAP, []))
+            elif fs.type in PARTCLONE_OF:
+                progress(Progress("map", f"{entry.node} ({fs.type})", 0, 0,
+                                  message="reading the filesystem's block map"))
+                maps[len(plans)] = pool.submit(used_map, entry.node, fs.type)
+                plans.append(_PartPlan(entry, fs, METHOD_USED, None))
+            else:
+                plans.append(_PartPlan(entry, fs, METHOD_RAW, None))
+        for index, future in maps.items():
+            plan = plans[index]
             try:
-                extents = used_map(entry.node, fs.type)
-                extents = clip(extents, 0, entry.size)
-                plans.append(_PartPlan(entry, fs, METHOD_USED, extents))
-                continue
+                plan.extents = clip(future.result(), 0, plan.entry.size)
             except MapUnavailable as exc:
-                note = f"{exc}; copied raw instead"
-                log.warning("%s: %s", entry.node, note)
-                plans.append(_PartPlan(entry, fs, METHOD_RAW, None, note))
-                continue
-        plans.append(_PartPlan(entry, fs, METHOD_RAW, None))
+                plan.method = METHOD_RAW
+                plan.note = f"{exc}; copied raw instead"
+                log.warning("%s: %s", plan.entry.node, plan.note)
     return table, plans
 
 
