@@ -16,10 +16,10 @@ from rescue_app.errors import UsageError
 from rescue_app.tui.screens.base import LiferaftScreen
 from rescue_app.tui.sources import (
     MediaSource,
-    PathSource,
     RepositorySource,
     ScanContext,
     discover_sources,
+    source_for_typed,
 )
 
 
@@ -87,7 +87,7 @@ class BackupScreen(LiferaftScreen):
     def destination(self) -> RepositorySource:
         typed = self.query_one("#backup-path", Input).value.strip()
         if typed:
-            return PathSource(typed)
+            return source_for_typed(typed)
         value = self.query_one("#backup-dest", Select).value
         if isinstance(value, int):
             return self.lapp.sources[value]

@@ -11,10 +11,10 @@ from textual.widgets.option_list import Option
 from rescue_app.engine.repository import Repository
 from rescue_app.tui.screens.base import LiferaftScreen
 from rescue_app.tui.sources import (
-    PathSource,
     RepositorySource,
     ScanContext,
     discover_sources,
+    source_for_typed,
 )
 
 
@@ -91,7 +91,7 @@ class SourceScreen(LiferaftScreen):
         event.stop()
         path = event.value.strip()
         if path:
-            self.choose(PathSource(path))
+            self.choose(source_for_typed(path))
 
     def choose(self, source: RepositorySource) -> None:
         if self.busy:
