@@ -275,3 +275,23 @@ def test_ext_used_map_from_e2fsprogs_equals_partclones(fs, loopdisk):
 
     src = build_source(loopdisk(300 * MIB), Layout("gpt", [PartSpec(None, fs, "r")], [fs]))
     assert used_map(src.nodes[0], fs) == partclone_map(src.nodes[0], fs)
+
+
+def test_restore_over_a_disk_with_another_layout(loopdisk, workdir):
+    """Old tables, old filesystems and old GPT backups must not survive or confuse."""
+    src = build_source(loopdisk(400 * MIB), Layout(
+        "msdos", [PartSpec(150, "ext4"), PartSpec(None, "vfat")], ["ext4", "vfat"]))
+    repo = os.path.join(workdir, "repo")
+    liferaft("capture", "--repo", repo, "--name", "over", src.dev)
+    target = loopdisk(500 * MIB)
+    build_source(target, Layout("gpt", [PartSpec(120, "btrfs", "old"), PartSpec(None, "xfs", "x")],
+                                ["btrfs", "xfs"]), seed=5)
+    plan = liferaft("restore", "--repo", repo, "--image", "over", "--to", target, "--dry-run")
+    assert "btrfs" in plan.stdout and "xfs" in plan.stdout  # it says what is erased
+    liferaft("restore", "--repo", repo, "--image", "over", "--to", target, "--yes", "--verify")
+    nodes = reread_partitions(target, 2)
+    check_restored(src, nodes)
+    assert _sfdisk(target)["label"] == "dos"
+    assert [_blkid(n).get("TYPE") for n in nodes] == ["ext4", "vfat"]
+    # no GPT left anywhere (the old backup header at the end is gone too)
+    assert "gpt" not in run(["blkid", "-p", "-o", "export", target], check=False).stdout.lower()
