@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rescue_app.engine import blockio
+from rescue_app.engine.bootentry import recreate_boot_entries
 from rescue_app.engine.chunkio import pipeline
 from rescue_app.engine.disks import ensure_restorable, find_disk, reread_partitions
 from rescue_app.engine.extents import Extent, clip, total
@@ -92,6 +93,9 @@ def apply_plan(
             _verify_disk(plan.repo, plan.manifest, d, checker, cancel)
     for d in plan.disks:
         notes += _grow_disk(d, progress)
+    # Under UEFI the restored disk boots only from a firmware entry (or the
+    # removable path): recreate it; a note, never a failure, when it cannot.
+    notes += recreate_boot_entries([d.target.path for d in plan.disks])
     return RestoreResult(
         ref=plan.manifest.ref,
         targets=tuple(d.target.path for d in plan.disks),
