@@ -62,9 +62,10 @@ def test_efibootmgr_argv() -> None:
 LISTING = """BootCurrent: 0001
 Timeout: 0 seconds
 BootOrder: 0003,0001,0000
-Boot0000* UiApp\tFvVol(7cb8bdc9-f8eb-4f34-aaea-3ee4af6516a1)/FvFile(462caa21-7614-4503-836e-8ab6f4662331)
+Boot0000* UiApp\tFvVol(7cb8bdc9-f8eb-4f34-aaea-3ee4af6516a1)/FvFile(462caa21-7614-...)
 Boot0001* UEFI QEMU DVD-ROM QM00003 \tPciRoot(0x0)/Pci(0x1,0x1)/Ata(1,0,0)N.....YM....R,Y.
-Boot0003* debian\tHD(2,GPT,0D3C1A5E-7F55-4C39-8B0E-6F1F1D2A9C11,0x1000,0x20000)/File(\\EFI\\DEBIAN\\SHIMX64.EFI)
+Boot0003* debian\tHD(2,GPT,0D3C1A5E-7F55-4C39-8B0E-6F1F1D2A9C11,0x1000,0x20000)\
+/File(\\EFI\\DEBIAN\\SHIMX64.EFI)
 """
 
 
