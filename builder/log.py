@@ -8,8 +8,6 @@ import time
 from collections.abc import Iterator
 
 _depth = 0
-# (step name, seconds) of the steps run in this process, for the closing summary.
-timings: list[tuple[str, float]] = []
 
 
 def say(message: str) -> None:
@@ -27,5 +25,4 @@ def complete_step(name: str) -> Iterator[None]:
     finally:
         _depth -= 1
         elapsed = time.monotonic() - start
-        timings.append((name, elapsed))
         say(f"  {name}: {elapsed:.1f} s")
