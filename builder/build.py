@@ -77,6 +77,9 @@ BASE_PACKAGES: tuple[str, ...] = (
     "efibootmgr",
     "util-linux",
     "mount",
+    # network repositories: smb:// and nfs:// are mounted with the kernel's clients
+    "cifs-utils",
+    "nfs-common",
 )
 
 # Trimmed from the image; documentation and translations are most of the
