@@ -1,0 +1,70 @@
+"""Fixtures of the drill: the rescue ISO (built or reused through the
+builder's cache), its kernel for direct boots, and QEMU VMs that are always
+killed at teardown."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.boot.bootkit import PROFILE, REPO, Vm, _build
+
+BUILD_WAIT_S = 900
+
+
+def _other_build_running() -> bool:
+    proc = subprocess.run(["pgrep", "-f", "liferaft-build|builder.cli"],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    return any(int(pid) != os.getpid() for pid in proc.stdout.split())
+
+
+@pytest.fixture(scope="session")
+def rescue_iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("the drill needs root (loop devices, mounts, the ISO build)")
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.fail("qemu-system-x86 is not installed (deps/apt-host.txt)")
+    # Another build writes the same dist/ and cache/: let it finish first.
+    deadline = time.monotonic() + BUILD_WAIT_S
+    while _other_build_running() and time.monotonic() < deadline:
+        time.sleep(5)
+    _build("iso", "--profile", PROFILE)
+    # A copy: other tests may rebuild dist/ while the drill's VMs read the ISO.
+    iso = tmp_path_factory.mktemp("rescue-iso") / "liferaft.iso"
+    shutil.copyfile(REPO / "dist" / f"liferaft-{PROFILE}.iso", iso)
+    return iso
+
+
+@pytest.fixture(scope="session")
+def rescue_kernel(rescue_iso: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    out = tmp_path_factory.mktemp("rescue-kernel")
+    for name in ("vmlinuz", "initrd.img"):
+        subprocess.run(
+            ["xorriso", "-osirrox", "on", "-indev", str(rescue_iso),
+             "-extract", f"/live/{name}", str(out / name)],
+            check=True, capture_output=True, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    return out / "vmlinuz", out / "initrd.img"
+
+
+@pytest.fixture
+def drill_vm(workdir: str) -> Iterator[Callable[..., Vm]]:
+    """``drill_vm(name, args, memory_mb)``: a VM whose console is WORKDIR/NAME/serial.log."""
+    started: list[Vm] = []
+
+    def start(name: str, args: list[str], memory_mb: int = 1536) -> Vm:
+        d = Path(workdir) / name
+        d.mkdir(parents=True, exist_ok=True)
+        machine = Vm(args, d, memory_mb)
+        started.append(machine)
+        return machine
+
+    yield start
+    for machine in started:
+        machine.stop()
