@@ -27,8 +27,9 @@ BOOT_TIMEOUT_S = 150
 
 
 def _need(condition: bool, why: str) -> None:
+    """A missing tool fails the test: `make setup` installs every one."""
     if not condition:
-        pytest.skip(why)
+        pytest.fail(f"{why} (run `make setup`)")
 
 
 def _build(*args: str) -> None:

@@ -22,7 +22,8 @@ from bootkit import PROFILE, REPO, Vm, _build, _need, http_server
 
 @pytest.fixture(scope="session")
 def built_iso() -> Path:
-    _need(os.geteuid() == 0, "building the ISO needs root")
+    if os.geteuid() != 0:
+        pytest.skip("building the ISO needs root")
     _need(shutil.which("qemu-system-x86_64") is not None, "qemu-system-x86 is not installed")
     _build("iso", "--profile", PROFILE)
     iso = REPO / "dist" / f"liferaft-{PROFILE}.iso"

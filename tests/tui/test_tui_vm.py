@@ -76,7 +76,7 @@ class SerialScreen:
 
 def _build_iso() -> Path:
     if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("qemu-system-x86 is not installed")
+        pytest.fail("qemu-system-x86 is not installed (run `make setup`)")
     proc = subprocess.run([sys.executable, "-m", "builder.cli", "iso", "--profile", PROFILE],
                           cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if proc.returncode != 0:
