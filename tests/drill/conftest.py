@@ -1,19 +1,21 @@
 """Fixtures of the drill: the rescue ISO (built or reused through the
-builder's cache), its kernel for direct boots, and QEMU VMs that are always
-killed at teardown."""
+builder's cache), its kernel for direct boots, and the drill's folder with
+its QEMU VMs, which are always killed at teardown."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.boot.bootkit import PROFILE, REPO, Vm, _build
+from tests.boot.bootkit import PROFILE, REPO, _build
+from tests.drill.machinekit import DrillSite
 
 BUILD_WAIT_S = 900
 
@@ -53,18 +55,12 @@ def rescue_kernel(rescue_iso: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return out / "vmlinuz", out / "initrd.img"
 
 
-@pytest.fixture
-def drill_vm(workdir: str) -> Iterator[Callable[..., Vm]]:
-    """``drill_vm(name, args, memory_mb)``: a VM whose console is WORKDIR/NAME/serial.log."""
-    started: list[Vm] = []
-
-    def start(name: str, args: list[str], memory_mb: int = 1536) -> Vm:
-        d = Path(workdir) / name
-        d.mkdir(parents=True, exist_ok=True)
-        machine = Vm(args, d, memory_mb)
-        started.append(machine)
-        return machine
-
-    yield start
-    for machine in started:
-        machine.stop()
+@pytest.fixture(scope="module")
+def site() -> Iterator[DrillSite]:
+    """Shared by the drill's tests: the backup is made once, restored twice."""
+    with tempfile.TemporaryDirectory(prefix="liferaft-drill-", dir="/var/tmp") as d:
+        drill = DrillSite(Path(d))
+        try:
+            yield drill
+        finally:
+            drill.stop_all()

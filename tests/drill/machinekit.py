@@ -35,6 +35,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.boot.bootkit import Vm
+
 REPO = Path(__file__).resolve().parents[2]
 SUITE = "bookworm"
 MIRROR = os.environ.get("LIFERAFT_DRILL_MIRROR", "http://deb.debian.org/debian")
@@ -376,6 +378,26 @@ def esp_listing(image: Path) -> str:
     with attached(image) as dev:
         nodes = wait_partitions(dev, 4)
         return _run(["mdir", "-/", "-b", f"-i{nodes[1]}", "::/EFI"])
+
+
+class DrillSite:
+    """The drill's folder (on a real disk, not tmpfs) and every VM started in it."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.vms: list[Vm] = []
+
+    def vm(self, name: str, args: list[str], memory_mb: int = 1536) -> Vm:
+        """A VM whose serial console goes to WORK/NAME/serial.log."""
+        d = self.work / name
+        d.mkdir(parents=True, exist_ok=True)
+        machine = Vm(args, d, memory_mb)
+        self.vms.append(machine)
+        return machine
+
+    def stop_all(self) -> None:
+        for machine in self.vms:
+            machine.stop()
 
 
 if __name__ == "__main__":  # warm the cache: python -m tests.drill.machinekit

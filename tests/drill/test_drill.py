@@ -19,6 +19,10 @@ network, and boots again -- all in QEMU (TCG), all started by this test.
    then checks the root file system fills its grown partition, fsck is
    clean, and every recorded checksum is equal.
 
+6. The restore again, this time typed into `liferaft tui` on the serial
+   console (pexpect + pyte, as tests/tui/test_tui_vm.py): the repository URL,
+   the image, "grow", the typed confirmation; the result must live too.
+
 Printed: backup time, repository size (the bytes the backup moved over the
 network, and what the restore fetched back), recovery time (rescue start to
 the restored system's marker).
@@ -27,19 +31,24 @@ the restored system's marker).
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import pexpect
 import pytest
 
 from tests.boot.bootkit import REPO, Vm, ovmf_args
 from tests.drill import machinekit as mk
+from tests.drill.machinekit import DrillSite
 from tests.drill.sftpkit import sftp_server
+from tests.tui.test_tui_vm import SerialScreen
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -48,10 +57,12 @@ SOURCE_SIZE = 2560 * mk.MIB
 TARGET_SIZE = SOURCE_SIZE + GIB
 SOURCE_SERIAL = "LRDRILLSRC"
 TARGET_SERIAL = "LRDRILLNEW"
+TUI_SERIAL = "LRDRILLTUI"
 IMAGE = "drill"
 BOOT_S = 240  # Debian under TCG: ~20-35 s, the rest is headroom for a busy host
 RESCUE_S = 900  # rescue boot + capture or restore of ~400 MB under TCG
 NIC = ["-nic", "user,model=virtio-net-pci"]
+RESCUE_CMDLINE = "boot=live console=ttyS0,115200n8 quiet"
 
 
 def _disk(image: Path, serial: str) -> list[str]:
@@ -124,38 +135,45 @@ def liferaft_serve(repo: Path) -> Iterator[int]:
             proc.stderr.close()
 
 
-def test_drill(rescue_iso: Path, rescue_kernel: tuple[Path, Path],
-               drill_vm: Callable[..., Vm], workdir: str) -> None:  # fmt: skip
+@dataclass
+class Backup:
+    machine: mk.Machine
+    repo: Path  # the folder the SFTP server wrote, served again over HTTP
+    source_fs: int  # bytes of the source's root file system
+    seconds: float  # rescue start to power-off
+    moved: int  # bytes stored in the repository, all sent over SFTP
+
+
+@pytest.fixture(scope="module")
+def backup(site: DrillSite, rescue_iso: Path, rescue_kernel: tuple[Path, Path]) -> Backup:
+    """Steps 1-3: the real machine boots, is backed up over SFTP, its disk is gone."""
     vmlinuz, initrd = rescue_kernel
-    work = Path(workdir)
+    work = site.work
 
     # -- 1. a real machine -------------------------------------------------
     machine = mk.build_machine(work / "machine.img", SOURCE_SIZE, work)
-    _, line = _boot_to_marker(drill_vm("src-bios", _disk(machine.image, SOURCE_SERIAL)), "BIOS")
+    _, line = _boot_to_marker(site.vm("src-bios", _disk(machine.image, SOURCE_SERIAL)), "BIOS")
     assert "cmdpath=(hd0)" in line
     _, line = _boot_to_marker(
-        drill_vm("src-uefi", [*_uefi(work / "src-uefi"),
-                              *_disk(machine.image, SOURCE_SERIAL)]),
+        site.vm("src-uefi", [*_uefi(work / "src-uefi"), *_disk(machine.image, SOURCE_SERIAL)]),
         "UEFI, fresh NVRAM",
     )  # fmt: skip
     assert "/EFI/BOOT" in line  # no boot entry yet: the removable path
     blocks, bsize, _ = mk.root_block_count(machine.image)
-    source_fs = blocks * bsize
 
     # -- 2. back up over the network ----------------------------------------
     served = work / "server"
     served.mkdir()
     password = secrets.token_hex(12)
-    base = "boot=live console=ttyS0,115200n8 quiet liferaft.poweroff=1"
     with sftp_server(str(served), "drill", password) as sftp:
         cmdline = (
-            f"{base} liferaft.action=capture liferaft.image={IMAGE} "
-            f"liferaft.repo=sftp://drill@10.0.2.2:{sftp.port}/repo "
+            f"{RESCUE_CMDLINE} liferaft.poweroff=1 liferaft.action=capture "
+            f"liferaft.image={IMAGE} liferaft.repo=sftp://drill@10.0.2.2:{sftp.port}/repo "
             f"liferaft.target=serial:{SOURCE_SERIAL} systemd.setenv=LIFERAFT_PASSWORD={password}"
         )
-        vm = drill_vm("backup", ["-kernel", str(vmlinuz), "-initrd", str(initrd),
-                                 "-append", cmdline, *_rescue_media(rescue_iso), *NIC,
-                                 *_disk(machine.image, SOURCE_SERIAL)], 2048)  # fmt: skip
+        vm = site.vm("backup", ["-kernel", str(vmlinuz), "-initrd", str(initrd),
+                                "-append", cmdline, *_rescue_media(rescue_iso), *NIC,
+                                *_disk(machine.image, SOURCE_SERIAL)], 2048)  # fmt: skip
         backup_s, _ = _rescue(vm, "capture")
     repo = served / "repo"
     moved = _tree_bytes(repo)
@@ -164,51 +182,112 @@ def test_drill(rescue_iso: Path, rescue_kernel: tuple[Path, Path],
 
     # -- 3. disaster ----------------------------------------------------------
     machine.image.unlink()
-    target = work / "new-disk.img"
+    return Backup(machine, repo, blocks * bsize, backup_s, moved)
+
+
+def _it_lives(site: DrillSite, target: Path, serial: str, firmware: list[str],
+              backup: Backup, name: str) -> float:  # fmt: skip
+    """Step 5: boots with the firmware entry, root grown, checksums equal.
+    Returns the monotonic time the marker was seen."""
+    _, line = _boot_to_marker(site.vm(f"{name}-uefi", [*firmware, *_disk(target, serial)]),
+                              f"{name}: restored, UEFI, same NVRAM")  # fmt: skip
+    marker_at = time.monotonic()
+    assert "/EFI/debian" in line, "the firmware did not take the created boot entry"
+    blocks, bsize, part_bytes = mk.root_block_count(target)
+    grown = blocks * bsize
+    print(f"{name}: root file system {backup.source_fs / 1e6:.0f} MB -> {grown / 1e6:.0f} MB "
+          f"(partition {part_bytes / 1e6:.0f} MB)")  # fmt: skip
+    assert grown > backup.source_fs + GIB * 9 // 10, "the root file system was not grown"
+    assert part_bytes - grown < 4 * mk.MIB, "the root file system does not fill its partition"
+    checksums = mk.file_checksums(target, list(backup.machine.checksums))
+    assert checksums == backup.machine.checksums
+    return marker_at
+
+
+def test_unattended_restore_boots_again(site: DrillSite, backup: Backup, rescue_iso: Path,
+                                        rescue_kernel: tuple[Path, Path]) -> None:  # fmt: skip
+    """Steps 4-5 in unattended mode, then the restored disk under BIOS and with
+    the removable path alone."""
+    vmlinuz, initrd = rescue_kernel
+    target = site.work / "new-disk.img"
     with open(target, "wb") as f:
         f.truncate(TARGET_SIZE)
-
-    # -- 4. restore from the network onto the new disk, under UEFI -------------
-    nvram = work / "new-machine"
-    firmware = _uefi(nvram)  # this machine's NVRAM, kept for step 5
-    with liferaft_serve(repo) as port:
+    firmware = _uefi(site.work / "new-machine")  # this machine's NVRAM, kept for step 5
+    with liferaft_serve(backup.repo) as port:
         cmdline = (
-            f"{base} liferaft.action=restore liferaft.image={IMAGE} liferaft.grow=1 "
-            f"liferaft.repo=http://10.0.2.2:{port}/ liferaft.target=serial:{TARGET_SERIAL}"
+            f"{RESCUE_CMDLINE} liferaft.poweroff=1 liferaft.action=restore "
+            f"liferaft.image={IMAGE} liferaft.grow=1 liferaft.repo=http://10.0.2.2:{port}/ "
+            f"liferaft.target=serial:{TARGET_SERIAL}"
         )
-        vm = drill_vm("restore", [*firmware, "-kernel", str(vmlinuz), "-initrd", str(initrd),
-                                  "-append", cmdline, *_rescue_media(rescue_iso), *NIC,
-                                  *_disk(target, TARGET_SERIAL)], 2048)  # fmt: skip
+        vm = site.vm("restore", [*firmware, "-kernel", str(vmlinuz), "-initrd", str(initrd),
+                                 "-append", cmdline, *_rescue_media(rescue_iso), *NIC,
+                                 *_disk(target, TARGET_SERIAL)], 2048)  # fmt: skip
         rescue_started = vm.started
         restore_s, console = _rescue(vm, "restore")
     print(f"restore: {restore_s:.0f} s from rescue start to power-off, "
-          f"{moved / 1e6:.0f} MB repository read over HTTP")  # fmt: skip
+          f"{backup.moved / 1e6:.0f} MB repository read over HTTP")  # fmt: skip
     entry_lines = [ln for ln in console.splitlines() if "boot entry" in ln]
     print("\n".join(entry_lines))
     assert any("created boot entry" in ln for ln in entry_lines), console[-5000:]
 
-    # -- 5. it lives ---------------------------------------------------------
-    vm = drill_vm("new-uefi", [*firmware, *_disk(target, TARGET_SERIAL)])
-    _, line = _boot_to_marker(vm, "restored, UEFI, same NVRAM")
-    recovery_s = time.monotonic() - rescue_started
-    assert "/EFI/debian" in line, "the firmware did not take the created boot entry"
-    _, line = _boot_to_marker(drill_vm("new-bios", _disk(target, TARGET_SERIAL)),
+    recovery_s = _it_lives(site, target, TARGET_SERIAL, firmware, backup, "unattended")
+    recovery_s -= rescue_started
+    _, line = _boot_to_marker(site.vm("new-bios", _disk(target, TARGET_SERIAL)),
                               "restored, BIOS")  # fmt: skip
     assert "cmdpath=(hd0)" in line
     _, line = _boot_to_marker(
-        drill_vm("new-uefi-fresh", [*_uefi(work / "new-uefi-fresh"),
-                                    *_disk(target, TARGET_SERIAL)]),
+        site.vm("new-uefi-fresh", [*_uefi(site.work / "new-uefi-fresh"),
+                                   *_disk(target, TARGET_SERIAL)]),
         "restored, UEFI, fresh NVRAM (removable path alone)",
     )  # fmt: skip
     assert "/EFI/BOOT" in line
-
-    blocks, bsize, part_bytes = mk.root_block_count(target)
-    grown = blocks * bsize
-    print(f"root file system: {source_fs / 1e6:.0f} MB -> {grown / 1e6:.0f} MB "
-          f"(partition {part_bytes / 1e6:.0f} MB)")  # fmt: skip
-    assert grown > source_fs + GIB * 9 // 10, "the root file system was not grown"
-    assert part_bytes - grown < 4 * mk.MIB, "the root file system does not fill its partition"
-    assert mk.file_checksums(target, list(machine.checksums)) == machine.checksums
-
-    print(f"DRILL: backup {backup_s:.0f} s, {moved / 1e6:.0f} MB moved; "
+    print(f"DRILL: backup {backup.seconds:.0f} s, {backup.moved / 1e6:.0f} MB moved; "
           f"recovery (rescue start -> restored marker) {recovery_s:.0f} s")  # fmt: skip
+
+
+def test_restore_through_the_tui(site: DrillSite, backup: Backup, rescue_iso: Path,
+                                 rescue_kernel: tuple[Path, Path]) -> None:  # fmt: skip
+    """Step 4 again, typed into `liferaft tui` on the serial console: the URL of
+    the repository, the image, grow, the typed confirmation."""
+    vmlinuz, initrd = rescue_kernel
+    target = site.work / "tui-disk.img"
+    with open(target, "wb") as f:
+        f.truncate(TARGET_SIZE)
+    firmware = _uefi(site.work / "tui-machine")
+    with liferaft_serve(backup.repo) as port:
+        argv = [
+            "-accel", "tcg", "-m", "2048", "-smp", "2", "-display", "none", "-monitor", "none",
+            "-no-reboot", "-serial", "stdio", *firmware, "-kernel", str(vmlinuz),
+            "-initrd", str(initrd), "-append", RESCUE_CMDLINE, *_rescue_media(rescue_iso),
+            *NIC, *_disk(target, TUI_SERIAL),
+        ]  # fmt: skip
+        started = time.monotonic()
+        child = pexpect.spawn("qemu-system-x86_64", argv, dimensions=(24, 80), timeout=30)
+        try:
+            console = SerialScreen(child)
+            console.wait_for("Restore an image onto a disk", timeout=300)
+            console.send("r")
+            console.wait_for("Where are the images?", timeout=60)
+            console.send("\x14")  # ctrl+t: type a path or URL
+            console.send(f"http://10.0.2.2:{port}/\r")
+            console.wait_for(IMAGE, timeout=120)
+            console.send("\r")
+            console.wait_for("ERASES everything on", timeout=120)
+            console.send("\t ")  # from the target list to "Grow the last partition", tick it
+            console.wait_for("(grown)", timeout=60)
+            console.send("\x0e")  # ctrl+n
+            text = console.wait_for("type the name of each target disk", timeout=60)
+            match = re.search(r"target disk \((/dev/\w+)\)", text.replace("\n", " "))
+            assert match, text
+            console.send(match.group(1) + "\r")
+            text = console.wait_for("Press Enter for the home screen", timeout=600)
+            assert "Done." in text, text
+            assert "Traceback" not in bytes(console.raw).decode("utf-8", "replace")
+            print(f"tui: restored {time.monotonic() - started:.0f} s after the rescue start")
+            console.send("\r")
+            console.wait_for("Restore an image onto a disk", timeout=60)
+        finally:
+            child.terminate(force=True)
+    marker_at = _it_lives(site, target, TUI_SERIAL, firmware, backup, "tui")
+    print(f"tui: recovery (rescue start -> restored marker, keys typed by the test) "
+          f"{marker_at - started:.0f} s")  # fmt: skip
