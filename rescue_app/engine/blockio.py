@@ -15,6 +15,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Self
 
 from rescue_app.engine.extents import Extent
 from rescue_app.errors import DeviceVanishedError, DiskError
@@ -35,13 +36,9 @@ def _vanished(path: str, offset: int, exc: OSError | None = None) -> DeviceVanis
     )
 
 
-@contextmanager
-def open_device(path: str, *, write: bool = False) -> Iterator[int]:
-    flags = (os.O_RDWR if write else os.O_RDONLY) | os.O_CLOEXEC
-    if write:
-        flags |= os.O_EXCL  # the kernel refuses if the disk is mounted or in use
+def _open_fd(path: str, flags: int) -> int:
     try:
-        fd = os.open(path, flags)
+        return os.open(path, flags | os.O_CLOEXEC)
     except OSError as exc:
         if exc.errno == errno.EBUSY:
             raise DiskError(
@@ -53,10 +50,60 @@ def open_device(path: str, *, write: bool = False) -> Iterator[int]:
         if exc.errno in _GONE:
             raise _vanished(path, 0, exc) from None
         raise DiskError(f"cannot open {path}: {exc.strerror}") from None
+
+
+@contextmanager
+def open_device(path: str, *, write: bool = False) -> Iterator[int]:
+    # O_EXCL on writes: the kernel refuses if the disk is mounted or in use.
+    fd = _open_fd(path, os.O_RDWR | os.O_EXCL if write else os.O_RDONLY)
     try:
         yield fd
     finally:
         os.close(fd)
+
+
+class _Device:
+    """A device opened twice: buffered, and O_DIRECT where the kernel allows."""
+
+    def __init__(self, path: str, flags: int, exclusive: bool) -> None:
+        self.path = path
+        self._fds: list[int] = []
+        self._local = threading.local()
+        self.buffered = self._open(flags | (os.O_EXCL if exclusive else 0))
+        try:
+            self.direct: int | None = self._open(flags | os.O_DIRECT)
+        except DiskError:
+            self.direct = None
+        buf = fcntl.ioctl(self.buffered, BLKSSZGET, b"\0" * 4)
+        self.sector = max(512, int(struct.unpack("i", buf)[0]))
+
+    def _open(self, flags: int) -> int:
+        fd = _open_fd(self.path, flags)
+        self._fds.append(fd)
+        return fd
+
+    def _aligned_buffer(self, size: int) -> mmap.mmap:
+        """This thread's page-aligned buffer (O_DIRECT needs aligned memory)."""
+        buf: mmap.mmap | None = getattr(self._local, "buf", None)
+        if buf is None or len(buf) < size:
+            buf = mmap.mmap(-1, max(size, 1 << 20))
+            self._local.buf = buf
+        return buf
+
+    def _fd_for(self, offset: int, length: int) -> int:
+        if self.direct is not None and offset % self.sector == 0 and length % self.sector == 0:
+            return self.direct
+        return self.buffered
+
+    def close(self) -> None:
+        while self._fds:
+            os.close(self._fds.pop())
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def device_size(fd: int) -> int:
@@ -72,22 +119,6 @@ def read_exact(fd: int, path: str, offset: int, length: int) -> bytes:
     if len(data) != length:
         raise _vanished(path, offset + len(data))
     return data
-
-
-def read_extents_into(
-    fd: int, path: str, buf: bytearray, base: int, extents: list[Extent]
-) -> None:
-    """Fill ``buf`` (which covers ``[base, base+len(buf))``) from ``extents``;
-    bytes outside them are left as they are (zeros)."""
-    view = memoryview(buf)
-    for start, length in extents:
-        rel = start - base
-        try:
-            got = os.preadv(fd, [view[rel : rel + length]], start)
-        except OSError as exc:
-            raise _vanished(path, start, exc) from None
-        if got != length:
-            raise _vanished(path, start + got)
 
 
 def write_all(fd: int, path: str, data: bytes | memoryview, offset: int) -> None:
@@ -138,89 +169,42 @@ def drop_cache(fd: int) -> None:
         pass
 
 
-class TargetWriter:
+class TargetWriter(_Device):
     """Writes a restore's data to a device, bypassing the page cache.
 
     O_DIRECT skips a copy into the page cache (and, on loop devices, a second
     one in the backing file's cache): several times faster, and the rescue
     system's memory is not filled with data it will never read. Writes whose
     offset or length is not a multiple of the logical sector size go through a
-    second, buffered descriptor. Both are flushed by ``flush``.
+    buffered descriptor. Both are flushed by ``flush``.
     """
 
     def __init__(self, path: str) -> None:
-        self.path = path
-        self._stack: list[int] = []
-        self._local = threading.local()
-        self.buffered = self._open(os.O_WRONLY | os.O_EXCL)
-        try:
-            self.direct: int | None = self._open(os.O_WRONLY | os.O_DIRECT)
-        except DiskError:
-            self.direct = None
-        buf = fcntl.ioctl(self.buffered, BLKSSZGET, b"\0" * 4)
-        self.sector = max(512, int(struct.unpack("i", buf)[0]))
-
-    def _open(self, flags: int) -> int:
-        try:
-            fd = os.open(self.path, flags | os.O_CLOEXEC)
-        except OSError as exc:
-            if exc.errno == errno.EBUSY:
-                raise DiskError(
-                    f"{self.path} is in use by the system (mounted, swap, RAID or LVM)",
-                    hint="unmount it or stop what uses it, then try again",
-                ) from None
-            if exc.errno in _GONE:
-                raise _vanished(self.path, 0, exc) from None
-            raise DiskError(f"cannot open {self.path}: {exc.strerror}") from None
-        self._stack.append(fd)
-        return fd
-
-    def _aligned_buffer(self, size: int) -> mmap.mmap:
-        buf: mmap.mmap | None = getattr(self._local, "buf", None)
-        if buf is None or len(buf) < size:
-            buf = mmap.mmap(-1, max(size, 1 << 20))  # page-aligned
-            self._local.buf = buf
-        return buf
+        super().__init__(path, os.O_WRONLY, exclusive=True)
 
     def write_extents(self, data: bytes, base: int, extents: list[Extent]) -> None:
         """Write the parts of ``data`` (which covers ``[base, ...)``) named by ``extents``."""
         if self.direct is None:
             view = memoryview(data)
-            for start, length in extents:
-                write_all(self.buffered, self.path, view[start - base:start - base + length],
-                          start)
-            return
-        buf = self._aligned_buffer(len(data))
-        buf[: len(data)] = data
-        view = memoryview(buf)
-        sector = self.sector
+        else:
+            buf = self._aligned_buffer(len(data))
+            buf[: len(data)] = data
+            view = memoryview(buf)
         for start, length in extents:
             rel = start - base
-            aligned = start % sector == 0 and length % sector == 0
-            fd = self.direct if aligned else self.buffered
-            write_all(fd, self.path, view[rel:rel + length], start)
+            write_all(self._fd_for(start, length), self.path, view[rel:rel + length], start)
         view.release()
 
     def zero(self, offset: int, length: int) -> None:
         zero_range(self.buffered, self.path, offset, length)
 
     def flush(self) -> None:
-        for fd in self._stack:
+        for fd in self._fds:
             flush(fd, self.path)
         drop_cache(self.buffered)
 
-    def close(self) -> None:
-        while self._stack:
-            os.close(self._stack.pop())
 
-    def __enter__(self) -> TargetWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class SourceReader:
+class SourceReader(_Device):
     """Reads a source disk for capture, from several threads at once.
 
     Each thread fills its own page-aligned buffer, so reads go O_DIRECT where
@@ -230,29 +214,7 @@ class SourceReader:
     """
 
     def __init__(self, path: str) -> None:
-        self.path = path
-        self._fds: list[int] = []
-        self._local = threading.local()
-        self.buffered = self._open(os.O_RDONLY)
-        try:
-            self.direct: int | None = self._open(os.O_RDONLY | os.O_DIRECT)
-        except DiskError:
-            self.direct = None
-        buf = fcntl.ioctl(self.buffered, BLKSSZGET, b"\0" * 4)
-        self.sector = max(512, int(struct.unpack("i", buf)[0]))
-
-    def _open(self, flags: int) -> int:
-        try:
-            fd = os.open(self.path, flags | os.O_CLOEXEC)
-        except OSError as exc:
-            if exc.errno in (errno.EACCES, errno.EPERM):
-                raise DiskError(f"cannot open {self.path}: permission denied",
-                                hint="run as root") from None
-            if exc.errno in _GONE:
-                raise _vanished(self.path, 0, exc) from None
-            raise DiskError(f"cannot open {self.path}: {exc.strerror}") from None
-        self._fds.append(fd)
-        return fd
+        super().__init__(path, os.O_RDONLY, exclusive=False)
 
     def size(self) -> int:
         return device_size(self.buffered)
@@ -262,21 +224,14 @@ class SourceReader:
 
         The view is this thread's buffer: valid until its next ``read``.
         """
-        buf: mmap.mmap | None = getattr(self._local, "buf", None)
-        if buf is None or len(buf) < length:
-            buf = mmap.mmap(-1, max(length, 1 << 20))
-            self._local.buf = buf
-        view = memoryview(buf)[:length]
+        view = memoryview(self._aligned_buffer(length))[:length]
         cursor = base
         for start, n in extents:
             if start > cursor:
                 view[cursor - base:start - base] = _ZEROS[: start - cursor]
             rel = start - base
-            aligned = self.direct is not None and start % self.sector == 0 \
-                and n % self.sector == 0
-            fd = self.direct if aligned and self.direct is not None else self.buffered
             try:
-                got = os.preadv(fd, [view[rel:rel + n]], start)
+                got = os.preadv(self._fd_for(start, n), [view[rel:rel + n]], start)
             except OSError as exc:
                 raise _vanished(self.path, start, exc) from None
             if got != n:
@@ -285,16 +240,6 @@ class SourceReader:
         if cursor < base + length:
             view[cursor - base:] = _ZEROS[: base + length - cursor]
         return view
-
-    def close(self) -> None:
-        while self._fds:
-            os.close(self._fds.pop())
-
-    def __enter__(self) -> SourceReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 _ZEROS = bytes(8 << 20)

@@ -356,10 +356,9 @@ def _verify_partition(
     def job(i: int, digest: str | None, extents: list[Extent]) -> int:
         start = i * m.chunk_size
         length = min(m.chunk_size, p.size - start)
-        buf = bytearray(length)
-        blockio.read_extents_into(fd, node, buf, start, extents)
-        ok = (buf == bytes(length)) if digest is None else chunk_digest(buf) == digest
-        if not ok:
+        # O_DIRECT where aligned: what the disk holds, not what the cache does
+        got = chunk_digest(reader.read(start, length, extents))
+        if got != (digest or chunk_digest(bytes(length))):
             raise VerifyError(
                 f"verification failed: {node} ({m.ref} disk {image.index + 1} {p.label}) "
                 f"differs from the image at offset {start}",
@@ -367,8 +366,8 @@ def _verify_partition(
             )
         return total(extents)
 
-    with blockio.open_device(node) as fd, pipeline(int) as pipe:
-        blockio.drop_cache(fd)
+    with blockio.SourceReader(node) as reader, pipeline(int) as pipe:
+        blockio.drop_cache(reader.buffered)
         for i, digest in enumerate(p.chunks):
             if cancel is not None and cancel.cancelled:
                 raise CancelledError("verification cancelled; the restore itself finished")
