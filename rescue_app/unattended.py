@@ -193,10 +193,32 @@ def _unmount_repository() -> None:
         subprocess.run(["umount", str(REPO_MOUNT)], stdin=subprocess.DEVNULL, check=False)
 
 
+def _has_default_route(routes: str) -> bool:
+    """True if /proc/net/route's text has a default route (destination 0)."""
+    return any(line.split()[1:2] == ["00000000"] for line in routes.splitlines()[1:])
+
+
+def _wait_for_network(timeout: float = 60) -> None:
+    """The service starts after network.target, which does not mean DHCP is
+    done; a network repository needs a route first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open("/proc/net/route") as f:
+                if _has_default_route(f.read()):
+                    return
+        except OSError:
+            return
+        time.sleep(1)
+    log.warning("no default route after %.0f s; trying the repository anyway", timeout)
+
+
 def _execute(action: UnattendedAction) -> str:
     from rescue_app.engine import Engine
 
     engine = Engine()
+    if "://" in action.repo:
+        _wait_for_network()
     location = _mount_repository(action.repo, writable=action.action == "capture")
     progress = _ProgressLog()
     if action.action == "restore":

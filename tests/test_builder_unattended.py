@@ -81,3 +81,12 @@ def test_failure_prints_banner_and_powers_off(
 def test_no_action_does_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(unattended, "LOG_FILE", tmp_path / "u.log")
     assert run_unattended("quiet", {}, power_off=lambda: pytest.fail("powered off")) == 0
+
+
+def test_default_route_detection():
+    from rescue_app.unattended import _has_default_route
+
+    header = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n"
+    assert _has_default_route(header + "ens3\t00000000\t0202000A\t0003\t0\t0\t100\t00000000\n")
+    assert not _has_default_route(header + "ens3\t0002000A\t00000000\t0001\t0\t0\t100\t00FFFFFF\n")
+    assert not _has_default_route(header)
