@@ -295,3 +295,30 @@ def test_restore_over_a_disk_with_another_layout(loopdisk, workdir):
     assert [_blkid(n).get("TYPE") for n in nodes] == ["ext4", "vfat"]
     # no GPT left anywhere (the old backup header at the end is gone too)
     assert "gpt" not in run(["blkid", "-p", "-o", "export", target], check=False).stdout.lower()
+
+
+def test_read_back_catches_a_byte_the_disk_got_wrong(loopdisk, workdir):
+    from rescue_app.engine import Engine
+    from rescue_app.engine.restore import _Counter, _verify_disk
+    from rescue_app.errors import VerifyError
+    from rescue_app.progress import no_progress
+
+    src = build_source(loopdisk(200 * MIB), Layout("gpt", [PartSpec(None, "ext4", "r")], ["ext4"]))
+    repo_path = os.path.join(workdir, "repo")
+    liferaft("capture", "--repo", repo_path, "--name", "rb", src.dev)
+    target = loopdisk(200 * MIB)
+    engine = Engine()
+    repo = engine.open_repository(repo_path)
+    plan = engine.plan_restore(repo, "rb", [target])
+    engine.restore(plan, verify=True)
+    part = plan.disks[0].steps[0].source
+    bad = part.used_map[len(part.used_map) // 2][0] + 100  # a byte the image says is in use
+    node = reread_partitions(target, 1)[0]
+    with open(node, "r+b") as f:
+        f.seek(bad)
+        byte = f.read(1)
+        f.seek(bad)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    chunk_start = bad // (4 * MIB) * 4 * MIB
+    with pytest.raises(VerifyError, match=f"differs from the image at offset {chunk_start}"):
+        _verify_disk(repo, plan.manifest, plan.disks[0], _Counter(1, no_progress, "verify"), None)

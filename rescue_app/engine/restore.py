@@ -14,7 +14,7 @@ import re
 import struct
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rescue_app.engine import blockio
@@ -224,6 +224,35 @@ def _chunk_extents(p: PartitionImage, chunk_size: int, i: int) -> list[Extent]:
     return clip(p.used_map, start, end)
 
 
+def _each_chunk(
+    p: PartitionImage,
+    m: Manifest,
+    item: str,
+    counter: _Counter,
+    cancel: CancelToken | None,
+    cancelled: CancelledError,
+    job: Callable[[int, str | None, list[Extent]], int],
+) -> None:
+    """Run ``job(index, digest, extents)`` on the pool for every chunk that
+    has bytes to write, in order, counting progress; stop if cancelled."""
+    done = 0
+
+    def count(results: list[int]) -> None:
+        nonlocal done
+        for n in results:
+            done += n
+            counter.add(item, n, done, p.used_bytes)
+
+    with pipeline(int) as pipe:
+        for i, digest in enumerate(p.chunks):
+            if cancel is not None and cancel.cancelled:
+                raise cancelled
+            extents = _chunk_extents(p, m.chunk_size, i)
+            if extents:
+                count(pipe.submit(job, i, digest, extents))
+        count(pipe.drain())
+
+
 def _write_partition(
     repo: Repository,
     m: Manifest,
@@ -233,39 +262,24 @@ def _write_partition(
     counter: _Counter,
     cancel: CancelToken | None,
 ) -> None:
-    item = f"{node} ({p.filesystem.type or 'raw'})"
-    # Whole-disk images are written at their offset on the disk itself.
     where = f"{m.ref} disk {image.index + 1} {p.label}"
-    done = 0
 
-    def job(i: int, digest: str, extents: list[Extent]) -> int:
-        data = repo.get_chunk(digest, f"{where} at offset {i * m.chunk_size}")
-        writer.write_extents(data, i * m.chunk_size, extents)
+    def job(i: int, digest: str | None, extents: list[Extent]) -> int:
+        if digest is None:
+            for start, length in extents:
+                writer.zero(start, length)
+        else:
+            data = repo.get_chunk(digest, f"{where} at offset {i * m.chunk_size}")
+            writer.write_extents(data, i * m.chunk_size, extents)
         return total(extents)
 
-    with blockio.TargetWriter(node) as writer, pipeline(int) as pipe:
-        for i, digest in enumerate(p.chunks):
-            if cancel is not None and cancel.cancelled:
-                raise CancelledError(
-                    f"restore cancelled: {node} is only partly written and will not work",
-                    hint="run the restore again before using this disk",
-                )
-            extents = _chunk_extents(p, m.chunk_size, i)
-            if not extents:
-                continue
-            if digest is None:
-                for start, length in extents:
-                    writer.zero(start, length)
-                n = total(extents)
-                done += n
-                counter.add(item, n, done, p.used_bytes)
-                continue
-            for n in pipe.submit(job, i, digest, extents):
-                done += n
-                counter.add(item, n, done, p.used_bytes)
-        for n in pipe.drain():
-            done += n
-            counter.add(item, n, done, p.used_bytes)
+    cancelled = CancelledError(
+        f"restore cancelled: {node} is only partly written and will not work",
+        hint="run the restore again before using this disk",
+    )
+    with blockio.TargetWriter(node) as writer:
+        _each_chunk(p, m, f"{node} ({p.filesystem.type or 'raw'})", counter, cancel, cancelled,
+                    job)
         writer.flush()
 
 
@@ -350,9 +364,6 @@ def _verify_partition(
     counter: _Counter,
     cancel: CancelToken | None,
 ) -> None:
-    item = f"{node} ({p.filesystem.type or 'raw'})"
-    done = 0
-
     def job(i: int, digest: str | None, extents: list[Extent]) -> int:
         start = i * m.chunk_size
         length = min(m.chunk_size, p.size - start)
@@ -366,17 +377,7 @@ def _verify_partition(
             )
         return total(extents)
 
-    with blockio.SourceReader(node) as reader, pipeline(int) as pipe:
+    with blockio.SourceReader(node) as reader:
         blockio.drop_cache(reader.buffered)
-        for i, digest in enumerate(p.chunks):
-            if cancel is not None and cancel.cancelled:
-                raise CancelledError("verification cancelled; the restore itself finished")
-            extents = _chunk_extents(p, m.chunk_size, i)
-            if not extents:
-                continue
-            for n in pipe.submit(job, i, digest, extents):
-                done += n
-                counter.add(item, n, done, p.used_bytes)
-        for n in pipe.drain():
-            done += n
-            counter.add(item, n, done, p.used_bytes)
+        _each_chunk(p, m, f"{node} ({p.filesystem.type or 'raw'})", counter, cancel,
+                    CancelledError("verification cancelled; the restore itself finished"), job)
