@@ -24,6 +24,17 @@ async def settle(pilot: Pilot[Any], rounds: int = 400) -> None:
     raise AssertionError("the app did not settle")
 
 
+async def wait_until(pilot: Pilot[Any], condition: Any, what: str, timeout: float = 120) -> None:
+    """Poll ``condition()`` while the app runs; a message posted by a worker
+    that just finished may still be on its way when the workers are idle."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        await pilot.pause(0.05)
+
+
 async def wait_for_screen(pilot: Pilot[Any], kind: type, timeout: float = 60) -> Any:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -29,7 +29,7 @@ from tests.helpers.diskkit import (
     tree_checksums,
 )
 from tests.tui.conftest import DISK_SIZE, CapturedImage
-from tests.tui.pilot_helpers import run_async, screen_text, settle, wait_for_screen
+from tests.tui.pilot_helpers import run_async, screen_text, settle, wait_for_screen, wait_until
 
 pytestmark = pytest.mark.root
 
@@ -83,7 +83,8 @@ async def test_restore_really_happens(captured: CapturedImage, loopdisk) -> None
         await pilot.press("enter")
         progress = await wait_for_screen(pilot, ProgressScreen)
         await settle(pilot)
-        assert progress.finished
+        await wait_until(pilot, lambda: progress.finished, "the restore has finished")
+        await settle(pilot)
         text = str(progress.query_one("#summary").render())
         assert "Done." in text, text
         assert "read back and matches the image" in text
@@ -160,6 +161,8 @@ async def test_backup_really_happens(loopdisk, workdir: str) -> None:  # type: i
         screen.query_one("#backup-name", Input).value = "tuibackup"
         await pilot.press("ctrl+n")
         progress = await wait_for_screen(pilot, ProgressScreen)
+        await settle(pilot)
+        await wait_until(pilot, lambda: progress.finished, "the job has finished")
         await settle(pilot)
         text = str(progress.query_one("#summary").render())
         assert "Done." in text, text
@@ -245,6 +248,8 @@ async def test_verify_flow(captured: CapturedImage) -> None:
         await pilot.press("enter")
         progress = await wait_for_screen(pilot, ProgressScreen)
         await settle(pilot)
+        await wait_until(pilot, lambda: progress.finished, "the job has finished")
+        await settle(pilot)
         text = str(progress.query_one("#summary").render())
         assert f"Verified {captured.ref}: OK" in text, text
         assert "can be restored" in text
@@ -283,6 +288,8 @@ async def test_restore_from_a_repository_found_on_attached_media(loopdisk, workd
         await wait_for_screen(pilot, ConfirmEraseModal)
         await pilot.press(*os.path.basename(target), "enter")
         progress = await wait_for_screen(pilot, ProgressScreen)
+        await settle(pilot)
+        await wait_until(pilot, lambda: progress.finished, "the restore has finished")
         await settle(pilot)
         assert "Done." in str(progress.query_one("#summary").render())
         # Unmounted before the summary tells the user to remove the stick.
