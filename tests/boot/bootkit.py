@@ -26,6 +26,17 @@ BOOT_TARGET_S = 45
 BOOT_TIMEOUT_S = 150
 
 
+def extract_live_kernel(iso: Path, out: Path) -> tuple[Path, Path]:
+    """vmlinuz and initrd.img from the ISO, for boots that need extra kernel arguments."""
+    for name in ("vmlinuz", "initrd.img"):
+        subprocess.run(
+            ["xorriso", "-osirrox", "on", "-indev", str(iso),
+             "-extract", f"/live/{name}", str(out / name)],
+            check=True, capture_output=True, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    return out / "vmlinuz", out / "initrd.img"
+
+
 def _need(condition: bool, why: str) -> None:
     """A missing tool fails the test: `make setup` installs every one."""
     if not condition:

@@ -12,12 +12,11 @@ import functools
 import os
 import shutil
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bootkit import PROFILE, REPO, Vm, _build, _need, http_server
+from bootkit import PROFILE, REPO, Vm, _build, _need, extract_live_kernel, http_server
 
 
 @pytest.fixture(scope="session")
@@ -34,14 +33,7 @@ def built_iso() -> Path:
 @pytest.fixture(scope="session")
 def live_kernel(built_iso: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """vmlinuz and initrd.img from the ISO, for boots that need extra kernel arguments."""
-    out = tmp_path_factory.mktemp("kernel")
-    for name in ("vmlinuz", "initrd.img"):
-        subprocess.run(
-            ["xorriso", "-osirrox", "on", "-indev", str(built_iso),
-             "-extract", f"/live/{name}", str(out / name)],
-            check=True, capture_output=True, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-    return out / "vmlinuz", out / "initrd.img"
+    return extract_live_kernel(built_iso, tmp_path_factory.mktemp("kernel"))
 
 
 @pytest.fixture

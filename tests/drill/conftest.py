@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.boot.bootkit import PROFILE, REPO, _build
+from tests.boot.bootkit import PROFILE, REPO, _build, extract_live_kernel
 from tests.drill.machinekit import DrillSite
 
 BUILD_WAIT_S = 900
@@ -45,14 +45,7 @@ def rescue_iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def rescue_kernel(rescue_iso: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    out = tmp_path_factory.mktemp("rescue-kernel")
-    for name in ("vmlinuz", "initrd.img"):
-        subprocess.run(
-            ["xorriso", "-osirrox", "on", "-indev", str(rescue_iso),
-             "-extract", f"/live/{name}", str(out / name)],
-            check=True, capture_output=True, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-    return out / "vmlinuz", out / "initrd.img"
+    return extract_live_kernel(rescue_iso, tmp_path_factory.mktemp("rescue-kernel"))
 
 
 @pytest.fixture(scope="module")
