@@ -322,3 +322,24 @@ def test_read_back_catches_a_byte_the_disk_got_wrong(loopdisk, workdir):
     chunk_start = bad // (4 * MIB) * 4 * MIB
     with pytest.raises(VerifyError, match=f"differs from the image at offset {chunk_start}"):
         _verify_disk(repo, plan.manifest, plan.disks[0], _Counter(1, no_progress, "verify"), None)
+
+
+def test_table_written_on_a_device_whose_size_changed_in_this_process(loopdisk, workdir):
+    """libparted caches devices by path; a restore onto a loop device (or a
+    replaced disk) that was bigger earlier in the same process must still fit
+    the table to the device's size now."""
+    from rescue_app.engine import Engine
+
+    src = build_source(loopdisk(100 * MIB), Layout("gpt", [PartSpec(None, "ext4", "r")], ["ext4"]))
+    repo_path = os.path.join(workdir, "repo")
+    liferaft("capture", "--repo", repo_path, "--name", "shrunk", src.dev)
+    target = loopdisk(300 * MIB)
+    engine = Engine()
+    repo = engine.open_repository(repo_path)
+    engine.restore(engine.plan_restore(repo, "shrunk", [target]))
+    backing = run(["losetup", "-n", "-O", "BACK-FILE", target]).stdout.strip()
+    os.truncate(backing, 120 * MIB)
+    run(["losetup", "-c", target])
+    engine.restore(engine.plan_restore(repo, "shrunk", [target]), verify=True)
+    check_restored(src, reread_partitions(target, 1))
+    assert _sfdisk(target)["lastlba"] == 120 * MIB // 512 - 34

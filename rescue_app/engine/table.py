@@ -109,7 +109,13 @@ def write_table(
     import _ped
     import parted
 
+    # libparted caches devices by path for the life of the process: a device
+    # probed earlier (another loop file, a replaced disk) keeps its old size,
+    # and the GPT backup header would be written past the real end. Drop any
+    # cached entry before probing and after writing.
+    device = None
     try:
+        parted.getDevice(path).removeFromCache()
         device = parted.getDevice(path)
         disk = parted.freshDisk(device, "gpt" if table.type == "gpt" else "msdos")
         kinds = {
@@ -136,6 +142,9 @@ def write_table(
             _ped.GeometryException, _ped.ConstraintException, _ped.IOException,
             _ped.DeviceException) as exc:
         raise DiskError(f"cannot write the partition table on {path}: {exc}") from None
+    finally:
+        if device is not None:
+            device.removeFromCache()
     _set_identities(path, table, parts)
 
 
