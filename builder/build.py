@@ -493,6 +493,8 @@ def render_overlay(ctx: BuildContext, app_root: Path) -> None:
         if path.suffix == ".j2":
             dest = dest.with_suffix("")
             text = env.get_template(rel.as_posix()).render(**variables)
+            if not text.strip():
+                continue  # rendered to nothing: no file (20-wired.network, network.mode none)
             dest.write_text(text)
             shutil.copymode(path, dest)
         else:
@@ -531,6 +533,21 @@ def configure_system(ctx: BuildContext, app_root: Path) -> None:
         keys.chmod(0o600)
 
 
+def bake_credentials(ctx: BuildContext, app_root: Path) -> None:
+    """The profile's secrets as /etc/liferaft/credentials.yaml, mode 0600 from
+    its creation (root: the layer is squashed with -all-root). Written here,
+    not rendered from overlay/, so they pass through no template and no log."""
+    text = ctx.profile.credentials_file_text()
+    if text is None:
+        return
+    path = app_root / "etc" / "liferaft" / "credentials.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove(path)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(text)
+    say(f"{len(ctx.profile.credentials)} credentials entries -> /etc/liferaft/credentials.yaml")
+
+
 def build_app_layer(ctx: BuildContext, base: Path) -> Path:
     """The second squashfs: app venv, overlay and system config; cached by key."""
     key = app_key(ctx, base.name)
@@ -548,6 +565,7 @@ def build_app_layer(ctx: BuildContext, base: Path) -> Path:
             render_overlay(ctx, app_root)
         with complete_step("Configuring autologin, network and units"):
             configure_system(ctx, app_root)
+            bake_credentials(ctx, app_root)
         with complete_step("Squashing the app layer"), _atomic_path(out) as tmp:
             tmp.mkdir(parents=True)
             _run_logged(

@@ -12,6 +12,7 @@ This module reads files only; it never touches the host or runs commands.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import types
 from dataclasses import dataclass, field
@@ -59,6 +60,35 @@ class Unattended:
 
 
 @dataclass(frozen=True)
+class CredentialEntry:
+    """A secret for one server, baked into /etc/liferaft/credentials.yaml (0600).
+
+    ``match`` is ``user@host``, ``host`` or a URL prefix (see
+    rescue_app/engine/credentials.py). Secrets are best given as files on the
+    build host (``*_file``, relative to the profile file), so they need not sit
+    in the profile in git; a literal ``password`` works and ``show`` masks it.
+    """
+
+    match: str
+    user: str | None = None  # for URLs that name none (HTTP basic auth)
+    password: str | None = None
+    password_file: str | None = None
+    ssh_key_file: str | None = None  # a private key without passphrase
+    host_keys: tuple[str, ...] = ()  # the server's public keys, "ssh-ed25519 AAAA..."
+    access_key_id: str | None = None  # S3
+    secret_access_key: str | None = None
+    secret_access_key_file: str | None = None
+    origin: str = ""  # FILE:LINE that gave the entry (set by the loader)
+
+
+# CredentialEntry key -> the key it becomes in the baked file
+SECRET_FILES = {"password_file": "password", "ssh_key_file": "ssh_key",
+                "secret_access_key_file": "secret_access_key"}  # fmt: skip
+SECRET_VALUES = ("password", "secret_access_key")
+MASK = "<hidden>"
+
+
+@dataclass(frozen=True)
 class Compression:
     algorithm: Literal["zstd", "xz", "gzip"] = "zstd"
     level: int = 15
@@ -81,23 +111,110 @@ class Profile:
     ssh: Ssh = field(default_factory=Ssh)
     unattended: Unattended = field(default_factory=Unattended)
     compression: Compression = field(default_factory=Compression)
+    credentials: tuple[CredentialEntry, ...] = ()
     outputs: tuple[Literal["iso", "netboot"], ...] = ("iso",)
     # Where boot.ipxe finds the netboot files; iPXE expands ${next-server}.
     netboot_url: str | None = None
     source: str = ""  # the file the profile came from (set by the loader)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data with literal secrets masked (it is shown, dumped, hashed)."""
         data: dict[str, Any] = _plain(dataclasses.asdict(self))
+        shown = []
+        for entry in data["credentials"]:
+            entry.pop("origin", None)
+            for key in SECRET_VALUES:
+                if entry.get(key) is not None:
+                    entry[key] = MASK
+            shown.append({k: v for k, v in entry.items() if v not in (None, [])})
+        data["credentials"] = shown
         return data
 
     def dump(self) -> str:
-        """The merged profile as YAML, as ``liferaft-build show`` prints it."""
+        """The merged profile as YAML, as ``liferaft-build show`` prints it and
+        /etc/liferaft/profile.yaml holds it: secrets masked."""
         data = self.to_dict()
         data.pop("source", None)
         return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
     def digest_data(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        """What build caches are keyed by: the masked profile and a hash of the
+        secrets, so a changed password file rebuilds the image."""
+        data = self.to_dict()
+        if self.credentials:
+            text = json.dumps(self.credentials_data(), sort_keys=True)
+            data["credentials_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+        return json.dumps(data, sort_keys=True)
+
+    def credentials_data(self) -> list[dict[str, Any]]:
+        """The entries as the engine's credentials file holds them, secret
+        files read in. ProfileError if a secret file cannot be read."""
+        out = []
+        for entry in self.credentials:
+            item: dict[str, Any] = {"match": entry.match}
+            if entry.user is not None:
+                item["user"] = entry.user
+            for key in SECRET_VALUES:
+                if getattr(entry, key) is not None:
+                    item[key] = getattr(entry, key)
+            for key, secret in SECRET_FILES.items():
+                name = getattr(entry, key)
+                if name is not None:
+                    text = _read_secret(entry, key, name)
+                    item[secret] = text if secret == "ssh_key" else text.rstrip("\r\n")
+            if entry.access_key_id is not None:
+                item["access_key_id"] = entry.access_key_id
+            if entry.host_keys:
+                item["host_keys"] = list(entry.host_keys)
+            out.append(item)
+        return out
+
+    def credentials_file_text(self) -> str | None:
+        """/etc/liferaft/credentials.yaml of the image, None without credentials."""
+        if not self.credentials:
+            return None
+        from rescue_app.engine import credentials
+
+        data = {"credentials": self.credentials_data()}
+        try:  # what the engine will refuse should fail the build, not the boot
+            credentials.parse(data, "/etc/liferaft/credentials.yaml")
+        except credentials.CredentialsError as exc:
+            raise ProfileError(f"{self.source}: key 'credentials': {exc.message}",
+                               hint=exc.hint) from None
+        header = (f"# Baked from the profile {self.name} by liferaft-build; mode 0600, root.\n"
+                  "# Format: rescue_app/engine/credentials.py, profiles/README.md.\n")
+        return header + yaml.dump(data, Dumper=_BlockDumper, sort_keys=False,
+                                  default_flow_style=False)
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (SSH keys) as ``|`` blocks, as a person would write them."""
+
+
+def _str_block(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _str_block)
+
+
+def _read_secret(entry: CredentialEntry, key: str, name: str) -> str:
+    try:
+        return Path(name).read_text()
+    except FileNotFoundError:
+        raise _missing_secret(entry, key, name) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"{entry.origin}: key 'credentials.{key}' of {entry.match}: "
+                           f"cannot read {name}: {exc}") from None
+
+
+def _missing_secret(entry: CredentialEntry, key: str, name: str) -> ProfileError:
+    return ProfileError(
+        f"{entry.origin}: key 'credentials.{key}' of {entry.match}: {name} does not exist",
+        hint="create the file (chmod 600, keep it out of git) or fix the path; "
+             "it is relative to the profile file",
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -112,7 +229,7 @@ def _plain(value: Any) -> Any:
 # Loading
 
 _LOADER_ONLY_KEYS = {"extends"}
-_NOT_IN_FILES = {"source"}
+_NOT_IN_FILES = {"source", "origin"}
 
 
 def list_profiles(directory: Path = PROFILE_DIR) -> list[str]:
@@ -132,7 +249,25 @@ def load_profile(name: str, directory: Path = PROFILE_DIR) -> Profile:
         raise ProfileError(f"{path}: key 'label': at most 32 characters, got {profile.label!r}")
     if profile.network.mode == "static" and not profile.network.address:
         raise ProfileError(f"{path}: key 'network.address' is required when mode is static")
+    for entry in profile.credentials:
+        _check_credential(entry)
     return profile
+
+
+def _check_credential(entry: CredentialEntry) -> None:
+    """One source per secret, at least one secret, and its files there."""
+    where = f"{entry.origin}: credentials entry {entry.match}"
+    for key, secret in SECRET_FILES.items():
+        if secret in SECRET_VALUES and getattr(entry, key) and getattr(entry, secret):
+            raise ProfileError(f"{where}: give {secret!r} or {key!r}, not both")
+        name = getattr(entry, key)
+        if name is not None and not Path(name).is_file():
+            raise _missing_secret(entry, key, name)
+    if not (entry.password or entry.password_file or entry.ssh_key_file
+            or entry.secret_access_key or entry.secret_access_key_file):
+        raise ProfileError(f"{where}: no secret",
+                           hint="give password_file, ssh_key_file or secret_access_key_file "
+                                "(or a literal password)")
 
 
 def _load_chain(name: str, directory: Path, seen: tuple[str, ...]) -> dict[str, Any]:
@@ -206,7 +341,21 @@ def _check_mapping(
             raise ProfileError(f"{path}:{_line(key_node)}: key '{dotted}' given twice")
         expected: Any = str if key == "extends" else hints[key]
         out[key] = _check_value(expected, value_node, path, dotted)
+    if cls is CredentialEntry:
+        _locate_credential(out, path, node)
     return out
+
+
+def _locate_credential(entry: dict[str, Any], path: str, node: yaml.Node) -> None:
+    """Secret files are relative to the profile file that names them (which
+    may be a parent the profile extends); the entry remembers where it was."""
+    if "match" not in entry:
+        raise ProfileError(f"{path}:{_line(node)}: key 'credentials.match' is required",
+                           hint="user@host, host, or a URL prefix")
+    entry["origin"] = f"{path}:{_line(node)}"
+    for key in SECRET_FILES:
+        if isinstance(entry.get(key), str):
+            entry[key] = str(Path(path).resolve().parent / Path(entry[key]).expanduser())
 
 
 def _construct(node: yaml.Node) -> Any:
@@ -286,7 +435,7 @@ def _convert(tp: Any, value: Any, source: str) -> Any:
                 return _build(option, value, source)
         return value
     if get_origin(tp) is tuple:
-        return tuple(value)
+        return tuple(_convert(get_args(tp)[0], v, source) for v in value)
     return value
 
 
@@ -296,6 +445,7 @@ __all__ = [
     "Ssh",
     "Unattended",
     "Compression",
+    "CredentialEntry",
     "ProfileError",
     "load_profile",
     "list_profiles",

@@ -89,8 +89,10 @@ def open_store(location: str) -> Store:
 
 # -- credentials ---------------------------------------------------------
 # Passwords never travel in a URL (it is shown, logged and visible in process
-# listings): they come from a UI that asked for them, from LIFERAFT_PASSWORD,
-# or from a prompt on the terminal.
+# listings). Where one comes from, first found wins: a UI that asked for it,
+# LIFERAFT_PASSWORD (an explicit choice for this run), the credentials file
+# (rescue_app.engine.credentials: baked in by the profile, or read from an
+# attached medium in unattended mode), a prompt on the terminal.
 
 PasswordPrompt = Callable[[str], "str | None"]
 _passwords: dict[str, str] = {}
@@ -108,16 +110,24 @@ def set_password_prompt(prompt: PasswordPrompt | None) -> None:
     _prompt = prompt
 
 
-def password_for(who: str, *, ask: bool = True) -> str | None:
-    """The password for ``who`` (``user@host``), or None if there is none."""
+def password_for(who: str, *, ask: bool = True, url: str | None = None) -> str | None:
+    """The password for ``who`` (``user@host``), or None if there is none.
+
+    ``url`` (the repository's URL, without a password) lets a credentials
+    entry for a URL prefix win over one for the whole host."""
     import os
     import sys
+
+    from rescue_app.engine import credentials
 
     if who in _passwords:
         return _passwords[who]
     env = os.environ.get("LIFERAFT_PASSWORD")
     if env:
         return env
+    entry = credentials.find(url, who=who)
+    if entry is not None and entry.password:
+        return entry.password
     if not ask:
         return None
     if _prompt is not None:
@@ -133,8 +143,9 @@ def reject_password_in_url(location: str, password: str | None) -> None:
     if password is not None:
         raise RepositoryError(
             f"repository {location}: the URL holds a password",
-            hint="leave it out of the URL and set LIFERAFT_PASSWORD or type it when asked "
-                 "(a URL is shown in logs and process listings)",
+            hint="leave it out of the URL and put it in the credentials file "
+                 "(/etc/liferaft/credentials.yaml), set LIFERAFT_PASSWORD or type it when "
+                 "asked (a URL is shown in logs and process listings)",
         )
 
 

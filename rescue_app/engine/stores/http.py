@@ -9,7 +9,8 @@ that changed meanwhile is fetched whole); connection errors, timeouts and
 5xx answers are retried with backoff for ``LIFERAFT_RETRY_SECONDS`` (60 s)
 without progress, then reported as one line. TLS: the system's CAs, or the
 CA file in ``?ca=PATH`` or ``LIFERAFT_CA_FILE``. Basic auth: ``user@`` in the
-URL and the password from LIFERAFT_PASSWORD or a prompt, never the URL.
+URL or ``user:`` of the credentials entry for the URL; the password from the
+UI, LIFERAFT_PASSWORD, the credentials file or a prompt, never the URL.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
+from rescue_app.engine import credentials
 from rescue_app.engine.stores import Store, password_for, reject_password_in_url
 from rescue_app.errors import RepositoryError
 
@@ -72,14 +74,24 @@ class HttpStore(Store):
             raise RepositoryError(f"CA file {ca} for {self.location} does not exist",
                                   hint="give the path of a PEM file with the server's CA")
         self.verify: bool | str = ca or True
-        self.auth: tuple[str, str] | None = None
-        if parts.username:
-            password = password_for(f"{parts.username}@{parts.hostname}")
-            self.auth = (parts.username, password or "")
+        self.auth = self._basic_auth(url, parts.username, parts.hostname)
         self.retry_seconds = float(os.environ.get("LIFERAFT_RETRY_SECONDS", "60"))
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
+
+    def _basic_auth(self, url: str, user: str | None, host: str) -> tuple[str, str] | None:
+        """Basic auth when the URL names a user, or a credentials entry for
+        this URL names one (so the URL people see and type can stay bare)."""
+        if user:
+            user = unquote(user)
+        else:
+            entry = credentials.find(url.split("?", 1)[0])
+            if entry is None or not entry.user or not entry.password:
+                return None
+            user = entry.user
+        password = password_for(f"{user}@{host}", url=url.split("?", 1)[0])
+        return (user, password or "")
 
     # -- connections -------------------------------------------------------
     def _session(self) -> requests.Session:
@@ -157,7 +169,8 @@ class HttpStore(Store):
             return RepositoryError(
                 f"repository {self.location}: {self.host} refused access to {rel} "
                 f"(HTTP {r.status_code})",
-                hint="check the user name in the URL and the password (LIFERAFT_PASSWORD)",
+                hint="check the user name and the password (the credentials file, "
+                     "LIFERAFT_PASSWORD)",
             )
         return RepositoryError(
             f"repository {self.location}: {self.host} answered HTTP {r.status_code} "

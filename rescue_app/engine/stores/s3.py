@@ -1,8 +1,10 @@
 """A repository in an S3 bucket: ``s3://bucket/prefix``, any S3-compatible store.
 
-Read-write, through boto3 (the standard AWS SDK): credentials, region and CA
-bundle come from its usual sources (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
-~/.aws, AWS_CA_BUNDLE), the endpoint from ``?endpoint=URL`` or
+Read-write, through boto3 (the standard AWS SDK): keys from
+AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else the credentials file's entry
+for the bucket (``access_key_id``, ``secret_access_key``), else boto3's usual
+sources (~/.aws); region and CA bundle from boto3's sources too
+(AWS_DEFAULT_REGION, AWS_CA_BUNDLE), the endpoint from ``?endpoint=URL`` or
 AWS_ENDPOINT_URL. One client for all threads (boto3 clients are thread-safe;
 its pool holds a connection per thread). A PUT is atomic and durable when it
 returns, so there is no tmp/ and nothing to sync. boto3 retries throttling,
@@ -21,6 +23,7 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
+from rescue_app.engine import credentials
 from rescue_app.engine.stores import Store
 from rescue_app.errors import RepositoryError
 
@@ -40,7 +43,8 @@ class S3Store(Store):
         if parts.username or parts.password:
             raise RepositoryError(
                 "an s3:// URL holds no credentials",
-                hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead",
+                hint="put them in the credentials file (/etc/liferaft/credentials.yaml) or "
+                     "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
             )
         self.bucket = parts.netloc
         self.prefix = parts.path.strip("/")
@@ -56,8 +60,24 @@ class S3Store(Store):
             # S3-compatible servers rarely have a DNS name per bucket.
             s3={"addressing_style": "path" if self.endpoint else "auto"},
         )
-        self.client: Any = boto3.session.Session().client(
+        self.client: Any = self._session(url).client(
             "s3", endpoint_url=self.endpoint or None, region_name=region, config=config)
+
+    def _session(self, url: str) -> boto3.session.Session:
+        """AWS_ACCESS_KEY_ID in the environment wins (an explicit choice for
+        this run, as in every AWS tool); else the credentials file's entry for
+        this bucket; else boto3's own sources (~/.aws)."""
+        if not os.environ.get("AWS_ACCESS_KEY_ID"):
+            entry = credentials.find(url.split("?", 1)[0])
+            if entry is not None and entry.secret_access_key:
+                if not entry.access_key_id:
+                    raise RepositoryError(
+                        f"credentials for {entry.match}: secret_access_key without "
+                        "access_key_id", hint="add access_key_id to the entry")
+                log.debug("S3 keys for %s from the credentials file", self.location)
+                return boto3.session.Session(aws_access_key_id=entry.access_key_id,
+                                             aws_secret_access_key=entry.secret_access_key)
+        return boto3.session.Session()
 
     def _key(self, rel: str) -> str:
         return f"{self.prefix}/{rel}" if self.prefix else rel
@@ -78,7 +98,8 @@ class S3Store(Store):
         if isinstance(exc, botocore.exceptions.NoCredentialsError):
             return RepositoryError(
                 f"repository {self.location}: no S3 credentials",
-                hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                hint="add access_key_id and secret_access_key for this bucket to the "
+                     "credentials file, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
             )
         if isinstance(exc, botocore.exceptions.SSLError):
             return RepositoryError(
