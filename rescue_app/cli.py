@@ -191,6 +191,36 @@ def cmd_restore(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_network(engine: Engine, as_json: bool) -> None:
+    net = engine.network_status()
+    if as_json:
+        print(json.dumps(net.to_json(), indent=1))
+        return
+    print(f"{'IFACE':<12} {'STATE':<8} {'MAC':<17} {'ADDRESSES':<28} {'GATEWAY':<15} DNS")
+    for i in net.interfaces:
+        addrs = " ".join(str(a) for a in i.global_addresses) or "-"
+        state = i.state if i.carrier or i.state == "down" else f"{i.state}/no-carrier"
+        print(f"{i.name:<12} {state:<8} {i.mac or '-':<17} {addrs:<28} "
+              f"{i.gateway or '-':<15} {' '.join(i.dns) or '-'}")
+    print(net.summary())
+
+
+def cmd_net(engine: Engine, args: argparse.Namespace) -> int:
+    if args.net_command == "dhcp":
+        done = engine.network_dhcp(args.iface, timeout=args.timeout)
+    elif args.net_command == "static":
+        done = engine.network_static(args.iface, args.address, gateway=args.gateway,
+                                     dns=args.dns or (), timeout=args.timeout)
+    else:
+        _print_network(engine, args.json)
+        return 0
+    if args.json:
+        _print_network(engine, True)
+    else:
+        print(done.describe())
+    return 0
+
+
 def cmd_tui(engine: Engine, args: argparse.Namespace) -> int:
     from rescue_app.tui.app import run_app
 
@@ -274,6 +304,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bind", default="127.0.0.1",
                    help="address to listen on (0.0.0.0: every interface)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("net", help="show the network; set up DHCP or a static address")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_net, net_command=None)
+    net = p.add_subparsers(dest="net_command", metavar="ACTION")
+    q = net.add_parser("dhcp", help="get an address by DHCP on an interface")
+    q.add_argument("iface", metavar="IFACE")
+    q.add_argument("--timeout", type=float, default=20.0, help="seconds to wait (default 20)")
+    q.add_argument("--json", action="store_true")
+    q = net.add_parser("static", help="give an interface a fixed address")
+    q.add_argument("iface", metavar="IFACE")
+    q.add_argument("address", metavar="ADDR/PREFIX", help="e.g. 192.168.1.20/24")
+    q.add_argument("--gateway", metavar="GW", help="default route, on the same subnet")
+    q.add_argument("--dns", action="append", metavar="IP", help="name server (repeatable)")
+    q.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
+    q.add_argument("--json", action="store_true")
 
     p = sub.add_parser("tui", help="the terminal user interface")
     p.add_argument("--profile", help="profile YAML (default: the rescue stick's)")

@@ -12,6 +12,9 @@ Contract (stable; other parts of liferaft are written against it):
     result = eng.restore(plan, progress=cb, cancel=token, verify=True)
     result = eng.capture(repo, "web1", ["/dev/sda"], progress=cb, cancel=token)
     report = eng.verify(repo, "web1", progress=cb, cancel=token)
+    net = eng.network_status()                       # NetworkStatus: interfaces, online?
+    eng.network_dhcp("eth0")                         # Interface, once it has an address
+    eng.network_static("eth0", "10.0.0.5/24", gateway="10.0.0.1", dns=["10.0.0.1"])
 
 Every method raises only LiferaftError subclasses for failures a user can meet.
 """
@@ -21,10 +24,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rescue_app.engine import disks as _disks
+from rescue_app.engine import network as _network
 from rescue_app.engine import plan as _plan
 from rescue_app.engine.capture import capture as _capture_disks
 from rescue_app.engine.disks import BlockDisk
 from rescue_app.engine.manifest import ImageSummary, Manifest
+from rescue_app.engine.network import Interface, NetworkStatus
 from rescue_app.engine.plan import RestorePlan
 from rescue_app.engine.repository import Repository
 from rescue_app.engine.restore import apply_plan
@@ -90,3 +95,19 @@ class Engine:
         cancel: CancelToken | None = None,
     ) -> VerifyReport:
         return verify_repository(repo, ref, progress=progress, cancel=cancel)
+
+    # -- the running system's network (the UI's network screen, `liferaft net`)
+
+    def network_status(self) -> NetworkStatus:
+        return _network.status()
+
+    def network_dhcp(self, iface: str, *,
+                     timeout: float = _network.DHCP_TIMEOUT) -> Interface:
+        return _network.dhcp(iface, timeout=timeout)
+
+    def network_static(
+        self, iface: str, address: str, *, gateway: str | None = None,
+        dns: Sequence[str] = (), timeout: float = _network.STATIC_TIMEOUT,
+    ) -> Interface:
+        config = _network.parse_static(iface, address, gateway, dns)
+        return _network.static(config, timeout=timeout)
