@@ -57,6 +57,9 @@ class Unattended:
     image: str | None = None
     target: str | None = None  # device path or serial:XYZ
     poweroff: bool = True
+    # A credentials file on an attached medium (DEVICE:PATH) or a path; None:
+    # the image's own (the `credentials` section).
+    credentials: str | None = None
 
 
 @dataclass(frozen=True)

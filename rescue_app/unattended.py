@@ -14,6 +14,14 @@ or ``serial:XYZ`` (its first partition, or the whole disk if it has none).
 ``liferaft.target`` (and capture's sources, comma separated) is a device path
 or ``serial:XYZ``.
 
+``liferaft.credentials=`` names a credentials file (format:
+rescue_app/engine/credentials.py) the same way: ``DEVICE:PATH`` on a medium
+that is mounted read-only, read, and unmounted again before the action
+starts, or a plain path. Secrets thus come from an attached stick, never from
+the kernel command line (which any process can read in /proc/cmdline).
+Without it the image's /etc/liferaft/credentials.yaml (baked in from the
+profile) is used, if there is one.
+
 This module uses the engine façade only; it never imports textual.
 """
 
@@ -38,6 +46,10 @@ log = logging.getLogger("liferaft.unattended")
 LOG_FILE = Path(os.environ.get("LIFERAFT_UNATTENDED_LOG", "/var/log/liferaft-unattended.log"))
 PROFILE_FILE = Path(os.environ.get("LIFERAFT_PROFILE", "/etc/liferaft/profile.yaml"))
 REPO_MOUNT = Path("/run/liferaft/repo")
+CREDENTIALS_MOUNT = Path("/run/liferaft/credentials")
+DEVICE_WAIT_S = 30.0  # USB sticks appear a few seconds into the boot
+# Mounted so that only root can read what is on them (no Unix modes on disk).
+_NO_MODES = ("vfat", "msdos", "exfat", "ntfs", "ntfs3")
 ACTIONS = ("restore", "capture")
 _TRUE = ("1", "yes", "true", "on")
 
@@ -50,6 +62,7 @@ class UnattendedAction:
     targets: tuple[str, ...]  # restore: target disks; capture: source disks
     poweroff: bool = False
     grow: bool = False
+    credentials: str | None = None  # DEVICE:PATH or a path; None: the image's own
 
     def describe(self) -> str:
         arrow = "->" if self.action == "restore" else "<-"
@@ -102,6 +115,7 @@ def resolve_action(
         targets=tuple(t for t in str(merged["target"]).split(",") if t),
         poweroff=flag("poweroff", False),
         grow=flag("grow", False),
+        credentials=str(merged["credentials"]) if merged.get("credentials") else None,
     )
 
 
@@ -165,32 +179,118 @@ class _ProgressLog:
             self.next_percent = percent - percent % 10 + 10
 
 
-def _mount_repository(spec: str, writable: bool) -> str:
-    """``DEVICE:PATH`` -> mount DEVICE under /run/liferaft/repo and return the path."""
-    if ":" not in spec or spec.startswith("/") or "://" in spec:
-        return spec
+def split_device_spec(spec: str) -> tuple[str | None, str]:
+    """``DEVICE:PATH`` -> (DEVICE, PATH); a plain path or a URL -> (None, spec).
+
+    DEVICE is ``LABEL=x``, ``UUID=x``, a /dev path or ``serial:XYZ``."""
+    if "://" in spec or ":" not in spec:
+        return None, spec
     device, _, path = spec.rpartition(":")
-    if device.startswith("serial"):  # serial:XYZ:/path
+    if device.startswith("/") and not device.startswith("/dev/"):
+        return None, spec  # a path that happens to hold a colon
+    if not device or not (device.startswith(("LABEL=", "UUID=", "PARTUUID=", "PARTLABEL=",
+                                             "/dev/", "serial:"))):
+        raise UsageError(f"{spec!r}: expected DEVICE:PATH with DEVICE LABEL=, UUID=, "
+                         "a /dev path or serial:XYZ, or a plain path")
+    return device, path or "/"
+
+
+def _find_device(device: str, timeout: float = DEVICE_WAIT_S) -> str:
+    """The /dev node of ``device``, waiting for it to appear."""
+    deadline = time.monotonic() + timeout
+    while True:
+        node = _device_node(device)
+        if node is not None:
+            return node
+        if time.monotonic() > deadline:
+            raise LiferaftError(f"device {device} not found after {timeout:.0f} s",
+                                hint="check that the medium is attached and its label, "
+                                     "UUID or serial (blkid lists them)")
+        time.sleep(1)
+
+
+def _device_node(device: str) -> str | None:
+    if device.startswith("serial:"):
         from rescue_app.engine import Engine
 
-        disk = Engine().find_disk(device)
+        try:
+            disk = Engine().find_disk(device)
+        except LiferaftError:
+            return None
         parts = getattr(disk, "partitions", None) or []
-        device = getattr(parts[0], "path", disk.path) if parts else disk.path
-    REPO_MOUNT.mkdir(parents=True, exist_ok=True)
-    opts = "rw" if writable else "ro"
-    log.info("mounting %s (%s) on %s", device, opts, REPO_MOUNT)
+        return str(getattr(parts[0], "path", disk.path) if parts else disk.path)
+    if device.startswith("/dev/"):
+        return device if os.path.exists(device) else None
+    key, _, value = device.partition("=")
+    proc = subprocess.run(["blkid", "-o", "device", "-t", f"{key}={value}"],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True)  # fmt: skip
+    lines = proc.stdout.split()
+    return lines[0] if proc.returncode == 0 and lines else None
+
+
+def _mount(device: str, mountpoint: Path, options: list[str], what: str) -> None:
+    mountpoint.mkdir(parents=True, exist_ok=True, mode=0o700)
+    log.info("mounting %s (%s) on %s", device, ",".join(options), mountpoint)
     proc = subprocess.run(
-        ["mount", "-o", opts, device, str(REPO_MOUNT)],
+        ["mount", "-o", ",".join(options), device, str(mountpoint)],
         stdin=subprocess.DEVNULL, capture_output=True, text=True,
     )  # fmt: skip
     if proc.returncode != 0:
-        raise LiferaftError(f"cannot mount repository device {device}: {proc.stderr.strip()}")
+        raise LiferaftError(f"cannot mount {what} device {device}: {proc.stderr.strip()}")
+
+
+def _unmount(mountpoint: Path) -> None:
+    if os.path.ismount(mountpoint):
+        subprocess.run(["umount", str(mountpoint)], stdin=subprocess.DEVNULL, check=False)
+
+
+def _mount_repository(spec: str, writable: bool) -> str:
+    """``DEVICE:PATH`` -> mount DEVICE under /run/liferaft/repo and return the path."""
+    device, path = split_device_spec(spec)
+    if device is None:
+        return spec
+    node = _find_device(device)
+    _mount(node, REPO_MOUNT, ["rw" if writable else "ro"], "repository")
     return str(REPO_MOUNT / path.lstrip("/"))
 
 
 def _unmount_repository() -> None:
-    if os.path.ismount(REPO_MOUNT):
-        subprocess.run(["umount", str(REPO_MOUNT)], stdin=subprocess.DEVNULL, check=False)
+    _unmount(REPO_MOUNT)
+
+
+def load_credentials(spec: str) -> None:
+    """Read the credentials file ``spec`` names (DEVICE:PATH or a path) and use
+    it for this run; a medium is mounted read-only and unmounted right after."""
+    from rescue_app.engine import credentials
+
+    device, path = split_device_spec(spec)
+    try:
+        loaded = _read_credentials(device, path)
+    except LiferaftError as exc:
+        raise LiferaftError(f"liferaft.credentials={spec}: {exc.message}", exc.hint) from None
+    credentials.use(loaded)
+    log.info("credentials: %d entries from %s", len(loaded.entries), spec)
+
+
+def _read_credentials(device: str | None, path: str) -> Any:
+    from rescue_app.engine import credentials
+
+    if device is None:
+        loaded = credentials.load(path)
+    else:
+        node = _find_device(device)
+        fstype = subprocess.run(["blkid", "-o", "value", "-s", "TYPE", node],
+                                stdin=subprocess.DEVNULL, capture_output=True,
+                                text=True).stdout.strip()  # fmt: skip
+        options = ["ro", "nosuid", "nodev", "noexec"]
+        if fstype in _NO_MODES:
+            options += ["uid=0", "gid=0", "umask=077"]
+        _mount(node, CREDENTIALS_MOUNT, options, "credentials")
+        try:
+            loaded = credentials.load(str(CREDENTIALS_MOUNT / path.lstrip("/")))
+        finally:
+            _unmount(CREDENTIALS_MOUNT)
+    return loaded
 
 
 def _has_default_route(routes: str) -> bool:
@@ -217,6 +317,8 @@ def _execute(action: UnattendedAction) -> str:
     from rescue_app.engine import Engine
 
     engine = Engine()
+    if action.credentials:
+        load_credentials(action.credentials)
     if "://" in action.repo:
         _wait_for_network()
     location = _mount_repository(action.repo, writable=action.action == "capture")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,151 @@ def test_show_and_profiles_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert "name: example-site" in out and "suite: bookworm" in out
     assert main(["show", "--profile", "nope"]) == 1
     assert "no profile 'nope'" in capsys.readouterr().err
+
+
+# -- credentials ------------------------------------------------------------
+
+PW_SECRET = "nas-Pw-9f3-from-a-file"
+LITERAL_SECRET = "literal-Pw-Zz1-in-yaml"
+
+
+def _site_with_credentials(tmp_path: Path) -> Path:
+    """A profile that extends BASE with secrets in files next to it and one literal."""
+    tmp_path.mkdir(exist_ok=True)
+    write(tmp_path, "base", BASE)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "nas.pw").write_text(PW_SECRET + "\n")
+    import subprocess
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "",
+                    "-f", str(secrets / "backup_key")], check=True)  # fmt: skip
+    write(tmp_path, "site", f"""\
+extends: base
+name: site
+network:
+  mode: none
+credentials:
+  - match: backup@nas.example.com
+    password_file: secrets/nas.pw
+  - match: sftp://backup@files.example.com/srv
+    ssh_key_file: secrets/backup_key
+    host_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleKeyOnlyForTheExampleProfile0000000"]
+  - match: https://images.example.com/
+    user: rescue
+    password: "{LITERAL_SECRET}"
+""")
+    return tmp_path
+
+
+def test_credentials_section_paths_are_relative_to_the_profile(tmp_path: Path) -> None:
+    profiles = _site_with_credentials(tmp_path)
+    profile = load_profile("site", profiles)
+    nas, sftp, web = profile.credentials
+    assert nas.password_file == str(profiles / "secrets" / "nas.pw")
+    assert sftp.ssh_key_file == str(profiles / "secrets" / "backup_key")
+    assert web.user == "rescue" and nas.origin == f"{profiles / 'site.yaml'}:6"
+    assert profile.network.mode == "none"
+
+
+def test_missing_secret_file_names_profile_key_and_path(tmp_path: Path) -> None:
+    profiles = _site_with_credentials(tmp_path)
+    (profiles / "secrets" / "nas.pw").unlink()
+    with pytest.raises(ProfileError) as err:
+        load_profile("site", profiles)
+    text = str(err.value)
+    assert f"{profiles / 'site.yaml'}:6" in text
+    assert "credentials.password_file" in text
+    assert f"{profiles / 'secrets' / 'nas.pw'} does not exist" in text
+
+
+@pytest.mark.parametrize("entry, needle", [
+    ("  - password: x\n", "'credentials.match' is required"),
+    ("  - match: h\n    user: u\n", "no secret"),
+    ("  - match: h\n    password: a\n    password_file: f\n", "not both"),
+    ("  - match: h\n    pasword: a\n", "unknown key 'credentials.pasword'"),
+])  # fmt: skip
+def test_bad_credentials_entries(tmp_path: Path, entry: str, needle: str) -> None:
+    (tmp_path / "f").write_text("x")
+    write(tmp_path, "bad", BASE + "credentials:\n" + entry)
+    with pytest.raises(ProfileError, match=re.escape(needle)):
+        load_profile("bad", tmp_path)
+
+
+def test_show_masks_literal_secrets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from builder.cli import main
+
+    profiles = _site_with_credentials(tmp_path)
+    assert main(["--profiles-dir", str(profiles), "show", "--profile", "site"]) == 0
+    out = capsys.readouterr().out
+    assert "match: backup@nas.example.com" in out and "password: <hidden>" in out
+    assert LITERAL_SECRET not in out and PW_SECRET not in out and "PRIVATE KEY" not in out
+
+
+def test_image_gets_credentials_0600_and_nothing_else_holds_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The build's overlay steps on a profile with secrets: the baked file is
+    0600 and holds them, profile.yaml, the build's output and the cache key
+    do not; network.mode none leaves no .network file and no networkd."""
+    import stat
+
+    import yaml
+
+    from builder import build
+    from rescue_app.engine import credentials
+
+    profiles = _site_with_credentials(tmp_path / "profiles")
+    profile = load_profile("site", profiles)
+    ctx = build.BuildContext(profile=profile, repo=build.REPO, cache_dir=tmp_path / "cache",
+                             build_dir=tmp_path / "build", output_dir=tmp_path / "dist")
+    root = tmp_path / "root"
+    root.mkdir()
+    build.render_overlay(ctx, root)
+    build.configure_system(ctx, root)
+    build.bake_credentials(ctx, root)
+
+    baked = root / "etc/liferaft/credentials.yaml"
+    st = baked.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o600 and stat.S_ISREG(st.st_mode)
+    loaded = credentials.load(str(baked))  # the engine accepts it as it is
+    nas = loaded.find(who="backup@nas.example.com")
+    assert nas is not None and nas.password == PW_SECRET
+    sftp = loaded.find("sftp://backup@files.example.com/srv/images")
+    key_file = profiles / "secrets" / "backup_key"
+    assert sftp is not None and sftp.ssh_key == key_file.read_text()
+    assert sftp.private_key().get_base64() in (profiles / "secrets/backup_key.pub").read_text()
+    web = loaded.find("https://images.example.com/repo")
+    assert web is not None and (web.user, web.password) == ("rescue", LITERAL_SECRET)
+
+    shown = (root / "etc/liferaft/profile.yaml").read_text()
+    assert yaml.safe_load(shown)["credentials"][2]["password"] == "<hidden>"
+    logged = capsys.readouterr()
+    for secret in (PW_SECRET, LITERAL_SECRET, "PRIVATE KEY"):
+        assert secret not in shown
+        assert secret not in logged.out + logged.err
+        assert secret not in profile.digest_data()
+    holders = [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()
+               and PW_SECRET.encode() in p.read_bytes()]  # fmt: skip
+    assert holders == [baked]
+
+    assert not (root / "etc/systemd/network/20-wired.network").exists()
+    wants = {p.name for p in (root / "etc/systemd/system/multi-user.target.wants").iterdir()}
+    assert "systemd-networkd.service" not in wants
+
+    # a changed secret file changes the cache key: the image is rebuilt
+    before = profile.digest_data()
+    (profiles / "secrets" / "nas.pw").write_text("another password\n")
+    assert load_profile("site", profiles).digest_data() != before
+
+
+def test_profile_without_credentials_bakes_nothing(tmp_path: Path) -> None:
+    from builder import build
+
+    ctx = build.BuildContext(profile=load_profile("default"), repo=build.REPO,
+                             cache_dir=tmp_path, build_dir=tmp_path, output_dir=tmp_path)
+    root = tmp_path / "root"
+    root.mkdir()
+    build.render_overlay(ctx, root)
+    build.bake_credentials(ctx, root)
+    assert not (root / "etc/liferaft/credentials.yaml").exists()
+    assert "DHCP=yes" in (root / "etc/systemd/network/20-wired.network").read_text()

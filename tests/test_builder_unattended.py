@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,3 +92,94 @@ def test_default_route_detection():
     assert _has_default_route(header + "ens3\t00000000\t0202000A\t0003\t0\t0\t100\t00000000\n")
     assert not _has_default_route(header + "ens3\t0002000A\t00000000\t0001\t0\t0\t100\t00FFFFFF\n")
     assert not _has_default_route(header)
+
+
+# -- liferaft.credentials= ------------------------------------------------------
+
+
+def test_credentials_argument_is_parsed_and_overrides_the_profile() -> None:
+    cmdline = CMDLINE + " liferaft.credentials=LABEL=LRSECRETS:/liferaft/credentials.yaml"
+    action = resolve_action(parse_cmdline(cmdline), {"credentials": "/etc/other.yaml"})
+    assert action is not None
+    assert action.credentials == "LABEL=LRSECRETS:/liferaft/credentials.yaml"
+    action = resolve_action(parse_cmdline(CMDLINE), {"credentials": "UUID=1234-ABCD:/c.yaml"})
+    assert action is not None and action.credentials == "UUID=1234-ABCD:/c.yaml"
+    action = resolve_action(parse_cmdline(CMDLINE), None)
+    assert action is not None and action.credentials is None  # the image's own file
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("LABEL=LRSECRETS:/liferaft/c.yaml", ("LABEL=LRSECRETS", "/liferaft/c.yaml")),
+    ("UUID=1234-ABCD:/c.yaml", ("UUID=1234-ABCD", "/c.yaml")),
+    ("/dev/sdb1:/c.yaml", ("/dev/sdb1", "/c.yaml")),
+    ("serial:USB123:/c.yaml", ("serial:USB123", "/c.yaml")),
+    ("/run/live/medium/liferaft/c.yaml", (None, "/run/live/medium/liferaft/c.yaml")),
+    ("/mnt/a:b/c.yaml", (None, "/mnt/a:b/c.yaml")),
+    ("sftp://u@h/repo", (None, "sftp://u@h/repo")),
+])  # fmt: skip
+def test_device_specs(spec: str, expected: tuple[str | None, str]) -> None:
+    assert unattended.split_device_spec(spec) == expected
+
+
+def test_bad_device_spec_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="DEVICE:PATH"):
+        unattended.split_device_spec("sdb1:/c.yaml")
+
+
+SECRET = "drill-like-Pw-31x-on-a-stick"
+
+
+@pytest.mark.root
+def test_credentials_from_a_labelled_medium(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loopdisk: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A real ext4 stick with a label: mounted read-only, the file and the key
+    it names are read, the stick is unmounted, the stores see the password.
+    A file others can read makes the run fail with one line, secret unshown."""
+    from rescue_app.engine import credentials
+    from rescue_app.engine.stores import password_for
+    from tests.helpers.diskkit import make_fs, mounted
+
+    label = f"LRCRED{os.getpid() % 10000}"
+    dev = loopdisk(16 * 1024 * 1024)
+    make_fs(dev, "ext4", label=label)
+    with mounted(dev, "ext4") as point:
+        folder = Path(point) / "liferaft"
+        folder.mkdir()
+        (folder / "nas.pw").write_text(SECRET + "\n")
+        (folder / "nas.pw").chmod(0o600)
+        creds = folder / "credentials.yaml"
+        creds.write_text("credentials:\n  - match: backup@nas.example.com\n"
+                         "    password_file: nas.pw\n")  # fmt: skip
+        creds.chmod(0o600)
+    mountpoint = tmp_path / "medium"
+    monkeypatch.setattr(unattended, "CREDENTIALS_MOUNT", mountpoint)
+    monkeypatch.delenv("LIFERAFT_PASSWORD", raising=False)
+    monkeypatch.setenv("LIFERAFT_CREDENTIALS", "/nonexistent/credentials.yaml")
+    try:
+        unattended.load_credentials(f"LABEL={label}:/liferaft/credentials.yaml")
+        assert password_for("backup@nas.example.com", ask=False) == SECRET
+        assert not os.path.ismount(mountpoint)
+        assert dev not in Path("/proc/self/mounts").read_text()
+    finally:
+        credentials.use(None)
+
+    with mounted(dev, "ext4") as point:
+        (Path(point) / "liferaft" / "credentials.yaml").chmod(0o644)
+    monkeypatch.setattr(unattended, "LOG_FILE", tmp_path / "u.log")
+    code = run_unattended(
+        f"liferaft.action=restore liferaft.repo={tmp_path / 'repo'} liferaft.image=x "
+        f"liferaft.target=/dev/null liferaft.credentials={dev}:/liferaft/credentials.yaml",
+        {}, power_off=lambda: None,
+    )  # fmt: skip
+    credentials.use(None)
+    out = capsys.readouterr().out
+    log = (tmp_path / "u.log").read_text()
+    assert code != 0
+    banner = next(ln for ln in out.splitlines() if "liferaft.credentials=" in ln)
+    assert f"liferaft.credentials={dev}:/liferaft/credentials.yaml" in banner
+    assert "readable by others (mode 0644)" in banner and "chmod 600" in banner
+    assert "LIFERAFT UNATTENDED RESTORE: FAILED" in out
+    assert SECRET not in out + log
+    assert not os.path.ismount(mountpoint)
