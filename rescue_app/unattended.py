@@ -269,7 +269,8 @@ def load_credentials(spec: str) -> None:
     except LiferaftError as exc:
         raise LiferaftError(f"liferaft.credentials={spec}: {exc.message}", exc.hint) from None
     credentials.use(loaded)
-    log.info("credentials: %d entries from %s", len(loaded.entries), spec)
+    count = len(loaded.entries)
+    log.info("credentials from %s: %d entr%s", spec, count, "y" if count == 1 else "ies")
 
 
 def _read_credentials(device: str | None, path: str) -> Any:

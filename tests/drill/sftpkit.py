@@ -1,10 +1,9 @@
 """An SFTP server on loopback that takes a password, for the drill's backup.
 
 Why not OpenSSH's sshd (tests/stores/serverkit.py uses it): the rescue system
-in unattended mode can only hand the sftp store a password
-(LIFERAFT_PASSWORD, set with ``systemd.setenv=`` on the kernel command line);
-it has no key file. sshd checks passwords against the host's accounts, and a
-test must not add a user to the machine it runs on. paramiko's server side
+in the drill logs in with a password (from a credentials file on a stick,
+liferaft.credentials=), not a key. sshd checks passwords against the host's
+accounts, and a test must not add a user to the machine it runs on. paramiko's server side
 checks our own user and password and serves one folder: enough for the
 store, which needs open/read/write/stat/listdir/mkdir/remove and
 posix-rename@openssh.com (fsync@openssh.com is answered "unsupported", which

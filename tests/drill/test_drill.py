@@ -7,7 +7,9 @@ network, and boots again -- all in QEMU (TCG), all started by this test.
    with UEFI (fresh NVRAM, so through the removable path EFI/BOOT).
 2. Back up: the rescue ISO's kernel boots with liferaft.action=capture and a
    repository on an SFTP server on the host (10.0.2.2 from the guest); the
-   password reaches the unattended service through systemd.setenv=.
+   password comes from a credentials file on a small FAT stick
+   (liferaft.credentials=LABEL=...:PATH), never from the kernel command line:
+   it must appear nowhere on the serial console.
 3. Disaster: a new blank disk, 1 GiB bigger, with another serial.
 4. Restore: the rescue system boots under UEFI on the "new machine"
    (its own copy of OVMF_VARS) and restores from http:// (`liferaft serve`
@@ -58,6 +60,7 @@ TARGET_SIZE = SOURCE_SIZE + GIB
 SOURCE_SERIAL = "LRDRILLSRC"
 TARGET_SERIAL = "LRDRILLNEW"
 TUI_SERIAL = "LRDRILLTUI"
+KEY_LABEL = "LRDRILLKEY"  # the stick with the credentials file
 IMAGE = "drill"
 BOOT_S = 240  # Debian under TCG: ~20-35 s, the rest is headroom for a busy host
 RESCUE_S = 900  # rescue boot + capture or restore of ~400 MB under TCG
@@ -100,6 +103,25 @@ def _rescue_media(iso: Path) -> list[str]:
     shows up ("Unable to find a medium containing a live file system")."""
     return ["-drive", f"file={iso},format=raw,if=none,id=live,readonly=on",
             "-device", "virtio-blk-pci,drive=live,serial=LIFERAFTISO"]  # fmt: skip
+
+
+def _credentials_stick(image: Path, work: Path, password: str) -> list[str]:
+    """A small FAT stick labelled KEY_LABEL holding /liferaft/credentials.yaml
+    (made with mtools: the host kernel has no vfat); its QEMU arguments."""
+    text = f'credentials:\n  - match: drill@10.0.2.2\n    password: "{password}"\n'
+    src = work / "credentials.yaml"
+    src.write_text(text)
+    src.chmod(0o600)
+    with open(image, "wb") as f:
+        f.truncate(8 * mk.MIB)
+    env = {"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    for argv in (["mkfs.vfat", "-n", KEY_LABEL, str(image)],
+                 ["mmd", "-i", str(image), "::/liferaft"],
+                 ["mcopy", "-i", str(image), str(src), "::/liferaft/credentials.yaml"]):
+        subprocess.run(argv, check=True, capture_output=True, env=env)
+    src.unlink()
+    return ["-drive", f"file={image},format=raw,if=none,id=dkey,readonly=on",
+            "-device", f"virtio-blk-pci,drive=dkey,serial={KEY_LABEL}"]  # fmt: skip
 
 
 def _tree_bytes(root: Path) -> int:
@@ -165,16 +187,21 @@ def backup(site: DrillSite, rescue_iso: Path, rescue_kernel: tuple[Path, Path]) 
     served = work / "server"
     served.mkdir()
     password = secrets.token_hex(12)
+    stick = _credentials_stick(work / "credentials-stick.img", work, password)
     with sftp_server(str(served), "drill", password) as sftp:
         cmdline = (
             f"{RESCUE_CMDLINE} liferaft.poweroff=1 liferaft.action=capture "
             f"liferaft.image={IMAGE} liferaft.repo=sftp://drill@10.0.2.2:{sftp.port}/repo "
-            f"liferaft.target=serial:{SOURCE_SERIAL} systemd.setenv=LIFERAFT_PASSWORD={password}"
+            f"liferaft.target=serial:{SOURCE_SERIAL} "
+            f"liferaft.credentials=LABEL={KEY_LABEL}:/liferaft/credentials.yaml"
         )
+        assert password not in cmdline  # so not in the guest's /proc/cmdline either
         vm = site.vm("backup", ["-kernel", str(vmlinuz), "-initrd", str(initrd),
                                 "-append", cmdline, *_rescue_media(rescue_iso), *NIC,
-                                *_disk(machine.image, SOURCE_SERIAL)], 2048)  # fmt: skip
-        backup_s, _ = _rescue(vm, "capture")
+                                *_disk(machine.image, SOURCE_SERIAL), *stick], 2048)  # fmt: skip
+        backup_s, console = _rescue(vm, "capture")
+    assert f"credentials from LABEL={KEY_LABEL}:/liferaft/credentials.yaml: 1 entry" in console, console[-5000:]
+    assert password not in console, "the password showed up on the serial console"
     repo = served / "repo"
     moved = _tree_bytes(repo)
     print(f"backup: {backup_s:.0f} s from rescue start to power-off, "
