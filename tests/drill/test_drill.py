@@ -200,7 +200,8 @@ def backup(site: DrillSite, rescue_iso: Path, rescue_kernel: tuple[Path, Path]) 
                                 "-append", cmdline, *_rescue_media(rescue_iso), *NIC,
                                 *_disk(machine.image, SOURCE_SERIAL), *stick], 2048)  # fmt: skip
         backup_s, console = _rescue(vm, "capture")
-    assert f"credentials from LABEL={KEY_LABEL}:/liferaft/credentials.yaml: 1 entry" in console, console[-5000:]
+    loaded = f"credentials from LABEL={KEY_LABEL}:/liferaft/credentials.yaml: 1 entry"
+    assert loaded in console, console[-5000:]
     assert password not in console, "the password showed up on the serial console"
     repo = served / "repo"
     moved = _tree_bytes(repo)
