@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 
 from textual.app import App
@@ -58,9 +59,36 @@ class LiferaftApp(App[int]):
         self.open_source: RepositorySource | None = None
 
     def on_mount(self) -> None:
+        from rescue_app.engine.stores import set_password_prompt
         from rescue_app.tui.screens.home import HomeScreen
 
+        # A store that needs a password nobody gave asks here, not on the terminal
+        # under the UI (getpass would hang the worker and tear the screen).
+        self._ui_thread = threading.get_ident()
+        set_password_prompt(self.ask_password)
         self.push_screen(HomeScreen())
+
+    def ask_password(self, who: str) -> str | None:
+        """The password of ``who`` typed in a modal; called from a worker thread."""
+        from rescue_app.tui.screens.password import PasswordModal
+
+        if threading.get_ident() == getattr(self, "_ui_thread", None):
+            return None  # waiting here would freeze the UI
+        answered = threading.Event()
+        result: list[str | None] = [None]
+
+        def answer(value: str | None) -> None:
+            result[0] = value
+            answered.set()
+
+        def ask() -> None:
+            self.push_screen(PasswordModal(who), callback=answer)
+
+        self.call_from_thread(ask)
+        while not answered.wait(0.5):
+            if not self.is_running:
+                return None
+        return result[0]
 
     # ------------------------------------------------------------ sources
 
@@ -137,6 +165,9 @@ class LiferaftApp(App[int]):
         return path
 
     def on_unmount(self) -> None:
+        from rescue_app.engine.stores import set_password_prompt
+
+        set_password_prompt(None)
         self.release_source()
 
 

@@ -281,7 +281,7 @@ class NetworkSource(RepositorySource):
         from rescue_app.engine.stores import remember_password
 
         self.close()
-        if self.password and self.who:
+        if self.password is not None and self.who:
             remember_password(self.who, self.password)
         self._repo = engine.open_repository(self.url, create=writable)
         return self._repo
@@ -290,6 +290,18 @@ class NetworkSource(RepositorySource):
         repo, self._repo = self._repo, None
         if repo is not None:
             repo.close()
+
+
+def url_with_user(url: str, user: str) -> str:
+    """``url`` with ``user`` as its user name (replacing one typed in the URL)."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    url, user = url.strip(), user.strip()
+    if not user or "://" not in url:
+        return url
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}@{host}"))
 
 
 def source_for_typed(text: str, password: str | None = None) -> RepositorySource:

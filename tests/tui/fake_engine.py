@@ -22,6 +22,7 @@ from rescue_app.engine.manifest import (
     PartitionTable,
     Region,
 )
+from rescue_app.engine.network import Address, Interface, NetworkStatus
 from rescue_app.engine.plan import RestorePlan, make_restore_plan
 from rescue_app.engine.results import RestoreResult
 from rescue_app.errors import CancelledError
@@ -83,6 +84,17 @@ IMAGES = [
 ]
 
 
+NETWORK = NetworkStatus(
+    interfaces=(
+        Interface("enp3s0", "52:54:00:12:34:56", "up", True,
+                  (Address("192.168.10.57", 24, "inet", "global", True),), "192.168.10.1",
+                  ("192.168.10.1",), "configured"),
+        Interface("enp4s0", "52:54:00:12:34:57", "down", False, (), None, (), "configuring"),
+    ),
+    dns=("192.168.10.1",),
+)
+
+
 class FakeRepo:
     location = "/media/backups/liferaft"
 
@@ -121,3 +133,6 @@ class FakeEngine(Engine):
                     raise CancelledError("restore cancelled")
                 time.sleep(0.05)
         return RestoreResult(MANIFEST.ref, ("/dev/sda",), total, 754.0, True)
+
+    def network_status(self) -> NetworkStatus:
+        return NETWORK

@@ -52,6 +52,15 @@ def test_source(snap_compare: Any) -> None:
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=before)
 
 
+def test_network(snap_compare: Any) -> None:
+    async def before(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("n")
+        await settle(pilot)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=before)
+
+
 def test_image_list(snap_compare: Any) -> None:
     async def before(pilot: Any) -> None:
         await settle(pilot)

@@ -20,6 +20,7 @@ ACTIONS = [
     ("restore", "r", "Restore an image onto a disk"),
     ("backup", "b", "Back up disks into a repository"),
     ("verify", "v", "Verify an image"),
+    ("network", "n", "Network and network repositories"),
     ("disks", "d", "Disks"),
     ("shell", "s", "Shell"),
     ("log", "l", "Log"),
@@ -36,6 +37,7 @@ class HomeScreen(LiferaftScreen):
         Binding("r", "restore", "Restore"),
         Binding("b", "backup", "Back up"),
         Binding("v", "verify", "Verify"),
+        Binding("n", "network", "Network"),
         Binding("d", "disks", "Disks"),
         Binding("s", "shell", "Shell"),
         Binding("p", "power", "Power"),
@@ -141,6 +143,11 @@ class HomeScreen(LiferaftScreen):
         from rescue_app.tui.screens.backup import BackupScreen
 
         self.app.push_screen(BackupScreen())
+
+    def action_network(self) -> None:
+        from rescue_app.tui.screens.network import NetworkScreen
+
+        self.app.push_screen(NetworkScreen(purpose="restore"))
 
     def action_disks(self) -> None:
         from rescue_app.tui.screens.disks import DisksScreen

@@ -1,4 +1,5 @@
-"""Source: choose where the images are (attached media, the default, a typed path)."""
+"""Source: choose where the images are (attached media, the default, a typed path,
+or the network screen for a URL)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class SourceScreen(LiferaftScreen):
         Binding("escape", "app.pop_screen", "Back"),
         Binding("f5", "rescan", "Rescan"),
         Binding("ctrl+t", "focus_path", "Type a path"),
+        Binding("ctrl+n", "network", "Network / URL"),
     ]
 
     def __init__(self, purpose: str = "restore") -> None:
@@ -59,8 +61,9 @@ class SourceScreen(LiferaftScreen):
         if not sources:
             box.add_option(Option("No repository found on attached media; type a path below.",
                                   id="none", disabled=True))
-        else:
-            box.highlighted = 0
+        box.add_option(Option("Network: set up the network, type a URL and a password...",
+                              id="network"))
+        box.highlighted = 0 if sources else len(box.options) - 1
         self.set_status("")
 
     def set_status(self, text: str) -> None:
@@ -69,6 +72,11 @@ class SourceScreen(LiferaftScreen):
     def action_rescan(self) -> None:
         self.set_status("Scanning attached disks (read-only)...")
         self.scan()
+
+    def action_network(self) -> None:
+        from rescue_app.tui.screens.network import NetworkScreen
+
+        self.app.push_screen(NetworkScreen(purpose=self.purpose))
 
     def action_focus_path(self) -> None:
         self.query_one("#source-path", Input).focus()
@@ -84,7 +92,9 @@ class SourceScreen(LiferaftScreen):
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
-        if event.option.id and event.option.id.isdigit():
+        if event.option.id == "network":
+            self.action_network()
+        elif event.option.id and event.option.id.isdigit():
             self.choose(self.lapp.sources[int(event.option.id)])
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
