@@ -7,11 +7,13 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 
 def free_port() -> int:
@@ -123,10 +125,12 @@ http {{
 
 class CountingProxy:
     """Forwards 127.0.0.1:port to an upstream port and counts the bytes the
-    upstream sent to clients: what a restore really downloaded."""
+    upstream sent to clients: what a restore really downloaded. ``rate``
+    slows each connection down, so a test can act halfway through."""
 
-    def __init__(self, upstream: int) -> None:
+    def __init__(self, upstream: int, rate: float | None = None) -> None:
         self.upstream = upstream
+        self.rate = rate  # bytes per second to each client, None: as fast as it goes
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.sock.getsockname()[1])
         self.served = 0
@@ -175,6 +179,8 @@ class CountingProxy:
                         client.sendall(data)
                         with self.lock:
                             self.served += len(data)
+                        if self.rate:
+                            time.sleep(len(data) / self.rate)
                     else:
                         upstream.sendall(data)
         except OSError:
@@ -199,10 +205,43 @@ def running(argv: list[str], port: int, env: dict[str, str] | None = None
         stop(proc)
 
 
+@dataclass
+class Sshd:
+    port: int
+    client_key: str  # logs in as root
+    known_hosts: str  # the host key for [127.0.0.1]:port
+    host_key: str  # the private host key; its .pub beside it
+    log: str  # sshd's stderr
+    proc: subprocess.Popen[bytes]
+
+    def host_pub(self) -> str:
+        with open(self.host_key + ".pub") as f:
+            return f.read().strip()
+
+    def fingerprint(self) -> str:
+        """SHA256:... of the host key, as `ssh-keygen -l` prints it."""
+        out = subprocess.run(["ssh-keygen", "-l", "-f", self.host_key + ".pub"], check=True,
+                             capture_output=True, text=True).stdout
+        return out.split()[1]
+
+    def known_hosts_for(self, port: int, path: str) -> str:
+        """A known_hosts file naming this host key for [127.0.0.1]:port (a proxy's)."""
+        with open(path, "w") as f:
+            f.write(f"[127.0.0.1]:{port} {self.host_pub()}\n")
+        return path
+
+    def sessions(self) -> list[int]:
+        """The pids of the per-connection processes (children of the listener)."""
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                             text=True).stdout
+        return [int(p) for p in out.split()]
+
+
 @contextlib.contextmanager
-def sshd(directory: str) -> Iterator[tuple[int, str, str]]:
-    """OpenSSH's sshd on loopback with its own host key and authorized_keys.
-    Yields (port, client key, known_hosts file); logins as root by key."""
+def sshd(directory: str) -> Iterator[Sshd]:
+    """OpenSSH's sshd on loopback with its own host key and authorized_keys;
+    logins as root by key. Its log goes to a file (a pipe nobody reads
+    would stall it)."""
     os.makedirs(directory, exist_ok=True)
     os.makedirs("/run/sshd", exist_ok=True)
     host_key = os.path.join(directory, "host_ed25519")
@@ -233,5 +272,16 @@ MaxStartups 50
 MaxSessions 50
 Subsystem sftp internal-sftp
 """)
-    with running(["/usr/sbin/sshd", "-D", "-e", "-f", conf], port):
-        yield port, client_key, known
+    log = os.path.join(directory, "sshd.log")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", conf],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    server = Sshd(port, client_key, known, host_key, log, proc)
+    try:
+        wait_port(port, proc=proc)
+        yield server
+    finally:
+        for pid in server.sessions():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        stop(proc)

@@ -34,10 +34,10 @@ def _argv_seen(secret: str) -> bool:
 
 @pytest.fixture
 def server(workdir, monkeypatch):
-    with sshd(os.path.join(workdir, "sshd")) as (port, key, known):
-        monkeypatch.setenv("LIFERAFT_SSH_KEY", key)
-        monkeypatch.setenv("LIFERAFT_KNOWN_HOSTS", known)
-        yield port
+    with sshd(os.path.join(workdir, "sshd")) as server:
+        monkeypatch.setenv("LIFERAFT_SSH_KEY", server.client_key)
+        monkeypatch.setenv("LIFERAFT_SSH_KNOWN_HOSTS", server.known_hosts)
+        yield server.port
 
 
 def test_capture_list_verify_restore_over_sftp(captured, server, loopdisk, workdir,
@@ -92,9 +92,10 @@ def test_wrong_password_and_missing_repository(server, workdir, monkeypatch):
     assert SECRET not in proc.stderr + proc.stdout and SECRET not in line
 
     monkeypatch.undo()
-    with sshd(os.path.join(workdir, "sshd2")) as (port, key, known):
-        monkeypatch.setenv("LIFERAFT_SSH_KEY", key)
-        monkeypatch.setenv("LIFERAFT_KNOWN_HOSTS", known)
-        proc = liferaft("images", "--repo", f"sftp://root@127.0.0.1:{port}{workdir}/nothing",
+    with sshd(os.path.join(workdir, "sshd2")) as server2:
+        monkeypatch.setenv("LIFERAFT_SSH_KEY", server2.client_key)
+        monkeypatch.setenv("LIFERAFT_SSH_KNOWN_HOSTS", server2.known_hosts)
+        proc = liferaft("images", "--repo",
+                        f"sftp://root@127.0.0.1:{server2.port}{workdir}/nothing",
                         check=False)
         assert_one_line_error(proc, "does not exist")

@@ -4,11 +4,35 @@ Read-write. One SSH connection; each thread opens its own SFTP channel on it
 (paramiko's transport multiplexes channels safely, an SFTPClient must not be
 shared). Logins: a key (``?key=PATH`` or LIFERAFT_SSH_KEY, else the usual
 ~/.ssh keys), then a password from the UI, LIFERAFT_PASSWORD or a prompt --
-never from the URL. Host keys are checked against LIFERAFT_KNOWN_HOSTS or
-~/.ssh/known_hosts; an unknown host is accepted with its fingerprint logged
-(a rescue system has no known_hosts), a changed key is refused. Writes go to
-``tmp/`` and are renamed into place with posix-rename@openssh.com; durable
-writes ask the server to fsync (fsync@openssh.com) when it can.
+never from the URL.
+
+Host keys are checked before any login, like ssh with
+``StrictHostKeyChecking=accept-new``:
+
+- ``?fingerprint=SHA256:...`` in the URL (a profile's repository) pins the key:
+  any other key is refused;
+- otherwise the keys in the known_hosts file LIFERAFT_SSH_KNOWN_HOSTS or
+  ``?known_hosts=PATH`` (else ~/.ssh/known_hosts), and in
+  /etc/ssh/ssh_known_hosts (what a site puts on its rescue stick), count: a
+  host listed there with another key is a hard error that names both
+  fingerprints;
+- a host listed nowhere is trusted on first use: its SHA256 fingerprint is
+  logged as a warning (the console, the CLI's stderr), and every later
+  connection of this process -- reconnects included -- must show the same
+  key. Nothing is written to known_hosts files: a rescue system's are gone
+  at the next boot, and a test machine's must not fill up with loopback keys.
+
+Writes go to ``tmp/`` and are renamed into place with
+posix-rename@openssh.com. Every file is made durable before its rename
+(paramiko's flush, then fsync@openssh.com when the server announces it), so
+when the repository writes a manifest after its chunks, the chunks are on
+the server's disk first and the manifest comes last. SFTP cannot fsync a
+folder; the renames' durability is left to the server's file system.
+
+A dropped connection (the server restarted, the session was killed, the
+network blinked) is not the end of a restore: the operation reconnects --
+same host key required -- and retries with backoff, and fails with one line
+only after RETRY_DELAYS are used up.
 """
 
 from __future__ import annotations
@@ -23,9 +47,12 @@ import stat
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import paramiko
+from paramiko.sftp import CMD_EXTENDED, CMD_INIT, CMD_VERSION
 
 from rescue_app.engine.stores import Store, password_for, reject_password_in_url
 from rescue_app.errors import RepositoryError
@@ -33,13 +60,91 @@ from rescue_app.errors import RepositoryError
 log = logging.getLogger("liferaft.stores.sftp")
 
 TIMEOUT = 15.0
+CHANNEL_TIMEOUT = 120.0  # one request's answer (a chunk is at most a few MB)
+# Seconds to wait before each reconnect after a dropped connection: about a
+# minute in all, enough for a server restart or a short network outage.
+RETRY_DELAYS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
+FSYNC = "fsync@openssh.com"
+
+T = TypeVar("T")
+
+# Keys trusted on first use by this process, by known_hosts name ([host]:port).
+_first_use: dict[str, paramiko.PKey] = {}
+_first_use_lock = threading.Lock()
 
 
-class _LogUnknownHost(paramiko.MissingHostKeyPolicy):
+def known_hosts_name(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def describe_key(key: paramiko.PKey) -> str:
+    """``ssh-ed25519 SHA256:...``: what ssh-keygen -l shows, for people to compare."""
+    return f"{key.get_name()} {key.fingerprint}"
+
+
+class _Unreachable(RepositoryError):
+    """The connection could not be made (a retry may help, unlike a refused login)."""
+
+
+class _Sftp(paramiko.SFTPClient):
+    """An SFTP session that keeps the extensions the server announced in its
+    version packet (paramiko reads and drops them)."""
+
+    extensions: dict[str, bytes]
+
+    def _send_version(self) -> int:
+        # paramiko's own packet calls (private, not in its type stubs)
+        send, receive = getattr(self, "_send_packet"), getattr(self, "_read_packet")  # noqa: B009
+        init = paramiko.Message()
+        init.add_int(3)
+        send(CMD_INIT, init)
+        kind, data = receive()
+        if kind != CMD_VERSION:
+            raise paramiko.SFTPError("Incompatible sftp protocol")
+        msg = paramiko.Message(data)
+        version = msg.get_int()
+        self.extensions = {}
+        while msg.get_remainder():
+            name = msg.get_text()
+            self.extensions[name] = msg.get_binary()
+        return version
+
+
+class _HostKeyCheck(paramiko.MissingHostKeyPolicy):
+    """Called by paramiko, before any login, for a key it does not find in
+    the client's host keys (a key of the same type that differs raises
+    BadHostKeyException in paramiko itself)."""
+
+    def __init__(self, store: SftpStore, pinned: str | None, sources: list[str]) -> None:
+        self.store = store
+        self.pinned = pinned
+        self.sources = sources
+
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
                          key: paramiko.PKey) -> None:
-        log.warning("unknown SSH host %s, key %s %s accepted (not in known_hosts)",
-                    hostname, key.get_name(), key.fingerprint)
+        got = describe_key(key)
+        if self.pinned is not None:
+            if key.fingerprint == self.pinned:
+                return
+            raise self.store.changed_key(f"the URL pins {self.pinned}", got, pinned=True)
+        known = client.get_host_keys().lookup(hostname)
+        if known:
+            # Known, but under other key types only: the server no longer has them.
+            have = ", ".join(describe_key(k) for k in known.values())
+            raise self.store.changed_key(f"{' or '.join(self.sources)} has {have}", got)
+        with _first_use_lock:
+            earlier = _first_use.setdefault(hostname, key)
+        if earlier != key:
+            raise self.store.changed_key(f"this session first saw {describe_key(earlier)}", got)
+        if earlier is key:
+            s = self.store
+            log.warning(
+                "SSH host %s port %d is not in known_hosts: trusting its key %s on first use "
+                "(to pin it, add ?fingerprint=%s to the URL, or its key to "
+                "LIFERAFT_SSH_KNOWN_HOSTS or %s)",
+                s.host, s.port, got, key.fingerprint, GLOBAL_KNOWN_HOSTS,
+            )  # fmt: skip
 
 
 class SftpStore(Store):
@@ -56,24 +161,86 @@ class SftpStore(Store):
         self.location = f"sftp://{self.user}@{self.host}{port}{self.root}"
         reject_password_in_url(self.location, parts.password)
         query = parse_qs(parts.query)
-        self.key = (query.get("key") or [os.environ.get("LIFERAFT_SSH_KEY", "")])[0] or None
-        self._client = self._connect()
+
+        def option(name: str, env: str | None = None) -> str | None:
+            value = (query.get(name) or [os.environ.get(env, "") if env else ""])[0]
+            return value or None
+
+        self.key = option("key", "LIFERAFT_SSH_KEY")
+        self.known_hosts = option("known_hosts", "LIFERAFT_SSH_KNOWN_HOSTS")
+        pinned = option("fingerprint")
+        # A query string turns '+' into ' '; base64 has no spaces.
+        self.pinned = pinned.replace(" ", "+") if pinned else None
+        if self.pinned is not None and not self.pinned.startswith("SHA256:"):
+            raise RepositoryError(
+                f"repository {self.location}: fingerprint={self.pinned} is not a SHA256 "
+                "fingerprint",
+                hint="write it as ssh-keygen -l shows it: fingerprint=SHA256:...",
+            )
+        self._fsync_warned = False
         self._local = threading.local()
         self._channels: list[paramiko.SFTPClient] = []
         self._lock = threading.Lock()
+        self._generation = 0  # bumped by each reconnect; a thread's channel is of one
+        self._reconnect_lock = threading.Lock()
+        self._closed = False
+        self._client = self._connect()
 
     # -- connection ----------------------------------------------------------
-    def _connect(self) -> paramiko.SSHClient:
+    def _known_hosts_files(self) -> list[str]:
+        if self.known_hosts is not None:
+            if not os.path.isfile(self.known_hosts):
+                raise RepositoryError(
+                    f"repository {self.location}: the known_hosts file {self.known_hosts} "
+                    "does not exist",
+                    hint="check LIFERAFT_SSH_KNOWN_HOSTS or ?known_hosts= in the URL",
+                )
+            files = [self.known_hosts]
+        else:
+            files = [os.path.expanduser("~/.ssh/known_hosts")]
+        return [f for f in [*files, GLOBAL_KNOWN_HOSTS] if os.path.isfile(f)]
+
+    def _client_with_host_keys(self) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
-        known = os.environ.get("LIFERAFT_KNOWN_HOSTS")
-        try:
-            if known:
-                client.load_host_keys(known)
-            else:
-                client.load_system_host_keys()
-        except OSError:
-            pass
-        client.set_missing_host_key_policy(_LogUnknownHost())
+        sources: list[str] = []
+        if self.pinned is None:
+            keys = client.get_host_keys()
+            for path in self._known_hosts_files():
+                try:
+                    keys.load(path)
+                except (OSError, paramiko.SSHException, ValueError) as exc:
+                    raise RepositoryError(
+                        f"repository {self.location}: cannot read the known_hosts file "
+                        f"{path}: {_reason(exc)}",
+                        hint="fix or remove the file's bad lines",
+                    ) from None
+                sources.append(path)
+            name = known_hosts_name(self.host, self.port)
+            with _first_use_lock:
+                earlier = _first_use.get(name)
+            if earlier is not None and keys.lookup(name) is None:
+                keys.add(name, earlier.get_name(), earlier)
+        client.set_missing_host_key_policy(
+            _HostKeyCheck(self, self.pinned, sources or ["known_hosts"]))
+        return client
+
+    def changed_key(self, expected: str, got: str, pinned: bool = False) -> RepositoryError:
+        if pinned:
+            hint = ("check the fingerprint in the URL against `ssh-keygen -lf` of the server's "
+                    "host key; if they differ, someone may be in between")
+        else:
+            name = known_hosts_name(self.host, self.port)
+            hint = (f"if {self.host} was reinstalled, remove its old key "
+                    f"(ssh-keygen -R '{name}' -f FILE) and connect again; otherwise someone "
+                    "may be in between: do not go on")
+        return RepositoryError(
+            f"repository {self.location}: the SSH host key of {self.host} port {self.port} "
+            f"has changed: {expected}, the server sent {got}",
+            hint=hint,
+        )
+
+    def _connect(self) -> paramiko.SSHClient:
+        client = self._client_with_host_keys()
         who = f"{self.user}@{self.host}"
         password = password_for(who, ask=False)
         asked = False
@@ -99,41 +266,117 @@ class SftpStore(Store):
                 ) from None
             except paramiko.BadHostKeyException as exc:
                 client.close()
-                raise RepositoryError(
-                    f"repository {self.location}: the SSH host key of {self.host} is not the "
-                    f"one in known_hosts (now {exc.key.get_name()} {exc.key.fingerprint})",
-                    hint="if the server was reinstalled, update known_hosts; otherwise "
-                         "someone may be in between",
+                raise self.changed_key(
+                    f"known_hosts has {describe_key(exc.expected_key)}", describe_key(exc.key)
                 ) from None
+            except RepositoryError:
+                client.close()
+                raise
             except (OSError, paramiko.SSHException, EOFError) as exc:
                 client.close()
-                raise RepositoryError(
+                raise _Unreachable(
                     f"repository {self.location}: cannot connect to {self.host} port "
                     f"{self.port}: {_reason(exc)}",
                     hint="check that the SSH server runs and is reachable, the host name, "
                          "the port and the network",
                 ) from None
 
-    def _sftp(self) -> paramiko.SFTPClient:
-        s: paramiko.SFTPClient | None = getattr(self._local, "sftp", None)
-        if s is None:
+    def _alive(self) -> bool:
+        transport = self._client.get_transport()
+        return transport is not None and transport.is_active()
+
+    def _reconnect(self, generation: int) -> None:
+        """A new SSH connection, unless another thread made one since ``generation``."""
+        with self._reconnect_lock:
+            if self._generation != generation or self._closed:
+                return
+            self._drop_channels()
+            self._client.close()
+            self._client = self._connect()
+            self._generation += 1
+            log.warning("reconnected to %s port %d", self.host, self.port)
+
+    def _retrying(self, what: str, op: Callable[[_Sftp], T]) -> T:
+        """``op`` on this thread's channel; after a dropped connection,
+        reconnect and do it again, with backoff."""
+        delays = iter(RETRY_DELAYS)
+        while True:
+            generation = self._generation
             try:
-                s = self._client.open_sftp()
-            except (paramiko.SSHException, OSError, EOFError) as exc:
-                raise RepositoryError(
-                    f"repository {self.location}: {self.host} did not open an SFTP session: "
-                    f"{_reason(exc)}",
-                    hint="the SSH server must offer the sftp subsystem",
-                ) from None
-            self._local.sftp = s
-            with self._lock:
-                self._channels.append(s)
+                return op(self._sftp())
+            except FileNotFoundError:
+                raise
+            except (OSError, paramiko.SSHException, EOFError) as exc:
+                # An OSError on a live connection is the server's answer
+                # (permission denied, disk full): retrying cannot help. A
+                # timeout leaves the channel out of step: start again.
+                dropped = (not isinstance(exc, OSError) or isinstance(exc, TimeoutError)
+                           or not self._alive())
+                if not dropped or self._closed:
+                    raise
+                error: BaseException = exc
+            while self._generation == generation:  # else another thread reconnected
+                delay = next(delays, None)
+                if delay is None:
+                    raise RepositoryError(
+                        f"repository {self.location}: the connection to {self.host} was lost "
+                        f"while {what} and could not be made again ({len(RETRY_DELAYS)} tries "
+                        f"in {sum(RETRY_DELAYS):.0f} s): {_reason(error)}",
+                        hint="check that the SSH server runs and the network; then run the "
+                             "same command again",
+                    ) from None
+                log.warning("connection to %s port %d lost while %s (%s); reconnecting in "
+                            "%.0f s", self.host, self.port, what, _reason(error), delay)
+                time.sleep(delay)
+                try:
+                    self._reconnect(generation)
+                except _Unreachable as exc:
+                    error = exc
+
+    def _sftp(self) -> _Sftp:
+        mine: tuple[int, _Sftp] | None = getattr(self._local, "sftp", None)
+        if mine is not None and mine[0] == self._generation:
+            return mine[1]
+        generation = self._generation
+        transport = self._client.get_transport()
+        if transport is None:
+            raise paramiko.SSHException("not connected")
+        try:
+            s = _Sftp.from_transport(transport)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            if not self._alive():
+                raise
+            raise RepositoryError(
+                f"repository {self.location}: {self.host} did not open an SFTP session: "
+                f"{_reason(exc)}",
+                hint="the SSH server must offer the sftp subsystem",
+            ) from None
+        if s is None:
+            raise paramiko.SSHException("no SFTP channel")
+        # A server that stops answering must not hang a restore for ever.
+        channel = s.get_channel()
+        if channel is not None:
+            channel.settimeout(CHANNEL_TIMEOUT)
+        self._local.sftp = (generation, s)
+        with self._lock:
+            self._channels.append(s)
         return s
+
+    def _drop_channels(self) -> None:
+        with self._lock:
+            channels, self._channels = self._channels, []
+        for s in channels:
+            try:
+                s.close()
+            except (OSError, paramiko.SSHException, EOFError):
+                pass
 
     def _path(self, rel: str) -> str:
         return posixpath.join(self.root, rel)
 
     def _error(self, what: str, exc: BaseException) -> RepositoryError:
+        if isinstance(exc, RepositoryError):
+            return exc
         if isinstance(exc, PermissionError):
             return RepositoryError(
                 f"repository {self.location}: permission denied: {what}",
@@ -149,11 +392,14 @@ class SftpStore(Store):
 
     # -- reading -------------------------------------------------------------
     def read(self, rel: str) -> bytes:
-        try:
-            with self._sftp().open(self._path(rel), "rb") as f:
+        def op(sftp: _Sftp) -> bytes:
+            with sftp.open(self._path(rel), "rb") as f:
                 f.prefetch()
                 data: bytes = f.read()
                 return data
+
+        try:
+            return self._retrying(f"reading {rel}", op)
         except FileNotFoundError:
             raise FileNotFoundError(rel) from None
         except (OSError, paramiko.SSHException, EOFError) as exc:
@@ -161,7 +407,9 @@ class SftpStore(Store):
 
     def has(self, rel: str) -> bool:
         try:
-            return (self._sftp().stat(self._path(rel)).st_size or 0) > 0
+            size = self._retrying(f"looking up {rel}",
+                                  lambda s: s.stat(self._path(rel)).st_size or 0)
+            return size > 0
         except FileNotFoundError:
             return False
         except (OSError, paramiko.SSHException, EOFError) as exc:
@@ -169,15 +417,14 @@ class SftpStore(Store):
 
     def list(self, rel: str) -> list[str]:
         try:
-            return sorted(self._sftp().listdir(self._path(rel)))
+            return sorted(self._retrying(f"listing {rel}", lambda s: s.listdir(self._path(rel))))
         except FileNotFoundError:
             return []
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise self._error(f"listing {rel}", exc) from None
 
     # -- writing -------------------------------------------------------------
-    def _makedirs(self, path: str) -> None:
-        sftp = self._sftp()
+    def _makedirs(self, sftp: paramiko.SFTPClient, path: str) -> None:
         missing = []
         while path not in ("/", ""):
             try:
@@ -196,44 +443,61 @@ class SftpStore(Store):
                 if not stat.S_ISDIR(sftp.stat(p).st_mode or 0):
                     raise
 
-    def write(self, rel: str, data: bytes, *, durable: bool) -> None:
-        sftp = self._sftp()
+    def _fsync(self, sftp: _Sftp, f: paramiko.SFTPFile) -> None:
+        """The file's data on the server's disk. Requests on a channel are
+        answered in order, so this also waits for every pipelined write."""
+        if FSYNC not in sftp.extensions:
+            if not self._fsync_warned:
+                self._fsync_warned = True
+                log.warning("SFTP server %s does not offer %s: what is written is only as "
+                            "safe as the server's own write-back", self.host, FSYNC)
+            return
+        request = getattr(sftp, "_request")  # noqa: B009 - paramiko has no public call for it
+        request(CMD_EXTENDED, FSYNC, f.handle)
+
+    def _write_once(self, sftp: _Sftp, rel: str, data: bytes) -> None:
         final = self._path(rel)
         tmp = self._path(f"tmp/{posixpath.basename(rel)}.{uuid.uuid4().hex[:12]}")
         try:
+            with sftp.open(tmp, "wb") as f:
+                f.set_pipelined(True)
+                f.write(data)
+                f.flush()
+                self._fsync(sftp, f)
+            # (close() above raised any error of a pipelined write)
             try:
-                with sftp.open(tmp, "wb") as f:
-                    f.set_pipelined(True)
-                    f.write(data)
-                    if durable:
-                        _fsync(f)
-                try:
-                    sftp.posix_rename(tmp, final)
-                except FileNotFoundError:
-                    self._makedirs(posixpath.dirname(final))
-                    sftp.posix_rename(tmp, final)
-            except BaseException:
-                try:
+                sftp.posix_rename(tmp, final)
+            except FileNotFoundError:
+                self._makedirs(sftp, posixpath.dirname(final))
+                sftp.posix_rename(tmp, final)
+        except BaseException:
+            try:
+                if self._alive():
                     sftp.remove(tmp)
-                except (OSError, paramiko.SSHException, EOFError):
-                    pass
-                raise
+            except (OSError, paramiko.SSHException, EOFError):
+                pass
+            raise
+
+    def write(self, rel: str, data: bytes, *, durable: bool) -> None:
+        # Durable or not, every file is fsynced before its rename: SFTP has no
+        # syncfs, so sync() could not reach earlier writes later.
+        try:
+            self._retrying(f"writing {rel}", lambda s: self._write_once(s, rel, data))
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise self._error(f"writing {rel}", exc) from None
 
     def sync(self) -> None:
-        # Each durable write is fsynced by the server; chunk writes are
-        # closed files on the server, which its own kernel flushes. SFTP has
-        # no syncfs, so this is as far as a client can go.
+        # Each write was fsynced before its rename (see write()).
         return None
 
     def check_writable(self) -> None:
         probe = f"tmp/.probe-{uuid.uuid4().hex}"
         try:
-            self._makedirs(self._path("tmp"))
-            with self._sftp().open(self._path(probe), "wb") as f:
+            sftp = self._sftp()
+            self._makedirs(sftp, self._path("tmp"))
+            with sftp.open(self._path(probe), "wb") as f:
                 f.write(b"x")
-            self._sftp().remove(self._path(probe))
+            sftp.remove(self._path(probe))
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise self._error("writing a test file", exc) from None
 
@@ -252,14 +516,15 @@ class SftpStore(Store):
 
     def prepare_new(self) -> None:
         try:
-            self._makedirs(self.root)
-            if self._sftp().listdir(self.root):
+            sftp = self._sftp()
+            self._makedirs(sftp, self.root)
+            if sftp.listdir(self.root):
                 raise RepositoryError(
                     f"{self.location} is not empty and not a liferaft repository",
                     hint="choose an empty or new folder for a new repository",
                 )
             for sub in ("chunks", "images", "tmp"):
-                self._makedirs(self._path(sub))
+                self._makedirs(sftp, self._path(sub))
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise self._error("creating the repository", exc) from None
 
@@ -274,24 +539,14 @@ class SftpStore(Store):
             pass
 
     def close(self) -> None:
-        with self._lock:
-            for s in self._channels:
-                s.close()
-            self._channels.clear()
+        self._closed = True
+        self._drop_channels()
         self._client.close()
 
 
-def _fsync(f: paramiko.SFTPFile) -> None:
-    """fsync@openssh.com on an open file, if the server offers it (paramiko
-    has no public call for it)."""
-    try:
-        request = getattr(f.sftp, "_request")  # noqa: B009 - private in paramiko
-        request(paramiko.sftp.CMD_EXTENDED, "fsync@openssh.com", f.handle)
-    except (OSError, paramiko.SSHException) as exc:
-        log.debug("server cannot fsync: %s", exc)
-
-
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RepositoryError):
+        return exc.message
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, ConnectionRefusedError):

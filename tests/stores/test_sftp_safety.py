@@ -1,0 +1,224 @@
+"""The SFTP store against OpenSSH's sshd on loopback, where it must be safe:
+
+- every chunk and the manifest are fsynced on the server before they are
+  renamed into place, the manifest after all chunks (seen with strace on
+  the server, not taken on trust from the client);
+- host keys: an unknown host is trusted on first use with its SHA256
+  fingerprint printed; a fingerprint pinned in the URL is enforced; a
+  known_hosts entry with another key is a one-line error naming the host
+  and both fingerprints, and the restore writes nothing;
+- the sshd session killed halfway through a restore: the store reconnects
+  and the restore finishes, checksums equal.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from rescue_app.engine.disks import reread_partitions
+from tests.enginekit import REPO_ROOT, assert_one_line_error, check_restored, liferaft
+from tests.stores.conftest import DISK_BYTES, Captured
+from tests.stores.serverkit import CountingProxy, Sshd, sshd
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def server(workdir, monkeypatch):
+    with sshd(os.path.join(workdir, "sshd")) as s:
+        monkeypatch.setenv("LIFERAFT_SSH_KEY", s.client_key)
+        monkeypatch.setenv("LIFERAFT_SSH_KNOWN_HOSTS", s.known_hosts)
+        monkeypatch.delenv("LIFERAFT_PASSWORD", raising=False)
+        yield s
+
+
+def _remote_copy(captured: Captured, workdir: str) -> str:
+    """The captured repository where sshd serves it (the same file system)."""
+    remote = os.path.join(workdir, "remote")
+    shutil.copytree(captured.repo, remote)
+    return remote
+
+
+def _restore(url: str, target: str) -> subprocess.CompletedProcess[str]:
+    return liferaft("restore", "--repo", url, "--image", "src", "--to", target, "--yes",
+                    check=False)
+
+
+def _all_zero(dev: str) -> bool:
+    with open(dev, "rb") as f:
+        while block := f.read(4 << 20):
+            if block.count(0) != len(block):
+                return False
+    return True
+
+
+# -- durability ------------------------------------------------------------------
+
+
+def _traced(server: Sshd, out: str) -> subprocess.Popen[bytes]:
+    """strace on sshd and every session it forks: file syscalls, fds with their paths."""
+    proc = subprocess.Popen(
+        ["strace", "-f", "-qq", "-y", "-o", out, "-e",
+         "trace=fsync,fdatasync,rename,renameat,renameat2", "-p", str(server.proc.pid)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(f"/proc/{server.proc.pid}/status") as f:
+            if re.search(r"^TracerPid:\s*[1-9]", f.read(), re.M):
+                return proc
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("strace did not attach to sshd")
+
+
+def test_chunks_then_manifest_are_on_the_servers_disk_before_publishing(captured, server,
+                                                                        workdir):  # fmt: skip
+    remote = os.path.join(workdir, "fresh")
+    url = f"sftp://root@127.0.0.1:{server.port}{remote}"
+    trace = os.path.join(workdir, "strace.log")
+    strace = _traced(server, trace)
+    try:
+        liferaft("capture", "--repo", url, "--name", "net", captured.source.dev)
+    finally:
+        strace.send_signal(signal.SIGINT)
+        strace.wait(10)
+    fsynced: set[str] = set()
+    pending: dict[str, str] = {}  # pid -> file of an fsync another process interrupted
+    renames: list[tuple[str, str]] = []
+    with open(trace) as f:
+        for line in f:
+            pid = line.split(maxsplit=1)[0]
+            if m := re.search(r"\bf(?:data)?sync\(\d+<([^>]+)>(\)\s*= 0| <unfinished)", line):
+                if m.group(2).startswith(")"):
+                    fsynced.add(m.group(1))
+                else:
+                    pending[pid] = m.group(1)
+            elif re.search(r"<\.\.\. f(data)?sync resumed>\)\s*= 0", line):
+                fsynced.add(pending.pop(pid))
+            elif m := re.search(r'rename(?:at2?)?\((?:[^,]+, )?"([^"]+)", (?:[^,]+, )?"([^"]+)"'
+                                r".*\)\s*= 0", line):  # fmt: skip
+                old, new = m.group(1), m.group(2)
+                # Each file reached its place only after its data was on disk.
+                assert old in fsynced, f"{new} renamed into place without an fsync of {old}"
+                renames.append((old, new))
+    placed = [os.path.relpath(new, remote) for _old, new in renames]
+    chunks = [i for i, rel in enumerate(placed) if rel.startswith("chunks/")]
+    manifests = [i for i, rel in enumerate(placed) if rel.startswith("images/net/")]
+    stored = sum(len(files) for _d, _s, files in os.walk(os.path.join(remote, "chunks")))
+    assert len(chunks) == stored > 0
+    assert len(manifests) == 1 and manifests[0] > max(chunks), placed
+    assert placed.index("index.json") > manifests[0]
+    assert placed[0] == "liferaft-repository.json"
+
+
+# -- host keys ----------------------------------------------------------------------
+
+
+def test_unknown_host_is_trusted_on_first_use_and_shown(captured, server, workdir,
+                                                        monkeypatch):  # fmt: skip
+    url = f"sftp://root@127.0.0.1:{server.port}{_remote_copy(captured, workdir)}"
+    empty = os.path.join(workdir, "empty_known_hosts")
+    open(empty, "w").close()
+    monkeypatch.setenv("LIFERAFT_SSH_KNOWN_HOSTS", empty)
+    fingerprint = server.fingerprint()
+    proc = liferaft("images", "--repo", url)
+    assert "src@" in proc.stdout
+    warning = [ln for ln in proc.stderr.splitlines() if "trusting its key" in ln]
+    assert len(warning) == 1, proc.stderr
+    assert f"ssh-ed25519 {fingerprint}" in warning[0] and "127.0.0.1 port" in warning[0]
+    assert f"?fingerprint={fingerprint}" in warning[0]
+
+    # The fingerprint pinned in the URL: no question, no warning.
+    pinned = liferaft("images", "--repo", f"{url}?fingerprint={fingerprint}")
+    assert "src@" in pinned.stdout and "trusting" not in pinned.stderr
+    # Listed in known_hosts: quiet too.
+    monkeypatch.setenv("LIFERAFT_SSH_KNOWN_HOSTS", server.known_hosts)
+    quiet = liferaft("images", "--repo", url)
+    assert "trusting" not in quiet.stderr
+
+    wrong = "SHA256:" + "A" * 43
+    proc = liferaft("images", "--repo", f"{url}?fingerprint={wrong}", check=False)
+    assert_one_line_error(proc, "host key of 127.0.0.1", "has changed", wrong, fingerprint)
+
+
+def _other_key(workdir: str, kind: str) -> tuple[str, str]:
+    """(public key line, SHA256 fingerprint) of a new key that is not the server's."""
+    path = os.path.join(workdir, f"other_{kind}")
+    extra = ["-b", "2048"] if kind == "rsa" else []
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, *extra, "-N", "", "-f", path], check=True)
+    line = open(path + ".pub").read().split()
+    fp = subprocess.run(["ssh-keygen", "-l", "-f", path + ".pub"], check=True,
+                        capture_output=True, text=True).stdout.split()[1]  # fmt: skip
+    return f"{line[0]} {line[1]}", fp
+
+
+def test_changed_host_key_is_refused_before_anything_is_written(captured, server, loopdisk,
+                                                                workdir, monkeypatch):  # fmt: skip
+    url = f"sftp://root@127.0.0.1:{server.port}{_remote_copy(captured, workdir)}"
+    target = loopdisk(DISK_BYTES)
+    real = server.fingerprint()
+    for kind in ("ed25519", "rsa"):  # the same key type, and a type the server lacks
+        pub, fp = _other_key(workdir, kind)
+        known = os.path.join(workdir, f"known_{kind}")
+        with open(known, "w") as f:
+            f.write(f"[127.0.0.1]:{server.port} {pub}\n")
+        monkeypatch.setenv("LIFERAFT_SSH_KNOWN_HOSTS", known)
+        proc = _restore(url, target)
+        line = assert_one_line_error(proc, "SSH host key of 127.0.0.1 port", "has changed",
+                                     fp, real, "ssh-keygen -R")  # fmt: skip
+        print(line)
+        assert _all_zero(target), "the target was written to"
+    # The hint's way out works: the right key in known_hosts, the restore goes through.
+    monkeypatch.setenv("LIFERAFT_SSH_KNOWN_HOSTS", server.known_hosts)
+    proc = _restore(url, target)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_missing_known_hosts_file_is_one_line(server, workdir, monkeypatch):
+    monkeypatch.setenv("LIFERAFT_SSH_KNOWN_HOSTS", os.path.join(workdir, "nope"))
+    proc = liferaft("images", "--repo", f"sftp://root@127.0.0.1:{server.port}{workdir}",
+                    check=False)  # fmt: skip
+    assert_one_line_error(proc, "known_hosts file", "does not exist")
+
+
+# -- dropped connection -----------------------------------------------------------------
+
+
+def test_restore_goes_on_after_the_ssh_session_is_killed(captured, server, loopdisk, workdir,
+                                                         monkeypatch):  # fmt: skip
+    remote = _remote_copy(captured, workdir)
+    # ~6 s of downloading through the proxy, so there is a middle to kill the session in.
+    with CountingProxy(server.port, rate=captured.chunk_bytes / 6) as proxy:
+        monkeypatch.setenv("LIFERAFT_SSH_KNOWN_HOSTS",
+                           server.known_hosts_for(proxy.port, os.path.join(workdir, "kh")))
+        target = loopdisk(DISK_BYTES)
+        argv = [os.path.join(REPO_ROOT, ".venv", "bin", "python"), "-m", "rescue_app.cli",
+                "restore", "--repo", f"sftp://root@127.0.0.1:{proxy.port}{remote}",
+                "--image", "src", "--to", target, "--yes"]  # fmt: skip
+        started = time.monotonic()
+        proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        killed: list[int] = []
+        while proc.poll() is None and not killed:
+            if proxy.served > captured.chunk_bytes // 2:
+                killed = server.sessions()
+                for pid in killed:
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.02)
+        out, err = proc.communicate(timeout=300)
+        served = proxy.served
+    print(f"restore with a killed session: {time.monotonic() - started:.1f} s, "
+          f"{served / 1e6:.1f} MB through the proxy for {captured.chunk_bytes / 1e6:.1f} MB "
+          "of chunks")
+    assert killed, "the restore finished before the session could be killed"
+    assert proc.returncode == 0, err
+    assert "lost while reading" in err and "reconnected to 127.0.0.1" in err, err
+    check_restored(captured.source, reread_partitions(target, len(captured.source.nodes)))
