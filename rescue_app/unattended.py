@@ -36,10 +36,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rescue_app.errors import LiferaftError, UsageError
 from rescue_app.progress import Progress
+
+if TYPE_CHECKING:
+    from rescue_app.engine.credentials import Credentials
 
 log = logging.getLogger("liferaft.unattended")
 
@@ -273,7 +276,7 @@ def load_credentials(spec: str) -> None:
     log.info("credentials from %s: %d entr%s", spec, count, "y" if count == 1 else "ies")
 
 
-def _read_credentials(device: str | None, path: str) -> Any:
+def _read_credentials(device: str | None, path: str) -> Credentials:
     from rescue_app.engine import credentials
 
     if device is None:
