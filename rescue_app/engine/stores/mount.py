@@ -117,37 +117,56 @@ def credentials_file(directory: str, user: str, password: str,
 
 
 def _mount_error(plan: MountPlan, stderr: str) -> RepositoryError:
+    """One line for what mount.cifs / mount.nfs4 said. Their words, as seen in
+    the rescue system against smbd and nfs-ganesha: a wrong password is
+    "mount error(13): Permission denied", an unknown share "mount error(2): No
+    such file or directory", an unknown export "mount.nfs4: mounting H:/P
+    failed, reason given by server: No such file or directory", a host that
+    does not let us in "mount.nfs4: access denied by server while mounting"."""
     text = stderr.lower()
-    what = "SMB share" if plan.fstype == "cifs" else "NFS export"
+    smb = plan.fstype == "cifs"
+    what = "SMB share" if smb else "NFS export"
+    place = f"repository {plan.location}"
     if "unknown filesystem type" in text or "no such device" in text:
-        pkg = "cifs" if plan.fstype == "cifs" else "nfs"
+        pkg = "cifs" if smb else "nfs"
         return RepositoryError(
-            f"repository {plan.location}: this kernel cannot mount {pkg}",
+            f"{place}: this kernel cannot mount {pkg}",
             hint=f"use the liferaft rescue system, or load the {pkg} kernel module",
         )
     if "helper program" in text or "bad option" in text:
-        pkg = "cifs-utils" if plan.fstype == "cifs" else "nfs-common"
-        return RepositoryError(f"repository {plan.location}: cannot mount the {what}",
-                               hint=f"install {pkg}")
+        pkg = "cifs-utils" if smb else "nfs-common"
+        return RepositoryError(f"{place}: cannot mount the {what}", hint=f"install {pkg}")
     if "permission denied" in text or "error(13)" in text or "access denied" in text:
+        if smb:
+            return RepositoryError(
+                f"{place}: the server refused the login (wrong user name or password?)",
+                hint="check the user in the URL and the password (LIFERAFT_PASSWORD)",
+            )
         return RepositoryError(
-            f"repository {plan.location}: the server refused access to the {what} "
-            "(wrong user name or password?)",
-            hint="check the user in the URL and the password (LIFERAFT_PASSWORD)",
+            f"{place}: the server refused access to the NFS export",
+            hint="the export's client list on the server must allow this machine's address",
         )
     if "no such file" in text or "error(2)" in text or "error(6)" in text:
+        if smb:
+            share = plan.source.rsplit("/", 1)[-1]
+            return RepositoryError(
+                f"{place}: the server has no share named {share!r}",
+                hint="check the share name in the URL: smb://[USER@]HOST/SHARE/PATH",
+            )
+        export = plan.source.split(":", 1)[1]
         return RepositoryError(
-            f"repository {plan.location}: the server has no such {what} or folder",
-            hint="check the share/export name and the path in the URL",
+            f"{place}: the server exports no {export} (no such export or folder)",
+            hint="check the export path in the URL: nfs://HOST/EXPORT/PATH",
         )
     if "host is down" in text or "timed out" in text or "refused" in text \
-            or "unreachable" in text or "error(112)" in text or "error(111)" in text:
+            or "unreachable" in text or "no route" in text or "did not finish" in text \
+            or any(f"error({n})" in text for n in (110, 111, 112, 113)):
         return RepositoryError(
-            f"repository {plan.location}: cannot reach the server",
+            f"{place}: cannot reach the server",
             hint="check the host name, that the server runs, and the network",
         )
     line = stderr.strip().splitlines()[-1] if stderr.strip() else "mount failed"
-    return RepositoryError(f"repository {plan.location}: cannot mount the {what}: {line}")
+    return RepositoryError(f"{place}: cannot mount the {what}: {line}")
 
 
 class MountStore(Store):
