@@ -214,6 +214,10 @@ class Sshd:
     log: str  # sshd's stderr
     proc: subprocess.Popen[bytes]
 
+    def __iter__(self) -> Iterator[object]:
+        """``port, client_key, known_hosts = server``, as tests written before this class."""
+        return iter((self.port, self.client_key, self.known_hosts))
+
     def host_pub(self) -> str:
         with open(self.host_key + ".pub") as f:
             return f.read().strip()

@@ -79,6 +79,23 @@ def _traced(server: Sshd, out: str) -> subprocess.Popen[bytes]:
     raise AssertionError("strace did not attach to sshd")
 
 
+def _whole_calls(trace: str) -> list[str]:
+    """strace's lines in order of completion, each call whole: a call another
+    process interrupted ("<unfinished ...>") is joined with its "<... resumed>"."""
+    started: dict[str, str] = {}
+    calls = []
+    with open(trace) as f:
+        for line in f:
+            pid, _, rest = line.rstrip("\n").partition(" ")
+            if rest.endswith("<unfinished ...>"):
+                started[pid] = rest.removesuffix("<unfinished ...>").rstrip()
+            elif m := re.match(r"<\.\.\. \w+ resumed>(.*)", rest):
+                calls.append(started.pop(pid, "") + m.group(1))
+            else:
+                calls.append(rest)
+    return calls
+
+
 def test_chunks_then_manifest_are_on_the_servers_disk_before_publishing(captured, server,
                                                                         workdir):  # fmt: skip
     remote = os.path.join(workdir, "fresh")
@@ -91,24 +108,16 @@ def test_chunks_then_manifest_are_on_the_servers_disk_before_publishing(captured
         strace.send_signal(signal.SIGINT)
         strace.wait(10)
     fsynced: set[str] = set()
-    pending: dict[str, str] = {}  # pid -> file of an fsync another process interrupted
     renames: list[tuple[str, str]] = []
-    with open(trace) as f:
-        for line in f:
-            pid = line.split(maxsplit=1)[0]
-            if m := re.search(r"\bf(?:data)?sync\(\d+<([^>]+)>(\)\s*= 0| <unfinished)", line):
-                if m.group(2).startswith(")"):
-                    fsynced.add(m.group(1))
-                else:
-                    pending[pid] = m.group(1)
-            elif re.search(r"<\.\.\. f(data)?sync resumed>\)\s*= 0", line):
-                fsynced.add(pending.pop(pid))
-            elif m := re.search(r'rename(?:at2?)?\((?:[^,]+, )?"([^"]+)", (?:[^,]+, )?"([^"]+)"'
-                                r".*\)\s*= 0", line):  # fmt: skip
-                old, new = m.group(1), m.group(2)
-                # Each file reached its place only after its data was on disk.
-                assert old in fsynced, f"{new} renamed into place without an fsync of {old}"
-                renames.append((old, new))
+    for line in _whole_calls(trace):
+        if m := re.search(r"\bf(?:data)?sync\(\d+<([^>]+)>\)\s*= 0", line):
+            fsynced.add(m.group(1))
+        elif m := re.search(r'rename(?:at2?)?\((?:[^,]+, )?"([^"]+)", (?:[^,]+, )?"([^"]+)"'
+                            r".*\)\s*= 0", line):  # fmt: skip
+            old, new = m.group(1), m.group(2)
+            # Each file reached its place only after its data was on disk.
+            assert old in fsynced, f"{new} renamed into place without an fsync of {old}"
+            renames.append((old, new))
     placed = [os.path.relpath(new, remote) for _old, new in renames]
     chunks = [i for i, rel in enumerate(placed) if rel.startswith("chunks/")]
     manifests = [i for i, rel in enumerate(placed) if rel.startswith("images/net/")]
@@ -222,3 +231,27 @@ def test_restore_goes_on_after_the_ssh_session_is_killed(captured, server, loopd
     assert proc.returncode == 0, err
     assert "lost while reading" in err and "reconnected to 127.0.0.1" in err, err
     check_restored(captured.source, reread_partitions(target, len(captured.source.nodes)))
+
+
+def test_key_and_host_key_from_the_credentials_file(captured, server, workdir, monkeypatch):
+    """The store takes the entry's SSH key and host keys: no known_hosts, no
+    first-use warning; an entry whose host key differs is refused."""
+    url = f"sftp://root@127.0.0.1:{server.port}{_remote_copy(captured, workdir)}"
+    for name in ("LIFERAFT_SSH_KEY", "LIFERAFT_SSH_KNOWN_HOSTS"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", workdir)  # no ~/.ssh keys or known_hosts of this machine
+    creds = os.path.join(workdir, "credentials.yaml")
+    monkeypatch.setenv("LIFERAFT_CREDENTIALS", creds)
+    other, other_fp = _other_key(workdir, "ed25519")
+    for host_key in (server.host_pub(), other):
+        with open(creds, "w") as f:
+            f.write(f"credentials:\n  - match: sftp://root@127.0.0.1:{server.port}/\n"
+                    f"    ssh_key_file: {server.client_key}\n"
+                    f"    host_keys: [\"{' '.join(host_key.split()[:2])}\"]\n")  # fmt: skip
+        os.chmod(creds, 0o600)
+        proc = liferaft("images", "--repo", url, check=False)
+        if host_key == other:
+            assert_one_line_error(proc, "has changed", other_fp, server.fingerprint())
+        else:
+            assert proc.returncode == 0 and "src@" in proc.stdout, proc.stderr
+            assert "trusting" not in proc.stderr

@@ -189,7 +189,7 @@ class MountStore(Store):
         plan = self.plan
         if plan.fstype == "cifs" and plan.user is not None:
             host = plan.source.split("/")[2]
-            password = password_for(f"{plan.user}@{host}")
+            password = password_for(f"{plan.user}@{host}", url=plan.location)
             if password is None:
                 raise RepositoryError(
                     f"repository {plan.location} needs the password of {plan.user}",

@@ -2,8 +2,9 @@
 
 Read-write. One SSH connection; each thread opens its own SFTP channel on it
 (paramiko's transport multiplexes channels safely, an SFTPClient must not be
-shared). Logins: a key (``?key=PATH`` or LIFERAFT_SSH_KEY, else the usual
-~/.ssh keys), then a password from the UI, LIFERAFT_PASSWORD or a prompt --
+shared). Logins: a key (``?key=PATH`` or LIFERAFT_SSH_KEY, else the
+credentials file's entry for the URL, else the usual ~/.ssh keys), then a
+password from the UI, LIFERAFT_PASSWORD, the credentials file or a prompt --
 never from the URL.
 
 Host keys are checked before any login, like ssh with
@@ -12,10 +13,10 @@ Host keys are checked before any login, like ssh with
 - ``?fingerprint=SHA256:...`` in the URL (a profile's repository) pins the key:
   any other key is refused;
 - otherwise the keys in the known_hosts file LIFERAFT_SSH_KNOWN_HOSTS or
-  ``?known_hosts=PATH`` (else ~/.ssh/known_hosts), and in
-  /etc/ssh/ssh_known_hosts (what a site puts on its rescue stick), count: a
-  host listed there with another key is a hard error that names both
-  fingerprints;
+  ``?known_hosts=PATH`` (else ~/.ssh/known_hosts), in
+  /etc/ssh/ssh_known_hosts (what a site puts on its rescue stick) and in the
+  credentials entry's ``host_keys`` count: a host listed there with another
+  key is a hard error that names both fingerprints;
 - a host listed nowhere is trusted on first use: its SHA256 fingerprint is
   logged as a warning (the console, the CLI's stderr), and every later
   connection of this process -- reconnects included -- must show the same
@@ -54,6 +55,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import paramiko
 from paramiko.sftp import CMD_EXTENDED, CMD_INIT, CMD_VERSION
 
+from rescue_app.engine import credentials
 from rescue_app.engine.stores import Store, password_for, reject_password_in_url
 from rescue_app.errors import RepositoryError
 
@@ -155,11 +157,16 @@ class SftpStore(Store):
                                   hint="write it as sftp://[USER@]HOST[:PORT]/PATH")
         self.host = parts.hostname
         self.port = parts.port or 22
-        self.user = unquote(parts.username) if parts.username else getpass.getuser()
+        bare = url.split("?", 1)[0]
+        # The credentials file's entry for this URL: user, key, host keys, password.
+        self.entry = credentials.find(bare)
+        user = unquote(parts.username) if parts.username else None
+        self.user = user or (self.entry.user if self.entry else None) or getpass.getuser()
         self.root = posixpath.normpath(unquote(parts.path) or "/")
         port = "" if self.port == 22 else f":{self.port}"
         self.location = f"sftp://{self.user}@{self.host}{port}{self.root}"
         reject_password_in_url(self.location, parts.password)
+        self.url = self.location if user is None else bare  # what credentials entries match
         query = parse_qs(parts.query)
 
         def option(name: str, env: str | None = None) -> str | None:
@@ -216,6 +223,12 @@ class SftpStore(Store):
                     ) from None
                 sources.append(path)
             name = known_hosts_name(self.host, self.port)
+            if self.entry is not None and self.entry.host_keys:
+                for line in self.entry.known_hosts_lines(self.host, self.port):
+                    entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
+                    if entry is not None:
+                        keys.add(name, entry.key.get_name(), entry.key)
+                sources.append(f"the credentials file's host_keys for {self.entry.match}")
             with _first_use_lock:
                 earlier = _first_use.get(name)
             if earlier is not None and keys.lookup(name) is None:
@@ -240,21 +253,24 @@ class SftpStore(Store):
         )
 
     def _connect(self) -> paramiko.SSHClient:
+        # The key of a credentials entry, unless ?key= or LIFERAFT_SSH_KEY names one.
+        pkey = self.entry.private_key() if self.entry is not None and not self.key else None
         client = self._client_with_host_keys()
         who = f"{self.user}@{self.host}"
-        password = password_for(who, ask=False)
+        password = password_for(who, ask=False, url=self.url)
         asked = False
         while True:
             try:
                 client.connect(self.host, self.port, username=self.user, password=password,
-                               key_filename=self.key, look_for_keys=self.key is None,
+                               pkey=pkey, key_filename=self.key,
+                               look_for_keys=self.key is None and pkey is None,
                                allow_agent=False, timeout=TIMEOUT, banner_timeout=TIMEOUT,
                                auth_timeout=TIMEOUT)
                 return client
             except paramiko.AuthenticationException:
                 if password is None and not asked:
                     asked = True
-                    password = password_for(who, ask=True)
+                    password = password_for(who, ask=True, url=self.url)
                     if password is not None:
                         continue
                 client.close()
