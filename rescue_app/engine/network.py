@@ -364,12 +364,22 @@ def _apply(iface: str, text: str, config_dir: str) -> None:
     run(["networkctl", "reconfigure", iface], timeout=30)
 
 
-def _wait(iface: str, timeout: float, done: Any) -> Interface | None:
-    """Poll until ``done(interface)``; the last state seen or None on timeout."""
+def _wait(iface: str, timeout: float, done: Any, *, settled: bool = True) -> Interface | None:
+    """Poll until ``done(interface)`` (and, if ``settled``, networkd is through
+    with the link); the interface then, or None on timeout."""
     deadline = time.monotonic() + timeout
     while True:
         now = status().interface(iface)
-        if now is not None and done(now):
+        if now is not None and now.setup == "failed":
+            raise NetworkError(f"systemd-networkd could not set up {iface}",
+                               hint=f"see `networkctl status {iface}` and `journalctl -u "
+                                    "systemd-networkd` in the shell")
+        # Right after `reconfigure` the old lease's address can still be there:
+        # wait for networkd to call the link configured ("" = it does not answer).
+        # A static address is checked exactly instead: with it networkd stays
+        # "configuring" while it waits for IPv6 router advertisements that may never come.
+        ready = not settled or now is None or now.setup in ("configured", "")
+        if now is not None and ready and done(now):
             return now
         if time.monotonic() >= deadline:
             return None
@@ -413,7 +423,7 @@ def static(config: StaticConfig, *, timeout: float = STATIC_TIMEOUT,
     def applied(i: Interface) -> bool:
         return any(a.address == want for a in i.addresses) and (gw is None or i.gateway == gw)
 
-    got = _wait(config.iface, timeout, applied)
+    got = _wait(config.iface, timeout, applied, settled=False)
     if got is None:
         last = status().interface(config.iface)
         if last is not None and not last.carrier:

@@ -103,3 +103,26 @@ async def test_runs_with_no_color_on_a_vt100(monkeypatch: pytest.MonkeyPatch) ->
         await pilot.press("l")  # the log is one key away even here
         await pilot.press("escape", "escape")
         await wait_for_screen(pilot, HomeScreen)
+
+
+def test_typed_user_goes_into_the_url_and_never_a_password() -> None:
+    from rescue_app.tui.sources import NetworkSource, url_with_user
+
+    assert url_with_user("http://nas:8080/liferaft?ca=/ca.pem", "ann") == \
+        "http://ann@nas:8080/liferaft?ca=/ca.pem"
+    assert url_with_user("sftp://bob@nas/srv", "ann") == "sftp://ann@nas/srv"
+    assert url_with_user(" smb://nas/share ", "") == "smb://nas/share"
+    source = NetworkSource(url_with_user("https://nas/repo", "ann"), "s3cret")
+    assert source.who == "ann@nas" and "s3cret" not in source.label + source.detail
+
+
+def test_interface_rows_say_no_cable_and_configuring() -> None:
+    from rescue_app.tui.screens.network import interface_row
+    from tests.tui.fake_engine import NETWORK
+
+    up, down = NETWORK.interfaces
+    assert interface_row(up) == ("enp3s0", "up", "52:54:00:12:34:56", "192.168.10.57/24",
+                                 "192.168.10.1")
+    assert interface_row(down)[1:] == ("down", "52:54:00:12:34:57", "-", "-")
+    no_cable = dataclasses.replace(down, state="up")
+    assert interface_row(no_cable)[1] == "no cable"

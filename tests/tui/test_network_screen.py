@@ -11,7 +11,6 @@ tests/test_network.py does it in network namespaces, and the in-VM test
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -27,6 +26,7 @@ from rescue_app.tui.screens.source import SourceScreen
 from tests.stores.serverkit import Nginx
 from tests.tui.conftest import CapturedImage
 from tests.tui.pilot_helpers import run_async, screen_text, settle, wait_for_screen
+from tests.tui.webauth import nginx_with_basic_auth
 
 pytestmark = pytest.mark.root
 
@@ -37,21 +37,8 @@ PASSWORD = "Tr0ub4dor&3-typed"
 @pytest.fixture
 def web_repo(captured: CapturedImage, workdir: str) -> Iterator[tuple[str, Nginx]]:
     """The captured repository served by nginx with basic auth: (URL, server)."""
-    hashed = subprocess.run(["openssl", "passwd", "-apr1", "-stdin"], input=PASSWORD,
-                            capture_output=True, text=True, check=True).stdout.strip()
-    users = os.path.join(workdir, "htpasswd")
-    with open(users, "w") as f:
-        f.write(f"{USER}:{hashed}\n")
-    server = Nginx(captured.repo, os.path.join(workdir, "nginx"))
-    with open(server.conf) as f:
-        conf = f.read()
-    root_line = f"root {captured.repo};"
-    assert root_line in conf
-    conf = conf.replace(root_line, f'{root_line} auth_basic "liferaft"; '
-                                   f"auth_basic_user_file {users};")
-    with open(server.conf, "w") as f:
-        f.write(conf)
-    with server:
+    with nginx_with_basic_auth(captured.repo, os.path.join(workdir, "web"), USER,
+                               PASSWORD) as server:
         yield f"http://127.0.0.1:{server.port}/", server
     _passwords.clear()
 
