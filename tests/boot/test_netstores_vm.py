@@ -11,7 +11,8 @@ console -- and exported as LIFERAFT_PASSWORD. In the guest:
 1. a wrong SMB password, an unknown share and an unknown NFS export each end
    in their own one-line error;
 2. the source disk is captured to smb://lrbackup@10.0.2.2/share/repo, listed,
-   and restored from there onto blank disk 1;
+   and restored from there onto blank disk 1 -- this time with the password
+   from a credentials file on a FAT stick (LIFERAFT_CREDENTIALS), not typed;
 3. from nfs://10.0.2.2/export/repo (a repository the host made with
    `liferaft capture` in the exported folder) it lists the host's image,
    restores it onto blank disk 2, and captures the source there again;
@@ -46,6 +47,7 @@ DISK_BYTES = 192 * MIB
 LAYOUT = Layout("gpt", [PartSpec(48, "ext4", "boot"), PartSpec(None, "ext4", "root")],
                 ["ext4", "ext4"])  # fmt: skip
 SOURCE_SERIAL, SMB_SERIAL, NFS_SERIAL = "LRNETSRC01", "LRNETSMB01", "LRNETNFS01"
+CREDS_LABEL = "LRCREDS"
 SMB_USER = "lrbackup"
 SMB_URL = f"smb://{SMB_USER}@10.0.2.2/share/repo"
 NFS_URL = "nfs://10.0.2.2/export/repo"
@@ -110,6 +112,20 @@ def _disk(image: Path, serial: str, readonly: bool = False) -> list[str]:
             "-device", f"virtio-blk-pci,drive=d{serial},serial={serial}"]  # fmt: skip
 
 
+def _credentials_stick(image: Path, password: str) -> None:
+    """A FAT stick holding credentials.yaml with the SMB password for the share."""
+    text = (f"credentials:\n  - match: smb://{SMB_USER}@10.0.2.2/share\n"
+            f"    password: \"{password}\"\n")  # fmt: skip
+    yaml = image.with_suffix(".yaml")
+    yaml.write_text(text)
+    with open(image, "wb") as f:
+        f.truncate(8 * MIB)
+    subprocess.run(["mkfs.vfat", "-n", CREDS_LABEL, str(image)], check=True, capture_output=True)
+    subprocess.run(["mcopy", "-i", str(image), str(yaml), "::/credentials.yaml"], check=True,
+                   capture_output=True)  # fmt: skip
+    yaml.unlink()
+
+
 def _by_serial(serial: str) -> str:
     return f"$(readlink -f /dev/disk/by-id/virtio-{serial})"
 
@@ -131,12 +147,15 @@ def test_smb_and_nfs_repositories_in_the_rescue_system(
         liferaft("capture", "--repo", nfs_repo, "--name", "nfssrc", src)
         with open(f"/sys/block/{os.path.basename(src)}/loop/backing_file") as f:
             src_image = Path(f.read().strip())
+        creds = tmp_path / "creds.img"
+        _credentials_stick(creds, password)
         argv = [
             "-accel", "tcg", "-m", "1536", "-smp", "2", "-display", "none", "-monitor", "none",
             "-no-reboot", "-serial", "stdio", "-kernel", str(vmlinuz), "-initrd", str(initrd),
             "-append", CMDLINE, "-cdrom", str(built_iso), "-nic", "user,model=virtio-net-pci",
             *_disk(src_image, SOURCE_SERIAL, readonly=True),
             *_disk(targets[SMB_SERIAL], SMB_SERIAL), *_disk(targets[NFS_SERIAL], NFS_SERIAL),
+            *_disk(creds, "LRCREDS01", readonly=True),
         ]  # fmt: skip
         transcript = tmp_path / "serial.log"
         started = time.monotonic()
@@ -204,7 +223,11 @@ def _drive_guest(sh: SerialShell, password: str, started: float) -> None:
     out = sh.ok(f"liferaft capture --repo {SMB_URL} --name smbsrc {src}")
     assert "captured smbsrc@" in out, out
     assert "smbsrc@" in sh.ok(f"liferaft images --repo {SMB_URL}")
-    sh.ok(f"liferaft restore --repo {SMB_URL} --image smbsrc --to {smb_target} --yes --verify")
+    # The restore takes the password from the credentials file on the stick instead.
+    sh.ok(f"mkdir -p /mnt/creds && mount -o ro /dev/disk/by-label/{CREDS_LABEL} /mnt/creds")
+    sh.ok(f"env -u LIFERAFT_PASSWORD LIFERAFT_CREDENTIALS=/mnt/creds/credentials.yaml "
+          f"liferaft restore --repo {SMB_URL} --image smbsrc --to {smb_target} --yes --verify")
+    sh.ok("umount /mnt/creds")
 
     # 3. Restore over NFS what the host put there; back up there too.
     assert "nfssrc@" in sh.ok(f"liferaft images --repo {NFS_URL}")

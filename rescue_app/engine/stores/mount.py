@@ -140,7 +140,8 @@ def _mount_error(plan: MountPlan, stderr: str) -> RepositoryError:
         if smb:
             return RepositoryError(
                 f"{place}: the server refused the login (wrong user name or password?)",
-                hint="check the user in the URL and the password (LIFERAFT_PASSWORD)",
+                hint="check the user in the URL and the password (LIFERAFT_PASSWORD or "
+                     "the credentials file)",
             )
         return RepositoryError(
             f"{place}: the server refused access to the NFS export",
@@ -193,7 +194,8 @@ class MountStore(Store):
             if password is None:
                 raise RepositoryError(
                     f"repository {plan.location} needs the password of {plan.user}",
-                    hint="set LIFERAFT_PASSWORD or run in a terminal to be asked",
+                    hint="set LIFERAFT_PASSWORD, add it to the credentials file, or run in "
+                         "a terminal to be asked",
                 )
             with tempfile.TemporaryDirectory(prefix="liferaft-cred-") as d, \
                     credentials_file(d, plan.user, password, plan.domain) as cred:
