@@ -31,7 +31,13 @@ def screen_of(child: pexpect.spawn, stream: pyte.ByteStream, screen: pyte.Screen
             break
         text = "\n".join(screen.display)
         if want in text:
-            return text
+            # A frame can arrive in pieces: read on until the terminal is quiet.
+            try:
+                while True:
+                    stream.feed(child.read_nonblocking(65536, timeout=0.3))
+            except (pexpect.TIMEOUT, pexpect.EOF):
+                pass
+            return "\n".join(screen.display)
     raise AssertionError(f"{want!r} never appeared; the screen shows:\n{text}")
 
 
@@ -50,6 +56,11 @@ def test_tui_in_a_terminal(term: str, tmp_path: object) -> None:
         child.send("r")
         text = screen_of(child, stream, screen, "Where are the images?")
         child.send("\x1b")  # Escape: back home
+        screen_of(child, stream, screen, "Restore an image onto a disk")
+        child.send("n")  # the network screen: this host's interfaces, the URL form
+        text = screen_of(child, stream, screen, "Network interfaces")
+        assert "Repository URL" in text and "Traceback" not in text
+        child.send("\x1b")
         screen_of(child, stream, screen, "Restore an image onto a disk")
         child.send("\x11")  # ctrl+q
         child.expect(pexpect.EOF, timeout=20)

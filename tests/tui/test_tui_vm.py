@@ -3,11 +3,14 @@
 pexpect talks to the VM's ttyS0 (QEMU ``-serial stdio``), pyte turns the byte
 stream into a screen we can read. The restore goes from a repository disk the
 UI finds by itself (read-only scan) onto a blank disk; the test checks the
-disk on the host afterwards.
+disk on the host afterwards. Before that, in the same boot, the network screen
+runs DHCP on the VM's interface and lists the images a host nginx serves
+behind basic auth (URL, user and password typed on the console).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -31,12 +34,14 @@ from tests.helpers.diskkit import (
     populate,
     tree_checksums,
 )
+from tests.tui.webauth import nginx_with_basic_auth
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = "default"
 MIB = 1024 * 1024
+WEB_USER, WEB_PASSWORD = "rescuer", "vm-Pa55word"
 
 
 class SerialScreen:
@@ -100,12 +105,16 @@ def test_restore_through_the_tui_on_a_serial_console(tmp_path: Path) -> None:
         (part,) = partition_disk(src, "gpt", [PartSpec(None, "ext4", "root")])
         make_fs(part, "ext4", label="srcroot")
         expected = populate(part, "ext4", seed=11)
+        # Captured on the host once: served over HTTP (network screen) and copied
+        # onto the repository disk (media scan, restore).
+        host_repo = tmp_path / "web-repo"
+        subprocess.run([sys.executable, "-m", "rescue_app.cli", "capture", "--repo",
+                        str(host_repo), "--name", "vmsrc", src], check=True,
+                       cwd=REPO, capture_output=True)
         repo_dev = _losetup(repo_img)
         try:
             with mounted(repo_dev, "ext4") as point:
-                subprocess.run([sys.executable, "-m", "rescue_app.cli", "capture", "--repo",
-                                f"{point}/liferaft", "--name", "vmsrc", src], check=True,
-                               cwd=REPO, capture_output=True)
+                subprocess.run(["cp", "-a", str(host_repo), f"{point}/liferaft"], check=True)
         finally:
             subprocess.run(["losetup", "-d", repo_dev], check=False)
     target_img = tmp_path / "target.img"
@@ -120,12 +129,33 @@ def test_restore_through_the_tui_on_a_serial_console(tmp_path: Path) -> None:
         "-drive", f"file={target_img},format=raw,if=none,id=target",
         "-device", "virtio-blk-pci,drive=target,serial=LRTARGET01",
     ]
+    stack = contextlib.ExitStack()
+    server = stack.enter_context(
+        nginx_with_basic_auth(str(host_repo), str(tmp_path / "web"), WEB_USER, WEB_PASSWORD))
     child = pexpect.spawn("qemu-system-x86_64", argv, dimensions=(24, 80), timeout=30,
                           env=dict(os.environ, TERM="vt220"))
     try:
         console = SerialScreen(child)
         console.wait_for("Restore an image onto a disk", timeout=300)
         console.wait_for("/liferaft", timeout=120)  # the read-only media scan found it
+        # The network screen: DHCP again on the first interface through liferaft's
+        # runtime networkd file, then the host's nginx by URL, user and password.
+        console.send("n")
+        console.wait_for("Network interfaces", timeout=60)
+        console.pump(2)
+        child.send("\x1bOQ")  # F2 (one write: a lone ESC would be the Escape key)
+        text = console.wait_for("Set up ", timeout=120)
+        assert re.search(r"Set up \w+: 10\.0\.2\.\d+/24, gateway 10\.0\.2\.2", text), text
+        console.send(f"http://10.0.2.2:{server.port}/\r{WEB_USER}\r")
+        console.send(WEB_PASSWORD)
+        assert WEB_PASSWORD not in console.text()
+        console.send("\r")
+        console.wait_for("vmsrc", timeout=120)
+        assert any(line.split()[1] == "200" for line in server.log_lines())
+        console.send("\x1b")  # back to the network screen
+        console.wait_for("Network interfaces", timeout=60)
+        console.send("\x1b")  # home
+        console.wait_for("Restore an image onto a disk", timeout=60)
         console.send("r")
         console.wait_for("Where are the images?", timeout=60)
         console.send("\r")
@@ -143,6 +173,8 @@ def test_restore_through_the_tui_on_a_serial_console(tmp_path: Path) -> None:
         assert "Traceback" not in bytes(console.raw).decode("utf-8", "replace")
     finally:
         child.terminate(force=True)
+        stack.close()
+    assert WEB_PASSWORD.encode() not in bytes(console.raw)
 
     dev = _losetup(target_img)
     try:
