@@ -116,6 +116,9 @@ def test_file_readable_by_others_is_refused(tmp_path: Path,
     path.chmod(0o640)
     with pytest.raises(CredentialsError, match="mode 0640"):
         credentials.load(str(path))
+    path.chmod(0o602)  # someone else could swap the passwords
+    with pytest.raises(CredentialsError, match="writable by others"):
+        credentials.load(str(path))
     # through the CLI: one line, no traceback, the secret not shown
     path.chmod(0o644)
     monkeypatch.setenv("LIFERAFT_CREDENTIALS", str(path))

@@ -244,8 +244,9 @@ def check_private(path: str, what: str = "credentials file") -> None:
     if st.st_uid not in (0, os.geteuid()):
         raise CredentialsError(f"{what} {path} is owned by uid {st.st_uid}, not by root",
                                hint=f"chown root:root {path}")
+    how = "readable" if mode & 0o044 else "writable"
     raise CredentialsError(
-        f"{what} {path} is readable by others (mode {mode:04o}); refusing to use it",
+        f"{what} {path} is {how} by others (mode {mode:04o}); refusing to use it",
         hint=f"chmod 600 {path}: it holds passwords",
     )
 
