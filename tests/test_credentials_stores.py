@@ -145,6 +145,37 @@ credentials:
             connect([f"[127.0.0.1]:{port} ssh-ed25519 {other.get_base64()}"])
 
 
+@pytest.mark.root
+def test_sftp_store_takes_key_and_host_key_from_the_file(captured, creds_file, workdir,  # noqa: F811
+                                                         tmp_path, monkeypatch):
+    """liferaft itself against sshd: no key in the environment or ~/.ssh, the
+    entry's key logs in; a host key other than the entry's is refused."""
+    for name in ("LIFERAFT_KNOWN_HOSTS", "LIFERAFT_SSH_KNOWN_HOSTS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh keys
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(other)],
+                   check=True)  # fmt: skip
+    with sshd(os.path.join(workdir, "sshd")) as (port, client_key, known):
+        host_key = Path(known).read_text().split(None, 1)[1].strip()
+        os.chmod(client_key, 0o600)
+        url = f"sftp://root@127.0.0.1:{port}{captured.repo}"
+
+        def entry(key: str, host: str) -> None:
+            _write(creds_file, f"credentials:\n  - match: sftp://root@127.0.0.1:{port}/\n"
+                               f"    ssh_key_file: {key}\n    host_keys: [\"{host}\"]\n")
+
+        entry(str(other), host_key)  # a key sshd does not know
+        assert_one_line_error(liferaft("images", "--repo", url, check=False),
+                              "refused the login of root")
+        entry(client_key, host_key)
+        assert "src@" in liferaft("images", "--repo", url).stdout
+        entry(client_key, (other.parent / "other.pub").read_text().strip())
+        proc = liferaft("images", "--repo", url, check=False)
+        assert_one_line_error(proc, "host key", "127.0.0.1")
+        assert "PRIVATE KEY" not in proc.stderr + proc.stdout
+
+
 def _basic_auth_nginx(nginx: Nginx, user: str, password: str) -> None:
     """serverkit's nginx with basic auth in front of its root."""
     digest = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
