@@ -297,6 +297,9 @@ def test_restore_through_the_tui(site: DrillSite, backup: Backup, rescue_iso: Pa
             console.send("r")
             console.wait_for("Where are the images?", timeout=60)
             console.send("\x14")  # ctrl+t: type a path or URL
+            # Textual moves the focus after the keys already queued: let it
+            # land on the field before typing, or the first letters go elsewhere.
+            console.pump(1.5)
             console.send(f"http://10.0.2.2:{port}/\r")
             console.wait_for(IMAGE, timeout=120)
             console.send("\r")
