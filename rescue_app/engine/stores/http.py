@@ -25,6 +25,7 @@ from typing import TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
 from rescue_app.engine import credentials
@@ -37,7 +38,7 @@ T = TypeVar("T")
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0
-PIECE = 256 * 1024
+PIECE = 1024 * 1024
 MAX_BACKOFF = 5.0
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
@@ -129,10 +130,12 @@ class HttpStore(Store):
             progressed = _Progressed()
             try:
                 return attempt(progressed)
-            except requests.exceptions.SSLError as exc:
+            except (requests.exceptions.SSLError, urllib3.exceptions.SSLError) as exc:
                 raise self._tls_error(exc) from None
+            # (urllib3's own errors come from bodies read through Response.raw)
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                    requests.exceptions.ChunkedEncodingError, _Transient) as exc:
+                    requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError,
+                    urllib3.exceptions.TimeoutError, _Transient) as exc:
                 reason = _reason(exc)
                 self._drop_session()
             if progressed.flag:
@@ -181,13 +184,21 @@ class HttpStore(Store):
     # -- reading -------------------------------------------------------------
     def read(self, rel: str) -> bytes:
         url = self.base + quote(rel)
-        buf = bytearray()
-        state: dict[str, str | int | None] = {"validator": None, "total": None}
+        # The body arrives as pieces read straight off the socket (one copy
+        # each) and is joined once at the end; a resumed download appends.
+        pieces: list[bytes] = []
+        state: dict[str, str | int | None] = {"validator": None, "total": None, "got": 0}
+
+        def restart() -> None:
+            pieces.clear()
+            state.update(validator=None, got=0)
 
         def attempt(progressed: _Progressed) -> bytes:
+            got = state["got"]
+            assert isinstance(got, int)
             headers = {}
-            if buf:
-                headers["Range"] = f"bytes={len(buf)}-"
+            if got:
+                headers["Range"] = f"bytes={got}-"
                 if state["validator"]:
                     headers["If-Range"] = str(state["validator"])
             with self._session().get(url, headers=headers, stream=True, verify=self.verify,
@@ -195,36 +206,41 @@ class HttpStore(Store):
                 code = r.status_code
                 if code in (404, 410):
                     raise FileNotFoundError(rel)
-                if code == 416 and buf and state["total"] == len(buf):
-                    return bytes(buf)
+                if code == 416 and got and state["total"] == got:
+                    return _joined(pieces)
                 if code >= 500 or code in (408, 429):
                     raise _Transient(f"HTTP {code} {r.reason}")
-                if code == 206 and buf:
+                if code == 206 and got:
                     m = _CONTENT_RANGE.match(r.headers.get("Content-Range", ""))
-                    if not m or int(m.group(1)) != len(buf):
+                    if not m or int(m.group(1)) != got:
                         # A range we did not ask for: start over, whole file.
-                        buf.clear()
-                        state["validator"] = None
+                        restart()
                         raise _Transient("the server answered a different range")
                     if m.group(3) != "*":
                         state["total"] = int(m.group(3))
-                    log.debug("%s: resumed at byte %d", rel, len(buf))
+                    log.debug("%s: resumed at byte %d", rel, got)
                 elif code == 200:
-                    buf.clear()
+                    restart()
+                    got = 0
                     length = r.headers.get("Content-Length")
                     state["total"] = int(length) if length and length.isdigit() else None
                     state["validator"] = r.headers.get("ETag") or r.headers.get("Last-Modified")
                 else:
                     raise self._status_error(rel, r)
-                for piece in r.iter_content(PIECE):
-                    buf.extend(piece)
+                # Undecoded reads skip urllib3's buffering copy; we asked for
+                # identity, so only a server that compressed anyway needs decoding.
+                plain = r.headers.get("Content-Encoding", "identity").lower() == "identity"
+                while piece := r.raw.read(PIECE, decode_content=not plain):
+                    pieces.append(piece)
+                    got += len(piece)
+                    state["got"] = got
                     progressed.flag = True
                 total = state["total"]
-                if isinstance(total, int) and len(buf) != total:
-                    if len(buf) > total:
-                        buf.clear()
-                    raise _Transient(f"the download stopped at byte {len(buf)} of {total}")
-                return bytes(buf)
+                if isinstance(total, int) and got != total:
+                    if got > total:
+                        restart()
+                    raise _Transient(f"the download stopped at byte {got} of {total}")
+                return _joined(pieces)
 
         return self._retrying(f"downloading {rel}", attempt)
 
@@ -278,6 +294,10 @@ class HttpStore(Store):
             for s in self._sessions:
                 s.close()
             self._sessions.clear()
+
+
+def _joined(pieces: list[bytes]) -> bytes:
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def _reason(exc: Exception) -> str:
