@@ -138,11 +138,17 @@ def test_restore_through_the_tui_on_a_serial_console(tmp_path: Path) -> None:
         console = SerialScreen(child)
         console.wait_for("Restore an image onto a disk", timeout=300)
         console.wait_for("/liferaft", timeout=120)  # the read-only media scan found it
-        # The network screen: DHCP again on the first interface through liferaft's
-        # runtime networkd file, then the host's nginx by URL, user and password.
+        # As if the profile had set up no network: networkd stopped, no address.
+        console.send("s")
+        console.wait_for("type `exit` to return to the menu", timeout=60)
+        console.send("systemctl stop systemd-networkd.socket systemd-networkd.service; "
+                     "ip -4 addr flush scope global; exit\r")
+        console.wait_for("Restore an image onto a disk", timeout=60)
+        # The network screen: offline; DHCP on the first interface starts networkd
+        # with liferaft's runtime file; then the host's nginx by URL, user and password.
         console.send("n")
         console.wait_for("Network interfaces", timeout=60)
-        console.pump(2)
+        console.wait_for("Offline: no interface has an address", timeout=60)
         child.send("\x1bOQ")  # F2 (one write: a lone ESC would be the Escape key)
         text = console.wait_for("Set up ", timeout=120)
         assert re.search(r"Set up \w+: 10\.0\.2\.\d+/24, gateway 10\.0\.2\.2", text), text
