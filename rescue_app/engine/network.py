@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -364,7 +364,8 @@ def _apply(iface: str, text: str, config_dir: str) -> None:
     run(["networkctl", "reconfigure", iface], timeout=30)
 
 
-def _wait(iface: str, timeout: float, done: Any, *, settled: bool = True) -> Interface | None:
+def _wait(iface: str, timeout: float, done: Callable[[Interface], bool], *,
+          settled: bool = True) -> Interface | None:
     """Poll until ``done(interface)`` (and, if ``settled``, networkd is through
     with the link); the interface then, or None on timeout."""
     deadline = time.monotonic() + timeout
