@@ -46,6 +46,8 @@ def check_port_free(port: int, what: str) -> None:
         raise PortInUse(f"port {port} on 127.0.0.1 is already in use, so the test's {what} "
                         f"cannot start; stop what listens there (`ss -ltnp 'sport = :{port}'`)")
     with socket.socket() as s:
+        # As the servers bind: connections of an earlier run in TIME_WAIT do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError as exc:
@@ -74,8 +76,10 @@ def _tail(path: str, n: int = 3000) -> str:
         return "(no log)"
 
 
-def _stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM to the server's process group (smbd forks helpers), SIGKILL after ``grace``."""
+def _stop_group(proc: subprocess.Popen[bytes], grace: float, port: int) -> None:
+    """SIGTERM to the server's process group (smbd forks helpers), SIGKILL after
+    ``grace``; returns once nothing listens on ``port`` any more, so the next
+    test's server can start."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -88,6 +92,13 @@ def _stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     if proc.poll() is None:
         proc.wait(5)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+        except OSError:
+            return
+        time.sleep(0.05)
 
 
 @dataclass
@@ -171,7 +182,7 @@ def smbd(directory: str, user: str, password: str, share: str = "share",
         _wait_listening(port, proc, log, 30)
         yield SmbServer(port, share, path, user, password, log)
     finally:
-        _stop_group(proc, 10)
+        _stop_group(proc, 10, port)
 
 
 @dataclass
@@ -232,4 +243,4 @@ EXPORT {{
         yield NfsServer(port, pseudo, path, log)
     finally:
         # ganesha takes a few seconds to shut its threads down
-        _stop_group(proc, 20)
+        _stop_group(proc, 20, port)

@@ -8,12 +8,11 @@ port fails the fixture with a clear line."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 
 import pytest
 
-from tests.stores.fileservers import PortInUse, nfs_ganesha, smbd
+from tests.stores.fileservers import PortInUse, check_port_free, nfs_ganesha, smbd
 
 pytestmark = pytest.mark.root
 
@@ -50,8 +49,7 @@ def test_smbd_serves_its_user_only(workdir):
             pass
     with open(server.log, errors="replace") as f:
         assert PASSWORD not in f.read()
-    with socket.socket() as s:  # stopped: the port is free again
-        s.bind(("127.0.0.1", server.port))
+    check_port_free(server.port, "smbd")  # stopped: the port is free again
 
 
 def test_ganesha_exports_over_nfs4(workdir):
@@ -67,5 +65,4 @@ def test_ganesha_exports_over_nfs4(workdir):
         assert bad.returncode != 0 and "NOENT" in bad.stdout + bad.stderr
         with pytest.raises(PortInUse, match="port 2049"), nfs_ganesha(os.path.join(workdir, "n2")):
             pass
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", server.port))
+    check_port_free(server.port, "nfs-ganesha")

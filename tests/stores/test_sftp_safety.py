@@ -86,7 +86,7 @@ def _whole_calls(trace: str) -> list[str]:
     calls = []
     with open(trace) as f:
         for line in f:
-            pid, _, rest = line.rstrip("\n").partition(" ")
+            pid, rest = line.rstrip("\n").split(maxsplit=1)  # strace pads short pids
             if rest.endswith("<unfinished ...>"):
                 started[pid] = rest.removesuffix("<unfinished ...>").rstrip()
             elif m := re.match(r"<\.\.\. \w+ resumed>(.*)", rest):
@@ -255,3 +255,34 @@ def test_key_and_host_key_from_the_credentials_file(captured, server, workdir, m
         else:
             assert proc.returncode == 0 and "src@" in proc.stdout, proc.stderr
             assert "trusting" not in proc.stderr
+
+
+def test_server_gone_for_good_is_one_line_after_the_retries(captured, workdir, monkeypatch):
+    """Reconnects give up after RETRY_DELAYS with a line naming host and what failed."""
+    from rescue_app.engine.stores import sftp as sftpmod
+    from rescue_app.errors import RepositoryError
+
+    monkeypatch.setattr(sftpmod, "RETRY_DELAYS", (0.1, 0.2, 0.3))
+    remote = _remote_copy(captured, workdir)
+    with sshd(os.path.join(workdir, "sshd")) as server:
+        monkeypatch.setenv("LIFERAFT_SSH_KEY", server.client_key)
+        monkeypatch.setenv("LIFERAFT_SSH_KNOWN_HOSTS", server.known_hosts)
+        store = sftpmod.SftpStore(f"sftp://root@127.0.0.1:{server.port}{remote}")
+        try:
+            assert store.read("liferaft-repository.json")
+            sessions = server.sessions()
+            server.proc.kill()  # nothing listens any more
+            server.proc.wait(5)
+            for pid in sessions:
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while store._alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with pytest.raises(RepositoryError) as info:
+                store.read("index.json")
+        finally:
+            store.close()
+    text = str(info.value)
+    assert "\n" not in text
+    assert "the connection to 127.0.0.1 was lost while reading index.json" in text, text
+    assert "3 tries" in text and "connection refused" in text, text

@@ -88,6 +88,10 @@ def describe_key(key: paramiko.PKey) -> str:
 class _Unreachable(RepositoryError):
     """The connection could not be made (a retry may help, unlike a refused login)."""
 
+    def __init__(self, message: str, reason: str, hint: str) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason  # short, for a retry's log line
+
 
 class _Sftp(paramiko.SFTPClient):
     """An SFTP session that keeps the extensions the server announced in its
@@ -293,6 +297,7 @@ class SftpStore(Store):
                 raise _Unreachable(
                     f"repository {self.location}: cannot connect to {self.host} port "
                     f"{self.port}: {_reason(exc)}",
+                    _reason(exc),
                     hint="check that the SSH server runs and is reachable, the host name, "
                          "the port and the network",
                 ) from None
@@ -337,12 +342,12 @@ class SftpStore(Store):
                     raise RepositoryError(
                         f"repository {self.location}: the connection to {self.host} was lost "
                         f"while {what} and could not be made again ({len(RETRY_DELAYS)} tries "
-                        f"in {sum(RETRY_DELAYS):.0f} s): {_reason(error)}",
+                        f"in {sum(RETRY_DELAYS):g} s): {_reason(error)}",
                         hint="check that the SSH server runs and the network; then run the "
                              "same command again",
                     ) from None
                 log.warning("connection to %s port %d lost while %s (%s); reconnecting in "
-                            "%.0f s", self.host, self.port, what, _reason(error), delay)
+                            "%g s", self.host, self.port, what, _reason(error), delay)
                 time.sleep(delay)
                 try:
                     self._reconnect(generation)
@@ -561,8 +566,15 @@ class SftpStore(Store):
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, _Unreachable):
+        return f"cannot connect: {exc.reason}"
     if isinstance(exc, RepositoryError):
         return exc.message
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        # paramiko's "Unable to connect to port P on H", one error per address
+        codes = {getattr(e, "errno", None) for e in exc.errors.values()}
+        if codes == {errno.ECONNREFUSED}:
+            return "connection refused"
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, ConnectionRefusedError):
