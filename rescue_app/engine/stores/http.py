@@ -38,7 +38,9 @@ T = TypeVar("T")
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0
-PIECE = 1024 * 1024
+# Larger than any chunk file (4 MiB before compression): a body normally
+# arrives in one read, straight into one bytes object of its exact length.
+PIECE = 8 * 1024 * 1024
 MAX_BACKOFF = 5.0
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
@@ -184,8 +186,8 @@ class HttpStore(Store):
     # -- reading -------------------------------------------------------------
     def read(self, rel: str) -> bytes:
         url = self.base + quote(rel)
-        # The body arrives as pieces read straight off the socket (one copy
-        # each) and is joined once at the end; a resumed download appends.
+        # The body is read straight off the socket, one copy; what an attempt
+        # got before the connection broke is kept, and a resumed download appends.
         pieces: list[bytes] = []
         state: dict[str, str | int | None] = {"validator": None, "total": None, "got": 0}
 
