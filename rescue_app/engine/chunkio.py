@@ -19,6 +19,11 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 WORKERS = max(2, min(4, os.cpu_count() or 2))
+# A restore's job waits on the repository (a file read, an HTTP request) and
+# then on the target's O_DIRECT write about as long as it computes, so twice
+# as many jobs as cores keep the CPU busy and several requests in flight
+# (make bench, 2 cores: restore over HTTP about 25% faster than with 2 jobs).
+RESTORE_WORKERS = 2 * WORKERS
 
 
 class Pipeline(Generic[T]):

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 from rescue_app.engine import blockio
 from rescue_app.engine.bootentry import recreate_boot_entries
-from rescue_app.engine.chunkio import pipeline
+from rescue_app.engine.chunkio import RESTORE_WORKERS, WORKERS, pipeline
 from rescue_app.engine.disks import ensure_restorable, find_disk, reread_partitions
 from rescue_app.engine.extents import Extent, clip, total
 from rescue_app.engine.manifest import (
@@ -232,9 +232,11 @@ def _each_chunk(
     cancel: CancelToken | None,
     cancelled: CancelledError,
     job: Callable[[int, str | None, list[Extent]], int],
+    workers: int = WORKERS,
 ) -> None:
-    """Run ``job(index, digest, extents)`` on the pool for every chunk that
-    has bytes to write, in order, counting progress; stop if cancelled."""
+    """Run ``job(index, digest, extents)`` on ``workers`` threads for every
+    chunk that has bytes to write, in order, counting progress; stop if
+    cancelled."""
     done = 0
 
     def count(results: list[int]) -> None:
@@ -243,7 +245,7 @@ def _each_chunk(
             done += n
             counter.add(item, n, done, p.used_bytes)
 
-    with pipeline(int) as pipe:
+    with pipeline(int, workers) as pipe:
         for i, digest in enumerate(p.chunks):
             if cancel is not None and cancel.cancelled:
                 raise cancelled
@@ -279,7 +281,7 @@ def _write_partition(
     )
     with blockio.TargetWriter(node) as writer:
         _each_chunk(p, m, f"{node} ({p.filesystem.type or 'raw'})", counter, cancel, cancelled,
-                    job)
+                    job, RESTORE_WORKERS)
         writer.flush()
 
 
