@@ -79,3 +79,24 @@ async def test_crash_in_ui_code_ends_with_one_line_not_a_traceback() -> None:
     saved = app.save_log()
     assert saved is not None
     assert "a bug in a key handler" in open(saved).read()
+
+
+@run_async
+async def test_malformed_typed_url_is_explained_not_fatal() -> None:
+    from rescue_app.tui.screens.error import ErrorModal
+    from rescue_app.tui.screens.source import SourceScreen
+
+    app = LiferaftApp(FakeEngine(), media_filter=lambda d: False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("r")
+        await settle(pilot)
+        field = pilot.app.screen.query_one("#source-path", Input)
+        field.value = "ftp://"
+        field.focus()
+        await pilot.press("enter")
+        modal = await wait_for_screen(pilot, ErrorModal)
+        assert "is not a repository URL" in str(modal.error)
+        await pilot.press("escape")
+        await wait_for_screen(pilot, SourceScreen)
+        assert app.is_running

@@ -12,7 +12,7 @@ from textual.widgets import Button, Footer, Header, Input, Select, SelectionList
 
 from rescue_app.engine.disks import REASON_BOOT, REASON_ROOT, BlockDisk
 from rescue_app.engine.repository import NAME_RE, Repository
-from rescue_app.errors import UsageError
+from rescue_app.errors import LiferaftError, UsageError
 from rescue_app.tui.screens.base import LiferaftScreen
 from rescue_app.tui.sources import (
     MediaSource,
@@ -111,7 +111,7 @@ class BackupScreen(LiferaftScreen):
             if isinstance(source, MediaSource) and source.disk in devices:
                 raise UsageError(f"the destination is on {source.disk}, which is being "
                                  "backed up", hint="choose a repository on another disk")
-        except UsageError as exc:
+        except LiferaftError as exc:  # bad name, malformed URL, destination on a source
             self.lapp.show_error(exc)
             return
         from rescue_app.tui.screens.progress import backup_job

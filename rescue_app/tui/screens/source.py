@@ -10,6 +10,7 @@ from textual.widgets import Footer, Header, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from rescue_app.engine.repository import Repository
+from rescue_app.errors import LiferaftError
 from rescue_app.tui.screens.base import LiferaftScreen
 from rescue_app.tui.sources import (
     RepositorySource,
@@ -100,8 +101,14 @@ class SourceScreen(LiferaftScreen):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         path = event.value.strip()
-        if path:
-            self.choose(source_for_typed(path))
+        if not path:
+            return
+        try:
+            source = source_for_typed(path)
+        except LiferaftError as exc:  # a malformed URL: say so, keep the screen
+            self.lapp.show_error(exc)
+            return
+        self.choose(source)
 
     def choose(self, source: RepositorySource) -> None:
         if self.busy:
