@@ -151,8 +151,11 @@ def write_table(
 def _set_identities(path: str, table: PartitionTable, parts: list[NewPartition]) -> None:
     """Give the new table the source's identifiers (libparted cannot set them)."""
     def sfdisk(*args: str) -> None:
+        # --no-tell-kernel: otherwise each call sleeps 250 ms, runs a global
+        # sync() and asks for a re-read; the caller makes the kernel read the
+        # finished table once (reread_partitions).
         try:
-            run(["sfdisk", "--no-reread", "--quiet", *args])
+            run(["sfdisk", "--no-reread", "--no-tell-kernel", "--quiet", *args])
         except CommandError as exc:
             raise DiskError(f"cannot set partition identifiers on {path}: {exc}") from None
 
