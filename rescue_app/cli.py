@@ -248,6 +248,7 @@ def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
         raise UsageError(f"cannot listen on {args.bind}:{args.port}: {exc.strerror or exc}",
                          hint="choose another --port or --bind address") from None
     host, port = server.server_address[:2]
+    host = host.decode() if isinstance(host, bytes) else host
     print(f"serving {root} read-only at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:

@@ -125,7 +125,7 @@ class HomeScreen(LiferaftScreen):
         event.stop()
         action = event.option.id
         if action == "log":
-            self.app.action_show_log()
+            self.lapp.action_show_log()
         elif action:
             getattr(self, f"action_{action}")()
 

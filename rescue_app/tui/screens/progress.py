@@ -203,13 +203,13 @@ class ProgressScreen(LiferaftScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="job")
     def run_job(self) -> None:
-        last = [0.0, ""]
+        last_time, last_phase = [0.0], [""]
 
         def report(p: Progress) -> None:
             now = time.monotonic()
             final = p.total > 0 and p.done >= p.total
-            if now - float(last[0]) >= THROTTLE or p.phase != last[1] or final or p.message:
-                last[0], last[1] = now, p.phase
+            if now - last_time[0] >= THROTTLE or p.phase != last_phase[0] or final or p.message:
+                last_time[0], last_phase[0] = now, p.phase
                 self.post_message(ProgressUpdate(p))
 
         try:
