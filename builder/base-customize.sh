@@ -16,6 +16,37 @@ echo liferaft > "$root/etc/hostname"
 # Mount point for the app layer's venv while it is installed (see install_app).
 mkdir -p "$root/opt/liferaft"
 
+# Boot straight to the console: nothing a rescue system does at boot needs
+# the network first, and maintenance timers never run on a stick that lives
+# for one session. systemd-resolved is enabled in multi-user.target by the
+# app layer when the profile has a network; Debian's sysinit.target link
+# would order every console behind it. rpcbind stays socket-activated for
+# NFSv3 mounts.
+sys="$root/etc/systemd/system"
+rm -f "$sys/sysinit.target.wants/systemd-resolved.service" \
+    "$sys/multi-user.target.wants/rpcbind.service" \
+    "$sys/multi-user.target.wants/e2scrub_reap.service"
+for unit in apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer \
+    fstrim.timer e2scrub_reap.service; do
+    rm -f "$sys/timers.target.wants/$unit"
+    ln -sf /dev/null "$sys/$unit"
+done
+# Debian's systemd-resolved orders itself before sysinit.target, and
+# systemd-user-sessions (which the gettys wait for) after network.target and
+# remote-fs.target (for network home directories): either one holds the
+# console until DHCP, resolved and the NFS client are up, which costs most
+# of the userspace boot under emulation. The copies in /etc drop those orders;
+# the app waits for the network itself when it needs it.
+lib="$root/lib/systemd/system"
+sed -e '/^Before=/s/sysinit\.target *//' "$lib/systemd-resolved.service" > "$sys/systemd-resolved.service"
+sed -e '/^After=/s/remote-fs\.target *//' -e '/^After=/s/network\.target *//' \
+    "$lib/systemd-user-sessions.service" > "$sys/systemd-user-sessions.service"
+if grep -q '^Before=.*sysinit\.target' "$sys/systemd-resolved.service" ||
+    grep -q '^After=.*network\.target' "$sys/systemd-user-sessions.service"; then
+    echo "base-customize: Debian's resolved/user-sessions units changed; update the edits" >&2
+    exit 1
+fi
+
 # Kernel modules a rescue system cannot use: no firmware is installed for the
 # big GPU and wireless drivers, and sound, media, InfiniBand and Bluetooth do
 # not help restore a disk. About a fifth of the module tree; the ISO size

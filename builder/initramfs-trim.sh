@@ -14,4 +14,16 @@ for dir in "$DESTDIR"/usr/lib/modules/*/kernel; do
         "$dir/drivers/scsi/bfa" "$dir/drivers/scsi/qedf" "$dir/drivers/scsi/bnx2fc" \
         "$dir/drivers/scsi/fnic" "$dir/drivers/scsi/csiostor" "$dir/drivers/scsi/be2iscsi" \
         "$dir/drivers/scsi/qedi" "$dir/drivers/scsi/bnx2i" "$dir/drivers/scsi/cxgbi"
+    # The live medium is iso9660/squashfs (or fetched over HTTP/NFS); the
+    # filesystems of the disks being rescued are mounted from the real root.
+    # RAID HBAs and tunnel/WAN links never carry the boot medium.
+    rm -rf "$dir/fs/btrfs" "$dir/fs/xfs" "$dir/fs/f2fs" "$dir/fs/jfs" "$dir/fs/reiserfs" \
+        "$dir/fs/jffs2" "$dir/fs/hfs" "$dir/fs/hfsplus" "$dir/fs/smb" "$dir/fs/ocfs2" \
+        "$dir/fs/gfs2" "$dir/fs/nilfs2" "$dir/fs/ubifs" \
+        "$dir/drivers/scsi/megaraid" "$dir/drivers/scsi/mpt3sas" "$dir/drivers/scsi/aic7xxx" \
+        "$dir/drivers/scsi/pm8001" "$dir/drivers/scsi/mpi3mr" "$dir/drivers/scsi/isci" \
+        "$dir/drivers/scsi/aacraid" "$dir/drivers/scsi/fcoe" "$dir/drivers/scsi/libfc" \
+        "$dir/drivers/net/wireguard" "$dir/drivers/net/vxlan" "$dir/drivers/net/ppp" \
+        "$dir/drivers/net/fddi" "$dir/drivers/net/wwan" "$dir/drivers/net/ieee802154" \
+        "$dir/drivers/net/fjes"
 done

@@ -66,6 +66,7 @@ def test_overlay_renders_profile(tmp_path: Path) -> None:
     build.configure_system(ctx, root)
     network = (root / "etc/systemd/network/20-wired.network").read_text()
     assert "Address=192.0.2.50/24" in network and "DHCP" not in network
+    assert "Gateway=192.0.2.1" in network and "DNS=192.0.2.1" in network
     start = root / "usr/local/sbin/liferaft-start"
     assert os.access(start, os.X_OK)
     assert build.READY_MARKER in start.read_text()
