@@ -533,6 +533,12 @@ def configure_system(ctx: BuildContext, app_root: Path) -> None:
         keys.chmod(0o600)
 
 
+def _private_if_secrets(ctx: BuildContext, path: Path) -> None:
+    """An image holding the profile's credentials is readable by root only."""
+    if ctx.profile.credentials:
+        path.chmod(0o600)
+
+
 def bake_credentials(ctx: BuildContext, app_root: Path) -> None:
     """The profile's secrets as /etc/liferaft/credentials.yaml, mode 0600 from
     its creation (root: the layer is squashed with -all-root). Written here,
@@ -574,6 +580,7 @@ def build_app_layer(ctx: BuildContext, base: Path) -> Path:
                  "-quiet", "-all-root", *_comp_args(ctx.profile)],
                 timeout=900,
             )  # fmt: skip
+            _private_if_secrets(ctx, tmp / "10-app.squashfs")
     finally:
         _remove(app_root)
     apps = sorted((ctx.cache_dir / "app").iterdir(), key=lambda p: p.stat().st_mtime)
@@ -725,6 +732,7 @@ def build_iso(ctx: BuildContext) -> Path:
                     make_efi_image(ctx, staging)
                 with complete_step("Writing the ISO (xorriso)"), _atomic_path(ctx.iso_path) as tmp:
                     make_iso(ctx, staging, tmp)
+                    _private_if_secrets(ctx, tmp)
             finally:
                 _remove(staging)
             stamp.write_text(iso_key + "\n")
@@ -794,6 +802,9 @@ def build_netboot(ctx: BuildContext, base_url: str | None = None) -> Path:
     total = sum(f.stat().st_size for f in ctx.netboot_dir.iterdir())
     elapsed = time.monotonic() - started
     say(f"netboot files: {ctx.netboot_dir} ({total / 1e6:.0f} MB) in {elapsed:.0f} s")
+    if ctx.profile.credentials:
+        say("note: root.iso holds the profile's credentials; serve it only where the "
+            "machines that netboot can reach it, or pass liferaft.credentials= instead")
     return ctx.netboot_dir
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -277,6 +278,14 @@ def test_image_gets_credentials_0600_and_nothing_else_holds_them(
     wants = {p.name for p in (root / "etc/systemd/system/multi-user.target.wants").iterdir()}
     assert "systemd-networkd.service" not in wants
 
+    # the images that carry the file (app layer, ISO) are root's alone
+    image = tmp_path / "dist" / "site.iso"
+    image.parent.mkdir()
+    image.write_bytes(b"image")
+    image.chmod(0o644)
+    build._private_if_secrets(ctx, image)
+    assert stat.S_IMODE(image.stat().st_mode) == 0o600
+
     # a changed secret file changes the cache key: the image is rebuilt
     before = profile.digest_data()
     (profiles / "secrets" / "nas.pw").write_text("another password\n")
@@ -293,4 +302,9 @@ def test_profile_without_credentials_bakes_nothing(tmp_path: Path) -> None:
     build.render_overlay(ctx, root)
     build.bake_credentials(ctx, root)
     assert not (root / "etc/liferaft/credentials.yaml").exists()
+    image = tmp_path / "default.iso"
+    image.write_bytes(b"image")
+    image.chmod(0o644)
+    build._private_if_secrets(ctx, image)
+    assert stat.S_IMODE(image.stat().st_mode) == 0o644
     assert "DHCP=yes" in (root / "etc/systemd/network/20-wired.network").read_text()
