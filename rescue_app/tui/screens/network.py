@@ -15,9 +15,8 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from rescue_app.engine.network import Interface, NetworkStatus
-from rescue_app.engine.repository import Repository
 from rescue_app.errors import LiferaftError, UsageError
-from rescue_app.tui.screens.base import LiferaftScreen
+from rescue_app.tui.screens.base import RepositoryOpeningScreen
 from rescue_app.tui.screens.netsetup import InterfaceSetupModal, NetSetup
 from rescue_app.tui.sources import NetworkSource, url_with_user
 
@@ -31,7 +30,7 @@ def interface_row(i: Interface) -> tuple[str, str, str, str, str]:
     return (i.name, state, i.mac, addrs or "-", i.gateway or "-")
 
 
-class NetworkScreen(LiferaftScreen):
+class NetworkScreen(RepositoryOpeningScreen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("f2", "dhcp", "DHCP"),
@@ -201,26 +200,8 @@ class NetworkScreen(LiferaftScreen):
             self.lapp.show_error(exc)
             return
         self.busy = True
-        self.query_one("#net-open-status", Static).update(f"Opening {source.label}...")
+        self.show_opening(f"Opening {source.label}...")
         self.open_source(source)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="net-open")
-    def open_source(self, source: NetworkSource) -> None:
-        try:
-            repo = source.open(self.lapp.engine, writable=False)
-        except BaseException as exc:
-            self.app.call_from_thread(self.opened, source, None, exc)
-            return
-        self.app.call_from_thread(self.opened, source, repo, None)
-
-    def opened(self, source: NetworkSource, repo: Repository | None,
-               error: BaseException | None) -> None:
-        self.busy = False
-        self.query_one("#net-open-status", Static).update("")
-        if error is not None or repo is None:
-            self.lapp.show_error(error or RuntimeError("no repository"))
-            return
-        from rescue_app.tui.screens.images import ImagesScreen
-
-        self.lapp.use_source(source)
-        self.app.push_screen(ImagesScreen(repo, purpose=self.purpose))
+    def show_opening(self, text: str) -> None:
+        self.query_one("#net-open-status", Static).update(text)

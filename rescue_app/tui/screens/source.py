@@ -9,9 +9,8 @@ from textual.binding import Binding
 from textual.widgets import Footer, Header, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from rescue_app.engine.repository import Repository
 from rescue_app.errors import LiferaftError
-from rescue_app.tui.screens.base import LiferaftScreen
+from rescue_app.tui.screens.base import RepositoryOpeningScreen
 from rescue_app.tui.sources import (
     RepositorySource,
     ScanContext,
@@ -20,7 +19,7 @@ from rescue_app.tui.sources import (
 )
 
 
-class SourceScreen(LiferaftScreen):
+class SourceScreen(RepositoryOpeningScreen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("f5", "rescan", "Rescan"),
@@ -114,26 +113,8 @@ class SourceScreen(LiferaftScreen):
         if self.busy:
             return
         self.busy = True
-        self.set_status(f"Opening {source.label}...")
+        self.show_opening(f"Opening {source.label}...")
         self.open_source(source)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="open")
-    def open_source(self, source: RepositorySource) -> None:
-        try:
-            repo = source.open(self.lapp.engine, writable=False)
-        except BaseException as exc:
-            self.app.call_from_thread(self.opened, source, None, exc)
-            return
-        self.app.call_from_thread(self.opened, source, repo, None)
-
-    def opened(self, source: RepositorySource, repo: Repository | None,
-               error: BaseException | None) -> None:
-        self.busy = False
-        self.set_status("")
-        if error is not None or repo is None:
-            self.lapp.show_error(error or RuntimeError("no repository"))
-            return
-        from rescue_app.tui.screens.images import ImagesScreen
-
-        self.lapp.use_source(source)
-        self.app.push_screen(ImagesScreen(repo, purpose=self.purpose))
+    def show_opening(self, text: str) -> None:
+        self.set_status(text)
