@@ -81,3 +81,16 @@ def check_restored(source: Source, nodes: list[str]) -> None:
         fsck_clean(nodes[i], fs)
         if fs != "swap":
             assert tree_checksums(nodes[i], fs) == source.files[i], f"files differ on {nodes[i]}"
+
+
+def secret_in_process_listing(secret: str) -> bool:
+    """Whether any process's command line holds ``secret`` (what `ps` shows)."""
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if secret.encode() in f.read():
+                        return True
+            except OSError:
+                continue
+    return False

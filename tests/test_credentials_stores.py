@@ -23,23 +23,17 @@ from rescue_app.engine import credentials
 from rescue_app.engine.disks import reread_partitions
 from rescue_app.engine.stores import open_store
 from tests.drill.sftpkit import sftp_server
-from tests.enginekit import REPO_ROOT, assert_one_line_error, check_restored, liferaft
+from tests.enginekit import (
+    REPO_ROOT,
+    assert_one_line_error,
+    check_restored,
+    liferaft,
+    secret_in_process_listing,
+)
 from tests.stores.conftest import DISK_BYTES, captured  # noqa: F401 - a fixture
 from tests.stores.serverkit import Nginx, free_port, running, sshd
 
 SECRET = "pw-Cr3d-file-never-shown"
-
-
-def _in_process_listing(secret: str) -> bool:
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if secret.encode() in f.read():
-                        return True
-            except OSError:
-                continue
-    return False
 
 
 def _run_watching(argv: list[str], secret: str) -> tuple[subprocess.CompletedProcess[str], bool]:
@@ -50,7 +44,7 @@ def _run_watching(argv: list[str], secret: str) -> tuple[subprocess.CompletedPro
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     seen = False
     while proc.poll() is None:
-        seen = seen or _in_process_listing(secret)
+        seen = seen or secret_in_process_listing(secret)
         time.sleep(0.05)
     out, err = proc.communicate()
     return subprocess.CompletedProcess(argv, proc.returncode, out, err), seen

@@ -11,25 +11,19 @@ import time
 import pytest
 
 from rescue_app.engine.disks import reread_partitions
-from tests.enginekit import REPO_ROOT, assert_one_line_error, check_restored, liferaft
+from tests.enginekit import (
+    REPO_ROOT,
+    assert_one_line_error,
+    check_restored,
+    liferaft,
+    secret_in_process_listing,
+)
 from tests.stores.conftest import DISK_BYTES
 from tests.stores.serverkit import sshd
 
 pytestmark = pytest.mark.root
 
 SECRET = "pw-Zq81-never-shown"
-
-
-def _argv_seen(secret: str) -> bool:
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if secret.encode() in f.read():
-                        return True
-            except OSError:
-                continue
-    return False
 
 
 @pytest.fixture
@@ -54,7 +48,7 @@ def test_capture_list_verify_restore_over_sftp(captured, server, loopdisk, workd
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = False
     while proc.poll() is None:
-        seen = seen or _argv_seen(SECRET)
+        seen = seen or secret_in_process_listing(SECRET)
         time.sleep(0.05)
     out, err = proc.communicate()
     assert proc.returncode == 0, err
