@@ -26,6 +26,7 @@ import pytest
 
 from rescue_app.engine import network
 from rescue_app.errors import UsageError
+from tests.stores.serverkit import stop as stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 LIFERAFT = str(REPO / ".venv" / "bin" / "liferaft")
@@ -120,13 +121,7 @@ class NetLab:
         with contextlib.suppress(OSError, ValueError):
             pids.append(int(Path(self.dir, "dbus.pid").read_text()))
         for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+            stop_process(proc)
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 15)
