@@ -20,7 +20,7 @@ from typing import TextIO
 
 from rescue_app import __version__
 from rescue_app.engine import Engine
-from rescue_app.engine.units import human_duration, human_size
+from rescue_app.engine.units import human_duration, human_rate, human_size
 from rescue_app.errors import LiferaftError, NotRootError, UsageError
 from rescue_app.progress import CancelToken, Progress
 
@@ -61,11 +61,19 @@ class ProgressBar:
         if elapsed >= 0.5 and p.done:
             rate = p.done / elapsed
             eta = (p.total - p.done) / rate
-            text += f" {rate / 1e6:6.1f} MB/s ETA {human_duration(eta)}"
+            text += f" {human_rate(rate):>11} ETA {human_duration(eta)}"
         barw = max(10, self.width - len(text) - len(p.phase) - 6)
         filled = int(barw * frac)
         line = f"{p.phase} [{'#' * filled}{'.' * (barw - filled)}] {text}"
         self._emit(line, final=not self.tty)
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Whatever ends the operation (an error, Ctrl-C), what follows starts
+        # on a line of its own, not after the half-drawn bar.
+        self.finish_line()
 
     def _emit(self, line: str, final: bool) -> None:
         if self.tty:
@@ -129,10 +137,9 @@ def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
 def cmd_capture(engine: Engine, args: argparse.Namespace) -> int:
     _require_root("capture")
     repo = engine.open_repository(args.repo, create=True)
-    bar = ProgressBar()
-    result = engine.capture(repo, args.name, args.devices, progress=bar,
-                            cancel=_cancel_on_signals())
-    bar.finish_line()
+    with ProgressBar() as bar:
+        result = engine.capture(repo, args.name, args.devices, progress=bar,
+                                cancel=_cancel_on_signals())
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"captured {result.ref}: {human_size(result.data_bytes)} of data, "
@@ -144,9 +151,8 @@ def cmd_capture(engine: Engine, args: argparse.Namespace) -> int:
 
 def cmd_verify(engine: Engine, args: argparse.Namespace) -> int:
     repo = engine.open_repository(args.repo)
-    bar = ProgressBar()
-    report = engine.verify(repo, args.name, progress=bar, cancel=_cancel_on_signals())
-    bar.finish_line()
+    with ProgressBar() as bar:
+        report = engine.verify(repo, args.name, progress=bar, cancel=_cancel_on_signals())
     for problem in report.problems:
         print(f"error: {problem}", file=sys.stderr)
     status = "OK" if report.ok else f"{len(report.problems)} problem(s)"
@@ -179,9 +185,9 @@ def cmd_restore(engine: Engine, args: argparse.Namespace) -> int:
         print("\ndry run: nothing was written")
         return 0
     _confirm([d.target for d in plan.disks], args)
-    bar = ProgressBar()
-    result = engine.restore(plan, progress=bar, cancel=_cancel_on_signals(), verify=args.verify)
-    bar.finish_line()
+    with ProgressBar() as bar:
+        result = engine.restore(plan, progress=bar, cancel=_cancel_on_signals(),
+                                verify=args.verify)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     checked = ", read back and verified" if result.verified else ""
@@ -352,8 +358,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"liferaft: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("liferaft: interrupted", file=sys.stderr)
+        print("\nliferaft: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: one line for the user, the traceback in the log
+        if args.debug:
+            raise
+        log.debug("internal error", exc_info=True)
+        print(f"liferaft: error: internal error: {type(exc).__name__}: {exc} (run it again "
+              "with --debug and report the traceback)", file=sys.stderr)
+        return 70  # EX_SOFTWARE
 
 
 if __name__ == "__main__":

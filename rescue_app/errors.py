@@ -77,3 +77,5 @@ class VerifyError(LiferaftError):
 
 class CancelledError(LiferaftError):
     """The user cancelled a running operation."""
+
+    exit_code = 130  # as a shell reports a command ended by Ctrl-C (128 + SIGINT)

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rescue_app.engine.units import human_rate, human_size
 from rescue_app.errors import LiferaftError, UsageError
 from rescue_app.progress import Progress
 
@@ -176,8 +177,9 @@ class _ProgressLog:
         if percent >= self.next_percent:
             elapsed = max(time.monotonic() - self.started, 1e-3)
             log.info(
-                "%s %3d%%  %s  %.0f MB of %.0f MB  %.1f MB/s",
-                p.phase, percent, p.item, p.done / 1e6, p.total / 1e6, p.done / 1e6 / elapsed,
+                "%s %3d%%  %s  %s of %s  %s",
+                p.phase, percent, p.item, human_size(p.done), human_size(p.total),
+                human_rate(p.done / elapsed),
             )  # fmt: skip
             self.next_percent = percent - percent % 10 + 10
 
@@ -348,7 +350,7 @@ def _summary(result: object) -> str:
                         ("new_bytes", "new")):  # fmt: skip
         value = getattr(result, attr, None)
         if isinstance(value, int):
-            parts.append(f"{value / 1e6:.1f} MB {label}")
+            parts.append(f"{human_size(value)} {label}")
     verified = getattr(result, "verified", None)
     if verified is not None:
         parts.append("verified" if verified else "NOT verified")

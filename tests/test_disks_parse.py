@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rescue_app.engine import disks
+from rescue_app.engine import disks, units
 from rescue_app.engine.disks import SystemState, parse_lsblk
 from rescue_app.errors import DiskError, TargetRefusedError
 
@@ -134,10 +134,10 @@ def test_find_disk(desktop):
 
 def test_describe_and_human_size(desktop):
     assert desktop["sda"].describe() == "ST2000DM008-2FR102, serial ZFL1ABCD, 1.8 TiB (/dev/sda)"
-    assert disks.human_size(0) == "0 B"
-    assert disks.human_size(1023) == "1023 B"
-    assert disks.human_size(4 * 1024**3) == "4.0 GiB"
-    assert disks.human_size(1536 * 1024) == "1.5 MiB"
+    assert units.human_size(0) == "0 B"
+    assert units.human_size(1023) == "1023 B"
+    assert units.human_size(4 * 1024**3) == "4.0 GiB"
+    assert units.human_size(1536 * 1024) == "1.5 MiB"
 
 
 def test_table_fits_80_columns_and_json(desktop):

@@ -15,7 +15,6 @@ JSON and that state.
     find_disk(spec) -> BlockDisk       # /dev/x, serial:XYZ, wwn:...; DiskError if none
     ensure_restorable(disk) -> None    # TargetRefusedError naming the reason
     reread_partitions(disk_path, expected, timeout=10) -> list[str]
-    human_size(n) -> str               # "4.0 GiB"
     format_disks_table(disks) -> str   # what `liferaft disks` prints
     disks_to_json(disks) -> list[dict]
 """
@@ -33,6 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rescue_app.engine.units import human_size
 from rescue_app.errors import CommandError, DiskError, TargetRefusedError
 from rescue_app.run import run
 
@@ -610,18 +610,6 @@ def reread_partitions(disk_path: str, expected: int, timeout: float = 10) -> lis
 
 
 # ---------------------------------------------------------------- presenting
-
-
-def human_size(n: int) -> str:
-    """Binary units with one decimal: 4294967296 -> "4.0 GiB"."""
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
-        value /= 1024
-        if value < 1024 or unit == "PiB":
-            break
-    return f"{value:.1f} {unit}"
 
 
 def _cut(text: str | None, width: int) -> str:

@@ -13,6 +13,11 @@ def human_size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def human_rate(bytes_per_second: float) -> str:
+    """Rates in the same binary units as sizes: 12582912.0 -> '12.0 MiB/s'."""
+    return f"{bytes_per_second / 2**20:.1f} MiB/s"
+
+
 def human_duration(seconds: float) -> str:
     seconds = int(seconds)
     h, rest = divmod(seconds, 3600)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass
 
-from rescue_app.engine.units import human_duration, human_size
+from rescue_app.engine.units import human_duration, human_rate, human_size
 from rescue_app.progress import Progress
 
 
@@ -72,7 +72,7 @@ class ProgressTracker:
             item_text=(
                 f"{human_size(p.item_done)} of {human_size(p.item_total)}" if p.item_total else ""
             ),
-            rate_text=f"{rate / 1e6:.1f} MB/s" if rate else "-",
+            rate_text=human_rate(rate) if rate else "-",
             elapsed_text=human_duration(now - self.started),
             eta_text=eta,
             message=p.message,

@@ -84,7 +84,27 @@ def open_store(location: str) -> Store:
             f"repository {scheme}://...: this kind of repository is not supported",
             hint=f"use {known}",
         )
+    _check_url(location)
     return factory(location)
+
+
+def _check_url(location: str) -> None:
+    """The URL shapes every store shares: a parseable host and a numeric port.
+    Each store checks what is its own (a bucket, an endpoint, a share)."""
+    from urllib.parse import urlsplit
+
+    shown = location.split("?", 1)[0]
+    try:
+        parts = urlsplit(location)
+        port = parts.port
+    except ValueError as exc:
+        raise RepositoryError(
+            f"repository URL {shown!r} is malformed ({exc})",
+            hint="write it as SCHEME://[USER@]HOST[:PORT]/PATH, the port a number",
+        ) from None
+    if port == 0:
+        raise RepositoryError(f"repository URL {shown!r} has port 0",
+                              hint="give the server's port, or leave it out for the default")
 
 
 # -- credentials ---------------------------------------------------------

@@ -50,6 +50,8 @@ class S3Store(Store):
         self.prefix = parts.path.strip("/")
         query = parse_qs(parts.query)
         self.endpoint = (query.get("endpoint") or [os.environ.get("AWS_ENDPOINT_URL", "")])[0]
+        if self.endpoint:
+            _check_endpoint(self.endpoint)
         region = (query.get("region") or [os.environ.get("AWS_DEFAULT_REGION")
                                           or os.environ.get("AWS_REGION") or "us-east-1"])[0]
         where = f" at {self.endpoint}" if self.endpoint else ""
@@ -213,3 +215,19 @@ class S3Store(Store):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _check_endpoint(endpoint: str) -> None:
+    """boto3 raises a bare ValueError (or fails at the first request) for an
+    endpoint that is not an http(s) URL with a host: say so up front."""
+    try:
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RepositoryError(
+            f"S3 endpoint {endpoint!r} is not a URL",
+            hint="write it as ?endpoint=https://HOST[:PORT] (or http:// for a server "
+                 "without TLS), or set AWS_ENDPOINT_URL",
+        )
