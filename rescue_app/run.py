@@ -12,7 +12,11 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 from rescue_app.errors import CommandError, ToolMissingError
 
@@ -57,6 +61,35 @@ PACKAGE_OF: dict[str, str] = {
     "qemu-system-x86_64": "qemu-system-x86",
     "efibootmgr": "efibootmgr",
 }
+
+
+_fd2_lock = threading.Lock()
+
+
+@contextmanager
+def library_children(what: str) -> Iterator[None]:
+    """Catch the stderr of programs a library starts behind our back.
+
+    libparted runs ``udevadm settle`` through system() after a commit; on a
+    system without udev that prints "sh: 1: udevadm: not found" over the
+    progress bar or the UI. File descriptor 2 points at a temporary file for
+    the duration (process-wide, so one section at a time); what was caught
+    goes to the log, where errors and --debug show it.
+    """
+    with _fd2_lock, tempfile.TemporaryFile() as caught:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            text = caught.read().decode(errors="replace").strip()
+            if text:
+                log.debug("output of programs run by %s: %s", what, text[-2000:])
 
 
 def which(program: str) -> str:

@@ -14,8 +14,8 @@ import pytest
 from rescue_app.cli import ProgressBar, build_parser
 from rescue_app.engine.units import human_rate
 from rescue_app.progress import Progress
-from tests.enginekit import REPO_ROOT, assert_one_line_error, liferaft
-from tests.helpers.diskkit import MIB
+from tests.enginekit import REPO_ROOT, Layout, assert_one_line_error, build_source, liferaft
+from tests.helpers.diskkit import MIB, PartSpec
 
 MALFORMED = [
     ("s3://bucket/p?endpoint=notaurl", "endpoint"),
@@ -96,3 +96,20 @@ def test_serve_binds_loopback_unless_told(workdir) -> None:
     assert "127.0.0.1" in readme and "--bind 0.0.0.0" in readme
     args = build_parser().parse_args(["serve", "--repo", workdir])
     assert args.bind == "127.0.0.1"
+
+
+@pytest.mark.root
+def test_no_child_output_leaks_onto_the_terminal(loopdisk, workdir) -> None:
+    """What tools print (libparted's `udevadm settle` on a host without udev, say) goes to
+    the log, not over the progress bar (item 7): stderr holds only liferaft's own lines."""
+    src = build_source(loopdisk(128 * MIB), Layout("gpt", [PartSpec(None, "ext4", "r")],
+                                                    ["ext4"]))
+    target = loopdisk(160 * MIB)
+    repo = os.path.join(workdir, "repo")
+    ours = ("map: ", "capture [", "restore [", "verify [", "grow: ", "note: ")
+    for args in (["capture", "--repo", repo, "--name", "src", src.dev],
+                 ["restore", "--repo", repo, "--image", "src", "--to", target, "--yes",
+                  "--grow", "--verify"]):
+        proc = liferaft(*args)
+        foreign = [ln for ln in proc.stderr.splitlines() if ln and not ln.startswith(ours)]
+        assert not foreign, proc.stderr

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from rescue_app.engine.manifest import PartitionTable
 from rescue_app.errors import CommandError, DiskError
-from rescue_app.run import run
+from rescue_app.run import library_children, run
 
 EXTENDED_TYPES = {"5", "f", "85"}
 
@@ -114,37 +114,38 @@ def write_table(
     # and the GPT backup header would be written past the real end. Drop any
     # cached entry before probing and after writing.
     device = None
-    try:
-        parted.getDevice(path).removeFromCache()
-        device = parted.getDevice(path)
-        disk = parted.freshDisk(device, "gpt" if table.type == "gpt" else "msdos")
-        kinds = {
-            "gpt": parted.PARTITION_NORMAL,
-            "primary": parted.PARTITION_NORMAL,
-            "extended": parted.PARTITION_EXTENDED,
-            "logical": parted.PARTITION_LOGICAL,
-        }
-        # Numbers follow the order partitions are added in: primaries and
-        # GPT entries by number, the extended container, then logicals.
-        order = sorted(parts, key=lambda p: (p.kind == "logical", p.number))
-        for p in order:
-            geom = parted.Geometry(
-                device=device, start=p.start // sector_size, length=p.size // sector_size
-            )
-            part = parted.Partition(disk=disk, type=kinds[p.kind], geometry=geom)
-            disk.addPartition(part, constraint=parted.Constraint(exactGeom=geom))
-            if table.type == "gpt" and p.name:
-                part.set_name(p.name)
-            if table.type == "dos" and p.bootable:
-                part.setFlag(parted.PARTITION_BOOT)
-        disk.commit()
-    except (_ped.PartedException, _ped.DiskException, _ped.PartitionException,
-            _ped.GeometryException, _ped.ConstraintException, _ped.IOException,
-            _ped.DeviceException) as exc:
-        raise DiskError(f"cannot write the partition table on {path}: {exc}") from None
-    finally:
-        if device is not None:
-            device.removeFromCache()
+    with library_children("libparted"):
+        try:
+            parted.getDevice(path).removeFromCache()
+            device = parted.getDevice(path)
+            disk = parted.freshDisk(device, "gpt" if table.type == "gpt" else "msdos")
+            kinds = {
+                "gpt": parted.PARTITION_NORMAL,
+                "primary": parted.PARTITION_NORMAL,
+                "extended": parted.PARTITION_EXTENDED,
+                "logical": parted.PARTITION_LOGICAL,
+            }
+            # Numbers follow the order partitions are added in: primaries and
+            # GPT entries by number, the extended container, then logicals.
+            order = sorted(parts, key=lambda p: (p.kind == "logical", p.number))
+            for p in order:
+                geom = parted.Geometry(
+                    device=device, start=p.start // sector_size, length=p.size // sector_size
+                )
+                part = parted.Partition(disk=disk, type=kinds[p.kind], geometry=geom)
+                disk.addPartition(part, constraint=parted.Constraint(exactGeom=geom))
+                if table.type == "gpt" and p.name:
+                    part.set_name(p.name)
+                if table.type == "dos" and p.bootable:
+                    part.setFlag(parted.PARTITION_BOOT)
+            disk.commit()
+        except (_ped.PartedException, _ped.DiskException, _ped.PartitionException,
+                _ped.GeometryException, _ped.ConstraintException, _ped.IOException,
+                _ped.DeviceException) as exc:
+            raise DiskError(f"cannot write the partition table on {path}: {exc}") from None
+        finally:
+            if device is not None:
+                device.removeFromCache()
     _set_identities(path, table, parts)
 
 
