@@ -39,9 +39,14 @@ class ProgressBar:
         self.phase = ""
         self.last_draw = 0.0
         self.last_line = ""
+        self.last_notice = 0.0
+        self.noticed = False
 
     def __call__(self, p: Progress) -> None:
         now = time.monotonic()
+        if p.phase == "notice":
+            self._notice(p, now)
+            return
         if p.phase != self.phase:
             self.finish_line()
             self.phase = p.phase
@@ -74,6 +79,21 @@ class ProgressBar:
         # Whatever ends the operation (an error, Ctrl-C), what follows starts
         # on a line of its own, not after the half-drawn bar.
         self.finish_line()
+
+    def _notice(self, p: Progress, now: float) -> None:
+        """A passing condition (a server retried), on a line of its own and at
+        most every few seconds; the bar goes on below it."""
+        if p.notice and now - self.last_notice < 5.0:
+            return
+        if not p.notice and not self.noticed:
+            return
+        self.finish_line()
+        text = p.notice or "answering again"
+        self.stream.write(f"{p.item}: {text}\n")
+        self.stream.flush()
+        self.noticed = bool(p.notice)
+        self.last_notice = now if p.notice else 0.0
+        self.last_draw = 0.0  # redraw the bar at the next progress
 
     def _emit(self, line: str, final: bool) -> None:
         if self.tty:

@@ -29,6 +29,9 @@ class Progress:
     item_done: int = 0
     item_total: int = 0
     message: str = ""
+    # phase "notice": a passing condition, not a step ("server unreachable,
+    # retrying (12 s of 60)"); shown beside the bar, cleared by notice "".
+    notice: str = ""
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -50,3 +53,7 @@ class CancelToken:
     @property
     def cancelled(self) -> bool:
         return self._event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True at once if cancelled meanwhile."""
+        return self._event.wait(seconds)

@@ -171,6 +171,8 @@ class _ProgressLog:
         self.started = time.monotonic()
 
     def __call__(self, p: Progress) -> None:
+        if p.phase == "notice" and p.notice:
+            log.warning("%s: %s", p.item, p.notice)
         if p.total <= 0:
             return
         percent = 100 * p.done // p.total

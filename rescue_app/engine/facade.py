@@ -21,7 +21,8 @@ Every method raises only LiferaftError subclasses for failures a user can meet.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from rescue_app.engine import disks as _disks
 from rescue_app.engine import network as _network
@@ -34,6 +35,7 @@ from rescue_app.engine.plan import RestorePlan
 from rescue_app.engine.repository import Repository
 from rescue_app.engine.restore import apply_plan
 from rescue_app.engine.results import CaptureResult, RestoreResult, VerifyReport
+from rescue_app.engine.stores.retry import Watch
 from rescue_app.engine.verify import verify_repository
 from rescue_app.progress import CancelToken, ProgressCallback, no_progress
 
@@ -72,7 +74,8 @@ class Engine:
         cancel: CancelToken | None = None,
         verify: bool = False,
     ) -> RestoreResult:
-        return apply_plan(plan, progress=progress, cancel=cancel, verify=verify)
+        with _watching(plan.repo, progress, cancel):
+            return apply_plan(plan, progress=progress, cancel=cancel, verify=verify)
 
     def capture(
         self,
@@ -84,7 +87,8 @@ class Engine:
         cancel: CancelToken | None = None,
     ) -> CaptureResult:
         disks = [_disks.find_disk(d) for d in devices]
-        return _capture_disks(repo, name, disks, progress=progress, cancel=cancel)
+        with _watching(repo, progress, cancel):
+            return _capture_disks(repo, name, disks, progress=progress, cancel=cancel)
 
     def verify(
         self,
@@ -94,7 +98,8 @@ class Engine:
         progress: ProgressCallback = no_progress,
         cancel: CancelToken | None = None,
     ) -> VerifyReport:
-        return verify_repository(repo, ref, progress=progress, cancel=cancel)
+        with _watching(repo, progress, cancel):
+            return verify_repository(repo, ref, progress=progress, cancel=cancel)
 
     # -- the running system's network (the UI's network screen, `liferaft net`)
 
@@ -111,3 +116,16 @@ class Engine:
     ) -> Interface:
         config = _network.parse_static(iface, address, gateway, dns)
         return _network.static(config, timeout=timeout)
+
+
+@contextmanager
+def _watching(
+    repo: Repository, progress: ProgressCallback, cancel: CancelToken | None
+) -> Iterator[None]:
+    """For the length of one operation, the repository's store reports its
+    retries on the operation's progress and stops them when it is cancelled."""
+    repo.store.watch = Watch(repo.location, progress, cancel)
+    try:
+        yield
+    finally:
+        del repo.store.watch  # back to the store's quiet default

@@ -7,16 +7,20 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 import requests
 
+from rescue_app.engine import Engine
 from rescue_app.engine.disks import reread_partitions
 from rescue_app.engine.stores import open_store
 from rescue_app.engine.stores.http import HttpStore
-from rescue_app.errors import RepositoryError
+from rescue_app.errors import CancelledError, RepositoryError
+from rescue_app.progress import CancelToken, Progress
 from tests.enginekit import REPO_ROOT, assert_one_line_error, check_restored, liferaft
+from tests.helpers.diskkit import MIB
 from tests.stores.conftest import DISK_BYTES, Captured
 from tests.stores.serverkit import CountingProxy, Nginx, free_port, self_signed_cert, stop
 
@@ -102,13 +106,80 @@ def test_server_that_lies_about_a_chunk(captured, loopdisk, workdir):
     assert "run the restore again" in line
 
 
-def test_unreachable_server_is_one_line(monkeypatch):
-    monkeypatch.setenv("LIFERAFT_RETRY_SECONDS", "1")
+def test_unreachable_server_is_one_line_within_seconds():
+    """First contact with a port nobody listens on, or a host name that does not
+    resolve: a few seconds, not a minute of silence (issue 10, item 6)."""
     port = free_port()
-    started = time.monotonic()
-    proc = liferaft("images", "--repo", f"http://127.0.0.1:{port}/repo", check=False)
-    assert_one_line_error(proc, f"127.0.0.1:{port}", "connection refused", "retried")
-    assert time.monotonic() - started < 20
+    for url, reason in ((f"http://127.0.0.1:{port}/repo", "connection refused"),
+                        ("http://no-such-host.invalid/repo", "host name")):
+        started = time.monotonic()
+        proc = liferaft("images", "--repo", url, check=False)
+        assert_one_line_error(proc, "cannot reach", reason)
+        assert time.monotonic() - started < 8  # the CLI's own start included
+
+
+def _notices(seen: list[Progress]) -> list[str]:
+    return [p.notice for p in seen if p.phase == "notice"]
+
+
+@pytest.mark.root
+def test_server_gone_mid_restore_is_reported_and_resumed(captured, loopdisk, workdir):
+    """Once data flows, a lost server is retried; the user sees "server unreachable,
+    retrying (N s of 60)" through the progress callback, then the all-clear."""
+    nginx = Nginx(captured.repo, os.path.join(workdir, "nginx"), limit_rate="3m")
+    target = loopdisk(DISK_BYTES)
+    seen: list[Progress] = []
+    engine = Engine()
+    with nginx:
+        repo = engine.open_repository(f"http://127.0.0.1:{nginx.port}/")
+        plan = engine.plan_restore(repo, "src", [target])
+
+        back = threading.Timer(3.0, nginx.start)
+
+        def progress(p: Progress) -> None:
+            seen.append(p)
+            if p.phase == "restore" and p.done > 4 * MIB and not back.is_alive() \
+                    and not back.finished.is_set():
+                nginx.kill()
+                back.start()
+
+        try:
+            engine.restore(plan, progress=progress)
+        finally:
+            back.join()
+            repo.close()
+    notices = _notices(seen)
+    assert any(re.match(r"server unreachable \(.+\), retrying \(\d+ s of 60\)", n)
+               for n in notices), notices
+    assert notices[-1] == "", "the notice is cleared once the server answers"
+    _check(captured, target)
+
+
+@pytest.mark.root
+def test_cancel_while_retrying_says_cancelled(captured, loopdisk, workdir):
+    nginx = Nginx(captured.repo, os.path.join(workdir, "nginx"), limit_rate="3m")
+    target = loopdisk(DISK_BYTES)
+    cancel = CancelToken()
+    seen: list[Progress] = []
+    engine = Engine()
+    with nginx:
+        repo = engine.open_repository(f"http://127.0.0.1:{nginx.port}/")
+        plan = engine.plan_restore(repo, "src", [target])
+
+        def progress(p: Progress) -> None:
+            seen.append(p)
+            if p.phase == "restore" and p.done > 4 * MIB:
+                nginx.kill()
+            if p.phase == "notice" and p.notice:
+                cancel.cancel()
+
+        started = time.monotonic()
+        with pytest.raises(CancelledError) as caught:
+            engine.restore(plan, progress=progress, cancel=cancel)
+        repo.close()
+    assert time.monotonic() - started < 30
+    assert "cancelled" in str(caught.value) and "retried" not in str(caught.value)
+    assert _notices(seen)
 
 
 def test_store_basics(tmp_path, monkeypatch):

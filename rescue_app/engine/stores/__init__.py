@@ -13,12 +13,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
+from rescue_app.engine.stores.retry import Watch
 from rescue_app.errors import RepositoryError
 
 
 class Store(ABC):
     location: str  # for people and logs: no passwords, no keys
     can_list = True  # False: folders cannot be listed (plain HTTP); use index.json
+    # Who hears about retries and may cancel them (the running operation);
+    # the Engine sets it for a capture, restore or verify.
+    watch: Watch = Watch()
 
     @abstractmethod
     def read(self, rel: str) -> bytes:

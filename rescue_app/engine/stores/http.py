@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import threading
-import time
 from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -30,6 +29,7 @@ from requests.adapters import HTTPAdapter
 
 from rescue_app.engine import credentials
 from rescue_app.engine.stores import Store, password_for, reject_password_in_url
+from rescue_app.engine.stores.retry import RetryPolicy
 from rescue_app.errors import RepositoryError
 
 log = logging.getLogger("liferaft.stores.http")
@@ -41,7 +41,6 @@ READ_TIMEOUT = 30.0
 # Larger than any chunk file (4 MiB before compression): a body normally
 # arrives in one read, straight into one bytes object of its exact length.
 PIECE = 8 * 1024 * 1024
-MAX_BACKOFF = 5.0
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
@@ -78,7 +77,8 @@ class HttpStore(Store):
                                   hint="give the path of a PEM file with the server's CA")
         self.verify: bool | str = ca or True
         self.auth = self._basic_auth(url, parts.username, parts.hostname)
-        self.retry_seconds = float(os.environ.get("LIFERAFT_RETRY_SECONDS", "60"))
+        self.policy = RetryPolicy.from_environment()
+        self._answered = False  # has the server ever answered? (first contact fails fast)
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
@@ -124,14 +124,19 @@ class HttpStore(Store):
             self._local.session = None
 
     def _retrying(self, what: str, attempt: Callable[[_Progressed], T]) -> T:
-        """Run ``attempt`` until it succeeds, a permanent error, or
-        ``retry_seconds`` pass without a byte of progress."""
-        backoff = 0.25
-        deadline = time.monotonic() + self.retry_seconds
+        """Run ``attempt`` until it succeeds, a permanent error, or the
+        policy's deadline passes without a byte of progress. A server that
+        never answered gets the short first-contact window; each wait is a
+        notice to the running operation, which may cancel it."""
+        backoff = self.policy.backoffs()
         while True:
             progressed = _Progressed()
+            self.watch.check_cancelled(what)
             try:
-                return attempt(progressed)
+                result = attempt(progressed)
+                self._answered = True
+                self.watch.recovered()
+                return result
             except (requests.exceptions.SSLError, urllib3.exceptions.SSLError) as exc:
                 raise self._tls_error(exc) from None
             # (urllib3's own errors come from bodies read through Response.raw)
@@ -140,18 +145,29 @@ class HttpStore(Store):
                     urllib3.exceptions.TimeoutError, _Transient) as exc:
                 reason = _reason(exc)
                 self._drop_session()
+                if isinstance(exc, _Transient):
+                    self._answered = True
             if progressed.flag:
-                backoff = 0.25
-                deadline = time.monotonic() + self.retry_seconds
-            if time.monotonic() + backoff > deadline:
+                self._answered = True
+                backoff.reset()
+            limit = self.policy.deadline if self._answered else self.policy.first_contact
+            delay = backoff.next()
+            if backoff.waited() + delay > limit:
+                if not self._answered:
+                    raise RepositoryError(
+                        f"repository {self.location}: cannot reach {self.host}: {reason}",
+                        hint="check the URL (host name and port), that the server is running, "
+                             "and the network cable/settings",
+                    )
                 raise RepositoryError(
                     f"repository {self.location}: {what} from {self.host} failed: {reason}",
-                    hint=f"retried for {self.retry_seconds:.0f} s; check that the server is "
+                    hint=f"retried for {limit:.0f} s; check that the server is "
                          "running and reachable, the URL, and the network cable/settings",
                 )
-            log.info("%s: %s; retrying in %.2f s", what, reason, backoff)
-            time.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+            log.info("%s: %s; retrying in %.2f s", what, reason, delay)
+            if self._answered:
+                self.watch.retrying(reason, backoff.waited(), limit)
+            self.watch.sleep(delay, what)
 
     def _tls_error(self, exc: Exception) -> RepositoryError:
         text = str(exc)

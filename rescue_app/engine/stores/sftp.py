@@ -321,10 +321,14 @@ class SftpStore(Store):
         """``op`` on this thread's channel; after a dropped connection,
         reconnect and do it again, with backoff."""
         delays = iter(RETRY_DELAYS)
+        lost = 0.0  # when the connection was found lost
         while True:
             generation = self._generation
+            self.watch.check_cancelled(what)
             try:
-                return op(self._sftp())
+                result = op(self._sftp())
+                self.watch.recovered()
+                return result
             except FileNotFoundError:
                 raise
             except (OSError, paramiko.SSHException, EOFError) as exc:
@@ -348,7 +352,9 @@ class SftpStore(Store):
                     ) from None
                 log.warning("connection to %s port %d lost while %s (%s); reconnecting in "
                             "%g s", self.host, self.port, what, _reason(error), delay)
-                time.sleep(delay)
+                lost = lost or time.monotonic()
+                self.watch.retrying(_reason(error), time.monotonic() - lost, sum(RETRY_DELAYS))
+                self.watch.sleep(delay, what)
                 try:
                     self._reconnect(generation)
                 except _Unreachable as exc:
