@@ -27,8 +27,10 @@ $(VENV)/.stamp: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
+# The fast tests first: a failure there stops the run before the QEMU boots.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m 'not slow'
+	$(PY) -m pytest -q -m slow
 
 test-fast: setup
 	$(PY) -m pytest -q -m 'not slow'

@@ -17,11 +17,10 @@ if REPO not in sys.path:
 
 from tests.helpers.diskkit import loop_disk  # noqa: E402
 
-# Tests that need loop devices and mounts: @root_only. Only non-root skips them;
-# a missing tool is a failure (add its package to deps/apt-host.txt instead).
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (loop devices, mounts)")
 
-
+# Tests that need loop devices and mounts carry @pytest.mark.root: the one
+# mechanism. Only non-root skips them; a missing tool is a failure (add its
+# package to deps/apt-host.txt instead).
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.geteuid() == 0:
         return

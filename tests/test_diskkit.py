@@ -7,7 +7,6 @@ import subprocess
 import pytest
 
 from rescue_app.engine import disks
-from tests.conftest import root_only
 from tests.helpers.diskkit import (
     MIB,
     PartSpec,
@@ -20,7 +19,7 @@ from tests.helpers.diskkit import (
     tree_checksums,
 )
 
-pytestmark = root_only
+pytestmark = pytest.mark.root
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,10 @@
-"""ruff on everything, strict mypy on the app and the builder — the linters run as tests."""
+"""ruff on everything, strict mypy on the app and the builder, shellcheck on every shell
+script — the linters run as tests."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -21,4 +23,30 @@ def test_ruff():
 
 def test_mypy_strict():
     proc = _run("mypy", "rescue_app", "builder")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _shell_scripts() -> list[str]:
+    """Every shell script we ship or run: by name, by shebang, and the overlay's
+    templates (their jinja fields are plain words inside strings)."""
+    found = []
+    for folder in ("builder", "overlay", ".ci", "tests", "bench"):
+        for dirpath, _dirs, names in os.walk(os.path.join(ROOT, folder)):
+            for name in names:
+                path = os.path.join(dirpath, name)
+                try:
+                    with open(path, "rb") as f:
+                        head = f.readline()
+                except OSError:
+                    continue
+                if name.endswith(".sh") or re.match(rb"#!\s*/(usr/)?bin/(env )?(ba)?sh\b", head):
+                    found.append(path)
+    return sorted(found)
+
+
+def test_shellcheck():
+    scripts = _shell_scripts()
+    assert any(s.endswith(".ci/run") for s in scripts), scripts
+    proc = subprocess.run(["shellcheck", "--shell=bash", *scripts], cwd=ROOT,
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
