@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -228,27 +227,27 @@ def _device_node(device: str) -> str | None:
         return str(getattr(parts[0], "path", disk.path) if parts else disk.path)
     if device.startswith("/dev/"):
         return device if os.path.exists(device) else None
+    from rescue_app.engine.probe import device_with_tag
+
     key, _, value = device.partition("=")
-    proc = subprocess.run(["blkid", "-o", "device", "-t", f"{key}={value}"],
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True)  # fmt: skip
-    lines = proc.stdout.split()
-    return lines[0] if proc.returncode == 0 and lines else None
+    return device_with_tag(key, value)
 
 
 def _mount(device: str, mountpoint: Path, options: list[str], what: str) -> None:
+    from rescue_app.engine import mounts
+
     mountpoint.mkdir(parents=True, exist_ok=True, mode=0o700)
-    log.info("mounting %s (%s) on %s", device, ",".join(options), mountpoint)
-    proc = subprocess.run(
-        ["mount", "-o", ",".join(options), device, str(mountpoint)],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        raise LiferaftError(f"cannot mount {what} device {device}: {proc.stderr.strip()}")
+    try:
+        mounts.mount(device, str(mountpoint), options=options)
+    except LiferaftError as exc:
+        raise LiferaftError(f"cannot mount {what} device {device}: {exc.message}") from None
 
 
 def _unmount(mountpoint: Path) -> None:
+    from rescue_app.engine import mounts
+
     if os.path.ismount(mountpoint):
-        subprocess.run(["umount", str(mountpoint)], stdin=subprocess.DEVNULL, check=False)
+        mounts.umount(str(mountpoint))
 
 
 def _mount_repository(spec: str, writable: bool) -> str:
@@ -287,9 +286,9 @@ def _read_credentials(device: str | None, path: str) -> Credentials:
         loaded = credentials.load(path)
     else:
         node = _find_device(device)
-        fstype = subprocess.run(["blkid", "-o", "value", "-s", "TYPE", node],
-                                stdin=subprocess.DEVNULL, capture_output=True,
-                                text=True).stdout.strip()  # fmt: skip
+        from rescue_app.engine.probe import filesystem_type
+
+        fstype = filesystem_type(node) or ""
         options = ["ro", "nosuid", "nodev", "noexec"]
         if fstype in _NO_MODES:
             options += ["uid=0", "gid=0", "umask=077"]
@@ -373,14 +372,12 @@ def _load_profile_action() -> dict[str, Any] | None:
 
 
 def _power_off() -> None:
-    # Only on the rescue system (live-boot's medium is mounted): a developer
-    # running this on a workstation must never see it switch off.
-    if not Path("/run/live/medium").exists() and not os.environ.get("LIFERAFT_ALLOW_POWEROFF"):
-        log.info("not on the rescue system; not powering off")
-        return
-    log.info("powering off")
-    os.sync()
-    subprocess.run(["systemctl", "--no-block", "poweroff"], stdin=subprocess.DEVNULL, check=False)
+    from rescue_app.engine import power
+
+    try:
+        power.switch("poweroff", asked_by_person=False)
+    except LiferaftError as exc:  # the action itself is done: say so, do not fail it
+        log.warning("could not power off: %s", exc)
 
 
 def run_unattended(

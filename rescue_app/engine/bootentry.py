@@ -19,15 +19,14 @@ existing entry) are unit-tested without root or firmware.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from rescue_app.engine.disks import BlockDisk, find_disk
+from rescue_app.engine.mounts import mounted
 from rescue_app.errors import LiferaftError
 from rescue_app.run import run
 
@@ -101,19 +100,6 @@ def esp_partitions(disk: BlockDisk) -> list[tuple[int, str, str | None]]:
             if (p.parttype or "").lower() == ESP_TYPE]  # fmt: skip
 
 
-@contextlib.contextmanager
-def _mounted_ro(node: str) -> Iterator[str]:
-    point = tempfile.mkdtemp(prefix="liferaft-esp-")
-    try:
-        run(["mount", "-t", "vfat", "-o", "ro", node, point], timeout=60)
-        try:
-            yield point
-        finally:
-            run(["umount", point], check=False, timeout=60)
-    finally:
-        with contextlib.suppress(OSError):
-            os.rmdir(point)
-
 
 def _esp_files(point: str) -> list[str]:
     """Paths two levels under EFI/ (all a loader can be), relative to the ESP."""
@@ -134,7 +120,7 @@ def plan_entries(disk: BlockDisk, notes: list[str]) -> list[BootEntry]:
     if not esps:
         notes.append(f"{disk.path} has no EFI system partition; no boot entry was created")
     for number, node, partuuid in esps:
-        with _mounted_ro(node) as point:
+        with mounted(node, "vfat", prefix="liferaft-esp-") as point:
             found = find_loader(_esp_files(point))
         if found is None:
             notes.append(f"{node}: no EFI/<vendor>/shimx64.efi or grubx64.efi; "

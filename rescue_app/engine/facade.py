@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from rescue_app.engine import disks as _disks
 from rescue_app.engine import network as _network
 from rescue_app.engine import plan as _plan
+from rescue_app.engine import power as _power
 from rescue_app.engine.capture import capture as _capture_disks
 from rescue_app.engine.disks import BlockDisk
 from rescue_app.engine.manifest import ImageSummary, Manifest
@@ -100,6 +101,12 @@ class Engine:
     ) -> VerifyReport:
         with _watching(repo, progress, cancel):
             return verify_repository(repo, ref, progress=progress, cancel=cancel)
+
+    # -- the rescue system itself
+
+    def power(self, action: str) -> None:
+        """``poweroff`` or ``reboot``, asked for by the person at the machine."""
+        _power.switch(action, asked_by_person=True)
 
     # -- the running system's network (the UI's network screen, `liferaft net`)
 

@@ -18,17 +18,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rescue_app.engine import Engine
 from rescue_app.engine.disks import REASON_ROOT, BlockDisk
+from rescue_app.engine.mounts import mounted
 from rescue_app.engine.repository import REPO_FILE, Repository
 from rescue_app.engine.units import human_size
 from rescue_app.errors import CommandError, LiferaftError, RepositoryError
-from rescue_app.run import run
 
 log = logging.getLogger("liferaft.tui.sources")
 
@@ -103,48 +102,6 @@ class DefaultRepositorySource(PathSource):
     @classmethod
     def discover(cls, ctx: ScanContext) -> list[RepositorySource]:
         return [cls(ctx.default_repository)] if ctx.default_repository else []
-
-
-def _mount_options(fstype: str, writable: bool) -> str:
-    if writable:
-        return "rw"
-    # Read-only must not replay a journal either: that writes to the disk.
-    return {"ext4": "ro,noload", "ext3": "ro,noload", "xfs": "ro,norecovery"}.get(fstype, "ro")
-
-
-def _mount(device: str, fstype: str, point: str, writable: bool) -> None:
-    opts = _mount_options(fstype, writable)
-    if fstype == "ntfs":
-        run(["ntfs-3g", "-o", opts, device, point], timeout=60)
-    elif fstype == "exfat":
-        try:
-            run(["mount", "-t", "exfat", "-o", opts, device, point], timeout=60)
-        except LiferaftError:
-            run(["mount.exfat-fuse", "-o", opts, device, point], timeout=60)
-    else:
-        run(["mount", "-t", fstype, "-o", opts, device, point], timeout=60)
-
-
-def _umount(point: str) -> None:
-    try:
-        run(["umount", point], timeout=60)
-    except LiferaftError as exc:
-        log.warning("could not unmount %s: %s; detaching it lazily", point, exc)
-        run(["umount", "-l", point], check=False, timeout=60)
-
-
-@contextlib.contextmanager
-def mounted(device: str, fstype: str, *, writable: bool = False) -> Iterator[str]:
-    point = tempfile.mkdtemp(prefix="liferaft-media-")
-    try:
-        _mount(device, fstype, point, writable)
-        try:
-            yield point
-        finally:
-            _umount(point)
-    finally:
-        with contextlib.suppress(OSError):
-            os.rmdir(point)
 
 
 def find_repository_dirs(root: str) -> list[str]:

@@ -12,6 +12,7 @@ import stat
 
 import pytest
 
+from rescue_app.engine import mounts as engine_mounts
 from rescue_app.engine.stores import mount as mountmod
 from rescue_app.engine.stores import open_store
 from rescue_app.engine.stores.mount import MountStore, mount_argv, plan_mount
@@ -56,6 +57,7 @@ def test_smb_password_goes_through_a_private_file_only(monkeypatch, tmp_path):
             calls.append((list(argv), "", 0))
 
     monkeypatch.setattr(mountmod, "run", fake_run)
+    monkeypatch.setattr(engine_mounts, "run", fake_run)  # the umount goes through there
     monkeypatch.setenv("LIFERAFT_PASSWORD", SECRET)
     store = open_store("smb://ann@nas/backups/site")
     assert isinstance(store, MountStore)

@@ -48,7 +48,7 @@ def test_tracker_rate_and_eta() -> None:
     t.update(Progress("restore", "p1", 0, 100_000_000, 0, 50_000_000), now=0.0)
     view = t.update(Progress("restore", "p1", 50_000_000, 100_000_000, 50_000_000,
                              50_000_000), now=5.0)
-    assert view.rate_text == "10.0 MB/s"
+    assert view.rate_text == "9.5 MiB/s"  # 10 MB/s in the binary units of every size shown
     assert view.eta_text == "0:05"
     assert view.elapsed_text == "0:05"
     assert view.overall == pytest.approx(0.5)

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from rescue_app.engine.mounts import umount
 from rescue_app.engine.stores import Store, password_for, reject_password_in_url
 from rescue_app.engine.stores.local import LocalStore
 from rescue_app.errors import CommandError, RepositoryError
@@ -265,11 +266,8 @@ class MountStore(Store):
 
     def close(self) -> None:
         if self.mounted:
-            try:
-                run(["umount", self.mountpoint], timeout=MOUNT_TIMEOUT)
-            except CommandError:
-                # Busy or the server is gone: detach it, the kernel finishes later.
-                run(["umount", "-l", self.mountpoint], check=False, timeout=MOUNT_TIMEOUT)
+            # Busy or the server is gone: umount detaches it lazily.
+            umount(self.mountpoint)
             self.mounted = False
         with contextlib.suppress(OSError):
             os.rmdir(self.mountpoint)

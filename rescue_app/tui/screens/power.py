@@ -9,7 +9,6 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from rescue_app.errors import LiferaftError
-from rescue_app.run import run
 
 
 class PowerModal(ModalScreen[None]):
@@ -40,8 +39,10 @@ class PowerModal(ModalScreen[None]):
             release = getattr(app, "release_source", None)
             if callable(release):
                 release()
+            engine = getattr(app, "engine", None)
             try:
-                run(["systemctl", choice], timeout=30)
+                if engine is not None:
+                    engine.power(choice)
             except LiferaftError as exc:
                 show = getattr(app, "show_error", None)
                 if callable(show):
