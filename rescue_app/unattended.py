@@ -223,8 +223,7 @@ def _device_node(device: str) -> str | None:
             disk = Engine().find_disk(device)
         except LiferaftError:
             return None
-        parts = getattr(disk, "partitions", None) or []
-        return str(getattr(parts[0], "path", disk.path) if parts else disk.path)
+        return disk.partitions[0].path if disk.partitions else disk.path
     if device.startswith("/dev/"):
         return device if os.path.exists(device) else None
     from rescue_app.engine.probe import device_with_tag
@@ -335,27 +334,14 @@ def _execute(action: UnattendedAction) -> str:
         plan = engine.plan_restore(repo, action.image, list(action.targets), grow=action.grow)
         log.info("plan:\n%s", plan.render())
         result = engine.restore(plan, progress=progress, verify=True)
-        return (
-            f"restored {getattr(result, 'ref', action.image)} to {', '.join(action.targets)}: "
-            f"{_summary(result)}"
-        )
+        checked = "verified" if result.verified else "NOT verified"
+        return (f"restored {result.ref} to {', '.join(action.targets)}: "
+                f"{human_size(result.written_bytes)} written, {checked}")
     repo = engine.open_repository(location, create=True)
     captured = engine.capture(repo, action.image, list(action.targets), progress=progress)
-    return f"captured {', '.join(action.targets)} as {action.image}: {_summary(captured)}"
-
-
-def _summary(result: object) -> str:
-    """Bytes written/stored and verification from an engine result, as words."""
-    parts = []
-    for attr, label in (("written_bytes", "written"), ("stored_bytes", "stored"),
-                        ("new_bytes", "new")):  # fmt: skip
-        value = getattr(result, attr, None)
-        if isinstance(value, int):
-            parts.append(f"{human_size(value)} {label}")
-    verified = getattr(result, "verified", None)
-    if verified is not None:
-        parts.append("verified" if verified else "NOT verified")
-    return ", ".join(parts) or "done"
+    return (f"captured {', '.join(action.targets)} as {captured.ref}: "
+            f"{human_size(captured.data_bytes)} of data, "
+            f"{human_size(captured.stored_bytes)} stored")
 
 
 def _load_profile_action() -> dict[str, Any] | None:
