@@ -141,6 +141,9 @@ def cmd_disks(engine: Engine, args: argparse.Namespace) -> int:
 def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
     repo = engine.open_repository(args.repo)
     images = engine.list_images(repo)
+    for problem in repo.damaged:
+        print(f"liferaft: warning: skipped a damaged image: {problem} "
+              "(run 'liferaft verify' for the whole state)", file=sys.stderr)
     if args.json:
         print(json.dumps([asdict(i) | {"ref": i.ref} for i in images], indent=1))
         return 0

@@ -15,10 +15,11 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import Enum
 
 from rescue_app.engine import blockio
 from rescue_app.engine.chunkio import WORKERS, pipeline
-from rescue_app.engine.disks import BlockDisk
+from rescue_app.engine.disks import BlockDisk, disks_holding_path, mounts_on_disk
 from rescue_app.engine.extents import Extent, ExtentMap, clip, total
 from rescue_app.engine.manifest import (
     METHOD_NONE,
@@ -94,8 +95,11 @@ def capture(
     paths = [d.path for d in disks]
     if len(set(paths)) != len(paths):
         raise DiskError("the same disk is named twice")
+    local = repo.local_path()
     for disk in disks:
-        _refuse_mounted(disk)
+        refusals = capture_refusals(disk, local)
+        if refusals:
+            raise DiskError(str(refusals[0]), hint=refusals[0].hint)
     repo.ensure_writable()
     started = time.monotonic()
 
@@ -133,14 +137,47 @@ def capture(
     )
 
 
-def _refuse_mounted(disk: BlockDisk) -> None:
-    for part in disk.partitions:
-        if part.mountpoints:
-            raise DiskError(
-                f"{part.path} is mounted on {part.mountpoints[0]}: a capture of a live "
-                "filesystem would be inconsistent",
-                hint=f"unmount it first (umount {part.path})",
-            )
+class RefusalKind(Enum):
+    MOUNTED_READ_WRITE = "mounted read-write"
+    HOLDS_REPOSITORY = "holds the repository"
+
+
+@dataclass(frozen=True)
+class CaptureRefusal:
+    """Why a disk may not be captured now; text only when shown (``str``)."""
+
+    kind: RefusalKind
+    disk: str  # /dev path of the disk
+    device: str  # the partition, the disk itself, or a device stacked on it
+    where: str  # the mount point, or the repository's folder
+
+    def __str__(self) -> str:
+        if self.kind is RefusalKind.MOUNTED_READ_WRITE:
+            return (f"{self.device} is mounted read-write on {self.where}: a backup of a "
+                    "filesystem in use would be inconsistent")
+        return (f"the repository {self.where} is on {self.disk}, the disk being captured: "
+                "the backup would copy itself")
+
+    @property
+    def hint(self) -> str:
+        if self.kind is RefusalKind.MOUNTED_READ_WRITE:
+            return (f"unmount it (umount {self.where}), or make it read-only "
+                    f"(mount -o remount,ro {self.where}); a read-only filesystem is captured")
+        return "choose a repository on another disk"
+
+
+def capture_refusals(disk: BlockDisk, repository: str | None = None) -> list[CaptureRefusal]:
+    """The one rule for what may be captured: nothing mounted read-write from
+    the disk (whole-disk filesystem, partition, or a device stacked on it;
+    read-only mounts are consistent and fine), and never the disk that holds
+    ``repository`` (a local folder), however it is mounted."""
+    name = disk.path.rsplit("/", 1)[-1]
+    found = [CaptureRefusal(RefusalKind.MOUNTED_READ_WRITE, disk.path, m.source, m.mountpoint)
+             for m in mounts_on_disk(name) if not m.read_only]
+    if repository is not None and name in disks_holding_path(repository):
+        found.insert(0, CaptureRefusal(RefusalKind.HOLDS_REPOSITORY, disk.path, disk.path,
+                                       repository))
+    return found
 
 
 def _plan_disk(

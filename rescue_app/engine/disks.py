@@ -318,6 +318,11 @@ class _Mount:
     mountpoint: str
     fstype: str
     source: str
+    options: str = ""  # the mount's own options: "rw,relatime", "ro,noload"...
+
+    @property
+    def read_only(self) -> bool:
+        return "ro" in self.options.split(",")
 
 
 def _mountinfo(path: str = "/proc/self/mountinfo") -> list[_Mount]:
@@ -329,7 +334,8 @@ def _mountinfo(path: str = "/proc/self/mountinfo") -> list[_Mount]:
         lf, rf = left.split(), right.split()
         if len(lf) < 5 or len(rf) < 2:
             continue
-        mounts.append(_Mount(lf[2], _unescape(lf[4]), rf[0], _unescape(rf[1])))
+        mounts.append(_Mount(lf[2], _unescape(lf[4]), rf[0], _unescape(rf[1]),
+                             lf[5] if len(lf) > 5 else ""))
     return mounts
 
 
@@ -373,6 +379,40 @@ def _disks_of_mount(mount: _Mount) -> set[str]:
         if majmin:
             return _disks_below(majmin)
     return set()
+
+
+@dataclass(frozen=True)
+class MountOnDisk:
+    """A filesystem mounted from a disk (a partition, the whole disk, or a
+    device stacked on it)."""
+
+    source: str
+    mountpoint: str
+    read_only: bool
+
+
+def mounts_on_disk(disk_name: str) -> list[MountOnDisk]:
+    """What is mounted from the disk ``disk_name`` (kernel name, e.g. "sda")."""
+    return [MountOnDisk(m.source, m.mountpoint, m.read_only) for m in _mountinfo()
+            if disk_name in _disks_of_mount(m)]
+
+
+def disks_holding_path(path: str) -> set[str]:
+    """Kernel names of the disks that hold the folder ``path`` (or, if it does
+    not exist yet, its nearest existing parent): where writes to it would land."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and probe != "/":
+        probe = os.path.dirname(probe)
+    majmin = _majmin_of_path(probe)
+    found = _disks_below(majmin) if majmin and not majmin.startswith("0:") else set()
+    # FUSE (ntfs-3g, exfat-fuse) and btrfs report an anonymous device: the
+    # mount that holds the path names the real one.
+    real = os.path.realpath(probe)
+    holding = [m for m in _mountinfo()
+               if real == m.mountpoint or real.startswith(m.mountpoint.rstrip("/") + "/")]
+    if holding:
+        found |= _disks_of_mount(max(holding, key=lambda m: len(m.mountpoint)))
+    return found
 
 
 def _boot_media(mounts: list[_Mount]) -> set[str]:

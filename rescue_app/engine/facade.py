@@ -22,13 +22,15 @@ Every method raises only LiferaftError subclasses for failures a user can meet.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from rescue_app.engine import disks as _disks
+from rescue_app.engine import mounts as _mounts
 from rescue_app.engine import network as _network
 from rescue_app.engine import plan as _plan
 from rescue_app.engine import power as _power
 from rescue_app.engine.capture import capture as _capture_disks
+from rescue_app.engine.capture import capture_refusals as _capture_refusals
 from rescue_app.engine.disks import BlockDisk
 from rescue_app.engine.manifest import ImageSummary, Manifest
 from rescue_app.engine.network import Interface, NetworkStatus
@@ -91,6 +93,12 @@ class Engine:
         with _watching(repo, progress, cancel):
             return _capture_disks(repo, name, disks, progress=progress, cancel=cancel)
 
+    def capture_refusals(self, disk: BlockDisk, repository: str | None = None
+                         ) -> tuple[str, ...]:
+        """Why ``disk`` may not be captured now (empty: it may), as text for people.
+        ``repository``: a local folder the backup would go to."""
+        return tuple(str(r) for r in _capture_refusals(disk, repository))
+
     def verify(
         self,
         repo: Repository,
@@ -104,9 +112,22 @@ class Engine:
 
     # -- the rescue system itself
 
-    def power(self, action: str) -> None:
-        """``poweroff`` or ``reboot``, asked for by the person at the machine."""
-        _power.switch(action, asked_by_person=True)
+    def power_off(self, *, unattended: bool = False) -> bool:
+        """Switch the machine off. ``unattended``: nobody asked at the keyboard, so
+        only on the rescue system itself; False (nothing done) elsewhere."""
+        return _power.switch("poweroff", asked_by_person=not unattended)
+
+    def reboot(self) -> None:
+        """Restart the machine, asked for by the person at it."""
+        _power.switch("reboot", asked_by_person=True)
+
+    # -- local filesystems (the UI's media scan; every mount is in engine/mounts.py)
+
+    def mounted(self, device: str, fstype: str | None, *,
+                writable: bool = False) -> AbstractContextManager[str]:
+        """Mount ``device`` on a temporary folder for a ``with`` block (read-only
+        unless ``writable``); always unmounted, lazily if busy."""
+        return _mounts.mounted(device, fstype, writable=writable)
 
     # -- the running system's network (the UI's network screen, `liferaft net`)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import socket
 import threading
@@ -83,6 +84,12 @@ class Repository:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.location = store.location
+        # Asked to create, but nothing written yet: the repository is made when
+        # its first file is about to be written, so a capture that fails first
+        # (a wrong device, a mounted disk) leaves no folder at a mistyped --repo.
+        self._create_pending = False
+        self._create_lock = threading.Lock()
+        self.damaged: list[str] = []  # manifests list_images() skipped, as messages
 
     # -- opening ---------------------------------------------------------
     @classmethod
@@ -94,7 +101,7 @@ class Repository:
         except FileNotFoundError:
             if not create:
                 raise store.missing(create_hint=False) from None
-            repo._create()
+            repo._create_pending = True
             return repo
         repo._check_marker(marker)
         return repo
@@ -104,7 +111,9 @@ class Repository:
             doc = json.loads(raw)
         except ValueError as exc:
             raise RepositoryError(
-                f"repository {self.location}: {REPO_FILE} is damaged: {exc}"
+                f"repository {self.location}: {REPO_FILE} is damaged (not valid JSON: {exc})",
+                hint=f"the medium may be failing; restore {REPO_FILE} from a copy of the "
+                     "repository, or write a new one as docs/FORMAT.md describes",
             ) from None
         if not isinstance(doc, dict) or doc.get("format") != REPO_FORMAT:
             raise RepositoryError(f"{self.location}/{REPO_FILE} is not a liferaft repository file")
@@ -126,9 +135,29 @@ class Repository:
         }
         self.store.write(REPO_FILE, (json.dumps(doc, indent=1) + "\n").encode(), durable=True)
 
+    def local_path(self) -> str | None:
+        """The repository's folder when it is on this machine's own disks, else
+        None (a server's share, a bucket: nothing of it lives on a local disk)."""
+        from rescue_app.engine.stores.local import LocalStore
+
+        return self.store.root if type(self.store) is LocalStore else None
+
     def ensure_writable(self) -> None:
-        """Fail early, before reading any disk, if we cannot write here."""
+        """Fail early, before reading any disk, if we cannot write here; a
+        repository still to be created is checked without creating anything."""
+        if self._create_pending:
+            local = self.local_path()
+            if local is not None:
+                _check_creatable(local)
+                return
+            self._materialise()
         self.store.check_writable()
+
+    def _materialise(self) -> None:
+        with self._create_lock:
+            if self._create_pending:
+                self._create()
+                self._create_pending = False
 
     # -- chunks ----------------------------------------------------------
     def has_chunk(self, digest: str) -> bool:
@@ -139,6 +168,8 @@ class Repository:
     ) -> PutResult:
         """Store one chunk unless an identical one is already there."""
         digest = digest or chunk_digest(data)
+        if self._create_pending:
+            self._materialise()
         if self.has_chunk(digest):
             return PutResult(digest, 0)
         blob = _compressor().compress(data)
@@ -177,6 +208,8 @@ class Repository:
 
     def commit_manifest(self, manifest: Manifest) -> None:
         """Make an image exist: sync its chunks, then write the manifest atomically."""
+        if self._create_pending:
+            self._materialise()
         self.store.sync()
         self.store.write(_manifest_rel(manifest.name, manifest.id), manifest.to_json().encode(),
                          durable=True)
@@ -216,12 +249,15 @@ class Repository:
     def list_images(self) -> list[ImageSummary]:
         """Every complete image, oldest first. A damaged manifest is skipped
         here (``verify`` and ``restore`` report it)."""
-        out = []
+        out: list[ImageSummary] = []
+        self.damaged = []
+        if self._create_pending:
+            return out
         for name, image_id in self.manifest_refs():
             try:
                 out.append(ImageSummary.of(self._read_manifest(name, image_id)))
-            except ManifestError:
-                continue
+            except ManifestError as exc:
+                self.damaged.append(exc.message)
         out.sort(key=lambda s: (s.created, s.name))
         return out
 
@@ -278,3 +314,22 @@ def host_name() -> str:
 
 def liferaft_version() -> str:
     return __version__
+
+
+def _check_creatable(path: str) -> None:
+    """A repository folder could be made at ``path``: its nearest existing
+    parent is a writable folder on a writable filesystem. Creates nothing."""
+    parent = os.path.abspath(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise RepositoryError(f"cannot create the repository {path}: {parent} is a file",
+                              hint="give --repo a folder path")
+    if os.statvfs(parent).f_flag & os.ST_RDONLY:
+        raise RepositoryError(
+            f"cannot create the repository {path}: {parent} is on a read-only filesystem",
+            hint="remount it read-write or choose another destination")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RepositoryError(
+            f"cannot create the repository {path}: {parent} is not writable (permission denied)",
+            hint="run as root or fix the folder's permissions")

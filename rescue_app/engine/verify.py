@@ -32,20 +32,26 @@ def verify_repository(
                 manifests.append(repo.load_manifest(f"{name}@{image_id}"))
             except ManifestError as exc:
                 problems.append(str(exc))
-    # Each distinct chunk is checked once, for the first image that needs it.
-    todo: dict[str, str] = {}
+    # Each distinct chunk is read once; a bad one is reported for every image
+    # that needs it (deduplication shares chunks between images).
+    users: dict[str, list[str]] = {}
     for m in manifests:
         for digest, where, offset in m.chunk_refs():
-            todo.setdefault(digest, f"image {m.ref}, {where}, offset {offset}")
-    total = len(todo)
+            places = users.setdefault(digest, [])
+            if not any(p.startswith(f"image {m.ref},") for p in places):
+                places.append(f"image {m.ref}, {where}, offset {offset}")
+    # Progress counts bytes, like every progress: a chunk is at most chunk_size.
+    total = sum(m.chunk_size for m in manifests[:1]) * len(users)
     checked = 0
     nbytes = 0
 
-    def job(digest: str, where: str) -> tuple[int, str | None]:
+    def job(digest: str, places: list[str]) -> tuple[int, str | None]:
         try:
-            return len(repo.get_chunk(digest, where)), None
+            return len(repo.get_chunk(digest, places[0])), None
         except ChunkError as exc:
-            return 0, str(exc)
+            if len(places) == 1:
+                return 0, str(exc)
+            return 0, f"{exc.message}; also needed by " + "; ".join(places[1:])
 
     def collect(results: list[tuple[int, str | None]]) -> None:
         nonlocal checked, nbytes
@@ -54,13 +60,15 @@ def verify_repository(
             nbytes += size
             if problem:
                 problems.append(problem)
-            progress(Progress("verify", "chunks", checked, total))
+            done = nbytes if checked < len(users) else max(nbytes, 1)
+            progress(Progress("verify", f"chunk {checked} of {len(users)}", done,
+                              max(total, done) if checked < len(users) else done))
 
     with pipeline(tuple) as pipe:
-        for digest, where in todo.items():
+        for digest, places in users.items():
             if cancel is not None and cancel.cancelled:
                 raise CancelledError("verification cancelled")
-            collect(pipe.submit(job, digest, where))
+            collect(pipe.submit(job, digest, places))
         collect(pipe.drain())
     return VerifyReport(
         refs=tuple(m.ref for m in manifests),
