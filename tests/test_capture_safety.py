@@ -10,7 +10,15 @@ import os
 import pytest
 
 from tests.enginekit import Layout, assert_one_line_error, build_source, liferaft
-from tests.helpers.diskkit import MIB, PartSpec, make_fs, mounted, populate, tree_checksums
+from tests.helpers.diskkit import (
+    MIB,
+    PartSpec,
+    disk_bytes_sha256,
+    make_fs,
+    mounted,
+    populate,
+    tree_checksums,
+)
 
 pytestmark = pytest.mark.root
 
@@ -131,3 +139,19 @@ def test_verify_names_every_image_that_needs_a_bad_chunk(loopdisk, workdir):
     problems = [ln for ln in proc.stderr.splitlines() if digest[:12] in ln]
     assert len(problems) == 1, proc.stderr
     assert "image one@" in problems[0] and "image two@" in problems[0], problems[0]
+
+
+def test_restore_with_a_missing_chunk_writes_nothing(loopdisk, workdir):
+    """A dry run reports it, a restore refuses before erasing (item 3)."""
+    repo = _two_images(loopdisk, workdir)
+    one = json.load(open(glob.glob(os.path.join(repo, "images", "one", "*.json"))[0]))
+    digest = next(c for d in one["disks"] for p in d["partitions"] for c in p["chunks"] if c)
+    os.unlink(glob.glob(os.path.join(repo, "chunks", "**", digest + "*"), recursive=True)[0])
+    target = loopdisk(128 * MIB)
+    make_fs(target, "ext4", label="KEEPME")
+    before = disk_bytes_sha256(target, 0, 128 * MIB)
+    for extra in (["--dry-run"], ["--yes"]):
+        proc = liferaft("restore", "--repo", repo, "--image", "one", "--to", target, *extra,
+                        check=False)
+        assert_one_line_error(proc, "1 chunk(s)", "missing", "one@", "two@", "nothing was written")
+    assert disk_bytes_sha256(target, 0, 128 * MIB) == before

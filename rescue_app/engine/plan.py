@@ -128,6 +128,8 @@ def make_restore_plan(
     for image, target in zip(manifest.disks, targets, strict=True):
         ensure_restorable(target)
         plans.append(plan_disk(image, target, grow=grow))
+    # Before anything is erased (and in a dry run): every chunk must be there.
+    repo.check_chunks_present(manifest)
     return RestorePlan(repo=repo, manifest=manifest, disks=tuple(plans), grow=grow)
 
 
@@ -142,10 +144,10 @@ def plan_disk(image: DiskImage, target: BlockDisk, *, grow: bool) -> DiskPlan:
     need = image.required_size
     if target.size < need:
         raise TargetRefusedError(
-            f"{target.describe()} is too small: the image needs {human_size(need)} "
-            f"({need} bytes), the disk has {human_size(target.size)}",
-            hint="choose a disk at least as large as the original (restoring to smaller "
-            "disks is not supported yet)",
+            f"{target.describe()} is too small: the image's partitions need "
+            f"{human_size(need)} ({need} bytes), the disk has {human_size(target.size)} "
+            f"({target.size} bytes)",
+            hint=f"choose a disk of at least {human_size(need)} ({need} bytes)",
         )
     steps = [
         PartitionStep(

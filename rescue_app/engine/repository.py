@@ -16,6 +16,8 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -175,6 +177,51 @@ class Repository:
         blob = _compressor().compress(data)
         self.store.write(chunk_rel(digest), blob, durable=False)
         return PutResult(digest, len(blob))
+
+    def missing_chunks(self, digests: Iterable[str]) -> set[str]:
+        """Which of ``digests`` the store does not hold: one listing per chunk
+        folder where the store can list, else parallel look-ups (HTTP HEAD)."""
+        wanted = set(digests)
+        from rescue_app.engine.stores.local import LocalStore
+
+        if isinstance(self.store, LocalStore) or not self.store.can_list:
+            # stat() is as cheap as a listing locally, and also sees the empty
+            # file a power cut leaves of an unsynced chunk.
+            with ThreadPoolExecutor(max_workers=16, thread_name_prefix="liferaft-has") as pool:
+                present = dict(zip(wanted, pool.map(self.has_chunk, wanted), strict=True))
+            return {d for d, ok in present.items() if not ok}
+        folders: dict[str, set[str]] = {}
+        for d in wanted:
+            folders.setdefault(d[:2], set()).add(d)
+
+        def listed(prefix: str) -> set[str]:
+            return set(self.store.list(f"chunks/{prefix}"))
+
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="liferaft-list") as pool:
+            names = dict(zip(folders, pool.map(listed, folders), strict=True))
+        return {d for prefix, ds in folders.items() for d in ds if d not in names[prefix]}
+
+    def check_chunks_present(self, manifest: Manifest) -> None:
+        """RepositoryError before anything is written when chunks are missing,
+        naming how many and every image that needs them."""
+        missing = self.missing_chunks(d for d, _, _ in manifest.chunk_refs())
+        if not missing:
+            return
+        affected = {manifest.ref}
+        for name, image_id in self.manifest_refs():
+            try:
+                other = self._read_manifest(name, image_id)
+            except RepositoryError:
+                continue
+            if any(d in missing for d, _, _ in other.chunk_refs()):
+                affected.add(other.ref)
+        raise ChunkError(
+            f"{len(missing)} chunk(s) that image {manifest.ref} needs are missing from "
+            f"repository {self.location} (images affected: {', '.join(sorted(affected))}); "
+            "nothing was written",
+            hint="restore another image or from another copy of the repository; "
+                 "'liferaft verify' checks every image",
+        )
 
     def get_chunk(self, digest: str, where: str = "") -> bytes:
         """Read, decompress and check one chunk; ChunkError names ``where``."""

@@ -73,6 +73,9 @@ def apply_plan(
     started = time.monotonic()
     for d in plan.disks:
         _recheck_target(d)
+    # The plan may have waited for a confirmation: check the chunks again
+    # before the first byte is erased.
+    plan.repo.check_chunks_present(plan.manifest)
     counter = _Counter(plan.write_bytes, progress, "restore")
     notes: list[str] = []
     for d in plan.disks:
