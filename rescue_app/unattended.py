@@ -358,10 +358,10 @@ def _load_profile_action() -> dict[str, Any] | None:
 
 
 def _power_off() -> None:
-    from rescue_app.engine import power
+    from rescue_app.engine import Engine
 
     try:
-        power.switch("poweroff", asked_by_person=False)
+        Engine().power_off(unattended=True)
     except LiferaftError as exc:  # the action itself is done: say so, do not fail it
         log.warning("could not power off: %s", exc)
 

@@ -65,3 +65,15 @@ def test_probe_finds_type_and_device_by_label(loopdisk):
     assert probe.device_with_tag("LABEL", "PROBE7") == dev
     assert probe.device_with_tag("LABEL", "NO-SUCH-LABEL-7") is None
     assert probe.filesystem_type(loopdisk(16 * MIB)) is None
+
+
+def test_engine_facade_mounts_read_only_and_unmounts(loopdisk):
+    from rescue_app.engine import Engine
+
+    dev = loopdisk(64 * MIB)
+    make_fs(dev, "ext4")
+    with Engine().mounted(dev, "ext4") as point:
+        assert _is_mount(point)
+        with pytest.raises(OSError):
+            open(os.path.join(point, "g"), "w").close()
+    assert not _is_mount(point) and not os.path.exists(point)

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 from rescue_app.engine import Engine
 from rescue_app.engine.disks import REASON_ROOT, BlockDisk
-from rescue_app.engine.mounts import mounted
 from rescue_app.engine.repository import REPO_FILE, Repository
 from rescue_app.engine.units import human_size
 from rescue_app.errors import CommandError, LiferaftError, RepositoryError
@@ -143,7 +142,7 @@ class MediaSource(RepositorySource):
             return engine.open_repository(os.path.join(self.mountpoint, self.subdir))
         stack = contextlib.ExitStack()
         try:
-            point = stack.enter_context(mounted(self.device, self.fstype, writable=writable))
+            point = stack.enter_context(engine.mounted(self.device, self.fstype, writable=writable))
             repo = engine.open_repository(os.path.join(point, self.subdir))
         except CommandError as exc:
             stack.close()
@@ -179,7 +178,7 @@ class MediaSource(RepositorySource):
                 if fstype not in SCANNED_FS:
                     continue
                 try:
-                    subs, mountpoint = cls._scan(device, fstype, points)
+                    subs, mountpoint = cls._scan(ctx.engine, device, fstype, points)
                 except LiferaftError as exc:
                     log.info("not scanning %s (%s): %s", device, fstype, exc)
                     continue
@@ -188,12 +187,13 @@ class MediaSource(RepositorySource):
         return found
 
     @staticmethod
-    def _scan(device: str, fstype: str, points: Sequence[str]) -> tuple[list[str], str | None]:
+    def _scan(engine: Engine, device: str, fstype: str, points: Sequence[str]
+              ) -> tuple[list[str], str | None]:
         # Already mounted (the live medium, say): look there instead of mounting twice.
         for point in points:
             if point and point != "[SWAP]" and os.path.isdir(point):
                 return find_repository_dirs(point), point
-        with mounted(device, fstype) as point:
+        with engine.mounted(device, fstype) as point:
             return find_repository_dirs(point), None
 
 

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from rescue_app.engine import mounts
 from rescue_app.engine.disks import reread_partitions
 from rescue_app.run import run
 
@@ -177,19 +178,15 @@ def mounted(part: str, fstype: str, *, read_only: bool = False) -> Iterator[str]
     """Mount ``part`` on a temporary directory (kernel or FUSE); always unmounted."""
     if fstype == "vfat":
         raise ValueError("the host kernel has no vfat; use mtools")
+    if fstype not in (*KERNEL_FS, "ntfs", "exfat"):
+        raise ValueError(f"cannot mount {fstype}")
     point = tempfile.mkdtemp(prefix="diskkit-mnt-")
-    opts = "ro" if read_only else "rw"
     try:
-        if fstype in KERNEL_FS:
-            if read_only and fstype in ("ext4", "ext3", "xfs"):
-                opts += ",norecovery" if fstype == "xfs" else ",noload"
-            run(["mount", "-t", fstype, "-o", opts, part, point])
-        elif fstype == "ntfs":
-            run(["ntfs-3g", "-o", opts, part, point])
-        elif fstype == "exfat":
-            run(["mount.exfat-fuse", "-o", opts, part, point])
-        else:
-            raise ValueError(f"cannot mount {fstype}")
+        # The product's own mount (options, FUSE drivers); the umount below is
+        # the tests' own: it waits for FUSE to flush instead of detaching lazily,
+        # so what a test reads from the device afterwards is complete.
+        mounts.mount(part, point, fstype=fstype,
+                     options=mounts.options_for(fstype, writable=not read_only))
         try:
             yield point
         finally:

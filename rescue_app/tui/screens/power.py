@@ -41,8 +41,10 @@ class PowerModal(ModalScreen[None]):
                 release()
             engine = getattr(app, "engine", None)
             try:
-                if engine is not None:
-                    engine.power(choice)
+                if engine is not None and choice == "reboot":
+                    engine.reboot()
+                elif engine is not None:
+                    engine.power_off()
             except LiferaftError as exc:
                 show = getattr(app, "show_error", None)
                 if callable(show):
