@@ -4,7 +4,10 @@ The action comes from the kernel command line (``liferaft.action=restore``,
 ``liferaft.repo=...``, ``liferaft.image=...``, ``liferaft.target=...``,
 ``liferaft.poweroff=1``, ``liferaft.grow=1``) or, for any key the command
 line does not give, from the profile's ``unattended`` section
-(/etc/liferaft/profile.yaml on the stick). Everything is logged to the
+(/etc/liferaft/profile.yaml on the stick, read with the one profile loader,
+rescue_app/profile.py: its defaults are the builder's, so the machine powers
+off afterwards unless the profile or ``liferaft.poweroff=0`` says otherwise).
+Everything is logged to the
 console and to /var/log/liferaft-unattended.log; the end is a SUCCESS or
 FAILED banner, then (if asked) the machine powers off.
 
@@ -27,6 +30,7 @@ This module uses the engine façade only; it never imports textual.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shlex
@@ -39,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from rescue_app.engine.units import human_rate, human_size
 from rescue_app.errors import LiferaftError, UsageError
+from rescue_app.profile import INSTALLED_PROFILE, Unattended, load_profile_file
 from rescue_app.progress import Progress
 
 if TYPE_CHECKING:
@@ -47,7 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("liferaft.unattended")
 
 LOG_FILE = Path(os.environ.get("LIFERAFT_UNATTENDED_LOG", "/var/log/liferaft-unattended.log"))
-PROFILE_FILE = Path(os.environ.get("LIFERAFT_PROFILE", "/etc/liferaft/profile.yaml"))
+PROFILE_FILE = Path(os.environ.get("LIFERAFT_PROFILE", str(INSTALLED_PROFILE)))
 REPO_MOUNT = Path("/run/liferaft/repo")
 CREDENTIALS_MOUNT = Path("/run/liferaft/credentials")
 DEVICE_WAIT_S = 30.0  # USB sticks appear a few seconds into the boot
@@ -63,7 +68,7 @@ class UnattendedAction:
     repo: str
     image: str
     targets: tuple[str, ...]  # restore: target disks; capture: source disks
-    poweroff: bool = False
+    poweroff: bool
     grow: bool = False
     credentials: str | None = None  # DEVICE:PATH or a path; None: the image's own
 
@@ -91,10 +96,12 @@ def parse_cmdline(text: str) -> dict[str, str]:
 
 
 def resolve_action(
-    cmdline: dict[str, str], profile_action: dict[str, Any] | None
+    cmdline: dict[str, str], profile_action: Unattended | None
 ) -> UnattendedAction | None:
-    """Merge profile defaults with command line values; None when nothing is asked."""
-    merged: dict[str, Any] = {k: v for k, v in (profile_action or {}).items() if v is not None}
+    """Merge the profile's section (the schema's defaults without one) with command
+    line values; None when nothing is asked."""
+    section = dataclasses.asdict(profile_action or Unattended())
+    merged: dict[str, Any] = {k: v for k, v in section.items() if v is not None}
     merged.update(cmdline)
     action = str(merged.get("action", "none"))
     if action in ("none", ""):
@@ -116,7 +123,7 @@ def resolve_action(
         repo=str(merged["repo"]),
         image=str(merged["image"]),
         targets=tuple(t for t in str(merged["target"]).split(",") if t),
-        poweroff=flag("poweroff", False),
+        poweroff=flag("poweroff", Unattended.poweroff),
         grow=flag("grow", False),
         credentials=str(merged["credentials"]) if merged.get("credentials") else None,
     )
@@ -344,17 +351,12 @@ def _execute(action: UnattendedAction) -> str:
             f"{human_size(captured.stored_bytes)} stored")
 
 
-def _load_profile_action() -> dict[str, Any] | None:
-    import yaml
-
-    try:
-        data = yaml.safe_load(PROFILE_FILE.read_text())
-    except (OSError, yaml.YAMLError):
+def _load_profile_action() -> Unattended | None:
+    """The profile's ``unattended`` section; None without a profile file. A
+    broken file is a ProfileError naming file, key and line."""
+    if not PROFILE_FILE.is_file():
         return None
-    if not isinstance(data, dict):
-        return None
-    section = data.get("unattended")
-    return section if isinstance(section, dict) else None
+    return load_profile_file(PROFILE_FILE, check_secrets=False).unattended
 
 
 def _power_off() -> None:
@@ -368,7 +370,7 @@ def _power_off() -> None:
 
 def run_unattended(
     cmdline_text: str | None = None,
-    profile_action: dict[str, Any] | None = None,
+    profile_action: Unattended | None = None,
     *,
     power_off: Callable[[], None] = _power_off,
 ) -> int:
@@ -378,10 +380,10 @@ def run_unattended(
             cmdline_text = Path("/proc/cmdline").read_text()
         except OSError:
             cmdline_text = ""
-    if profile_action is None:
-        profile_action = _load_profile_action()
     _setup_logging()
     try:
+        if profile_action is None:
+            profile_action = _load_profile_action()
         action = resolve_action(parse_cmdline(cmdline_text), profile_action)
     except LiferaftError as exc:
         _banner(False, "mode", str(exc))

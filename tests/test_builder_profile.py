@@ -308,3 +308,23 @@ def test_profile_without_credentials_bakes_nothing(tmp_path: Path) -> None:
     build._private_if_secrets(ctx, image)
     assert stat.S_IMODE(image.stat().st_mode) == 0o644
     assert "DHCP=yes" in (root / "etc/systemd/network/20-wired.network").read_text()
+
+
+def test_the_rescue_system_reads_the_dumped_profile_with_the_same_schema(tmp_path: Path) -> None:
+    """/etc/liferaft/profile.yaml is Profile.dump(); the UI and unattended mode load it
+    with the builder's loader (secret files stayed on the build host)."""
+    from rescue_app.profile import load_profile_file
+
+    secret = tmp_path / "nas.pw"
+    secret.write_text("pw\n")
+    write(tmp_path, "base", BASE + "repository: /srv/images\nunattended:\n  action: restore\n"
+          "credentials:\n  - match: backup@nas\n    password_file: nas.pw\n")
+    built = load_profile("base", tmp_path)
+    secret.unlink()
+    installed = tmp_path / "etc" / "profile.yaml"
+    installed.parent.mkdir()
+    installed.write_text(built.dump())
+    loaded = load_profile_file(installed, check_secrets=False)
+    assert (loaded.title, loaded.repository, loaded.unattended) == (
+        built.title, built.repository, built.unattended)
+    assert loaded.unattended.poweroff is True

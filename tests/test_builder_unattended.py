@@ -10,6 +10,7 @@ import pytest
 
 from rescue_app import unattended
 from rescue_app.errors import UsageError
+from rescue_app.profile import Unattended
 from rescue_app.unattended import parse_cmdline, resolve_action, run_unattended
 
 CMDLINE = (
@@ -31,13 +32,8 @@ def test_parse_cmdline_takes_only_liferaft_keys() -> None:
 
 
 def test_command_line_overrides_profile() -> None:
-    profile = {
-        "action": "restore",
-        "repo": "/mnt/nas",
-        "image": "base",
-        "target": "/dev/sda",
-        "poweroff": False,
-    }
+    profile = Unattended(action="restore", repo="/mnt/nas", image="base", target="/dev/sda",
+                         poweroff=False)
     action = resolve_action(parse_cmdline("liferaft.image=web2"), profile)
     assert action is not None
     assert (action.repo, action.image, action.targets, action.poweroff) == (
@@ -48,9 +44,40 @@ def test_command_line_overrides_profile() -> None:
     )
 
 
+def test_poweroff_default_is_the_profile_schema_s(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """One default for the builder and unattended mode: a cmdline-only action on a
+    rescue system whose profile says nothing about poweroff powers off."""
+    asked = "liferaft.action=restore liferaft.repo=/r liferaft.image=x liferaft.target=/dev/x"
+    action = resolve_action(parse_cmdline(asked), None)
+    assert action is not None and action.poweroff is True
+    action = resolve_action(parse_cmdline(asked + " liferaft.poweroff=0"), None)
+    assert action is not None and action.poweroff is False
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("name: p\nlabel: P\ntitle: P\nsuite: bookworm\nmirror: http://m/\n"
+                       "unattended:\n  action: none\n")
+    monkeypatch.setattr(unattended, "PROFILE_FILE", profile)
+    loaded = unattended._load_profile_action()
+    assert loaded is not None and loaded.poweroff is True
+
+
+def test_broken_profile_is_a_failed_banner_naming_file_key_and_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("name: p\nlabel: P\ntitle: P\nsuite: bookworm\nmirror: http://m/\n"
+                       "unattended:\n  poweroff: maybe\n")
+    monkeypatch.setattr(unattended, "PROFILE_FILE", profile)
+    monkeypatch.setattr(unattended, "LOG_FILE", tmp_path / "u.log")
+    code = run_unattended("liferaft.action=restore", power_off=lambda: pytest.fail("off"))
+    out = capsys.readouterr().out
+    assert code != 0
+    assert f"{profile}:7: key 'unattended.poweroff': expected true or false" in out
+
+
 def test_nothing_asked_is_none() -> None:
     assert resolve_action({}, None) is None
-    assert resolve_action({}, {"action": "none", "repo": None}) is None
+    assert resolve_action({}, Unattended(action="none", repo=None)) is None
 
 
 def test_incomplete_or_unknown_action_is_a_usage_error() -> None:
@@ -70,7 +97,7 @@ def test_failure_prints_banner_and_powers_off(
     code = run_unattended(
         f"liferaft.action=restore liferaft.repo={tmp_path / 'missing'} liferaft.image=x "
         "liferaft.target=/dev/null liferaft.poweroff=1",
-        {},
+        Unattended(),
         power_off=lambda: calls.append("off"),
     )
     out = capsys.readouterr().out
@@ -82,7 +109,7 @@ def test_failure_prints_banner_and_powers_off(
 
 def test_no_action_does_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(unattended, "LOG_FILE", tmp_path / "u.log")
-    assert run_unattended("quiet", {}, power_off=lambda: pytest.fail("powered off")) == 0
+    assert run_unattended("quiet", Unattended(), power_off=lambda: pytest.fail("powered off")) == 0
 
 
 def test_default_route_detection():
@@ -99,10 +126,11 @@ def test_default_route_detection():
 
 def test_credentials_argument_is_parsed_and_overrides_the_profile() -> None:
     cmdline = CMDLINE + " liferaft.credentials=LABEL=LRSECRETS:/liferaft/credentials.yaml"
-    action = resolve_action(parse_cmdline(cmdline), {"credentials": "/etc/other.yaml"})
+    action = resolve_action(parse_cmdline(cmdline), Unattended(credentials="/etc/other.yaml"))
     assert action is not None
     assert action.credentials == "LABEL=LRSECRETS:/liferaft/credentials.yaml"
-    action = resolve_action(parse_cmdline(CMDLINE), {"credentials": "UUID=1234-ABCD:/c.yaml"})
+    section = Unattended(credentials="UUID=1234-ABCD:/c.yaml")
+    action = resolve_action(parse_cmdline(CMDLINE), section)
     assert action is not None and action.credentials == "UUID=1234-ABCD:/c.yaml"
     action = resolve_action(parse_cmdline(CMDLINE), None)
     assert action is not None and action.credentials is None  # the image's own file
@@ -171,7 +199,7 @@ def test_credentials_from_a_labelled_medium(
     code = run_unattended(
         f"liferaft.action=restore liferaft.repo={tmp_path / 'repo'} liferaft.image=x "
         f"liferaft.target=/dev/null liferaft.credentials={dev}:/liferaft/credentials.yaml",
-        {}, power_off=lambda: None,
+        Unattended(), power_off=lambda: None,
     )  # fmt: skip
     credentials.use(None)
     out = capsys.readouterr().out

@@ -1,8 +1,10 @@
-"""What the UI takes from a build profile: its title and default repository.
+"""What the UI takes from the build profile: its title and default repository.
 
-Deliberately tolerant and isolated: the rescue system must start its UI even
-with no profile, a missing builder package or a broken file, so every problem
-here is logged and the defaults are used. Nothing else in the UI reads YAML.
+The file is read with the one profile loader (rescue_app/profile.py), the
+same schema and defaults as the builder and unattended mode. Deliberately
+tolerant: the rescue system must start its UI even with no profile or a
+broken file, so a problem (which names file, key and line) is logged and the
+UI's defaults are used.
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+
+from rescue_app.errors import LiferaftError
+from rescue_app.profile import INSTALLED_PROFILE, load_profile_file
 
 log = logging.getLogger("liferaft.tui")
 
 DEFAULT_TITLE = "liferaft"
 # Where the rescue ISO's overlay puts the profile it was built from.
-DEFAULT_PROFILE_PATHS = ("/etc/liferaft/profile.yaml",)
+DEFAULT_PROFILE_PATHS = (str(INSTALLED_PROFILE),)
 
 
 @dataclass(frozen=True)
@@ -26,37 +30,19 @@ class ProfileInfo:
     source: str | None = None  # the file read, if any
 
 
-def _read_yaml(path: str, depth: int = 0) -> dict[str, Any]:
-    import yaml
-
-    with open(path, encoding="utf-8") as f:
-        doc = yaml.safe_load(f) or {}
-    if not isinstance(doc, dict):
-        raise ValueError("not a mapping")
-    parent = doc.get("extends")
-    if isinstance(parent, str) and depth < 8:
-        parent_path = os.path.join(os.path.dirname(path), f"{parent}.yaml")
-        if os.path.isfile(parent_path):
-            merged = _read_yaml(parent_path, depth + 1)
-            merged.update(doc)
-            doc = merged
-    return doc
-
-
 def load_profile_info(path: str | None) -> ProfileInfo:
     """Title and default repository from a profile YAML; defaults on any problem."""
     candidates = [path] if path else [p for p in DEFAULT_PROFILE_PATHS if os.path.isfile(p)]
     for candidate in candidates:
         try:
-            doc = _read_yaml(candidate)
-        except Exception as exc:  # a broken profile must not stop a rescue
+            profile = load_profile_file(candidate, check_secrets=False)
+        except (LiferaftError, OSError, ValueError) as exc:  # must not stop a rescue
             log.warning("profile %s ignored: %s", candidate, exc)
             continue
-        title = doc.get("title")
-        repo = doc.get("repository")
+        title, repo = profile.title, profile.repository
         return ProfileInfo(
-            title=title if isinstance(title, str) and title.strip() else DEFAULT_TITLE,
-            repository=repo if isinstance(repo, str) and repo.strip() else None,
+            title=title if title.strip() else DEFAULT_TITLE,
+            repository=repo if repo and repo.strip() else None,
             source=candidate,
         )
     return ProfileInfo()

@@ -65,11 +65,18 @@ def test_profile_defaults_and_tolerance(tmp_path: Any, caplog: Any) -> None:
     with caplog.at_level(logging.WARNING):
         assert load_profile_info(str(broken)).title == DEFAULT_TITLE
     parent = tmp_path / "default.yaml"
-    parent.write_text("title: liferaft rescue\nrepository: /srv/images\n")
+    parent.write_text("label: RESCUE\ntitle: liferaft rescue\nsuite: bookworm\n"
+                      "mirror: http://deb.debian.org/debian\nrepository: /srv/images\n")
     child = tmp_path / "site.yaml"
     child.write_text("extends: default\ntitle: Site rescue\n")
     info = load_profile_info(str(child))
     assert (info.title, info.repository) == ("Site rescue", "/srv/images")
+    # The builder's schema: a wrong key is logged naming file, key and line.
+    child.write_text("extends: default\ntitle: Site rescue\ntitel: typo\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert load_profile_info(str(child)).title == DEFAULT_TITLE
+    assert f"{child}:3: unknown key 'titel'" in caplog.text
 
 
 def test_profile_files_of_this_repository_are_readable() -> None:
