@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from builder import build
+from builder.context import REPO, BuildContext
 from builder.log import say
 from builder.profile import PROFILE_DIR, list_profiles, load_profile
 from rescue_app.errors import LiferaftError
@@ -26,9 +27,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--profile", default="default", help="name of profiles/NAME.yaml")
 
     def with_dirs(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--cache-dir", type=Path, default=build.REPO / "cache")
-        p.add_argument("--build-dir", type=Path, default=build.REPO / "build")
-        p.add_argument("--output-dir", type=Path, default=build.REPO / "dist")
+        p.add_argument("--cache-dir", type=Path, default=REPO / "cache")
+        p.add_argument("--build-dir", type=Path, default=REPO / "build")
+        p.add_argument("--output-dir", type=Path, default=REPO / "dist")
 
     iso = sub.add_parser("iso", help="build dist/liferaft-PROFILE.iso")
     with_profile(iso)
@@ -46,11 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _context(args: argparse.Namespace) -> build.BuildContext:
+def _context(args: argparse.Namespace) -> BuildContext:
     profile = load_profile(args.profile, args.profiles_dir)
-    return build.BuildContext(
+    return BuildContext(
         profile=profile,
-        repo=build.REPO,
+        repo=REPO,
         cache_dir=args.cache_dir.resolve(),
         build_dir=(args.build_dir / profile.name).resolve(),
         output_dir=args.output_dir.resolve(),

@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from builder import build, host
+from builder import cache, host, layers
+from builder.context import READY_MARKER, BuildContext
 from builder.profile import load_profile
 from rescue_app.errors import ToolMissingError
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def context(tmp_path: Path, profile: str = "default") -> build.BuildContext:
-    return build.BuildContext(
+def context(tmp_path: Path, profile: str = "default") -> BuildContext:
+    return BuildContext(
         profile=load_profile(profile),
         repo=REPO,
         cache_dir=tmp_path / "cache",
@@ -40,19 +41,19 @@ def test_missing_tool_names_the_package() -> None:
 def test_base_key_covers_packages_not_titles(tmp_path: Path) -> None:
     default = context(tmp_path, "default")
     site = context(tmp_path, "example-site")
-    assert build.base_key(default) != build.base_key(site)  # extra packages
+    assert cache.base_key(default) != cache.base_key(site)  # extra packages
     assert "nfs-common" in site.packages and "openssh-server" in site.packages
-    base = build.base_key(default)
-    assert build.app_key(default, base) != build.app_key(site, base)
+    base = cache.base_key(default)
+    assert cache.app_key(default, base) != cache.app_key(site, base)
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:
     final = tmp_path / "out.iso"
-    with pytest.raises(RuntimeError), build._atomic_path(final) as tmp:
+    with pytest.raises(RuntimeError), cache.atomic_path(final) as tmp:
         tmp.write_bytes(b"half")
         raise RuntimeError("xorriso died")
     assert list(tmp_path.iterdir()) == []
-    with build._atomic_path(final) as tmp:
+    with cache.atomic_path(final) as tmp:
         tmp.write_bytes(b"whole")
     assert final.read_bytes() == b"whole"
     assert [p.name for p in tmp_path.iterdir()] == ["out.iso"]
@@ -62,14 +63,14 @@ def test_overlay_renders_profile(tmp_path: Path) -> None:
     ctx = context(tmp_path, "example-site")
     root = tmp_path / "root"
     root.mkdir()
-    build.render_overlay(ctx, root)
-    build.configure_system(ctx, root)
+    layers.render_overlay(ctx, root)
+    layers.configure_system(ctx, root)
     network = (root / "etc/systemd/network/20-wired.network").read_text()
     assert "Address=192.0.2.50/24" in network and "DHCP" not in network
     assert "Gateway=192.0.2.1" in network and "DNS=192.0.2.1" in network
     start = root / "usr/local/sbin/liferaft-start"
     assert os.access(start, os.X_OK)
-    assert build.READY_MARKER in start.read_text()
+    assert READY_MARKER in start.read_text()
     assert "liferaft tui" in start.read_text()
     profile = yaml.safe_load((root / "etc/liferaft/profile.yaml").read_text())
     assert profile["title"] == ctx.profile.title

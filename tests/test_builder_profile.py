@@ -237,18 +237,18 @@ def test_image_gets_credentials_0600_and_nothing_else_holds_them(
 
     import yaml
 
-    from builder import build
+    from builder import context, layers
     from rescue_app.engine import credentials
 
     profiles = _site_with_credentials(tmp_path / "profiles")
     profile = load_profile("site", profiles)
-    ctx = build.BuildContext(profile=profile, repo=build.REPO, cache_dir=tmp_path / "cache",
+    ctx = context.BuildContext(profile=profile, repo=context.REPO, cache_dir=tmp_path / "cache",
                              build_dir=tmp_path / "build", output_dir=tmp_path / "dist")
     root = tmp_path / "root"
     root.mkdir()
-    build.render_overlay(ctx, root)
-    build.configure_system(ctx, root)
-    build.bake_credentials(ctx, root)
+    layers.render_overlay(ctx, root)
+    layers.configure_system(ctx, root)
+    layers.bake_credentials(ctx, root)
 
     baked = root / "etc/liferaft/credentials.yaml"
     st = baked.stat()
@@ -283,7 +283,7 @@ def test_image_gets_credentials_0600_and_nothing_else_holds_them(
     image.parent.mkdir()
     image.write_bytes(b"image")
     image.chmod(0o644)
-    build._private_if_secrets(ctx, image)
+    layers.private_if_secrets(ctx, image)
     assert stat.S_IMODE(image.stat().st_mode) == 0o600
 
     # a changed secret file changes the cache key: the image is rebuilt
@@ -293,19 +293,19 @@ def test_image_gets_credentials_0600_and_nothing_else_holds_them(
 
 
 def test_profile_without_credentials_bakes_nothing(tmp_path: Path) -> None:
-    from builder import build
+    from builder import context, layers
 
-    ctx = build.BuildContext(profile=load_profile("default"), repo=build.REPO,
+    ctx = context.BuildContext(profile=load_profile("default"), repo=context.REPO,
                              cache_dir=tmp_path, build_dir=tmp_path, output_dir=tmp_path)
     root = tmp_path / "root"
     root.mkdir()
-    build.render_overlay(ctx, root)
-    build.bake_credentials(ctx, root)
+    layers.render_overlay(ctx, root)
+    layers.bake_credentials(ctx, root)
     assert not (root / "etc/liferaft/credentials.yaml").exists()
     image = tmp_path / "default.iso"
     image.write_bytes(b"image")
     image.chmod(0o644)
-    build._private_if_secrets(ctx, image)
+    layers.private_if_secrets(ctx, image)
     assert stat.S_IMODE(image.stat().st_mode) == 0o644
     assert "DHCP=yes" in (root / "etc/systemd/network/20-wired.network").read_text()
 
