@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rescue_app.engine import restoremark
 from rescue_app.engine.units import human_size
 from rescue_app.errors import CommandError, DiskError, TargetRefusedError
 from rescue_app.run import run
@@ -89,6 +90,9 @@ class BlockDisk:
     # "boot medium", "/dev/sda1 is mounted on /home", "swap /dev/sda2 is active".
     in_use: tuple[str, ...]
     backing_file: str | None  # loop devices
+    # "incomplete restore of web1@... (started ...)": a restore of this disk
+    # was interrupted and none has completed since (engine/restoremark.py).
+    incomplete_restore: str | None = None
 
     @property
     def restorable(self) -> bool:
@@ -122,6 +126,7 @@ class SystemState:
     mount_fstypes: Mapping[str, str] = field(default_factory=dict)  # /dev path -> fstype
     # ``blkid -p`` results for devices lsblk knew nothing about (no udev database).
     probes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    restore_marks: Mapping[str, str] = field(default_factory=dict)  # disk path -> text
 
 
 # ---------------------------------------------------------------- pure parsing
@@ -291,6 +296,7 @@ def parse_lsblk(data: Mapping[str, Any], state: SystemState) -> list[BlockDisk]:
                 partitions=tuple(sorted(partitions, key=lambda p: p.number)),
                 in_use=tuple(dict.fromkeys(in_use)),
                 backing_file=backing,
+                incomplete_restore=state.restore_marks.get(path),
             )
         )
     return disks
@@ -469,6 +475,7 @@ def read_system_state(data: Mapping[str, Any]) -> SystemState:
     backing: dict[str, str] = {}
     mount_fstypes = {m.source: m.fstype for m in mounts if m.source.startswith("/dev/")}
     probes: dict[str, dict[str, str]] = {}
+    marks: dict[str, str] = {}
     for node in _walk(data.get("blockdevices") or []):
         name = str(node["name"])
         sys_dir = os.path.join(SYS_BLOCK, name)
@@ -484,17 +491,22 @@ def read_system_state(data: Mapping[str, Any]) -> SystemState:
         file = _read(os.path.join(sys_dir, "loop", "backing_file"))
         if file:
             backing[name] = file
-        # Without udev (as on a bare host) lsblk leaves FSTYPE, PTTYPE, UUIDs... empty.
-        # Probe those devices directly, but never one that is mounted, swap or held:
-        # the kernel already says what is on it and its data is live.
+        # Without udev (as on a bare host) lsblk leaves FSTYPE, LABEL, PTTYPE,
+        # UUIDs... empty. Probe those devices directly (blkid -p only reads, so
+        # mounted ones too: their labels are what a user recognises them by).
         unknown = all(node.get(k) is None for k in ("fstype", "pttype", "uuid", "partuuid"))
         path = _dev_path(node)
-        busy = bool(_mountpoints(node)) or path in swaps or bool(held) or name in root_disks
-        if unknown and not busy and node.get("type") in ("disk", "loop", "part"):
+        if node.get("type") in ("disk", "loop", "part"):
             if node.get("type") == "loop" and not file:
                 continue
-            if not _SKIPPED_NAME.match(name) and _int(node.get("size")) > 0:
+            if _SKIPPED_NAME.match(name) or _int(node.get("size")) <= 0:
+                continue
+            if unknown and path not in swaps:
                 probes[path] = _probe(path)
+            if node.get("type") in ("disk", "loop"):
+                mark = restoremark.read(path)
+                if mark:
+                    marks[path] = mark
     return SystemState(
         root_disks=frozenset(root_disks),
         boot_media=frozenset(_boot_media(mounts)),
@@ -504,6 +516,7 @@ def read_system_state(data: Mapping[str, Any]) -> SystemState:
         backing_files=backing,
         mount_fstypes=mount_fstypes,
         probes=probes,
+        restore_marks=marks,
     )
 
 
@@ -668,6 +681,8 @@ def format_disks_table(disks: Iterable[BlockDisk]) -> str:
         )
         if disk.backing_file:
             lines.append(f"  {_cut('file ' + disk.backing_file, 76)}")
+        if disk.incomplete_restore:
+            lines.append(f"  {_cut('WARNING: ' + disk.incomplete_restore, 76)}")
         if disk.in_use:
             lines.append(f"  {_cut('IN USE: ' + '; '.join(disk.in_use), 76)}")
         for part in disk.partitions:

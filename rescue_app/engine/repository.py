@@ -155,6 +155,12 @@ class Repository:
             self._materialise()
         self.store.check_writable()
 
+    def create_now(self) -> None:
+        """Write the new repository's marker now rather than with its first data
+        (an empty repository for a medium being prepared)."""
+        if self._create_pending:
+            self._materialise()
+
     def _materialise(self) -> None:
         with self._create_lock:
             if self._create_pending:

@@ -10,14 +10,17 @@ back. Every chunk's hash is checked before its bytes reach the disk.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import struct
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
-from rescue_app.engine import blockio
+from rescue_app.engine import blockio, restoremark
 from rescue_app.engine.bootentry import recreate_boot_entries
 from rescue_app.engine.chunkio import RESTORE_WORKERS, WORKERS, pipeline
 from rescue_app.engine.disks import ensure_restorable, find_disk, reread_partitions
@@ -121,34 +124,84 @@ def _recheck_target(d: DiskPlan) -> None:
     ensure_restorable(now)
 
 
+def _stage(name: str, cancel: CancelToken | None) -> None:
+    """Between the steps of a restore: stop here if cancelled.
+
+    LIFERAFT_TEST_PAUSE=NAME holds the restore at that step (up to a minute,
+    until cancelled) and says so on stderr: the interruption tests use it to
+    kill the process at a known point. Nothing else reads it.
+    """
+    if os.environ.get("LIFERAFT_TEST_PAUSE") == name:
+        print(f"liferaft-test: paused at {name}", file=sys.stderr, flush=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (cancel is not None and cancel.cancelled):
+            time.sleep(0.05)
+    if cancel is not None and cancel.cancelled:
+        raise CancelledError(
+            f"restore cancelled at {name}: the disk is only partly written and will not work",
+            hint="run the restore again before using this disk",
+        )
+
+
 def _restore_disk(
     repo: Repository, m: Manifest, d: DiskPlan, counter: _Counter, cancel: CancelToken | None
 ) -> None:
+    """Write one disk so that, wherever it stops, nothing looks restored: the
+    mark first, each partition's first MiB after the rest is on the disk, the
+    boot code (over the mark) last. See restoremark."""
     target = d.target.path
     image = d.image
+    started = datetime.now(UTC)
     nodes: dict[int, str] = {}
+    # The mark goes first, before any other write, and again after each step
+    # that writes over it (libparted clears the boot-code area; on a disk
+    # without a table the mark sits in the first MiB that is zeroed).
+    restoremark.write(target, m.ref, started)
+    # Every new partition's first MiB is zeroed before the table is written:
+    # whatever old filesystem sat at that place is unrecognisable from now on.
+    with blockio.open_device(target, write=True) as fd:
+        for step in d.steps:
+            if step.source.method not in (METHOD_NONE, METHOD_SWAP):
+                start = step.new.start if d.table.type != "none" else 0
+                blockio.zero_range(fd, target, start, min(restoremark.HOLD, step.new.size))
+        blockio.flush(fd, target)
+    # Old signatures at both ends (a GPT backup header, say) would make tools
+    # doubt the new table; on a disk without one, the old filesystem's.
+    run(["wipefs", "--all", "--quiet", target])
     if d.table.type == "none":
         nodes[0] = target
     else:
-        # Old signatures at both ends (a GPT backup header, say) would make
-        # tools doubt the new table.
-        run(["wipefs", "--all", "--quiet", target])
         write_table(target, d.table, [s.new for s in d.steps], image.logical_sector_size)
         nodes = _partition_nodes(target, d)
-        _write_head(repo, m, image, target)
-        counter.add(f"{target} boot area", image.head.length, image.head.length,
-                    image.head.length)
+    restoremark.write(target, m.ref, started)
+    _stage("marked", cancel)
+    held: list[tuple[str, list[tuple[int, bytes | None, list[Extent]]]]] = []
     for step in d.steps:
         p = step.source
-        if p.method == METHOD_NONE:
-            continue
-        node = nodes[p.number]
-        if p.method == METHOD_SWAP:
-            _mkswap(node, p)
-            continue
-        if node != target:
-            run(["wipefs", "--all", "--quiet", node])
-        _write_partition(repo, m, image, p, node, counter, cancel)
+        if p.method in (METHOD_USED, METHOD_RAW):
+            node = nodes[p.number]
+            held.append((node, _write_partition(repo, m, image, p, node, counter, cancel)))
+            _stage(f"partition-{p.number}", cancel)
+    _stage("data", cancel)
+    # The rest of every partition is on the disk: now their first MiB.
+    for node, pieces in held:
+        with blockio.TargetWriter(node) as writer:
+            for start, data, extents in pieces:
+                if data is None:
+                    for s, n in extents:
+                        writer.zero(s, n)
+                else:
+                    writer.write_extents(data, start, extents)
+            writer.flush()
+    _stage("heads", cancel)
+    for step in d.steps:
+        if step.source.method == METHOD_SWAP:
+            _mkswap(nodes[step.source.number], step.source)
+    if d.table.type != "none":
+        _write_head(repo, m, image, target)  # the boot code replaces the mark
+        counter.add(f"{target} boot area", image.head.length, image.head.length,
+                    image.head.length)
+    restoremark.clear(target)  # an image without boot code of its own
 
 
 def _grow_disk(d: DiskPlan, progress: ProgressCallback) -> list[str]:
@@ -266,16 +319,25 @@ def _write_partition(
     node: str,
     counter: _Counter,
     cancel: CancelToken | None,
-) -> None:
+) -> list[tuple[int, bytes | None, list[Extent]]]:
+    """Write the partition but its first MiB; return what belongs there
+    (offset, chunk data or None for zeros, extents) for the caller to write
+    once everything else is on the disk."""
     where = f"{m.ref} disk {image.index + 1} {p.label}"
+    held: list[tuple[int, bytes | None, list[Extent]]] = []
 
     def job(i: int, digest: str | None, extents: list[Extent]) -> int:
-        if digest is None:
-            for start, length in extents:
+        base = i * m.chunk_size
+        head = clip(extents, 0, restoremark.HOLD) if base < restoremark.HOLD else []
+        rest = clip(extents, restoremark.HOLD, p.size) if head else extents
+        data = None if digest is None else repo.get_chunk(digest, f"{where} at offset {base}")
+        if head:
+            held.append((base, data, head))
+        if data is None:
+            for start, length in rest:
                 writer.zero(start, length)
         else:
-            data = repo.get_chunk(digest, f"{where} at offset {i * m.chunk_size}")
-            writer.write_extents(data, i * m.chunk_size, extents)
+            writer.write_extents(data, base, rest)
         return total(extents)
 
     cancelled = CancelledError(
@@ -286,6 +348,7 @@ def _write_partition(
         _each_chunk(p, m, f"{node} ({p.filesystem.type or 'raw'})", counter, cancel, cancelled,
                     job, RESTORE_WORKERS)
         writer.flush()
+    return held
 
 
 def _mkswap(node: str, p: PartitionImage) -> None:

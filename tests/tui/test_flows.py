@@ -180,7 +180,7 @@ async def test_media_scan_finds_repository_read_only_and_unmounts(loopdisk, work
     (part,) = partition_disk(disk, "gpt", [PartSpec(None, "ext4")])
     make_fs(part, "ext4", label="STICK")
     with mounted(part, "ext4") as point:
-        Engine().open_repository(os.path.join(point, "liferaft"), create=True)
+        Engine().open_repository(os.path.join(point, "liferaft"), create=True).create_now()
     before = disk_bytes_sha256(disk, 0, 64 * 1024 * 1024)
     app = LiferaftApp(Engine(), media_filter=only(disk))
     async with app.run_test(size=(80, 24)) as pilot:
