@@ -155,3 +155,13 @@ def test_restore_with_a_missing_chunk_writes_nothing(loopdisk, workdir):
                         check=False)
         assert_one_line_error(proc, "1 chunk(s)", "missing", "one@", "two@", "nothing was written")
     assert disk_bytes_sha256(target, 0, 128 * MIB) == before
+
+
+def test_disks_shows_labels_of_mounted_partitions(loopdisk):
+    """Item 12: a mounted partition keeps its label in `liferaft disks` (no udev here)."""
+    src = build_source(loopdisk(128 * MIB), Layout("gpt", [PartSpec(None, "ext4", "r")],
+                                                    ["ext4"]))
+    with mounted(src.nodes[0], "ext4") as point:
+        lines = liferaft("disks").stdout.splitlines()
+        (line,) = [ln for ln in lines if ln.strip().startswith(src.nodes[0] + " ")]
+        assert "ext40" in line and point in line, line
