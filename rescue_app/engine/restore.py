@@ -14,10 +14,8 @@ import os
 import re
 import struct
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from rescue_app.engine import blockio, restoremark
@@ -34,6 +32,7 @@ from rescue_app.engine.manifest import (
     Manifest,
     PartitionImage,
 )
+from rescue_app.engine.mounts import mounted
 from rescue_app.engine.plan import DiskPlan, PartitionStep, RestorePlan
 from rescue_app.engine.repository import Repository, chunk_digest
 from rescue_app.engine.results import RestoreResult
@@ -360,16 +359,6 @@ def _mkswap(node: str, p: PartitionImage) -> None:
     run([*args, node])
 
 
-@contextmanager
-def _mounted(node: str, fstype: str) -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="liferaft-grow-") as mnt:
-        run(["mount", "-t", fstype, node, mnt])
-        try:
-            yield mnt
-        finally:
-            run(["umount", mnt], check=False)
-
-
 def _grow_filesystem(node: str, step: PartitionStep) -> str:
     fs = step.source.filesystem.type
     try:
@@ -380,10 +369,10 @@ def _grow_filesystem(node: str, step: PartitionStep) -> str:
                 raise CommandError(f"e2fsck found problems on {node}", stderr=proc.stderr)
             run(["resize2fs", node])
         elif fs == "xfs":
-            with _mounted(node, "xfs") as mnt:
+            with mounted(node, "xfs", writable=True, prefix="liferaft-grow-") as mnt:
                 run(["xfs_growfs", mnt])
         elif fs == "btrfs":
-            with _mounted(node, "btrfs") as mnt:
+            with mounted(node, "btrfs", writable=True, prefix="liferaft-grow-") as mnt:
                 run(["btrfs", "filesystem", "resize", "max", mnt])
         elif fs == "ntfs":
             run(["ntfsresize", "--force", "--force", node], input=b"y\n")
