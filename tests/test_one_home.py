@@ -1,6 +1,6 @@
 """Each OS action has one home (issue 11): mount/umount in engine/mounts.py (the
-network mounts build their own argument list in stores/mount.py), power-off and
-reboot in engine/power.py. A command line is a list literal starting with the
+network mounts too: stores/mount.py plans their source and options), power-off
+and reboot in engine/power.py. A command line is a list literal starting with the
 program's name; this finds every such list in rescue_app/. No root."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 APP = Path(__file__).resolve().parent.parent / "rescue_app"
 
 HOMES = {
-    "mount": {"engine/mounts.py", "engine/stores/mount.py"},
+    "mount": {"engine/mounts.py"},
     "umount": {"engine/mounts.py"},
     "ntfs-3g": {"engine/mounts.py"},
     "mount.exfat-fuse": {"engine/mounts.py"},

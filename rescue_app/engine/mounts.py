@@ -4,8 +4,9 @@ One home for the options that matter: read-only means really read-only (no
 journal replay, which writes to the disk: ``noload`` for ext3/4,
 ``norecovery`` for XFS); NTFS through ntfs-3g; exFAT through the kernel, else
 its FUSE driver; a failed umount becomes a lazy one so a busy point never
-blocks the operation that is ending. Network mounts (SMB, NFS) build their
-own argument lists in stores/mount.py and unmount through ``umount`` here.
+blocks the operation that is ending. Network mounts (SMB, NFS) plan their
+source and options in stores/mount.py (and translate its errors into their
+own messages) but mount and unmount through here.
 
     with mounted("/dev/sdb1", "ext4") as point: ...          # ro, temp dir
     with mounted(node, "xfs", writable=True) as point: ...  # rw
@@ -37,21 +38,28 @@ def options_for(fstype: str | None, writable: bool) -> list[str]:
     return ["ro", *extra.get(fstype or "", [])]
 
 
+def mount_argv(device: str, point: str, *, fstype: str | None = None,
+               options: Sequence[str] = ("ro",)) -> list[str]:
+    """The kernel ``mount`` command line (no -o without options)."""
+    typed = ["-t", fstype] if fstype else []
+    opts = ["-o", ",".join(options)] if options else []
+    return ["mount", *typed, *opts, device, point]
+
+
 def mount(device: str, point: str, *, fstype: str | None = None,
-          options: Sequence[str] = ("ro",)) -> None:
+          options: Sequence[str] = ("ro",), timeout: float = TIMEOUT) -> None:
     """Mount ``device`` on the existing folder ``point``; CommandError if it fails."""
     opts = ",".join(options)
     log.info("mounting %s (%s, %s) on %s", device, fstype or "auto", opts, point)
     if fstype == "ntfs":
-        run(["ntfs-3g", "-o", opts, device, point], timeout=TIMEOUT)
+        run(["ntfs-3g", "-o", opts, device, point], timeout=timeout)
     elif fstype == "exfat":
         try:
-            run(["mount", "-t", "exfat", "-o", opts, device, point], timeout=TIMEOUT)
+            run(mount_argv(device, point, fstype="exfat", options=options), timeout=timeout)
         except LiferaftError:
-            run(["mount.exfat-fuse", "-o", opts, device, point], timeout=TIMEOUT)
+            run(["mount.exfat-fuse", "-o", opts, device, point], timeout=timeout)
     else:
-        typed = ["-t", fstype] if fstype else []
-        run(["mount", *typed, "-o", opts, device, point], timeout=TIMEOUT)
+        run(mount_argv(device, point, fstype=fstype, options=options), timeout=timeout)
 
 
 def umount(point: str) -> None:

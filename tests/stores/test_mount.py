@@ -13,7 +13,6 @@ import stat
 import pytest
 
 from rescue_app.engine import mounts as engine_mounts
-from rescue_app.engine.stores import mount as mountmod
 from rescue_app.engine.stores import open_store
 from rescue_app.engine.stores.mount import MountStore, mount_argv, plan_mount
 from rescue_app.errors import CommandError, RepositoryError
@@ -56,8 +55,7 @@ def test_smb_password_goes_through_a_private_file_only(monkeypatch, tmp_path):
         else:
             calls.append((list(argv), "", 0))
 
-    monkeypatch.setattr(mountmod, "run", fake_run)
-    monkeypatch.setattr(engine_mounts, "run", fake_run)  # the umount goes through there
+    monkeypatch.setattr(engine_mounts, "run", fake_run)  # mount and umount go through there
     monkeypatch.setenv("LIFERAFT_PASSWORD", SECRET)
     store = open_store("smb://ann@nas/backups/site")
     assert isinstance(store, MountStore)
@@ -105,7 +103,7 @@ def test_mount_errors_have_their_own_messages(monkeypatch):
         ("nfs://filer/srv/x", "mount.nfs4: Connection refused", "cannot reach the server"),
         ("nfs://filer/srv/x", "", "cannot reach the server"),  # run()'s timeout
     ]:
-        monkeypatch.setattr(mountmod, "run", failing(stderr))
+        monkeypatch.setattr(engine_mounts, "run", failing(stderr))
         with pytest.raises(RepositoryError, match=re.escape(needle)) as info:
             open_store(url)
         assert SECRET not in str(info.value)

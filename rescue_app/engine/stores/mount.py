@@ -22,11 +22,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from rescue_app.engine import mounts
 from rescue_app.engine.mounts import umount
 from rescue_app.engine.stores import Store, password_for, reject_password_in_url
 from rescue_app.engine.stores.local import LocalStore
 from rescue_app.errors import CommandError, RepositoryError
-from rescue_app.run import run
 
 log = logging.getLogger("liferaft.stores.mount")
 
@@ -90,14 +90,17 @@ def plan_mount(url: str) -> MountPlan:
     raise RepositoryError(f"{scheme}:// cannot be mounted", hint="use smb:// or nfs://")
 
 
-def mount_argv(plan: MountPlan, mountpoint: str, credentials: str | None) -> list[str]:
+def mount_options(plan: MountPlan, credentials: str | None) -> list[str]:
     options = list(plan.options)
     if credentials is not None:
         options.insert(0, f"credentials={credentials}")
-    argv = ["mount", "-t", plan.fstype]
-    if options:
-        argv += ["-o", ",".join(options)]
-    return [*argv, plan.source, mountpoint]
+    return options
+
+
+def mount_argv(plan: MountPlan, mountpoint: str, credentials: str | None) -> list[str]:
+    """The command engine/mounts.py runs for this plan (shown in tests and logs)."""
+    return mounts.mount_argv(plan.source, mountpoint, fstype=plan.fstype,
+                             options=mount_options(plan, credentials))
 
 
 @contextlib.contextmanager
@@ -200,14 +203,15 @@ class MountStore(Store):
                 )
             with tempfile.TemporaryDirectory(prefix="liferaft-cred-") as d, \
                     credentials_file(d, plan.user, password, plan.domain) as cred:
-                self._run(mount_argv(plan, self.mountpoint, cred))
+                self._mount_with(cred)
         else:
-            self._run(mount_argv(plan, self.mountpoint, None))
+            self._mount_with(None)
         self.mounted = True
 
-    def _run(self, argv: list[str]) -> None:
+    def _mount_with(self, credentials: str | None) -> None:
         try:
-            run(argv, timeout=MOUNT_TIMEOUT)
+            mounts.mount(self.plan.source, self.mountpoint, fstype=self.plan.fstype,
+                         options=mount_options(self.plan, credentials), timeout=MOUNT_TIMEOUT)
         except CommandError as exc:
             raise _mount_error(self.plan, exc.stderr or exc.message) from None
 
