@@ -67,7 +67,11 @@ class Engine:
     ) -> RestorePlan:
         manifest = repo.load_manifest(ref)
         disks = [_disks.find_disk(t) for t in targets]
-        return _plan.make_restore_plan(repo, manifest, disks, grow=grow)
+        plan = _plan.make_restore_plan(repo, manifest, disks, grow=grow)
+        # Before anything is confirmed or erased (and in a dry run): every
+        # chunk the image needs must be in the repository.
+        repo.check_chunks_present(manifest)
+        return plan
 
     def restore(
         self,

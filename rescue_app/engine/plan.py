@@ -128,8 +128,6 @@ def make_restore_plan(
     for image, target in zip(manifest.disks, targets, strict=True):
         ensure_restorable(target)
         plans.append(plan_disk(image, target, grow=grow))
-    # Before anything is erased (and in a dry run): every chunk must be there.
-    repo.check_chunks_present(manifest)
     return RestorePlan(repo=repo, manifest=manifest, disks=tuple(plans), grow=grow)
 
 

@@ -17,6 +17,7 @@ from rescue_app.tui.screens.error import ErrorModal
 from rescue_app.tui.screens.home import HomeScreen
 from rescue_app.tui.screens.images import ImagesScreen
 from rescue_app.tui.screens.progress import ProgressScreen
+from rescue_app.tui.screens.question import QuestionModal
 from rescue_app.tui.screens.source import SourceScreen
 from rescue_app.tui.screens.target import TargetScreen
 from tests.helpers.diskkit import (
@@ -156,10 +157,30 @@ async def test_backup_really_happens(loopdisk, workdir: str) -> None:  # type: i
         await pilot.press("b")
         screen = await wait_for_screen(pilot, BackupScreen)
         await settle(pilot)
-        screen.query_one("#backup-disks", SelectionList).select(source)
+        picker = screen.query_one("#backup-disks", SelectionList)
+        picker.select(source)
+        await settle(pilot)
+        # Ticked and unticked read apart without colour (NO_COLOR, serial consoles).
+        for y in range(picker.option_count):
+            line = picker.render_line(y).text
+            mark = "[x] " if picker.get_option_at_index(y).value == source else "[ ] "
+            assert line.startswith(mark), line
         screen.query_one("#backup-path", Input).value = repo_dir
         screen.query_one("#backup-name", Input).value = "tuibackup"
         await pilot.press("ctrl+n")
+        # A summary to confirm first: the disk by model, serial and size, where, what name.
+        question = await wait_for_screen(pilot, QuestionModal)
+        await settle(pilot)
+        summary = screen_text(pilot)
+        disk = Engine().find_disk(source)
+        assert disk.describe() in summary and repo_dir in summary and "tuibackup" in summary
+        await pilot.press("n")  # "Change": back to the form, nothing started
+        await wait_for_screen(pilot, BackupScreen)
+        assert not os.path.exists(repo_dir)
+        await pilot.press("ctrl+n")
+        question = await wait_for_screen(pilot, QuestionModal)
+        assert question is not None
+        await pilot.press("y")
         progress = await wait_for_screen(pilot, ProgressScreen)
         await settle(pilot)
         await wait_until(pilot, lambda: progress.finished, "the job has finished")
@@ -297,3 +318,23 @@ async def test_restore_from_a_repository_found_on_attached_media(loopdisk, workd
     for n, part in enumerate(reread_partitions(target, 2), 1):
         fsck_clean(part, "ext4")
         assert tree_checksums(part, "ext4") == trees[n]
+
+
+@run_async
+async def test_backup_screen_refuses_a_disk_mounted_read_write(loopdisk) -> None:  # type: ignore[no-untyped-def]
+    disk = loopdisk(64 * 1024 * 1024)
+    make_fs(disk, "ext4", label="LIVE")
+    with mounted(disk, "ext4") as point:
+        app = LiferaftApp(Engine(), media_filter=only(disk))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            await pilot.press("b")
+            screen = await wait_for_screen(pilot, BackupScreen)
+            await settle(pilot)
+            await wait_until(pilot, lambda: bool(screen.disks), "the disks are listed")
+            picker = screen.query_one("#backup-disks", SelectionList)
+            index = next(y for y in range(picker.option_count)
+                         if picker.get_option_at_index(y).value == disk)
+            option = picker.get_option_at_index(index)
+            assert option.disabled, "a disk mounted read-write can be ticked"
+            assert "cannot back up" in str(option.prompt) and point in str(option.prompt)

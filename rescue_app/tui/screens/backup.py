@@ -8,12 +8,15 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Button, Footer, Header, Input, Select, SelectionList, Static
+from textual.widgets import Button, Footer, Header, Input, Select, Static
+from textual.widgets.selection_list import Selection
 
 from rescue_app.engine.disks import REASON_BOOT, REASON_ROOT, BlockDisk
 from rescue_app.engine.repository import NAME_RE, Repository
 from rescue_app.errors import LiferaftError, UsageError
+from rescue_app.tui.checklist import CheckList
 from rescue_app.tui.screens.base import LiferaftScreen
+from rescue_app.tui.screens.question import QuestionModal
 from rescue_app.tui.sources import (
     MediaSource,
     RepositorySource,
@@ -46,8 +49,8 @@ class BackupScreen(LiferaftScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         with VerticalScroll(id="backup-form"):
-            yield Static("Disks to back up (space to tick):", classes="section")
-            yield SelectionList[str](id="backup-disks")
+            yield Static("Disks to back up (Space ticks [x] / unticks [ ]):", classes="section")
+            yield CheckList(id="backup-disks")
             yield Static("Destination repository (found on attached media):", classes="section")
             yield Select[int]([], prompt="choose, or type a folder below", id="backup-dest")
             yield Input(placeholder="or a folder path, e.g. /mnt/nas/liferaft", id="backup-path")
@@ -66,21 +69,29 @@ class BackupScreen(LiferaftScreen):
     def load(self) -> None:
         app = self.lapp
         disks = app.engine.list_disks()
+        refusals = {d.path: app.engine.capture_refusals(d) for d in backup_candidates(disks)}
         sources = app.sources
         if not app.sources_scanned:
             sources = discover_sources(
                 ScanContext(app.engine, disks, app.profile.repository, app.scan_filter()))
-        self.app.call_from_thread(self.show, disks, sources)
+        self.app.call_from_thread(self.show, disks, sources, refusals)
 
-    def show(self, disks: list[BlockDisk], sources: list[RepositorySource]) -> None:
+    def show(self, disks: list[BlockDisk], sources: list[RepositorySource],
+             refusals: dict[str, tuple[str, ...]] | None = None) -> None:
         self.lapp.sources = sources
         self.lapp.sources_scanned = True
         self.disks = backup_candidates(disks)
-        picker = self.query_one("#backup-disks", SelectionList)
+        picker = self.query_one("#backup-disks", CheckList)
         picker.clear_options()
         for disk in self.disks:
-            note = "  (in use)" if disk.in_use else ""
-            picker.add_option((disk.describe() + note, disk.path))
+            refused = (refusals or {}).get(disk.path, ())
+            note = ""
+            if disk.incomplete_restore:
+                note = f"  ({disk.incomplete_restore})"
+            if refused:
+                note = f"  (cannot back up: {refused[0]})"
+            picker.add_option(Selection(disk.describe() + note, disk.path, False,
+                                        disabled=bool(refused)))
         dest = self.query_one("#backup-dest", Select)
         dest.set_options([(f"{s.label} ({s.kind})", i) for i, s in enumerate(sources)])
 
@@ -100,7 +111,7 @@ class BackupScreen(LiferaftScreen):
 
     def action_start(self) -> None:
         try:
-            devices = list(self.query_one("#backup-disks", SelectionList).selected)
+            devices = list(self.query_one("#backup-disks", CheckList).selected)
             if not devices:
                 raise UsageError("tick at least one disk to back up (Space on a disk)")
             name = self.query_one("#backup-name", Input).value.strip()
@@ -117,10 +128,22 @@ class BackupScreen(LiferaftScreen):
         from rescue_app.tui.screens.progress import backup_job
 
         app = self.lapp
+        chosen = [d for d in self.disks if d.path in devices]
+        summary = "\n".join([
+            "Disks to read (nothing is written to them):",
+            *[f"  [x] {d.describe()}" for d in chosen],
+            f"Repository: {source.label} ({source.kind})",
+            f"Image name: {name}",
+        ])
 
         def open_repo() -> Repository:
             repo = source.open(app.engine, writable=True)
             app.call_from_thread(app.use_source, source)
             return repo
 
-        self.app.push_screen(backup_job(app.engine, open_repo, name, devices))
+        def answered(start: bool | None) -> None:
+            if start:
+                self.app.push_screen(backup_job(app.engine, open_repo, name, devices))
+
+        self.app.push_screen(
+            QuestionModal("Start this backup?", summary, yes="Back up", no="Change"), answered)
