@@ -57,6 +57,8 @@ class LiferaftApp(App[int]):
         self.sources: list[RepositorySource] = []
         self.sources_scanned = False
         self.open_source: RepositorySource | None = None
+        # The repository folder or URL last typed, offered again in the next flow.
+        self.last_typed_repository = ""
 
     def on_mount(self) -> None:
         from rescue_app.engine.stores import set_password_prompt

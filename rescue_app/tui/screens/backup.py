@@ -62,6 +62,7 @@ class BackupScreen(LiferaftScreen):
 
     def on_mount(self) -> None:
         self.sub_title = "Back up"
+        self.query_one("#backup-path", Input).value = self.lapp.last_typed_repository
         self.query_one("#backup-disks").focus()
         self.load()
 
@@ -98,7 +99,9 @@ class BackupScreen(LiferaftScreen):
     def destination(self) -> RepositorySource:
         typed = self.query_one("#backup-path", Input).value.strip()
         if typed:
-            return source_for_typed(typed)
+            source = source_for_typed(typed)
+            self.lapp.last_typed_repository = typed
+            return source
         value = self.query_one("#backup-dest", Select).value
         if isinstance(value, int):
             return self.lapp.sources[value]

@@ -37,7 +37,9 @@ class ConfirmEraseModal(ModalScreen[bool]):
             yield Static("To go on, type the name of each target disk "
                          f"({', '.join(self.paths)}):", markup=False)
             for i, path in enumerate(self.paths):
-                yield Input(placeholder=path, id=f"confirm-{i}")
+                # Not the name itself: without colour a placeholder reads as typed text.
+                yield Input(placeholder=f"(type {path.rsplit('/', 1)[-1]} here)",
+                            id=f"confirm-{i}")
             yield Static("", id="confirm-status", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel", variant="primary")

@@ -30,7 +30,10 @@ ACTIONS = [
 
 
 def disk_state(disk: BlockDisk) -> str:
-    return "in use: " + "; ".join(disk.in_use) if disk.in_use else "free"
+    state = "in use: " + "; ".join(disk.in_use) if disk.in_use else "free"
+    if disk.incomplete_restore:
+        state = f"{disk.incomplete_restore}; {state}"
+    return state
 
 
 class HomeScreen(LiferaftScreen):
@@ -43,7 +46,7 @@ class HomeScreen(LiferaftScreen):
         Binding("s", "shell", "Shell"),
         Binding("p", "power", "Power"),
         Binding("f5", "rescan", "Rescan", show=False),
-        Binding("q", "quit_app", "Quit", show=False),
+        Binding("q", "quit_app", "Quit"),
     ]
 
     def compose(self) -> ComposeResult:

@@ -15,8 +15,9 @@ from rescue_app.tui.screens.base import LiferaftScreen
 
 
 def short_date(created: str) -> str:
-    """ISO 8601 UTC -> "2026-11-25 10:15"."""
-    return created.replace("T", " ")[:16]
+    """ISO 8601 UTC -> "2026-11-25 10:15:04": with seconds, two images taken a few
+    seconds apart read apart."""
+    return created.replace("T", " ").removesuffix("Z")[:19]
 
 
 def describe_manifest(m: Manifest) -> str:

@@ -8,6 +8,7 @@ the summary says in plain words what state the disks and repository are in.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from rescue_app.tui.screens.error import explain
 from rescue_app.tui.tracking import ProgressTracker
 
 THROTTLE = 0.1  # seconds between redraws; the engine may report every chunk
+
+log = logging.getLogger("liferaft.tui")
 
 
 @dataclass(frozen=True)
@@ -190,10 +193,12 @@ class ProgressScreen(LiferaftScreen):
             yield Static("Current part", id="item-label", classes="bar-label", markup=False)
             yield ProgressBar(id="bar-item", show_eta=False)
             yield Static("", id="progress-stats", markup=False)
+            yield Static("", id="progress-notice", markup=False)
         yield Static("", id="summary", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
+        log.warning("%s started", self.job.title)
         self.sub_title = self.job.kind.capitalize()
         self.query_one("#summary").display = False
         self.set_interval(1.0, self.tick)
@@ -206,6 +211,9 @@ class ProgressScreen(LiferaftScreen):
         last_time, last_phase = [0.0], [""]
 
         def report(p: Progress) -> None:
+            if p.phase == "notice":  # a passing condition: beside the bars, not in them
+                self.app.call_from_thread(self.show_notice, p.notice)
+                return
             now = time.monotonic()
             final = p.total > 0 and p.done >= p.total
             if now - last_time[0] >= THROTTLE or p.phase != last_phase[0] or final or p.message:
@@ -218,6 +226,10 @@ class ProgressScreen(LiferaftScreen):
             self.post_message(JobFinished(error=exc))
             return
         self.post_message(JobFinished(result=result))
+
+    def show_notice(self, text: str) -> None:
+        """"server unreachable, retrying (12 s of 60)"; "" once it answers again."""
+        self.query_one("#progress-notice", Static).update(f"! {text}" if text else "")
 
     def on_progress_update(self, message: ProgressUpdate) -> None:
         self.draw(self.tracker.update(message.progress, self.clock()))
@@ -259,11 +271,13 @@ class ProgressScreen(LiferaftScreen):
                 self.lapp.show_error(exc)
         elif isinstance(message.error, CancelledError):
             self.summary = Summary(False, ("Cancelled.", self.job.cancelled_state),
-                                   "Press Enter for the home screen.")
+                                   "choose another action on the home screen.")
         else:
             what, todo = explain(message.error)
             self.summary = Summary(False, (f"Failed: {what}", self.job.failed_state), todo)
             self.lapp.show_error(message.error, title=f"{self.job.kind.capitalize()} failed")
+        outcome = "done" if self.summary.ok else "NOT done"
+        log.warning("%s: %s. %s", self.job.title, outcome, " ".join(self.summary.lines))
         # Unmount a repository stick now so the summary's advice (remove it) is safe.
         if self.job.kind != "verify" or message.error is None:
             release()

@@ -45,6 +45,7 @@ class SourceScreen(RepositoryOpeningScreen):
     def on_mount(self) -> None:
         self.sub_title = "Restore: source" if self.purpose == "restore" else "Verify: source"
         self.query_one("#source-list", OptionList).focus()
+        self.query_one("#source-path", Input).value = self.lapp.last_typed_repository
         if self.lapp.sources_scanned:
             self.show_sources(self.lapp.sources)
         else:
@@ -107,6 +108,7 @@ class SourceScreen(RepositoryOpeningScreen):
         except LiferaftError as exc:  # a malformed URL: say so, keep the screen
             self.lapp.show_error(exc)
             return
+        self.lapp.last_typed_repository = path
         self.choose(source)
 
     def choose(self, source: RepositorySource) -> None:

@@ -22,7 +22,7 @@ from rescue_app.engine.manifest import Manifest
 from rescue_app.engine.plan import RestorePlan, describe_contents
 from rescue_app.engine.repository import Repository
 from rescue_app.engine.units import human_size
-from rescue_app.errors import LiferaftError
+from rescue_app.errors import LiferaftError, UsageError
 from rescue_app.tui.matching import candidate_targets, suggest_targets
 from rescue_app.tui.screens.base import LiferaftScreen
 
@@ -75,6 +75,7 @@ class TargetScreen(LiferaftScreen):
         self.manifest: Manifest | None = None
         self.candidates: list[BlockDisk] = []
         self.plan: RestorePlan | None = None
+        self.problem = ""  # why there is no plan, for the next key
         self.ready = False
 
     def compose(self) -> ComposeResult:
@@ -114,7 +115,9 @@ class TargetScreen(LiferaftScreen):
         for image, pick in zip(manifest.disks, suggested, strict=True):
             box.mount(Static(f"Image disk {image.index + 1}: {image.describe()}  ->",
                              markup=False))
-            options = [(d.describe(), d.path) for d in self.candidates]
+            options = [(d.describe() + (f" - {d.incomplete_restore}"
+                                        if d.incomplete_restore else ""), d.path)
+                       for d in self.candidates]
             select: Select[str] = Select(
                 options, prompt="choose the target disk", allow_blank=True,
                 value=pick.path if pick is not None else Select.NULL,
@@ -148,6 +151,7 @@ class TargetScreen(LiferaftScreen):
 
     def replan(self) -> None:
         self.plan = None
+        self.problem = ""
         self.query_one("#next", Button).disabled = True
         targets = self.chosen_targets()
         view = self.query_one("#plan-view", Static)
@@ -169,6 +173,7 @@ class TargetScreen(LiferaftScreen):
     def show_plan(self, plan: RestorePlan | None, problem: str) -> None:
         view = self.query_one("#plan-view", Static)
         self.plan = plan
+        self.problem = problem
         if plan is None:
             view.update(Text(f"Cannot restore there: {problem}"))
             return
@@ -182,6 +187,11 @@ class TargetScreen(LiferaftScreen):
 
     def action_next(self) -> None:
         if self.plan is None:
+            # Say why nothing happens: no target yet, too small, in use...
+            self.lapp.show_error(UsageError(
+                f"cannot restore there: {self.problem}" if self.problem
+                else "choose a target disk for each disk of the image first",
+                hint="choose another target disk"))
             return
         from rescue_app.tui.screens.confirm import ConfirmEraseModal
 
