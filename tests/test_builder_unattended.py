@@ -211,3 +211,26 @@ def test_credentials_from_a_labelled_medium(
     assert "LIFERAFT UNATTENDED RESTORE: FAILED" in out
     assert SECRET not in out + log
     assert not os.path.ismount(mountpoint)
+
+
+@pytest.mark.root
+def test_unattended_capture_of_a_mounted_disk_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loopdisk: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 10 item 1 in unattended mode: the engine's refusal, a FAILED banner, no repo."""
+    from tests.helpers.diskkit import make_fs, mounted
+
+    dev = loopdisk(64 * 1024 * 1024)
+    make_fs(dev, "ext4", label="LIVEDISK")
+    monkeypatch.setattr(unattended, "LOG_FILE", tmp_path / "u.log")
+    repo = tmp_path / "repo"
+    with mounted(dev, "ext4") as point:
+        code = run_unattended(
+            f"liferaft.action=capture liferaft.repo={repo} liferaft.image=live "
+            f"liferaft.target={dev}", Unattended(), power_off=lambda: None)
+    out = capsys.readouterr().out
+    assert code != 0
+    assert "LIFERAFT UNATTENDED CAPTURE: FAILED" in out
+    assert "mounted read-write" in out and point in out
+    assert not repo.exists()
