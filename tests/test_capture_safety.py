@@ -165,3 +165,18 @@ def test_disks_shows_labels_of_mounted_partitions(loopdisk):
         lines = liferaft("disks").stdout.splitlines()
         (line,) = [ln for ln in lines if ln.strip().startswith(src.nodes[0] + " ")]
         assert "ext40" in line and point[:18] in line, line  # the column is cut
+
+
+def test_verify_progress_counts_bytes(loopdisk, workdir):
+    """Item 14: verify's progress is in bytes like every other (not chunk counts)."""
+    from rescue_app.engine import Engine
+    from rescue_app.progress import Progress
+
+    repo_dir = _two_images(loopdisk, workdir)
+    seen: list[Progress] = []
+    engine = Engine()
+    report = engine.verify(engine.open_repository(repo_dir), progress=seen.append)
+    assert report.ok and seen
+    last = seen[-1]
+    assert last.done == last.total == report.bytes_checked > 100 * 1024
+    assert last.item == f"chunk {report.chunks_checked} of {report.chunks_checked}"

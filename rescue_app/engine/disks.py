@@ -27,6 +27,7 @@ import json
 import os
 import re
 import stat
+import textwrap
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -682,7 +683,9 @@ def format_disks_table(disks: Iterable[BlockDisk]) -> str:
         if disk.backing_file:
             lines.append(f"  {_cut('file ' + disk.backing_file, 76)}")
         if disk.incomplete_restore:
-            lines.append(f"  {_cut('WARNING: ' + disk.incomplete_restore, 76)}")
+            # wrapped, never cut: the image and the time are what the user needs
+            lines += textwrap.wrap("WARNING: " + disk.incomplete_restore, 78,
+                                   initial_indent="  ", subsequent_indent="    ")
         if disk.in_use:
             lines.append(f"  {_cut('IN USE: ' + '; '.join(disk.in_use), 76)}")
         for part in disk.partitions:

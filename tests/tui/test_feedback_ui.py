@@ -139,3 +139,16 @@ async def test_next_on_a_target_that_cannot_take_the_image_says_why() -> None:
         await wait_for_screen(pilot, ErrorModal)
         await settle(pilot)
         assert "too small" in screen_text(pilot)
+
+
+def test_home_and_disks_name_an_interrupted_restore() -> None:
+    import dataclasses
+
+    from rescue_app.engine.disks import format_disks_table
+    from rescue_app.tui.screens.home import disk_state
+    from tests.tui.fake_engine import DISKS
+
+    text = "incomplete restore of web1@20261125T101500Z (started 2026-12-04 10:15:02 UTC)"
+    disk = dataclasses.replace(DISKS[0], incomplete_restore=text)
+    assert text in disk_state(disk)
+    assert text in " ".join(format_disks_table([disk]).split())  # wrapped at 80 columns
