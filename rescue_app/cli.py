@@ -154,6 +154,8 @@ def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
     for i in images:
         print(f"{i.ref:<34} {i.host[:16]:<16} {human_size(i.data_bytes):>10} "
               f"{'; '.join(i.disks)}")
+        for raw in i.raw:
+            print(f"  {raw}")
     return 0
 
 

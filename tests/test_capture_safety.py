@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -180,3 +181,24 @@ def test_verify_progress_counts_bytes(loopdisk, workdir):
     last = seen[-1]
     assert last.done == last.total == report.bytes_checked > 100 * 1024
     assert last.item == f"chunk {report.chunks_checked} of {report.chunks_checked}"
+
+
+def test_capture_makes_the_kernel_show_partitions_and_names_raw_ones(loopdisk, workdir):
+    """Issue 11: on a host without udev the partition nodes may be missing; capture
+    must not silently store every partition raw. And a partition that is stored raw
+    says so, with the reason, in the output and in `images --json`."""
+    src = build_source(loopdisk(160 * MIB), Layout(
+        "gpt", [PartSpec(64, "ext4", "fs"), PartSpec(None, None, "blank")], ["ext4", None]))
+    with open(src.nodes[1], "r+b") as f:  # bytes no tool recognises
+        f.write(os.urandom(2 * MIB))
+    subprocess.run(["partx", "-d", src.dev], check=True)  # the kernel forgets them
+    repo = os.path.join(workdir, "repo")
+    proc = liferaft("capture", "--repo", repo, "--name", "s", src.dev)
+    notes = [ln for ln in proc.stderr.splitlines() if ln.startswith("note:")]
+    assert len(notes) == 1 and "partition 2" in notes[0] and "stored raw" in notes[0], notes
+    (image,) = json.loads(liferaft("images", "--repo", repo, "--json").stdout)
+    (manifest,) = glob.glob(os.path.join(repo, "images", "s", "*.json"))
+    parts = json.load(open(manifest))["disks"][0]["partitions"]
+    assert [p["method"] for p in parts] == ["used-blocks", "raw"], "the ext4 was stored raw"
+    assert len(image["raw"]) == 1 and "partition 2" in image["raw"][0]
+    assert "no filesystem recognised" in image["raw"][0]

@@ -19,7 +19,13 @@ from enum import Enum
 
 from rescue_app.engine import blockio
 from rescue_app.engine.chunkio import WORKERS, pipeline
-from rescue_app.engine.disks import BlockDisk, disks_holding_path, mounts_on_disk
+from rescue_app.engine.disks import (
+    BlockDisk,
+    disks_holding_path,
+    find_disk,
+    mounts_on_disk,
+    reread_partitions,
+)
 from rescue_app.engine.extents import Extent, ExtentMap, clip, total
 from rescue_app.engine.manifest import (
     METHOD_NONE,
@@ -184,6 +190,15 @@ def _plan_disk(
     disk: BlockDisk, progress: ProgressCallback
 ) -> tuple[PartitionTable, list[_PartPlan]]:
     table, entries = read_table(disk.path)
+    if table.type != "none" and len(disk.partitions) < len(entries):
+        # The kernel does not show every partition of the table (a loop device
+        # attached without a scan, no udev to make the nodes): without them no
+        # filesystem is recognised and everything would be stored raw. Make the
+        # kernel read the table (it reads only) and wait for the nodes.
+        log.info("%s: the kernel shows %d of %d partitions; re-reading the table",
+                 disk.path, len(disk.partitions), len(entries))
+        reread_partitions(disk.path, len(entries))
+        disk = find_disk(disk.path)
     if table.type == "none":
         entries = [
             TableEntry(number=0, start=0, size=disk.size, kind="whole-disk", type=None,
@@ -212,7 +227,10 @@ def _plan_disk(
                 maps[len(plans)] = pool.submit(used_map, entry.node, fs.type)
                 plans.append(_PartPlan(entry, fs, METHOD_USED, None))
             else:
-                plans.append(_PartPlan(entry, fs, METHOD_RAW, None))
+                why = (f"{fs.type} has no used-block map" if fs.type
+                       else "no filesystem recognised")
+                plans.append(_PartPlan(entry, fs, METHOD_RAW, None,
+                                       note=f"{why}; stored raw (every byte, zeros skipped)"))
         for index, future in maps.items():
             plan = plans[index]
             try:

@@ -180,6 +180,9 @@ class ImageSummary:
     disks: tuple[str, ...]  # describe() of each captured disk
     data_bytes: int
     disk_bytes: int
+    # "disk 1 partition 3: no filesystem recognised; stored raw ...": every
+    # partition kept byte for byte, and why (a fallback the user should know of)
+    raw: tuple[str, ...] = ()
 
     @property
     def ref(self) -> str:
@@ -195,6 +198,8 @@ class ImageSummary:
             disks=tuple(d.describe() for d in manifest.disks),
             data_bytes=manifest.data_bytes,
             disk_bytes=sum(d.size for d in manifest.disks),
+            raw=tuple(f"disk {d.index + 1} {p.label}: {p.note or 'stored raw'}"
+                      for d in manifest.disks for p in d.partitions if p.method == METHOD_RAW),
         )
 
 

@@ -30,6 +30,8 @@ def describe_manifest(m: Manifest) -> str:
             fs = p.filesystem.type or ("extended" if p.kind == "extended" else "-")
             lines.append(f"  {p.number:>2} {human_size(p.size):>10}  {fs[:12]:<12} "
                          f"{(p.filesystem.label or '-')[:14]:<14} {human_size(p.used_bytes):>10}")
+            if p.method == "raw":
+                lines.append(f"     stored raw: {p.note or 'every byte'}")
     return "\n".join(lines)
 
 
