@@ -385,6 +385,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nliferaft: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `liferaft disks | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a shell reports SIGPIPE
     except Exception as exc:  # a bug: one line for the user, the traceback in the log
         if args.debug:
             raise

@@ -149,3 +149,12 @@ def test_table_fits_80_columns_and_json(desktop):
     json.dumps(data)
     sdb = next(d for d in data if d["name"] == "sdb")
     assert sdb["partitions"][0]["fstype"] == "exfat" and sdb["restorable"] is False
+
+
+def test_roles_are_typed_not_read_from_text() -> None:
+    """Policy (what is never backed up or restored to) is decided on Role, not on the
+    words shown to people (issue 11)."""
+    data = load("debian12-vm-loop.json")
+    state = SystemState(root_disks=frozenset({"vda"}))
+    (vda,) = [d for d in parse_lsblk(data, state) if d.name == "vda"]
+    assert disks.Role.RUNNING_SYSTEM in vda.roles and vda.ours

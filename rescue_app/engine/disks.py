@@ -31,6 +31,7 @@ import textwrap
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from rescue_app.engine import restoremark
@@ -50,9 +51,18 @@ BLKRRPART = 0x125F  # <linux/fs.h> _IO(0x12, 95): re-read partition table
 # Kernel names that are never disks a user backs up or restores.
 _SKIPPED_NAME = re.compile(r"^(ram|zram|sr|fd)\d*")
 
-REASON_ROOT = "holds the running system"
-REASON_BOOT = "boot medium"
-REASON_READ_ONLY = "is read-only"
+class Role(Enum):
+    """What a disk is to the running system: policy is decided on these, the
+    text (``in_use``) is only for people."""
+
+    RUNNING_SYSTEM = "holds the running system"
+    BOOT_MEDIUM = "boot medium"
+    READ_ONLY = "is read-only"
+
+
+REASON_ROOT = Role.RUNNING_SYSTEM.value
+REASON_BOOT = Role.BOOT_MEDIUM.value
+REASON_READ_ONLY = Role.READ_ONLY.value
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,12 @@ class BlockDisk:
     # "incomplete restore of web1@... (started ...)": a restore of this disk
     # was interrupted and none has completed since (engine/restoremark.py).
     incomplete_restore: str | None = None
+    roles: frozenset[Role] = frozenset()
+
+    @property
+    def ours(self) -> bool:
+        """The rescue system's own disk or boot medium: never offered for backup."""
+        return bool(self.roles & {Role.RUNNING_SYSTEM, Role.BOOT_MEDIUM})
 
     @property
     def restorable(self) -> bool:
@@ -241,9 +257,12 @@ def parse_lsblk(data: Mapping[str, Any], state: SystemState) -> list[BlockDisk]:
         path = _dev_path(node)
         partitions = []
         in_use: list[str] = []
+        roles: set[Role] = set()
         if name in state.root_disks:
+            roles.add(Role.RUNNING_SYSTEM)
             in_use.append(REASON_ROOT)
         if name in state.boot_media:
+            roles.add(Role.BOOT_MEDIUM)
             in_use.append(REASON_BOOT)
         for child in node.get("children") or []:
             if child.get("type") != "part":
@@ -272,6 +291,7 @@ def parse_lsblk(data: Mapping[str, Any], state: SystemState) -> list[BlockDisk]:
         in_use += _use_of(node, state)
         ro = _flag(node.get("ro"))
         if ro:
+            roles.add(Role.READ_ONLY)
             in_use.append(REASON_READ_ONLY)
         pttype = _probed(state, path, node, "pttype", "PTTYPE")
         disks.append(
@@ -298,6 +318,7 @@ def parse_lsblk(data: Mapping[str, Any], state: SystemState) -> list[BlockDisk]:
                 in_use=tuple(dict.fromkeys(in_use)),
                 backing_file=backing,
                 incomplete_restore=state.restore_marks.get(path),
+                roles=frozenset(roles),
             )
         )
     return disks
@@ -703,9 +724,10 @@ def disks_to_json(disks: Iterable[BlockDisk]) -> list[dict[str, Any]]:
     out = []
     for disk in disks:
         item: dict[str, Any] = {
-            k: v for k, v in vars(disk).items() if k not in ("partitions", "in_use")
+            k: v for k, v in vars(disk).items() if k not in ("partitions", "in_use", "roles")
         }
         item["in_use"] = list(disk.in_use)
+        item["roles"] = sorted(r.name.lower() for r in disk.roles)
         item["restorable"] = disk.restorable
         item["partitions"] = [
             {**vars(p), "mountpoints": list(p.mountpoints)} for p in disk.partitions

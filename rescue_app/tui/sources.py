@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rescue_app.engine import Engine
-from rescue_app.engine.disks import REASON_ROOT, BlockDisk
+from rescue_app.engine.disks import BlockDisk, Role
 from rescue_app.engine.repository import REPO_FILE, Repository
 from rescue_app.engine.units import human_size
 from rescue_app.errors import CommandError, LiferaftError, RepositoryError
@@ -165,7 +165,7 @@ class MediaSource(RepositorySource):
     def discover(cls, ctx: ScanContext) -> list[RepositorySource]:
         found: list[RepositorySource] = []
         for disk in ctx.disks:
-            if REASON_ROOT in disk.in_use:
+            if Role.RUNNING_SYSTEM in disk.roles:
                 continue
             if ctx.disk_filter is not None and not ctx.disk_filter(disk):
                 continue

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rescue_app.engine import Engine
-from rescue_app.engine.disks import BlockDisk, BlockPartition
+from rescue_app.engine.disks import BlockDisk, BlockPartition, Role
 from rescue_app.engine.manifest import (
     METHOD_SWAP,
     METHOD_USED,
@@ -38,9 +38,9 @@ def _part(disk: str, n: int, start: int, size: int, fs: str | None, label: str |
 
 
 def _disk(path: str, model: str, serial: str, size: int, parts: tuple[BlockPartition, ...],
-          in_use: tuple[str, ...] = ()) -> BlockDisk:
+          in_use: tuple[str, ...] = (), roles: frozenset[Role] = frozenset()) -> BlockDisk:
     return BlockDisk(path, path.rsplit("/", 1)[-1], model, serial, None, size, 512, 512, "sata",
-                     False, False, "gpt", None, None, parts, in_use, None)
+                     False, False, "gpt", None, None, parts, in_use, None, roles=roles)
 
 
 DISKS = [
@@ -50,7 +50,8 @@ DISKS = [
     _disk("/dev/sdb", "Cruzer Blade", "4C530001", 16 * GIB,
           (_part("/dev/sdb", 1, MIB, 16 * GIB - 2 * MIB, "iso9660", "LIFERAFT",
                  ("/run/live/medium",)),),
-          in_use=("boot medium", "/dev/sdb1 is mounted on /run/live/medium")),
+          in_use=("boot medium", "/dev/sdb1 is mounted on /run/live/medium"),
+          roles=frozenset({Role.BOOT_MEDIUM})),
     _disk("/dev/sdc", "WD Elements", "WX11A", 1024 * GIB,
           (_part("/dev/sdc", 1, MIB, 1024 * GIB - 2 * MIB, "ext4", "backups"),)),
 ]

@@ -11,7 +11,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Footer, Header, Input, Select, Static
 from textual.widgets.selection_list import Selection
 
-from rescue_app.engine.disks import REASON_BOOT, REASON_ROOT, BlockDisk
+from rescue_app.engine.disks import BlockDisk
 from rescue_app.engine.repository import NAME_RE, Repository
 from rescue_app.errors import LiferaftError, UsageError
 from rescue_app.tui.checklist import CheckList
@@ -28,7 +28,7 @@ from rescue_app.tui.sources import (
 
 def backup_candidates(disks: list[BlockDisk]) -> list[BlockDisk]:
     """Disks worth backing up: not the rescue system's own disk or boot medium."""
-    return [d for d in disks if REASON_ROOT not in d.in_use and REASON_BOOT not in d.in_use]
+    return [d for d in disks if not d.ours]
 
 
 def default_name() -> str:
