@@ -195,3 +195,21 @@ def test_device_vanishing_mid_capture(loopdisk, workdir):
     with pytest.raises(DeviceVanishedError, match=f"{src.dev} failed or vanished"):
         engine.capture(repo, "gone", [src.dev], progress=pull_the_plug)
     assert engine.list_images(repo) == []
+
+
+def test_restore_refuses_a_target_changed_since_the_plan(captured, loopdisk):
+    """The structural re-plan check lives in the engine (issue 11): the CLI, the UI and
+    unattended mode all get it. A disk partitioned after the plan was shown is refused."""
+    from rescue_app.errors import TargetRefusedError
+    from tests.helpers.diskkit import partition_disk
+
+    repo_dir, _ = captured
+    target = loopdisk(300 * MIB)
+    engine = Engine()
+    repo = engine.open_repository(repo_dir)
+    plan = engine.plan_restore(repo, "src", [target])
+    partition_disk(target, "gpt", [PartSpec(None, "ext4", "new")])  # someone else's data now
+    before = disk_bytes_sha256(target, 0, 300 * MIB)
+    with pytest.raises(TargetRefusedError, match="changed after the plan"):
+        engine.restore(plan)
+    assert disk_bytes_sha256(target, 0, 300 * MIB) == before

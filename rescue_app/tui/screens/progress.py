@@ -26,7 +26,7 @@ from rescue_app.engine.plan import RestorePlan
 from rescue_app.engine.repository import Repository
 from rescue_app.engine.results import CaptureResult, RestoreResult, VerifyReport
 from rescue_app.engine.units import human_duration, human_size
-from rescue_app.errors import CancelledError, DiskError, LiferaftError
+from rescue_app.errors import CancelledError, LiferaftError
 from rescue_app.progress import CancelToken, Progress, ProgressCallback
 from rescue_app.tui.screens.base import LiferaftScreen
 from rescue_app.tui.screens.error import explain
@@ -60,14 +60,8 @@ def restore_job(engine: Engine, plan: RestorePlan) -> ProgressScreen:
     targets = ", ".join(d.target.path for d in plan.disks)
 
     def run(progress: ProgressCallback, cancel: CancelToken) -> RestoreResult:
-        # The person confirmed what they saw; if a disk changed since (a stick pulled,
-        # something mounted), that confirmation no longer holds.
-        fresh = engine.plan_restore(plan.repo, plan.manifest.ref,
-                                    [d.target.path for d in plan.disks], grow=plan.grow)
-        if fresh.render() != plan.render():
-            raise DiskError("the disks changed after the plan was shown; nothing was written",
-                            hint="go back to the plan, check it and confirm again")
-        return engine.restore(fresh, progress=progress, cancel=cancel, verify=True)
+        # (the engine checks the disks are still those of the confirmed plan)
+        return engine.restore(plan, progress=progress, cancel=cancel, verify=True)
 
     def summarize(r: RestoreResult) -> Summary:
         verified = ("read back and matches the image" if r.verified else "not checked")
