@@ -14,6 +14,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 
+from textual import work
 from textual.app import App
 from textual.binding import Binding
 
@@ -103,27 +104,34 @@ class LiferaftApp(App[int]):
     def use_source(self, source: RepositorySource) -> None:
         """Remember the source now open; close (unmount) the one before."""
         if self.open_source is not None and self.open_source is not source:
-            self.release_source()
+            self.release_in_worker()
         self.open_source = source
 
     def release_source(self) -> None:
+        """Close (unmount) the open source now: blocking, for workers and the exit."""
         source, self.open_source = self.open_source, None
-        if source is not None:
-            try:
-                source.close()
-            except LiferaftError as exc:
-                log.warning("closing %s: %s", source.label, exc)
+        _close(source)
+
+    def release_in_worker(self, then: Callable[[], object] | None = None) -> None:
+        """Close the open source off the UI thread (an umount can take seconds,
+        a network share much longer); ``then`` runs on the UI thread afterwards."""
+        source, self.open_source = self.open_source, None
+        self._release_worker(source, then)
+
+    @work(thread=True, group="release", exit_on_error=False)
+    def _release_worker(self, source: RepositorySource | None,
+                        then: Callable[[], object] | None) -> None:
+        _close(source)
+        if then is not None:
+            self.call_from_thread(then)
 
     # ------------------------------------------------------------ navigation
 
     def action_go_home(self) -> None:
         while len(self.screen_stack) > 2:
             self.pop_screen()
-        self.release_source()
-        home = self.screen
-        refresh = getattr(home, "refresh_disks", None)
-        if callable(refresh):
-            refresh()
+        refresh = getattr(self.screen, "refresh_disks", None)
+        self.release_in_worker(then=refresh if callable(refresh) else None)
 
     def action_show_log(self) -> None:
         from rescue_app.tui.screens.logview import LogScreen
@@ -171,6 +179,14 @@ class LiferaftApp(App[int]):
 
         set_password_prompt(None)
         self.release_source()
+
+
+def _close(source: RepositorySource | None) -> None:
+    if source is not None:
+        try:
+            source.close()
+        except LiferaftError as exc:
+            log.warning("closing %s: %s", source.label, exc)
 
 
 def install_log_handler() -> MemoryLogHandler:

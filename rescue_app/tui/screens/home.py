@@ -71,8 +71,7 @@ class HomeScreen(LiferaftScreen):
     def on_screen_resume(self) -> None:
         # Back home from any flow: unmount the repository medium it left open.
         if self.lapp.open_source is not None:
-            self.lapp.release_source()
-            self.refresh_disks()
+            self.lapp.release_in_worker(then=self.refresh_disks)
 
     def _sources_text(self, scanning: bool = False) -> str:
         app = self.lapp

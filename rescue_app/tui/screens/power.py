@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from textual.app import ComposeResult
+import functools
+
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
@@ -33,19 +35,26 @@ class PowerModal(ModalScreen[None]):
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
         choice = event.button.id
+        app = self.app
         self.dismiss(None)
         if choice in ("reboot", "poweroff"):
-            app = self.app
-            release = getattr(app, "release_source", None)
-            if callable(release):
-                release()
-            engine = getattr(app, "engine", None)
-            try:
-                if engine is not None and choice == "reboot":
-                    engine.reboot()
-                elif engine is not None:
-                    engine.power_off()
-            except LiferaftError as exc:
-                show = getattr(app, "show_error", None)
-                if callable(show):
-                    show(exc)
+            # The app's worker, not this modal's: the modal is gone already.
+            app.run_worker(functools.partial(_switch, app, choice), thread=True,
+                           exit_on_error=False, group="power")
+
+
+def _switch(app: App[object], choice: str) -> None:
+    """Unmount what the UI opened, then reboot or power off: off the UI thread."""
+    release = getattr(app, "release_source", None)
+    if callable(release):
+        release()
+    engine = getattr(app, "engine", None)
+    try:
+        if engine is not None and choice == "reboot":
+            engine.reboot()
+        elif engine is not None:
+            engine.power_off()
+    except LiferaftError as exc:
+        show = getattr(app, "show_error", None)
+        if callable(show):
+            app.call_from_thread(show, exc)

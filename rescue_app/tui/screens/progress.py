@@ -256,7 +256,6 @@ class ProgressScreen(LiferaftScreen):
 
     def on_job_finished(self, message: JobFinished) -> None:
         self.finished = True
-        release = self.lapp.release_source
         if message.error is None:
             try:
                 self.summary = self.job.summarize(message.result)
@@ -272,10 +271,13 @@ class ProgressScreen(LiferaftScreen):
             self.lapp.show_error(message.error, title=f"{self.job.kind.capitalize()} failed")
         outcome = "done" if self.summary.ok else "NOT done"
         log.warning("%s: %s. %s", self.job.title, outcome, " ".join(self.summary.lines))
-        # Unmount a repository stick now so the summary's advice (remove it) is safe.
+        # Unmount a repository stick (off the UI thread) before the summary's
+        # advice (remove it) is shown.
+        summary = self.summary
         if self.job.kind != "verify" or message.error is None:
-            release()
-        self.show_summary(self.summary)
+            self.lapp.release_in_worker(then=lambda: self.show_summary(summary))
+        else:
+            self.show_summary(summary)
 
     def show_summary(self, summary: Summary) -> None:
         self.query_one("#progress-box").display = False
