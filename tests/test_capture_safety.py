@@ -202,3 +202,18 @@ def test_capture_makes_the_kernel_show_partitions_and_names_raw_ones(loopdisk, w
     assert [p["method"] for p in parts] == ["used-blocks", "raw"], "the ext4 was stored raw"
     assert len(image["raw"]) == 1 and "partition 2" in image["raw"][0]
     assert "no filesystem recognised" in image["raw"][0]
+
+
+def test_disk_with_an_incomplete_restore_is_not_captured(loopdisk, workdir):
+    """An image of a half-restored disk would not work: refused until a restore completes."""
+    from datetime import UTC, datetime
+
+    from rescue_app.engine import restoremark
+
+    dev, _ = _whole_disk_ext4(loopdisk)
+    restoremark.write(dev, "web1@20261204T101500Z", datetime.now(UTC))
+    repo = os.path.join(workdir, "repo")
+    proc = liferaft("capture", "--repo", repo, "--name", "half", dev, check=False)
+    assert_one_line_error(proc, "incomplete restore of web1@20261204T101500Z",
+                          "run the restore again")
+    assert not os.path.exists(repo)

@@ -146,6 +146,7 @@ def capture(
 class RefusalKind(Enum):
     MOUNTED_READ_WRITE = "mounted read-write"
     HOLDS_REPOSITORY = "holds the repository"
+    INCOMPLETE_RESTORE = "holds an incomplete restore"
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,9 @@ class CaptureRefusal:
         if self.kind is RefusalKind.MOUNTED_READ_WRITE:
             return (f"{self.device} is mounted read-write on {self.where}: a backup of a "
                     "filesystem in use would be inconsistent")
+        if self.kind is RefusalKind.INCOMPLETE_RESTORE:
+            return (f"{self.disk} holds an {self.where}: its partitions are not whole, "
+                    "an image of it would not work")
         return (f"the repository {self.where} is on {self.disk}, the disk being captured: "
                 "the backup would copy itself")
 
@@ -169,6 +173,8 @@ class CaptureRefusal:
         if self.kind is RefusalKind.MOUNTED_READ_WRITE:
             return (f"unmount it (umount {self.where}), or make it read-only "
                     f"(mount -o remount,ro {self.where}); a read-only filesystem is captured")
+        if self.kind is RefusalKind.INCOMPLETE_RESTORE:
+            return "run the restore again to completion first"
         return "choose a repository on another disk"
 
 
@@ -180,6 +186,9 @@ def capture_refusals(disk: BlockDisk, repository: str | None = None) -> list[Cap
     name = disk.path.rsplit("/", 1)[-1]
     found = [CaptureRefusal(RefusalKind.MOUNTED_READ_WRITE, disk.path, m.source, m.mountpoint)
              for m in mounts_on_disk(name) if not m.read_only]
+    if disk.incomplete_restore:
+        found.append(CaptureRefusal(RefusalKind.INCOMPLETE_RESTORE, disk.path, disk.path,
+                                    disk.incomplete_restore))
     if repository is not None and name in disks_holding_path(repository):
         found.insert(0, CaptureRefusal(RefusalKind.HOLDS_REPOSITORY, disk.path, disk.path,
                                        repository))

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from rich.segment import Segment
 from rich.style import Style
+from textual.content import Content
 from textual.strip import Strip
-from textual.widgets import SelectionList
+from textual.widgets import Checkbox, SelectionList
 from textual.widgets.option_list import OptionDoesNotExist
 
 TICKED = "[x] "
@@ -30,3 +31,12 @@ class CheckList(SelectionList[str]):
         mark = TICKED if option.value in self._selected else UNTICKED
         style = base + Style(bold=option.value in self._selected, meta={"option": index})
         return Strip([Segment(mark, style=style), *line])
+
+
+class MarkedCheckbox(Checkbox):
+    """A Checkbox drawn ``[x]`` / ``[ ]``: its state reads without colour too."""
+
+    @property
+    def _button(self) -> Content:
+        return Content.assemble((TICKED.rstrip() if self.value else UNTICKED.rstrip(),
+                                 self.get_visual_style("toggle--button")))

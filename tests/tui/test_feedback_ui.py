@@ -152,3 +152,18 @@ def test_home_and_disks_name_an_interrupted_restore() -> None:
     disk = dataclasses.replace(DISKS[0], incomplete_restore=text)
     assert text in disk_state(disk)
     assert text in " ".join(format_disks_table([disk]).split())  # wrapped at 80 columns
+
+
+@run_async
+async def test_grow_checkbox_reads_without_colour() -> None:
+    from rescue_app.tui.checklist import MarkedCheckbox
+
+    app = LiferaftApp(FakeEngine(), media_filter=lambda d: False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _to_target(pilot)
+        await settle(pilot)
+        grow = screen.query_one("#grow", MarkedCheckbox)
+        assert str(grow.render()).startswith("[ ]"), str(grow.render())
+        grow.value = True
+        await settle(pilot)
+        assert str(grow.render()).startswith("[x]"), str(grow.render())

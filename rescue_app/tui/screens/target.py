@@ -23,6 +23,7 @@ from rescue_app.engine.plan import RestorePlan, describe_contents
 from rescue_app.engine.repository import Repository
 from rescue_app.engine.units import human_size
 from rescue_app.errors import LiferaftError, UsageError
+from rescue_app.tui.checklist import MarkedCheckbox
 from rescue_app.tui.matching import candidate_targets, suggest_targets
 from rescue_app.tui.screens.base import LiferaftScreen
 
@@ -81,7 +82,7 @@ class TargetScreen(LiferaftScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield VerticalScroll(id="target-selects")
-        yield Checkbox("Grow the last partition to fill a larger disk", id="grow")
+        yield MarkedCheckbox("Grow the last partition to fill a larger disk", id="grow")
         with VerticalScroll(id="plan-box"):
             yield Static("Reading the image and the disks...", id="plan-view")
         with Horizontal(classes="buttons"):
