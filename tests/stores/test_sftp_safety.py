@@ -13,19 +13,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from rescue_app.engine.disks import reread_partitions
+from rescue_app.engine.stores.retry import Watch
+from rescue_app.engine.stores.sftp import SftpStore
+from rescue_app.errors import CancelledError, RepositoryError
+from rescue_app.progress import CancelToken, Progress
 from tests.enginekit import REPO_ROOT, assert_one_line_error, check_restored, liferaft
 from tests.stores.conftest import DISK_BYTES, Captured
-from tests.stores.serverkit import CountingProxy, Sshd, sshd
+from tests.stores.serverkit import CountingProxy, Sshd, free_port, sshd
 
 pytestmark = pytest.mark.root
 
@@ -257,32 +264,79 @@ def test_key_and_host_key_from_the_credentials_file(captured, server, workdir, m
             assert "trusting" not in proc.stderr
 
 
-def test_server_gone_for_good_is_one_line_after_the_retries(captured, workdir, monkeypatch):
-    """Reconnects give up after RETRY_DELAYS with a line naming host and what failed."""
-    from rescue_app.engine.stores import sftp as sftpmod
-    from rescue_app.errors import RepositoryError
-
-    monkeypatch.setattr(sftpmod, "RETRY_DELAYS", (0.1, 0.2, 0.3))
+@contextlib.contextmanager
+def _store_whose_server_is_gone(captured: Captured, workdir: str,
+                                monkeypatch: pytest.MonkeyPatch) -> Iterator[SftpStore]:
+    """A store that read from sshd, then sshd and its sessions killed: nothing listens."""
     remote = _remote_copy(captured, workdir)
     with sshd(os.path.join(workdir, "sshd")) as server:
         monkeypatch.setenv("LIFERAFT_SSH_KEY", server.client_key)
         monkeypatch.setenv("LIFERAFT_SSH_KNOWN_HOSTS", server.known_hosts)
-        store = sftpmod.SftpStore(f"sftp://root@127.0.0.1:{server.port}{remote}")
+        store = SftpStore(f"sftp://root@127.0.0.1:{server.port}{remote}")
         try:
             assert store.read("liferaft-repository.json")
             sessions = server.sessions()
-            server.proc.kill()  # nothing listens any more
+            server.proc.kill()
             server.proc.wait(5)
             for pid in sessions:
                 os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10
             while store._alive() and time.monotonic() < deadline:
                 time.sleep(0.05)
-            with pytest.raises(RepositoryError) as info:
-                store.read("index.json")
+            yield store
         finally:
             store.close()
+
+
+def test_server_gone_for_good_is_one_line_after_the_retries(captured, workdir, monkeypatch):
+    """Reconnects follow the stores' one retry policy: notices on the running
+    operation's progress while they last (issue 10 item 6), then one line naming
+    host, what failed and for how long (LIFERAFT_RETRY_SECONDS)."""
+    monkeypatch.setenv("LIFERAFT_RETRY_SECONDS", "2")
+    seen: list[Progress] = []
+    with _store_whose_server_is_gone(captured, workdir, monkeypatch) as store:
+        store.watch = Watch(store.location, seen.append)
+        started = time.monotonic()
+        with pytest.raises(RepositoryError) as info:
+            store.read("index.json")
+        took = time.monotonic() - started
     text = str(info.value)
     assert "\n" not in text
     assert "the connection to 127.0.0.1 was lost while reading index.json" in text, text
-    assert "3 tries" in text and "connection refused" in text, text
+    assert "tried for 2 s" in text and "connection refused" in text, text
+    assert took < 4, took
+    notices = [p.notice for p in seen if p.phase == "notice"]
+    assert notices and all(re.fullmatch(r"server unreachable \(.+\), retrying \(\d s of 2\)", n)
+                           for n in notices), notices
+    assert "connection refused" in notices[-1], notices
+    assert {p.item for p in seen} == {store.location}
+
+
+def test_cancel_while_reconnecting_says_cancelled(captured, workdir, monkeypatch):
+    """Ctrl-C (the CancelToken) during reconnects ends the wait at once."""
+    monkeypatch.setenv("LIFERAFT_RETRY_SECONDS", "60")
+    cancel = CancelToken()
+
+    def progress(p: Progress) -> None:
+        if p.phase == "notice" and p.notice:
+            threading.Timer(0.5, cancel.cancel).start()
+
+    with _store_whose_server_is_gone(captured, workdir, monkeypatch) as store:
+        store.watch = Watch(store.location, progress, cancel)
+        started = time.monotonic()
+        with pytest.raises(CancelledError) as info:
+            store.read("index.json")
+        took = time.monotonic() - started
+    assert took < 5, took
+    assert "cancelled" in str(info.value) and "tried for" not in str(info.value)
+
+
+def test_unreachable_server_at_first_contact_is_one_line_within_seconds(workdir):
+    """A port nobody listens on, a host name that does not resolve: a few tries
+    in the policy's first-contact window, then one line (not a minute)."""
+    for url, reason in ((f"sftp://root@127.0.0.1:{free_port()}{workdir}", "connection refused"),
+                        (f"sftp://root@no-such-host.invalid{workdir}", "unknown host name")):
+        started = time.monotonic()
+        proc = liferaft("images", "--repo", url, check=False)
+        assert_one_line_error(proc, "cannot connect to", reason)
+        assert time.monotonic() - started < 5

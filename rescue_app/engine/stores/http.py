@@ -29,7 +29,7 @@ from requests.adapters import HTTPAdapter
 
 from rescue_app.engine import credentials
 from rescue_app.engine.stores import Store, password_for, reject_password_in_url
-from rescue_app.engine.stores.retry import RetryPolicy
+from rescue_app.engine.stores.retry import RetryPolicy, network_reason
 from rescue_app.errors import RepositoryError
 
 log = logging.getLogger("liferaft.stores.http")
@@ -128,15 +128,11 @@ class HttpStore(Store):
         policy's deadline passes without a byte of progress. A server that
         never answered gets the short first-contact window; each wait is a
         notice to the running operation, which may cancel it."""
-        backoff = self.policy.backoffs()
+        tries = self.policy.attempts(self.watch, what, answered=self._answered)
         while True:
             progressed = _Progressed()
-            self.watch.check_cancelled(what)
             try:
-                result = attempt(progressed)
-                self._answered = True
-                self.watch.recovered()
-                return result
+                return tries.succeeded(attempt(progressed))
             except (requests.exceptions.SSLError, urllib3.exceptions.SSLError) as exc:
                 raise self._tls_error(exc) from None
             # (urllib3's own errors come from bodies read through Response.raw)
@@ -145,29 +141,16 @@ class HttpStore(Store):
                     urllib3.exceptions.TimeoutError, _Transient) as exc:
                 reason = _reason(exc)
                 self._drop_session()
-                if isinstance(exc, _Transient):
-                    self._answered = True
+                if isinstance(exc, _Transient):  # the server is there, if unwell
+                    tries.answered = True
+            finally:
+                self._answered = tries.answered  # the next request's first contact is over
             if progressed.flag:
+                tries.progressed()
                 self._answered = True
-                backoff.reset()
-            limit = self.policy.deadline if self._answered else self.policy.first_contact
-            delay = backoff.next()
-            if backoff.waited() + delay > limit:
-                if not self._answered:
-                    raise RepositoryError(
-                        f"repository {self.location}: cannot reach {self.host}: {reason}",
-                        hint="check the URL (host name and port), that the server is running, "
-                             "and the network cable/settings",
-                    )
-                raise RepositoryError(
-                    f"repository {self.location}: {what} from {self.host} failed: {reason}",
-                    hint=f"retried for {limit:.0f} s; check that the server is "
-                         "running and reachable, the URL, and the network cable/settings",
-                )
-            log.info("%s: %s; retrying in %.2f s", what, reason, delay)
-            if self._answered:
-                self.watch.retrying(reason, backoff.waited(), limit)
-            self.watch.sleep(delay, what)
+            if not tries.wait(reason):
+                raise tries.gave_up(self.location, self.host, reason,
+                                    "the URL (host name and port)")
 
     def _tls_error(self, exc: Exception) -> RepositoryError:
         text = str(exc)
@@ -319,20 +302,6 @@ def _joined(pieces: list[bytes]) -> bytes:
 
 
 def _reason(exc: Exception) -> str:
-    text = str(exc)
-    for needle, say in (("Connection refused", "connection refused"),
-                        ("Name or service not known", "unknown host name"),
-                        ("Temporary failure in name resolution", "host name not resolved"),
-                        ("No route to host", "no route to host"),
-                        ("Network is unreachable", "network unreachable"),
-                        ("timed out", "timed out"),
-                        ("Connection reset", "connection reset"),
-                        ("Connection aborted", "connection dropped"),
-                        ("IncompleteRead", "connection dropped mid-file"),
-                        ("RemoteDisconnected", "connection dropped"),
-                        ("Connection broken", "connection dropped mid-file")):
-        if needle in text:
-            return say
     if isinstance(exc, _Transient):
-        return text
-    return text.splitlines()[0][:160] if text else type(exc).__name__
+        return str(exc)
+    return network_reason(exc)

@@ -7,8 +7,10 @@ sources (~/.aws); region and CA bundle from boto3's sources too
 (AWS_DEFAULT_REGION, AWS_CA_BUNDLE), the endpoint from ``?endpoint=URL`` or
 AWS_ENDPOINT_URL. One client for all threads (boto3 clients are thread-safe;
 its pool holds a connection per thread). A PUT is atomic and durable when it
-returns, so there is no tmp/ and nothing to sync. boto3 retries throttling,
-5xx and connection errors itself (standard mode).
+returns, so there is no tmp/ and nothing to sync. Throttling, 5xx and
+connection errors are retried under the stores' one RetryPolicy (boto3's own
+retries are off): an endpoint that never answered fails in seconds, a lost
+one is retried with notices to the running operation until the deadline.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
@@ -25,11 +28,17 @@ from botocore.config import Config
 
 from rescue_app.engine import credentials
 from rescue_app.engine.stores import Store
+from rescue_app.engine.stores.retry import RetryPolicy, network_reason
 from rescue_app.errors import RepositoryError
 
 log = logging.getLogger("liferaft.stores.s3")
 
 _MISSING_KEY = {"404", "NoSuchKey", "NotFound"}
+# Answers worth another try (boto3's own list for its standard mode, in short).
+_TRANSIENT = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown",
+              "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeoutException",
+              "RequestLimitExceeded", "TooManyRequestsException", "BadDigest"}
+T = TypeVar("T")
 _AUTH = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403",
          "InvalidToken", "ExpiredToken"}
 
@@ -57,13 +66,41 @@ class S3Store(Store):
         where = f" at {self.endpoint}" if self.endpoint else ""
         self.location = f"s3://{self.bucket}/{self.prefix}".rstrip("/") + where
         config = Config(
-            retries={"max_attempts": 8, "mode": "standard"},
+            retries={"total_max_attempts": 1},  # ours: _call
             connect_timeout=10, read_timeout=60, max_pool_connections=16,
             # S3-compatible servers rarely have a DNS name per bucket.
             s3={"addressing_style": "path" if self.endpoint else "auto"},
         )
         self.client: Any = self._session(url).client(
             "s3", endpoint_url=self.endpoint or None, region_name=region, config=config)
+        self.policy = RetryPolicy.from_environment()
+        self._answered = False  # has the endpoint ever answered? (first contact fails fast)
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn`` (one request, idempotent) until it succeeds, fails for good,
+        or the policy gives up; its own errors pass through to the caller."""
+        tries = self.policy.attempts(self.watch, what, answered=self._answered)
+        while True:
+            try:
+                return tries.succeeded(fn())
+            except botocore.exceptions.ClientError as exc:
+                tries.answered = True  # it answered, if unwell
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+                if code not in _TRANSIENT and not (isinstance(status, int) and status >= 500):
+                    raise
+                reason = f"{code} {exc.response.get('Error', {}).get('Message', '')}".strip()
+            except botocore.exceptions.SSLError:
+                raise
+            except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError,
+                    botocore.exceptions.IncompleteReadError) as exc:
+                # botocore keeps the socket's own error ("Connection refused") aside
+                reason = network_reason(exc.kwargs.get("error") or exc)
+            finally:
+                self._answered = tries.answered  # the next request's first contact is over
+            if not tries.wait(reason):
+                raise tries.gave_up(self.location, "the S3 endpoint", reason,
+                                    "the endpoint URL (?endpoint= or AWS_ENDPOINT_URL)")
 
     def _session(self, url: str) -> boto3.session.Session:
         """AWS_ACCESS_KEY_ID in the environment wins (an explicit choice for
@@ -125,8 +162,8 @@ class S3Store(Store):
 
     def read(self, rel: str) -> bytes:
         try:
-            body: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(rel))[
-                "Body"].read()
+            body: bytes = self._call(f"reading {rel}", lambda: self.client.get_object(
+                Bucket=self.bucket, Key=self._key(rel))["Body"].read())
             return body
         except botocore.exceptions.ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in _MISSING_KEY:
@@ -137,7 +174,8 @@ class S3Store(Store):
 
     def has(self, rel: str) -> bool:
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self._key(rel))
+            head = self._call(f"looking up {rel}", lambda: self.client.head_object(
+                Bucket=self.bucket, Key=self._key(rel)))
             return int(head.get("ContentLength", 0)) > 0
         except botocore.exceptions.ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in _MISSING_KEY:
@@ -150,8 +188,10 @@ class S3Store(Store):
         prefix = self._key(rel).rstrip("/") + "/"
         names: set[str] = set()
         try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=prefix, Delimiter="/")
+            # the whole listing is one try: a page cut off starts it over
+            pages = self._call(f"listing {rel}", lambda: list(
+                self.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=prefix, Delimiter="/")))
             for page in pages:
                 for p in page.get("CommonPrefixes", []):
                     names.add(p["Prefix"][len(prefix):].rstrip("/"))
@@ -163,7 +203,8 @@ class S3Store(Store):
 
     def write(self, rel: str, data: bytes, *, durable: bool) -> None:
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(rel), Body=data)
+            self._call(f"writing {rel}", lambda: self.client.put_object(
+                Bucket=self.bucket, Key=self._key(rel), Body=data))
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise self._error(f"writing {rel}", exc) from None
 
@@ -172,7 +213,7 @@ class S3Store(Store):
 
     def _check_bucket(self) -> None:
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            self._call("opening the bucket", lambda: self.client.head_bucket(Bucket=self.bucket))
         except botocore.exceptions.ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in ("404", "NoSuchBucket", "NotFound"):
@@ -186,7 +227,8 @@ class S3Store(Store):
         probe = f"tmp/.probe-{uuid.uuid4().hex}"
         self.write(probe, b"x", durable=False)
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(probe))
+            self._call("deleting a test object", lambda: self.client.delete_object(
+                Bucket=self.bucket, Key=self._key(probe)))
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise self._error("deleting a test object", exc) from None
 
@@ -203,8 +245,8 @@ class S3Store(Store):
     def prepare_new(self) -> None:
         self._check_bucket()
         try:
-            page = self.client.list_objects_v2(
-                Bucket=self.bucket, Prefix=self.prefix + "/" if self.prefix else "", MaxKeys=1)
+            page = self._call("listing the prefix", lambda: self.client.list_objects_v2(
+                Bucket=self.bucket, Prefix=self.prefix + "/" if self.prefix else "", MaxKeys=1))
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise self._error("listing the prefix", exc) from None
         if page.get("KeyCount", 0):

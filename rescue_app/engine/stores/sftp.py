@@ -32,8 +32,9 @@ folder; the renames' durability is left to the server's file system.
 
 A dropped connection (the server restarted, the session was killed, the
 network blinked) is not the end of a restore: the operation reconnects --
-same host key required -- and retries with backoff, and fails with one line
-only after RETRY_DELAYS are used up.
+same host key required -- and retries under the stores' one RetryPolicy
+(backoff, LIFERAFT_RETRY_SECONDS without progress, notices to the running
+operation, a cancel ends the wait), then fails with one line.
 """
 
 from __future__ import annotations
@@ -57,15 +58,13 @@ from paramiko.sftp import CMD_EXTENDED, CMD_INIT, CMD_VERSION
 
 from rescue_app.engine import credentials
 from rescue_app.engine.stores import Store, password_for, reject_password_in_url
+from rescue_app.engine.stores.retry import Attempts, RetryPolicy
 from rescue_app.errors import RepositoryError
 
 log = logging.getLogger("liferaft.stores.sftp")
 
 TIMEOUT = 15.0
 CHANNEL_TIMEOUT = 120.0  # one request's answer (a chunk is at most a few MB)
-# Seconds to wait before each reconnect after a dropped connection: about a
-# minute in all, enough for a server restart or a short network outage.
-RETRY_DELAYS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 FSYNC = "fsync@openssh.com"
 
@@ -195,7 +194,8 @@ class SftpStore(Store):
         self._generation = 0  # bumped by each reconnect; a thread's channel is of one
         self._reconnect_lock = threading.Lock()
         self._closed = False
-        self._client = self._connect()
+        self.policy = RetryPolicy.from_environment()
+        self._client = self._first_connect()
 
     # -- connection ----------------------------------------------------------
     def _known_hosts_files(self) -> list[str]:
@@ -302,6 +302,17 @@ class SftpStore(Store):
                          "the port and the network",
                 ) from None
 
+    def _first_connect(self) -> paramiko.SSHClient:
+        """A wrong port or host name fails in seconds (the policy's first-contact
+        window), a server that blinked is tried again once or twice."""
+        tries = self.policy.attempts(self.watch, "connecting", answered=False)
+        while True:
+            try:
+                return self._connect()
+            except _Unreachable as exc:
+                if not tries.wait(exc.reason):
+                    raise
+
     def _alive(self) -> bool:
         transport = self._client.get_transport()
         return transport is not None and transport.is_active()
@@ -320,11 +331,9 @@ class SftpStore(Store):
     def _retrying(self, what: str, op: Callable[[_Sftp], T]) -> T:
         """``op`` on this thread's channel; after a dropped connection,
         reconnect and do it again, with backoff."""
-        delays = iter(RETRY_DELAYS)
-        lost = 0.0  # when the connection was found lost
+        tries: Attempts | None = None  # made when the connection is first found lost
         while True:
             generation = self._generation
-            self.watch.check_cancelled(what)
             try:
                 result = op(self._sftp())
                 self.watch.recovered()
@@ -340,21 +349,19 @@ class SftpStore(Store):
                 if not dropped or self._closed:
                     raise
                 error: BaseException = exc
+            if tries is None:
+                log.warning("connection to %s port %d lost while %s (%s); reconnecting",
+                            self.host, self.port, what, _reason(error))
+                tries = self.policy.attempts(self.watch, what, answered=True)
             while self._generation == generation:  # else another thread reconnected
-                delay = next(delays, None)
-                if delay is None:
+                if not tries.wait(_reason(error)):
                     raise RepositoryError(
                         f"repository {self.location}: the connection to {self.host} was lost "
-                        f"while {what} and could not be made again ({len(RETRY_DELAYS)} tries "
-                        f"in {sum(RETRY_DELAYS):g} s): {_reason(error)}",
+                        f"while {what} and could not be made again (tried for "
+                        f"{tries.limit:.0f} s): {_reason(error)}",
                         hint="check that the SSH server runs and the network; then run the "
                              "same command again",
                     ) from None
-                log.warning("connection to %s port %d lost while %s (%s); reconnecting in "
-                            "%g s", self.host, self.port, what, _reason(error), delay)
-                lost = lost or time.monotonic()
-                self.watch.retrying(_reason(error), time.monotonic() - lost, sum(RETRY_DELAYS))
-                self.watch.sleep(delay, what)
                 try:
                     self._reconnect(generation)
                 except _Unreachable as exc:
