@@ -8,11 +8,11 @@ a CommandError carrying stderr.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -63,38 +63,72 @@ PACKAGE_OF: dict[str, str] = {
 }
 
 
-_fd2_lock = threading.Lock()
+# Programs libraries run through system() that a rescue system may lack, and
+# why doing without them is fine. libparted runs `udevadm settle` after each
+# commit; without udev there is nothing to wait for, and the engine waits for
+# the partition nodes itself (disks.reread_partitions).
+OPTIONAL_FOR_LIBRARIES: dict[str, str] = {
+    "udevadm": "without udev there is nothing to settle; liferaft waits for the "
+               "partition nodes itself",
+}
+_stand_in_lock = threading.Lock()
+_stand_in: list[str] = []  # the folder of quiet stand-ins ("": none needed), made once
+
+
+def _stand_in_folder() -> str:
+    """A folder holding a do-nothing stand-in for each optional program that is
+    missing ("" when none is): looked for once per process, said once in the log."""
+    if not _stand_in:
+        missing = [p for p in OPTIONAL_FOR_LIBRARIES
+                   if shutil.which(p, path=_search_path()) is None]
+        folder = ""
+        if missing:
+            folder = tempfile.mkdtemp(prefix="liferaft-stand-ins-")
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+            for program in missing:
+                os.symlink(shutil.which("true") or "/bin/true", os.path.join(folder, program))
+                log.info("%s is not installed: libraries run without it (%s)", program,
+                         OPTIONAL_FOR_LIBRARIES[program])
+        _stand_in.append(folder)
+    return _stand_in[0]
 
 
 @contextmanager
 def library_children(what: str) -> Iterator[None]:
-    """Catch the stderr of programs a library starts behind our back.
+    """Keep the programs a library starts behind our back off the terminal.
 
-    libparted runs ``udevadm settle`` through system() after a commit; on a
-    system without udev that prints "sh: 1: udevadm: not found" over the
-    progress bar or the UI. File descriptor 2 points at a temporary file for
-    the duration (process-wide, so one section at a time); what was caught
-    goes to the log, where errors and --debug show it.
+    libparted runs ``udevadm settle`` through system(); on a system without
+    udev the shell prints "sh: 1: udevadm: not found" over the progress bar
+    or the UI. Such a program, when missing, is found once and replaced, for
+    the library's calls only (PATH for the duration, one section at a time),
+    by a stand-in that does nothing. File descriptor 2 is left alone: the
+    full-screen UI draws on it from another thread, and a redirection would
+    swallow its frames.
     """
-    with _fd2_lock, tempfile.TemporaryFile() as caught:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(caught.fileno(), 2)
+    with _stand_in_lock:
+        folder = _stand_in_folder()
+        if not folder:
+            yield
+            return
+        log.debug("%s runs with the stand-ins in %s on PATH", what, folder)
+        saved = os.environ.get("PATH")
+        os.environ["PATH"] = f"{folder}:{_search_path()}"
         try:
             yield
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            caught.seek(0)
-            text = caught.read().decode(errors="replace").strip()
-            if text:
-                log.debug("output of programs run by %s: %s", what, text[-2000:])
+            if saved is None:
+                del os.environ["PATH"]
+            else:
+                os.environ["PATH"] = saved
+
+
+def _search_path() -> str:
+    return os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
 
 
 def which(program: str) -> str:
     """Full path of ``program`` or ToolMissingError naming its package."""
-    path = shutil.which(program, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    path = shutil.which(program, path=_search_path())
     if path is None:
         package = PACKAGE_OF.get(program, program)
         raise ToolMissingError(

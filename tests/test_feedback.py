@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -87,6 +88,30 @@ def test_progress_bar_rates_in_mib_per_second() -> None:
     assert human_rate(3 * 2**20) == "3.0 MiB/s"
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_shows_a_retry_notice_on_its_own_line() -> None:
+    """A store's retries reach the CLI as Progress(phase="notice"): the notice gets a
+    line of its own, never glued to the half-drawn bar, then the bar goes on (item 6)."""
+    out = _Terminal()
+    bar = ProgressBar(out)
+    bar(Progress("restore", "disk", 10 * MIB, 100 * MIB))
+    notice = "server unreachable (connection refused), retrying (12 s of 60)"
+    bar(Progress("notice", "http://nas/repo", 0, 0, notice=notice))
+    bar(Progress("notice", "http://nas/repo", 0, 0, notice=notice))  # not every second
+    bar(Progress("notice", "http://nas/repo", 0, 0, notice=""))
+    bar(Progress("restore", "disk", 20 * MIB, 100 * MIB))
+    screen = [ln.split("\r")[-1] for ln in out.getvalue().split("\n")]
+    assert screen[0].startswith("restore [")
+    assert screen[1] == f"http://nas/repo: {notice}"
+    assert screen[2] == "http://nas/repo: answering again"
+    assert screen[3].startswith("restore [") and "20.0 MiB/100.0 MiB" in screen[3]
+    assert len(screen) == 4, screen
+
+
 def test_serve_binds_loopback_unless_told(workdir) -> None:
     """The safe default stays; README shows --bind next to the serve example (item 16)."""
     with open(os.path.join(REPO_ROOT, "README.md")) as f:
@@ -113,3 +138,38 @@ def test_no_child_output_leaks_onto_the_terminal(loopdisk, workdir) -> None:
         proc = liferaft(*args)
         foreign = [ln for ln in proc.stderr.splitlines() if ln and not ln.startswith(ours)]
         assert not foreign, proc.stderr
+
+
+_DRAWING_WHILE_PARTITIONING = """
+import os, sys, threading, time
+from rescue_app.engine.manifest import PartitionTable
+from rescue_app.engine.table import NewPartition, write_table
+stop, drawn = threading.Event(), [0]
+def draw():  # as Textual does: its own thread writes the screen to fd 2
+    while not stop.is_set():
+        os.write(2, b"frame %d\\n" % drawn[0])
+        drawn[0] += 1
+        time.sleep(0.001)
+painter = threading.Thread(target=draw)
+painter.start()
+try:
+    for _ in range(3):
+        write_table(sys.argv[1], PartitionTable("gpt", None),
+                    [NewPartition(1, 1 << 20, 8 << 20, "gpt", None, None, "a", None, False)], 512)
+finally:
+    stop.set()
+    painter.join()
+print(drawn[0])
+"""
+
+
+@pytest.mark.root
+def test_partitioning_neither_leaks_nor_swallows_the_screen(loopdisk) -> None:
+    """libparted's `udevadm settle` on a host without udev prints nothing (item 7), and
+    what the UI draws on fd 2 from another thread meanwhile reaches the terminal whole."""
+    dev = loopdisk(32 * MIB)
+    proc = subprocess.run([sys.executable, "-c", _DRAWING_WHILE_PARTITIONING, dev],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    drawn = int(proc.stdout)
+    assert proc.stderr.splitlines() == [f"frame {i}" for i in range(drawn)], proc.stderr[-2000:]
