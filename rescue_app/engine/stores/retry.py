@@ -58,8 +58,8 @@ class Attempts:
 
     A store's loop: ``return tries.succeeded(attempt())``; on a transient
     failure call ``wait(reason)`` and try again if it returns True, else raise
-    its own one-line error (``limit`` says how long it tried, ``answered``
-    whether the server ever answered).
+    ``gave_up(...)`` or a line of the store's own (``limit`` says how long it
+    tried, ``answered`` whether the server ever answered).
     """
 
     def __init__(self, policy: RetryPolicy, watch: Watch, what: str, *,
@@ -143,10 +143,6 @@ class Watch:
         if self.cancel is None:
             time.sleep(seconds)
         elif self.cancel.wait(seconds):
-            raise CancelledError(f"cancelled while waiting for {self.location} ({what})")
-
-    def check_cancelled(self, what: str) -> None:
-        if self.cancel is not None and self.cancel.cancelled:
             raise CancelledError(f"cancelled while waiting for {self.location} ({what})")
 
 
