@@ -300,14 +300,21 @@ def _each_chunk(
             done += n
             counter.add(item, n, done, p.used_bytes)
 
-    with pipeline(int, workers) as pipe:
-        for i, digest in enumerate(p.chunks):
-            if cancel is not None and cancel.cancelled:
-                raise cancelled
-            extents = _chunk_extents(p, m.chunk_size, i)
-            if extents:
-                count(pipe.submit(job, i, digest, extents))
-        count(pipe.drain())
+    try:
+        with pipeline(int, workers) as pipe:
+            for i, digest in enumerate(p.chunks):
+                if cancel is not None and cancel.cancelled:
+                    raise cancelled
+                extents = _chunk_extents(p, m.chunk_size, i)
+                if extents:
+                    count(pipe.submit(job, i, digest, extents))
+            count(pipe.drain())
+    except CancelledError as exc:
+        # A cancel that ended a store's wait for its server says what it
+        # interrupted; the user needs to know what it left behind.
+        if exc is cancelled:
+            raise
+        raise cancelled from None
 
 
 def _write_partition(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -180,6 +181,49 @@ def test_cancel_while_retrying_says_cancelled(captured, loopdisk, workdir):
     assert time.monotonic() - started < 30
     assert "cancelled" in str(caught.value) and "retried" not in str(caught.value)
     assert _notices(seen)
+
+
+@pytest.mark.root
+def test_cli_shows_the_notice_and_ctrl_c_ends_the_wait(captured, loopdisk, workdir):
+    """What a user at the CLI sees: the notice on a line of its own, Ctrl-C during the
+    retries ends them at once with 'cancelled' (not 'retried for 60 s'), exit 130."""
+    nginx = Nginx(captured.repo, os.path.join(workdir, "nginx"), limit_rate="1m")
+    target = loopdisk(DISK_BYTES)
+    lines: list[str] = []
+    with nginx, CountingProxy(nginx.port) as proxy:
+        argv = [sys.executable, "-m", "rescue_app.cli", "restore", "--repo",
+                f"http://127.0.0.1:{proxy.port}/", "--image", "src", "--to", target, "--yes"]
+        restore = subprocess.Popen(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert restore.stderr is not None
+        reader = threading.Thread(target=lambda: lines.extend(restore.stderr or []))
+        reader.start()
+        try:
+            while proxy.served < 0.2 * captured.chunk_bytes:  # chunks are flowing
+                assert restore.poll() is None, lines
+                time.sleep(0.05)
+            nginx.kill()
+            deadline = time.monotonic() + 20
+            while not any("server unreachable" in ln for ln in lines):
+                assert restore.poll() is None and time.monotonic() < deadline, lines
+                time.sleep(0.05)
+            interrupted = time.monotonic()
+            restore.send_signal(signal.SIGINT)
+            restore.wait(10)
+            took = time.monotonic() - interrupted
+        finally:
+            stop(restore)  # type: ignore[arg-type]
+            reader.join(5)
+    print("".join(lines))
+    assert restore.returncode == 130, lines
+    assert took < 3, took
+    notice = [ln for ln in lines if "server unreachable" in ln]
+    assert re.match(rf"http://127\.0\.0\.1:{proxy.port}: server unreachable \(.+\), "
+                    r"retrying \(\d+ s of 60\)$", notice[0].rstrip("\n")), lines
+    errors = [ln for ln in lines if "error" in ln]
+    assert len(errors) == 1 and errors[0].startswith("liferaft: error: "), lines
+    assert "restore cancelled" in errors[0] and "retried" not in errors[0], lines
+    assert "only partly written" in errors[0], lines
 
 
 def test_store_basics(tmp_path, monkeypatch):
