@@ -38,6 +38,13 @@ def test_malformed_repository_url_is_one_line(url: str, needle: str) -> None:
         assert_one_line_error(proc, needle)
 
 
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "nan"])
+def test_bad_retry_seconds_is_one_line(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIFERAFT_RETRY_SECONDS", value)
+    proc = liferaft("images", "--repo", "http://127.0.0.1:9/repo", check=False)
+    assert_one_line_error(proc, "LIFERAFT_RETRY_SECONDS", "positive number")
+
+
 def _random_disk(dev: str, mib: int) -> None:
     """Incompressible bytes and no partition table: captured raw, a few seconds of work."""
     with open(dev, "r+b") as f:

@@ -46,7 +46,15 @@ class RetryPolicy:
 
     @classmethod
     def from_environment(cls) -> RetryPolicy:
-        return cls(deadline=float(os.environ.get("LIFERAFT_RETRY_SECONDS", "60")))
+        text = os.environ.get("LIFERAFT_RETRY_SECONDS", "60")
+        try:
+            deadline = float(text)
+        except ValueError:
+            deadline = -1.0
+        if not deadline > 0:  # (also NaN)
+            raise RepositoryError(f"LIFERAFT_RETRY_SECONDS={text!r} is not a number of seconds",
+                                  hint="give a positive number, e.g. 60, or unset it")
+        return cls(deadline=deadline)
 
     def attempts(self, watch: Watch, what: str, *, answered: bool) -> Attempts:
         return Attempts(self, watch, what, answered=answered)
