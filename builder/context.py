@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.profile import Profile
+from rescue_app.profile import Profile
 
 REPO = Path(__file__).resolve().parent.parent
 BUILDER_DIR = Path(__file__).resolve().parent

@@ -32,8 +32,8 @@ from builder.context import (
     Layers,
 )
 from builder.log import complete_step, say
-from builder.profile import Profile, ProfileError
 from rescue_app.errors import CommandError, LiferaftError
+from rescue_app.profile import Profile, ProfileError
 
 
 def _comp_args(profile: Profile) -> list[str]:

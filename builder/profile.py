@@ -11,18 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rescue_app import profile as _schema
-from rescue_app.profile import (
-    Compression,
-    CredentialEntry,
-    Network,
-    Profile,
-    ProfileError,
-    Ssh,
-    Unattended,
-    load_profile_file,
-    merge,
-    parse_file,
-)
+from rescue_app.profile import Profile
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
@@ -35,19 +24,3 @@ def load_profile(name: str, directory: Path = PROFILE_DIR) -> Profile:
     """Load ``directory/name.yaml`` with its ``extends`` chain into a Profile."""
     return _schema.load_profile(name, directory)
 
-
-__all__ = [
-    "PROFILE_DIR",
-    "Profile",
-    "Network",
-    "Ssh",
-    "Unattended",
-    "Compression",
-    "CredentialEntry",
-    "ProfileError",
-    "load_profile",
-    "load_profile_file",
-    "list_profiles",
-    "parse_file",
-    "merge",
-]

@@ -8,14 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.profile import (
-    PROFILE_DIR,
-    Profile,
-    ProfileError,
-    list_profiles,
-    load_profile,
-    merge,
-)
+from builder.profile import PROFILE_DIR, list_profiles, load_profile
+from rescue_app.profile import Profile, ProfileError, merge
 
 
 def write(directory: Path, name: str, text: str) -> Path:

@@ -40,7 +40,6 @@ from rescue_app.engine.restore import apply_plan
 from rescue_app.engine.results import CaptureResult, RestoreResult, VerifyReport
 from rescue_app.engine.stores.retry import Watch
 from rescue_app.engine.verify import verify_repository
-from rescue_app.errors import TargetRefusedError
 from rescue_app.progress import CancelToken, ProgressCallback, no_progress
 
 
@@ -82,17 +81,10 @@ class Engine:
         cancel: CancelToken | None = None,
         verify: bool = False,
     ) -> RestoreResult:
-        # The person confirmed what the plan showed; if a disk changed since (a
-        # stick pulled and another plugged in, something written or mounted),
-        # that confirmation no longer holds. For the CLI, the UI and unattended mode.
-        targets = [_disks.find_disk(d.target.path) for d in plan.disks]
-        fresh = _plan.make_restore_plan(plan.repo, plan.manifest, targets, grow=plan.grow)
-        if fresh.render() != plan.render():
-            raise TargetRefusedError(
-                "the disks changed after the plan was shown; nothing was written",
-                hint="look at the plan again and confirm it again")
+        # (apply_plan re-plans from the disks as they are now and refuses a
+        # plan that no longer matches what was confirmed)
         with _watching(plan.repo, progress, cancel):
-            return apply_plan(fresh, progress=progress, cancel=cancel, verify=verify)
+            return apply_plan(plan, progress=progress, cancel=cancel, verify=verify)
 
     def capture(
         self,

@@ -188,9 +188,7 @@ class Repository:
         """Which of ``digests`` the store does not hold: one listing per chunk
         folder where the store can list, else parallel look-ups (HTTP HEAD)."""
         wanted = set(digests)
-        from rescue_app.engine.stores.local import LocalStore
-
-        if isinstance(self.store, LocalStore) or not self.store.can_list:
+        if self.local_path() is not None or not self.store.can_list:
             # stat() is as cheap as a listing locally, and also sees the empty
             # file a power cut leaves of an unsynced chunk.
             with ThreadPoolExecutor(max_workers=16, thread_name_prefix="liferaft-has") as pool:

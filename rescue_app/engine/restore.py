@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from rescue_app.engine import blockio, restoremark
 from rescue_app.engine.bootentry import recreate_boot_entries
 from rescue_app.engine.chunkio import RESTORE_WORKERS, WORKERS, pipeline
-from rescue_app.engine.disks import ensure_restorable, find_disk, reread_partitions
+from rescue_app.engine.disks import find_disk, list_disks, reread_partitions
 from rescue_app.engine.extents import Extent, clip, total
 from rescue_app.engine.manifest import (
     METHOD_NONE,
@@ -33,7 +33,7 @@ from rescue_app.engine.manifest import (
     PartitionImage,
 )
 from rescue_app.engine.mounts import mounted
-from rescue_app.engine.plan import DiskPlan, PartitionStep, RestorePlan
+from rescue_app.engine.plan import DiskPlan, PartitionStep, RestorePlan, make_restore_plan
 from rescue_app.engine.repository import Repository, chunk_digest
 from rescue_app.engine.results import RestoreResult
 from rescue_app.engine.table import write_table
@@ -73,8 +73,7 @@ def apply_plan(
     verify: bool = False,
 ) -> RestoreResult:
     started = time.monotonic()
-    for d in plan.disks:
-        _recheck_target(d)
+    plan = _recheck_plan(plan)
     # The plan may have waited for a confirmation: check the chunks again
     # before the first byte is erased.
     plan.repo.check_chunks_present(plan.manifest)
@@ -111,16 +110,28 @@ def apply_plan(
     )
 
 
-def _recheck_target(d: DiskPlan) -> None:
-    """The disk may have changed since the plan was shown: check again."""
-    now = find_disk(d.target.path)
-    if (now.serial, now.size) != (d.target.serial, d.target.size):
+def _recheck_plan(plan: RestorePlan) -> RestorePlan:
+    """The person confirmed what the plan showed; if a disk changed since (a
+    stick pulled and another plugged in, something written or mounted), that
+    confirmation no longer holds. Plan again from the disks as they are now
+    (which also refuses any that became busy) and insist on the same plan."""
+    disks = list_disks()
+    targets = []
+    for d in plan.disks:
+        now = find_disk(d.target.path, disks)
+        if (now.serial, now.size) != (d.target.serial, d.target.size):
+            raise TargetRefusedError(
+                f"{d.target.path} is no longer the disk that was confirmed "
+                f"({d.target.describe()})",
+                hint="list the disks again and confirm the new target",
+            )
+        targets.append(now)
+    fresh = make_restore_plan(plan.repo, plan.manifest, targets, grow=plan.grow)
+    if fresh.render() != plan.render():
         raise TargetRefusedError(
-            f"{d.target.path} is no longer the disk that was confirmed "
-            f"({d.target.describe()})",
-            hint="list the disks again and confirm the new target",
-        )
-    ensure_restorable(now)
+            "the disks changed after the plan was shown; nothing was written",
+            hint="look at the plan again and confirm it again")
+    return fresh
 
 
 def _stage(name: str, cancel: CancelToken | None) -> None:
@@ -161,8 +172,9 @@ def _restore_disk(
     with blockio.open_device(target, write=True) as fd:
         for step in d.steps:
             if step.source.method not in (METHOD_NONE, METHOD_SWAP):
-                start = step.new.start if d.table.type != "none" else 0
-                blockio.zero_range(fd, target, start, min(restoremark.HOLD, step.new.size))
+                # (a whole-disk filesystem's one "partition" starts at 0)
+                blockio.zero_range(fd, target, step.new.start,
+                                   min(restoremark.HOLD, step.new.size))
         blockio.flush(fd, target)
     # Old signatures at both ends (a GPT backup header, say) would make tools
     # doubt the new table; on a disk without one, the old filesystem's.
@@ -185,12 +197,8 @@ def _restore_disk(
     # The rest of every partition is on the disk: now their first MiB.
     for node, pieces in held:
         with blockio.TargetWriter(node) as writer:
-            for start, data, extents in pieces:
-                if data is None:
-                    for s, n in extents:
-                        writer.zero(s, n)
-                else:
-                    writer.write_extents(data, start, extents)
+            for base, data, extents in pieces:
+                _lay(writer, base, data, extents)
             writer.flush()
     _stage("heads", cancel)
     for step in d.steps:
@@ -317,6 +325,16 @@ def _each_chunk(
         raise cancelled from None
 
 
+def _lay(writer: blockio.TargetWriter, base: int, data: bytes | None,
+         extents: list[Extent]) -> None:
+    """Put ``extents`` of the chunk that starts at ``base`` on the disk; None: zeros."""
+    if data is None:
+        for start, length in extents:
+            writer.zero(start, length)
+    else:
+        writer.write_extents(data, base, extents)
+
+
 def _write_partition(
     repo: Repository,
     m: Manifest,
@@ -339,11 +357,7 @@ def _write_partition(
         data = None if digest is None else repo.get_chunk(digest, f"{where} at offset {base}")
         if head:
             held.append((base, data, head))
-        if data is None:
-            for start, length in rest:
-                writer.zero(start, length)
-        else:
-            writer.write_extents(data, base, rest)
+        _lay(writer, base, data, rest)
         return total(extents)
 
     cancelled = CancelledError(

@@ -66,3 +66,34 @@ def run_async(test: Any) -> Any:
         return asyncio.run(test(*args, **kwargs))
 
     return wrapper
+
+
+async def open_target(pilot: Pilot[Any], repository: str) -> Any:
+    """From the home screen: restore from the typed ``repository``, its first image:
+    the target screen."""
+    from textual.widgets import Input
+
+    from rescue_app.tui.screens.source import SourceScreen
+    from rescue_app.tui.screens.target import TargetScreen
+
+    await settle(pilot)
+    await pilot.press("r")
+    await wait_for_screen(pilot, SourceScreen)
+    await settle(pilot)
+    pilot.app.screen.query_one("#source-path", Input).value = repository
+    pilot.app.screen.query_one("#source-path", Input).focus()
+    await pilot.press("enter")  # the repository: its images
+    await settle(pilot)
+    await pilot.press("enter")  # the first image
+    return await wait_for_screen(pilot, TargetScreen)
+
+
+async def open_backup(pilot: Pilot[Any]) -> Any:
+    """From the home screen: the backup form, its lists filled."""
+    from rescue_app.tui.screens.backup import BackupScreen
+
+    await settle(pilot)
+    await pilot.press("b")
+    screen = await wait_for_screen(pilot, BackupScreen)
+    await settle(pilot)
+    return screen

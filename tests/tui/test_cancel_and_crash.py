@@ -16,18 +16,11 @@ from rescue_app.tui.screens.home import HomeScreen
 from rescue_app.tui.screens.progress import ProgressScreen
 from rescue_app.tui.screens.question import QuestionModal
 from tests.tui.fake_engine import FakeEngine
-from tests.tui.pilot_helpers import run_async, settle, wait_for_screen
+from tests.tui.pilot_helpers import open_target, run_async, settle, wait_for_screen
 
 
 async def start_restore(pilot: Any) -> ProgressScreen:
-    await settle(pilot)
-    await pilot.press("r")
-    await settle(pilot)
-    pilot.app.screen.query_one("#source-path", Input).value = "/somewhere"
-    pilot.app.screen.query_one("#source-path", Input).focus()
-    await pilot.press("enter")
-    await settle(pilot)
-    await pilot.press("enter")
+    await open_target(pilot, "/somewhere")
     await settle(pilot)
     await pilot.press("ctrl+n")
     await settle(pilot)

@@ -17,28 +17,19 @@ from rescue_app.tui.screens.images import short_date
 from rescue_app.tui.screens.logview import LogScreen
 from rescue_app.tui.screens.progress import ProgressScreen
 from rescue_app.tui.screens.question import QuestionModal
-from rescue_app.tui.screens.source import SourceScreen
-from rescue_app.tui.screens.target import TargetScreen
 from tests.tui.fake_engine import FakeEngine
-from tests.tui.pilot_helpers import run_async, screen_text, settle, wait_for_screen
+from tests.tui.pilot_helpers import (
+    open_target,
+    run_async,
+    screen_text,
+    settle,
+    wait_for_screen,
+)
 
 
 def test_image_times_have_seconds() -> None:
     assert short_date("2026-11-25T10:15:00Z") != short_date("2026-11-25T10:15:04Z")
     assert short_date("2026-11-25T10:15:04Z") == "2026-11-25 10:15:04"
-
-
-async def _to_target(pilot: Any) -> TargetScreen:
-    await settle(pilot)
-    await pilot.press("r")
-    await wait_for_screen(pilot, SourceScreen)
-    await settle(pilot)
-    pilot.app.screen.query_one("#source-path", Input).value = "/mnt/usb/typed"
-    pilot.app.screen.query_one("#source-path", Input).focus()
-    await pilot.press("enter")
-    await settle(pilot)
-    await pilot.press("enter")
-    return await wait_for_screen(pilot, TargetScreen)
 
 
 class NoticingEngine(FakeEngine):
@@ -66,7 +57,7 @@ async def test_typed_repository_remembered_and_jobs_in_the_log() -> None:
     engine = NoticingEngine()
     app = LiferaftApp(engine, media_filter=lambda d: False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await _to_target(pilot)
+        await open_target(pilot, "/mnt/usb/typed")
         await settle(pilot)
         await pilot.press("ctrl+n")
         modal = await wait_for_screen(pilot, ConfirmEraseModal)
@@ -107,7 +98,7 @@ async def test_typed_repository_remembered_and_jobs_in_the_log() -> None:
 async def test_cancelled_summary_says_press_enter_once() -> None:
     app = LiferaftApp(FakeEngine(block=True), media_filter=lambda d: False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await _to_target(pilot)
+        await open_target(pilot, "/mnt/usb/typed")
         await settle(pilot)
         await pilot.press("ctrl+n")
         await wait_for_screen(pilot, ConfirmEraseModal)
@@ -133,7 +124,7 @@ class TooSmallEngine(FakeEngine):
 async def test_next_on_a_target_that_cannot_take_the_image_says_why() -> None:
     app = LiferaftApp(TooSmallEngine(), media_filter=lambda d: False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await _to_target(pilot)
+        await open_target(pilot, "/mnt/usb/typed")
         await settle(pilot)
         await pilot.press("ctrl+n")
         await wait_for_screen(pilot, ErrorModal)
@@ -160,7 +151,7 @@ async def test_grow_checkbox_reads_without_colour() -> None:
 
     app = LiferaftApp(FakeEngine(), media_filter=lambda d: False)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await _to_target(pilot)
+        screen = await open_target(pilot, "/mnt/usb/typed")
         await settle(pilot)
         grow = screen.query_one("#grow", MarkedCheckbox)
         assert str(grow.render()).startswith("[ ]"), str(grow.render())

@@ -30,7 +30,14 @@ from tests.helpers.diskkit import (
     tree_checksums,
 )
 from tests.tui.conftest import DISK_SIZE, CapturedImage
-from tests.tui.pilot_helpers import run_async, screen_text, settle, wait_for_screen, wait_until
+from tests.tui.pilot_helpers import (
+    open_backup,
+    run_async,
+    screen_text,
+    settle,
+    wait_for_screen,
+    wait_until,
+)
 
 pytestmark = pytest.mark.root
 
@@ -153,10 +160,7 @@ async def test_backup_really_happens(loopdisk, workdir: str) -> None:  # type: i
     repo_dir = os.path.join(workdir, "backups")
     app = LiferaftApp(Engine(), media_filter=only(source))
     async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        await pilot.press("b")
-        screen = await wait_for_screen(pilot, BackupScreen)
-        await settle(pilot)
+        screen = await open_backup(pilot)
         picker = screen.query_one("#backup-disks", SelectionList)
         picker.select(source)
         await settle(pilot)
@@ -327,10 +331,7 @@ async def test_backup_screen_refuses_a_disk_mounted_read_write(loopdisk) -> None
     with mounted(disk, "ext4") as point:
         app = LiferaftApp(Engine(), media_filter=only(disk))
         async with app.run_test(size=(80, 24)) as pilot:
-            await settle(pilot)
-            await pilot.press("b")
-            screen = await wait_for_screen(pilot, BackupScreen)
-            await settle(pilot)
+            screen = await open_backup(pilot)
             await wait_until(pilot, lambda: bool(screen.disks), "the disks are listed")
             picker = screen.query_one("#backup-disks", SelectionList)
             index = next(y for y in range(picker.option_count)
