@@ -217,3 +217,17 @@ def test_disk_with_an_incomplete_restore_is_not_captured(loopdisk, workdir):
     assert_one_line_error(proc, "incomplete restore of web1@20261204T101500Z",
                           "run the restore again")
     assert not os.path.exists(repo)
+
+
+def test_new_repository_on_a_read_only_filesystem_is_one_line(loopdisk, workdir):
+    """A repository still to be created is checked before any disk is read, without
+    creating anything: a read-only place says so and what to do."""
+    src = build_source(loopdisk(128 * MIB), Layout("gpt", [PartSpec(None, "ext4", "r")],
+                                                    ["ext4"]))
+    stick = loopdisk(32 * MIB)
+    make_fs(stick, "ext4")
+    with mounted(stick, "ext4", read_only=True) as point:
+        proc = liferaft("capture", "--repo", os.path.join(point, "new", "repo"), "--name", "x",
+                        src.dev, check=False)
+        assert_one_line_error(proc, "read-only filesystem", "remount it read-write")
+        assert os.listdir(point) == ["lost+found"]
