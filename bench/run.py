@@ -191,8 +191,12 @@ class TreeSampler(threading.Thread):
 
 
 def timed_pipeline(
-    name: str, stages: Sequence[Sequence[str]], *, stdin: str | None = None,
-    stdout: str | None = None, then_sync: bool = True,
+    name: str,
+    stages: Sequence[Sequence[str]],
+    *,
+    stdin: str | None = None,
+    stdout: str | None = None,
+    then_sync: bool = True,
 ) -> Measurement:
     """Run ``stages`` as a shell-free pipeline and measure it to the last byte on disk.
 
@@ -219,10 +223,19 @@ def timed_pipeline(
             for i, argv in enumerate(stages):
                 last = i == len(stages) - 1
                 proc = subprocess.Popen(
-                    [GNU_TIME, "-f", "%M %U %S", "-o", usage_files[i].name,
-                     which(argv[0]), *argv[1:]],
+                    [
+                        GNU_TIME,
+                        "-f",
+                        "%M %U %S",
+                        "-o",
+                        usage_files[i].name,
+                        which(argv[0]),
+                        *argv[1:],
+                    ],
                     stdin=prev,
-                    stdout=last_out if last else subprocess.PIPE, stderr=errs[i], env=env,
+                    stdout=last_out if last else subprocess.PIPE,
+                    stderr=errs[i],
+                    env=env,
                 )
                 if i > 0 and procs[-1].stdout is not None:
                     procs[-1].stdout.close()  # only the next stage holds the pipe
@@ -253,10 +266,16 @@ def timed_pipeline(
         cpu = sum(float(user) + float(system) for _, user, system in usage)
     # Concurrent stages: the pipeline holds the sum of their peaks at worst.
     return Measurement(
-        name=name, seconds=seconds, peak_rss=max(peaks), cpu_seconds=cpu,
+        name=name,
+        seconds=seconds,
+        peak_rss=max(peaks),
+        cpu_seconds=cpu,
         peak_tree_rss=max(tree_peak, sum(peaks) if len(procs) > 1 else 0),
-        detail={"seconds_before_sync": piped, "sync_seconds": seconds - piped,
-                **{f"peak_rss_{argv[0]}": float(p) for argv, p in zip(stages, peaks, strict=True)}},
+        detail={
+            "seconds_before_sync": piped,
+            "sync_seconds": seconds - piped,
+            **{f"peak_rss_{argv[0]}": float(p) for argv, p in zip(stages, peaks, strict=True)},
+        },
     )
 
 
@@ -264,7 +283,8 @@ def dir_bytes(path: str) -> int:
     """Apparent size of every file under ``path``."""
     return sum(
         os.lstat(os.path.join(folder, name)).st_size
-        for folder, _dirs, names in os.walk(path) for name in names
+        for folder, _dirs, names in os.walk(path)
+        for name in names
     )
 
 
@@ -290,8 +310,17 @@ def check_host() -> None:
         sys.exit("bench: needs root (loop devices, mount, drop_caches); run it with sudo")
     if not os.access(GNU_TIME, os.X_OK):
         sys.exit(f"bench: {GNU_TIME} is missing; run 'make setup' (Debian package time)")
-    for tool in ("partclone.ext4", "zstd", "e2fsck", "parted", "losetup", "tar", "cmp",
-                 "curl", "nginx"):
+    for tool in (
+        "partclone.ext4",
+        "zstd",
+        "e2fsck",
+        "parted",
+        "losetup",
+        "tar",
+        "cmp",
+        "curl",
+        "nginx",
+    ):
         which(tool)
     if not os.access(LIFERAFT, os.X_OK):
         sys.exit(f"bench: {LIFERAFT} is missing; run 'make setup' first")
@@ -322,10 +351,14 @@ def fill_filesystem(ctx: BenchContext, point: str) -> None:
     listing = os.path.join(ctx.work, "os-tree.list")
     with open(listing, "wb") as f:
         f.write(b"".join(p.encode() + b"\0" for p in paths))
-    timed_pipeline("copy OS tree", [
-        ["tar", "-C", "/", "--null", "--no-recursion", "-T", listing, "-cf", "-"],
-        ["tar", "-C", point, "-xpf", "-"],
-    ], then_sync=False)
+    timed_pipeline(
+        "copy OS tree",
+        [
+            ["tar", "-C", "/", "--null", "--no-recursion", "-T", listing, "-cf", "-"],
+            ["tar", "-C", point, "-xpf", "-"],
+        ],
+        then_sync=False,
+    )
     size, used = fs_usage(point)
     ctx.os_tree_bytes = used
     ctx.files = len(paths)
@@ -359,18 +392,24 @@ def build_source_disk(ctx: BenchContext, stack: contextlib.ExitStack) -> None:
     make_fs(ctx.source_part, "ext4", "bench-root")
     with mounted(ctx.source_part, "ext4") as point:
         fill_filesystem(ctx, point)
-    print(f"  {ctx.source_part}: {human(ctx.used_bytes)} used "
-          f"({human(ctx.os_tree_bytes)} OS tree, {human(ctx.random_bytes)} random), "
-          f"{ctx.files} files")
+    print(
+        f"  {ctx.source_part}: {human(ctx.used_bytes)} used "
+        f"({human(ctx.os_tree_bytes)} OS tree, {human(ctx.random_bytes)} random), "
+        f"{ctx.files} files"
+    )
 
 
 def partclone_capture(ctx: BenchContext) -> None:
     ctx.image = os.path.join(ctx.work, "source.ext4.pcl.zst")
     drop_caches()
-    m = timed_pipeline("partclone capture", [
-        ["partclone.ext4", "-c", "-s", ctx.source_part, "-o", "-"],
-        ["zstd", "-T0", "-3", "-q", "-c"],
-    ], stdout=ctx.image)
+    m = timed_pipeline(
+        "partclone capture",
+        [
+            ["partclone.ext4", "-c", "-s", ctx.source_part, "-o", "-"],
+            ["zstd", "-T0", "-3", "-q", "-c"],
+        ],
+        stdout=ctx.image,
+    )
     m.stored_bytes = os.path.getsize(ctx.image)
     ctx.results["partclone_capture"] = m
 
@@ -378,9 +417,12 @@ def partclone_capture(ctx: BenchContext) -> None:
 def liferaft_capture(ctx: BenchContext) -> None:
     ctx.repo = os.path.join(ctx.work, "repo")
     drop_caches()
-    m = timed_pipeline("liferaft capture", [
-        [LIFERAFT, "capture", "--repo", ctx.repo, "--name", "bench", ctx.source_disk],
-    ])
+    m = timed_pipeline(
+        "liferaft capture",
+        [
+            [LIFERAFT, "capture", "--repo", ctx.repo, "--name", "bench", ctx.source_disk],
+        ],
+    )
     m.stored_bytes = dir_bytes(os.path.join(ctx.repo, "chunks"))
     ctx.results["liferaft_capture"] = m
 
@@ -389,19 +431,25 @@ def partclone_restore(ctx: BenchContext, stack: contextlib.ExitStack) -> None:
     target = stack.enter_context(loop_disk(DISK_SIZE, ctx.work))
     (part,) = partition_disk(target, "gpt", LAYOUT)
     drop_caches()
-    ctx.results["partclone_restore"] = timed_pipeline("partclone restore", [
-        ["zstd", "-dc", ctx.image],
-        ["partclone.ext4", "-r", "-s", "-", "-o", part],
-    ])
+    ctx.results["partclone_restore"] = timed_pipeline(
+        "partclone restore",
+        [
+            ["zstd", "-dc", ctx.image],
+            ["partclone.ext4", "-r", "-s", "-", "-o", part],
+        ],
+    )
     fsck_clean(part, "ext4")  # the baseline must be a real restore too
 
 
 def liferaft_restore(ctx: BenchContext, stack: contextlib.ExitStack) -> None:
     target = stack.enter_context(loop_disk(DISK_SIZE, ctx.work))
     drop_caches()
-    ctx.results["liferaft_restore"] = timed_pipeline("liferaft restore", [
-        [LIFERAFT, "restore", "--repo", ctx.repo, "--image", "bench", "--to", target, "--yes"],
-    ])
+    ctx.results["liferaft_restore"] = timed_pipeline(
+        "liferaft restore",
+        [
+            [LIFERAFT, "restore", "--repo", ctx.repo, "--image", "bench", "--to", target, "--yes"],
+        ],
+    )
     check_restored(ctx, f"{target}p1")
 
 
@@ -420,8 +468,7 @@ def http_restores(ctx: BenchContext) -> None:
     image_name = os.path.basename(ctx.image)
     os.symlink(ctx.image, os.path.join(www, image_name))
     os.symlink(ctx.repo, os.path.join(www, "repo"))
-    runs: dict[str, list[Measurement]] = {"partclone_http_restore": [],
-                                          "liferaft_http_restore": []}
+    runs: dict[str, list[Measurement]] = {"partclone_http_restore": [], "liferaft_http_restore": []}
     with Nginx(www, os.path.join(ctx.work, "nginx")) as server:
         base = f"http://127.0.0.1:{server.port}"
 
@@ -430,31 +477,47 @@ def http_restores(ctx: BenchContext) -> None:
                 (part,) = partition_disk(target, "gpt", LAYOUT)
                 since = len(server.log_lines())
                 drop_caches()
-                m = timed_pipeline(name, [
-                    ["curl", "-sSf", f"{base}/{image_name}"],
-                    ["zstd", "-dc"],
-                    ["partclone.ext4", "-r", *options, "-s", "-", "-o", part],
-                ])
+                m = timed_pipeline(
+                    name,
+                    [
+                        ["curl", "-sSf", f"{base}/{image_name}"],
+                        ["zstd", "-dc"],
+                        ["partclone.ext4", "-r", *options, "-s", "-", "-o", part],
+                    ],
+                )
                 m.detail["served_bytes"] = served_bytes(server, since)
                 fsck_clean(part, "ext4")
                 return m
 
         for _ in range(HTTP_ROUNDS):
             # the issue's pipeline: partclone checks its CRCs, liferaft its hashes
-            runs["partclone_http_restore"].append(
-                reference("curl|zstd|partclone restore", []))
+            runs["partclone_http_restore"].append(reference("curl|zstd|partclone restore", []))
             with loop_disk(DISK_SIZE, ctx.work) as target:
                 since = len(server.log_lines())
                 drop_caches()
-                m = timed_pipeline("liferaft restore over http", [
-                    [LIFERAFT, "restore", "--repo", f"{base}/repo", "--image", "bench",
-                     "--to", target, "--yes"],
-                ])
+                m = timed_pipeline(
+                    "liferaft restore over http",
+                    [
+                        [
+                            LIFERAFT,
+                            "restore",
+                            "--repo",
+                            f"{base}/repo",
+                            "--image",
+                            "bench",
+                            "--to",
+                            target,
+                            "--yes",
+                        ],
+                    ],
+                )
                 m.detail["served_bytes"] = served_bytes(server, since)
                 check_restored(ctx, f"{target}p1")
                 runs["liferaft_http_restore"].append(m)
-            print("  " + ", ".join(f"{ms[-1].name} {ms[-1].seconds:.1f} s"
-                                   for ms in runs.values()), flush=True)
+            print(
+                "  " + ", ".join(f"{ms[-1].name} {ms[-1].seconds:.1f} s" for ms in runs.values()),
+                flush=True,
+            )
         # Information, not the target: partclone's fastest restore, which
         # checks nothing (-i skips its CRCs; liferaft still checks every hash).
         unchecked = reference("curl|zstd|partclone -i (no CRC check)", ["-q", "-i"])
@@ -498,53 +561,78 @@ def verdicts(r: dict[str, Measurement]) -> list[Verdict]:
         Verdict("restore time", lr.seconds / pr.seconds, MAX_RESTORE_TIME_RATIO, "x"),
         Verdict("image size", lc.stored_bytes / pc.stored_bytes, MAX_IMAGE_SIZE_RATIO, "x"),
         Verdict("restore peak RSS", lr.peak / MIB, MAX_RESTORE_RSS / MIB, "MiB"),
-        Verdict("restore over http", r["liferaft_http_restore"].seconds
-                / r["partclone_http_restore"].seconds, MAX_HTTP_RESTORE_TIME_RATIO, "x"),
+        Verdict(
+            "restore over http",
+            r["liferaft_http_restore"].seconds / r["partclone_http_restore"].seconds,
+            MAX_HTTP_RESTORE_TIME_RATIO,
+            "x",
+        ),
     ]
 
 
 def report(ctx: BenchContext) -> bool:
     rows = [("step", "time", "(sync)", "CPU", "stored", "peak RSS", "tree RSS")]
     for m in ctx.results.values():
-        rows.append((
-            m.name, f"{m.seconds:.1f} s", f"{m.detail.get('sync_seconds', 0):.1f} s",
-            f"{m.cpu_seconds:.1f} s",
-            human(m.stored_bytes) if m.stored_bytes is not None else "-",
-            human(m.peak_rss), human(m.peak_tree_rss),
-        ))
+        rows.append(
+            (
+                m.name,
+                f"{m.seconds:.1f} s",
+                f"{m.detail.get('sync_seconds', 0):.1f} s",
+                f"{m.cpu_seconds:.1f} s",
+                human(m.stored_bytes) if m.stored_bytes is not None else "-",
+                human(m.peak_rss),
+                human(m.peak_tree_rss),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print()
-    print(f"source: 4 GiB GPT disk, ext4 {human(ctx.used_bytes)} used "
-          f"({human(ctx.os_tree_bytes)} of {OS_TREE_SOURCE}, {human(ctx.random_bytes)} random); "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"source: 4 GiB GPT disk, ext4 {human(ctx.used_bytes)} used "
+        f"({human(ctx.os_tree_bytes)} of {OS_TREE_SOURCE}, {human(ctx.random_bytes)} random); "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     for i, row in enumerate(rows):
-        print("  ".join(c.ljust(w) if j == 0 else c.rjust(w)
-                        for j, (c, w) in enumerate(zip(row, widths, strict=True))))
+        print(
+            "  ".join(
+                c.ljust(w) if j == 0 else c.rjust(w)
+                for j, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
         if i == 0:
             print("  ".join("-" * w for w in widths))
     print()
     checks = verdicts(ctx.results)
     for v in checks:
         rel = "<=" if v.unit == "x" else "<"
-        print(f"{v.what:18} {v.value:7.2f} {v.unit:3}  target {rel} {v.limit:g} {v.unit:3}  "
-              f"{'ok' if v.ok else 'MISSED'}")
+        print(
+            f"{v.what:18} {v.value:7.2f} {v.unit:3}  target {rel} {v.limit:g} {v.unit:3}  "
+            f"{'ok' if v.ok else 'MISSED'}"
+        )
     r = ctx.results
     ph, lh = r["partclone_http_restore"], r["liferaft_http_restore"]
     # Throughput counts the filesystem's used bytes, what both restores write.
-    http = {"liferaft_seconds": lh.seconds, "reference_seconds": ph.seconds,
-            "ratio": lh.seconds / ph.seconds,
-            "liferaft_mib_per_s": ctx.used_bytes / MIB / lh.seconds,
-            "reference_mib_per_s": ctx.used_bytes / MIB / ph.seconds,
-            "served_bytes": {"liferaft": lh.detail["served_bytes"],
-                             "reference": ph.detail["served_bytes"]},
-            "ratio_to_partclone_unchecked":
-                lh.seconds / r["partclone_http_restore_unchecked"].seconds}
-    print(f"restore over http: liferaft {lh.seconds:.1f} s vs curl|zstd|partclone "
-          f"{ph.seconds:.1f} s = {http['ratio']:.2f} x (target <= "
-          f"{MAX_HTTP_RESTORE_TIME_RATIO:g}x); {http['liferaft_mib_per_s']:.0f} vs "
-          f"{http['reference_mib_per_s']:.0f} MiB/s")
-    print(f"{'':19}against partclone -i (its CRCs unchecked, one run): "
-          f"{http['ratio_to_partclone_unchecked']:.2f} x  (information)")
+    http = {
+        "liferaft_seconds": lh.seconds,
+        "reference_seconds": ph.seconds,
+        "ratio": lh.seconds / ph.seconds,
+        "liferaft_mib_per_s": ctx.used_bytes / MIB / lh.seconds,
+        "reference_mib_per_s": ctx.used_bytes / MIB / ph.seconds,
+        "served_bytes": {
+            "liferaft": lh.detail["served_bytes"],
+            "reference": ph.detail["served_bytes"],
+        },
+        "ratio_to_partclone_unchecked": lh.seconds / r["partclone_http_restore_unchecked"].seconds,
+    }
+    print(
+        f"restore over http: liferaft {lh.seconds:.1f} s vs curl|zstd|partclone "
+        f"{ph.seconds:.1f} s = {http['ratio']:.2f} x (target <= "
+        f"{MAX_HTTP_RESTORE_TIME_RATIO:g}x); {http['liferaft_mib_per_s']:.0f} vs "
+        f"{http['reference_mib_per_s']:.0f} MiB/s"
+    )
+    print(
+        f"{'':19}against partclone -i (its CRCs unchecked, one run): "
+        f"{http['ratio_to_partclone_unchecked']:.2f} x  (information)"
+    )
     # Not a target: user+system CPU moves far less than wall time when other
     # work shares the cores, so it shows whether a missed time target is
     # liferaft's cost or the machine's noise. (nginx's own CPU is in neither.)
@@ -553,24 +641,36 @@ def report(ctx: BenchContext) -> bool:
         "restore": r["liferaft_restore"].cpu_seconds / r["partclone_restore"].cpu_seconds,
         "restore_http": lh.cpu_seconds / ph.cpu_seconds,
     }
-    print(f"{'CPU time':18} capture {cpu_ratios['capture']:.2f} x, restore "
-          f"{cpu_ratios['restore']:.2f} x, restore over http {cpu_ratios['restore_http']:.2f} x  "
-          "(information, not a target)")
+    print(
+        f"{'CPU time':18} capture {cpu_ratios['capture']:.2f} x, restore "
+        f"{cpu_ratios['restore']:.2f} x, restore over http {cpu_ratios['restore_http']:.2f} x  "
+        "(information, not a target)"
+    )
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "cpus": os.cpu_count(),
-        "load_average": os.getloadavg(),
-        "source": {"disk_bytes": DISK_SIZE, "used_bytes": ctx.used_bytes,
-                   "os_tree_bytes": ctx.os_tree_bytes, "random_bytes": ctx.random_bytes,
-                   "files": ctx.files},
-        "steps": {k: asdict(m) for k, m in ctx.results.items()},
-        "targets": [{**asdict(v), "ok": v.ok} for v in checks],
-        "restore_over_http": http,
-        "cpu_ratios": cpu_ratios,
-        "passed": all(v.ok for v in checks),
-    }, indent=1) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "host": platform.node(),
+                "cpus": os.cpu_count(),
+                "load_average": os.getloadavg(),
+                "source": {
+                    "disk_bytes": DISK_SIZE,
+                    "used_bytes": ctx.used_bytes,
+                    "os_tree_bytes": ctx.os_tree_bytes,
+                    "random_bytes": ctx.random_bytes,
+                    "files": ctx.files,
+                },
+                "steps": {k: asdict(m) for k, m in ctx.results.items()},
+                "targets": [{**asdict(v), "ok": v.ok} for v in checks],
+                "restore_over_http": http,
+                "cpu_ratios": cpu_ratios,
+                "passed": all(v.ok for v in checks),
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"\nresults: {RESULTS.relative_to(REPO_ROOT)}")
     return all(v.ok for v in checks)
 
@@ -590,8 +690,9 @@ def main() -> int:
                 partclone_restore(ctx, stack)
             with step("liferaft restore, then e2fsck and compare with the source"):
                 liferaft_restore(ctx, stack)
-            with step("over http from nginx: curl | zstd -dc | partclone.ext4 -r, "
-                      "then liferaft restore"):
+            with step(
+                "over http from nginx: curl | zstd -dc | partclone.ext4 -r, then liferaft restore"
+            ):
                 http_restores(ctx)
     except Exception as exc:  # one line, like the CLI; the loop devices are gone by now
         print(f"bench: failed: {exc}", file=sys.stderr)

@@ -99,8 +99,10 @@ def build_netboot(ctx: BuildContext, base_url: str | None = None) -> Path:
     elapsed = time.monotonic() - started
     say(f"netboot files: {ctx.netboot_dir} ({total / 1e6:.0f} MB) in {elapsed:.0f} s")
     if ctx.profile.credentials:
-        say("note: root.iso holds the profile's credentials; serve it only where the "
-            "machines that netboot can reach it, or pass liferaft.credentials= instead")
+        say(
+            "note: root.iso holds the profile's credentials; serve it only where the "
+            "machines that netboot can reach it, or pass liferaft.credentials= instead"
+        )
     return ctx.netboot_dir
 
 

@@ -69,7 +69,7 @@ def bootstrap_base(ctx: BuildContext) -> Path:
             "--skip=essential/unlink",
             '--setup-hook=mkdir -p "$1"/var/cache/apt/archives/',
             # Before the kernel is installed, so its initrd is made with it.
-            f'--setup-hook=install -D -m 755 {INITRAMFS_HOOK} '
+            f"--setup-hook=install -D -m 755 {INITRAMFS_HOOK} "
             '"$1"/etc/initramfs-tools/hooks/liferaft-trim',
             f"--setup-hook=sync-in {ctx.apt_cache} /var/cache/apt/archives/",
             f"--customize-hook=sync-out /var/cache/apt/archives {ctx.apt_cache}",

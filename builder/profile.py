@@ -23,4 +23,3 @@ def list_profiles(directory: Path = PROFILE_DIR) -> list[str]:
 def load_profile(name: str, directory: Path = PROFILE_DIR) -> Profile:
     """Load ``directory/name.yaml`` with its ``extends`` chain into a Profile."""
     return _schema.load_profile(name, directory)
-

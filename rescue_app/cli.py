@@ -112,8 +112,9 @@ class ProgressBar:
 
 def _require_root(what: str) -> None:
     if os.geteuid() != 0:
-        raise NotRootError(f"{what} needs root to read and write disks",
-                           hint="run it with sudo, or as root")
+        raise NotRootError(
+            f"{what} needs root to read and write disks", hint="run it with sudo, or as root"
+        )
 
 
 def _cancel_on_signals() -> CancelToken:
@@ -142,8 +143,11 @@ def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
     repo = engine.open_repository(args.repo)
     images = engine.list_images(repo)
     for problem in repo.damaged:
-        print(f"liferaft: warning: skipped a damaged image: {problem} "
-              "(run 'liferaft verify' for the whole state)", file=sys.stderr)
+        print(
+            f"liferaft: warning: skipped a damaged image: {problem} "
+            "(run 'liferaft verify' for the whole state)",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps([asdict(i) | {"ref": i.ref} for i in images], indent=1))
         return 0
@@ -152,8 +156,7 @@ def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
         return 0
     print(f"{'IMAGE':<34} {'HOST':<16} {'DATA':>10} {'DISKS'}")
     for i in images:
-        print(f"{i.ref:<34} {i.host[:16]:<16} {human_size(i.data_bytes):>10} "
-              f"{'; '.join(i.disks)}")
+        print(f"{i.ref:<34} {i.host[:16]:<16} {human_size(i.data_bytes):>10} {'; '.join(i.disks)}")
         for raw in i.raw:
             print(f"  {raw}")
     return 0
@@ -163,14 +166,17 @@ def cmd_capture(engine: Engine, args: argparse.Namespace) -> int:
     _require_root("capture")
     repo = engine.open_repository(args.repo, create=True)
     with ProgressBar() as bar:
-        result = engine.capture(repo, args.name, args.devices, progress=bar,
-                                cancel=_cancel_on_signals())
+        result = engine.capture(
+            repo, args.name, args.devices, progress=bar, cancel=_cancel_on_signals()
+        )
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
-    print(f"captured {result.ref}: {human_size(result.data_bytes)} of data, "
-          f"{human_size(result.stored_bytes)} newly stored "
-          f"({result.chunks_new} of {result.chunks_total} chunks new) "
-          f"in {human_duration(result.seconds)}")
+    print(
+        f"captured {result.ref}: {human_size(result.data_bytes)} of data, "
+        f"{human_size(result.stored_bytes)} newly stored "
+        f"({result.chunks_new} of {result.chunks_total} chunks new) "
+        f"in {human_duration(result.seconds)}"
+    )
     return 0
 
 
@@ -181,8 +187,10 @@ def cmd_verify(engine: Engine, args: argparse.Namespace) -> int:
     for problem in report.problems:
         print(f"error: {problem}", file=sys.stderr)
     status = "OK" if report.ok else f"{len(report.problems)} problem(s)"
-    print(f"verified {len(report.refs)} image(s), {report.chunks_checked} chunks, "
-          f"{human_size(report.bytes_checked)}: {status}")
+    print(
+        f"verified {len(report.refs)} image(s), {report.chunks_checked} chunks, "
+        f"{human_size(report.bytes_checked)}: {status}"
+    )
     return 0 if report.ok else 1
 
 
@@ -190,8 +198,10 @@ def _confirm(plan_targets: Sequence[object], args: argparse.Namespace) -> None:
     if args.yes:
         return
     if not sys.stdin.isatty():
-        raise UsageError("refusing to erase a disk without confirmation",
-                         hint="pass --yes to confirm, or run in a terminal")
+        raise UsageError(
+            "refusing to erase a disk without confirmation",
+            hint="pass --yes to confirm, or run in a terminal",
+        )
     for target in plan_targets:
         name = target.path.rsplit("/", 1)[-1]  # type: ignore[attr-defined]
         print(f"\nALL DATA on {target.describe()} will be ERASED.")  # type: ignore[attr-defined]
@@ -211,14 +221,15 @@ def cmd_restore(engine: Engine, args: argparse.Namespace) -> int:
         return 0
     _confirm([d.target for d in plan.disks], args)
     with ProgressBar() as bar:
-        result = engine.restore(plan, progress=bar, cancel=_cancel_on_signals(),
-                                verify=args.verify)
+        result = engine.restore(plan, progress=bar, cancel=_cancel_on_signals(), verify=args.verify)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     checked = ", read back and verified" if result.verified else ""
-    print(f"restored {result.ref} to {', '.join(result.targets)}: "
-          f"{human_size(result.written_bytes)} written{checked} "
-          f"in {human_duration(result.seconds)}")
+    print(
+        f"restored {result.ref} to {', '.join(result.targets)}: "
+        f"{human_size(result.written_bytes)} written{checked} "
+        f"in {human_duration(result.seconds)}"
+    )
     return 0
 
 
@@ -231,8 +242,10 @@ def _print_network(engine: Engine, as_json: bool) -> None:
     for i in net.interfaces:
         addrs = " ".join(str(a) for a in i.global_addresses) or "-"
         state = i.state if i.carrier or i.state == "down" else f"{i.state}/no-carrier"
-        print(f"{i.name:<12} {state:<8} {i.mac or '-':<17} {addrs:<28} "
-              f"{i.gateway or '-':<15} {' '.join(i.dns) or '-'}")
+        print(
+            f"{i.name:<12} {state:<8} {i.mac or '-':<17} {addrs:<28} "
+            f"{i.gateway or '-':<15} {' '.join(i.dns) or '-'}"
+        )
     print(net.summary())
 
 
@@ -240,8 +253,9 @@ def cmd_net(engine: Engine, args: argparse.Namespace) -> int:
     if args.net_command == "dhcp":
         done = engine.network_dhcp(args.iface, timeout=args.timeout)
     elif args.net_command == "static":
-        done = engine.network_static(args.iface, args.address, gateway=args.gateway,
-                                     dns=args.dns or (), timeout=args.timeout)
+        done = engine.network_static(
+            args.iface, args.address, gateway=args.gateway, dns=args.dns or (), timeout=args.timeout
+        )
     else:
         _print_network(engine, args.json)
         return 0
@@ -268,16 +282,19 @@ def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
     from rescue_app.engine.stores.httpserve import make_server
 
     if "://" in args.repo and not args.repo.startswith("file://"):
-        raise UsageError("serve shares a local repository folder",
-                         hint="give --repo a path on this machine")
+        raise UsageError(
+            "serve shares a local repository folder", hint="give --repo a path on this machine"
+        )
     repo = engine.open_repository(args.repo)
     root = repo.location
     repo.close()
     try:
         server = make_server(root, args.bind, args.port)
     except OSError as exc:
-        raise UsageError(f"cannot listen on {args.bind}:{args.port}: {exc.strerror or exc}",
-                         hint="choose another --port or --bind address") from None
+        raise UsageError(
+            f"cannot listen on {args.bind}:{args.port}: {exc.strerror or exc}",
+            hint="choose another --port or --bind address",
+        ) from None
     host, port = server.server_address[:2]
     host = host.decode() if isinstance(host, bytes) else host
     print(f"serving {root} read-only at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
@@ -321,20 +338,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("restore", help="restore an image onto disks (erases them)")
     p.add_argument("--repo", required=True)
     p.add_argument("--image", required=True, metavar="NAME[@DATE]")
-    p.add_argument("--to", action="append", required=True, metavar="DEV",
-                   help="target disk: /dev/X or serial:XYZ; once per disk of the image")
+    p.add_argument(
+        "--to",
+        action="append",
+        required=True,
+        metavar="DEV",
+        help="target disk: /dev/X or serial:XYZ; once per disk of the image",
+    )
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     p.add_argument("--verify", action="store_true", help="read back and check what was written")
-    p.add_argument("--grow", action="store_true",
-                   help="on a larger disk, extend the last partition and its filesystem")
+    p.add_argument(
+        "--grow",
+        action="store_true",
+        help="on a larger disk, extend the last partition and its filesystem",
+    )
     p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("serve", help="serve a local repository read-only over HTTP")
     p.add_argument("--repo", required=True, help="repository folder on this machine")
     p.add_argument("--port", type=int, default=8080, help="TCP port (0: any free port)")
-    p.add_argument("--bind", default="127.0.0.1",
-                   help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument(
+        "--bind", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)"
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("net", help="show the network; set up DHCP or a static address")
@@ -369,8 +395,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if args.log:
         handlers.append(logging.FileHandler(args.log))
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", handlers=handlers)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+    )
     if args.log:
         handlers[1].setLevel(logging.DEBUG)
         logging.getLogger().setLevel(logging.DEBUG)
@@ -392,8 +421,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         log.debug("internal error", exc_info=True)
-        print(f"liferaft: error: internal error: {type(exc).__name__}: {exc} (run it again "
-              "with --debug and report the traceback)", file=sys.stderr)
+        print(
+            f"liferaft: error: internal error: {type(exc).__name__}: {exc} (run it again "
+            "with --debug and report the traceback)",
+            file=sys.stderr,
+        )
         return 70  # EX_SOFTWARE
 
 

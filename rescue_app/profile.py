@@ -191,12 +191,16 @@ class Profile:
         try:  # what the engine will refuse should fail the build, not the boot
             credentials.parse(data, "/etc/liferaft/credentials.yaml")
         except credentials.CredentialsError as exc:
-            raise ProfileError(f"{self.source}: key 'credentials': {exc.message}",
-                               hint=exc.hint) from None
-        header = (f"# Baked from the profile {self.name} by liferaft-build; mode 0600, root.\n"
-                  "# Format: rescue_app/engine/credentials.py, profiles/README.md.\n")
-        return header + yaml.dump(data, Dumper=_BlockDumper, sort_keys=False,
-                                  default_flow_style=False)
+            raise ProfileError(
+                f"{self.source}: key 'credentials': {exc.message}", hint=exc.hint
+            ) from None
+        header = (
+            f"# Baked from the profile {self.name} by liferaft-build; mode 0600, root.\n"
+            "# Format: rescue_app/engine/credentials.py, profiles/README.md.\n"
+        )
+        return header + yaml.dump(
+            data, Dumper=_BlockDumper, sort_keys=False, default_flow_style=False
+        )
 
 
 class _BlockDumper(yaml.SafeDumper):
@@ -217,15 +221,16 @@ def _read_secret(entry: CredentialEntry, key: str, name: str) -> str:
     except FileNotFoundError:
         raise _missing_secret(entry, key, name) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"{entry.origin}: key 'credentials.{key}' of {entry.match}: "
-                           f"cannot read {name}: {exc}") from None
+        raise ProfileError(
+            f"{entry.origin}: key 'credentials.{key}' of {entry.match}: cannot read {name}: {exc}"
+        ) from None
 
 
 def _missing_secret(entry: CredentialEntry, key: str, name: str) -> ProfileError:
     return ProfileError(
         f"{entry.origin}: key 'credentials.{key}' of {entry.match}: {name} does not exist",
         hint="create the file (chmod 600, keep it out of git) or fix the path; "
-             "it is relative to the profile file",
+        "it is relative to the profile file",
     )
 
 
@@ -284,11 +289,18 @@ def _check_credential(entry: CredentialEntry) -> None:
         name = getattr(entry, key)
         if name is not None and not Path(name).is_file():
             raise _missing_secret(entry, key, name)
-    if not (entry.password or entry.password_file or entry.ssh_key_file
-            or entry.secret_access_key or entry.secret_access_key_file):
-        raise ProfileError(f"{where}: no secret",
-                           hint="give password_file, ssh_key_file or secret_access_key_file "
-                                "(or a literal password)")
+    if not (
+        entry.password
+        or entry.password_file
+        or entry.ssh_key_file
+        or entry.secret_access_key
+        or entry.secret_access_key_file
+    ):
+        raise ProfileError(
+            f"{where}: no secret",
+            hint="give password_file, ssh_key_file or secret_access_key_file "
+            "(or a literal password)",
+        )
 
 
 def _load_chain(name: str, directory: Path, seen: tuple[str, ...]) -> dict[str, Any]:
@@ -371,8 +383,10 @@ def _locate_credential(entry: dict[str, Any], path: str, node: yaml.Node) -> Non
     """Secret files are relative to the profile file that names them (which
     may be a parent the profile extends); the entry remembers where it was."""
     if "match" not in entry:
-        raise ProfileError(f"{path}:{_line(node)}: key 'credentials.match' is required",
-                           hint="user@host, host, or a URL prefix")
+        raise ProfileError(
+            f"{path}:{_line(node)}: key 'credentials.match' is required",
+            hint="user@host, host, or a URL prefix",
+        )
     entry["origin"] = f"{path}:{_line(node)}"
     for key in SECRET_FILES:
         if isinstance(entry.get(key), str):

@@ -69,7 +69,7 @@ PACKAGE_OF: dict[str, str] = {
 # the partition nodes itself (disks.reread_partitions).
 OPTIONAL_FOR_LIBRARIES: dict[str, str] = {
     "udevadm": "without udev there is nothing to settle; liferaft waits for the "
-               "partition nodes itself",
+    "partition nodes itself",
 }
 _stand_in_lock = threading.Lock()
 _stand_in: list[str] = []  # the folder of quiet stand-ins ("": none needed), made once
@@ -79,16 +79,20 @@ def _stand_in_folder() -> str:
     """A folder holding a do-nothing stand-in for each optional program that is
     missing ("" when none is): looked for once per process, said once in the log."""
     if not _stand_in:
-        missing = [p for p in OPTIONAL_FOR_LIBRARIES
-                   if shutil.which(p, path=_search_path()) is None]
+        missing = [
+            p for p in OPTIONAL_FOR_LIBRARIES if shutil.which(p, path=_search_path()) is None
+        ]
         folder = ""
         if missing:
             folder = tempfile.mkdtemp(prefix="liferaft-stand-ins-")
             atexit.register(shutil.rmtree, folder, ignore_errors=True)
             for program in missing:
                 os.symlink(shutil.which("true") or "/bin/true", os.path.join(folder, program))
-                log.info("%s is not installed: libraries run without it (%s)", program,
-                         OPTIONAL_FOR_LIBRARIES[program])
+                log.info(
+                    "%s is not installed: libraries run without it (%s)",
+                    program,
+                    OPTIONAL_FOR_LIBRARIES[program],
+                )
         _stand_in.append(folder)
     return _stand_in[0]
 

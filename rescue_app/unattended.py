@@ -201,10 +201,13 @@ def split_device_spec(spec: str) -> tuple[str | None, str]:
     device, _, path = spec.rpartition(":")
     if device.startswith("/") and not device.startswith("/dev/"):
         return None, spec  # a path that happens to hold a colon
-    if not device or not (device.startswith(("LABEL=", "UUID=", "PARTUUID=", "PARTLABEL=",
-                                             "/dev/", "serial:"))):
-        raise UsageError(f"{spec!r}: expected DEVICE:PATH with DEVICE LABEL=, UUID=, "
-                         "a /dev path or serial:XYZ, or a plain path")
+    if not device or not (
+        device.startswith(("LABEL=", "UUID=", "PARTUUID=", "PARTLABEL=", "/dev/", "serial:"))
+    ):
+        raise UsageError(
+            f"{spec!r}: expected DEVICE:PATH with DEVICE LABEL=, UUID=, "
+            "a /dev path or serial:XYZ, or a plain path"
+        )
     return device, path or "/"
 
 
@@ -216,9 +219,11 @@ def _find_device(device: str, timeout: float = DEVICE_WAIT_S) -> str:
         if node is not None:
             return node
         if time.monotonic() > deadline:
-            raise LiferaftError(f"device {device} not found after {timeout:.0f} s",
-                                hint="check that the medium is attached and its label, "
-                                     "UUID or serial (blkid lists them)")
+            raise LiferaftError(
+                f"device {device} not found after {timeout:.0f} s",
+                hint="check that the medium is attached and its label, "
+                "UUID or serial (blkid lists them)",
+            )
         time.sleep(1)
 
 
@@ -342,13 +347,17 @@ def _execute(action: UnattendedAction) -> str:
         log.info("plan:\n%s", plan.render())
         result = engine.restore(plan, progress=progress, verify=True)
         checked = "verified" if result.verified else "NOT verified"
-        return (f"restored {result.ref} to {', '.join(action.targets)}: "
-                f"{human_size(result.written_bytes)} written, {checked}")
+        return (
+            f"restored {result.ref} to {', '.join(action.targets)}: "
+            f"{human_size(result.written_bytes)} written, {checked}"
+        )
     repo = engine.open_repository(location, create=True)
     captured = engine.capture(repo, action.image, list(action.targets), progress=progress)
-    return (f"captured {', '.join(action.targets)} as {captured.ref}: "
-            f"{human_size(captured.data_bytes)} of data, "
-            f"{human_size(captured.stored_bytes)} stored")
+    return (
+        f"captured {', '.join(action.targets)} as {captured.ref}: "
+        f"{human_size(captured.data_bytes)} of data, "
+        f"{human_size(captured.stored_bytes)} stored"
+    )
 
 
 def _load_profile_action() -> Unattended | None:

@@ -19,14 +19,21 @@ from tests.helpers.diskkit import (
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def liferaft(*args: str, check: bool = True, user: int | None = None,
-             timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def liferaft(
+    *args: str, check: bool = True, user: int | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     """Run the real CLI as a user would; stdin is not a terminal."""
     argv = [sys.executable, "-m", "rescue_app.cli", *args]
     if user is not None:
         argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=REPO_ROOT,
-                          stdin=subprocess.DEVNULL, timeout=timeout)
+    proc = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"liferaft {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -160,7 +160,10 @@ def _site_with_credentials(tmp_path: Path) -> Path:
 
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "",
                     "-f", str(secrets / "backup_key")], check=True)  # fmt: skip
-    write(tmp_path, "site", f"""\
+    write(
+        tmp_path,
+        "site",
+        f"""\
 extends: base
 name: site
 network:
@@ -174,7 +177,8 @@ credentials:
   - match: https://images.example.com/
     user: rescue
     password: "{LITERAL_SECRET}"
-""")
+""",
+    )
     return tmp_path
 
 
@@ -223,7 +227,8 @@ def test_show_masks_literal_secrets(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_image_gets_credentials_0600_and_nothing_else_holds_them(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The build's overlay steps on a profile with secrets: the baked file is
     0600 and holds them, profile.yaml, the build's output and the cache key
     do not; network.mode none leaves no .network file and no networkd."""
@@ -236,8 +241,13 @@ def test_image_gets_credentials_0600_and_nothing_else_holds_them(
 
     profiles = _site_with_credentials(tmp_path / "profiles")
     profile = load_profile("site", profiles)
-    ctx = context.BuildContext(profile=profile, repo=context.REPO, cache_dir=tmp_path / "cache",
-                             build_dir=tmp_path / "build", output_dir=tmp_path / "dist")
+    ctx = context.BuildContext(
+        profile=profile,
+        repo=context.REPO,
+        cache_dir=tmp_path / "cache",
+        build_dir=tmp_path / "build",
+        output_dir=tmp_path / "dist",
+    )
     root = tmp_path / "root"
     root.mkdir()
     layers.render_overlay(ctx, root)
@@ -289,8 +299,13 @@ def test_image_gets_credentials_0600_and_nothing_else_holds_them(
 def test_profile_without_credentials_bakes_nothing(tmp_path: Path) -> None:
     from builder import context, layers
 
-    ctx = context.BuildContext(profile=load_profile("default"), repo=context.REPO,
-                             cache_dir=tmp_path, build_dir=tmp_path, output_dir=tmp_path)
+    ctx = context.BuildContext(
+        profile=load_profile("default"),
+        repo=context.REPO,
+        cache_dir=tmp_path,
+        build_dir=tmp_path,
+        output_dir=tmp_path,
+    )
     root = tmp_path / "root"
     root.mkdir()
     layers.render_overlay(ctx, root)
@@ -311,8 +326,12 @@ def test_the_rescue_system_reads_the_dumped_profile_with_the_same_schema(tmp_pat
 
     secret = tmp_path / "nas.pw"
     secret.write_text("pw\n")
-    write(tmp_path, "base", BASE + "repository: /srv/images\nunattended:\n  action: restore\n"
-          "credentials:\n  - match: backup@nas\n    password_file: nas.pw\n")
+    write(
+        tmp_path,
+        "base",
+        BASE + "repository: /srv/images\nunattended:\n  action: restore\n"
+        "credentials:\n  - match: backup@nas\n    password_file: nas.pw\n",
+    )
     built = load_profile("base", tmp_path)
     secret.unlink()
     installed = tmp_path / "etc" / "profile.yaml"
@@ -320,5 +339,8 @@ def test_the_rescue_system_reads_the_dumped_profile_with_the_same_schema(tmp_pat
     installed.write_text(built.dump())
     loaded = load_profile_file(installed, check_secrets=False)
     assert (loaded.title, loaded.repository, loaded.unattended) == (
-        built.title, built.repository, built.unattended)
+        built.title,
+        built.repository,
+        built.unattended,
+    )
     assert loaded.unattended.poweroff is True

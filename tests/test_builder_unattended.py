@@ -32,8 +32,9 @@ def test_parse_cmdline_takes_only_liferaft_keys() -> None:
 
 
 def test_command_line_overrides_profile() -> None:
-    profile = Unattended(action="restore", repo="/mnt/nas", image="base", target="/dev/sda",
-                         poweroff=False)
+    profile = Unattended(
+        action="restore", repo="/mnt/nas", image="base", target="/dev/sda", poweroff=False
+    )
     action = resolve_action(parse_cmdline("liferaft.image=web2"), profile)
     assert action is not None
     assert (action.repo, action.image, action.targets, action.poweroff) == (
@@ -44,8 +45,9 @@ def test_command_line_overrides_profile() -> None:
     )
 
 
-def test_poweroff_default_is_the_profile_schema_s(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_poweroff_default_is_the_profile_schema_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """One default for the builder and unattended mode: a cmdline-only action on a
     rescue system whose profile says nothing about poweroff powers off."""
     asked = "liferaft.action=restore liferaft.repo=/r liferaft.image=x liferaft.target=/dev/x"
@@ -54,8 +56,10 @@ def test_poweroff_default_is_the_profile_schema_s(tmp_path: Path,
     action = resolve_action(parse_cmdline(asked + " liferaft.poweroff=0"), None)
     assert action is not None and action.poweroff is False
     profile = tmp_path / "profile.yaml"
-    profile.write_text("name: p\nlabel: P\ntitle: P\nsuite: bookworm\nmirror: http://m/\n"
-                       "unattended:\n  action: none\n")
+    profile.write_text(
+        "name: p\nlabel: P\ntitle: P\nsuite: bookworm\nmirror: http://m/\n"
+        "unattended:\n  action: none\n"
+    )
     monkeypatch.setattr(unattended, "PROFILE_FILE", profile)
     loaded = unattended._load_profile_action()
     assert loaded is not None and loaded.poweroff is True
@@ -65,8 +69,10 @@ def test_broken_profile_is_a_failed_banner_naming_file_key_and_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     profile = tmp_path / "profile.yaml"
-    profile.write_text("name: p\nlabel: P\ntitle: P\nsuite: bookworm\nmirror: http://m/\n"
-                       "unattended:\n  poweroff: maybe\n")
+    profile.write_text(
+        "name: p\nlabel: P\ntitle: P\nsuite: bookworm\nmirror: http://m/\n"
+        "unattended:\n  poweroff: maybe\n"
+    )
     monkeypatch.setattr(unattended, "PROFILE_FILE", profile)
     monkeypatch.setattr(unattended, "LOG_FILE", tmp_path / "u.log")
     code = run_unattended("liferaft.action=restore", power_off=lambda: pytest.fail("off"))
@@ -159,7 +165,9 @@ SECRET = "drill-like-Pw-31x-on-a-stick"
 
 @pytest.mark.root
 def test_credentials_from_a_labelled_medium(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loopdisk: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    loopdisk: Any,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A real ext4 stick with a label: mounted read-only, the file and the key
@@ -215,7 +223,9 @@ def test_credentials_from_a_labelled_medium(
 
 @pytest.mark.root
 def test_unattended_capture_of_a_mounted_disk_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loopdisk: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    loopdisk: Any,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Issue 10 item 1 in unattended mode: the engine's refusal, a FAILED banner, no repo."""
@@ -228,7 +238,10 @@ def test_unattended_capture_of_a_mounted_disk_is_refused(
     with mounted(dev, "ext4") as point:
         code = run_unattended(
             f"liferaft.action=capture liferaft.repo={repo} liferaft.image=live "
-            f"liferaft.target={dev}", Unattended(), power_off=lambda: None)
+            f"liferaft.target={dev}",
+            Unattended(),
+            power_off=lambda: None,
+        )
     out = capsys.readouterr().out
     assert code != 0
     assert "LIFERAFT UNATTENDED CAPTURE: FAILED" in out

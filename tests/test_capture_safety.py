@@ -58,8 +58,10 @@ def test_repository_on_the_captured_disk_is_always_refused(loopdisk, workdir):
         assert_one_line_error(proc, "repository", repo, "being captured", "another disk")
         assert not os.path.exists(repo)
     # a partition of the disk holding it, the other partition unmounted
-    src = build_source(loopdisk(160 * MIB), Layout(
-        "gpt", [PartSpec(64, "ext4", "a"), PartSpec(None, "ext4", "b")], ["ext4", "ext4"]))
+    src = build_source(
+        loopdisk(160 * MIB),
+        Layout("gpt", [PartSpec(64, "ext4", "a"), PartSpec(None, "ext4", "b")], ["ext4", "ext4"]),
+    )
     with mounted(src.nodes[1], "ext4") as point:
         repo = os.path.join(point, "backups", "repo")
         proc = liferaft("capture", "--repo", repo, "--name", "p", src.dev, check=False)
@@ -68,19 +70,18 @@ def test_repository_on_the_captured_disk_is_always_refused(loopdisk, workdir):
 
 
 def test_mounted_read_write_partition_is_refused(loopdisk, workdir):
-    src = build_source(loopdisk(128 * MIB), Layout("gpt", [PartSpec(None, "ext4", "r")],
-                                                    ["ext4"]))
+    src = build_source(loopdisk(128 * MIB), Layout("gpt", [PartSpec(None, "ext4", "r")], ["ext4"]))
     with mounted(src.nodes[0], "ext4") as point:
-        proc = liferaft("capture", "--repo", os.path.join(workdir, "r"), "--name", "p",
-                        src.dev, check=False)
+        proc = liferaft(
+            "capture", "--repo", os.path.join(workdir, "r"), "--name", "p", src.dev, check=False
+        )
         assert_one_line_error(proc, src.nodes[0], "mounted read-write", point)
     with mounted(src.nodes[0], "ext4", read_only=True):
         liferaft("capture", "--repo", os.path.join(workdir, "r"), "--name", "p", src.dev)
 
 
 def test_failed_capture_leaves_no_repository(loopdisk, workdir):
-    src = build_source(loopdisk(128 * MIB), Layout("gpt", [PartSpec(None, "ext4", "r")],
-                                                    ["ext4"]))
+    src = build_source(loopdisk(128 * MIB), Layout("gpt", [PartSpec(None, "ext4", "r")], ["ext4"]))
     repo = os.path.join(workdir, "typo", "repo")
     for device in ("/dev/no-such-disk", src.nodes[0]):
         proc = liferaft("capture", "--repo", repo, "--name", "x", device, check=False)
@@ -93,15 +94,19 @@ def test_repo_that_is_a_file(workdir, loopdisk):
     with open(path, "w") as f:
         f.write("not a repository\n")
     dev = loopdisk(32 * MIB)
-    for args in (["images"], ["verify"], ["capture", "--name", "x", dev],
-                 ["restore", "--image", "x", "--to", dev, "--dry-run"], ["serve", "--port", "0"]):
+    for args in (
+        ["images"],
+        ["verify"],
+        ["capture", "--name", "x", dev],
+        ["restore", "--image", "x", "--to", dev, "--dry-run"],
+        ["serve", "--port", "0"],
+    ):
         proc = liferaft(*args, "--repo", path, check=False, timeout=60)
         assert_one_line_error(proc, "is a file, not a folder")
 
 
 def _two_images(loopdisk, workdir) -> str:
-    src = build_source(loopdisk(128 * MIB), Layout("gpt", [PartSpec(None, "ext4", "r")],
-                                                    ["ext4"]))
+    src = build_source(loopdisk(128 * MIB), Layout("gpt", [PartSpec(None, "ext4", "r")], ["ext4"]))
     repo = os.path.join(workdir, "repo")
     liferaft("capture", "--repo", repo, "--name", "one", src.dev)
     liferaft("capture", "--repo", repo, "--name", "two", src.dev)
@@ -125,8 +130,9 @@ def test_damaged_repository_file_is_one_line_with_a_hint(loopdisk, workdir):
     repo = _two_images(loopdisk, workdir)
     with open(os.path.join(repo, "liferaft-repository.json"), "w") as f:
         f.write('{"format": "liferaft-repo')
-    line = assert_one_line_error(liferaft("images", "--repo", repo, check=False),
-                                 "liferaft-repository.json is damaged")
+    line = assert_one_line_error(
+        liferaft("images", "--repo", repo, check=False), "liferaft-repository.json is damaged"
+    )
     assert "FORMAT.md" in line or "copy" in line
 
 
@@ -152,16 +158,16 @@ def test_restore_with_a_missing_chunk_writes_nothing(loopdisk, workdir):
     make_fs(target, "ext4", label="KEEPME")
     before = disk_bytes_sha256(target, 0, 128 * MIB)
     for extra in (["--dry-run"], ["--yes"]):
-        proc = liferaft("restore", "--repo", repo, "--image", "one", "--to", target, *extra,
-                        check=False)
+        proc = liferaft(
+            "restore", "--repo", repo, "--image", "one", "--to", target, *extra, check=False
+        )
         assert_one_line_error(proc, "1 chunk(s)", "missing", "one@", "two@", "nothing was written")
     assert disk_bytes_sha256(target, 0, 128 * MIB) == before
 
 
 def test_disks_shows_labels_of_mounted_partitions(loopdisk):
     """Item 12: a mounted partition keeps its label in `liferaft disks` (no udev here)."""
-    src = build_source(loopdisk(128 * MIB), Layout("gpt", [PartSpec(None, "ext4", "r")],
-                                                    ["ext4"]))
+    src = build_source(loopdisk(128 * MIB), Layout("gpt", [PartSpec(None, "ext4", "r")], ["ext4"]))
     with mounted(src.nodes[0], "ext4") as point:
         lines = liferaft("disks").stdout.splitlines()
         (line,) = [ln for ln in lines if ln.strip().startswith(src.nodes[0] + " ")]
@@ -187,8 +193,10 @@ def test_capture_makes_the_kernel_show_partitions_and_names_raw_ones(loopdisk, w
     """Issue 11: on a host without udev the partition nodes may be missing; capture
     must not silently store every partition raw. And a partition that is stored raw
     says so, with the reason, in the output and in `images --json`."""
-    src = build_source(loopdisk(160 * MIB), Layout(
-        "gpt", [PartSpec(64, "ext4", "fs"), PartSpec(None, None, "blank")], ["ext4", None]))
+    src = build_source(
+        loopdisk(160 * MIB),
+        Layout("gpt", [PartSpec(64, "ext4", "fs"), PartSpec(None, None, "blank")], ["ext4", None]),
+    )
     with open(src.nodes[1], "r+b") as f:  # bytes no tool recognises
         f.write(os.urandom(2 * MIB))
     subprocess.run(["partx", "-d", src.dev], check=True)  # the kernel forgets them
@@ -214,20 +222,27 @@ def test_disk_with_an_incomplete_restore_is_not_captured(loopdisk, workdir):
     restoremark.write(dev, "web1@20261204T101500Z", datetime.now(UTC))
     repo = os.path.join(workdir, "repo")
     proc = liferaft("capture", "--repo", repo, "--name", "half", dev, check=False)
-    assert_one_line_error(proc, "incomplete restore of web1@20261204T101500Z",
-                          "run the restore again")
+    assert_one_line_error(
+        proc, "incomplete restore of web1@20261204T101500Z", "run the restore again"
+    )
     assert not os.path.exists(repo)
 
 
 def test_new_repository_on_a_read_only_filesystem_is_one_line(loopdisk, workdir):
     """A repository still to be created is checked before any disk is read, without
     creating anything: a read-only place says so and what to do."""
-    src = build_source(loopdisk(128 * MIB), Layout("gpt", [PartSpec(None, "ext4", "r")],
-                                                    ["ext4"]))
+    src = build_source(loopdisk(128 * MIB), Layout("gpt", [PartSpec(None, "ext4", "r")], ["ext4"]))
     stick = loopdisk(32 * MIB)
     make_fs(stick, "ext4")
     with mounted(stick, "ext4", read_only=True) as point:
-        proc = liferaft("capture", "--repo", os.path.join(point, "new", "repo"), "--name", "x",
-                        src.dev, check=False)
+        proc = liferaft(
+            "capture",
+            "--repo",
+            os.path.join(point, "new", "repo"),
+            "--name",
+            "x",
+            src.dev,
+            check=False,
+        )
         assert_one_line_error(proc, "read-only filesystem", "remount it read-write")
         assert os.listdir(point) == ["lost+found"]

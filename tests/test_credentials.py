@@ -75,19 +75,26 @@ def test_most_specific_entry_wins(tmp_path: Path) -> None:
     assert pw("https://rescue@web.example.com:8443/repo/") == SECRET
     assert pw("https://bob@web.example.com:8443/repo/") is None  # the entry is rescue's
     s3 = creds.find("s3://bucket/site/a")
-    assert s3 is not None and (s3.access_key_id, s3.secret_access_key) == ("AKIDFILE",
-                                                                             "file-secret")
+    assert s3 is not None and (s3.access_key_id, s3.secret_access_key) == (
+        "AKIDFILE",
+        "file-secret",
+    )
     assert creds.find("s3://bucket/other") is None
     assert SECRET not in repr(creds) and "file-secret" not in repr(creds)
 
 
-def test_password_for_order_ui_environment_file(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_password_for_order_ui_environment_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = write_private(tmp_path / "c.yaml", ENTRIES)
     monkeypatch.setenv("LIFERAFT_CREDENTIALS", str(path))
     assert password_for("backup@nas.example.com", ask=False) == "user-at-host"
-    assert password_for("backup@nas.example.com", ask=False,
-                        url="sftp://backup@nas.example.com/srv/images") == "url-prefix"
+    assert (
+        password_for(
+            "backup@nas.example.com", ask=False, url="sftp://backup@nas.example.com/srv/images"
+        )
+        == "url-prefix"
+    )
     assert password_for("nobody@elsewhere", ask=False) is None
     monkeypatch.setenv("LIFERAFT_PASSWORD", "from-env")
     assert password_for("backup@nas.example.com", ask=False) == "from-env"
@@ -100,14 +107,16 @@ def test_password_for_order_ui_environment_file(tmp_path: Path,
         stores._passwords.clear()
     # a changed file is read again
     monkeypatch.delenv("LIFERAFT_PASSWORD")
-    write_private(path, "credentials:\n  - match: backup@nas.example.com\n"
-                        "    password: changed-value\n")
+    write_private(
+        path, "credentials:\n  - match: backup@nas.example.com\n    password: changed-value\n"
+    )
     os.utime(path, ns=(1, 1))
     assert password_for("backup@nas.example.com", ask=False) == "changed-value"
 
 
-def test_file_readable_by_others_is_refused(tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_file_readable_by_others_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = write_private(tmp_path / "c.yaml", ENTRIES, mode=0o644)
     with pytest.raises(CredentialsError) as err:
         credentials.load(str(path))
@@ -170,12 +179,15 @@ def test_ssh_key_file_and_host_keys(tmp_path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f",
                     str(keys / "id")], check=True)  # fmt: skip
     public = (keys / "id.pub").read_text().strip()
-    path = write_private(tmp_path / "c.yaml", f"""\
+    path = write_private(
+        tmp_path / "c.yaml",
+        f"""\
 credentials:
   - match: sftp://backup@files:2222/
     ssh_key_file: keys/id
     host_keys: ["{public} root@files"]
-""")
+""",
+    )
     entry = credentials.load(str(path)).find("sftp://backup@files:2222/srv")
     assert entry is not None and entry.ssh_key is not None
     assert entry.private_key().get_base64() == public.split()[1]

@@ -107,12 +107,15 @@ def test_ssh_key_and_host_key_from_the_file_log_in_to_sshd(creds_file, workdir):
     with sshd(os.path.join(workdir, "sshd")) as (port, client_key, known):
         host_key = Path(known).read_text().split(None, 1)[1].strip()
         os.chmod(client_key, 0o600)
-        _write(creds_file, f"""\
+        _write(
+            creds_file,
+            f"""\
 credentials:
   - match: sftp://root@127.0.0.1:{port}/
     ssh_key_file: {client_key}
     host_keys: ["{host_key}"]
-""")
+""",
+        )
         url = f"sftp://root@127.0.0.1:{port}{workdir}"
         entry = credentials.find(url)
         assert entry is not None and entry.password is None
@@ -121,17 +124,24 @@ credentials:
             client = paramiko.SSHClient()
             for line in lines:
                 name, kind, data = line.split()[:3]
-                client.get_host_keys().add(name, kind, paramiko.PKey.from_type_string(
-                    kind, base64.b64decode(data)))
+                client.get_host_keys().add(
+                    name, kind, paramiko.PKey.from_type_string(kind, base64.b64decode(data))
+                )
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
-            client.connect("127.0.0.1", port, username="root", pkey=entry.private_key(),
-                           look_for_keys=False, allow_agent=False, timeout=10)
+            client.connect(
+                "127.0.0.1",
+                port,
+                username="root",
+                pkey=entry.private_key(),
+                look_for_keys=False,
+                allow_agent=False,
+                timeout=10,
+            )
             return client
 
         client = connect(entry.known_hosts_lines("127.0.0.1", port))
         try:
-            assert os.path.basename(workdir) in client.open_sftp().listdir(
-                os.path.dirname(workdir))
+            assert os.path.basename(workdir) in client.open_sftp().listdir(os.path.dirname(workdir))
         finally:
             client.close()
         other = paramiko.Ed25519Key.from_private_key_file(client_key)  # not the host's key
@@ -140,8 +150,13 @@ credentials:
 
 
 @pytest.mark.root
-def test_sftp_store_takes_key_and_host_key_from_the_file(captured, creds_file, workdir,  # noqa: F811
-                                                         tmp_path, monkeypatch):
+def test_sftp_store_takes_key_and_host_key_from_the_file(
+    captured,  # noqa: F811
+    creds_file,
+    workdir,
+    tmp_path,
+    monkeypatch,
+):
     """liferaft itself against sshd: no key in the environment or ~/.ssh, the
     entry's key logs in; a host key other than the entry's is refused."""
     for name in ("LIFERAFT_KNOWN_HOSTS", "LIFERAFT_SSH_KNOWN_HOSTS"):
@@ -156,12 +171,16 @@ def test_sftp_store_takes_key_and_host_key_from_the_file(captured, creds_file, w
         url = f"sftp://root@127.0.0.1:{port}{captured.repo}"
 
         def entry(key: str, host: str) -> None:
-            _write(creds_file, f"credentials:\n  - match: sftp://root@127.0.0.1:{port}/\n"
-                               f"    ssh_key_file: {key}\n    host_keys: [\"{host}\"]\n")
+            _write(
+                creds_file,
+                f"credentials:\n  - match: sftp://root@127.0.0.1:{port}/\n"
+                f'    ssh_key_file: {key}\n    host_keys: ["{host}"]\n',
+            )
 
         entry(str(other), host_key)  # a key sshd does not know
-        assert_one_line_error(liferaft("images", "--repo", url, check=False),
-                              "refused the login of root")
+        assert_one_line_error(
+            liferaft("images", "--repo", url, check=False), "refused the login of root"
+        )
         entry(client_key, host_key)
         assert "src@" in liferaft("images", "--repo", url).stdout
         entry(client_key, (other.parent / "other.pub").read_text().strip())
@@ -178,7 +197,8 @@ def _basic_auth_nginx(nginx: Nginx, user: str, password: str) -> None:
         f.write(f"{user}:{{SHA}}{digest}\n")
     conf = Path(nginx.conf)
     text = conf.read_text().replace(
-        "    root ", f'    auth_basic "liferaft"; auth_basic_user_file {users};\n    root ', 1)
+        "    root ", f'    auth_basic "liferaft"; auth_basic_user_file {users};\n    root ', 1
+    )
     conf.write_text(text)
 
 
@@ -193,12 +213,15 @@ def test_http_basic_auth_from_the_file(captured, creds_file, loopdisk, workdir):
         proc = liferaft("images", "--repo", url, check=False)
         assert_one_line_error(proc, "refused access", "HTTP 401")
         # the URL people see names no user: the entry gives user and password
-        _write(creds_file, f"""\
+        _write(
+            creds_file,
+            f"""\
 credentials:
   - match: http://127.0.0.1:{nginx.port}/
     user: rescue
     password: "{SECRET}"
-""")
+""",
+        )
         target = loopdisk(DISK_BYTES)
         proc, seen = _run_watching(["--log", log, "restore", "--repo", url, "--image", "src",
                                     "--to", target, "--yes"], SECRET)  # fmt: skip
@@ -218,23 +241,28 @@ def test_s3_keys_from_the_file_environment_wins(creds_file, monkeypatch):
     moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    _write(creds_file, f"""\
+    _write(
+        creds_file,
+        f"""\
 credentials:
   - match: s3://backups/site
     access_key_id: AKIDFROMFILE
     secret_access_key: "{SECRET}"
-""")
+""",
+    )
     with running([moto, "-H", "127.0.0.1", "-p", str(port)], port):
         endpoint = f"http://127.0.0.1:{port}"
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="x",
-                     aws_secret_access_key="y").create_bucket(Bucket="backups")
+        boto3.client(
+            "s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="y"
+        ).create_bucket(Bucket="backups")
 
         def signed_with(url: str) -> str:
             store = open_store(url)
             seen: list[str] = []
             store.client.meta.events.register(  # type: ignore[attr-defined]
-                "before-send.s3", lambda request, **_: seen.append(
-                    str(request.headers.get("Authorization", ""))))
+                "before-send.s3",
+                lambda request, **_: seen.append(str(request.headers.get("Authorization", ""))),
+            )
             store.write("probe", b"data", durable=True)
             assert store.read("probe") == b"data"
             store.close()

@@ -30,17 +30,28 @@ pytestmark = pytest.mark.root
 
 ALL_FS_GPT = Layout(
     "gpt",
-    [PartSpec(64, "vfat", "esp"), PartSpec(160, "ext4", "root"), PartSpec(320, "xfs", "srv"),
-     PartSpec(160, "btrfs", "home"), PartSpec(100, "ntfs", "win"), PartSpec(64, "exfat", "xch"),
-     PartSpec(32, "swap", "swap"), PartSpec(None, "ext3", "var")],
+    [
+        PartSpec(64, "vfat", "esp"),
+        PartSpec(160, "ext4", "root"),
+        PartSpec(320, "xfs", "srv"),
+        PartSpec(160, "btrfs", "home"),
+        PartSpec(100, "ntfs", "win"),
+        PartSpec(64, "exfat", "xch"),
+        PartSpec(32, "swap", "swap"),
+        PartSpec(None, "ext3", "var"),
+    ],
     ["vfat", "ext4", "xfs", "btrfs", "ntfs", "exfat", "swap", "ext3"],
 )
 
 MBR_LOGICALS = Layout(
     "msdos",
-    [PartSpec(120, "ext2", None), PartSpec(None, None, None, "extended"),
-     PartSpec(100, "ntfs", None, "logical"), PartSpec(64, "vfat", None, "logical"),
-     PartSpec(None, "ext4", None, "logical")],
+    [
+        PartSpec(120, "ext2", None),
+        PartSpec(None, None, None, "extended"),
+        PartSpec(100, "ntfs", None, "logical"),
+        PartSpec(64, "vfat", None, "logical"),
+        PartSpec(None, "ext4", None, "logical"),
+    ],
     ["ext2", None, "ntfs", "vfat", "ext4"],
 )
 
@@ -53,8 +64,15 @@ def _table_identity(dev: str) -> tuple:
     """Everything of a table that must survive a restore (not its size)."""
     t = _sfdisk(dev)
     parts = [
-        (p["node"].removeprefix(dev), p["start"], p.get("type"), p.get("uuid"), p.get("name"),
-         p.get("bootable"), p.get("attrs"))
+        (
+            p["node"].removeprefix(dev),
+            p["start"],
+            p.get("type"),
+            p.get("uuid"),
+            p.get("name"),
+            p.get("bootable"),
+            p.get("attrs"),
+        )
         for p in t["partitions"]
     ]
     return t["label"], t["id"], parts
@@ -78,8 +96,9 @@ def test_gpt_every_filesystem_equal_and_larger_disk(loopdisk, workdir):
 
     for size in (1100 * MIB, 1400 * MIB):
         target = loopdisk(size)
-        out = liferaft("restore", "--repo", repo, "--image", "allfs", "--to", target, "--yes",
-                       "--verify").stdout
+        out = liferaft(
+            "restore", "--repo", repo, "--image", "allfs", "--to", target, "--yes", "--verify"
+        ).stdout
         assert "read back and verified" in out
         nodes = reread_partitions(target, len(src.nodes))
         check_restored(src, nodes)
@@ -106,8 +125,18 @@ def test_mbr_logical_partitions_boot_code_gap_and_grow(target_mib, grow, loopdis
     liferaft("capture", "--repo", repo, "--name", "mbr", src.dev)
 
     target = loopdisk(target_mib * MIB)
-    liferaft("restore", "--repo", repo, "--image", "mbr", "--to", target, "--yes", "--verify",
-             *(["--grow"] if grow else []))
+    liferaft(
+        "restore",
+        "--repo",
+        repo,
+        "--image",
+        "mbr",
+        "--to",
+        target,
+        "--yes",
+        "--verify",
+        *(["--grow"] if grow else []),
+    )
     nodes = reread_partitions(target, len(src.nodes))
     check_restored(src, nodes)
     with open(target, "rb") as f:
@@ -136,8 +165,9 @@ def test_grow_last_filesystem(fs, loopdisk, workdir):
     repo = os.path.join(workdir, "repo")
     liferaft("capture", "--repo", repo, "--name", "g", src.dev)
     target = loopdisk(1000 * MIB)
-    plan = liferaft("restore", "--repo", repo, "--image", "g", "--to", target, "--grow",
-                    "--dry-run").stdout
+    plan = liferaft(
+        "restore", "--repo", repo, "--image", "g", "--to", target, "--grow", "--dry-run"
+    ).stdout
     assert "grown from" in plan
     liferaft("restore", "--repo", repo, "--image", "g", "--to", target, "--yes", "--grow")
     nodes = reread_partitions(target, 2)
@@ -160,8 +190,9 @@ def test_disk_without_partition_table(loopdisk, workdir):
 
 
 def test_second_capture_of_unchanged_disk_stores_almost_nothing(loopdisk, workdir):
-    layout = Layout("gpt", [PartSpec(200, "ext4", "a"), PartSpec(None, None, "raw")],
-                    ["ext4", None])
+    layout = Layout(
+        "gpt", [PartSpec(200, "ext4", "a"), PartSpec(None, None, "raw")], ["ext4", None]
+    )
     src = build_source(loopdisk(400 * MIB), layout)
     with open(src.nodes[1], "r+b") as f:  # a partition with no filesystem: copied raw
         f.write(os.urandom(20 * MIB))
@@ -204,8 +235,9 @@ def test_flipped_byte_is_caught_by_verify_and_restore(loopdisk, workdir):
     assert f"offset {index * manifest['chunk_size']}" in proc.stderr
 
     target = loopdisk(200 * MIB)
-    proc = liferaft("restore", "--repo", repo, "--image", "flip", "--to", target, "--yes",
-                    check=False)
+    proc = liferaft(
+        "restore", "--repo", repo, "--image", "flip", "--to", target, "--yes", check=False
+    )
     from tests.enginekit import assert_one_line_error
 
     assert_one_line_error(proc, "damaged", "flip@", "partition 1")
@@ -220,8 +252,9 @@ def _manifest_paths(repo: str) -> list[str]:
 
 
 def test_capture_killed_halfway_leaves_earlier_images_intact(loopdisk, workdir):
-    layout = Layout("gpt", [PartSpec(100, "ext4", "root"), PartSpec(None, None, "bulk")],
-                    ["ext4", None])
+    layout = Layout(
+        "gpt", [PartSpec(100, "ext4", "root"), PartSpec(None, None, "bulk")], ["ext4", None]
+    )
     src = build_source(loopdisk(900 * MIB), layout)
     repo = os.path.join(workdir, "repo")
     liferaft("capture", "--repo", repo, "--name", "keep", src.dev)
@@ -230,9 +263,22 @@ def test_capture_killed_halfway_leaves_earlier_images_intact(loopdisk, workdir):
             f.write(os.urandom(32 * MIB))
     os.sync()
     before = len(_chunk_files(repo))
-    proc = subprocess.Popen([sys.executable, "-m", "rescue_app.cli", "capture", "--repo", repo,
-                             "--name", "killed", src.dev], cwd=REPO_ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rescue_app.cli",
+            "capture",
+            "--repo",
+            repo,
+            "--name",
+            "killed",
+            src.dev,
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while len(_chunk_files(repo)) < before + 20 and time.monotonic() < deadline:
         assert proc.poll() is None, "capture finished before it could be killed"
@@ -279,13 +325,20 @@ def test_ext_used_map_from_e2fsprogs_equals_partclones(fs, loopdisk):
 
 def test_restore_over_a_disk_with_another_layout(loopdisk, workdir):
     """Old tables, old filesystems and old GPT backups must not survive or confuse."""
-    src = build_source(loopdisk(400 * MIB), Layout(
-        "msdos", [PartSpec(150, "ext4"), PartSpec(None, "vfat")], ["ext4", "vfat"]))
+    src = build_source(
+        loopdisk(400 * MIB),
+        Layout("msdos", [PartSpec(150, "ext4"), PartSpec(None, "vfat")], ["ext4", "vfat"]),
+    )
     repo = os.path.join(workdir, "repo")
     liferaft("capture", "--repo", repo, "--name", "over", src.dev)
     target = loopdisk(500 * MIB)
-    build_source(target, Layout("gpt", [PartSpec(120, "btrfs", "old"), PartSpec(None, "xfs", "x")],
-                                ["btrfs", "xfs"]), seed=5)
+    build_source(
+        target,
+        Layout(
+            "gpt", [PartSpec(120, "btrfs", "old"), PartSpec(None, "xfs", "x")], ["btrfs", "xfs"]
+        ),
+        seed=5,
+    )
     plan = liferaft("restore", "--repo", repo, "--image", "over", "--to", target, "--dry-run")
     assert "btrfs" in plan.stdout and "xfs" in plan.stdout  # it says what is erased
     liferaft("restore", "--repo", repo, "--image", "over", "--to", target, "--yes", "--verify")

@@ -40,8 +40,9 @@ def test_missing_repository(workdir):
 
 
 def test_folder_that_is_not_a_repository(workdir):
-    assert_one_line_error(liferaft("images", "--repo", workdir, check=False),
-                          "not a liferaft repository")
+    assert_one_line_error(
+        liferaft("images", "--repo", workdir, check=False), "not a liferaft repository"
+    )
 
 
 def test_unreadable_repository(captured):
@@ -58,15 +59,15 @@ def test_read_only_repository(captured, loopdisk, workdir):
     with mounted(dev, "ext4") as point:
         liferaft("capture", "--repo", os.path.join(point, "r"), "--name", "a", src.dev)
         run(["mount", "-o", "remount,ro", point])
-        proc = liferaft("capture", "--repo", os.path.join(point, "r"), "--name", "b", src.dev,
-                        check=False)
+        proc = liferaft(
+            "capture", "--repo", os.path.join(point, "r"), "--name", "b", src.dev, check=False
+        )
         assert_one_line_error(proc, "read-only")
 
 
 def test_unknown_image(captured):
     repo, _ = captured
-    proc = liferaft("restore", "--repo", repo, "--image", "other", "--to", "/dev/null",
-                    check=False)
+    proc = liferaft("restore", "--repo", repo, "--image", "other", "--to", "/dev/null", check=False)
     assert_one_line_error(proc, "no image named 'other'")
     proc = liferaft("verify", "--repo", repo, "src@20000101T000000Z", check=False)
     assert_one_line_error(proc, "not in repository")
@@ -78,8 +79,9 @@ def test_truncated_manifest(captured):
     path = os.path.join(folder, os.listdir(folder)[0])
     text = open(path).read()
     open(path, "w").write(text[: len(text) // 2])
-    proc = liferaft("restore", "--repo", repo, "--image", "src", "--to", "/dev/null",
-                    "--dry-run", check=False)
+    proc = liferaft(
+        "restore", "--repo", repo, "--image", "src", "--to", "/dev/null", "--dry-run", check=False
+    )
     assert_one_line_error(proc, "corrupt or truncated")
     proc = liferaft("verify", "--repo", repo, check=False)
     assert proc.returncode == 1 and "corrupt or truncated" in proc.stderr
@@ -88,8 +90,9 @@ def test_truncated_manifest(captured):
 def test_target_too_small(captured, loopdisk):
     repo, _ = captured
     small = loopdisk(100 * MIB)
-    proc = liferaft("restore", "--repo", repo, "--image", "src", "--to", small, "--yes",
-                    check=False)
+    proc = liferaft(
+        "restore", "--repo", repo, "--image", "src", "--to", small, "--yes", check=False
+    )
     line = assert_one_line_error(proc, "too small", small, "need", "bytes")
     # what the image needs, in bytes and human units, and nothing that contradicts
     # the fact that a smaller disk holding the partitions restores fine (item 9)
@@ -104,8 +107,9 @@ def test_mounted_target_is_refused_whatever_the_flags(captured, loopdisk):
     # the table and boot area; the mounted filesystem itself changes as it is mounted
     before = disk_bytes_sha256(target, 0, MIB)
     with mounted(other.nodes[0], "ext4"):
-        proc = liferaft("restore", "--repo", repo, "--image", "src", "--to", target, "--yes",
-                        check=False)
+        proc = liferaft(
+            "restore", "--repo", repo, "--image", "src", "--to", target, "--yes", check=False
+        )
         assert_one_line_error(proc, "mounted")
     assert disk_bytes_sha256(target, 0, MIB) == before
 
@@ -119,8 +123,9 @@ def test_running_system_disk_is_never_a_target():
 
 def test_partition_is_not_a_disk(captured):
     repo, src = captured
-    proc = liferaft("restore", "--repo", repo, "--image", "src", "--to", src.nodes[0],
-                    "--dry-run", check=False)
+    proc = liferaft(
+        "restore", "--repo", repo, "--image", "src", "--to", src.nodes[0], "--dry-run", check=False
+    )
     assert_one_line_error(proc, "is a partition")
 
 
@@ -138,11 +143,27 @@ def test_wrong_typed_confirmation_writes_nothing(captured, loopdisk):
     target = loopdisk(300 * MIB)
     before = disk_bytes_sha256(target, 0, 300 * MIB)
     # a real terminal, so liferaft asks; the answer names another disk
-    script = shlex.join([sys.executable, "-m", "rescue_app.cli", "restore", "--repo", repo,
-                         "--image", "src", "--to", target])
-    proc = subprocess.run(["script", "-qec", script, "/dev/null"], input="loop999\n",
-                          capture_output=True, text=True, cwd=os.path.dirname(
-                              os.path.dirname(os.path.abspath(__file__))))
+    script = shlex.join(
+        [
+            sys.executable,
+            "-m",
+            "rescue_app.cli",
+            "restore",
+            "--repo",
+            repo,
+            "--image",
+            "src",
+            "--to",
+            target,
+        ]
+    )
+    proc = subprocess.run(
+        ["script", "-qec", script, "/dev/null"],
+        input="loop999\n",
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert proc.returncode != 0
     assert "will be ERASED" in proc.stdout and "not confirmed" in proc.stdout
     assert disk_bytes_sha256(target, 0, 300 * MIB) == before
@@ -151,15 +172,18 @@ def test_wrong_typed_confirmation_writes_nothing(captured, loopdisk):
 def test_capture_refuses_mounted_source(loopdisk, workdir):
     src = build_source(loopdisk(200 * MIB), Layout("gpt", [PartSpec(None, "ext4", "r")], ["ext4"]))
     with mounted(src.nodes[0], "ext4"):
-        proc = liferaft("capture", "--repo", os.path.join(workdir, "r"), "--name", "m", src.dev,
-                        check=False)
+        proc = liferaft(
+            "capture", "--repo", os.path.join(workdir, "r"), "--name", "m", src.dev, check=False
+        )
         assert_one_line_error(proc, "is mounted", "unmount")
 
 
 def test_not_root(captured, workdir):
     repo, src = captured
-    for args in (["capture", "--repo", repo, "--name", "x", src.dev],
-                 ["restore", "--repo", repo, "--image", "src", "--to", src.dev, "--yes"]):
+    for args in (
+        ["capture", "--repo", repo, "--name", "x", src.dev],
+        ["restore", "--repo", repo, "--image", "src", "--to", src.dev, "--yes"],
+    ):
         assert_one_line_error(liferaft(*args, check=False, user=NOBODY), "needs root")
 
 
@@ -172,8 +196,9 @@ def test_bad_image_name(captured):
 def test_wrong_number_of_targets(captured, loopdisk):
     repo, _ = captured
     a, b = loopdisk(300 * MIB), loopdisk(300 * MIB)
-    proc = liferaft("restore", "--repo", repo, "--image", "src", "--to", a, "--to", b,
-                    "--dry-run", check=False)
+    proc = liferaft(
+        "restore", "--repo", repo, "--image", "src", "--to", a, "--to", b, "--dry-run", check=False
+    )
     assert_one_line_error(proc, "1 disk(s) but 2 target(s)")
 
 

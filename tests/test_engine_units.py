@@ -75,57 +75,132 @@ def test_ntfs_backup_boot_sector():
     assert ntfs_backup_boot_sector(bytes(512)) is None
 
 
-SFDISK_DOS = json.dumps({"partitiontable": {
-    "label": "dos", "id": "0x12345678", "device": "/dev/sdb", "unit": "sectors",
-    "sectorsize": 512, "partitions": [
-        {"node": "/dev/sdb1", "start": 2048, "size": 100352, "type": "83", "bootable": True},
-        {"node": "/dev/sdb2", "start": 102400, "size": 286720, "type": "f"},
-        {"node": "/dev/sdb5", "start": 104448, "size": 100352, "type": "7"},
-    ]}})
+SFDISK_DOS = json.dumps(
+    {
+        "partitiontable": {
+            "label": "dos",
+            "id": "0x12345678",
+            "device": "/dev/sdb",
+            "unit": "sectors",
+            "sectorsize": 512,
+            "partitions": [
+                {
+                    "node": "/dev/sdb1",
+                    "start": 2048,
+                    "size": 100352,
+                    "type": "83",
+                    "bootable": True,
+                },
+                {"node": "/dev/sdb2", "start": 102400, "size": 286720, "type": "f"},
+                {"node": "/dev/sdb5", "start": 104448, "size": 100352, "type": "7"},
+            ],
+        }
+    }
+)
 
 
 def test_parse_sfdisk_dos_kinds():
     table, entries = parse_sfdisk_json(SFDISK_DOS)
     assert table.type == "dos" and table.id == "0x12345678"
     assert [(e.number, e.kind, e.type, e.bootable) for e in entries] == [
-        (1, "primary", "83", True), (2, "extended", "f", False), (5, "logical", "7", False)]
+        (1, "primary", "83", True),
+        (2, "extended", "f", False),
+        (5, "logical", "7", False),
+    ]
     assert entries[0].start == 2048 * 512
 
 
 def _part(number, start, size, fs="ext4", kind="gpt", method="used-blocks"):
     return PartitionImage(
-        number=number, start=start, size=size, kind=kind, type=None, uuid=None, name=None,
-        attrs=None, bootable=False, filesystem=Filesystem(fs), method=method,
-        used_bytes=size // 2, used_map=ExtentMap([(0, size // 2)]), chunks=(H,))
+        number=number,
+        start=start,
+        size=size,
+        kind=kind,
+        type=None,
+        uuid=None,
+        name=None,
+        attrs=None,
+        bootable=False,
+        filesystem=Filesystem(fs),
+        method=method,
+        used_bytes=size // 2,
+        used_map=ExtentMap([(0, size // 2)]),
+        chunks=(H,),
+    )
 
 
 def _image(parts, size=1000 * MIB, table="gpt"):
     return DiskImage(
-        index=0, model="M", serial="S1", wwn=None, size=size, logical_sector_size=512,
-        physical_sector_size=512, transport="sata", table=PartitionTable(table, "id"),
-        head=Region(0, MIB, (H,)), gpt_backup=None, partitions=tuple(parts))
+        index=0,
+        model="M",
+        serial="S1",
+        wwn=None,
+        size=size,
+        logical_sector_size=512,
+        physical_sector_size=512,
+        transport="sata",
+        table=PartitionTable(table, "id"),
+        head=Region(0, MIB, (H,)),
+        gpt_backup=None,
+        partitions=tuple(parts),
+    )
 
 
 def _target(size, sector=512, partitions=()):
     return BlockDisk(
-        path="/dev/sdz", name="sdz", model="Blank", serial="T1", wwn=None, size=size,
-        logical_sector_size=sector, physical_sector_size=sector, transport="sata",
-        removable=False, read_only=False, pttype="dos", ptuuid=None, fstype=None,
-        partitions=tuple(partitions), in_use=(), backing_file=None)
+        path="/dev/sdz",
+        name="sdz",
+        model="Blank",
+        serial="T1",
+        wwn=None,
+        size=size,
+        logical_sector_size=sector,
+        physical_sector_size=sector,
+        transport="sata",
+        removable=False,
+        read_only=False,
+        pttype="dos",
+        ptuuid=None,
+        fstype=None,
+        partitions=tuple(partitions),
+        in_use=(),
+        backing_file=None,
+    )
 
 
 def test_plan_equal_disk_keeps_layout_and_renders_what_is_erased():
     from rescue_app.engine.plan import RestorePlan
 
     image = _image([_part(1, MIB, 100 * MIB, "vfat"), _part(2, 101 * MIB, 800 * MIB)])
-    old = BlockPartition(path="/dev/sdz1", number=1, start=MIB, size=500 * MIB, fstype="ntfs",
-                         label="Windows", uuid=None, partuuid=None, parttype=None,
-                         partlabel=None, mountpoints=())
+    old = BlockPartition(
+        path="/dev/sdz1",
+        number=1,
+        start=MIB,
+        size=500 * MIB,
+        fstype="ntfs",
+        label="Windows",
+        uuid=None,
+        partuuid=None,
+        parttype=None,
+        partlabel=None,
+        mountpoints=(),
+    )
     d = plan_disk(image, _target(1000 * MIB, partitions=[old]), grow=False)
-    assert [(s.new.start, s.new.size) for s in d.steps] == [(MIB, 100 * MIB),
-                                                          (101 * MIB, 800 * MIB)]
-    manifest = Manifest("web", "20260101T000000Z", "2026-01-01T00:00:00Z", "web1", "0.1",
-                        4 * MIB, "sha256", "zstd", (image,))
+    assert [(s.new.start, s.new.size) for s in d.steps] == [
+        (MIB, 100 * MIB),
+        (101 * MIB, 800 * MIB),
+    ]
+    manifest = Manifest(
+        "web",
+        "20260101T000000Z",
+        "2026-01-01T00:00:00Z",
+        "web1",
+        "0.1",
+        4 * MIB,
+        "sha256",
+        "zstd",
+        (image,),
+    )
     text = RestorePlan(None, manifest, (d,), False).render()  # type: ignore[arg-type]
     assert "ERASES everything on /dev/sdz" in text and 'ntfs "Windows"' in text
     assert "Blank, serial T1" in text
@@ -149,11 +224,14 @@ def test_plan_grow_gpt_keeps_room_for_backup_table():
 
 
 def test_plan_grow_mbr_logical_grows_extended_too():
-    image = _image([
-        _part(1, MIB, 100 * MIB, kind="primary"),
-        _part(2, 101 * MIB, 800 * MIB, None, kind="extended", method="none"),
-        _part(5, 102 * MIB, 799 * MIB, "ext4", kind="logical"),
-    ], table="dos")
+    image = _image(
+        [
+            _part(1, MIB, 100 * MIB, kind="primary"),
+            _part(2, 101 * MIB, 800 * MIB, None, kind="extended", method="none"),
+            _part(5, 102 * MIB, 799 * MIB, "ext4", kind="logical"),
+        ],
+        table="dos",
+    )
     d = plan_disk(image, _target(2000 * MIB), grow=True)
     ends = {s.source.number: s.new.start + s.new.size for s in d.steps}
     assert ends == {1: 101 * MIB, 2: 2000 * MIB, 5: 2000 * MIB}
@@ -176,9 +254,18 @@ def test_head_ranges_skip_the_partition_tables():
 
 
 def _manifest() -> Manifest:
-    return Manifest("web", "20260101T000000Z", "2026-01-01T00:00:00Z", "web1", "0.1.0",
-                    4 * MIB, "sha256", "zstd", (_image([_part(1, MIB, 100 * MIB)]),),
-                    {"chunks": 1})
+    return Manifest(
+        "web",
+        "20260101T000000Z",
+        "2026-01-01T00:00:00Z",
+        "web1",
+        "0.1.0",
+        4 * MIB,
+        "sha256",
+        "zstd",
+        (_image([_part(1, MIB, 100 * MIB)]),),
+        {"chunks": 1},
+    )
 
 
 def test_manifest_round_trip():
@@ -187,13 +274,16 @@ def test_manifest_round_trip():
     assert m.chunk_refs() == [(H, "disk 1 head", 0), (H, "disk 1 partition 1 (ext4)", 0)]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "corrupt or truncated"),
-    ('{"format": "liferaft-manifest", "version": 1, "name"', "corrupt or truncated"),
-    ('{"format": "something-else"}', "not a liferaft manifest"),
-    ('{"format": "liferaft-manifest", "version": 99}', "newer liferaft"),
-    ('{"format": "liferaft-manifest", "version": 1}', "damaged"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "corrupt or truncated"),
+        ('{"format": "liferaft-manifest", "version": 1, "name"', "corrupt or truncated"),
+        ('{"format": "something-else"}', "not a liferaft manifest"),
+        ('{"format": "liferaft-manifest", "version": 99}', "newer liferaft"),
+        ('{"format": "liferaft-manifest", "version": 1}', "damaged"),
+    ],
+)
 def test_bad_manifests_are_clear_errors(text, message):
     with pytest.raises(ManifestError, match=message):
         parse_manifest(text, "web@x")
@@ -206,7 +296,8 @@ def test_manifest_with_bad_chunk_hash_is_damaged():
         parse_manifest(json.dumps(doc), "web@x")
 
 
-DUMPE2FS = """Block count:              1048576
+DUMPE2FS = (
+    """Block count:              1048576
 Block size:               4096
 Free blocks:              1011634
 
@@ -217,7 +308,9 @@ Group 1: (Blocks 32768-65535) csum 0x1234 [INODE_UNINIT, BLOCK_UNINIT]
 Group 2: (Blocks 65536-98303)
   Free blocks: 65536-70000, 70002, 70004-98303
 Group 3: (Blocks 98304-131071)
-""" + "  Free blocks: \n"  # a full group: dumpe2fs leaves the list empty
+"""
+    + "  Free blocks: \n"
+)  # a full group: dumpe2fs leaves the list empty
 
 
 def test_parse_dumpe2fs_is_the_complement_of_free_blocks():

@@ -58,10 +58,14 @@ def test_ctrl_c_on_its_own_line_and_exit_130(loopdisk, workdir) -> None:
     dev = loopdisk(384 * MIB)
     _random_disk(dev, 384)
     repo = os.path.join(workdir, "repo")
-    child = pexpect.spawn(sys.executable, ["-m", "rescue_app.cli", "capture", "--repo", repo,
-                                           "--name", "big", dev],
-                          cwd=REPO_ROOT, encoding="utf-8", timeout=120,
-                          dimensions=(24, 80))
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "rescue_app.cli", "capture", "--repo", repo, "--name", "big", dev],
+        cwd=REPO_ROOT,
+        encoding="utf-8",
+        timeout=120,
+        dimensions=(24, 80),
+    )
     try:
         child.expect(r"capture \[#*\.")  # the bar is drawn
         time.sleep(0.3)
@@ -134,14 +138,25 @@ def test_serve_binds_loopback_unless_told(workdir) -> None:
 def test_no_child_output_leaks_onto_the_terminal(loopdisk, workdir) -> None:
     """What tools print (libparted's `udevadm settle` on a host without udev, say) goes to
     the log, not over the progress bar (item 7): stderr holds only liferaft's own lines."""
-    src = build_source(loopdisk(128 * MIB), Layout("gpt", [PartSpec(None, "ext4", "r")],
-                                                    ["ext4"]))
+    src = build_source(loopdisk(128 * MIB), Layout("gpt", [PartSpec(None, "ext4", "r")], ["ext4"]))
     target = loopdisk(160 * MIB)
     repo = os.path.join(workdir, "repo")
     ours = ("map: ", "capture [", "restore [", "verify [", "grow: ", "note: ")
-    for args in (["capture", "--repo", repo, "--name", "src", src.dev],
-                 ["restore", "--repo", repo, "--image", "src", "--to", target, "--yes",
-                  "--grow", "--verify"]):
+    for args in (
+        ["capture", "--repo", repo, "--name", "src", src.dev],
+        [
+            "restore",
+            "--repo",
+            repo,
+            "--image",
+            "src",
+            "--to",
+            target,
+            "--yes",
+            "--grow",
+            "--verify",
+        ],
+    ):
         proc = liferaft(*args)
         foreign = [ln for ln in proc.stderr.splitlines() if ln and not ln.startswith(ours)]
         assert not foreign, proc.stderr
@@ -175,8 +190,13 @@ def test_partitioning_neither_leaks_nor_swallows_the_screen(loopdisk) -> None:
     """libparted's `udevadm settle` on a host without udev prints nothing (item 7), and
     what the UI draws on fd 2 from another thread meanwhile reaches the terminal whole."""
     dev = loopdisk(32 * MIB)
-    proc = subprocess.run([sys.executable, "-c", _DRAWING_WHILE_PARTITIONING, dev],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", _DRAWING_WHILE_PARTITIONING, dev],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     drawn = int(proc.stdout)
     assert proc.stderr.splitlines() == [f"frame {i}" for i in range(drawn)], proc.stderr[-2000:]

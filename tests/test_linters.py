@@ -12,12 +12,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
-                          text=True)
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True)
 
 
 def test_ruff():
     proc = _run("ruff", "check", "rescue_app", "builder", "tests", "bench")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ruff_format():
+    proc = _run("ruff", "format", "--check", "rescue_app", "builder", "tests", "bench")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -47,6 +51,7 @@ def _shell_scripts() -> list[str]:
 def test_shellcheck():
     scripts = _shell_scripts()
     assert any(s.endswith(".ci/run") for s in scripts), scripts
-    proc = subprocess.run(["shellcheck", "--shell=bash", *scripts], cwd=ROOT,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["shellcheck", "--shell=bash", *scripts], cwd=ROOT, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

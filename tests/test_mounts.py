@@ -22,8 +22,10 @@ def _is_mount(point: str) -> bool:
 def test_read_only_mount_writes_nothing_and_is_always_unmounted(loopdisk):
     dev = loopdisk(64 * MIB)
     make_fs(dev, "ext4", label="MNTTEST")
-    with mounts.mounted(dev, "ext4", writable=True) as point, \
-            open(os.path.join(point, "f"), "w") as f:
+    with (
+        mounts.mounted(dev, "ext4", writable=True) as point,
+        open(os.path.join(point, "f"), "w") as f,
+    ):
         f.write("x")
     before = disk_bytes_sha256(dev, 0, 64 * MIB)
     seen = ""

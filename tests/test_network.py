@@ -69,14 +69,29 @@ class NetLab:
         _ip("link", "set", self.site_if, "netns", self.site_ns)
         _ip("link", "set", self.iface, "netns", self.rescue_ns)
         _ip("-n", self.site_ns, "addr", "add", f"{SITE_ADDR}/24", "dev", self.site_if)
-        for ns, dev in ((self.site_ns, self.site_if), (self.site_ns, "lo"),
-                        (self.rescue_ns, "lo")):
+        for ns, dev in ((self.site_ns, self.site_if), (self.site_ns, "lo"), (self.rescue_ns, "lo")):
             _ip("-n", ns, "link", "set", dev, "up")
         log = open(os.path.join(self.dir, "networkd.log"), "wb")
         self.networkd = subprocess.Popen(
-            ["ip", "netns", "exec", self.rescue_ns, "unshare", "-m", "--propagation", "private",
-             "sh", "-c", RESCUE_INIT, "sh", self.dir],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.rescue_ns,
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                RESCUE_INIT,
+                "sh",
+                self.dir,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
         log.close()
         self.procs.append(self.networkd)
         deadline = time.monotonic() + 20
@@ -89,32 +104,50 @@ class NetLab:
     def networkd_log(self) -> str:
         return Path(self.dir, "networkd.log").read_text(errors="replace")
 
-    def rescue(self, argv: list[str], *, check: bool = True,
-               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def rescue(
+        self, argv: list[str], *, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command in the rescue namespace (network and mounts)."""
         assert self.networkd is not None
-        return subprocess.run(["nsenter", "-t", str(self.networkd.pid), "-m", "-n", *argv],
-                              capture_output=True, text=True, check=check, timeout=timeout)
+        return subprocess.run(
+            ["nsenter", "-t", str(self.networkd.pid), "-m", "-n", *argv],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+        )
 
     def liferaft(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return self.rescue([LIFERAFT, *args], check=False, timeout=timeout)
 
     def site(self, argv: list[str], **kw: object) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(["ip", "netns", "exec", self.site_ns, *argv],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.site_ns, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            **kw,
+        )  # type: ignore[call-overload]
         self.procs.append(proc)
         return proc  # type: ignore[no-any-return]
 
     def dhcp_server(self) -> subprocess.Popen[bytes]:
-        return self.site([
-            "dnsmasq", "--keep-in-foreground", "--no-daemon", "--conf-file=/dev/null",
-            "--port=0", f"--interface={self.site_if}", "--bind-interfaces",
-            f"--dhcp-range={SUBNET}.50,{SUBNET}.99,255.255.255.0,1h",
-            f"--dhcp-option=option:router,{SITE_ADDR}",
-            f"--dhcp-option=option:dns-server,{SITE_ADDR}",
-            f"--dhcp-leasefile={self.dir}/leases", "--log-dhcp",
-        ])
+        return self.site(
+            [
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--port=0",
+                f"--interface={self.site_if}",
+                "--bind-interfaces",
+                f"--dhcp-range={SUBNET}.50,{SUBNET}.99,255.255.255.0,1h",
+                f"--dhcp-option=option:router,{SITE_ADDR}",
+                f"--dhcp-option=option:dns-server,{SITE_ADDR}",
+                f"--dhcp-leasefile={self.dir}/leases",
+                "--log-dhcp",
+            ]
+        )
 
     def stop(self) -> None:
         pids = []
@@ -151,15 +184,17 @@ def lab() -> Iterator[NetLab]:
 
 
 def _inet(state: dict[str, object]) -> list[str]:
-    return [a["address"] for a in state["addresses"]  # type: ignore[attr-defined]
-            if a["family"] == "inet" and a["scope"] == "global"]
+    return [
+        a["address"]
+        for a in state["addresses"]  # type: ignore[attr-defined]
+        if a["family"] == "inet" and a["scope"] == "global"
+    ]
 
 
 @pytest.mark.root
 def test_dhcp_gets_address_route_and_dns(lab: NetLab) -> None:
     lab.dhcp_server()
-    web = lab.site([sys.executable, "-m", "http.server", "--bind", SITE_ADDR, "8765"],
-                   cwd=lab.dir)
+    web = lab.site([sys.executable, "-m", "http.server", "--bind", SITE_ADDR, "8765"], cwd=lab.dir)
     proc = lab.liferaft("net", "dhcp", lab.iface)
     assert proc.returncode == 0, proc.stderr + lab.networkd_log()
     state = lab.state()
@@ -171,19 +206,31 @@ def test_dhcp_gets_address_route_and_dns(lab: NetLab) -> None:
     routes = lab.kernel_routes()
     assert [(r["gateway"], r["dev"]) for r in routes] == [(SITE_ADDR, lab.iface)]
     # And the site is reachable through it (the web server may still be starting).
-    fetch = ("import time, urllib.request as u\n"
-             "for _ in range(50):\n"
-             "    try:\n"
-             f"        print(u.urlopen('http://{SITE_ADDR}:8765/', timeout=5).status); break\n"
-             "    except OSError: time.sleep(0.2)\n")
+    fetch = (
+        "import time, urllib.request as u\n"
+        "for _ in range(50):\n"
+        "    try:\n"
+        f"        print(u.urlopen('http://{SITE_ADDR}:8765/', timeout=5).status); break\n"
+        "    except OSError: time.sleep(0.2)\n"
+    )
     got = lab.rescue([sys.executable, "-c", fetch])
     assert web.poll() is None and got.stdout.strip() == "200", got.stderr
 
 
 @pytest.mark.root
 def test_static_sets_address_route_and_dns(lab: NetLab) -> None:
-    proc = lab.liferaft("net", "static", lab.iface, f"{SUBNET}.7/24", "--gateway", SITE_ADDR,
-                        "--dns", f"{SUBNET}.2", "--dns", f"{SUBNET}.3")
+    proc = lab.liferaft(
+        "net",
+        "static",
+        lab.iface,
+        f"{SUBNET}.7/24",
+        "--gateway",
+        SITE_ADDR,
+        "--dns",
+        f"{SUBNET}.2",
+        "--dns",
+        f"{SUBNET}.3",
+    )
     assert proc.returncode == 0, proc.stderr + lab.networkd_log()
     state = lab.state()
     assert _inet(state) == [f"{SUBNET}.7"]
@@ -205,7 +252,8 @@ def test_no_dhcp_server_is_one_clear_line_within_the_timeout(lab: NetLab) -> Non
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
         f"liferaft: error: no DHCP answer on {lab.iface} after 5 s (check the cable / the "
-        "DHCP server, or set a static address)")
+        "DHCP server, or set a static address)"
+    )
     assert took < 5 + 6, took
     # No cable: the other end is down, and the message says so.
     _ip("-n", lab.site_ns, "link", "set", lab.site_if, "down")
@@ -218,19 +266,23 @@ def test_no_dhcp_server_is_one_clear_line_within_the_timeout(lab: NetLab) -> Non
 # ------------------------------------------------------------- no root needed
 
 
-@pytest.mark.parametrize(("address", "gateway", "dns", "message"), [
-    ("10.0.0.5", None, [], "has no prefix length"),
-    ("10.0.0.300/24", None, [], "is not an IP address with a prefix"),
-    ("10.0.0.0/24", None, [], "is the network address of 10.0.0.0/24"),
-    ("10.0.0.255/24", None, [], "is the broadcast address"),
-    ("127.0.0.5/8", None, [], "cannot be the address of a network card"),
-    ("10.0.0.5/24", "10.0.1.1", [], "gateway 10.0.1.1 is outside the subnet 10.0.0.0/24"),
-    ("10.0.0.5/24", "10.0.0.5", [], "is this machine's own address"),
-    ("10.0.0.5/24", "router", [], "gateway 'router' is not an IP address"),
-    ("10.0.0.5/24", None, ["1.1.1.1, dns.example"], "DNS server 'dns.example'"),
-])
-def test_static_input_is_checked(address: str, gateway: str | None, dns: list[str],
-                                 message: str) -> None:
+@pytest.mark.parametrize(
+    ("address", "gateway", "dns", "message"),
+    [
+        ("10.0.0.5", None, [], "has no prefix length"),
+        ("10.0.0.300/24", None, [], "is not an IP address with a prefix"),
+        ("10.0.0.0/24", None, [], "is the network address of 10.0.0.0/24"),
+        ("10.0.0.255/24", None, [], "is the broadcast address"),
+        ("127.0.0.5/8", None, [], "cannot be the address of a network card"),
+        ("10.0.0.5/24", "10.0.1.1", [], "gateway 10.0.1.1 is outside the subnet 10.0.0.0/24"),
+        ("10.0.0.5/24", "10.0.0.5", [], "is this machine's own address"),
+        ("10.0.0.5/24", "router", [], "gateway 'router' is not an IP address"),
+        ("10.0.0.5/24", None, ["1.1.1.1, dns.example"], "DNS server 'dns.example'"),
+    ],
+)
+def test_static_input_is_checked(
+    address: str, gateway: str | None, dns: list[str], message: str
+) -> None:
     with pytest.raises(UsageError, match=message.replace(".", r"\.").replace("(", r"\(")):
         network.parse_static("eth0", address, gateway, dns)
 
@@ -259,14 +311,19 @@ IP_ADDR = json.loads("""[
  {"ifindex":6,"ifname":"eth1","flags":["NO-CARRIER","BROADCAST","MULTICAST","UP"],
   "operstate":"DOWN","link_type":"ether","address":"52:54:00:12:34:57","addr_info":[]}]""")
 ROUTES = [{"dst": "default", "gateway": "10.55.0.1", "dev": "eth0", "protocol": "dhcp"}]
-LINKS = {"eth0": {"AdministrativeState": "configured",
-                  "DNS": [{"Family": 2, "Address": [10, 55, 0, 1]}]},
-         "eth1": {"AdministrativeState": "configuring"}}
+LINKS = {
+    "eth0": {
+        "AdministrativeState": "configured",
+        "DNS": [{"Family": 2, "Address": [10, 55, 0, 1]}],
+    },
+    "eth1": {"AdministrativeState": "configuring"},
+}
 
 
 def test_status_from_recorded_output() -> None:
-    net = network.parse_status(IP_ADDR, ROUTES, LINKS,
-                               "# stub\nnameserver 127.0.0.53\nsearch lan\n")
+    net = network.parse_status(
+        IP_ADDR, ROUTES, LINKS, "# stub\nnameserver 127.0.0.53\nsearch lan\n"
+    )
     assert [i.name for i in net.interfaces] == ["eth0", "eth1"]
     eth0, eth1 = net.interfaces
     assert eth0.online and eth0.gateway == "10.55.0.1" and eth0.dns == ("10.55.0.1",)
@@ -281,10 +338,14 @@ def test_status_from_recorded_output() -> None:
 
 
 def test_cli_bad_input_is_one_line() -> None:
-    proc = subprocess.run([LIFERAFT, "net", "static", "eth0", "10.0.0.5/24", "--gateway",
-                           "10.9.9.9"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [LIFERAFT, "net", "static", "eth0", "10.0.0.5/24", "--gateway", "10.9.9.9"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "liferaft: error: gateway 10.9.9.9 is outside the subnet 10.0.0.0/24 of 10.0.0.5/24 "
         "(the gateway must be on the same subnet; check the prefix length: /24 is "
-        "255.255.255.0)"]
+        "255.255.255.0)"
+    ]

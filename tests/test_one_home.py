@@ -23,8 +23,11 @@ def _command_lists(tree: ast.AST) -> list[list[str]]:
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.List) and node.elts:
-            words = [e.value for e in node.elts if isinstance(e, ast.Constant)
-                     and isinstance(e.value, str)]
+            words = [
+                e.value
+                for e in node.elts
+                if isinstance(e, ast.Constant) and isinstance(e.value, str)
+            ]
             if words:
                 found.append(words)
     return found

@@ -37,16 +37,19 @@ from tests.helpers.diskkit import (
 
 pytestmark = pytest.mark.root
 
-LAYOUT = Layout("gpt", [PartSpec(64, "ext4", "boot"), PartSpec(None, "xfs", "root")],
-                ["ext4", "xfs"])
+LAYOUT = Layout(
+    "gpt", [PartSpec(64, "ext4", "boot"), PartSpec(None, "xfs", "root")], ["ext4", "xfs"]
+)
 DISK = 448 * MIB
 
 
 @pytest.fixture(scope="module")
 def image() -> Iterator[tuple[Source, str, str]]:
     """A two-partition source (ext4, XFS) captured as "src", and a target disk."""
-    with tempfile.TemporaryDirectory(prefix="liferaft-interrupt-", dir=_disk_backed_tmp()) as d, \
-            ExitStack() as stack:
+    with (
+        tempfile.TemporaryDirectory(prefix="liferaft-interrupt-", dir=_disk_backed_tmp()) as d,
+        ExitStack() as stack,
+    ):
         dev = stack.enter_context(loop_disk(DISK, d))
         nodes = partition_disk(dev, LAYOUT.label, LAYOUT.parts)
         files = {}
@@ -59,17 +62,34 @@ def image() -> Iterator[tuple[Source, str, str]]:
         yield Source(dev, LAYOUT, nodes, files), repo, target
 
 
-def _restore_until(repo: str, target: str, stage: str | None, sig: int,
-                   after: float = 0.0) -> subprocess.Popen[str]:
+def _restore_until(
+    repo: str, target: str, stage: str | None, sig: int, after: float = 0.0
+) -> subprocess.Popen[str]:
     """Start a restore, stop it with ``sig`` at ``stage`` (or ``after`` seconds)."""
     env = dict(os.environ)
     if stage:
         env["LIFERAFT_TEST_PAUSE"] = stage
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rescue_app.cli", "restore", "--repo", repo, "--image", "src",
-         "--to", target, "--yes"],
-        cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "rescue_app.cli",
+            "restore",
+            "--repo",
+            repo,
+            "--image",
+            "src",
+            "--to",
+            target,
+            "--yes",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         if stage:
             assert proc.stderr is not None
@@ -91,8 +111,9 @@ def _restore_until(repo: str, target: str, stage: str | None, sig: int,
 
 def _recognisable(node: str) -> bool:
     """What blkid and mount see: a filesystem signature, or a mountable filesystem."""
-    probe = subprocess.run(["blkid", "-p", "-o", "value", "-s", "TYPE", node],
-                           capture_output=True, text=True)
+    probe = subprocess.run(
+        ["blkid", "-p", "-o", "value", "-s", "TYPE", node], capture_output=True, text=True
+    )
     if probe.stdout.strip():
         return True
     with tempfile.TemporaryDirectory() as point:
@@ -116,21 +137,24 @@ def _warning(target: str) -> str:
     out = liferaft("disks").stdout.splitlines()
     at = next(i for i, ln in enumerate(out) if ln.startswith(target + " "))
     block = []
-    for ln in out[at + 1:]:
+    for ln in out[at + 1 :]:
         if not ln.startswith("  "):
             break
         block.append(ln)
     return "\n".join(block)
 
 
-@pytest.mark.parametrize(("stage", "sig"), [
-    ("marked", signal.SIGKILL),      # table and mark written, no data yet
-    ("partition-1", signal.SIGINT),  # the ext4 written but its first MiB
-    ("partition-1", signal.SIGKILL),
-    ("data", signal.SIGKILL),        # all data but the first MiB of each partition
-    ("heads", signal.SIGINT),        # filesystems complete, boot code not yet
-    (None, signal.SIGKILL),          # half a second in, wherever that is
-])
+@pytest.mark.parametrize(
+    ("stage", "sig"),
+    [
+        ("marked", signal.SIGKILL),  # table and mark written, no data yet
+        ("partition-1", signal.SIGINT),  # the ext4 written but its first MiB
+        ("partition-1", signal.SIGKILL),
+        ("data", signal.SIGKILL),  # all data but the first MiB of each partition
+        ("heads", signal.SIGINT),  # filesystems complete, boot code not yet
+        (None, signal.SIGKILL),  # half a second in, wherever that is
+    ],
+)
 def test_interrupted_restore_never_looks_restored(image, stage, sig):
     source, repo, target = image
     before = disk_bytes_sha256(target, 0, DISK) if stage is None else ""
@@ -158,7 +182,8 @@ def test_interrupted_restore_never_looks_restored(image, stage, sig):
         partly = not (stage == "data" or (stage == "partition-1" and i == 0))
         assert not _recognisable(node), (
             f"{node} ({'never written' if partly else 'all but its first MiB'}) looks like "
-            "a filesystem after an interrupted restore")
+            "a filesystem after an interrupted restore"
+        )
     # the next restore completes, and says nothing of the old one any more
     liferaft("restore", "--repo", repo, "--image", "src", "--to", target, "--yes")
     assert "incomplete" not in _warning(target)

@@ -192,7 +192,7 @@ class TargetWriter(_Device):
             view = memoryview(buf)
         for start, length in extents:
             rel = start - base
-            write_all(self._fd_for(start, length), self.path, view[rel:rel + length], start)
+            write_all(self._fd_for(start, length), self.path, view[rel : rel + length], start)
         view.release()
 
     def zero(self, offset: int, length: int) -> None:
@@ -228,17 +228,17 @@ class SourceReader(_Device):
         cursor = base
         for start, n in extents:
             if start > cursor:
-                view[cursor - base:start - base] = _ZEROS[: start - cursor]
+                view[cursor - base : start - base] = _ZEROS[: start - cursor]
             rel = start - base
             try:
-                got = os.preadv(self._fd_for(start, n), [view[rel:rel + n]], start)
+                got = os.preadv(self._fd_for(start, n), [view[rel : rel + n]], start)
             except OSError as exc:
                 raise _vanished(self.path, start, exc) from None
             if got != n:
                 raise _vanished(self.path, start + got)
             cursor = start + n
         if cursor < base + length:
-            view[cursor - base:] = _ZEROS[: base + length - cursor]
+            view[cursor - base :] = _ZEROS[: base + length - cursor]
         return view
 
 

@@ -100,7 +100,6 @@ def esp_partitions(disk: BlockDisk) -> list[tuple[int, str, str | None]]:
             if (p.parttype or "").lower() == ESP_TYPE]  # fmt: skip
 
 
-
 def _esp_files(point: str) -> list[str]:
     """Paths two levels under EFI/ (all a loader can be), relative to the ESP."""
     out: list[str] = []

@@ -160,19 +160,27 @@ class CaptureRefusal:
 
     def __str__(self) -> str:
         if self.kind is RefusalKind.MOUNTED_READ_WRITE:
-            return (f"{self.device} is mounted read-write on {self.where}: a backup of a "
-                    "filesystem in use would be inconsistent")
+            return (
+                f"{self.device} is mounted read-write on {self.where}: a backup of a "
+                "filesystem in use would be inconsistent"
+            )
         if self.kind is RefusalKind.INCOMPLETE_RESTORE:
-            return (f"{self.disk} holds an {self.where}: its partitions are not whole, "
-                    "an image of it would not work")
-        return (f"the repository {self.where} is on {self.disk}, the disk being captured: "
-                "the backup would copy itself")
+            return (
+                f"{self.disk} holds an {self.where}: its partitions are not whole, "
+                "an image of it would not work"
+            )
+        return (
+            f"the repository {self.where} is on {self.disk}, the disk being captured: "
+            "the backup would copy itself"
+        )
 
     @property
     def hint(self) -> str:
         if self.kind is RefusalKind.MOUNTED_READ_WRITE:
-            return (f"unmount it (umount {self.where}), or make it read-only "
-                    f"(mount -o remount,ro {self.where}); a read-only filesystem is captured")
+            return (
+                f"unmount it (umount {self.where}), or make it read-only "
+                f"(mount -o remount,ro {self.where}); a read-only filesystem is captured"
+            )
         if self.kind is RefusalKind.INCOMPLETE_RESTORE:
             return "run the restore again to completion first"
         return "choose a repository on another disk"
@@ -184,14 +192,21 @@ def capture_refusals(disk: BlockDisk, repository: str | None = None) -> list[Cap
     read-only mounts are consistent and fine), and never the disk that holds
     ``repository`` (a local folder), however it is mounted."""
     name = disk.path.rsplit("/", 1)[-1]
-    found = [CaptureRefusal(RefusalKind.MOUNTED_READ_WRITE, disk.path, m.source, m.mountpoint)
-             for m in mounts_on_disk(name) if not m.read_only]
+    found = [
+        CaptureRefusal(RefusalKind.MOUNTED_READ_WRITE, disk.path, m.source, m.mountpoint)
+        for m in mounts_on_disk(name)
+        if not m.read_only
+    ]
     if disk.incomplete_restore:
-        found.append(CaptureRefusal(RefusalKind.INCOMPLETE_RESTORE, disk.path, disk.path,
-                                    disk.incomplete_restore))
+        found.append(
+            CaptureRefusal(
+                RefusalKind.INCOMPLETE_RESTORE, disk.path, disk.path, disk.incomplete_restore
+            )
+        )
     if repository is not None and name in disks_holding_path(repository):
-        found.insert(0, CaptureRefusal(RefusalKind.HOLDS_REPOSITORY, disk.path, disk.path,
-                                       repository))
+        found.insert(
+            0, CaptureRefusal(RefusalKind.HOLDS_REPOSITORY, disk.path, disk.path, repository)
+        )
     return found
 
 
@@ -204,14 +219,28 @@ def _plan_disk(
         # attached without a scan, no udev to make the nodes): without them no
         # filesystem is recognised and everything would be stored raw. Make the
         # kernel read the table (it reads only) and wait for the nodes.
-        log.info("%s: the kernel shows %d of %d partitions; re-reading the table",
-                 disk.path, len(disk.partitions), len(entries))
+        log.info(
+            "%s: the kernel shows %d of %d partitions; re-reading the table",
+            disk.path,
+            len(disk.partitions),
+            len(entries),
+        )
         reread_partitions(disk.path, len(entries))
         disk = find_disk(disk.path)
     if table.type == "none":
         entries = [
-            TableEntry(number=0, start=0, size=disk.size, kind="whole-disk", type=None,
-                       uuid=None, name=None, attrs=None, bootable=False, node=disk.path)
+            TableEntry(
+                number=0,
+                start=0,
+                size=disk.size,
+                kind="whole-disk",
+                type=None,
+                uuid=None,
+                name=None,
+                attrs=None,
+                bootable=False,
+                node=disk.path,
+            )
         ]
     by_number = {p.number: p for p in disk.partitions}
     plans: list[_PartPlan] = []
@@ -231,15 +260,28 @@ def _plan_disk(
             if fs.type == "swap":
                 plans.append(_PartPlan(entry, fs, METHOD_SWAP, []))
             elif fs.type in PARTCLONE_OF:
-                progress(Progress("map", f"{entry.node} ({fs.type})", 0, 0,
-                                  message="reading the filesystem's block map"))
+                progress(
+                    Progress(
+                        "map",
+                        f"{entry.node} ({fs.type})",
+                        0,
+                        0,
+                        message="reading the filesystem's block map",
+                    )
+                )
                 maps[len(plans)] = pool.submit(used_map, entry.node, fs.type)
                 plans.append(_PartPlan(entry, fs, METHOD_USED, None))
             else:
-                why = (f"{fs.type} has no used-block map" if fs.type
-                       else "no filesystem recognised")
-                plans.append(_PartPlan(entry, fs, METHOD_RAW, None,
-                                       note=f"{why}; stored raw (every byte, zeros skipped)"))
+                why = f"{fs.type} has no used-block map" if fs.type else "no filesystem recognised"
+                plans.append(
+                    _PartPlan(
+                        entry,
+                        fs,
+                        METHOD_RAW,
+                        None,
+                        note=f"{why}; stored raw (every byte, zeros skipped)",
+                    )
+                )
         for index, future in maps.items():
             plan = plans[index]
             try:
@@ -265,34 +307,84 @@ def _capture_disk(
     first = min((p.entry.start for p in parts if p.entry.kind != "whole-disk"), default=0)
     with blockio.SourceReader(disk.path) as reader:
         size = reader.size()
-        head = Region(0, first, tuple(_store_region(
-            repo, reader, 0, first, None, stats, progress, cancel, "head")))
+        head = Region(
+            0,
+            first,
+            tuple(_store_region(repo, reader, 0, first, None, stats, progress, cancel, "head")),
+        )
         backup = None
         if table.type == "gpt":
             off = size - GPT_BACKUP_SECTORS * ss
-            backup = Region(off, GPT_BACKUP_SECTORS * ss, tuple(_store_region(
-                repo, reader, off, GPT_BACKUP_SECTORS * ss, None, stats, progress,
-                cancel, "GPT backup")))
+            backup = Region(
+                off,
+                GPT_BACKUP_SECTORS * ss,
+                tuple(
+                    _store_region(
+                        repo,
+                        reader,
+                        off,
+                        GPT_BACKUP_SECTORS * ss,
+                        None,
+                        stats,
+                        progress,
+                        cancel,
+                        "GPT backup",
+                    )
+                ),
+            )
         images = []
         for p in parts:
             e = p.entry
-            item = f"{disk.path} partition {e.number} ({p.fs.type or 'raw'})" if e.number else \
-                f"{disk.path} ({p.fs.type or 'raw'})"
+            item = (
+                f"{disk.path} partition {e.number} ({p.fs.type or 'raw'})"
+                if e.number
+                else f"{disk.path} ({p.fs.type or 'raw'})"
+            )
             chunks: list[str | None] = []
             if p.method in (METHOD_USED, METHOD_RAW):
-                chunks = _store_region(repo, reader, e.start, e.size, p.extents, stats,
-                                       progress, cancel, item, count_progress=True)
-            images.append(PartitionImage(
-                number=e.number, start=e.start, size=e.size, kind=e.kind, type=e.type,
-                uuid=e.uuid, name=e.name, attrs=e.attrs, bootable=e.bootable,
-                filesystem=p.fs, method=p.method, used_bytes=p.read_bytes,
-                used_map=ExtentMap(p.extents if p.method == METHOD_USED and p.extents else ()),
-                chunks=tuple(chunks), note=p.note,
-            ))
+                chunks = _store_region(
+                    repo,
+                    reader,
+                    e.start,
+                    e.size,
+                    p.extents,
+                    stats,
+                    progress,
+                    cancel,
+                    item,
+                    count_progress=True,
+                )
+            images.append(
+                PartitionImage(
+                    number=e.number,
+                    start=e.start,
+                    size=e.size,
+                    kind=e.kind,
+                    type=e.type,
+                    uuid=e.uuid,
+                    name=e.name,
+                    attrs=e.attrs,
+                    bootable=e.bootable,
+                    filesystem=p.fs,
+                    method=p.method,
+                    used_bytes=p.read_bytes,
+                    used_map=ExtentMap(p.extents if p.method == METHOD_USED and p.extents else ()),
+                    chunks=tuple(chunks),
+                    note=p.note,
+                )
+            )
     return DiskImage(
-        index=index, model=disk.model, serial=disk.serial, wwn=disk.wwn, size=size,
-        logical_sector_size=ss, physical_sector_size=disk.physical_sector_size,
-        transport=disk.transport, table=table, head=head, gpt_backup=backup,
+        index=index,
+        model=disk.model,
+        serial=disk.serial,
+        wwn=disk.wwn,
+        size=size,
+        logical_sector_size=ss,
+        physical_sector_size=disk.physical_sector_size,
+        transport=disk.transport,
+        table=table,
+        head=head,
+        gpt_backup=backup,
         partitions=tuple(images),
     )
 

@@ -55,8 +55,17 @@ ENV_PATH = "LIFERAFT_CREDENTIALS"
 NO_UNIX_MODES = frozenset({"vfat", "msdos", "exfat", "ntfs", "ntfs3", "fuseblk",
                            "iso9660", "udf"})  # fmt: skip
 
-_STRING_KEYS = ("match", "user", "password", "password_file", "ssh_key", "ssh_key_file",
-                "access_key_id", "secret_access_key", "secret_access_key_file")
+_STRING_KEYS = (
+    "match",
+    "user",
+    "password",
+    "password_file",
+    "ssh_key",
+    "ssh_key_file",
+    "access_key_id",
+    "secret_access_key",
+    "secret_access_key_file",
+)
 _LIST_KEYS = ("host_keys",)
 # key in the file -> the secret it fills
 _FILE_KEYS = {"password_file": "password", "ssh_key_file": "ssh_key",
@@ -101,9 +110,10 @@ class Credential:
                 ) from None
             except (paramiko.SSHException, ValueError):
                 continue
-        raise CredentialsError(f"credentials for {self.match}: ssh_key is not a private key "
-                               "liferaft can read",
-                               hint="use an OpenSSH or PEM ed25519, ECDSA or RSA key")
+        raise CredentialsError(
+            f"credentials for {self.match}: ssh_key is not a private key liferaft can read",
+            hint="use an OpenSSH or PEM ed25519, ECDSA or RSA key",
+        )
 
     def known_hosts_lines(self, host: str, port: int = 22) -> list[str]:
         """``host_keys`` as known_hosts lines for ``host`` (port 22: no brackets)."""
@@ -229,8 +239,9 @@ def check_private(path: str, what: str = "credentials file") -> None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise CredentialsError(f"{what} {path} does not exist",
-                               hint="fix the path or create the file") from None
+        raise CredentialsError(
+            f"{what} {path} does not exist", hint="fix the path or create the file"
+        ) from None
     except OSError as exc:
         raise CredentialsError(f"cannot read {what} {path}: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
@@ -242,8 +253,10 @@ def check_private(path: str, what: str = "credentials file") -> None:
     if fstype in NO_UNIX_MODES:
         return  # the mount makes these modes up; nothing to tighten
     if st.st_uid not in (0, os.geteuid()):
-        raise CredentialsError(f"{what} {path} is owned by uid {st.st_uid}, not by root",
-                               hint=f"chown root:root {path}")
+        raise CredentialsError(
+            f"{what} {path} is owned by uid {st.st_uid}, not by root",
+            hint=f"chown root:root {path}",
+        )
     how = "readable" if mode & 0o044 else "writable"
     raise CredentialsError(
         f"{what} {path} is {how} by others (mode {mode:04o}); refusing to use it",
@@ -270,8 +283,9 @@ def load(path: str) -> Credentials:
         # Never str(exc): PyYAML quotes the offending line, which may be a password.
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
-        raise CredentialsError(f"credentials file {path}: not valid YAML at {where}: "
-                               f"{exc.problem or 'syntax error'}") from None
+        raise CredentialsError(
+            f"credentials file {path}: not valid YAML at {where}: {exc.problem or 'syntax error'}"
+        ) from None
     except yaml.YAMLError:
         raise CredentialsError(f"credentials file {path}: not valid YAML") from None
     return parse(data, path)
@@ -282,9 +296,11 @@ def parse(data: object, path: str) -> Credentials:
     if data is None:
         return Credentials(path)
     if not isinstance(data, dict) or set(data) - {"credentials"}:
-        raise CredentialsError(f"credentials file {path}: expected a mapping with one key, "
-                               "'credentials', holding a list of entries",
-                               hint="see the example in profiles/README.md")
+        raise CredentialsError(
+            f"credentials file {path}: expected a mapping with one key, "
+            "'credentials', holding a list of entries",
+            hint="see the example in profiles/README.md",
+        )
     items = data.get("credentials") or []
     if not isinstance(items, list):
         raise CredentialsError(f"credentials file {path}: 'credentials' must be a list")
@@ -304,8 +320,9 @@ def _entry(item: object, index: int, path: str, base: str) -> Credential:
     values: dict[str, Any] = {}
     for key, value in item.items():
         if key not in allowed:
-            raise CredentialsError(f"{where}: unknown key {key!r}",
-                                   hint=f"allowed: {', '.join(allowed)}")
+            raise CredentialsError(
+                f"{where}: unknown key {key!r}", hint=f"allowed: {', '.join(allowed)}"
+            )
         if key in _LIST_KEYS:
             value = [value] if isinstance(value, str) else value
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -313,13 +330,15 @@ def _entry(item: object, index: int, path: str, base: str) -> Credential:
             values[key] = tuple(v.strip() for v in value)
         elif not isinstance(value, str):
             # The value is not shown: it may be a password YAML read as a number.
-            raise CredentialsError(f"{where}: key {key!r} must be a string",
-                                   hint="put the value in quotes")
+            raise CredentialsError(
+                f"{where}: key {key!r} must be a string", hint="put the value in quotes"
+            )
         else:
             values[key] = value
     if not values.get("match"):
-        raise CredentialsError(f"{where}: key 'match' is missing",
-                               hint="give user@host, host, or a URL prefix")
+        raise CredentialsError(
+            f"{where}: key 'match' is missing", hint="give user@host, host, or a URL prefix"
+        )
     for file_key, secret in _FILE_KEYS.items():
         if file_key not in values:
             continue
@@ -333,13 +352,15 @@ def _entry(item: object, index: int, path: str, base: str) -> Credential:
     for key in values.get("host_keys", ()):
         words = key.split()
         if len(words) < 2 or words[0] not in HOST_KEY_TYPES:
-            raise CredentialsError(f"{where}: host_keys: {key[:40]!r} is not a public key",
-                                   hint="paste a line of the server's "
-                                        "/etc/ssh/ssh_host_*_key.pub (type and key)")
+            raise CredentialsError(
+                f"{where}: host_keys: {key[:40]!r} is not a public key",
+                hint="paste a line of the server's /etc/ssh/ssh_host_*_key.pub (type and key)",
+            )
     values["host_keys"] = tuple(" ".join(k.split()[:2]) for k in values.get("host_keys", ()))
     if not any(values.get(k) for k in ("password", "ssh_key", "secret_access_key")):
-        raise CredentialsError(f"{where}: no secret (password, ssh_key or "
-                               "secret_access_key, or their *_file forms)")
+        raise CredentialsError(
+            f"{where}: no secret (password, ssh_key or secret_access_key, or their *_file forms)"
+        )
     return Credential(**values)
 
 
@@ -379,16 +400,17 @@ def current() -> Credentials:
             if os.environ.get(ENV_PATH):
                 raise CredentialsError(
                     f"credentials file {where} (LIFERAFT_CREDENTIALS) does not exist",
-                    hint="fix the path or unset LIFERAFT_CREDENTIALS") from None
+                    hint="fix the path or unset LIFERAFT_CREDENTIALS",
+                ) from None
             return Credentials(where)
         except OSError as exc:
-            raise CredentialsError(f"cannot read credentials file {where}: "
-                                   f"{exc.strerror}") from None
+            raise CredentialsError(
+                f"cannot read credentials file {where}: {exc.strerror}"
+            ) from None
         key = (where, st.st_mtime_ns, st.st_size)
         if _State.cached is None or _State.cached[0] != key:
             _State.cached = (key, load(where))
-            log.debug("credentials from %s: %d entries", where,
-                      len(_State.cached[1].entries))
+            log.debug("credentials from %s: %d entries", where, len(_State.cached[1].entries))
         return _State.cached[1]
 
 

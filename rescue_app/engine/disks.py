@@ -51,6 +51,7 @@ BLKRRPART = 0x125F  # <linux/fs.h> _IO(0x12, 95): re-read partition table
 # Kernel names that are never disks a user backs up or restores.
 _SKIPPED_NAME = re.compile(r"^(ram|zram|sr|fd)\d*")
 
+
 class Role(Enum):
     """What a disk is to the running system: policy is decided on these, the
     text (``in_use``) is only for people."""
@@ -362,8 +363,9 @@ def _mountinfo(path: str = "/proc/self/mountinfo") -> list[_Mount]:
         lf, rf = left.split(), right.split()
         if len(lf) < 5 or len(rf) < 2:
             continue
-        mounts.append(_Mount(lf[2], _unescape(lf[4]), rf[0], _unescape(rf[1]),
-                             lf[5] if len(lf) > 5 else ""))
+        mounts.append(
+            _Mount(lf[2], _unescape(lf[4]), rf[0], _unescape(rf[1]), lf[5] if len(lf) > 5 else "")
+        )
     return mounts
 
 
@@ -421,8 +423,11 @@ class MountOnDisk:
 
 def mounts_on_disk(disk_name: str) -> list[MountOnDisk]:
     """What is mounted from the disk ``disk_name`` (kernel name, e.g. "sda")."""
-    return [MountOnDisk(m.source, m.mountpoint, m.read_only) for m in _mountinfo()
-            if disk_name in _disks_of_mount(m)]
+    return [
+        MountOnDisk(m.source, m.mountpoint, m.read_only)
+        for m in _mountinfo()
+        if disk_name in _disks_of_mount(m)
+    ]
 
 
 def disks_holding_path(path: str) -> set[str]:
@@ -436,8 +441,11 @@ def disks_holding_path(path: str) -> set[str]:
     # FUSE (ntfs-3g, exfat-fuse) and btrfs report an anonymous device: the
     # mount that holds the path names the real one.
     real = os.path.realpath(probe)
-    holding = [m for m in _mountinfo()
-               if real == m.mountpoint or real.startswith(m.mountpoint.rstrip("/") + "/")]
+    holding = [
+        m
+        for m in _mountinfo()
+        if real == m.mountpoint or real.startswith(m.mountpoint.rstrip("/") + "/")
+    ]
     if holding:
         found |= _disks_of_mount(max(holding, key=lambda m: len(m.mountpoint)))
     return found
@@ -705,8 +713,12 @@ def format_disks_table(disks: Iterable[BlockDisk]) -> str:
             lines.append(f"  {_cut('file ' + disk.backing_file, 76)}")
         if disk.incomplete_restore:
             # wrapped, never cut: the image and the time are what the user needs
-            lines += textwrap.wrap("WARNING: " + disk.incomplete_restore, 78,
-                                   initial_indent="  ", subsequent_indent="    ")
+            lines += textwrap.wrap(
+                "WARNING: " + disk.incomplete_restore,
+                78,
+                initial_indent="  ",
+                subsequent_indent="    ",
+            )
         if disk.in_use:
             lines.append(f"  {_cut('IN USE: ' + '; '.join(disk.in_use), 76)}")
         for part in disk.partitions:

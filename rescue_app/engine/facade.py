@@ -99,8 +99,7 @@ class Engine:
         with _watching(repo, progress, cancel):
             return _capture_disks(repo, name, disks, progress=progress, cancel=cancel)
 
-    def capture_refusals(self, disk: BlockDisk, repository: str | None = None
-                         ) -> tuple[str, ...]:
+    def capture_refusals(self, disk: BlockDisk, repository: str | None = None) -> tuple[str, ...]:
         """Why ``disk`` may not be captured now (empty: it may), as text for people.
         ``repository``: a local folder the backup would go to."""
         return tuple(str(r) for r in _capture_refusals(disk, repository))
@@ -129,8 +128,9 @@ class Engine:
 
     # -- local filesystems (the UI's media scan; every mount is in engine/mounts.py)
 
-    def mounted(self, device: str, fstype: str | None, *,
-                writable: bool = False) -> AbstractContextManager[str]:
+    def mounted(
+        self, device: str, fstype: str | None, *, writable: bool = False
+    ) -> AbstractContextManager[str]:
         """Mount ``device`` on a temporary folder for a ``with`` block (read-only
         unless ``writable``); always unmounted, lazily if busy."""
         return _mounts.mounted(device, fstype, writable=writable)
@@ -140,13 +140,17 @@ class Engine:
     def network_status(self) -> NetworkStatus:
         return _network.status()
 
-    def network_dhcp(self, iface: str, *,
-                     timeout: float = _network.DHCP_TIMEOUT) -> Interface:
+    def network_dhcp(self, iface: str, *, timeout: float = _network.DHCP_TIMEOUT) -> Interface:
         return _network.dhcp(iface, timeout=timeout)
 
     def network_static(
-        self, iface: str, address: str, *, gateway: str | None = None,
-        dns: Sequence[str] = (), timeout: float = _network.STATIC_TIMEOUT,
+        self,
+        iface: str,
+        address: str,
+        *,
+        gateway: str | None = None,
+        dns: Sequence[str] = (),
+        timeout: float = _network.STATIC_TIMEOUT,
     ) -> Interface:
         config = _network.parse_static(iface, address, gateway, dns)
         return _network.static(config, timeout=timeout)

@@ -141,8 +141,11 @@ class Manifest:
             ]
             if disk.gpt_backup:
                 regions.append(
-                    (f"disk {disk.index + 1} GPT backup", disk.gpt_backup.offset,
-                     disk.gpt_backup.chunks)
+                    (
+                        f"disk {disk.index + 1} GPT backup",
+                        disk.gpt_backup.offset,
+                        disk.gpt_backup.chunks,
+                    )
                 )
             for part in disk.partitions:
                 regions.append((f"disk {disk.index + 1} {part.label}", 0, part.chunks))
@@ -198,8 +201,12 @@ class ImageSummary:
             disks=tuple(d.describe() for d in manifest.disks),
             data_bytes=manifest.data_bytes,
             disk_bytes=sum(d.size for d in manifest.disks),
-            raw=tuple(f"disk {d.index + 1} {p.label}: {p.note or 'stored raw'}"
-                      for d in manifest.disks for p in d.partitions if p.method == METHOD_RAW),
+            raw=tuple(
+                f"disk {d.index + 1} {p.label}: {p.note or 'stored raw'}"
+                for d in manifest.disks
+                for p in d.partitions
+                if p.method == METHOD_RAW
+            ),
         )
 
 
@@ -280,7 +287,9 @@ def _disk(d: dict[str, Any]) -> DiskImage:
         physical_sector_size=int(d["physical_sector_size"]),
         transport=d.get("transport"),
         table=PartitionTable(
-            type=str(t["type"]), id=t.get("id"), first_lba=t.get("first_lba"),
+            type=str(t["type"]),
+            id=t.get("id"),
+            first_lba=t.get("first_lba"),
             last_lba=t.get("last_lba"),
         ),
         head=head,

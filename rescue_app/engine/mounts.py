@@ -38,16 +38,23 @@ def options_for(fstype: str | None, writable: bool) -> list[str]:
     return ["ro", *extra.get(fstype or "", [])]
 
 
-def mount_argv(device: str, point: str, *, fstype: str | None = None,
-               options: Sequence[str] = ("ro",)) -> list[str]:
+def mount_argv(
+    device: str, point: str, *, fstype: str | None = None, options: Sequence[str] = ("ro",)
+) -> list[str]:
     """The kernel ``mount`` command line (no -o without options)."""
     typed = ["-t", fstype] if fstype else []
     opts = ["-o", ",".join(options)] if options else []
     return ["mount", *typed, *opts, device, point]
 
 
-def mount(device: str, point: str, *, fstype: str | None = None,
-          options: Sequence[str] = ("ro",), timeout: float = TIMEOUT) -> None:
+def mount(
+    device: str,
+    point: str,
+    *,
+    fstype: str | None = None,
+    options: Sequence[str] = ("ro",),
+    timeout: float = TIMEOUT,
+) -> None:
     """Mount ``device`` on the existing folder ``point``; CommandError if it fails."""
     opts = ",".join(options)
     log.info("mounting %s (%s, %s) on %s", device, fstype or "auto", opts, point)
@@ -72,8 +79,14 @@ def umount(point: str) -> None:
 
 
 @contextlib.contextmanager
-def mounted(device: str, fstype: str | None, *, writable: bool = False,
-            options: Sequence[str] = (), prefix: str = "liferaft-mnt-") -> Iterator[str]:
+def mounted(
+    device: str,
+    fstype: str | None,
+    *,
+    writable: bool = False,
+    options: Sequence[str] = (),
+    prefix: str = "liferaft-mnt-",
+) -> Iterator[str]:
     """Mount on a private temporary folder for the ``with`` block; always unmounted."""
     point = tempfile.mkdtemp(prefix=prefix)
     try:

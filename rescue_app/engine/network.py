@@ -108,8 +108,10 @@ class NetworkStatus:
         if up:
             first = up[0]
             dns = f"; DNS {' '.join(self.dns)}" if self.dns else "; no DNS server"
-            return (f"online: {first.ipv4[0] if first.ipv4 else first.global_addresses[0]} "
-                    f"on {first.name}, gateway {first.gateway}{dns}")
+            return (
+                f"online: {first.ipv4[0] if first.ipv4 else first.global_addresses[0]} "
+                f"on {first.name}, gateway {first.gateway}{dns}"
+            )
         if any(i.global_addresses for i in self.interfaces):
             return "no default route: only the local network is reachable"
         return "offline: no interface has an address"
@@ -119,10 +121,26 @@ class NetworkStatus:
             "online": self.online,
             "dns": list(self.dns),
             "interfaces": [
-                {"name": i.name, "mac": i.mac, "state": i.state, "carrier": i.carrier,
-                 "setup": i.setup, "gateway": i.gateway, "dns": list(i.dns), "online": i.online,
-                 "addresses": [{"address": a.address, "prefix": a.prefix, "family": a.family,
-                                "scope": a.scope, "dynamic": a.dynamic} for a in i.addresses]}
+                {
+                    "name": i.name,
+                    "mac": i.mac,
+                    "state": i.state,
+                    "carrier": i.carrier,
+                    "setup": i.setup,
+                    "gateway": i.gateway,
+                    "dns": list(i.dns),
+                    "online": i.online,
+                    "addresses": [
+                        {
+                            "address": a.address,
+                            "prefix": a.prefix,
+                            "family": a.family,
+                            "scope": a.scope,
+                            "dynamic": a.dynamic,
+                        }
+                        for a in i.addresses
+                    ],
+                }
                 for i in self.interfaces
             ],
         }
@@ -172,9 +190,12 @@ def resolv_conf_servers(text: str) -> tuple[str, ...]:
     return tuple(servers)
 
 
-def parse_status(addrs: list[dict[str, Any]], routes: list[dict[str, Any]],
-                 links: dict[str, dict[str, Any]] | None,
-                 resolv_conf: str) -> NetworkStatus:
+def parse_status(
+    addrs: list[dict[str, Any]],
+    routes: list[dict[str, Any]],
+    links: dict[str, dict[str, Any]] | None,
+    resolv_conf: str,
+) -> NetworkStatus:
     """A NetworkStatus from ``ip -j addr``, ``ip -j route show default`` (both
     families), networkd's link list and resolv.conf: pure, for tests."""
     gateways: dict[str, str] = {}
@@ -189,23 +210,29 @@ def parse_status(addrs: list[dict[str, Any]], routes: list[dict[str, Any]],
         if not name or "LOOPBACK" in flags or entry.get("link_type") == "loopback":
             continue
         addresses = tuple(
-            Address(str(a.get("local")), int(a.get("prefixlen", 0)), str(a.get("family")),
-                    str(a.get("scope", "")), bool(a.get("dynamic", False)))
+            Address(
+                str(a.get("local")),
+                int(a.get("prefixlen", 0)),
+                str(a.get("family")),
+                str(a.get("scope", "")),
+                bool(a.get("dynamic", False)),
+            )
             for a in entry.get("addr_info") or []
-            if a.get("family") in ("inet", "inet6") and a.get("local")
-            and not a.get("tentative")
+            if a.get("family") in ("inet", "inet6") and a.get("local") and not a.get("tentative")
         )
         link = (links or {}).get(name, {})
-        interfaces.append(Interface(
-            name=name,
-            mac=str(entry.get("address", "")),
-            state=str(entry.get("operstate", "unknown")).lower(),
-            carrier="LOWER_UP" in flags,
-            addresses=addresses,
-            gateway=gateways.get(name),
-            dns=_dns_of_link(link),
-            setup=str(link.get("AdministrativeState", "")) if links is not None else "",
-        ))
+        interfaces.append(
+            Interface(
+                name=name,
+                mac=str(entry.get("address", "")),
+                state=str(entry.get("operstate", "unknown")).lower(),
+                carrier="LOWER_UP" in flags,
+                addresses=addresses,
+                gateway=gateways.get(name),
+                dns=_dns_of_link(link),
+                setup=str(link.get("AdministrativeState", "")) if links is not None else "",
+            )
+        )
     dns = list(resolv_conf_servers(resolv_conf))
     for i in interfaces:
         dns += [d for d in i.dns if d not in dns]
@@ -238,57 +265,75 @@ class StaticConfig:
 def _check_iface_name(iface: str) -> str:
     iface = iface.strip()
     if not _IFACE_RE.match(iface):
-        raise UsageError(f"{iface!r} is not a network interface name",
-                         hint="see `liferaft net` for the interfaces of this machine")
+        raise UsageError(
+            f"{iface!r} is not a network interface name",
+            hint="see `liferaft net` for the interfaces of this machine",
+        )
     return iface
 
 
-def parse_static(iface: str, address: str, gateway: str | None = None,
-                 dns: Sequence[str] = ()) -> StaticConfig:
+def parse_static(
+    iface: str, address: str, gateway: str | None = None, dns: Sequence[str] = ()
+) -> StaticConfig:
     """Check typed static settings; UsageError with what is wrong and an example."""
     iface = _check_iface_name(iface)
     text = address.strip()
     if "/" not in text:
-        raise UsageError(f"address {text!r} has no prefix length",
-                         hint="write it with the prefix, e.g. 192.168.1.20/24")
+        raise UsageError(
+            f"address {text!r} has no prefix length",
+            hint="write it with the prefix, e.g. 192.168.1.20/24",
+        )
     try:
         addr = ipaddress.ip_interface(text)
     except ValueError:
-        raise UsageError(f"{text!r} is not an IP address with a prefix",
-                         hint="write e.g. 192.168.1.20/24") from None
+        raise UsageError(
+            f"{text!r} is not an IP address with a prefix", hint="write e.g. 192.168.1.20/24"
+        ) from None
     net = addr.network
     if addr.ip.is_loopback or addr.ip.is_multicast or addr.ip.is_unspecified:
-        raise UsageError(f"{addr.ip} cannot be the address of a network card",
-                         hint="use an address of your local network, e.g. 192.168.1.20/24")
-    if addr.version == 4 and net.prefixlen < 31 and addr.ip in (net.network_address,
-                                                               net.broadcast_address):
+        raise UsageError(
+            f"{addr.ip} cannot be the address of a network card",
+            hint="use an address of your local network, e.g. 192.168.1.20/24",
+        )
+    if (
+        addr.version == 4
+        and net.prefixlen < 31
+        and addr.ip in (net.network_address, net.broadcast_address)
+    ):
         what = "network" if addr.ip == net.network_address else "broadcast"
-        raise UsageError(f"{addr.ip} is the {what} address of {net}",
-                         hint="choose an address between them, e.g. "
-                              f"{net.network_address + 1}/{net.prefixlen}")
+        raise UsageError(
+            f"{addr.ip} is the {what} address of {net}",
+            hint=f"choose an address between them, e.g. {net.network_address + 1}/{net.prefixlen}",
+        )
     gw: IpAddress | None = None
     if gateway and gateway.strip():
         try:
             gw = ipaddress.ip_address(gateway.strip())
         except ValueError:
-            raise UsageError(f"gateway {gateway.strip()!r} is not an IP address",
-                             hint="write e.g. 192.168.1.1, or leave it empty") from None
+            raise UsageError(
+                f"gateway {gateway.strip()!r} is not an IP address",
+                hint="write e.g. 192.168.1.1, or leave it empty",
+            ) from None
         if gw.version != addr.version or gw not in net:
-            raise UsageError(f"gateway {gw} is outside the subnet {net} of {addr}",
-                             hint="the gateway must be on the same subnet; check the "
-                                  "prefix length: /24 is 255.255.255.0")
+            raise UsageError(
+                f"gateway {gw} is outside the subnet {net} of {addr}",
+                hint="the gateway must be on the same subnet; check the "
+                "prefix length: /24 is 255.255.255.0",
+            )
         if gw == addr.ip:
-            raise UsageError(f"gateway {gw} is this machine's own address",
-                             hint="type the router's address")
+            raise UsageError(
+                f"gateway {gw} is this machine's own address", hint="type the router's address"
+            )
     servers = []
     for item in dns:
         for word in item.replace(",", " ").split():
             try:
                 servers.append(ipaddress.ip_address(word))
             except ValueError:
-                raise UsageError(f"DNS server {word!r} is not an IP address",
-                                 hint="write e.g. 192.168.1.1; separate several by spaces"
-                                 ) from None
+                raise UsageError(
+                    f"DNS server {word!r} is not an IP address",
+                    hint="write e.g. 192.168.1.1; separate several by spaces",
+                ) from None
     return StaticConfig(iface, addr, gw, tuple(servers))
 
 
@@ -297,8 +342,13 @@ def parse_static(iface: str, address: str, gateway: str | None = None,
 
 def network_file(iface: str, static: StaticConfig | None = None) -> str:
     """The runtime .network file for DHCP (``static`` None) or a static address."""
-    lines = ["# Written by liferaft (the network screen / `liferaft net`).",
-             "[Match]", f"Name={iface}", "", "[Network]"]
+    lines = [
+        "# Written by liferaft (the network screen / `liferaft net`).",
+        "[Match]",
+        f"Name={iface}",
+        "",
+        "[Network]",
+    ]
     if static is None:
         lines += ["DHCP=ipv4", "", "[DHCPv4]", "UseHostname=no", "ClientIdentifier=mac"]
     else:
@@ -311,8 +361,7 @@ def network_file(iface: str, static: StaticConfig | None = None) -> str:
 
 def _require_root() -> None:
     if os.geteuid() != 0:
-        raise NotRootError("setting up the network needs root",
-                           hint="run it with sudo, or as root")
+        raise NotRootError("setting up the network needs root", hint="run it with sudo, or as root")
 
 
 def _require_iface(iface: str) -> Interface:
@@ -320,8 +369,9 @@ def _require_iface(iface: str) -> Interface:
     found = now.interface(iface)
     if found is None:
         names = ", ".join(i.name for i in now.interfaces) or "none"
-        raise UsageError(f"there is no network interface {iface}",
-                         hint=f"interfaces of this machine: {names}")
+        raise UsageError(
+            f"there is no network interface {iface}", hint=f"interfaces of this machine: {names}"
+        )
     return found
 
 
@@ -333,8 +383,10 @@ def _ensure_networkd() -> None:
         try:
             run(["systemctl", "start", "systemd-networkd.service"], timeout=60)
         except CommandError as exc:
-            raise NetworkError(f"cannot start systemd-networkd: {exc.message}",
-                               hint="see `journalctl -u systemd-networkd` in the shell") from exc
+            raise NetworkError(
+                f"cannot start systemd-networkd: {exc.message}",
+                hint="see `journalctl -u systemd-networkd` in the shell",
+            ) from exc
         # Name resolution: the rescue image's resolv.conf points at resolved's stub.
         run(["systemctl", "start", "systemd-resolved.service"], check=False, timeout=60)
         deadline = time.monotonic() + 10
@@ -344,9 +396,11 @@ def _ensure_networkd() -> None:
             time.sleep(0.2)
         if _networkd_links() is not None:
             return
-    raise NetworkError("systemd-networkd is not running, so liferaft cannot set up the network",
-                       hint="start it (systemctl start systemd-networkd) or configure the "
-                            "interface by hand in the shell (ip addr, ip route)")
+    raise NetworkError(
+        "systemd-networkd is not running, so liferaft cannot set up the network",
+        hint="start it (systemctl start systemd-networkd) or configure the "
+        "interface by hand in the shell (ip addr, ip route)",
+    )
 
 
 def _apply(iface: str, text: str, config_dir: str) -> None:
@@ -364,17 +418,20 @@ def _apply(iface: str, text: str, config_dir: str) -> None:
     run(["networkctl", "reconfigure", iface], timeout=30)
 
 
-def _wait(iface: str, timeout: float, done: Callable[[Interface], bool], *,
-          settled: bool = True) -> Interface | None:
+def _wait(
+    iface: str, timeout: float, done: Callable[[Interface], bool], *, settled: bool = True
+) -> Interface | None:
     """Poll until ``done(interface)`` (and, if ``settled``, networkd is through
     with the link); the interface then, or None on timeout."""
     deadline = time.monotonic() + timeout
     while True:
         now = status().interface(iface)
         if now is not None and now.setup == "failed":
-            raise NetworkError(f"systemd-networkd could not set up {iface}",
-                               hint=f"see `networkctl status {iface}` and `journalctl -u "
-                                    "systemd-networkd` in the shell")
+            raise NetworkError(
+                f"systemd-networkd could not set up {iface}",
+                hint=f"see `networkctl status {iface}` and `journalctl -u "
+                "systemd-networkd` in the shell",
+            )
         # Right after `reconfigure` the old lease's address can still be there:
         # wait for networkd to call the link configured ("" = it does not answer).
         # A static address is checked exactly instead: with it networkd stays
@@ -387,8 +444,7 @@ def _wait(iface: str, timeout: float, done: Callable[[Interface], bool], *,
         time.sleep(0.25)
 
 
-def dhcp(iface: str, *, timeout: float = DHCP_TIMEOUT,
-         config_dir: str = RUNTIME_DIR) -> Interface:
+def dhcp(iface: str, *, timeout: float = DHCP_TIMEOUT, config_dir: str = RUNTIME_DIR) -> Interface:
     """Ask for an address by DHCP on ``iface``; wait for it and the default route."""
     iface = _check_iface_name(iface)
     _require_root()
@@ -399,12 +455,15 @@ def dhcp(iface: str, *, timeout: float = DHCP_TIMEOUT,
     if got is None:
         last = status().interface(iface)
         if last is not None and not last.carrier:
-            raise NetworkError(f"no DHCP answer on {iface} after {timeout:.0f} s: the link is "
-                               "down (no cable signal)",
-                               hint="check that the cable is plugged in at both ends, or "
-                                    "choose another interface")
-        raise NetworkError(f"no DHCP answer on {iface} after {timeout:.0f} s",
-                           hint="check the cable / the DHCP server, or set a static address")
+            raise NetworkError(
+                f"no DHCP answer on {iface} after {timeout:.0f} s: the link is "
+                "down (no cable signal)",
+                hint="check that the cable is plugged in at both ends, or choose another interface",
+            )
+        raise NetworkError(
+            f"no DHCP answer on {iface} after {timeout:.0f} s",
+            hint="check the cable / the DHCP server, or set a static address",
+        )
     # networkd adds the route with the lease; give it a moment if the lease has one.
     with_route = _wait(iface, 3.0, lambda i: bool(i.gateway))
     result = with_route or got
@@ -412,8 +471,9 @@ def dhcp(iface: str, *, timeout: float = DHCP_TIMEOUT,
     return result
 
 
-def static(config: StaticConfig, *, timeout: float = STATIC_TIMEOUT,
-           config_dir: str = RUNTIME_DIR) -> Interface:
+def static(
+    config: StaticConfig, *, timeout: float = STATIC_TIMEOUT, config_dir: str = RUNTIME_DIR
+) -> Interface:
     """Give ``config.iface`` a fixed address (and gateway and DNS)."""
     _require_root()
     _require_iface(config.iface)
@@ -428,11 +488,14 @@ def static(config: StaticConfig, *, timeout: float = STATIC_TIMEOUT,
     if got is None:
         last = status().interface(config.iface)
         if last is not None and not last.carrier:
-            raise NetworkError(f"{config.iface}: the link is down (no cable signal), so "
-                               f"{config.address} is not in use yet",
-                               hint="check that the cable is plugged in at both ends")
-        raise NetworkError(f"{config.iface}: {config.address} was not applied within "
-                           f"{timeout:.0f} s",
-                           hint=f"see `networkctl status {config.iface}` and the log")
+            raise NetworkError(
+                f"{config.iface}: the link is down (no cable signal), so "
+                f"{config.address} is not in use yet",
+                hint="check that the cable is plugged in at both ends",
+            )
+        raise NetworkError(
+            f"{config.iface}: {config.address} was not applied within {timeout:.0f} s",
+            hint=f"see `networkctl status {config.iface}` and the log",
+        )
     log.info("static on %s: %s", config.iface, got.describe())
     return got

@@ -150,8 +150,9 @@ def plan_disk(image: DiskImage, target: BlockDisk, *, grow: bool) -> DiskPlan:
     steps = [
         PartitionStep(
             p,
-            NewPartition(p.number, p.start, p.size, p.kind, p.type, p.uuid, p.name, p.attrs,
-                         p.bootable),
+            NewPartition(
+                p.number, p.start, p.size, p.kind, p.type, p.uuid, p.name, p.attrs, p.bootable
+            ),
             False,
         )
         for p in image.partitions
@@ -166,8 +167,9 @@ def plan_disk(image: DiskImage, target: BlockDisk, *, grow: bool) -> DiskPlan:
             f"the disk is {human_size(target.size - image.size)} larger than the original; "
             "the extra space is left free (use --grow to extend the last partition)"
         )
-    return DiskPlan(image=image, target=target, table=image.table, steps=tuple(steps),
-                    notes=tuple(notes))
+    return DiskPlan(
+        image=image, target=target, table=image.table, steps=tuple(steps), notes=tuple(notes)
+    )
 
 
 def _grow_last(
@@ -190,14 +192,29 @@ def _grow_last(
     for s in steps:
         n = s.new
         if s is last or (s.source.kind == "extended" and last.source.kind == "logical"):
-            n = NewPartition(n.number, n.start, limit - n.start, n.kind, n.type, n.uuid,
-                             n.name, n.attrs, n.bootable)
+            n = NewPartition(
+                n.number,
+                n.start,
+                limit - n.start,
+                n.kind,
+                n.type,
+                n.uuid,
+                n.name,
+                n.attrs,
+                n.bootable,
+            )
             s = PartitionStep(s.source, n, s is last)
         out.append(s)
     return out, ""
 
 
 __all__ = [
-    "METHOD_RAW", "METHOD_SWAP", "METHOD_USED", "DiskPlan", "PartitionStep", "RestorePlan",
-    "make_restore_plan", "plan_disk",
+    "METHOD_RAW",
+    "METHOD_SWAP",
+    "METHOD_USED",
+    "DiskPlan",
+    "PartitionStep",
+    "RestorePlan",
+    "make_restore_plan",
+    "plan_disk",
 ]

@@ -115,7 +115,7 @@ class Repository:
             raise RepositoryError(
                 f"repository {self.location}: {REPO_FILE} is damaged (not valid JSON: {exc})",
                 hint=f"the medium may be failing; restore {REPO_FILE} from a copy of the "
-                     "repository, or write a new one as docs/FORMAT.md describes",
+                "repository, or write a new one as docs/FORMAT.md describes",
             ) from None
         if not isinstance(doc, dict) or doc.get("format") != REPO_FORMAT:
             raise RepositoryError(f"{self.location}/{REPO_FILE} is not a liferaft repository file")
@@ -224,7 +224,7 @@ class Repository:
             f"repository {self.location} (images affected: {', '.join(sorted(affected))}); "
             "nothing was written",
             hint="restore another image or from another copy of the repository; "
-                 "'liferaft verify' checks every image",
+            "'liferaft verify' checks every image",
         )
 
     def get_chunk(self, digest: str, where: str = "") -> bytes:
@@ -262,14 +262,17 @@ class Repository:
         if self._create_pending:
             self._materialise()
         self.store.sync()
-        self.store.write(_manifest_rel(manifest.name, manifest.id), manifest.to_json().encode(),
-                         durable=True)
+        self.store.write(
+            _manifest_rel(manifest.name, manifest.id), manifest.to_json().encode(), durable=True
+        )
         self._write_index()
 
     def _write_index(self) -> None:
         """index.json lists every image, for readers that cannot list folders (HTTP)."""
-        entries = [{"name": name, "id": image_id, "path": _manifest_rel(name, image_id)}
-                   for name, image_id in self.manifest_refs()]
+        entries = [
+            {"name": name, "id": image_id, "path": _manifest_rel(name, image_id)}
+            for name, image_id in self.manifest_refs()
+        ]
         doc = {"format": "liferaft-index", "version": 1, "images": entries}
         self.store.write(INDEX_FILE, (json.dumps(doc, indent=1) + "\n").encode(), durable=True)
 
@@ -374,13 +377,17 @@ def _check_creatable(path: str) -> None:
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
-        raise RepositoryError(f"cannot create the repository {path}: {parent} is a file",
-                              hint="give --repo a folder path")
+        raise RepositoryError(
+            f"cannot create the repository {path}: {parent} is a file",
+            hint="give --repo a folder path",
+        )
     if os.statvfs(parent).f_flag & os.ST_RDONLY:
         raise RepositoryError(
             f"cannot create the repository {path}: {parent} is on a read-only filesystem",
-            hint="remount it read-write or choose another destination")
+            hint="remount it read-write or choose another destination",
+        )
     if not os.access(parent, os.W_OK | os.X_OK):
         raise RepositoryError(
             f"cannot create the repository {path}: {parent} is not writable (permission denied)",
-            hint="run as root or fix the folder's permissions")
+            hint="run as root or fix the folder's permissions",
+        )

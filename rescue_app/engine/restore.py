@@ -121,8 +121,7 @@ def _recheck_plan(plan: RestorePlan) -> RestorePlan:
         now = find_disk(d.target.path, disks)
         if (now.serial, now.size) != (d.target.serial, d.target.size):
             raise TargetRefusedError(
-                f"{d.target.path} is no longer the disk that was confirmed "
-                f"({d.target.describe()})",
+                f"{d.target.path} is no longer the disk that was confirmed ({d.target.describe()})",
                 hint="list the disks again and confirm the new target",
             )
         targets.append(now)
@@ -130,7 +129,8 @@ def _recheck_plan(plan: RestorePlan) -> RestorePlan:
     if fresh.render() != plan.render():
         raise TargetRefusedError(
             "the disks changed after the plan was shown; nothing was written",
-            hint="look at the plan again and confirm it again")
+            hint="look at the plan again and confirm it again",
+        )
     return fresh
 
 
@@ -173,8 +173,7 @@ def _restore_disk(
         for step in d.steps:
             if step.source.method not in (METHOD_NONE, METHOD_SWAP):
                 # (a whole-disk filesystem's one "partition" starts at 0)
-                blockio.zero_range(fd, target, step.new.start,
-                                   min(restoremark.HOLD, step.new.size))
+                blockio.zero_range(fd, target, step.new.start, min(restoremark.HOLD, step.new.size))
         blockio.flush(fd, target)
     # Old signatures at both ends (a GPT backup header, say) would make tools
     # doubt the new table; on a disk without one, the old filesystem's.
@@ -206,8 +205,7 @@ def _restore_disk(
             _mkswap(nodes[step.source.number], step.source)
     if d.table.type != "none":
         _write_head(repo, m, image, target)  # the boot code replaces the mark
-        counter.add(f"{target} boot area", image.head.length, image.head.length,
-                    image.head.length)
+        counter.add(f"{target} boot area", image.head.length, image.head.length, image.head.length)
     restoremark.clear(target)  # an image without boot code of its own
 
 
@@ -246,8 +244,11 @@ def _head_bytes(repo: Repository, m: Manifest, image: DiskImage) -> bytes:
     parts = []
     for i, digest in enumerate(image.head.chunks):
         length = min(m.chunk_size, image.head.length - i * m.chunk_size)
-        parts.append(bytes(length) if digest is None else
-                     repo.get_chunk(digest, f"{m.ref} disk {image.index + 1} head"))
+        parts.append(
+            bytes(length)
+            if digest is None
+            else repo.get_chunk(digest, f"{m.ref} disk {image.index + 1} head")
+        )
     return b"".join(parts)
 
 
@@ -258,7 +259,7 @@ def _head_ranges(image: DiskImage, head: bytes) -> list[Extent]:
     ss = image.logical_sector_size
     if len(head) < ss:
         return []
-    if image.table.type == "gpt" and len(head) >= 2 * ss and head[ss:ss + 8] == b"EFI PART":
+    if image.table.type == "gpt" and len(head) >= 2 * ss and head[ss : ss + 8] == b"EFI PART":
         entries_lba, count, size = struct.unpack_from("<QII", head, ss + 72)
         gap = -(-(entries_lba * ss + count * size) // ss) * ss
     else:
@@ -275,7 +276,7 @@ def _write_head(repo: Repository, m: Manifest, image: DiskImage, target: str) ->
     head = _head_bytes(repo, m, image)
     with blockio.open_device(target, write=True) as fd:
         for start, length in _head_ranges(image, head):
-            blockio.write_all(fd, target, head[start:start + length], start)
+            blockio.write_all(fd, target, head[start : start + length], start)
         blockio.flush(fd, target)
 
 
@@ -325,8 +326,9 @@ def _each_chunk(
         raise cancelled from None
 
 
-def _lay(writer: blockio.TargetWriter, base: int, data: bytes | None,
-         extents: list[Extent]) -> None:
+def _lay(
+    writer: blockio.TargetWriter, base: int, data: bytes | None, extents: list[Extent]
+) -> None:
     """Put ``extents`` of the chunk that starts at ``base`` on the disk; None: zeros."""
     if data is None:
         for start, length in extents:
@@ -365,8 +367,16 @@ def _write_partition(
         hint="run the restore again before using this disk",
     )
     with blockio.TargetWriter(node) as writer:
-        _each_chunk(p, m, f"{node} ({p.filesystem.type or 'raw'})", counter, cancel, cancelled,
-                    job, RESTORE_WORKERS)
+        _each_chunk(
+            p,
+            m,
+            f"{node} ({p.filesystem.type or 'raw'})",
+            counter,
+            cancel,
+            cancelled,
+            job,
+            RESTORE_WORKERS,
+        )
         writer.flush()
     return held
 
@@ -400,12 +410,15 @@ def _grow_filesystem(node: str, step: PartitionStep) -> str:
         else:
             return ""
     except CommandError as exc:
-        return (f"the data is restored, but growing {fs} on {node} failed ({exc}); "
-                "the filesystem keeps its old size")
+        return (
+            f"the data is restored, but growing {fs} on {node} failed ({exc}); "
+            "the filesystem keeps its old size"
+        )
     return ""
 
 
 # -- read-back -------------------------------------------------------------
+
 
 def _verify_disk(
     repo: Repository, m: Manifest, d: DiskPlan, counter: _Counter, cancel: CancelToken | None
@@ -419,12 +432,13 @@ def _verify_disk(
             blockio.drop_cache(fd)
             for start, length in _head_ranges(image, head):
                 got = blockio.read_exact(fd, target, start, length)
-                if got != head[start:start + length]:
+                if got != head[start : start + length]:
                     raise VerifyError(
                         f"verification failed: the boot area of {target} at byte {start} "
-                        "differs from the image", hint="the disk may be failing; try another")
-        counter.add(f"{target} boot area", image.head.length, image.head.length,
-                    image.head.length)
+                        "differs from the image",
+                        hint="the disk may be failing; try another",
+                    )
+        counter.add(f"{target} boot area", image.head.length, image.head.length, image.head.length)
     for step in d.steps:
         p = step.source
         if p.method not in (METHOD_USED, METHOD_RAW):
@@ -457,5 +471,12 @@ def _verify_partition(
 
     with blockio.SourceReader(node) as reader:
         blockio.drop_cache(reader.buffered)
-        _each_chunk(p, m, f"{node} ({p.filesystem.type or 'raw'})", counter, cancel,
-                    CancelledError("verification cancelled; the restore itself finished"), job)
+        _each_chunk(
+            p,
+            m,
+            f"{node} ({p.filesystem.type or 'raw'})",
+            counter,
+            cancel,
+            CancelledError("verification cancelled; the restore itself finished"),
+            job,
+        )

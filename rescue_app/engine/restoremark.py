@@ -44,10 +44,12 @@ def decode(sector: bytes) -> str | None:
     if not sector.startswith(MAGIC):
         return None
     try:
-        doc = json.loads(sector[len(MAGIC):SIZE].split(b"\n", 1)[0])
+        doc = json.loads(sector[len(MAGIC) : SIZE].split(b"\n", 1)[0])
         when = datetime.strptime(doc["started"], "%Y-%m-%dT%H:%M:%SZ")
-        return (f"incomplete restore of {doc['image']} "
-                f"(started {when.strftime('%Y-%m-%d %H:%M:%S')} UTC)")
+        return (
+            f"incomplete restore of {doc['image']} "
+            f"(started {when.strftime('%Y-%m-%d %H:%M:%S')} UTC)"
+        )
     except (ValueError, KeyError, TypeError):
         return "incomplete restore (started at an unknown time)"
 

@@ -139,9 +139,15 @@ def write_table(
                 if table.type == "dos" and p.bootable:
                     part.setFlag(parted.PARTITION_BOOT)
             disk.commit()
-        except (_ped.PartedException, _ped.DiskException, _ped.PartitionException,
-                _ped.GeometryException, _ped.ConstraintException, _ped.IOException,
-                _ped.DeviceException) as exc:
+        except (
+            _ped.PartedException,
+            _ped.DiskException,
+            _ped.PartitionException,
+            _ped.GeometryException,
+            _ped.ConstraintException,
+            _ped.IOException,
+            _ped.DeviceException,
+        ) as exc:
             raise DiskError(f"cannot write the partition table on {path}: {exc}") from None
         finally:
             if device is not None:
@@ -151,6 +157,7 @@ def write_table(
 
 def _set_identities(path: str, table: PartitionTable, parts: list[NewPartition]) -> None:
     """Give the new table the source's identifiers (libparted cannot set them)."""
+
     def sfdisk(*args: str) -> None:
         # --no-tell-kernel: otherwise each call sleeps 250 ms, runs a global
         # sync() and asks for a re-read; the caller makes the kernel read the

@@ -61,8 +61,14 @@ def verify_repository(
             if problem:
                 problems.append(problem)
             done = nbytes if checked < len(users) else max(nbytes, 1)
-            progress(Progress("verify", f"chunk {checked} of {len(users)}", done,
-                              max(total, done) if checked < len(users) else done))
+            progress(
+                Progress(
+                    "verify",
+                    f"chunk {checked} of {len(users)}",
+                    done,
+                    max(total, done) if checked < len(users) else done,
+                )
+            )
 
     with pipeline(tuple) as pipe:
         for digest, places in users.items():

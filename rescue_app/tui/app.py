@@ -27,6 +27,7 @@ from rescue_app.tui.sources import DiskFilter, RepositorySource
 
 log = logging.getLogger("liferaft.tui")
 
+
 class LiferaftApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "liferaft"
@@ -119,8 +120,9 @@ class LiferaftApp(App[int]):
         self._release_worker(source, then)
 
     @work(thread=True, group="release", exit_on_error=False)
-    def _release_worker(self, source: RepositorySource | None,
-                        then: Callable[[], object] | None) -> None:
+    def _release_worker(
+        self, source: RepositorySource | None, then: Callable[[], object] | None
+    ) -> None:
         _close(source)
         if then is not None:
             self.call_from_thread(then)
@@ -141,8 +143,13 @@ class LiferaftApp(App[int]):
 
     # ------------------------------------------------------------ errors
 
-    def show_error(self, error: BaseException, *, title: str | None = None,
-                   then: Callable[[], None] | None = None) -> None:
+    def show_error(
+        self,
+        error: BaseException,
+        *,
+        title: str | None = None,
+        then: Callable[[], None] | None = None,
+    ) -> None:
         """One modal per failure: what happened and what to do. Never a traceback."""
         from rescue_app.tui.screens.error import ErrorModal
 
@@ -150,8 +157,9 @@ class LiferaftApp(App[int]):
             log.error("%s", error)
         else:
             log.error("internal error", exc_info=error)
-        self.push_screen(ErrorModal(error, title=title),
-                         callback=(lambda _: then()) if then else None)
+        self.push_screen(
+            ErrorModal(error, title=title), callback=(lambda _: then()) if then else None
+        )
 
     def _handle_exception(self, error: Exception) -> None:
         # A bug in UI code (not in a worker: those become error modals). Textual has
@@ -161,9 +169,12 @@ class LiferaftApp(App[int]):
         saved = self.save_log()
         where = f"; the log is in {saved}" if saved else ""
         self._return_code = 1
-        self.exit(1, return_code=1,
-                  message=f"liferaft: internal error in the user interface: "
-                             f"{error.__class__.__name__}: {error}{where}")
+        self.exit(
+            1,
+            return_code=1,
+            message=f"liferaft: internal error in the user interface: "
+            f"{error.__class__.__name__}: {error}{where}",
+        )
 
     def save_log(self) -> str | None:
         path = os.path.join(tempfile.gettempdir(), "liferaft-tui.log")
@@ -207,7 +218,8 @@ def _quiet_stream_handlers() -> None:
     # Log lines written to the terminal would tear the screen; the viewer shows them.
     for handler in logging.getLogger().handlers:
         if type(handler) is logging.StreamHandler and getattr(handler, "stream", None) in (
-            sys.stderr, sys.stdout,
+            sys.stderr,
+            sys.stdout,
         ):
             logging.getLogger().removeHandler(handler)
 
@@ -221,13 +233,16 @@ def run_app(engine: Engine, profile_path: str | None = None) -> int:
     # LIFERAFT_TUI_NO_SCAN=1: do not mount other disks' partitions to look for
     # repositories (tests on a shared host; machines where even a read-only mount is unwanted).
     scan = os.environ.get("LIFERAFT_TUI_NO_SCAN", "") in ("", "0")
-    app = LiferaftApp(engine, profile=load_profile_info(profile_path), log_handler=handler,
-                      scan_media=scan)
+    app = LiferaftApp(
+        engine, profile=load_profile_info(profile_path), log_handler=handler, scan_media=scan
+    )
     try:
         code = app.run()
     except Exception as exc:  # the terminal is restored by now; one line, no traceback
-        print(f"liferaft: the user interface stopped: {exc.__class__.__name__}: {exc}",
-              file=sys.stderr)
+        print(
+            f"liferaft: the user interface stopped: {exc.__class__.__name__}: {exc}",
+            file=sys.stderr,
+        )
         return 1
     finally:
         app.release_source()

@@ -38,5 +38,9 @@ class MarkedCheckbox(Checkbox):
 
     @property
     def _button(self) -> Content:
-        return Content.assemble((TICKED.rstrip() if self.value else UNTICKED.rstrip(),
-                                 self.get_visual_style("toggle--button")))
+        return Content.assemble(
+            (
+                TICKED.rstrip() if self.value else UNTICKED.rstrip(),
+                self.get_visual_style("toggle--button"),
+            )
+        )

@@ -37,8 +37,10 @@ def suggest_targets(
             continue
         need = image.required_size
         fitting = [
-            d for d in free
-            if d.path not in taken and d.size >= need
+            d
+            for d in free
+            if d.path not in taken
+            and d.size >= need
             and d.logical_sector_size == image.logical_sector_size
         ]
         if fitting:

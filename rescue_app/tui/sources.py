@@ -114,8 +114,14 @@ class MediaSource(RepositorySource):
     kind = "attached media"
 
     def __init__(
-        self, device: str, fstype: str, subdir: str, disk: str, size: int,
-        fs_label: str | None = None, mountpoint: str | None = None,
+        self,
+        device: str,
+        fstype: str,
+        subdir: str,
+        disk: str,
+        size: int,
+        fs_label: str | None = None,
+        mountpoint: str | None = None,
     ) -> None:
         self.device = device
         self.fstype = fstype
@@ -169,9 +175,7 @@ class MediaSource(RepositorySource):
                 continue
             if ctx.disk_filter is not None and not ctx.disk_filter(disk):
                 continue
-            volumes = [
-                (p.path, p.fstype, p.size, p.label, p.mountpoints) for p in disk.partitions
-            ]
+            volumes = [(p.path, p.fstype, p.size, p.label, p.mountpoints) for p in disk.partitions]
             if not disk.partitions and disk.fstype:
                 volumes.append((disk.path, disk.fstype, disk.size, None, ()))
             for device, fstype, size, fs_label, points in volumes:
@@ -187,8 +191,9 @@ class MediaSource(RepositorySource):
         return found
 
     @staticmethod
-    def _scan(engine: Engine, device: str, fstype: str, points: Sequence[str]
-              ) -> tuple[list[str], str | None]:
+    def _scan(
+        engine: Engine, device: str, fstype: str, points: Sequence[str]
+    ) -> tuple[list[str], str | None]:
         # Already mounted (the live medium, say): look there instead of mounting twice.
         for point in points:
             if point and point != "[SWAP]" and os.path.isdir(point):
@@ -217,7 +222,7 @@ class NetworkSource(RepositorySource):
             raise RepositoryError(
                 f"{url.split('?')[0]!r} is not a repository URL",
                 hint="type e.g. https://server/repo, sftp://user@host/path, "
-                     "smb://user@host/share/path, nfs://host/export or s3://bucket/prefix",
+                "smb://user@host/share/path, nfs://host/export or s3://bucket/prefix",
             )
         reject_password_in_url(f"{parts.scheme}://{parts.hostname}", parts.password)
         self.url = url

@@ -22,8 +22,10 @@ def _boot(record_property: pytest.RecordProperty, name: str, machine: Vm) -> Non
     seconds = machine.wait_for_screen(TUI_HOME)
     record_property(f"boot_seconds_{name}", round(seconds, 1))
     status = "ok" if seconds <= BOOT_TARGET_S else "OVER TARGET"
-    print(f"boot to rescue app ({name}): {seconds:.1f} s, marker at {marker:.1f} s "
-          f"(target ≤ {BOOT_TARGET_S} s: {status}; load average {os.getloadavg()[0]:.2f})")
+    print(
+        f"boot to rescue app ({name}): {seconds:.1f} s, marker at {marker:.1f} s "
+        f"(target ≤ {BOOT_TARGET_S} s: {status}; load average {os.getloadavg()[0]:.2f})"
+    )
 
 
 def test_bios_cd(built_iso: Path, vm, record_property) -> None:

@@ -69,8 +69,10 @@ class SerialShell:
         progress lines, not a redrawn bar, and kernel messages cannot split it."""
         self.n += 1
         # The echoed line shows `$rc`, only the output has digits there.
-        self.child.sendline(f"{{ {command} ; }} >/tmp/out 2>&1; rc=$?; echo @@{self.n}@out@@; "
-                            f"cat /tmp/out; echo @@{self.n}@rc=$rc@@")
+        self.child.sendline(
+            f"{{ {command} ; }} >/tmp/out 2>&1; rc=$?; echo @@{self.n}@out@@; "
+            f"cat /tmp/out; echo @@{self.n}@rc=$rc@@"
+        )
         self.child.expect(rf"@@{self.n}@out@@\r*\n", timeout=timeout)
         self.child.expect(rf"@@{self.n}@rc=(\d+)@@", timeout=30)
         out: str = self.child.before.decode("utf-8", "replace")
@@ -225,8 +227,10 @@ def _drive_guest(sh: SerialShell, password: str, started: float) -> None:
     assert "smbsrc@" in sh.ok(f"liferaft images --repo {SMB_URL}")
     # The restore takes the password from the credentials file on the stick instead.
     sh.ok(f"mkdir -p /mnt/creds && mount -o ro /dev/disk/by-label/{CREDS_LABEL} /mnt/creds")
-    sh.ok(f"env -u LIFERAFT_PASSWORD LIFERAFT_CREDENTIALS=/mnt/creds/credentials.yaml "
-          f"liferaft restore --repo {SMB_URL} --image smbsrc --to {smb_target} --yes --verify")
+    sh.ok(
+        f"env -u LIFERAFT_PASSWORD LIFERAFT_CREDENTIALS=/mnt/creds/credentials.yaml "
+        f"liferaft restore --repo {SMB_URL} --image smbsrc --to {smb_target} --yes --verify"
+    )
     sh.ok("umount /mnt/creds")
 
     # 3. Restore over NFS what the host put there; back up there too.

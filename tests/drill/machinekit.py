@@ -124,8 +124,7 @@ def rootfs_tarball() -> Path:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.stem}.tmp{os.getpid()}.tar")  # mmdebstrap: .tar -> tarball
-    excludes = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*",
-                "/usr/share/info/*")
+    excludes = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*", "/usr/share/info/*")
     started = time.monotonic()
     try:
         _run([

@@ -115,9 +115,11 @@ def _credentials_stick(image: Path, work: Path, password: str) -> list[str]:
     with open(image, "wb") as f:
         f.truncate(8 * mk.MIB)
     env = {"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    for argv in (["mkfs.vfat", "-n", KEY_LABEL, str(image)],
-                 ["mmd", "-i", str(image), "::/liferaft"],
-                 ["mcopy", "-i", str(image), str(src), "::/liferaft/credentials.yaml"]):
+    for argv in (
+        ["mkfs.vfat", "-n", KEY_LABEL, str(image)],
+        ["mmd", "-i", str(image), "::/liferaft"],
+        ["mcopy", "-i", str(image), str(src), "::/liferaft/credentials.yaml"],
+    ):
         subprocess.run(argv, check=True, capture_output=True, env=env)
     src.unlink()
     return ["-drive", f"file={image},format=raw,if=none,id=dkey,readonly=on",

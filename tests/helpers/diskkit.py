@@ -185,8 +185,9 @@ def mounted(part: str, fstype: str, *, read_only: bool = False) -> Iterator[str]
         # The product's own mount (options, FUSE drivers); the umount below is
         # the tests' own: it waits for FUSE to flush instead of detaching lazily,
         # so what a test reads from the device afterwards is complete.
-        mounts.mount(part, point, fstype=fstype,
-                     options=mounts.options_for(fstype, writable=not read_only))
+        mounts.mount(
+            part, point, fstype=fstype, options=mounts.options_for(fstype, writable=not read_only)
+        )
         try:
             yield point
         finally:

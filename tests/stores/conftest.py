@@ -13,8 +13,9 @@ from tests.conftest import _disk_backed_tmp
 from tests.enginekit import Layout, Source, liferaft
 from tests.helpers.diskkit import MIB, PartSpec, loop_disk, make_fs, partition_disk, populate
 
-LAYOUT = Layout("gpt", [PartSpec(48, "ext4", "boot"), PartSpec(None, "ext4", "root")],
-                ["ext4", "ext4"])
+LAYOUT = Layout(
+    "gpt", [PartSpec(48, "ext4", "boot"), PartSpec(None, "ext4", "root")], ["ext4", "ext4"]
+)
 DISK_BYTES = 160 * MIB
 
 
@@ -36,8 +37,10 @@ def chunk_bytes(repo: str) -> int:
 def captured() -> Iterator[Captured]:
     if os.geteuid() != 0:
         pytest.skip("needs root (loop devices)")
-    with tempfile.TemporaryDirectory(prefix="liferaft-stores-", dir=_disk_backed_tmp()) as d, \
-            loop_disk(DISK_BYTES, d) as dev:
+    with (
+        tempfile.TemporaryDirectory(prefix="liferaft-stores-", dir=_disk_backed_tmp()) as d,
+        loop_disk(DISK_BYTES, d) as dev,
+    ):
         nodes = partition_disk(dev, LAYOUT.label, LAYOUT.parts)
         files = {}
         for i, node in enumerate(nodes):

@@ -43,29 +43,36 @@ class PortInUse(RuntimeError):
 def check_port_free(port: int, what: str) -> None:
     """PortInUse, with what holds it, if something on this host listens on ``port``."""
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-        raise PortInUse(f"port {port} on 127.0.0.1 is already in use, so the test's {what} "
-                        f"cannot start; stop what listens there (`ss -ltnp 'sport = :{port}'`)")
+        raise PortInUse(
+            f"port {port} on 127.0.0.1 is already in use, so the test's {what} "
+            f"cannot start; stop what listens there (`ss -ltnp 'sport = :{port}'`)"
+        )
     with socket.socket() as s:
         # As the servers bind: connections of an earlier run in TIME_WAIT do not count.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError as exc:
-            raise PortInUse(f"port {port} on 127.0.0.1 cannot be bound for the test's {what}: "
-                            f"{exc.strerror}") from None
+            raise PortInUse(
+                f"port {port} on 127.0.0.1 cannot be bound for the test's {what}: {exc.strerror}"
+            ) from None
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before it listened "
-                               f"on port {port}:\n{_tail(log)}")  # type: ignore[index]
+            raise RuntimeError(
+                f"{proc.args[0]} exited with {proc.returncode} before it listened "
+                f"on port {port}:\n{_tail(log)}"
+            )  # type: ignore[index]
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.1)
-    raise TimeoutError(f"{proc.args[0]} does not listen on 127.0.0.1:{port} after "  # type: ignore[index]
-                       f"{timeout:.0f} s:\n{_tail(log)}")
+    raise TimeoutError(
+        f"{proc.args[0]} does not listen on 127.0.0.1:{port} after "  # type: ignore[index]
+        f"{timeout:.0f} s:\n{_tail(log)}"
+    )
 
 
 def _tail(path: str, n: int = 3000) -> str:
@@ -114,20 +121,24 @@ class SmbServer:
 def _nss_files(directory: str, user: str) -> dict[str, str]:
     passwd, group = os.path.join(directory, "passwd"), os.path.join(directory, "group")
     with open(passwd, "w") as f:
-        f.write("root:x:0:0:root:/root:/bin/sh\n"
-                "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-                f"{user}:x:{SMB_UID}:{SMB_UID}:liferaft test:/nonexistent:/usr/sbin/nologin\n")
+        f.write(
+            "root:x:0:0:root:/root:/bin/sh\n"
+            "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+            f"{user}:x:{SMB_UID}:{SMB_UID}:liferaft test:/nonexistent:/usr/sbin/nologin\n"
+        )
     with open(group, "w") as f:
         f.write(f"root:x:0:\nnogroup:x:65534:\n{user}:x:{SMB_UID}:\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIFERAFT_")}
-    env.update(NSS_WRAPPER_PASSWD=passwd, NSS_WRAPPER_GROUP=group, LD_PRELOAD=NSS_WRAPPER,
-               LC_ALL="C")
+    env.update(
+        NSS_WRAPPER_PASSWD=passwd, NSS_WRAPPER_GROUP=group, LD_PRELOAD=NSS_WRAPPER, LC_ALL="C"
+    )
     return env
 
 
 @contextlib.contextmanager
-def smbd(directory: str, user: str, password: str, share: str = "share",
-         port: int = SMB_PORT) -> Iterator[SmbServer]:
+def smbd(
+    directory: str, user: str, password: str, share: str = "share", port: int = SMB_PORT
+) -> Iterator[SmbServer]:
     """Samba's smbd serving ``directory``/share as the writable share ``share``
     to ``user`` with ``password`` (no guest access)."""
     check_port_free(port, "smbd")
@@ -170,8 +181,14 @@ def smbd(directory: str, user: str, password: str, share: str = "share",
   force group = root
 """)
     # The password goes to smbpasswd on stdin, never in argv.
-    subprocess.run(["smbpasswd", "-c", conf, "-s", "-a", user], input=f"{password}\n{password}\n",
-                   env=env, check=True, capture_output=True, text=True)
+    subprocess.run(
+        ["smbpasswd", "-c", conf, "-s", "-a", user],
+        input=f"{password}\n{password}\n",
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             ["smbd", "--foreground", "--no-process-group", "--debug-stdout", "-s", conf],
@@ -194,8 +211,9 @@ class NfsServer:
 
 
 @contextlib.contextmanager
-def nfs_ganesha(directory: str, pseudo: str = "/export",
-                port: int = NFS_PORT) -> Iterator[NfsServer]:
+def nfs_ganesha(
+    directory: str, pseudo: str = "/export", port: int = NFS_PORT
+) -> Iterator[NfsServer]:
     """nfs-ganesha exporting ``directory``/export read-write as ``pseudo``,
     NFSv4 only over TCP, root not squashed (the rescue system is root)."""
     check_port_free(port, "nfs-ganesha")

@@ -22,8 +22,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 10.0,
-              proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_port(
+    port: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -47,18 +48,43 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def self_signed_cert(directory: str) -> tuple[str, str]:
     """(certificate, key) for 127.0.0.1, made with openssl."""
     cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
-                    "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
 class Nginx:
     """nginx in one process (master_process off), so a SIGKILL takes all of it."""
 
-    def __init__(self, root: str, directory: str, *, port: int | None = None,
-                 tls: tuple[str, str] | None = None, limit_rate: str | None = None) -> None:
+    def __init__(
+        self,
+        root: str,
+        directory: str,
+        *,
+        port: int | None = None,
+        tls: tuple[str, str] | None = None,
+        limit_rate: str | None = None,
+    ) -> None:
         self.root = root
         self.dir = directory
         self.port = port or free_port()
@@ -85,18 +111,21 @@ http {{
   default_type application/octet-stream;
   sendfile on; keepalive_timeout 30;
   server {{
-    listen 127.0.0.1:{self.port}{' ssl' if tls else ''};
+    listen 127.0.0.1:{self.port}{" ssl" if tls else ""};
     {ssl}
     root {root};
-    {f'limit_rate {limit_rate};' if limit_rate else ''}
+    {f"limit_rate {limit_rate};" if limit_rate else ""}
     location /tmp/ {{ return 404; }}
   }}
 }}
 """)
 
     def start(self) -> Nginx:
-        self.proc = subprocess.Popen(["nginx", "-c", self.conf, "-p", self.dir],
-                                     stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            ["nginx", "-c", self.conf, "-p", self.dir],
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_port(self.port, proc=self.proc)
         return self
 
@@ -194,10 +223,12 @@ class CountingProxy:
 
 
 @contextlib.contextmanager
-def running(argv: list[str], port: int, env: dict[str, str] | None = None
-            ) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env)
+def running(
+    argv: list[str], port: int, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
     try:
         wait_port(port, proc=proc)
         yield proc
@@ -224,8 +255,12 @@ class Sshd:
 
     def fingerprint(self) -> str:
         """SHA256:... of the host key, as `ssh-keygen -l` prints it."""
-        out = subprocess.run(["ssh-keygen", "-l", "-f", self.host_key + ".pub"], check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["ssh-keygen", "-l", "-f", self.host_key + ".pub"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         return out.split()[1]
 
     def known_hosts_for(self, port: int, path: str) -> str:
@@ -236,8 +271,9 @@ class Sshd:
 
     def sessions(self) -> list[int]:
         """The pids of the per-connection processes (children of the listener)."""
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
-                             text=True).stdout
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True
+        ).stdout
         return [int(p) for p in out.split()]
 
 
@@ -251,8 +287,11 @@ def sshd(directory: str) -> Iterator[Sshd]:
     host_key = os.path.join(directory, "host_ed25519")
     client_key = os.path.join(directory, "client_ed25519")
     for key in (host_key, client_key):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key],
+            check=True,
+            capture_output=True,
+        )
     authorized = os.path.join(directory, "authorized_keys")
     with open(client_key + ".pub") as src, open(authorized, "w") as dst:
         dst.write(src.read())
@@ -278,8 +317,12 @@ Subsystem sftp internal-sftp
 """)
     log = os.path.join(directory, "sshd.log")
     with open(log, "wb") as out:
-        proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", conf],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            ["/usr/sbin/sshd", "-D", "-e", "-f", conf],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     server = Sshd(port, client_key, known, host_key, log, proc)
     try:
         wait_port(port, proc=proc)

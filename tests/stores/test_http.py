@@ -27,8 +27,9 @@ from tests.stores.serverkit import CountingProxy, Nginx, free_port, self_signed_
 
 
 def _restore(url: str, target: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return liferaft("restore", "--repo", url, "--image", "src", "--to", target, "--yes",
-                    *extra, check=False)
+    return liferaft(
+        "restore", "--repo", url, "--image", "src", "--to", target, "--yes", *extra, check=False
+    )
 
 
 def _check(captured: Captured, target: str) -> None:
@@ -58,17 +59,35 @@ def test_restore_over_https_and_untrusted_certificate(captured, loopdisk, workdi
 
 @pytest.mark.root
 def test_restore_resumes_after_server_restart_without_downloading_again(
-        captured, loopdisk, workdir):
+    captured, loopdisk, workdir
+):
     # 3 MB/s per connection: the restore takes several seconds, long enough
     # to kill the server in the middle of chunk downloads.
     nginx = Nginx(captured.repo, os.path.join(workdir, "nginx"), limit_rate="3m")
     target = loopdisk(DISK_BYTES)
     with nginx, CountingProxy(nginx.port) as proxy:
         url = f"http://127.0.0.1:{proxy.port}/"
-        argv = [sys.executable, "-m", "rescue_app.cli", "restore", "--repo", url,
-                "--image", "src", "--to", target, "--yes"]
-        restore = subprocess.Popen(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        argv = [
+            sys.executable,
+            "-m",
+            "rescue_app.cli",
+            "restore",
+            "--repo",
+            url,
+            "--image",
+            "src",
+            "--to",
+            target,
+            "--yes",
+        ]
+        restore = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             while proxy.served < 0.4 * captured.chunk_bytes:
                 assert restore.poll() is None, restore.communicate()
@@ -83,8 +102,10 @@ def test_restore_resumes_after_server_restart_without_downloading_again(
     assert restore.returncode == 0, err
     _check(captured, target)
     ratio = proxy.served / captured.chunk_bytes
-    print(f"\nresume: served {proxy.served} bytes for {captured.chunk_bytes} bytes of chunks "
-          f"({ratio:.3f}x), killed at {served_at_kill}")
+    print(
+        f"\nresume: served {proxy.served} bytes for {captured.chunk_bytes} bytes of chunks "
+        f"({ratio:.3f}x), killed at {served_at_kill}"
+    )
     assert ratio < 1.2
     resumed = [ln for ln in nginx.log_lines() if re.search(r'"bytes=[1-9]\d*-"$', ln)]
     assert resumed, "no download resumed with a Range request"
@@ -94,16 +115,23 @@ def test_restore_resumes_after_server_restart_without_downloading_again(
 def test_server_that_lies_about_a_chunk(captured, loopdisk, workdir):
     liar = os.path.join(workdir, "liar")
     shutil.copytree(captured.repo, liar)
-    chunks = sorted(os.path.join(d, n) for d, _, ns in os.walk(os.path.join(liar, "chunks"))
-                    for n in ns)
+    chunks = sorted(
+        os.path.join(d, n) for d, _, ns in os.walk(os.path.join(liar, "chunks")) for n in ns
+    )
     big = max(chunks, key=os.path.getsize)
     other = next(c for c in chunks if c != big)
     shutil.copyfile(other, big)  # valid zstd, wrong content for its name
     with Nginx(liar, os.path.join(workdir, "nginx")) as nginx:
         target = loopdisk(DISK_BYTES)
         proc = _restore(f"http://127.0.0.1:{nginx.port}/", target)
-    line = assert_one_line_error(proc, f"chunk {os.path.basename(big)[:12]}", "src@",
-                                 "does not match its hash", "only partly written", target)
+    line = assert_one_line_error(
+        proc,
+        f"chunk {os.path.basename(big)[:12]}",
+        "src@",
+        "does not match its hash",
+        "only partly written",
+        target,
+    )
     assert "run the restore again" in line
 
 
@@ -111,8 +139,10 @@ def test_unreachable_server_is_one_line_within_seconds():
     """First contact with a port nobody listens on, or a host name that does not
     resolve: a few seconds, not a minute of silence (issue 10, item 6)."""
     port = free_port()
-    for url, reason in ((f"http://127.0.0.1:{port}/repo", "connection refused"),
-                        ("http://no-such-host.invalid/repo", "host name")):
+    for url, reason in (
+        (f"http://127.0.0.1:{port}/repo", "connection refused"),
+        ("http://no-such-host.invalid/repo", "host name"),
+    ):
         started = time.monotonic()
         proc = liferaft("images", "--repo", url, check=False)
         assert_one_line_error(proc, "cannot reach", reason)
@@ -139,8 +169,12 @@ def test_server_gone_mid_restore_is_reported_and_resumed(captured, loopdisk, wor
 
         def progress(p: Progress) -> None:
             seen.append(p)
-            if p.phase == "restore" and p.done > 4 * MIB and not back.is_alive() \
-                    and not back.finished.is_set():
+            if (
+                p.phase == "restore"
+                and p.done > 4 * MIB
+                and not back.is_alive()
+                and not back.finished.is_set()
+            ):
                 nginx.kill()
                 back.start()
 
@@ -150,8 +184,9 @@ def test_server_gone_mid_restore_is_reported_and_resumed(captured, loopdisk, wor
             back.join()
             repo.close()
     notices = _notices(seen)
-    assert any(re.match(r"server unreachable \(.+\), retrying \(\d+ s of 60\)", n)
-               for n in notices), notices
+    assert any(
+        re.match(r"server unreachable \(.+\), retrying \(\d+ s of 60\)", n) for n in notices
+    ), notices
     assert notices[-1] == "", "the notice is cleared once the server answers"
     _check(captured, target)
 
@@ -191,10 +226,27 @@ def test_cli_shows_the_notice_and_ctrl_c_ends_the_wait(captured, loopdisk, workd
     target = loopdisk(DISK_BYTES)
     lines: list[str] = []
     with nginx, CountingProxy(nginx.port) as proxy:
-        argv = [sys.executable, "-m", "rescue_app.cli", "restore", "--repo",
-                f"http://127.0.0.1:{proxy.port}/", "--image", "src", "--to", target, "--yes"]
-        restore = subprocess.Popen(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        argv = [
+            sys.executable,
+            "-m",
+            "rescue_app.cli",
+            "restore",
+            "--repo",
+            f"http://127.0.0.1:{proxy.port}/",
+            "--image",
+            "src",
+            "--to",
+            target,
+            "--yes",
+        ]
+        restore = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert restore.stderr is not None
         reader = threading.Thread(target=lambda: lines.extend(restore.stderr or []))
         reader.start()
@@ -218,8 +270,11 @@ def test_cli_shows_the_notice_and_ctrl_c_ends_the_wait(captured, loopdisk, workd
     assert restore.returncode == 130, lines
     assert took < 3, took
     notice = [ln for ln in lines if "server unreachable" in ln]
-    assert re.match(rf"http://127\.0\.0\.1:{proxy.port}: server unreachable \(.+\), "
-                    r"retrying \(\d+ s of 60\)$", notice[0].rstrip("\n")), lines
+    assert re.match(
+        rf"http://127\.0\.0\.1:{proxy.port}: server unreachable \(.+\), "
+        r"retrying \(\d+ s of 60\)$",
+        notice[0].rstrip("\n"),
+    ), lines
     errors = [ln for ln in lines if "error" in ln]
     assert len(errors) == 1 and errors[0].startswith("liferaft: error: "), lines
     assert "restore cancelled" in errors[0] and "retried" not in errors[0], lines
@@ -260,10 +315,24 @@ def test_store_basics(tmp_path, monkeypatch):
 @pytest.mark.root
 def test_liferaft_serve(captured):
     port = free_port()
-    argv = [sys.executable, "-m", "rescue_app.cli", "serve", "--repo", captured.repo,
-            "--port", str(port)]
-    proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "rescue_app.cli",
+        "serve",
+        "--repo",
+        captured.repo,
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(
+        argv,
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -273,12 +342,14 @@ def test_liferaft_serve(captured):
         out = liferaft("verify", "--repo", url, "src").stdout
         assert ": OK" in out
         marker = requests.get(f"{url}/liferaft-repository.json", timeout=5).content
-        r = requests.get(f"{url}/liferaft-repository.json", headers={"Range": "bytes=10-"},
-                         timeout=5)
+        r = requests.get(
+            f"{url}/liferaft-repository.json", headers={"Range": "bytes=10-"}, timeout=5
+        )
         assert r.status_code == 206 and r.content == marker[10:]
         assert r.headers["Content-Range"] == f"bytes 10-{len(marker) - 1}/{len(marker)}"
-        r = requests.get(f"{url}/liferaft-repository.json",
-                         headers={"Range": f"bytes={len(marker)}-"}, timeout=5)
+        r = requests.get(
+            f"{url}/liferaft-repository.json", headers={"Range": f"bytes={len(marker)}-"}, timeout=5
+        )
         assert r.status_code == 416
         for bad in ("/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/tmp/", "/", "/chunks"):
             assert requests.get(url + bad, timeout=5).status_code == 404, bad

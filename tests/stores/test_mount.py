@@ -24,17 +24,35 @@ SECRET = "smb-Pw-9x!never-shown"
 def test_plans():
     p = plan_mount("smb://WORK;ann@nas:4455/backups/site/repo?vers=3.0")
     assert (p.fstype, p.source, p.subdir, p.user, p.domain) == (
-        "cifs", "//nas/backups", "site/repo", "ann", "WORK")
+        "cifs",
+        "//nas/backups",
+        "site/repo",
+        "ann",
+        "WORK",
+    )
     assert p.options == ("port=4455", "vers=3.0")
     assert p.location == "smb://WORK;ann@nas:4455/backups/site/repo"
     assert mount_argv(p, "/mnt/x", "/run/c") == [
-        "mount", "-t", "cifs", "-o", "credentials=/run/c,port=4455,vers=3.0", "//nas/backups",
-        "/mnt/x"]
+        "mount",
+        "-t",
+        "cifs",
+        "-o",
+        "credentials=/run/c,port=4455,vers=3.0",
+        "//nas/backups",
+        "/mnt/x",
+    ]
     guest = plan_mount("smb://nas/public")
     assert guest.options == ("guest",) and guest.subdir == "" and guest.user is None
     nfs = plan_mount("nfs://filer/export/liferaft")
-    assert mount_argv(nfs, "/m", None) == ["mount", "-t", "nfs4", "-o", "hard",
-                                           "filer:/export/liferaft", "/m"]
+    assert mount_argv(nfs, "/m", None) == [
+        "mount",
+        "-t",
+        "nfs4",
+        "-o",
+        "hard",
+        "filer:/export/liferaft",
+        "/m",
+    ]
     assert nfs.location == "nfs://filer/export/liferaft"
     with pytest.raises(RepositoryError, match="holds a password"):
         plan_mount("smb://ann:pw@nas/share")
@@ -48,7 +66,7 @@ def test_smb_password_goes_through_a_private_file_only(monkeypatch, tmp_path):
     def fake_run(argv, **kw):
         if argv[0] == "mount":
             opts = argv[argv.index("-o") + 1].split(",")
-            cred = next(o for o in opts if o.startswith("credentials="))[len("credentials="):]
+            cred = next(o for o in opts if o.startswith("credentials="))[len("credentials=") :]
             mode = stat.S_IMODE(os.stat(cred).st_mode)
             calls.append((list(argv), open(cred).read(), mode))
             os.makedirs(os.path.join(argv[-1], "site"))
@@ -59,7 +77,7 @@ def test_smb_password_goes_through_a_private_file_only(monkeypatch, tmp_path):
     monkeypatch.setenv("LIFERAFT_PASSWORD", SECRET)
     store = open_store("smb://ann@nas/backups/site")
     assert isinstance(store, MountStore)
-    (argv, cred_text, mode), = calls
+    ((argv, cred_text, mode),) = calls
     assert SECRET not in " ".join(argv) and SECRET not in store.location
     assert cred_text == f"username=ann\npassword={SECRET}\n" and mode == 0o600
     cred = argv[argv.index("-o") + 1].split(",")[0].split("=", 1)[1]
@@ -82,24 +100,42 @@ def test_mount_errors_have_their_own_messages(monkeypatch):
             if not stderr:
                 raise CommandError("mount did not finish within 60 s")
             raise CommandError("mount failed", stderr=stderr)
+
         return fake_run
 
     monkeypatch.setenv("LIFERAFT_PASSWORD", SECRET)
     # What mount.cifs and mount.nfs4 print (seen in the rescue system against
     # smbd and nfs-ganesha in tests/boot/test_netstores_vm.py).
     for url, stderr, needle in [
-        ("smb://ann@nas/backups", "mount error(13): Permission denied\nRefer to the "
-         "mount.cifs(8) manual page (e.g. man mount.cifs)", "wrong user name or password"),
-        ("smb://ann@nas/backups", "mount error(2): No such file or directory",
-         "no share named 'backups'"),
+        (
+            "smb://ann@nas/backups",
+            "mount error(13): Permission denied\nRefer to the "
+            "mount.cifs(8) manual page (e.g. man mount.cifs)",
+            "wrong user name or password",
+        ),
+        (
+            "smb://ann@nas/backups",
+            "mount error(2): No such file or directory",
+            "no share named 'backups'",
+        ),
         ("smb://ann@nas/backups", "mount error(112): Host is down", "cannot reach the server"),
-        ("smb://ann@nas/backups", "mount error(111): could not connect to 10.0.2.2",
-         "cannot reach the server"),
+        (
+            "smb://ann@nas/backups",
+            "mount error(111): could not connect to 10.0.2.2",
+            "cannot reach the server",
+        ),
         ("smb://ann@nas/backups", "mount: unknown filesystem type 'cifs'", "cannot mount cifs"),
-        ("nfs://filer/srv/x", "mount.nfs4: mounting filer:/srv/x failed, reason given by "
-         "server: No such file or directory", "exports no /srv/x"),
-        ("nfs://filer/srv/x", "mount.nfs4: access denied by server while mounting filer:/srv/x",
-         "refused access to the NFS export"),
+        (
+            "nfs://filer/srv/x",
+            "mount.nfs4: mounting filer:/srv/x failed, reason given by "
+            "server: No such file or directory",
+            "exports no /srv/x",
+        ),
+        (
+            "nfs://filer/srv/x",
+            "mount.nfs4: access denied by server while mounting filer:/srv/x",
+            "refused access to the NFS export",
+        ),
         ("nfs://filer/srv/x", "mount.nfs4: Connection refused", "cannot reach the server"),
         ("nfs://filer/srv/x", "", "cannot reach the server"),  # run()'s timeout
     ]:

@@ -42,8 +42,12 @@ def test_capture_list_verify_restore_over_s3(captured, s3, loopdisk, monkeypatch
     url = f"s3://backups/site/a?endpoint={s3}"
     out = liferaft("capture", "--repo", url, "--name", "cloud", captured.source.dev).stdout
     assert "captured cloud@" in out
-    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3).list_objects_v2(
-        Bucket="backups", Prefix="site/a/images/")["Contents"]]
+    keys = [
+        o["Key"]
+        for o in boto3.client("s3", endpoint_url=s3).list_objects_v2(
+            Bucket="backups", Prefix="site/a/images/"
+        )["Contents"]
+    ]
     assert len(keys) == 1 and keys[0].startswith("site/a/images/cloud/")
     # the endpoint may also come from the environment
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3)
@@ -60,8 +64,9 @@ def test_missing_bucket_and_unreachable_endpoint(s3):
     assert_one_line_error(proc, "bucket 'nobucket' does not exist")
     proc = liferaft("images", "--repo", f"s3://backups/empty?endpoint={s3}", check=False)
     assert_one_line_error(proc, "no liferaft repository at s3://backups/empty")
-    proc = liferaft("images", "--repo", f"s3://backups/x?endpoint=http://127.0.0.1:{free_port()}",
-                    check=False)
+    proc = liferaft(
+        "images", "--repo", f"s3://backups/x?endpoint=http://127.0.0.1:{free_port()}", check=False
+    )
     assert_one_line_error(proc, "cannot reach the S3 endpoint")
 
 
@@ -72,8 +77,10 @@ def test_unreachable_endpoint_at_first_contact_within_seconds(monkeypatch):
     """A port nobody listens on, a host name that does not resolve: seconds, one line."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
-    for endpoint, reason in ((f"http://127.0.0.1:{free_port()}", "connection refused"),
-                             ("http://no-such-host.invalid", "unknown host name")):
+    for endpoint, reason in (
+        (f"http://127.0.0.1:{free_port()}", "connection refused"),
+        ("http://no-such-host.invalid", "unknown host name"),
+    ):
         started = time.monotonic()
         proc = liferaft("images", "--repo", f"s3://backups/x?endpoint={endpoint}", check=False)
         assert_one_line_error(proc, "cannot reach the S3 endpoint", reason)
@@ -117,8 +124,9 @@ def test_endpoint_back_after_a_restart_is_resumed_with_notices(lost_endpoint):
         finally:
             back.join()
     notices = [p.notice for p in seen if p.phase == "notice"]
-    assert re.fullmatch(r"server unreachable \(connection refused\), retrying \(\d s of 60\)",
-                        notices[0]), notices
+    assert re.fullmatch(
+        r"server unreachable \(connection refused\), retrying \(\d s of 60\)", notices[0]
+    ), notices
     assert notices[-1] == "", "the notice is cleared once the endpoint answers"
 
 

@@ -34,18 +34,34 @@ def server(workdir, monkeypatch):
         yield server.port
 
 
-def test_capture_list_verify_restore_over_sftp(captured, server, loopdisk, workdir,
-                                               monkeypatch):
+def test_capture_list_verify_restore_over_sftp(captured, server, loopdisk, workdir, monkeypatch):
     remote = os.path.join(workdir, "remote", "repo")
     url = f"sftp://root@127.0.0.1:{server}{remote}"
     # A password in the environment (unused: the key logs in) must show up
     # nowhere: not in process listings, the log, or the repository.
     monkeypatch.setenv("LIFERAFT_PASSWORD", SECRET)
     logfile = os.path.join(workdir, "liferaft.log")
-    argv = [sys.executable, "-m", "rescue_app.cli", "--log", logfile, "capture", "--repo", url,
-            "--name", "net", captured.source.dev]
-    proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "rescue_app.cli",
+        "--log",
+        logfile,
+        "capture",
+        "--repo",
+        url,
+        "--name",
+        "net",
+        captured.source.dev,
+    ]
+    proc = subprocess.Popen(
+        argv,
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen = False
     while proc.poll() is None:
         seen = seen or secret_in_process_listing(SECRET)
@@ -63,7 +79,7 @@ def test_capture_list_verify_restore_over_sftp(captured, server, loopdisk, workd
     with open(logfile) as f:
         text = f.read()
     at = text.find(SECRET)
-    assert at < 0, text[max(0, at - 300):at + 100]
+    assert at < 0, text[max(0, at - 300) : at + 100]
     manifest = json.load(open(os.path.join(remote, "index.json")))["images"][0]
     assert manifest["name"] == "net"
 
@@ -81,15 +97,19 @@ def test_wrong_password_and_missing_repository(server, workdir, monkeypatch):
     # root's password on this host is not SECRET: the login is refused.
     url = f"sftp://root@127.0.0.1:{server}{workdir}/nothing"
     proc = liferaft("images", "--repo", url, check=False)
-    line = assert_one_line_error(proc, "refused the login of root", "wrong password",
-                                 "LIFERAFT_PASSWORD")
+    line = assert_one_line_error(
+        proc, "refused the login of root", "wrong password", "LIFERAFT_PASSWORD"
+    )
     assert SECRET not in proc.stderr + proc.stdout and SECRET not in line
 
     monkeypatch.undo()
     with sshd(os.path.join(workdir, "sshd2")) as server2:
         monkeypatch.setenv("LIFERAFT_SSH_KEY", server2.client_key)
         monkeypatch.setenv("LIFERAFT_SSH_KNOWN_HOSTS", server2.known_hosts)
-        proc = liferaft("images", "--repo",
-                        f"sftp://root@127.0.0.1:{server2.port}{workdir}/nothing",
-                        check=False)
+        proc = liferaft(
+            "images",
+            "--repo",
+            f"sftp://root@127.0.0.1:{server2.port}{workdir}/nothing",
+            check=False,
+        )
         assert_one_line_error(proc, "does not exist")

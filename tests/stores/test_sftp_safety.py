@@ -54,8 +54,9 @@ def _remote_copy(captured: Captured, workdir: str) -> str:
 
 
 def _restore(url: str, target: str) -> subprocess.CompletedProcess[str]:
-    return liferaft("restore", "--repo", url, "--image", "src", "--to", target, "--yes",
-                    check=False)
+    return liferaft(
+        "restore", "--repo", url, "--image", "src", "--to", target, "--yes", check=False
+    )
 
 
 def _all_zero(dev: str) -> bool:
@@ -213,15 +214,23 @@ def test_restore_goes_on_after_the_ssh_session_is_killed(captured, server, loopd
     remote = _remote_copy(captured, workdir)
     # ~6 s of downloading through the proxy, so there is a middle to kill the session in.
     with CountingProxy(server.port, rate=captured.chunk_bytes / 6) as proxy:
-        monkeypatch.setenv("LIFERAFT_SSH_KNOWN_HOSTS",
-                           server.known_hosts_for(proxy.port, os.path.join(workdir, "kh")))
+        monkeypatch.setenv(
+            "LIFERAFT_SSH_KNOWN_HOSTS",
+            server.known_hosts_for(proxy.port, os.path.join(workdir, "kh")),
+        )
         target = loopdisk(DISK_BYTES)
         argv = [os.path.join(REPO_ROOT, ".venv", "bin", "python"), "-m", "rescue_app.cli",
                 "restore", "--repo", f"sftp://root@127.0.0.1:{proxy.port}{remote}",
                 "--image", "src", "--to", target, "--yes"]  # fmt: skip
         started = time.monotonic()
-        proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         killed: list[int] = []
         while proc.poll() is None and not killed:
             if proxy.served > captured.chunk_bytes // 2:
@@ -231,9 +240,11 @@ def test_restore_goes_on_after_the_ssh_session_is_killed(captured, server, loopd
             time.sleep(0.02)
         out, err = proc.communicate(timeout=300)
         served = proxy.served
-    print(f"restore with a killed session: {time.monotonic() - started:.1f} s, "
-          f"{served / 1e6:.1f} MB through the proxy for {captured.chunk_bytes / 1e6:.1f} MB "
-          "of chunks")
+    print(
+        f"restore with a killed session: {time.monotonic() - started:.1f} s, "
+        f"{served / 1e6:.1f} MB through the proxy for {captured.chunk_bytes / 1e6:.1f} MB "
+        "of chunks"
+    )
     assert killed, "the restore finished before the session could be killed"
     assert proc.returncode == 0, err
     assert "lost while reading" in err and "reconnected to 127.0.0.1" in err, err
@@ -265,8 +276,9 @@ def test_key_and_host_key_from_the_credentials_file(captured, server, workdir, m
 
 
 @contextlib.contextmanager
-def _store_whose_server_is_gone(captured: Captured, workdir: str,
-                                monkeypatch: pytest.MonkeyPatch) -> Iterator[SftpStore]:
+def _store_whose_server_is_gone(
+    captured: Captured, workdir: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[SftpStore]:
     """A store that read from sshd, then sshd and its sessions killed: nothing listens."""
     remote = _remote_copy(captured, workdir)
     with sshd(os.path.join(workdir, "sshd")) as server:
@@ -306,8 +318,9 @@ def test_server_gone_for_good_is_one_line_after_the_retries(captured, workdir, m
     assert "tried for 2 s" in text and "connection refused" in text, text
     assert took < 4, took
     notices = [p.notice for p in seen if p.phase == "notice"]
-    assert notices and all(re.fullmatch(r"server unreachable \(.+\), retrying \(\d s of 2\)", n)
-                           for n in notices), notices
+    assert notices and all(
+        re.fullmatch(r"server unreachable \(.+\), retrying \(\d s of 2\)", n) for n in notices
+    ), notices
     assert "connection refused" in notices[-1], notices
     assert {p.item for p in seen} == {store.location}
 
@@ -334,8 +347,10 @@ def test_cancel_while_reconnecting_says_cancelled(captured, workdir, monkeypatch
 def test_unreachable_server_at_first_contact_is_one_line_within_seconds(workdir):
     """A port nobody listens on, a host name that does not resolve: a few tries
     in the policy's first-contact window, then one line (not a minute)."""
-    for url, reason in ((f"sftp://root@127.0.0.1:{free_port()}{workdir}", "connection refused"),
-                        (f"sftp://root@no-such-host.invalid{workdir}", "unknown host name")):
+    for url, reason in (
+        (f"sftp://root@127.0.0.1:{free_port()}{workdir}", "connection refused"),
+        (f"sftp://root@no-such-host.invalid{workdir}", "unknown host name"),
+    ):
         started = time.monotonic()
         proc = liferaft("images", "--repo", url, check=False)
         assert_one_line_error(proc, "cannot connect to", reason)

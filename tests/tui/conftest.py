@@ -26,8 +26,9 @@ class CapturedImage:
 
 def make_source_disk(loopdisk: Callable[[int], str]) -> tuple[str, dict[int, dict[str, str]]]:
     dev = loopdisk(DISK_SIZE)
-    parts = partition_disk(dev, "gpt", [PartSpec(40, "ext4", "root"), PartSpec(None, "ext4",
-                                                                             "data")])
+    parts = partition_disk(
+        dev, "gpt", [PartSpec(40, "ext4", "root"), PartSpec(None, "ext4", "data")]
+    )
     trees = {}
     for n, part in enumerate(parts, 1):
         make_fs(part, "ext4", label=f"tui{n}")

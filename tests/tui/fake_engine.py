@@ -32,64 +32,161 @@ GIB = 1024**3
 MIB = 1024**2
 
 
-def _part(disk: str, n: int, start: int, size: int, fs: str | None, label: str | None,
-          mounts: tuple[str, ...] = ()) -> BlockPartition:
+def _part(
+    disk: str,
+    n: int,
+    start: int,
+    size: int,
+    fs: str | None,
+    label: str | None,
+    mounts: tuple[str, ...] = (),
+) -> BlockPartition:
     return BlockPartition(f"{disk}{n}", n, start, size, fs, label, None, None, None, None, mounts)
 
 
-def _disk(path: str, model: str, serial: str, size: int, parts: tuple[BlockPartition, ...],
-          in_use: tuple[str, ...] = (), roles: frozenset[Role] = frozenset()) -> BlockDisk:
-    return BlockDisk(path, path.rsplit("/", 1)[-1], model, serial, None, size, 512, 512, "sata",
-                     False, False, "gpt", None, None, parts, in_use, None, roles=roles)
+def _disk(
+    path: str,
+    model: str,
+    serial: str,
+    size: int,
+    parts: tuple[BlockPartition, ...],
+    in_use: tuple[str, ...] = (),
+    roles: frozenset[Role] = frozenset(),
+) -> BlockDisk:
+    return BlockDisk(
+        path,
+        path.rsplit("/", 1)[-1],
+        model,
+        serial,
+        None,
+        size,
+        512,
+        512,
+        "sata",
+        False,
+        False,
+        "gpt",
+        None,
+        None,
+        parts,
+        in_use,
+        None,
+        roles=roles,
+    )
 
 
 DISKS = [
-    _disk("/dev/sda", "SAMSUNG SSD 870", "S5Y1NX0R", 250 * GIB,
-          (_part("/dev/sda", 1, MIB, 512 * MIB, "vfat", "EFI"),
-           _part("/dev/sda", 2, 513 * MIB, 249 * GIB, "ext4", "root"))),
-    _disk("/dev/sdb", "Cruzer Blade", "4C530001", 16 * GIB,
-          (_part("/dev/sdb", 1, MIB, 16 * GIB - 2 * MIB, "iso9660", "LIFERAFT",
-                 ("/run/live/medium",)),),
-          in_use=("boot medium", "/dev/sdb1 is mounted on /run/live/medium"),
-          roles=frozenset({Role.BOOT_MEDIUM})),
-    _disk("/dev/sdc", "WD Elements", "WX11A", 1024 * GIB,
-          (_part("/dev/sdc", 1, MIB, 1024 * GIB - 2 * MIB, "ext4", "backups"),)),
+    _disk(
+        "/dev/sda",
+        "SAMSUNG SSD 870",
+        "S5Y1NX0R",
+        250 * GIB,
+        (
+            _part("/dev/sda", 1, MIB, 512 * MIB, "vfat", "EFI"),
+            _part("/dev/sda", 2, 513 * MIB, 249 * GIB, "ext4", "root"),
+        ),
+    ),
+    _disk(
+        "/dev/sdb",
+        "Cruzer Blade",
+        "4C530001",
+        16 * GIB,
+        (
+            _part(
+                "/dev/sdb", 1, MIB, 16 * GIB - 2 * MIB, "iso9660", "LIFERAFT", ("/run/live/medium",)
+            ),
+        ),
+        in_use=("boot medium", "/dev/sdb1 is mounted on /run/live/medium"),
+        roles=frozenset({Role.BOOT_MEDIUM}),
+    ),
+    _disk(
+        "/dev/sdc",
+        "WD Elements",
+        "WX11A",
+        1024 * GIB,
+        (_part("/dev/sdc", 1, MIB, 1024 * GIB - 2 * MIB, "ext4", "backups"),),
+    ),
 ]
 
 
-def _pimg(n: int, start: int, size: int, fs: str, label: str, used: int,
-          method: str = METHOD_USED) -> PartitionImage:
-    return PartitionImage(n, start, size, "gpt", None, None, label, None, False,
-                          Filesystem(fs, None, label), method, used, (), ())
+def _pimg(
+    n: int, start: int, size: int, fs: str, label: str, used: int, method: str = METHOD_USED
+) -> PartitionImage:
+    return PartitionImage(
+        n,
+        start,
+        size,
+        "gpt",
+        None,
+        None,
+        label,
+        None,
+        False,
+        Filesystem(fs, None, label),
+        method,
+        used,
+        (),
+        (),
+    )
 
 
 MANIFEST = Manifest(
-    name="web1", id="20261125T101500Z", created="2026-11-25T10:15:00Z", host="web1",
-    liferaft_version="0.1.0", chunk_size=4 * MIB, chunk_hash="sha256", compression="zstd",
-    disks=(DiskImage(
-        index=0, model="SAMSUNG SSD 870", serial="S5Y1NX0R", wwn=None, size=250 * GIB,
-        logical_sector_size=512, physical_sector_size=512, transport="sata",
-        table=PartitionTable("gpt", "8F3A"), head=Region(0, MIB, ()), gpt_backup=None,
-        partitions=(
-            _pimg(1, MIB, 512 * MIB, "vfat", "EFI", 31 * MIB),
-            _pimg(2, 513 * MIB, 245 * GIB, "ext4", "root", 12 * GIB),
-            _pimg(3, 513 * MIB + 245 * GIB, 4 * GIB, "swap", "swap", 0, METHOD_SWAP),
+    name="web1",
+    id="20261125T101500Z",
+    created="2026-11-25T10:15:00Z",
+    host="web1",
+    liferaft_version="0.1.0",
+    chunk_size=4 * MIB,
+    chunk_hash="sha256",
+    compression="zstd",
+    disks=(
+        DiskImage(
+            index=0,
+            model="SAMSUNG SSD 870",
+            serial="S5Y1NX0R",
+            wwn=None,
+            size=250 * GIB,
+            logical_sector_size=512,
+            physical_sector_size=512,
+            transport="sata",
+            table=PartitionTable("gpt", "8F3A"),
+            head=Region(0, MIB, ()),
+            gpt_backup=None,
+            partitions=(
+                _pimg(1, MIB, 512 * MIB, "vfat", "EFI", 31 * MIB),
+                _pimg(2, 513 * MIB, 245 * GIB, "ext4", "root", 12 * GIB),
+                _pimg(3, 513 * MIB + 245 * GIB, 4 * GIB, "swap", "swap", 0, METHOD_SWAP),
+            ),
         ),
-    ),),
+    ),
 )
 
 IMAGES = [
-    ImageSummary("web1", "20261101T020000Z", "2026-11-01T02:00:00Z", "web1",
-                 ("SAMSUNG SSD 870, serial S5Y1NX0R, 250.0 GiB",), 11 * GIB, 250 * GIB),
+    ImageSummary(
+        "web1",
+        "20261101T020000Z",
+        "2026-11-01T02:00:00Z",
+        "web1",
+        ("SAMSUNG SSD 870, serial S5Y1NX0R, 250.0 GiB",),
+        11 * GIB,
+        250 * GIB,
+    ),
     ImageSummary.of(MANIFEST),
 ]
 
 
 NETWORK = NetworkStatus(
     interfaces=(
-        Interface("enp3s0", "52:54:00:12:34:56", "up", True,
-                  (Address("192.168.10.57", 24, "inet", "global", True),), "192.168.10.1",
-                  ("192.168.10.1",), "configured"),
+        Interface(
+            "enp3s0",
+            "52:54:00:12:34:56",
+            "up",
+            True,
+            (Address("192.168.10.57", 24, "inet", "global", True),),
+            "192.168.10.1",
+            ("192.168.10.1",),
+            "configured",
+        ),
         Interface("enp4s0", "52:54:00:12:34:57", "down", False, (), None, (), "configuring"),
     ),
     dns=("192.168.10.1",),
@@ -119,15 +216,23 @@ class FakeEngine(Engine):
     def load_manifest(self, repo: Any, ref: str) -> Manifest:
         return MANIFEST
 
-    def plan_restore(self, repo: Any, ref: str, targets: Sequence[str], *,
-                     grow: bool = False) -> RestorePlan:
+    def plan_restore(
+        self, repo: Any, ref: str, targets: Sequence[str], *, grow: bool = False
+    ) -> RestorePlan:
         return make_restore_plan(repo, MANIFEST, [self.find_disk(t) for t in targets])
 
-    def restore(self, plan: RestorePlan, *, progress: ProgressCallback = no_progress,
-                cancel: CancelToken | None = None, verify: bool = False) -> RestoreResult:
+    def restore(
+        self,
+        plan: RestorePlan,
+        *,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+        verify: bool = False,
+    ) -> RestoreResult:
         total = plan.write_bytes
-        progress(Progress("restore", "disk 1 partition 2 (ext4)", total // 3, total,
-                          4 * GIB, 12 * GIB))
+        progress(
+            Progress("restore", "disk 1 partition 2 (ext4)", total // 3, total, 4 * GIB, 12 * GIB)
+        )
         if self.block:
             for _ in range(100):
                 if cancel is not None and cancel.cancelled:

@@ -35,8 +35,14 @@ def test_image_times_have_seconds() -> None:
 class NoticingEngine(FakeEngine):
     """A restore during which the server is unreachable for a while."""
 
-    def restore(self, plan: RestorePlan, *, progress: ProgressCallback = no_progress,
-                cancel: CancelToken | None = None, verify: bool = False) -> Any:
+    def restore(
+        self,
+        plan: RestorePlan,
+        *,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+        verify: bool = False,
+    ) -> Any:
         notice = "server unreachable (connection refused), retrying (12 s of 60)"
         progress(Progress("notice", "http://nas/liferaft", 0, 0, notice=notice))
         self.seen = True
@@ -116,8 +122,10 @@ class TooSmallEngine(FakeEngine):
     def plan_restore(self, *args: Any, **kw: Any) -> RestorePlan:
         from rescue_app.errors import TargetRefusedError
 
-        raise TargetRefusedError("QEMU HARDDISK (/dev/sda) is too small: the image's "
-                                 "partitions need 10.0 GiB (10737418240 bytes)")
+        raise TargetRefusedError(
+            "QEMU HARDDISK (/dev/sda) is too small: the image's "
+            "partitions need 10.0 GiB (10737418240 bytes)"
+        )
 
 
 @run_async

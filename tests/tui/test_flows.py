@@ -334,8 +334,9 @@ async def test_backup_screen_refuses_a_disk_mounted_read_write(loopdisk) -> None
             screen = await open_backup(pilot)
             await wait_until(pilot, lambda: bool(screen.disks), "the disks are listed")
             picker = screen.query_one("#backup-disks", SelectionList)
-            index = next(y for y in range(picker.option_count)
-                         if picker.get_option_at_index(y).value == disk)
+            index = next(
+                y for y in range(picker.option_count) if picker.get_option_at_index(y).value == disk
+            )
             option = picker.get_option_at_index(index)
             assert option.disabled, "a disk mounted read-write can be ticked"
             assert "cannot back up" in str(option.prompt) and point in str(option.prompt)

@@ -37,8 +37,7 @@ def test_suggestion_prefers_serial_then_closest_size() -> None:
 
 
 def test_suggestion_never_offers_an_in_use_disk_even_with_matching_serial() -> None:
-    image = dataclasses.replace(MANIFEST.disks[0], serial="4C530001", size=8 * GIB,
-                                partitions=())
+    image = dataclasses.replace(MANIFEST.disks[0], serial="4C530001", size=8 * GIB, partitions=())
     pick = suggest_targets([image], DISKS)[0]
     assert pick is not None and pick.path != "/dev/sdb"
 
@@ -46,8 +45,9 @@ def test_suggestion_never_offers_an_in_use_disk_even_with_matching_serial() -> N
 def test_tracker_rate_and_eta() -> None:
     t = ProgressTracker(started=0.0)
     t.update(Progress("restore", "p1", 0, 100_000_000, 0, 50_000_000), now=0.0)
-    view = t.update(Progress("restore", "p1", 50_000_000, 100_000_000, 50_000_000,
-                             50_000_000), now=5.0)
+    view = t.update(
+        Progress("restore", "p1", 50_000_000, 100_000_000, 50_000_000, 50_000_000), now=5.0
+    )
     assert view.rate_text == "9.5 MiB/s"  # 10 MB/s in the binary units of every size shown
     assert view.eta_text == "0:05"
     assert view.elapsed_text == "0:05"
@@ -57,7 +57,8 @@ def test_tracker_rate_and_eta() -> None:
 
 def test_profile_defaults_and_tolerance(tmp_path: Any, caplog: Any) -> None:
     assert load_profile_info(None).title == DEFAULT_TITLE or os.path.exists(
-        "/etc/liferaft/profile.yaml")
+        "/etc/liferaft/profile.yaml"
+    )
     missing = load_profile_info(str(tmp_path / "nope.yaml"))
     assert (missing.title, missing.repository) == (DEFAULT_TITLE, None)
     broken = tmp_path / "broken.yaml"
@@ -65,8 +66,10 @@ def test_profile_defaults_and_tolerance(tmp_path: Any, caplog: Any) -> None:
     with caplog.at_level(logging.WARNING):
         assert load_profile_info(str(broken)).title == DEFAULT_TITLE
     parent = tmp_path / "default.yaml"
-    parent.write_text("label: RESCUE\ntitle: liferaft rescue\nsuite: bookworm\n"
-                      "mirror: http://deb.debian.org/debian\nrepository: /srv/images\n")
+    parent.write_text(
+        "label: RESCUE\ntitle: liferaft rescue\nsuite: bookworm\n"
+        "mirror: http://deb.debian.org/debian\nrepository: /srv/images\n"
+    )
     child = tmp_path / "site.yaml"
     child.write_text("extends: default\ntitle: Site rescue\n")
     info = load_profile_info(str(child))
@@ -115,8 +118,10 @@ async def test_runs_with_no_color_on_a_vt100(monkeypatch: pytest.MonkeyPatch) ->
 def test_typed_user_goes_into_the_url_and_never_a_password() -> None:
     from rescue_app.tui.sources import NetworkSource, url_with_user
 
-    assert url_with_user("http://nas:8080/liferaft?ca=/ca.pem", "ann") == \
-        "http://ann@nas:8080/liferaft?ca=/ca.pem"
+    assert (
+        url_with_user("http://nas:8080/liferaft?ca=/ca.pem", "ann")
+        == "http://ann@nas:8080/liferaft?ca=/ca.pem"
+    )
     assert url_with_user("sftp://bob@nas/srv", "ann") == "sftp://ann@nas/srv"
     assert url_with_user(" smb://nas/share ", "") == "smb://nas/share"
     source = NetworkSource(url_with_user("https://nas/repo", "ann"), "s3cret")
@@ -128,8 +133,13 @@ def test_interface_rows_say_no_cable_and_configuring() -> None:
     from tests.tui.fake_engine import NETWORK
 
     up, down = NETWORK.interfaces
-    assert interface_row(up) == ("enp3s0", "up", "52:54:00:12:34:56", "192.168.10.57/24",
-                                 "192.168.10.1")
+    assert interface_row(up) == (
+        "enp3s0",
+        "up",
+        "52:54:00:12:34:56",
+        "192.168.10.57/24",
+        "192.168.10.1",
+    )
     assert interface_row(down)[1:] == ("down", "52:54:00:12:34:57", "-", "-")
     no_cable = dataclasses.replace(down, state="up")
     assert interface_row(no_cable)[1] == "no cable"

@@ -37,8 +37,9 @@ PASSWORD = "Tr0ub4dor&3-typed"
 @pytest.fixture
 def web_repo(captured: CapturedImage, workdir: str) -> Iterator[tuple[str, Nginx]]:
     """The captured repository served by nginx with basic auth: (URL, server)."""
-    with nginx_with_basic_auth(captured.repo, os.path.join(workdir, "web"), USER,
-                               PASSWORD) as server:
+    with nginx_with_basic_auth(
+        captured.repo, os.path.join(workdir, "web"), USER, PASSWORD
+    ) as server:
         yield f"http://127.0.0.1:{server.port}/", server
     _passwords.clear()
 
@@ -66,7 +67,8 @@ async def type_into(pilot, screen: NetworkScreen, field: str, text: str) -> None
 
 @run_async
 async def test_url_user_and_password_list_the_images(
-        web_repo: tuple[str, Nginx], captured: CapturedImage) -> None:
+    web_repo: tuple[str, Nginx], captured: CapturedImage
+) -> None:
     url, server = web_repo
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
@@ -97,7 +99,8 @@ async def test_url_user_and_password_list_the_images(
 
 @run_async
 async def test_wrong_password_is_an_error_modal_with_the_engine_message(
-        web_repo: tuple[str, Nginx]) -> None:
+    web_repo: tuple[str, Nginx],
+) -> None:
     url, server = web_repo
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
@@ -139,8 +142,8 @@ async def test_a_bad_url_and_a_password_without_user_are_explained() -> None:
 
 @run_async
 async def test_user_without_password_is_asked_in_a_modal(
-        web_repo: tuple[str, Nginx], captured: CapturedImage,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    web_repo: tuple[str, Nginx], captured: CapturedImage, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from rescue_app.tui.screens.password import PasswordModal
 
     monkeypatch.delenv("LIFERAFT_PASSWORD", raising=False)

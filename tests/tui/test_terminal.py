@@ -18,8 +18,13 @@ import pytest
 LIFERAFT = os.path.join(os.path.dirname(sys.executable), "liferaft")
 
 
-def screen_of(child: pexpect.spawn, stream: pyte.ByteStream, screen: pyte.Screen,
-              want: str, timeout: float = 30) -> str:
+def screen_of(
+    child: pexpect.spawn,
+    stream: pyte.ByteStream,
+    screen: pyte.Screen,
+    want: str,
+    timeout: float = 30,
+) -> str:
     deadline = time.monotonic() + timeout
     text = ""
     while time.monotonic() < deadline:
@@ -44,8 +49,9 @@ def screen_of(child: pexpect.spawn, stream: pyte.ByteStream, screen: pyte.Screen
 @pytest.mark.root
 @pytest.mark.parametrize("term", ["vt100", "linux"])
 def test_tui_in_a_terminal(term: str, tmp_path: object) -> None:
-    env = dict(os.environ, TERM=term, NO_COLOR="1", LIFERAFT_TUI_NO_SCAN="1",
-               COLUMNS="80", LINES="24")
+    env = dict(
+        os.environ, TERM=term, NO_COLOR="1", LIFERAFT_TUI_NO_SCAN="1", COLUMNS="80", LINES="24"
+    )
     screen = pyte.Screen(80, 24)
     stream = pyte.ByteStream(screen)
     child = pexpect.spawn(LIFERAFT, ["tui"], env=env, dimensions=(24, 80), timeout=30)

@@ -70,8 +70,10 @@ class SerialScreen:
             self.pump(0.5)
             if needle in self.text():
                 return self.text()
-        raise AssertionError(f"{needle!r} never appeared on the serial console; screen:\n"
-                             f"{self.text()}\nlast bytes:\n{bytes(self.raw[-2000:])!r}")
+        raise AssertionError(
+            f"{needle!r} never appeared on the serial console; screen:\n"
+            f"{self.text()}\nlast bytes:\n{bytes(self.raw[-2000:])!r}"
+        )
 
     def send(self, keys: str) -> None:
         for key in keys:
@@ -82,16 +84,22 @@ class SerialScreen:
 def _build_iso() -> Path:
     if shutil.which("qemu-system-x86_64") is None:
         pytest.fail("qemu-system-x86 is not installed (run `make setup`)")
-    proc = subprocess.run([sys.executable, "-m", "builder.cli", "iso", "--profile", PROFILE],
-                          cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "builder.cli", "iso", "--profile", PROFILE],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         pytest.fail(f"liferaft-build iso failed:\n{proc.stderr[-3000:]}")
     return REPO / "dist" / f"liferaft-{PROFILE}.iso"
 
 
 def _losetup(image: Path) -> str:
-    return subprocess.run(["losetup", "-f", "--show", "-P", str(image)], check=True,
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["losetup", "-f", "--show", "-P", str(image)], check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def test_restore_through_the_tui_on_a_serial_console(tmp_path: Path) -> None:
@@ -108,9 +116,22 @@ def test_restore_through_the_tui_on_a_serial_console(tmp_path: Path) -> None:
         # Captured on the host once: served over HTTP (network screen) and copied
         # onto the repository disk (media scan, restore).
         host_repo = tmp_path / "web-repo"
-        subprocess.run([sys.executable, "-m", "rescue_app.cli", "capture", "--repo",
-                        str(host_repo), "--name", "vmsrc", src], check=True,
-                       cwd=REPO, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rescue_app.cli",
+                "capture",
+                "--repo",
+                str(host_repo),
+                "--name",
+                "vmsrc",
+                src,
+            ],
+            check=True,
+            cwd=REPO,
+            capture_output=True,
+        )
         repo_dev = _losetup(repo_img)
         try:
             with mounted(repo_dev, "ext4") as point:
@@ -122,18 +143,41 @@ def test_restore_through_the_tui_on_a_serial_console(tmp_path: Path) -> None:
         f.truncate(256 * MIB)
 
     argv = [
-        "-accel", "tcg", "-m", "1536", "-smp", "2", "-display", "none", "-monitor", "none",
-        "-no-reboot", "-serial", "stdio", "-cdrom", str(iso),
-        "-drive", f"file={repo_img},format=raw,if=none,id=repo",
-        "-device", "virtio-blk-pci,drive=repo,serial=LRREPO01",
-        "-drive", f"file={target_img},format=raw,if=none,id=target",
-        "-device", "virtio-blk-pci,drive=target,serial=LRTARGET01",
+        "-accel",
+        "tcg",
+        "-m",
+        "1536",
+        "-smp",
+        "2",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+        "-cdrom",
+        str(iso),
+        "-drive",
+        f"file={repo_img},format=raw,if=none,id=repo",
+        "-device",
+        "virtio-blk-pci,drive=repo,serial=LRREPO01",
+        "-drive",
+        f"file={target_img},format=raw,if=none,id=target",
+        "-device",
+        "virtio-blk-pci,drive=target,serial=LRTARGET01",
     ]
     stack = contextlib.ExitStack()
     server = stack.enter_context(
-        nginx_with_basic_auth(str(host_repo), str(tmp_path / "web"), WEB_USER, WEB_PASSWORD))
-    child = pexpect.spawn("qemu-system-x86_64", argv, dimensions=(24, 80), timeout=30,
-                          env=dict(os.environ, TERM="vt220"))
+        nginx_with_basic_auth(str(host_repo), str(tmp_path / "web"), WEB_USER, WEB_PASSWORD)
+    )
+    child = pexpect.spawn(
+        "qemu-system-x86_64",
+        argv,
+        dimensions=(24, 80),
+        timeout=30,
+        env=dict(os.environ, TERM="vt220"),
+    )
     try:
         console = SerialScreen(child)
         console.wait_for("Restore an image onto a disk", timeout=300)
@@ -141,8 +185,10 @@ def test_restore_through_the_tui_on_a_serial_console(tmp_path: Path) -> None:
         # As if the profile had set up no network: networkd stopped, no address.
         console.send("s")
         console.wait_for("type `exit` to return to the menu", timeout=60)
-        console.send("systemctl stop systemd-networkd.socket systemd-networkd.service; "
-                     "ip -4 addr flush scope global; exit\r")
+        console.send(
+            "systemctl stop systemd-networkd.socket systemd-networkd.service; "
+            "ip -4 addr flush scope global; exit\r"
+        )
         console.wait_for("Restore an image onto a disk", timeout=60)
         # The network screen: offline; DHCP on the first interface starts networkd
         # with liferaft's runtime file; then the host's nginx by URL, user and password.

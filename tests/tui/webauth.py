@@ -14,8 +14,13 @@ from tests.stores.serverkit import Nginx
 def nginx_with_basic_auth(root: str, directory: str, user: str, password: str) -> Iterator[Nginx]:
     """Started nginx on 127.0.0.1 (the guest of QEMU's user network sees it at
     10.0.2.2) letting only ``user`` with ``password`` read ``root``."""
-    hashed = subprocess.run(["openssl", "passwd", "-apr1", "-stdin"], input=password,
-                            capture_output=True, text=True, check=True).stdout.strip()
+    hashed = subprocess.run(
+        ["openssl", "passwd", "-apr1", "-stdin"],
+        input=password,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     os.makedirs(directory, exist_ok=True)
     users = os.path.join(directory, "htpasswd")
     with open(users, "w") as f:
@@ -25,8 +30,9 @@ def nginx_with_basic_auth(root: str, directory: str, user: str, password: str) -
         conf = f.read()
     root_line = f"root {root};"
     assert root_line in conf, conf
-    conf = conf.replace(root_line, f'{root_line} auth_basic "liferaft"; '
-                                   f"auth_basic_user_file {users};")
+    conf = conf.replace(
+        root_line, f'{root_line} auth_basic "liferaft"; auth_basic_user_file {users};'
+    )
     with open(server.conf, "w") as f:
         f.write(conf)
     with server:

@@ -107,8 +107,10 @@ def _check_url(location: str) -> None:
             hint="write it as SCHEME://[USER@]HOST[:PORT]/PATH, the port a number",
         ) from None
     if port == 0:
-        raise RepositoryError(f"repository URL {shown!r} has port 0",
-                              hint="give the server's port, or leave it out for the default")
+        raise RepositoryError(
+            f"repository URL {shown!r} has port 0",
+            hint="give the server's port, or leave it out for the default",
+        )
 
 
 # -- credentials ---------------------------------------------------------
@@ -168,8 +170,8 @@ def reject_password_in_url(location: str, password: str | None) -> None:
         raise RepositoryError(
             f"repository {location}: the URL holds a password",
             hint="leave it out of the URL and put it in the credentials file "
-                 "(/etc/liferaft/credentials.yaml), set LIFERAFT_PASSWORD or type it when "
-                 "asked (a URL is shown in logs and process listings)",
+            "(/etc/liferaft/credentials.yaml), set LIFERAFT_PASSWORD or type it when "
+            "asked (a URL is shown in logs and process listings)",
         )
 
 

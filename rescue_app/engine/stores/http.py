@@ -61,8 +61,10 @@ class HttpStore(Store):
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         if not parts.hostname:
-            raise RepositoryError(f"repository URL {url.split('?')[0]!r} has no host name",
-                                  hint="write it as http://HOST[:PORT]/PATH")
+            raise RepositoryError(
+                f"repository URL {url.split('?')[0]!r} has no host name",
+                hint="write it as http://HOST[:PORT]/PATH",
+            )
         self.scheme = parts.scheme.lower()
         netloc = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
         self.host = netloc
@@ -73,8 +75,10 @@ class HttpStore(Store):
         query = parse_qs(parts.query)
         ca = (query.get("ca") or [os.environ.get("LIFERAFT_CA_FILE", "")])[0]
         if ca and not os.path.isfile(ca):
-            raise RepositoryError(f"CA file {ca} for {self.location} does not exist",
-                                  hint="give the path of a PEM file with the server's CA")
+            raise RepositoryError(
+                f"CA file {ca} for {self.location} does not exist",
+                hint="give the path of a PEM file with the server's CA",
+            )
         self.verify: bool | str = ca or True
         self.auth = self._basic_auth(url, parts.username, parts.hostname)
         self.policy = RetryPolicy.from_environment()
@@ -110,8 +114,7 @@ class HttpStore(Store):
             s.verify = self.verify
             s.auth = self.auth
             # Ranges count bytes of the file itself, not of a gzip of it.
-            s.headers.update({"Accept-Encoding": "identity",
-                              "User-Agent": "liferaft"})
+            s.headers.update({"Accept-Encoding": "identity", "User-Agent": "liferaft"})
             self._local.session = s
             with self._lock:
                 self._sessions.append(s)
@@ -136,9 +139,14 @@ class HttpStore(Store):
             except (requests.exceptions.SSLError, urllib3.exceptions.SSLError) as exc:
                 raise self._tls_error(exc) from None
             # (urllib3's own errors come from bodies read through Response.raw)
-            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                    requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError,
-                    urllib3.exceptions.TimeoutError, _Transient) as exc:
+            except (
+                requests.exceptions.ConnectionError,
+                requests.exceptions.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+                urllib3.exceptions.ProtocolError,
+                urllib3.exceptions.TimeoutError,
+                _Transient,
+            ) as exc:
                 reason = _reason(exc)
                 self._drop_session()
                 if isinstance(exc, _Transient):  # the server is there, if unwell
@@ -149,8 +157,9 @@ class HttpStore(Store):
                 tries.progressed()
                 self._answered = True
             if not tries.wait(reason):
-                raise tries.gave_up(self.location, self.host, reason,
-                                    "the URL (host name and port)")
+                raise tries.gave_up(
+                    self.location, self.host, reason, "the URL (host name and port)"
+                )
 
     def _tls_error(self, exc: Exception) -> RepositoryError:
         text = str(exc)
@@ -164,8 +173,8 @@ class HttpStore(Store):
         return RepositoryError(
             f"repository {self.location}: TLS failure talking to {self.host}: {detail}",
             hint="give the CA that signed the server's certificate with "
-                 "LIFERAFT_CA_FILE=ca.pem or ?ca=/path/ca.pem, or check the URL and the "
-                 "clock of this machine",
+            "LIFERAFT_CA_FILE=ca.pem or ?ca=/path/ca.pem, or check the URL and the "
+            "clock of this machine",
         )
 
     def _status_error(self, rel: str, r: requests.Response) -> RepositoryError:
@@ -174,7 +183,7 @@ class HttpStore(Store):
                 f"repository {self.location}: {self.host} refused access to {rel} "
                 f"(HTTP {r.status_code})",
                 hint="check the user name and the password (the credentials file, "
-                     "LIFERAFT_PASSWORD)",
+                "LIFERAFT_PASSWORD)",
             )
         return RepositoryError(
             f"repository {self.location}: {self.host} answered HTTP {r.status_code} "
@@ -202,8 +211,13 @@ class HttpStore(Store):
                 headers["Range"] = f"bytes={got}-"
                 if state["validator"]:
                     headers["If-Range"] = str(state["validator"])
-            with self._session().get(url, headers=headers, stream=True, verify=self.verify,
-                                     timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)) as r:
+            with self._session().get(
+                url,
+                headers=headers,
+                stream=True,
+                verify=self.verify,
+                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+            ) as r:
                 code = r.status_code
                 if code in (404, 410):
                     raise FileNotFoundError(rel)
@@ -249,8 +263,12 @@ class HttpStore(Store):
         url = self.base + quote(rel)
 
         def attempt(progressed: _Progressed) -> bool:
-            r = self._session().head(url, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
-                                     verify=self.verify, allow_redirects=True)
+            r = self._session().head(
+                url,
+                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+                verify=self.verify,
+                allow_redirects=True,
+            )
             if r.status_code in (404, 410):
                 return False
             if r.status_code >= 500 or r.status_code in (408, 429):
@@ -269,7 +287,7 @@ class HttpStore(Store):
         return RepositoryError(
             f"repository {self.location} is read-only (a web server)",
             hint="capture to a local folder, sftp://, s3://, smb:// or nfs:// and serve "
-                 "that folder over HTTP",
+            "that folder over HTTP",
         )
 
     def write(self, rel: str, data: bytes, *, durable: bool) -> None:

@@ -28,8 +28,9 @@ class LocalStore(Store):
     def __init__(self, path: str) -> None:
         self.root = os.path.abspath(path)
         self.location = self.root
-        if os.path.isfile(self.root) or (os.path.exists(self.root)
-                                         and not os.path.isdir(self.root)):
+        if os.path.isfile(self.root) or (
+            os.path.exists(self.root) and not os.path.isdir(self.root)
+        ):
             raise RepositoryError(
                 f"{self.root} is a file, not a folder: a repository is a folder",
                 hint="give --repo the folder that holds (or is to hold) the repository",

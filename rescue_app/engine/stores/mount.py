@@ -49,8 +49,10 @@ def plan_mount(url: str) -> MountPlan:
     scheme = parts.scheme.lower()
     host = parts.hostname
     if not host:
-        raise RepositoryError(f"repository URL {url.split('?')[0]!r} has no host name",
-                              hint=f"write it as {scheme}://HOST/...")
+        raise RepositoryError(
+            f"repository URL {url.split('?')[0]!r} has no host name",
+            hint=f"write it as {scheme}://HOST/...",
+        )
     query = {k: v[0] for k, v in parse_qs(parts.query).items()}
     path = [unquote(p) for p in parts.path.split("/") if p]
     port = parts.port
@@ -58,8 +60,10 @@ def plan_mount(url: str) -> MountPlan:
     options: list[str] = []
     if scheme == "smb":
         if not path:
-            raise RepositoryError(f"repository URL smb://{netloc}/ names no share",
-                                  hint="write it as smb://[USER@]HOST/SHARE/PATH")
+            raise RepositoryError(
+                f"repository URL smb://{netloc}/ names no share",
+                hint="write it as smb://[USER@]HOST/SHARE/PATH",
+            )
         share, rest = path[0], path[1:]
         user = domain = None
         if parts.username:
@@ -75,18 +79,20 @@ def plan_mount(url: str) -> MountPlan:
             options.append("guest")
         if "vers" in query:
             options.append(f"vers={query['vers']}")
-        return MountPlan("cifs", f"//{host}/{share}", tuple(options), "/".join(rest),
-                         location, user, domain)
+        return MountPlan(
+            "cifs", f"//{host}/{share}", tuple(options), "/".join(rest), location, user, domain
+        )
     if scheme == "nfs":
         if parts.username or parts.password:
-            raise RepositoryError("an nfs:// URL holds no user name or password",
-                                  hint="NFS trusts hosts, not passwords; write nfs://HOST/PATH")
+            raise RepositoryError(
+                "an nfs:// URL holds no user name or password",
+                hint="NFS trusts hosts, not passwords; write nfs://HOST/PATH",
+            )
         if port is not None:
             options.append(f"port={port}")
         export = "/" + "/".join(path)
         options.append("soft" if query.get("soft") else "hard")
-        return MountPlan("nfs4", f"{host}:{export}", tuple(options), "",
-                         f"nfs://{netloc}{export}")
+        return MountPlan("nfs4", f"{host}:{export}", tuple(options), "", f"nfs://{netloc}{export}")
     raise RepositoryError(f"{scheme}:// cannot be mounted", hint="use smb:// or nfs://")
 
 
@@ -99,13 +105,13 @@ def mount_options(plan: MountPlan, credentials: str | None) -> list[str]:
 
 def mount_argv(plan: MountPlan, mountpoint: str, credentials: str | None) -> list[str]:
     """The command engine/mounts.py runs for this plan (shown in tests and logs)."""
-    return mounts.mount_argv(plan.source, mountpoint, fstype=plan.fstype,
-                             options=mount_options(plan, credentials))
+    return mounts.mount_argv(
+        plan.source, mountpoint, fstype=plan.fstype, options=mount_options(plan, credentials)
+    )
 
 
 @contextlib.contextmanager
-def credentials_file(directory: str, user: str, password: str,
-                     domain: str | None) -> Iterator[str]:
+def credentials_file(directory: str, user: str, password: str, domain: str | None) -> Iterator[str]:
     """A mount.cifs credentials file, mode 0600 from its creation, removed after."""
     path = os.path.join(directory, "credentials")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -145,7 +151,7 @@ def _mount_error(plan: MountPlan, stderr: str) -> RepositoryError:
             return RepositoryError(
                 f"{place}: the server refused the login (wrong user name or password?)",
                 hint="check the user in the URL and the password (LIFERAFT_PASSWORD or "
-                     "the credentials file)",
+                "the credentials file)",
             )
         return RepositoryError(
             f"{place}: the server refused access to the NFS export",
@@ -163,9 +169,15 @@ def _mount_error(plan: MountPlan, stderr: str) -> RepositoryError:
             f"{place}: the server exports no {export} (no such export or folder)",
             hint="check the export path in the URL: nfs://HOST/EXPORT/PATH",
         )
-    if "host is down" in text or "timed out" in text or "refused" in text \
-            or "unreachable" in text or "no route" in text or "did not finish" in text \
-            or any(f"error({n})" in text for n in (110, 111, 112, 113)):
+    if (
+        "host is down" in text
+        or "timed out" in text
+        or "refused" in text
+        or "unreachable" in text
+        or "no route" in text
+        or "did not finish" in text
+        or any(f"error({n})" in text for n in (110, 111, 112, 113))
+    ):
         return RepositoryError(
             f"{place}: cannot reach the server",
             hint="check the host name, that the server runs, and the network",
@@ -199,10 +211,12 @@ class MountStore(Store):
                 raise RepositoryError(
                     f"repository {plan.location} needs the password of {plan.user}",
                     hint="set LIFERAFT_PASSWORD, add it to the credentials file, or run in "
-                         "a terminal to be asked",
+                    "a terminal to be asked",
                 )
-            with tempfile.TemporaryDirectory(prefix="liferaft-cred-") as d, \
-                    credentials_file(d, plan.user, password, plan.domain) as cred:
+            with (
+                tempfile.TemporaryDirectory(prefix="liferaft-cred-") as d,
+                credentials_file(d, plan.user, password, plan.domain) as cred,
+            ):
                 self._mount_with(cred)
         else:
             self._mount_with(None)
@@ -210,8 +224,13 @@ class MountStore(Store):
 
     def _mount_with(self, credentials: str | None) -> None:
         try:
-            mounts.mount(self.plan.source, self.mountpoint, fstype=self.plan.fstype,
-                         options=mount_options(self.plan, credentials), timeout=MOUNT_TIMEOUT)
+            mounts.mount(
+                self.plan.source,
+                self.mountpoint,
+                fstype=self.plan.fstype,
+                options=mount_options(self.plan, credentials),
+                timeout=MOUNT_TIMEOUT,
+            )
         except CommandError as exc:
             raise _mount_error(self.plan, exc.stderr or exc.message) from None
 

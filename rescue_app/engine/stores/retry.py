@@ -52,8 +52,10 @@ class RetryPolicy:
         except ValueError:
             deadline = -1.0
         if not deadline > 0:  # (also NaN)
-            raise RepositoryError(f"LIFERAFT_RETRY_SECONDS={text!r} is not a number of seconds",
-                                  hint="give a positive number, e.g. 60, or unset it")
+            raise RepositoryError(
+                f"LIFERAFT_RETRY_SECONDS={text!r} is not a number of seconds",
+                hint="give a positive number, e.g. 60, or unset it",
+            )
         return cls(deadline=deadline)
 
     def attempts(self, watch: Watch, what: str, *, answered: bool) -> Attempts:
@@ -70,8 +72,7 @@ class Attempts:
     tried, ``answered`` whether the server ever answered).
     """
 
-    def __init__(self, policy: RetryPolicy, watch: Watch, what: str, *,
-                 answered: bool) -> None:
+    def __init__(self, policy: RetryPolicy, watch: Watch, what: str, *, answered: bool) -> None:
         self.policy = policy
         self.watch = watch
         self.what = what
@@ -89,13 +90,12 @@ class Attempts:
         if not self.answered:
             return RepositoryError(
                 f"repository {location}: cannot reach {server}: {reason}",
-                hint=f"check {check}, that the server is running, and the network "
-                     "cable/settings",
+                hint=f"check {check}, that the server is running, and the network cable/settings",
             )
         return RepositoryError(
             f"repository {location}: {self.what} from {server} failed: {reason}",
             hint=f"retried for {self.limit:.0f} s; check that the server is running and "
-                 f"reachable, {check}, and the network cable/settings",
+            f"reachable, {check}, and the network cable/settings",
         )
 
     def succeeded(self, result: T) -> T:
@@ -129,8 +129,12 @@ class Attempts:
 class Watch:
     """Reports a store's waits to the running operation and carries its cancel."""
 
-    def __init__(self, location: str = "", progress: ProgressCallback = no_progress,
-                 cancel: CancelToken | None = None) -> None:
+    def __init__(
+        self,
+        location: str = "",
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> None:
         self.location = location
         self.progress = progress
         self.cancel = cancel
@@ -138,8 +142,15 @@ class Watch:
 
     def retrying(self, reason: str, waited: float, limit: float) -> None:
         self._waiting = True
-        self.progress(Progress(NOTICE, self.location, 0, 0, notice=(
-            f"server unreachable ({reason}), retrying ({waited:.0f} s of {limit:.0f})")))
+        self.progress(
+            Progress(
+                NOTICE,
+                self.location,
+                0,
+                0,
+                notice=(f"server unreachable ({reason}), retrying ({waited:.0f} s of {limit:.0f})"),
+            )
+        )
 
     def recovered(self) -> None:
         if self._waiting:

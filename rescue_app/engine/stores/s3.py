@@ -35,25 +35,46 @@ log = logging.getLogger("liferaft.stores.s3")
 
 _MISSING_KEY = {"404", "NoSuchKey", "NotFound"}
 # Answers worth another try (boto3's own list for its standard mode, in short).
-_TRANSIENT = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown",
-              "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeoutException",
-              "RequestLimitExceeded", "TooManyRequestsException", "BadDigest"}
+_TRANSIENT = {
+    "500",
+    "502",
+    "503",
+    "504",
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "BadDigest",
+}
 T = TypeVar("T")
-_AUTH = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403",
-         "InvalidToken", "ExpiredToken"}
+_AUTH = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "403",
+    "InvalidToken",
+    "ExpiredToken",
+}
 
 
 class S3Store(Store):
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         if not parts.hostname:
-            raise RepositoryError(f"repository URL {url.split('?')[0]!r} has no bucket",
-                                  hint="write it as s3://BUCKET/PREFIX?endpoint=URL")
+            raise RepositoryError(
+                f"repository URL {url.split('?')[0]!r} has no bucket",
+                hint="write it as s3://BUCKET/PREFIX?endpoint=URL",
+            )
         if parts.username or parts.password:
             raise RepositoryError(
                 "an s3:// URL holds no credentials",
                 hint="put them in the credentials file (/etc/liferaft/credentials.yaml) or "
-                     "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
             )
         self.bucket = parts.netloc
         self.prefix = parts.path.strip("/")
@@ -61,18 +82,23 @@ class S3Store(Store):
         self.endpoint = (query.get("endpoint") or [os.environ.get("AWS_ENDPOINT_URL", "")])[0]
         if self.endpoint:
             _check_endpoint(self.endpoint)
-        region = (query.get("region") or [os.environ.get("AWS_DEFAULT_REGION")
-                                          or os.environ.get("AWS_REGION") or "us-east-1"])[0]
+        region = (
+            query.get("region")
+            or [os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"]
+        )[0]
         where = f" at {self.endpoint}" if self.endpoint else ""
         self.location = f"s3://{self.bucket}/{self.prefix}".rstrip("/") + where
         config = Config(
             retries={"total_max_attempts": 1},  # ours: _call
-            connect_timeout=10, read_timeout=60, max_pool_connections=16,
+            connect_timeout=10,
+            read_timeout=60,
+            max_pool_connections=16,
             # S3-compatible servers rarely have a DNS name per bucket.
             s3={"addressing_style": "path" if self.endpoint else "auto"},
         )
         self.client: Any = self._session(url).client(
-            "s3", endpoint_url=self.endpoint or None, region_name=region, config=config)
+            "s3", endpoint_url=self.endpoint or None, region_name=region, config=config
+        )
         self.policy = RetryPolicy.from_environment()
         self._answered = False  # has the endpoint ever answered? (first contact fails fast)
 
@@ -92,15 +118,22 @@ class S3Store(Store):
                 reason = f"{code} {exc.response.get('Error', {}).get('Message', '')}".strip()
             except botocore.exceptions.SSLError:
                 raise
-            except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError,
-                    botocore.exceptions.IncompleteReadError) as exc:
+            except (
+                botocore.exceptions.ConnectionError,
+                botocore.exceptions.HTTPClientError,
+                botocore.exceptions.IncompleteReadError,
+            ) as exc:
                 # botocore keeps the socket's own error ("Connection refused") aside
                 reason = network_reason(exc.kwargs.get("error") or exc)
             finally:
                 self._answered = tries.answered  # the next request's first contact is over
             if not tries.wait(reason):
-                raise tries.gave_up(self.location, "the S3 endpoint", reason,
-                                    "the endpoint URL (?endpoint= or AWS_ENDPOINT_URL)")
+                raise tries.gave_up(
+                    self.location,
+                    "the S3 endpoint",
+                    reason,
+                    "the endpoint URL (?endpoint= or AWS_ENDPOINT_URL)",
+                )
 
     def _session(self, url: str) -> boto3.session.Session:
         """AWS_ACCESS_KEY_ID in the environment wins (an explicit choice for
@@ -111,11 +144,14 @@ class S3Store(Store):
             if entry is not None and entry.secret_access_key:
                 if not entry.access_key_id:
                     raise RepositoryError(
-                        f"credentials for {entry.match}: secret_access_key without "
-                        "access_key_id", hint="add access_key_id to the entry")
+                        f"credentials for {entry.match}: secret_access_key without access_key_id",
+                        hint="add access_key_id to the entry",
+                    )
                 log.debug("S3 keys for %s from the credentials file", self.location)
-                return boto3.session.Session(aws_access_key_id=entry.access_key_id,
-                                             aws_secret_access_key=entry.secret_access_key)
+                return boto3.session.Session(
+                    aws_access_key_id=entry.access_key_id,
+                    aws_secret_access_key=entry.secret_access_key,
+                )
         return boto3.session.Session()
 
     def _key(self, rel: str) -> str:
@@ -130,24 +166,29 @@ class S3Store(Store):
                 return RepositoryError(
                     f"repository {self.location}: access denied ({code}): {what}",
                     hint="check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket's "
-                         "permissions",
+                    "permissions",
                 )
-            return RepositoryError(f"repository {self.location}: {what} failed: {code} "
-                                   f"{exc.response.get('Error', {}).get('Message', '')}".strip())
+            return RepositoryError(
+                f"repository {self.location}: {what} failed: {code} "
+                f"{exc.response.get('Error', {}).get('Message', '')}".strip()
+            )
         if isinstance(exc, botocore.exceptions.NoCredentialsError):
             return RepositoryError(
                 f"repository {self.location}: no S3 credentials",
                 hint="add access_key_id and secret_access_key for this bucket to the "
-                     "credentials file, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                "credentials file, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
             )
         if isinstance(exc, botocore.exceptions.SSLError):
             return RepositoryError(
                 f"repository {self.location}: TLS failure talking to the S3 endpoint",
                 hint="give the endpoint's CA with AWS_CA_BUNDLE=ca.pem, or check the URL",
             )
-        if isinstance(exc, botocore.exceptions.EndpointConnectionError
-                      | botocore.exceptions.ConnectTimeoutError
-                      | botocore.exceptions.ReadTimeoutError):
+        if isinstance(
+            exc,
+            botocore.exceptions.EndpointConnectionError
+            | botocore.exceptions.ConnectTimeoutError
+            | botocore.exceptions.ReadTimeoutError,
+        ):
             return RepositoryError(
                 f"repository {self.location}: cannot reach the S3 endpoint: {what} failed",
                 hint="check the endpoint URL (?endpoint= or AWS_ENDPOINT_URL) and the network",
@@ -162,8 +203,12 @@ class S3Store(Store):
 
     def read(self, rel: str) -> bytes:
         try:
-            body: bytes = self._call(f"reading {rel}", lambda: self.client.get_object(
-                Bucket=self.bucket, Key=self._key(rel))["Body"].read())
+            body: bytes = self._call(
+                f"reading {rel}",
+                lambda: self.client.get_object(Bucket=self.bucket, Key=self._key(rel))[
+                    "Body"
+                ].read(),
+            )
             return body
         except botocore.exceptions.ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in _MISSING_KEY:
@@ -174,8 +219,10 @@ class S3Store(Store):
 
     def has(self, rel: str) -> bool:
         try:
-            head = self._call(f"looking up {rel}", lambda: self.client.head_object(
-                Bucket=self.bucket, Key=self._key(rel)))
+            head = self._call(
+                f"looking up {rel}",
+                lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(rel)),
+            )
             return int(head.get("ContentLength", 0)) > 0
         except botocore.exceptions.ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in _MISSING_KEY:
@@ -189,22 +236,29 @@ class S3Store(Store):
         names: set[str] = set()
         try:
             # the whole listing is one try: a page cut off starts it over
-            pages = self._call(f"listing {rel}", lambda: list(
-                self.client.get_paginator("list_objects_v2").paginate(
-                    Bucket=self.bucket, Prefix=prefix, Delimiter="/")))
+            pages = self._call(
+                f"listing {rel}",
+                lambda: list(
+                    self.client.get_paginator("list_objects_v2").paginate(
+                        Bucket=self.bucket, Prefix=prefix, Delimiter="/"
+                    )
+                ),
+            )
             for page in pages:
                 for p in page.get("CommonPrefixes", []):
-                    names.add(p["Prefix"][len(prefix):].rstrip("/"))
+                    names.add(p["Prefix"][len(prefix) :].rstrip("/"))
                 for o in page.get("Contents", []):
-                    names.add(o["Key"][len(prefix):])
+                    names.add(o["Key"][len(prefix) :])
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise self._error(f"listing {rel}", exc) from None
         return sorted(n for n in names if n)
 
     def write(self, rel: str, data: bytes, *, durable: bool) -> None:
         try:
-            self._call(f"writing {rel}", lambda: self.client.put_object(
-                Bucket=self.bucket, Key=self._key(rel), Body=data))
+            self._call(
+                f"writing {rel}",
+                lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(rel), Body=data),
+            )
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise self._error(f"writing {rel}", exc) from None
 
@@ -227,8 +281,10 @@ class S3Store(Store):
         probe = f"tmp/.probe-{uuid.uuid4().hex}"
         self.write(probe, b"x", durable=False)
         try:
-            self._call("deleting a test object", lambda: self.client.delete_object(
-                Bucket=self.bucket, Key=self._key(probe)))
+            self._call(
+                "deleting a test object",
+                lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(probe)),
+            )
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise self._error("deleting a test object", exc) from None
 
@@ -245,8 +301,12 @@ class S3Store(Store):
     def prepare_new(self) -> None:
         self._check_bucket()
         try:
-            page = self._call("listing the prefix", lambda: self.client.list_objects_v2(
-                Bucket=self.bucket, Prefix=self.prefix + "/" if self.prefix else "", MaxKeys=1))
+            page = self._call(
+                "listing the prefix",
+                lambda: self.client.list_objects_v2(
+                    Bucket=self.bucket, Prefix=self.prefix + "/" if self.prefix else "", MaxKeys=1
+                ),
+            )
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise self._error("listing the prefix", exc) from None
         if page.get("KeyCount", 0):
@@ -271,5 +331,5 @@ def _check_endpoint(endpoint: str) -> None:
         raise RepositoryError(
             f"S3 endpoint {endpoint!r} is not a URL",
             hint="write it as ?endpoint=https://HOST[:PORT] (or http:// for a server "
-                 "without TLS), or set AWS_ENDPOINT_URL",
+            "without TLS), or set AWS_ENDPOINT_URL",
         )

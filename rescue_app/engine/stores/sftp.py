@@ -126,8 +126,9 @@ class _HostKeyCheck(paramiko.MissingHostKeyPolicy):
         self.pinned = pinned
         self.sources = sources
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
-                         key: paramiko.PKey) -> None:
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
         got = describe_key(key)
         if self.pinned is not None:
             if key.fingerprint == self.pinned:
@@ -156,8 +157,10 @@ class SftpStore(Store):
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         if not parts.hostname:
-            raise RepositoryError(f"repository URL {url.split('?')[0]!r} has no host name",
-                                  hint="write it as sftp://[USER@]HOST[:PORT]/PATH")
+            raise RepositoryError(
+                f"repository URL {url.split('?')[0]!r} has no host name",
+                hint="write it as sftp://[USER@]HOST[:PORT]/PATH",
+            )
         self.host = parts.hostname
         self.port = parts.port or 22
         bare = url.split("?", 1)[0]
@@ -238,18 +241,23 @@ class SftpStore(Store):
             if earlier is not None and keys.lookup(name) is None:
                 keys.add(name, earlier.get_name(), earlier)
         client.set_missing_host_key_policy(
-            _HostKeyCheck(self, self.pinned, sources or ["known_hosts"]))
+            _HostKeyCheck(self, self.pinned, sources or ["known_hosts"])
+        )
         return client
 
     def changed_key(self, expected: str, got: str, pinned: bool = False) -> RepositoryError:
         if pinned:
-            hint = ("check the fingerprint in the URL against `ssh-keygen -lf` of the server's "
-                    "host key; if they differ, someone may be in between")
+            hint = (
+                "check the fingerprint in the URL against `ssh-keygen -lf` of the server's "
+                "host key; if they differ, someone may be in between"
+            )
         else:
             name = known_hosts_name(self.host, self.port)
-            hint = (f"if {self.host} was reinstalled, remove its old key "
-                    f"(ssh-keygen -R '{name}' -f FILE) and connect again; otherwise someone "
-                    "may be in between: do not go on")
+            hint = (
+                f"if {self.host} was reinstalled, remove its old key "
+                f"(ssh-keygen -R '{name}' -f FILE) and connect again; otherwise someone "
+                "may be in between: do not go on"
+            )
         return RepositoryError(
             f"repository {self.location}: the SSH host key of {self.host} port {self.port} "
             f"has changed: {expected}, the server sent {got}",
@@ -265,11 +273,19 @@ class SftpStore(Store):
         asked = False
         while True:
             try:
-                client.connect(self.host, self.port, username=self.user, password=password,
-                               pkey=pkey, key_filename=self.key,
-                               look_for_keys=self.key is None and pkey is None,
-                               allow_agent=False, timeout=TIMEOUT, banner_timeout=TIMEOUT,
-                               auth_timeout=TIMEOUT)
+                client.connect(
+                    self.host,
+                    self.port,
+                    username=self.user,
+                    password=password,
+                    pkey=pkey,
+                    key_filename=self.key,
+                    look_for_keys=self.key is None and pkey is None,
+                    allow_agent=False,
+                    timeout=TIMEOUT,
+                    banner_timeout=TIMEOUT,
+                    auth_timeout=TIMEOUT,
+                )
                 return client
             except paramiko.AuthenticationException:
                 if password is None and not asked:
@@ -282,7 +298,7 @@ class SftpStore(Store):
                     f"repository {self.location}: {self.host} refused the login of "
                     f"{self.user} (wrong password or key)",
                     hint="check the user name, the password (LIFERAFT_PASSWORD) or the key "
-                         "(LIFERAFT_SSH_KEY or ?key=PATH)",
+                    "(LIFERAFT_SSH_KEY or ?key=PATH)",
                 ) from None
             except paramiko.BadHostKeyException as exc:
                 client.close()
@@ -299,7 +315,7 @@ class SftpStore(Store):
                     f"{self.port}: {_reason(exc)}",
                     _reason(exc),
                     hint="check that the SSH server runs and is reachable, the host name, "
-                         "the port and the network",
+                    "the port and the network",
                 ) from None
 
     def _first_connect(self) -> paramiko.SSHClient:
@@ -344,14 +360,22 @@ class SftpStore(Store):
                 # An OSError on a live connection is the server's answer
                 # (permission denied, disk full): retrying cannot help. A
                 # timeout leaves the channel out of step: start again.
-                dropped = (not isinstance(exc, OSError) or isinstance(exc, TimeoutError)
-                           or not self._alive())
+                dropped = (
+                    not isinstance(exc, OSError)
+                    or isinstance(exc, TimeoutError)
+                    or not self._alive()
+                )
                 if not dropped or self._closed:
                     raise
                 error: BaseException = exc
             if tries is None:
-                log.warning("connection to %s port %d lost while %s (%s); reconnecting",
-                            self.host, self.port, what, _reason(error))
+                log.warning(
+                    "connection to %s port %d lost while %s (%s); reconnecting",
+                    self.host,
+                    self.port,
+                    what,
+                    _reason(error),
+                )
                 tries = self.policy.attempts(self.watch, what, answered=True)
             while self._generation == generation:  # else another thread reconnected
                 if not tries.wait(_reason(error)):
@@ -360,7 +384,7 @@ class SftpStore(Store):
                         f"while {what} and could not be made again (tried for "
                         f"{tries.limit:.0f} s): {_reason(error)}",
                         hint="check that the SSH server runs and the network; then run the "
-                             "same command again",
+                        "same command again",
                     ) from None
                 try:
                     self._reconnect(generation)
@@ -417,8 +441,9 @@ class SftpStore(Store):
                 hint=f"check that {self.user} may read and write the folder on {self.host}",
             )
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            return RepositoryError(f"repository {self.location} is full: {what}",
-                                   hint="free space on the server")
+            return RepositoryError(
+                f"repository {self.location} is full: {what}", hint="free space on the server"
+            )
         return RepositoryError(
             f"repository {self.location}: {what} on {self.host} failed: {_reason(exc)}",
             hint="check the connection to the server and its disk",
@@ -441,8 +466,9 @@ class SftpStore(Store):
 
     def has(self, rel: str) -> bool:
         try:
-            size = self._retrying(f"looking up {rel}",
-                                  lambda s: s.stat(self._path(rel)).st_size or 0)
+            size = self._retrying(
+                f"looking up {rel}", lambda s: s.stat(self._path(rel)).st_size or 0
+            )
             return size > 0
         except FileNotFoundError:
             return False
@@ -483,8 +509,12 @@ class SftpStore(Store):
         if FSYNC not in sftp.extensions:
             if not self._fsync_warned:
                 self._fsync_warned = True
-                log.warning("SFTP server %s does not offer %s: what is written is only as "
-                            "safe as the server's own write-back", self.host, FSYNC)
+                log.warning(
+                    "SFTP server %s does not offer %s: what is written is only as "
+                    "safe as the server's own write-back",
+                    self.host,
+                    FSYNC,
+                )
             return
         request = getattr(sftp, "_request")  # noqa: B009 - paramiko has no public call for it
         request(CMD_EXTENDED, FSYNC, f.handle)
@@ -539,8 +569,9 @@ class SftpStore(Store):
         try:
             self._sftp().stat(self.root)
         except FileNotFoundError:
-            return RepositoryError(f"repository {self.location} does not exist",
-                                   hint=f"check the path on {self.host}")
+            return RepositoryError(
+                f"repository {self.location} does not exist", hint=f"check the path on {self.host}"
+            )
         except (OSError, paramiko.SSHException, EOFError) as exc:
             return self._error("looking up the repository", exc)
         return RepositoryError(

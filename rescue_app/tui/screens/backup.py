@@ -74,11 +74,16 @@ class BackupScreen(LiferaftScreen):
         sources = app.sources
         if not app.sources_scanned:
             sources = discover_sources(
-                ScanContext(app.engine, disks, app.profile.repository, app.scan_filter()))
+                ScanContext(app.engine, disks, app.profile.repository, app.scan_filter())
+            )
         self.app.call_from_thread(self.show, disks, sources, refusals)
 
-    def show(self, disks: list[BlockDisk], sources: list[RepositorySource],
-             refusals: dict[str, tuple[str, ...]] | None = None) -> None:
+    def show(
+        self,
+        disks: list[BlockDisk],
+        sources: list[RepositorySource],
+        refusals: dict[str, tuple[str, ...]] | None = None,
+    ) -> None:
         self.lapp.sources = sources
         self.lapp.sources_scanned = True
         self.disks = backup_candidates(disks)
@@ -91,8 +96,9 @@ class BackupScreen(LiferaftScreen):
                 note = f"  ({disk.incomplete_restore})"
             if refused:
                 note = f"  (cannot back up: {refused[0]})"
-            picker.add_option(Selection(disk.describe() + note, disk.path, False,
-                                        disabled=bool(refused)))
+            picker.add_option(
+                Selection(disk.describe() + note, disk.path, False, disabled=bool(refused))
+            )
         dest = self.query_one("#backup-dest", Select)
         dest.set_options([(f"{s.label} ({s.kind})", i) for i, s in enumerate(sources)])
 
@@ -119,12 +125,16 @@ class BackupScreen(LiferaftScreen):
                 raise UsageError("tick at least one disk to back up (Space on a disk)")
             name = self.query_one("#backup-name", Input).value.strip()
             if not NAME_RE.match(name):
-                raise UsageError(f"image name {name!r} is not allowed",
-                                 hint="use letters, digits, '.', '_' or '-'")
+                raise UsageError(
+                    f"image name {name!r} is not allowed",
+                    hint="use letters, digits, '.', '_' or '-'",
+                )
             source = self.destination()
             if isinstance(source, MediaSource) and source.disk in devices:
-                raise UsageError(f"the destination is on {source.disk}, which is being "
-                                 "backed up", hint="choose a repository on another disk")
+                raise UsageError(
+                    f"the destination is on {source.disk}, which is being backed up",
+                    hint="choose a repository on another disk",
+                )
         except LiferaftError as exc:  # bad name, malformed URL, destination on a source
             self.lapp.show_error(exc)
             return
@@ -132,12 +142,14 @@ class BackupScreen(LiferaftScreen):
 
         app = self.lapp
         chosen = [d for d in self.disks if d.path in devices]
-        summary = "\n".join([
-            "Disks to read (nothing is written to them):",
-            *[f"  [x] {d.describe()}" for d in chosen],
-            f"Repository: {source.label} ({source.kind})",
-            f"Image name: {name}",
-        ])
+        summary = "\n".join(
+            [
+                "Disks to read (nothing is written to them):",
+                *[f"  [x] {d.describe()}" for d in chosen],
+                f"Repository: {source.label} ({source.kind})",
+                f"Image name: {name}",
+            ]
+        )
 
         def open_repo() -> Repository:
             repo = source.open(app.engine, writable=True)
@@ -149,4 +161,5 @@ class BackupScreen(LiferaftScreen):
                 self.app.push_screen(backup_job(app.engine, open_repo, name, devices))
 
         self.app.push_screen(
-            QuestionModal("Start this backup?", summary, yes="Back up", no="Change"), answered)
+            QuestionModal("Start this backup?", summary, yes="Back up", no="Change"), answered
+        )

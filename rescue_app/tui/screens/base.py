@@ -52,8 +52,9 @@ class RepositoryOpeningScreen(LiferaftScreen):
             return
         self.app.call_from_thread(self.opened, source, repo, None)
 
-    def opened(self, source: RepositorySource, repo: Repository | None,
-               error: BaseException | None) -> None:
+    def opened(
+        self, source: RepositorySource, repo: Repository | None, error: BaseException | None
+    ) -> None:
         self.busy = False
         self.show_opening("")
         if error is not None or repo is None:

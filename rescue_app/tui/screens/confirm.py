@@ -32,14 +32,14 @@ class ConfirmEraseModal(ModalScreen[bool]):
             yield Static("Erase and restore?", classes="modal-title")
             for d in self.plan.disks:
                 t = d.target
-                yield Static(f"ERASES {t.describe()}\n  now: {describe_contents(t)}",
-                             markup=False)
-            yield Static("To go on, type the name of each target disk "
-                         f"({', '.join(self.paths)}):", markup=False)
+                yield Static(f"ERASES {t.describe()}\n  now: {describe_contents(t)}", markup=False)
+            yield Static(
+                f"To go on, type the name of each target disk ({', '.join(self.paths)}):",
+                markup=False,
+            )
             for i, path in enumerate(self.paths):
                 # Not the name itself: without colour a placeholder reads as typed text.
-                yield Input(placeholder=f"(type {path.rsplit('/', 1)[-1]} here)",
-                            id=f"confirm-{i}")
+                yield Input(placeholder=f"(type {path.rsplit('/', 1)[-1]} here)", id=f"confirm-{i}")
             yield Static("", id="confirm-status", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel", variant="primary")

@@ -84,8 +84,11 @@ class HomeScreen(LiferaftScreen):
         if scanning and not app.sources_scanned:
             lines.append("Attached media: scanning...")
         elif found:
-            lines.append("Attached media: " + ", ".join(s.label for s in found[:3])
-                         + (f" and {len(found) - 3} more" if len(found) > 3 else ""))
+            lines.append(
+                "Attached media: "
+                + ", ".join(s.label for s in found[:3])
+                + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+            )
         else:
             lines.append("Attached media: no repository found")
         return "\n".join(lines)
@@ -108,12 +111,16 @@ class HomeScreen(LiferaftScreen):
         table = self.query_one("#home-disks", DataTable)
         table.clear()
         for disk in disks:
-            what = disk.model or (f"loop {os.path.basename(disk.backing_file)}"
-                                  if disk.backing_file else disk.transport)
+            what = disk.model or (
+                f"loop {os.path.basename(disk.backing_file)}"
+                if disk.backing_file
+                else disk.transport
+            )
             if disk.serial:
                 what += f" {disk.serial}"
-            table.add_row(disk.path, human_size(disk.size), what[:26], disk_state(disk)[:30],
-                          key=disk.path)
+            table.add_row(
+                disk.path, human_size(disk.size), what[:26], disk_state(disk)[:30], key=disk.path
+            )
         if not disks:
             table.add_row("-", "", "no disks found", "")
 

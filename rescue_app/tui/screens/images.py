@@ -23,13 +23,17 @@ def short_date(created: str) -> str:
 def describe_manifest(m: Manifest) -> str:
     lines = [f"{m.ref}  host {m.host}  captured {short_date(m.created)} UTC"]
     for disk in m.disks:
-        lines.append(f"Disk {disk.index + 1}: {disk.describe()}, "
-                     f"{ {'gpt': 'GPT', 'dos': 'MBR'}.get(disk.table.type, disk.table.type) }")
+        lines.append(
+            f"Disk {disk.index + 1}: {disk.describe()}, "
+            f"{ {'gpt': 'GPT', 'dos': 'MBR'}.get(disk.table.type, disk.table.type) }"
+        )
         lines.append(f"  {'#':>2} {'size':>10}  {'filesystem':<12} {'label':<14} {'used':>10}")
         for p in disk.partitions:
             fs = p.filesystem.type or ("extended" if p.kind == "extended" else "-")
-            lines.append(f"  {p.number:>2} {human_size(p.size):>10}  {fs[:12]:<12} "
-                         f"{(p.filesystem.label or '-')[:14]:<14} {human_size(p.used_bytes):>10}")
+            lines.append(
+                f"  {p.number:>2} {human_size(p.size):>10}  {fs[:12]:<12} "
+                f"{(p.filesystem.label or '-')[:14]:<14} {human_size(p.used_bytes):>10}"
+            )
             if p.method == "raw":
                 lines.append(f"     stored raw: {p.note or 'every byte'}")
     return "\n".join(lines)
@@ -49,8 +53,9 @@ class ImagesScreen(LiferaftScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"Images in {self.repo.location} (Enter to choose)", classes="section",
-                     markup=False)
+        yield Static(
+            f"Images in {self.repo.location} (Enter to choose)", classes="section", markup=False
+        )
         table: DataTable[str] = DataTable(id="images-table", cursor_type="row")
         yield table
         with VerticalScroll(id="image-detail-box"):
@@ -74,9 +79,14 @@ class ImagesScreen(LiferaftScreen):
         table = self.query_one("#images-table", DataTable)
         table.clear()
         for image in self.images:
-            table.add_row(image.name, image.host[:14], short_date(image.created),
-                          human_size(image.data_bytes), "; ".join(image.disks)[:24],
-                          key=image.ref)
+            table.add_row(
+                image.name,
+                image.host[:14],
+                short_date(image.created),
+                human_size(image.data_bytes),
+                "; ".join(image.disks)[:24],
+                key=image.ref,
+            )
         detail = self.query_one("#image-detail", Static)
         if not self.images:
             detail.update("This repository holds no images yet.")

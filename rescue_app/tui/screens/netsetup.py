@@ -47,8 +47,9 @@ class InterfaceSetupModal(ModalScreen["NetSetup | None"]):
         i = self.iface
         cable = "" if i.carrier else ", no cable signal"
         with Vertical(classes="modal-box", id="netsetup-box"):
-            yield Static(f"Set up {i.name} ({i.mac or 'no MAC'}{cable})", classes="modal-title",
-                         markup=False)
+            yield Static(
+                f"Set up {i.name} ({i.mac or 'no MAC'}{cable})", classes="modal-title", markup=False
+            )
             with RadioSet(id="netsetup-kind"):
                 yield RadioButton(DHCP_LABEL, value=not self.static, id="netsetup-dhcp")
                 yield RadioButton(STATIC_LABEL, value=self.static, id="netsetup-static")
@@ -119,5 +120,6 @@ class InterfaceSetupModal(ModalScreen["NetSetup | None"]):
             self.query_one("#netsetup-error", Static).update(str(exc))
             self.query_one("#netsetup-address", Input).focus()
             return
-        self.dismiss(NetSetup(self.iface.name, dhcp=False, address=address, gateway=gateway,
-                              dns=dns))
+        self.dismiss(
+            NetSetup(self.iface.name, dhcp=False, address=address, gateway=gateway, dns=dns)
+        )

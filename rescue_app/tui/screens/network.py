@@ -47,15 +47,16 @@ class NetworkScreen(RepositoryOpeningScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("Network interfaces (Enter: set up the highlighted one)",
-                     classes="section")
+        yield Static("Network interfaces (Enter: set up the highlighted one)", classes="section")
         table: DataTable[str] = DataTable(id="net-table", cursor_type="row")
         yield table
         yield Static("Looking at the network...", id="net-status", markup=False)
-        yield Static("Repository URL, and the user and password if the server asks:",
-                     classes="section")
-        yield Input(placeholder="https://server/liferaft  sftp://host/path  smb://host/share",
-                    id="net-url")
+        yield Static(
+            "Repository URL, and the user and password if the server asks:", classes="section"
+        )
+        yield Input(
+            placeholder="https://server/liferaft  sftp://host/path  smb://host/share", id="net-url"
+        )
         with Horizontal(id="net-credentials"):
             yield Input(placeholder="user", id="net-user")
             yield Input(placeholder="password", password=True, id="net-password")
@@ -65,7 +66,8 @@ class NetworkScreen(RepositoryOpeningScreen):
     def on_mount(self) -> None:
         self.sub_title = "Restore: network" if self.purpose == "restore" else "Verify: network"
         self.query_one("#net-table", DataTable).add_columns(
-            "Interface", "State", "MAC", "Address", "Gateway")
+            "Interface", "State", "MAC", "Address", "Gateway"
+        )
         self.query_one("#net-table", DataTable).focus()
         self.action_refresh()
 
@@ -138,8 +140,7 @@ class NetworkScreen(RepositoryOpeningScreen):
             return
         self.busy = True
         if setup.dhcp:
-            self.set_status(f"Asking for an address by DHCP on {setup.iface} "
-                            "(up to 20 s)...")
+            self.set_status(f"Asking for an address by DHCP on {setup.iface} (up to 20 s)...")
         else:
             self.set_status(f"Setting {setup.address} on {setup.iface}...")
         self.run_setup(setup)
@@ -151,22 +152,25 @@ class NetworkScreen(RepositoryOpeningScreen):
             if setup.dhcp:
                 done = engine.network_dhcp(setup.iface)
             else:
-                done = engine.network_static(setup.iface, setup.address,
-                                             gateway=setup.gateway or None,
-                                             dns=[setup.dns] if setup.dns else [])
+                done = engine.network_static(
+                    setup.iface,
+                    setup.address,
+                    gateway=setup.gateway or None,
+                    dns=[setup.dns] if setup.dns else [],
+                )
             status = engine.network_status()
         except BaseException as exc:
             self.app.call_from_thread(self.setup_done, None, None, exc)
             return
         self.app.call_from_thread(self.setup_done, done, status, None)
 
-    def setup_done(self, done: Interface | None, status: NetworkStatus | None,
-                   error: BaseException | None) -> None:
+    def setup_done(
+        self, done: Interface | None, status: NetworkStatus | None, error: BaseException | None
+    ) -> None:
         self.busy = False
         if error is not None or done is None or status is None:
             self.set_status("The interface is not set up; see the message.")
-            self.lapp.show_error(error or RuntimeError("no result"),
-                                 then=self.action_refresh)
+            self.lapp.show_error(error or RuntimeError("no result"), then=self.action_refresh)
             return
         self.show_status(status, note=f"Set up {done.describe()}")
         self.query_one("#net-url", Input).focus()
@@ -190,12 +194,16 @@ class NetworkScreen(RepositoryOpeningScreen):
         password = self.query_one("#net-password", Input).value
         try:
             if not url:
-                raise UsageError("type the repository's URL first",
-                                 hint="e.g. https://server/liferaft or sftp://user@host/path")
+                raise UsageError(
+                    "type the repository's URL first",
+                    hint="e.g. https://server/liferaft or sftp://user@host/path",
+                )
             source = NetworkSource(url_with_user(url, user), password or None)
             if password and source.who is None:
-                raise UsageError("a password was typed but no user name",
-                                 hint="type the user name too, or leave the password empty")
+                raise UsageError(
+                    "a password was typed but no user name",
+                    hint="type the user name too, or leave the password empty",
+                )
         except LiferaftError as exc:  # a bad URL: NetworkSource says what is wrong
             self.lapp.show_error(exc)
             return

@@ -21,8 +21,9 @@ class PasswordModal(ModalScreen["str | None"]):
         with Vertical(classes="modal-box", id="password-box"):
             yield Static("Password", classes="modal-title")
             yield Static(f"The server asks for the password of {self.who}.", markup=False)
-            yield Input(password=True, placeholder="password (Enter: OK, Escape: none)",
-                        id="password-input")
+            yield Input(
+                password=True, placeholder="password (Enter: OK, Escape: none)", id="password-input"
+            )
 
     def on_mount(self) -> None:
         self.query_one("#password-input", Input).focus()

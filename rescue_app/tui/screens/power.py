@@ -19,8 +19,9 @@ class PowerModal(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="modal-box"):
             yield Static("Reboot or power off", classes="modal-title")
-            yield Static("Remove the rescue stick first if the machine should boot from "
-                         "its own disk.")
+            yield Static(
+                "Remove the rescue stick first if the machine should boot from its own disk."
+            )
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel", variant="primary")
                 yield Button("Reboot", id="reboot")
@@ -39,8 +40,12 @@ class PowerModal(ModalScreen[None]):
         self.dismiss(None)
         if choice in ("reboot", "poweroff"):
             # The app's worker, not this modal's: the modal is gone already.
-            app.run_worker(functools.partial(_switch, app, choice), thread=True,
-                           exit_on_error=False, group="power")
+            app.run_worker(
+                functools.partial(_switch, app, choice),
+                thread=True,
+                exit_on_error=False,
+                group="power",
+            )
 
 
 def _switch(app: App[object], choice: str) -> None:

@@ -64,32 +64,42 @@ def restore_job(engine: Engine, plan: RestorePlan) -> ProgressScreen:
         return engine.restore(plan, progress=progress, cancel=cancel, verify=True)
 
     def summarize(r: RestoreResult) -> Summary:
-        verified = ("read back and matches the image" if r.verified else "not checked")
+        verified = "read back and matches the image" if r.verified else "not checked"
         lines = (
             f"Restored {r.ref} to {', '.join(r.targets)}.",
             f"Time: {human_duration(r.seconds)}   Written: {human_size(r.written_bytes)}",
             f"Verification: {verified}",
             *(f"Note: {n}" for n in r.notes),
         )
-        return Summary(True, lines, "Remove the rescue stick, then reboot (p on the home "
-                                    "screen) to start the restored system.")
+        return Summary(
+            True,
+            lines,
+            "Remove the rescue stick, then reboot (p on the home "
+            "screen) to start the restored system.",
+        )
 
-    return ProgressScreen(Job(
-        kind="restore", title=f"Restoring {plan.manifest.ref} to {targets}", run=run,
-        summarize=summarize,
-        cancel_question=f"Stop the restore? {targets} will be left incomplete and will "
-                        "not boot until a restore finishes.",
-        cancelled_state=f"The restore was stopped. {targets} is incomplete: its old contents "
-                        "are gone and it will not boot. Restore again to finish.",
-        failed_state=f"The restore did not finish. {targets} is probably incomplete; fix "
-                     "the cause and restore again.",
-    ))
+    return ProgressScreen(
+        Job(
+            kind="restore",
+            title=f"Restoring {plan.manifest.ref} to {targets}",
+            run=run,
+            summarize=summarize,
+            cancel_question=f"Stop the restore? {targets} will be left incomplete and will "
+            "not boot until a restore finishes.",
+            cancelled_state=f"The restore was stopped. {targets} is incomplete: its old contents "
+            "are gone and it will not boot. Restore again to finish.",
+            failed_state=f"The restore did not finish. {targets} is probably incomplete; fix "
+            "the cause and restore again.",
+        )
+    )
 
 
-def backup_job(engine: Engine, open_repo: Callable[[], Repository], name: str,
-               devices: list[str]) -> ProgressScreen:
-    def run(progress: ProgressCallback, cancel: CancelToken) -> tuple[CaptureResult,
-                                                                         VerifyReport, str]:
+def backup_job(
+    engine: Engine, open_repo: Callable[[], Repository], name: str, devices: list[str]
+) -> ProgressScreen:
+    def run(
+        progress: ProgressCallback, cancel: CancelToken
+    ) -> tuple[CaptureResult, VerifyReport, str]:
         repo = open_repo()
         result = engine.capture(repo, name, devices, progress=progress, cancel=cancel)
         report = engine.verify(repo, result.ref, progress=progress, cancel=cancel)
@@ -97,8 +107,11 @@ def backup_job(engine: Engine, open_repo: Callable[[], Repository], name: str,
 
     def summarize(value: tuple[CaptureResult, VerifyReport, str]) -> Summary:
         r, report, location = value
-        check = "OK, every chunk read back" if report.ok else (
-            f"{len(report.problems)} problem(s): " + "; ".join(report.problems[:3]))
+        check = (
+            "OK, every chunk read back"
+            if report.ok
+            else (f"{len(report.problems)} problem(s): " + "; ".join(report.problems[:3]))
+        )
         lines = (
             f"Saved image {r.ref} in {location}.",
             f"Time: {human_duration(r.seconds)}   Data: {human_size(r.data_bytes)}   "
@@ -107,18 +120,25 @@ def backup_job(engine: Engine, open_repo: Callable[[], Repository], name: str,
             f"Verification: {check}",
             *(f"Note: {n}" for n in r.notes),
         )
-        todo = ("Keep the repository disk safe; you can remove it now." if report.ok else
-                "The image is damaged: back up again, onto another disk if you can.")
+        todo = (
+            "Keep the repository disk safe; you can remove it now."
+            if report.ok
+            else "The image is damaged: back up again, onto another disk if you can."
+        )
         return Summary(report.ok, lines, todo)
 
-    return ProgressScreen(Job(
-        kind="backup", title=f"Backing up {', '.join(devices)} as {name}", run=run,
-        summarize=summarize,
-        cancel_question="Stop the backup? No image will be recorded.",
-        cancelled_state="The backup was stopped; no image was recorded. Data already "
-                        "copied is reused by the next backup.",
-        failed_state="The backup did not finish; no image was recorded.",
-    ))
+    return ProgressScreen(
+        Job(
+            kind="backup",
+            title=f"Backing up {', '.join(devices)} as {name}",
+            run=run,
+            summarize=summarize,
+            cancel_question="Stop the backup? No image will be recorded.",
+            cancelled_state="The backup was stopped; no image was recorded. Data already "
+            "copied is reused by the next backup.",
+            failed_state="The backup did not finish; no image was recorded.",
+        )
+    )
 
 
 def verify_job(engine: Engine, repo: Repository, ref: str) -> ProgressScreen:
@@ -129,20 +149,27 @@ def verify_job(engine: Engine, repo: Repository, ref: str) -> ProgressScreen:
         check = "OK" if report.ok else f"{len(report.problems)} problem(s)"
         lines = (
             f"Verified {', '.join(report.refs)}: {check}",
-            f"Chunks checked: {report.chunks_checked}   Data: "
-            f"{human_size(report.bytes_checked)}",
+            f"Chunks checked: {report.chunks_checked}   Data: {human_size(report.bytes_checked)}",
             *(f"Problem: {p}" for p in report.problems[:5]),
         )
-        todo = ("This image can be restored." if report.ok else
-                "Do not rely on this image: restore an older one, or back up again.")
+        todo = (
+            "This image can be restored."
+            if report.ok
+            else "Do not rely on this image: restore an older one, or back up again."
+        )
         return Summary(report.ok, lines, todo)
 
-    return ProgressScreen(Job(
-        kind="verify", title=f"Verifying {ref}", run=run, summarize=summarize,
-        cancel_question="Stop verifying? Nothing is changed either way.",
-        cancelled_state="Verification was stopped; nothing was changed.",
-        failed_state="Verification could not finish; nothing was changed.",
-    ))
+    return ProgressScreen(
+        Job(
+            kind="verify",
+            title=f"Verifying {ref}",
+            run=run,
+            summarize=summarize,
+            cancel_question="Stop verifying? Nothing is changed either way.",
+            cancelled_state="Verification was stopped; nothing was changed.",
+            failed_state="Verification could not finish; nothing was changed.",
+        )
+    )
 
 
 class ProgressUpdate(Message):
@@ -222,7 +249,7 @@ class ProgressScreen(LiferaftScreen):
         self.post_message(JobFinished(result=result))
 
     def show_notice(self, text: str) -> None:
-        """"server unreachable, retrying (12 s of 60)"; "" once it answers again."""
+        """ "server unreachable, retrying (12 s of 60)"; "" once it answers again."""
         self.query_one("#progress-notice", Static).update(f"! {text}" if text else "")
 
     def on_progress_update(self, message: ProgressUpdate) -> None:
@@ -247,8 +274,7 @@ class ProgressScreen(LiferaftScreen):
             item.update(total=None)
         else:
             item.update(total=100, progress=view.item_fraction * 100)
-        self.query_one("#item-label", Static).update(
-            f"Current part {view.item_text}".rstrip())
+        self.query_one("#item-label", Static).update(f"Current part {view.item_text}".rstrip())
         self.query_one("#progress-stats", Static).update(
             f"{view.overall_text}   Rate: {view.rate_text}   Elapsed: {view.elapsed_text}   "
             f"ETA: {view.eta_text}".strip()
@@ -263,8 +289,11 @@ class ProgressScreen(LiferaftScreen):
                 self.summary = Summary(True, ("The job finished.",), "")
                 self.lapp.show_error(exc)
         elif isinstance(message.error, CancelledError):
-            self.summary = Summary(False, ("Cancelled.", self.job.cancelled_state),
-                                   "choose another action on the home screen.")
+            self.summary = Summary(
+                False,
+                ("Cancelled.", self.job.cancelled_state),
+                "choose another action on the home screen.",
+            )
         else:
             what, todo = explain(message.error)
             self.summary = Summary(False, (f"Failed: {what}", self.job.failed_state), todo)
@@ -283,8 +312,17 @@ class ProgressScreen(LiferaftScreen):
         self.query_one("#progress-box").display = False
         box = self.query_one("#summary", Static)
         head = "Done." if summary.ok else "Not done."
-        text = "\n".join((head, "", *summary.lines, "", f"Next: {summary.next_steps}",
-                          "", "Press Enter for the home screen, l for the log."))
+        text = "\n".join(
+            (
+                head,
+                "",
+                *summary.lines,
+                "",
+                f"Next: {summary.next_steps}",
+                "",
+                "Press Enter for the home screen, l for the log.",
+            )
+        )
         box.update(text)
         box.display = True
         self.sub_title = f"{self.job.kind.capitalize()}: summary"
@@ -308,15 +346,25 @@ class ProgressScreen(LiferaftScreen):
             if yes and not self.finished:
                 self.token.cancel()
                 self.query_one("#progress-phase", Static).update(
-                    "Cancelling: waiting for the current step to stop...")
+                    "Cancelling: waiting for the current step to stop..."
+                )
 
-        self.app.push_screen(QuestionModal("Cancel?", self.job.cancel_question,
-                                           yes="Stop it", no="Keep going"), callback=answered)
+        self.app.push_screen(
+            QuestionModal("Cancel?", self.job.cancel_question, yes="Stop it", no="Keep going"),
+            callback=answered,
+        )
 
     def action_home(self) -> None:
         if self.finished:
             self.lapp.action_go_home()
 
 
-__all__ = ["Job", "LiferaftError", "ProgressScreen", "Summary", "backup_job", "restore_job",
-           "verify_job"]
+__all__ = [
+    "Job",
+    "LiferaftError",
+    "ProgressScreen",
+    "Summary",
+    "backup_job",
+    "restore_job",
+    "verify_job",
+]

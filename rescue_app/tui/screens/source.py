@@ -34,8 +34,9 @@ class SourceScreen(RepositoryOpeningScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("Where are the images? Choose a repository and press Enter.",
-                     classes="section")
+        yield Static(
+            "Where are the images? Choose a repository and press Enter.", classes="section"
+        )
         yield OptionList(id="source-list")
         yield Static("Or type the path of a repository folder:", classes="section")
         yield Input(placeholder="/mnt/usb/liferaft", id="source-path")
@@ -60,10 +61,16 @@ class SourceScreen(RepositoryOpeningScreen):
             detail = f"  ({source.kind}{', ' + source.detail if source.detail else ''})"
             box.add_option(Option(source.label + detail, id=str(i)))
         if not sources:
-            box.add_option(Option("No repository found on attached media; type a path below.",
-                                  id="none", disabled=True))
-        box.add_option(Option("Network: set up the network, type a URL and a password...",
-                              id="network"))
+            box.add_option(
+                Option(
+                    "No repository found on attached media; type a path below.",
+                    id="none",
+                    disabled=True,
+                )
+            )
+        box.add_option(
+            Option("Network: set up the network, type a URL and a password...", id="network")
+        )
         box.highlighted = 0 if sources else len(box.options) - 1
         self.set_status("")
 

@@ -34,8 +34,9 @@ def plan_table(plan: RestorePlan) -> Table:
     for n, d in enumerate(plan.disks, 1):
         t = d.target
         outer.add_row(Text(f"Target {n}: {t.describe()}", style="bold"))
-        outer.add_row(Text(f"ERASES everything on {t.path}: {describe_contents(t)}",
-                           style="bold reverse"))
+        outer.add_row(
+            Text(f"ERASES everything on {t.path}: {describe_contents(t)}", style="bold reverse")
+        )
         table = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 1))
         table.add_column("#", justify="right")
         table.add_column("now (erased)")
@@ -86,8 +87,7 @@ class TargetScreen(LiferaftScreen):
         with VerticalScroll(id="plan-box"):
             yield Static("Reading the image and the disks...", id="plan-view")
         with Horizontal(classes="buttons"):
-            yield Button("Erase and restore... (ctrl+n)", id="next", variant="error",
-                         disabled=True)
+            yield Button("Erase and restore... (ctrl+n)", id="next", variant="error", disabled=True)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -114,13 +114,18 @@ class TargetScreen(LiferaftScreen):
             )
             return
         for image, pick in zip(manifest.disks, suggested, strict=True):
-            box.mount(Static(f"Image disk {image.index + 1}: {image.describe()}  ->",
-                             markup=False))
-            options = [(d.describe() + (f" - {d.incomplete_restore}"
-                                        if d.incomplete_restore else ""), d.path)
-                       for d in self.candidates]
+            box.mount(Static(f"Image disk {image.index + 1}: {image.describe()}  ->", markup=False))
+            options = [
+                (
+                    d.describe() + (f" - {d.incomplete_restore}" if d.incomplete_restore else ""),
+                    d.path,
+                )
+                for d in self.candidates
+            ]
             select: Select[str] = Select(
-                options, prompt="choose the target disk", allow_blank=True,
+                options,
+                prompt="choose the target disk",
+                allow_blank=True,
                 value=pick.path if pick is not None else Select.NULL,
                 id=f"target-{image.index}",
             )
@@ -189,10 +194,14 @@ class TargetScreen(LiferaftScreen):
     def action_next(self) -> None:
         if self.plan is None:
             # Say why nothing happens: no target yet, too small, in use...
-            self.lapp.show_error(UsageError(
-                f"cannot restore there: {self.problem}" if self.problem
-                else "choose a target disk for each disk of the image first",
-                hint="choose another target disk"))
+            self.lapp.show_error(
+                UsageError(
+                    f"cannot restore there: {self.problem}"
+                    if self.problem
+                    else "choose a target disk for each disk of the image first",
+                    hint="choose another target disk",
+                )
+            )
             return
         from rescue_app.tui.screens.confirm import ConfirmEraseModal
 
