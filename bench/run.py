@@ -57,6 +57,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # tests.helpers is not installed with the package
@@ -219,7 +220,7 @@ def timed_pipeline(
         usage_files = [files.enter_context(tempfile.NamedTemporaryFile("r")) for _ in stages]
         started = time.monotonic()
         try:
-            prev = first_in
+            prev: IO[bytes] | int | None = first_in
             for i, argv in enumerate(stages):
                 last = i == len(stages) - 1
                 proc = subprocess.Popen(
@@ -240,7 +241,7 @@ def timed_pipeline(
                 if i > 0 and procs[-1].stdout is not None:
                     procs[-1].stdout.close()  # only the next stage holds the pipe
                 procs.append(proc)
-                prev = proc.stdout  # type: ignore[assignment]
+                prev = proc.stdout
             sampler = TreeSampler([p.pid for p in procs])
             sampler.start()
             codes = [proc.wait() for proc in procs]

@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -120,16 +121,16 @@ class NetLab:
     def liferaft(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return self.rescue([LIFERAFT, *args], check=False, timeout=timeout)
 
-    def site(self, argv: list[str], **kw: object) -> subprocess.Popen[bytes]:
+    def site(self, argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
             ["ip", "netns", "exec", self.site_ns, *argv],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             **kw,
-        )  # type: ignore[call-overload]
+        )
         self.procs.append(proc)
-        return proc  # type: ignore[no-any-return]
+        return proc
 
     def dhcp_server(self) -> subprocess.Popen[bytes]:
         return self.site(
@@ -161,16 +162,16 @@ class NetLab:
         for ns in (self.site_ns, self.rescue_ns):  # takes the veth pair with it
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
-    def state(self) -> dict[str, object]:
+    def state(self) -> dict[str, Any]:
         """`liferaft net --json`'s view of the rescue interface."""
         proc = self.liferaft("net", "--json")
         assert proc.returncode == 0, proc.stderr
         doc = json.loads(proc.stdout)
-        return next(i for i in doc["interfaces"] if i["name"] == self.iface)  # type: ignore[no-any-return]
+        return next(i for i in doc["interfaces"] if i["name"] == self.iface)
 
     def kernel_routes(self) -> list[dict[str, object]]:
         out = self.rescue(["ip", "-j", "route", "show", "default"]).stdout
-        return json.loads(out) if out.strip() else []  # type: ignore[no-any-return]
+        return json.loads(out) if out.strip() else []
 
 
 @pytest.fixture
@@ -183,11 +184,9 @@ def lab() -> Iterator[NetLab]:
             lab.stop()
 
 
-def _inet(state: dict[str, object]) -> list[str]:
+def _inet(state: dict[str, Any]) -> list[str]:
     return [
-        a["address"]
-        for a in state["addresses"]  # type: ignore[attr-defined]
-        if a["family"] == "inet" and a["scope"] == "global"
+        a["address"] for a in state["addresses"] if a["family"] == "inet" and a["scope"] == "global"
     ]
 
 
@@ -311,7 +310,7 @@ IP_ADDR = json.loads("""[
  {"ifindex":6,"ifname":"eth1","flags":["NO-CARRIER","BROADCAST","MULTICAST","UP"],
   "operstate":"DOWN","link_type":"ether","address":"52:54:00:12:34:57","addr_info":[]}]""")
 ROUTES = [{"dst": "default", "gateway": "10.55.0.1", "dev": "eth0", "protocol": "dhcp"}]
-LINKS = {
+LINKS: dict[str, dict[str, Any]] = {
     "eth0": {
         "AdministrativeState": "configured",
         "DNS": [{"Family": 2, "Address": [10, 55, 0, 1]}],

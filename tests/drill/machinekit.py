@@ -81,10 +81,10 @@ WantedBy=multi-user.target
 """
 
 
-def _run(argv: list[str], **kw: object) -> str:
+def _run(argv: list[str], timeout: float | None = None) -> str:
     proc = subprocess.run(
         argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        env={**os.environ, "LC_ALL": "C"}, **kw,  # type: ignore[call-overload]
+        env={**os.environ, "LC_ALL": "C"}, timeout=timeout,
     )  # fmt: skip
     if proc.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed ({proc.returncode}): {' '.join(argv)}\n"
@@ -354,13 +354,19 @@ def build_machine(image: Path, size: int, workdir: Path) -> Machine:
     return Machine(image, size, root_uuid, esp_uuid, swap_uuid, checksums)
 
 
+def _dumpe2fs_number(text: str, field: str) -> int:
+    found = re.search(rf"^{field}:\s+(\d+)", text, re.M)
+    if found is None:
+        raise RuntimeError(f"dumpe2fs -h printed no {field!r}:\n{text[-3000:]}")
+    return int(found.group(1))
+
+
 def root_block_count(image: Path) -> tuple[int, int, int]:
     """(block count, block size, partition bytes) of the image's last (root) partition."""
     with attached(image) as dev:
         nodes = wait_partitions(dev, 4)
         text = _run(["dumpe2fs", "-h", nodes[3]])
-        blocks = int(re.search(r"^Block count:\s+(\d+)", text, re.M).group(1))  # type: ignore[union-attr]
-        bsize = int(re.search(r"^Block size:\s+(\d+)", text, re.M).group(1))  # type: ignore[union-attr]
+        blocks, bsize = _dumpe2fs_number(text, "Block count"), _dumpe2fs_number(text, "Block size")
         part = int(Path(f"/sys/class/block/{os.path.basename(nodes[3])}/size").read_text()) * 512
         _run(["e2fsck", "-f", "-n", nodes[3]])
     return blocks, bsize, part

@@ -20,8 +20,15 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import IO
 
 import paramiko
+from paramiko.common import (
+    AUTH_FAILED,
+    AUTH_SUCCESSFUL,
+    OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,
+    OPEN_SUCCEEDED,
+)
 from paramiko.sftp import SFTP_FAILURE, SFTP_NO_SUCH_FILE, SFTP_OK, SFTP_PERMISSION_DENIED
 
 
@@ -30,6 +37,11 @@ def _status(exc: OSError) -> int:
 
 
 class _Handle(paramiko.SFTPHandle):
+    # SFTPHandle's read/write use these; _Folder.open sets them (paramiko's stubs omit them).
+    filename: str
+    readfile: IO[bytes]
+    writefile: IO[bytes]
+
     def stat(self) -> paramiko.SFTPAttributes | int:
         try:
             return paramiko.SFTPAttributes.from_stat(os.fstat(self.readfile.fileno()))
@@ -144,12 +156,12 @@ class _Login(paramiko.ServerInterface):
 
     def check_auth_password(self, username: str, password: str) -> int:
         ok = (username, password) == (self.user, self.password)
-        return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
+        return AUTH_SUCCESSFUL if ok else AUTH_FAILED
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
         if kind == "session":
-            return paramiko.OPEN_SUCCEEDED
-        return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+            return OPEN_SUCCEEDED
+        return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
 
 @dataclass

@@ -59,19 +59,21 @@ def check_port_free(port: int, what: str) -> None:
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: str, timeout: float) -> None:
+    # Popen.args is typed as every command form; ours is always an argv list.
+    argv = proc.args
+    program = os.fsdecode(argv[0]) if isinstance(argv, list) else str(argv)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(
-                f"{proc.args[0]} exited with {proc.returncode} before it listened "
+                f"{program} exited with {proc.returncode} before it listened "
                 f"on port {port}:\n{_tail(log)}"
-            )  # type: ignore[index]
+            )
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.1)
     raise TimeoutError(
-        f"{proc.args[0]} does not listen on 127.0.0.1:{port} after "  # type: ignore[index]
-        f"{timeout:.0f} s:\n{_tail(log)}"
+        f"{program} does not listen on 127.0.0.1:{port} after {timeout:.0f} s:\n{_tail(log)}"
     )
 
 

@@ -30,7 +30,8 @@ def test_in_use_disks_are_never_candidates() -> None:
 def test_suggestion_prefers_serial_then_closest_size() -> None:
     assert [d.path if d else None for d in suggest_targets(MANIFEST.disks, DISKS)] == ["/dev/sda"]
     image = dataclasses.replace(MANIFEST.disks[0], serial="OTHER")
-    assert suggest_targets([image], DISKS)[0].path == "/dev/sda"  # 250 GiB beats 1 TiB
+    suggested = suggest_targets([image], DISKS)[0]
+    assert suggested is not None and suggested.path == "/dev/sda"  # 250 GiB beats 1 TiB
     huge = dataclasses.replace(image.partitions[1], size=2048 * GIB)
     too_big = dataclasses.replace(image, size=2049 * GIB, partitions=(huge,))
     assert suggest_targets([too_big], DISKS) == [None]

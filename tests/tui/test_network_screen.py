@@ -17,7 +17,6 @@ import pytest
 from textual.widgets import DataTable, Input
 
 from rescue_app.engine import Engine
-from rescue_app.engine.stores import _passwords
 from rescue_app.tui.app import LiferaftApp
 from rescue_app.tui.screens.error import ErrorModal
 from rescue_app.tui.screens.images import ImagesScreen
@@ -41,14 +40,13 @@ def web_repo(captured: CapturedImage, workdir: str) -> Iterator[tuple[str, Nginx
         captured.repo, os.path.join(workdir, "web"), USER, PASSWORD
     ) as server:
         yield f"http://127.0.0.1:{server.port}/", server
-    _passwords.clear()
 
 
 def make_app() -> LiferaftApp:
     return LiferaftApp(Engine(), media_filter=lambda d: False, scan_media=False)
 
 
-async def open_network_screen(pilot) -> NetworkScreen:  # type: ignore[no-untyped-def]
+async def open_network_screen(pilot) -> NetworkScreen:
     await settle(pilot)
     await pilot.press("r")  # Restore: the source screen, then its network entry
     await wait_for_screen(pilot, SourceScreen)
@@ -56,10 +54,10 @@ async def open_network_screen(pilot) -> NetworkScreen:  # type: ignore[no-untype
     await pilot.press("ctrl+n")
     screen = await wait_for_screen(pilot, NetworkScreen)
     await settle(pilot)
-    return screen  # type: ignore[no-any-return]
+    return screen
 
 
-async def type_into(pilot, screen: NetworkScreen, field: str, text: str) -> None:  # type: ignore[no-untyped-def]
+async def type_into(pilot, screen: NetworkScreen, field: str, text: str) -> None:
     screen.query_one(f"#{field}", Input).focus()
     await pilot.pause()
     await pilot.press(*text)
