@@ -17,11 +17,25 @@ if REPO not in sys.path:
 
 from tests.helpers.diskkit import loop_disk  # noqa: E402
 
-
 # Tests that need loop devices and mounts carry @pytest.mark.root: the one
 # mechanism. Only non-root skips them; a missing tool is a failure (add its
-# package to deps/apt-host.txt instead).
+# package to deps/apt-host.txt instead). Fixtures do not skip on their own: a
+# test that uses one of these without the marker is refused at collection.
+ROOT_FIXTURES = frozenset({"loopdisk", "captured", "built_iso", "rescue_iso"})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = [
+        item.nodeid
+        for item in items
+        if ROOT_FIXTURES & set(getattr(item, "fixturenames", ()))
+        and not item.get_closest_marker("root")
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests use a fixture that needs root but lack @pytest.mark.root "
+            f"(add it): {', '.join(unmarked)}"
+        )
     if os.geteuid() == 0:
         return
     for item in items:

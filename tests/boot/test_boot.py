@@ -9,15 +9,16 @@ it, since TCG times depend on what else the machine runs).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from bootkit import BOOT_TARGET_S, MARKER, TUI_HOME, Vm, ovmf_args
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 
-def _boot(record_property: pytest.RecordProperty, name: str, machine: Vm) -> None:
+def _boot(record_property: Callable[[str, object], None], name: str, machine: Vm) -> None:
     marker = machine.wait_for(MARKER)
     seconds = machine.wait_for_screen(TUI_HOME)
     record_property(f"boot_seconds_{name}", round(seconds, 1))
