@@ -13,13 +13,14 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import TextIO
 
 from rescue_app import __version__
-from rescue_app.engine import Engine
+from rescue_app.engine import CredentialChain, Engine, TerminalPrompt
 from rescue_app.engine.units import human_duration, human_rate, human_size
 from rescue_app.errors import LiferaftError, NotRootError, UsageError
 from rescue_app.progress import CancelToken, Progress
@@ -129,7 +130,7 @@ def _cancel_on_signals() -> CancelToken:
 
 
 def cmd_disks(engine: Engine, args: argparse.Namespace) -> int:
-    from rescue_app.engine.disks import disks_to_json, format_disks_table
+    from rescue_app.engine.diskmodel import disks_to_json, format_disks_table
 
     disks = engine.list_disks()
     if args.json:
@@ -308,6 +309,65 @@ def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache_bytes(args: argparse.Namespace) -> int:
+    if args.cache < 8:
+        raise UsageError(
+            f"--cache {args.cache} is too small", hint="give at least 8 (MiB): one chunk is 4 MiB"
+        )
+    return int(args.cache) << 20
+
+
+def cmd_mount(engine: Engine, args: argparse.Namespace) -> int:
+    # The handlers come first: a signal then reaches this thread, which takes
+    # the mount down in order (the FUSE library leaves handled signals alone).
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda signum, frame: stop.set())
+    engine.check_mount_point(args.mountpoint)
+    repo = engine.open_repository(args.repo)
+    with engine.mount_image(repo, args.image, args.mountpoint, cache_bytes=_cache_bytes(args)) as m:
+        print(f"mounted {m.manifest.ref} read-only on {m.point}:")
+        for part in m.partitions:
+            shown = f"{part.image}" + (f", {part.files}/" if part.folder in m.mounted else "")
+            swap = " (swap: nothing stored)" if part.swap else ""
+            print(f"  {part.folder}/  {part.describe()}{swap}: {shown}")
+        for note in m.notes:
+            print(f"note: {note}", file=sys.stderr)
+        print(
+            f"serving in the foreground; 'liferaft umount {m.point}' or Ctrl-C ends it",
+            flush=True,
+        )
+        m.wait(stop)
+    print(f"unmounted {m.point}", flush=True)
+    return 0
+
+
+def cmd_umount(engine: Engine, args: argparse.Namespace) -> int:
+    engine.unmount_image(args.mountpoint)
+    return 0
+
+
+def cmd_extract(engine: Engine, args: argparse.Namespace) -> int:
+    engine.check_extract_destination(args.to)
+    repo = engine.open_repository(args.repo)
+    with ProgressBar() as bar:
+        result = engine.extract(
+            repo,
+            args.image,
+            args.paths,
+            args.to,
+            partition=args.partition,
+            cache_bytes=_cache_bytes(args),
+            progress=bar,
+            cancel=_cancel_on_signals(),
+        )
+    print(
+        f"extracted {len(result.copied)} path(s) of {result.partition} into {result.to}: "
+        f"{human_size(result.bytes)} in {human_duration(result.seconds)}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liferaft", description="Bare-metal backup and restore.")
     parser.add_argument("--version", action="version", version=f"liferaft {__version__}")
@@ -363,6 +423,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser(
+        "mount",
+        help="mount an image read-only (FUSE): each partition's files and raw image",
+        description="Mount an image read-only on an empty folder: DIR/diskD/pN/pN.img is "
+        "the partition, DIR/diskD/pN/files/ its files (ext2/3/4, XFS, Btrfs, and vfat, "
+        "NTFS, exFAT where their drivers are installed). Data is fetched chunk by chunk "
+        "as it is read. Runs in the foreground until 'liferaft umount DIR', Ctrl-C or "
+        "SIGTERM; run it in the background with '&' or another terminal.",
+    )
+    p.add_argument("--repo", required=True)
+    p.add_argument("--image", required=True, metavar="NAME[@DATE]")
+    p.add_argument(
+        "--cache", type=int, default=64, metavar="MIB", help="chunk cache in MiB (default 64)"
+    )
+    p.add_argument("mountpoint", metavar="DIR", help="an empty folder")
+    p.set_defaults(func=cmd_mount)
+
+    p = sub.add_parser("umount", help="end an image mount made by 'liferaft mount'")
+    p.add_argument("mountpoint", metavar="DIR")
+    p.set_defaults(func=cmd_umount)
+
+    p = sub.add_parser(
+        "extract",
+        help="copy files out of an image, with owners, modes, times, xattrs and ACLs",
+    )
+    p.add_argument("--repo", required=True)
+    p.add_argument("--image", required=True, metavar="NAME[@DATE]")
+    p.add_argument(
+        "--partition",
+        metavar="N",
+        help="partition number, or diskD/pN (default: the image's only partition with files)",
+    )
+    p.add_argument("--to", required=True, metavar="DIR", help="folder to copy into (created)")
+    p.add_argument(
+        "--cache", type=int, default=64, metavar="MIB", help="chunk cache in MiB (default 64)"
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="paths inside the partition")
+    p.set_defaults(func=cmd_extract)
+
     p = sub.add_parser("net", help="show the network; set up DHCP or a static address")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_net, net_command=None)
@@ -389,6 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _engine() -> Engine:
+    """Secrets from the environment and the credentials file, else typed at
+    the terminal when asked (the TUI puts its own dialog in the prompt's place)."""
+    return Engine(credentials=CredentialChain.standard(prompt=TerminalPrompt()))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -405,7 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger().setLevel(logging.DEBUG)
         handlers[0].setLevel(logging.DEBUG if args.debug else logging.WARNING)
     try:
-        return int(args.func(Engine(), args))
+        return int(args.func(_engine(), args))
     except LiferaftError as exc:
         if args.debug:
             raise

@@ -66,7 +66,7 @@ PACKAGE_OF: dict[str, str] = {
 # Programs libraries run through system() that a rescue system may lack, and
 # why doing without them is fine. libparted runs `udevadm settle` after each
 # commit; without udev there is nothing to wait for, and the engine waits for
-# the partition nodes itself (disks.reread_partitions).
+# the partition nodes itself (kernel.reread_partitions).
 OPTIONAL_FOR_LIBRARIES: dict[str, str] = {
     "udevadm": "without udev there is nothing to settle; liferaft waits for the "
     "partition nodes itself",

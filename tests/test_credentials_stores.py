@@ -19,9 +19,10 @@ import boto3
 import paramiko
 import pytest
 
-from rescue_app.engine import credentials
-from rescue_app.engine.disks import reread_partitions
+from rescue_app.engine import CredentialChain, CredentialsFile
+from rescue_app.engine.kernel import reread_partitions
 from rescue_app.engine.stores import open_store
+from rescue_app.engine.stores.s3 import S3Store
 from tests.drill.sftpkit import sftp_server
 from tests.enginekit import (
     REPO_ROOT,
@@ -65,9 +66,7 @@ def creds_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
         monkeypatch.delenv(name, raising=False)
     path = tmp_path / "credentials.yaml"
     monkeypatch.setenv("LIFERAFT_CREDENTIALS", str(path))
-    credentials.use(None)
     yield path
-    credentials.use(None)
 
 
 def _write(path: Path, text: str) -> None:
@@ -104,7 +103,8 @@ def test_sftp_capture_with_password_from_the_file(captured, creds_file, workdir)
 def test_ssh_key_and_host_key_from_the_file_log_in_to_sshd(creds_file, workdir):
     """The entry's key and host key, as the credentials API hands them to an
     SFTP client, against OpenSSH's sshd; a host key that differs is refused."""
-    with sshd(os.path.join(workdir, "sshd")) as (port, client_key, known):
+    with sshd(os.path.join(workdir, "sshd")) as server:
+        port, client_key, known = server.port, server.client_key, server.known_hosts
         host_key = Path(known).read_text().split(None, 1)[1].strip()
         os.chmod(client_key, 0o600)
         _write(
@@ -117,7 +117,7 @@ credentials:
 """,
         )
         url = f"sftp://root@127.0.0.1:{port}{workdir}"
-        entry = credentials.find(url)
+        entry = CredentialsFile().find(url)
         assert entry is not None and entry.password is None
 
         def connect(lines: list[str]) -> paramiko.SSHClient:
@@ -165,7 +165,8 @@ def test_sftp_store_takes_key_and_host_key_from_the_file(
     other = tmp_path / "other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(other)],
                    check=True)  # fmt: skip
-    with sshd(os.path.join(workdir, "sshd")) as (port, client_key, known):
+    with sshd(os.path.join(workdir, "sshd")) as server:
+        port, client_key, known = server.port, server.client_key, server.known_hosts
         host_key = Path(known).read_text().split(None, 1)[1].strip()
         os.chmod(client_key, 0o600)
         url = f"sftp://root@127.0.0.1:{port}{captured.repo}"
@@ -257,9 +258,10 @@ credentials:
         ).create_bucket(Bucket="backups")
 
         def signed_with(url: str) -> str:
-            store = open_store(url)
+            store = open_store(url, CredentialChain.standard())
+            assert isinstance(store, S3Store)
             seen: list[str] = []
-            store.client.meta.events.register(  # type: ignore[attr-defined]
+            store.client.meta.events.register(
                 "before-send.s3",
                 lambda request, **_: seen.append(str(request.headers.get("Authorization", ""))),
             )

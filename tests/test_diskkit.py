@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from rescue_app.engine import disks
+from rescue_app.engine import diskmodel, diskscan
+from rescue_app.errors import TargetRefusedError
 from tests.helpers.diskkit import (
     MIB,
     PartSpec,
@@ -54,7 +55,7 @@ def test_swap_and_msdos_logical(loopdisk):
     make_fs(parts[3], "vfat")
     expected = populate(parts[3], "vfat", seed=3, big_mib=1)
     assert tree_checksums(parts[3], "vfat") == expected
-    disk = disks.find_disk(dev)
+    disk = diskscan.find_disk(dev)
     assert disk.pttype == "dos"
     assert [p.number for p in disk.partitions] == [1, 2, 5, 6]
     assert disk.partitions[2].fstype == "swap"
@@ -75,7 +76,7 @@ def test_list_disks_sees_loop_and_in_use_while_mounted(loopdisk):
     dev = loopdisk(128 * MIB)
     p1, p2 = partition_disk(dev, "gpt", [PartSpec(32, name="boot"), PartSpec(None, name="root")])
     make_fs(p2, "ext4", label="ROOT")
-    disk = disks.find_disk(dev)
+    disk = diskscan.find_disk(dev)
     assert disk.transport == "loop" and disk.backing_file
     assert [p.path for p in disk.partitions] == [p1, p2]
     assert disk.partitions[1].fstype == "ext4" and disk.partitions[1].label == "ROOT"
@@ -83,11 +84,11 @@ def test_list_disks_sees_loop_and_in_use_while_mounted(loopdisk):
     assert disk.partitions[0].start == 1 * MIB
     assert disk.restorable
     with mounted(p2, "ext4") as point:
-        busy = disks.find_disk(dev)
+        busy = diskscan.find_disk(dev)
         assert f"{p2} is mounted on {point}" in busy.in_use
-        with pytest.raises(disks.TargetRefusedError, match="is mounted on"):
-            disks.ensure_restorable(busy)
-    assert disks.find_disk(dev).restorable
+        with pytest.raises(TargetRefusedError, match="is mounted on"):
+            diskmodel.ensure_restorable(busy)
+    assert diskscan.find_disk(dev).restorable
 
 
 def test_loop_disk_detaches(loopdisk, workdir):

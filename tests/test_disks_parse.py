@@ -1,4 +1,4 @@
-"""disks.parse_lsblk and friends on recorded lsblk output: no root, no devices."""
+"""diskparse.parse_lsblk and friends on recorded lsblk output: no root, no devices."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from rescue_app.engine import disks, units
-from rescue_app.engine.disks import SystemState, parse_lsblk
+from rescue_app.engine import diskmodel, diskscan, units
+from rescue_app.engine.diskmodel import SystemState
+from rescue_app.engine.diskparse import parse_lsblk
 from rescue_app.errors import DiskError, TargetRefusedError
 
 DATA = Path(__file__).parent / "data" / "lsblk"
@@ -35,7 +36,7 @@ DESKTOP_STATE = SystemState(
 
 
 @pytest.fixture
-def desktop() -> dict[str, disks.BlockDisk]:
+def desktop() -> dict[str, diskmodel.BlockDisk]:
     return {d.name: d for d in parse_lsblk(load("desktop-nvme-sata-usb.json"), DESKTOP_STATE)}
 
 
@@ -77,7 +78,7 @@ def test_unmounted_usb_is_restorable_and_held_partition_is_not():
             dev["children"][1]["children"][0]["mountpoints"] = [None]
     found = {d.name: d for d in parse_lsblk(data, DESKTOP_STATE)}
     assert found["sdb"].restorable
-    disks.ensure_restorable(found["sdb"])
+    diskmodel.ensure_restorable(found["sdb"])
     assert found["sda"].in_use == ("/dev/sda2 is held by dm-0",)
 
 
@@ -114,22 +115,22 @@ def test_recorded_vm_without_udev_uses_probes_and_mounts():
     assert loop.partitions[1].start == 209715200
     assert loop.in_use == ("/dev/loop0p1 is mounted on /var/tmp/mnt1",)
     with pytest.raises(TargetRefusedError, match=r"virtio disk, 256.0 GiB \(/dev/vda\): holds"):
-        disks.ensure_restorable(vda)
+        diskmodel.ensure_restorable(vda)
 
 
 def test_find_disk(desktop):
     listed = list(desktop.values())
-    assert disks.find_disk("/dev/sda", listed).name == "sda"
-    assert disks.find_disk("serial:ZFL1ABCD", listed).name == "sda"
-    assert disks.find_disk("wwn:0x5000C500C1234567", listed).name == "sda"
-    assert disks.find_disk("wwn:5000c500c1234567", listed).name == "sda"
+    assert diskscan.find_disk("/dev/sda", listed).name == "sda"
+    assert diskscan.find_disk("serial:ZFL1ABCD", listed).name == "sda"
+    assert diskscan.find_disk("wwn:0x5000C500C1234567", listed).name == "sda"
+    assert diskscan.find_disk("wwn:5000c500c1234567", listed).name == "sda"
     with pytest.raises(DiskError, match="is a partition, not a disk"):
-        disks.find_disk("/dev/sda1", listed)
+        diskscan.find_disk("/dev/sda1", listed)
     with pytest.raises(DiskError, match="liferaft disks") as err:
-        disks.find_disk("serial:NOPE", listed)
+        diskscan.find_disk("serial:NOPE", listed)
     assert "\n" not in str(err.value)
     with pytest.raises(DiskError, match="liferaft disks"):
-        disks.find_disk("/dev/sdz", listed)
+        diskscan.find_disk("/dev/sdz", listed)
 
 
 def test_describe_and_human_size(desktop):
@@ -141,11 +142,11 @@ def test_describe_and_human_size(desktop):
 
 
 def test_table_fits_80_columns_and_json(desktop):
-    table = disks.format_disks_table(desktop.values())
+    table = diskmodel.format_disks_table(desktop.values())
     assert all(len(line) <= 80 for line in table.splitlines())
     assert "IN USE: holds the running system" in table
     assert "  /dev/nvme0n1p1" in table
-    data = disks.disks_to_json(desktop.values())
+    data = diskmodel.disks_to_json(desktop.values())
     json.dumps(data)
     sdb = next(d for d in data if d["name"] == "sdb")
     assert sdb["partitions"][0]["fstype"] == "exfat" and sdb["restorable"] is False
@@ -157,4 +158,4 @@ def test_roles_are_typed_not_read_from_text() -> None:
     data = load("debian12-vm-loop.json")
     state = SystemState(root_disks=frozenset({"vda"}))
     (vda,) = [d for d in parse_lsblk(data, state) if d.name == "vda"]
-    assert disks.Role.RUNNING_SYSTEM in vda.roles and vda.ours
+    assert diskmodel.Role.RUNNING_SYSTEM in vda.roles and vda.ours

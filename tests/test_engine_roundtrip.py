@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from rescue_app.engine.disks import reread_partitions
+from rescue_app.engine.kernel import reread_partitions
 from rescue_app.run import run
 from tests.enginekit import REPO_ROOT, Layout, build_source, check_restored, liferaft
 from tests.helpers.diskkit import (

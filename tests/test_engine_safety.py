@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from rescue_app.engine import Engine
-from rescue_app.engine.disks import ensure_restorable, find_disk, list_disks
+from rescue_app.engine.diskmodel import ensure_restorable
+from rescue_app.engine.diskscan import find_disk, list_disks
 from rescue_app.errors import DeviceVanishedError, TargetRefusedError
 from rescue_app.progress import Progress
 from rescue_app.run import run
@@ -208,7 +209,7 @@ def test_device_vanishing_mid_capture(loopdisk, workdir):
     backing = run(["losetup", "-n", "-O", "BACK-FILE", src.dev]).stdout.strip()
     engine = Engine()
     repo = engine.open_repository(os.path.join(workdir, "repo"), create=True)
-    shrunk = []
+    shrunk: list[bool] = []
 
     def pull_the_plug(p: Progress) -> None:
         if p.phase == "capture" and not shrunk:

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from rescue_app.engine.disks import BlockDisk, BlockPartition
+from rescue_app.engine.diskmodel import BlockDisk, BlockPartition
 from rescue_app.engine.extents import ExtentMap, chunks_touched, clip, normalize, total
 from rescue_app.engine.manifest import (
     DiskImage,

@@ -21,7 +21,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from rescue_app.engine.disks import reread_partitions
+from rescue_app.engine.kernel import reread_partitions
 from rescue_app.errors import DiskError
 from tests.conftest import _disk_backed_tmp
 from tests.enginekit import REPO_ROOT, Layout, Source, check_restored, liferaft

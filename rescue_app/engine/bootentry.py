@@ -25,7 +25,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from rescue_app.engine.disks import BlockDisk, find_disk
+from rescue_app.engine.diskmodel import BlockDisk
+from rescue_app.engine.diskscan import find_disk
 from rescue_app.engine.mounts import mounted
 from rescue_app.errors import LiferaftError
 from rescue_app.run import run

@@ -11,34 +11,38 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from enum import Enum
 
-from rescue_app.engine import blockio
+from rescue_app.engine import blockio, lvm, probe
 from rescue_app.engine.chunkio import WORKERS, pipeline
-from rescue_app.engine.disks import (
-    BlockDisk,
-    disks_holding_path,
-    find_disk,
-    mounts_on_disk,
-    reread_partitions,
-)
+from rescue_app.engine.diskmodel import BlockDisk
+from rescue_app.engine.diskscan import disks_holding_path, find_disk, mounts_on_disk
 from rescue_app.engine.extents import Extent, ExtentMap, clip, total
+from rescue_app.engine.kernel import reread_partitions
 from rescue_app.engine.manifest import (
+    METHOD_LVM_PV,
     METHOD_NONE,
     METHOD_RAW,
     METHOD_SWAP,
     METHOD_USED,
     DiskImage,
     Filesystem,
+    LogicalVolumeImage,
     Manifest,
     PartitionImage,
     PartitionTable,
+    PhysicalVolumeImage,
     Region,
+    SegmentImage,
+    VolumeGroupImage,
 )
+from rescue_app.engine.mounts import mounted
 from rescue_app.engine.repository import (
     CHUNK_HASH,
     CHUNK_SIZE,
@@ -52,7 +56,7 @@ from rescue_app.engine.repository import (
 from rescue_app.engine.results import CaptureResult
 from rescue_app.engine.table import TableEntry, read_table
 from rescue_app.engine.usedmap import PARTCLONE_OF, MapUnavailable, used_map
-from rescue_app.errors import CancelledError, DiskError
+from rescue_app.errors import CancelledError, DiskError, LiferaftError
 from rescue_app.progress import CancelToken, Progress, ProgressCallback, no_progress
 
 log = logging.getLogger("liferaft.capture")
@@ -110,12 +114,26 @@ def capture(
     started = time.monotonic()
 
     plans = [_plan_disk(disk, progress) for disk in disks]
-    stats = _Stats(total=sum(p.read_bytes for parts in plans for p in parts[1]))
     images = []
     notes = []
-    for index, (disk, (table, parts)) in enumerate(zip(disks, plans, strict=True)):
-        images.append(_capture_disk(repo, index, disk, table, parts, stats, progress, cancel))
-        notes += [f"{disk.path} partition {p.entry.number}: {p.note}" for p in parts if p.note]
+    with ExitStack() as active:
+        # Volume groups are active (read-only) from here to the last LV read,
+        # and deactivated again whatever happens.
+        groups = _plan_volume_groups([parts for _, parts in plans], active, progress)
+        stats = _Stats(
+            total=sum(p.read_bytes for parts in plans for p in parts[1])
+            + sum(lv.read_bytes for g in groups for lv in g.lvs)
+        )
+        for index, (disk, (table, parts)) in enumerate(zip(disks, plans, strict=True)):
+            images.append(_capture_disk(repo, index, disk, table, parts, stats, progress, cancel))
+            notes += [f"{disk.path} partition {p.entry.number}: {p.note}" for p in parts if p.note]
+        volume_groups = [_capture_volume_group(repo, g, stats, progress, cancel) for g in groups]
+        notes += [
+            f"volume group {g.name} {lv.lv.name}: {lv.note}"
+            for g in groups
+            for lv in g.lvs
+            if lv.note
+        ]
 
     image_id, now = repo.new_image_id(name)
     manifest = Manifest(
@@ -129,6 +147,7 @@ def capture(
         compression=COMPRESSION,
         disks=tuple(images),
         stats={"chunks": stats.chunks, "new_chunks": stats.new, "stored_bytes": stats.stored},
+        volume_groups=tuple(volume_groups),
     )
     repo.commit_manifest(manifest)
     repo.clean_tmp()
@@ -291,6 +310,236 @@ def _plan_disk(
                 plan.note = f"{exc}; copied raw instead"
                 log.warning("%s: %s", plan.entry.node, plan.note)
     return table, plans
+
+
+@dataclass
+class _LvPlan:
+    lv: lvm.LogicalVolume
+    fs: Filesystem
+    method: str
+    extents: list[Extent] | None  # None: every byte (raw)
+    note: str = ""
+    holds_root: bool = False
+    segments: tuple[SegmentImage, ...] = ()
+
+    @property
+    def read_bytes(self) -> int:
+        if self.method == METHOD_USED:
+            assert self.extents is not None
+            return total(self.extents)
+        return self.lv.size if self.method == METHOD_RAW else 0
+
+
+@dataclass
+class _VgPlan:
+    name: str
+    group: lvm.VolumeGroup
+    metadata: str
+    pvs: list[PhysicalVolumeImage]
+    lvs: list[_LvPlan] = field(default_factory=list)
+
+
+def _plan_volume_groups(
+    disks: list[list[_PartPlan]], active: ExitStack, progress: ProgressCallback
+) -> list[_VgPlan]:
+    """Partitions that are LVM PVs: their volume groups, each captured by its
+    LVs (activated read-only on ``active``). A PV whose volume group cannot be
+    recreated from this capture stays raw, with the reason in its note."""
+    members: dict[str, tuple[int, _PartPlan]] = {}
+    for index, parts in enumerate(disks):
+        for p in parts:
+            if p.fs.type == lvm.PV_TYPE:
+                members[os.path.realpath(p.entry.node)] = (index, p)
+    if not members:
+        return []
+    everywhere = lvm.physical_volumes()
+    by_vg: dict[str, list[lvm.PhysicalVolume]] = {}
+    for pv in everywhere:
+        by_vg.setdefault(pv.vg, []).append(pv)
+    groups: list[_VgPlan] = []
+    seen: set[str] = set()
+    for path, (_, part) in members.items():
+        found = [v for v in everywhere if os.path.realpath(v.device) == path]
+        if not found or not found[0].vg:
+            part.note = "an LVM physical volume in no volume group; stored raw"
+            continue
+        pv = found[0]
+        if pv.vg in seen:
+            continue
+        seen.add(pv.vg)
+        others = [v.device for v in by_vg[pv.vg] if os.path.realpath(v.device) not in members]
+        ours = [
+            (members[os.path.realpath(v.device)], v) for v in by_vg[pv.vg] if v.device not in others
+        ]
+        lvs = lvm.logical_volumes(pv.vg)
+        odd = sorted(
+            {lv.segtype for lv in lvs if lv.segtype not in lvm.SUPPORTED_SEGTYPES}
+            | {"snapshot" for lv in lvs if lv.origin}
+        )
+        why = ""
+        if others:
+            why = f"volume group {pv.vg} also lies on {', '.join(others)}, which is not captured"
+        elif odd:
+            why = f"volume group {pv.vg} has {', '.join(odd)} volumes, which are not recreated"
+        for (_, member), _v in ours:
+            if why:
+                member.note = f"{why}; stored raw (every byte, zeros skipped)"
+            else:
+                member.method = METHOD_LVM_PV
+                member.extents = []
+        if why:
+            continue
+        groups.append(
+            _VgPlan(
+                name=pv.vg,
+                group=lvm.volume_group(pv.vg),
+                metadata=lvm.backup_metadata(pv.vg),
+                pvs=[
+                    PhysicalVolumeImage(
+                        uuid=v.uuid,
+                        disk=disk_index,
+                        partition=member.entry.number,
+                        pe_start=v.pe_start,
+                        size=v.size,
+                        metadata_copies=v.metadata_copies,
+                    )
+                    for (disk_index, member), v in ours
+                ],
+            )
+        )
+    for g in groups:
+        active.enter_context(lvm.activated(g.name, read_only=True))
+        g.lvs = _plan_logical_volumes(g, progress)
+    return groups
+
+
+def _plan_logical_volumes(g: _VgPlan, progress: ProgressCallback) -> list[_LvPlan]:
+    uuid_of = {os.path.realpath(lvm_pv.device): lvm_pv.uuid for lvm_pv in lvm.physical_volumes()}
+    segments = lvm.segments(g.name)
+    plans: list[_LvPlan] = []
+    maps: dict[int, Future[list[Extent]]] = {}
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="liferaft-map") as pool:
+        for lv in lvm.logical_volumes(g.name):
+            if lv.hidden and lv.name.endswith("_tmeta"):
+                # A thin pool's metadata: written back through the PVs before
+                # the pool is activated on restore, so kept whole, with where it lies.
+                own = [s for s in segments if s.lv == lv.name]
+                if any(s.pe < 0 for s in own):
+                    raise DiskError(f"LVM: the thin pool metadata {g.name}/{lv.name} is not linear")
+                placed = tuple(
+                    SegmentImage(uuid_of[os.path.realpath(s.device)], s.le, s.pe, s.extents)
+                    for s in own
+                )
+                plans.append(_LvPlan(lv, Filesystem(None), METHOD_RAW, None, segments=placed))
+                continue
+            if lv.hidden or lv.segtype == "thin-pool":
+                # the pool and its data: their contents are the thin LVs
+                plans.append(_LvPlan(lv, Filesystem(None), METHOD_NONE, []))
+                continue
+            found = probe.identify(lv.dm_path)
+            fs = Filesystem(found.get("TYPE"), found.get("UUID"), found.get("LABEL"))
+            if fs.type == "swap":
+                plans.append(_LvPlan(lv, fs, METHOD_SWAP, []))
+            elif fs.type in PARTCLONE_OF:
+                progress(
+                    Progress(
+                        "map",
+                        f"{g.name}/{lv.name} ({fs.type})",
+                        0,
+                        0,
+                        message="reading the filesystem's block map",
+                    )
+                )
+                maps[len(plans)] = pool.submit(used_map, lv.dm_path, fs.type)
+                plans.append(_LvPlan(lv, fs, METHOD_USED, None, holds_root=_holds_root(lv, fs)))
+            else:
+                why = f"{fs.type} has no used-block map" if fs.type else "no filesystem recognised"
+                plans.append(
+                    _LvPlan(
+                        lv,
+                        fs,
+                        METHOD_RAW,
+                        None,
+                        note=f"{why}; stored raw (every byte, zeros skipped)",
+                    )
+                )
+        for index, future in maps.items():
+            plan = plans[index]
+            try:
+                plan.extents = clip(future.result(), 0, plan.lv.size)
+            except MapUnavailable as exc:
+                plan.method = METHOD_RAW
+                plan.note = f"{exc}; copied raw instead"
+                log.warning("%s: %s", plan.lv.dm_path, plan.note)
+    return plans
+
+
+def _holds_root(lv: lvm.LogicalVolume, fs: Filesystem) -> bool:
+    """An operating system's / (the LV a restore grows by default)."""
+    if fs.type not in ("ext2", "ext3", "ext4", "xfs", "btrfs"):
+        return False
+    try:
+        with mounted(lv.dm_path, fs.type, prefix="liferaft-probe-") as point:
+            return os.path.exists(os.path.join(point, "etc", "os-release")) or os.path.exists(
+                os.path.join(point, "etc", "fstab")
+            )
+    except LiferaftError as exc:
+        log.info("%s: not looked into (%s)", lv.dm_path, exc)
+        return False
+
+
+def _capture_volume_group(
+    repo: Repository,
+    g: _VgPlan,
+    stats: _Stats,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+) -> VolumeGroupImage:
+    images = []
+    for p in g.lvs:
+        chunks: list[str | None] = []
+        if p.method in (METHOD_USED, METHOD_RAW):
+            with blockio.SourceReader(p.lv.dm_path) as reader:
+                chunks = _store_region(
+                    repo,
+                    reader,
+                    0,
+                    p.lv.size,
+                    p.extents,
+                    stats,
+                    progress,
+                    cancel,
+                    f"{g.name}/{p.lv.name} ({p.fs.type or 'raw'})",
+                    count_progress=True,
+                )
+        images.append(
+            LogicalVolumeImage(
+                name=p.lv.name,
+                uuid=p.lv.uuid,
+                size=p.lv.size,
+                segtype=p.lv.segtype,
+                tags=p.lv.tags,
+                pool=p.lv.pool,
+                hidden=p.lv.hidden,
+                holds_root=p.holds_root,
+                filesystem=p.fs,
+                method=p.method,
+                used_bytes=p.read_bytes,
+                used_map=ExtentMap(p.extents if p.method == METHOD_USED and p.extents else ()),
+                chunks=tuple(chunks),
+                note=p.note,
+                segments=p.segments,
+            )
+        )
+    return VolumeGroupImage(
+        name=g.name,
+        uuid=g.group.uuid,
+        extent_size=g.group.extent_size,
+        tags=g.group.tags,
+        metadata=g.metadata,
+        pvs=tuple(g.pvs),
+        lvs=tuple(images),
+    )
 
 
 def _capture_disk(

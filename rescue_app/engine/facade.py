@@ -2,7 +2,7 @@
 
 Contract (stable; other parts of liferaft are written against it):
 
-    eng = Engine()
+    eng = Engine(credentials=CredentialChain.standard(prompt=TerminalPrompt()))
     disks = eng.list_disks()                         # list[BlockDisk]
     repo = eng.open_repository("/mnt/usb/liferaft")  # Repository (path today, URLs later)
     images = eng.list_images(repo)                   # list[ImageSummary], newest last
@@ -15,6 +15,10 @@ Contract (stable; other parts of liferaft are written against it):
     net = eng.network_status()                       # NetworkStatus: interfaces, online?
     eng.network_dhcp("eth0")                         # Interface, once it has an address
     eng.network_static("eth0", "10.0.0.5/24", gateway="10.0.0.1", dns=["10.0.0.1"])
+    with eng.mount_image(repo, "web1", "/mnt/image") as m:   # read-only browse mount
+        m.partitions; m.list_dir(m.partitions[0], "etc")
+    eng.unmount_image("/mnt/image")                  # from another process too
+    eng.extract(repo, "web1", ["/etc/fstab"], "/root/out", partition="2")
 
 Every method raises only LiferaftError subclasses for failures a user can meet.
 """
@@ -24,14 +28,19 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 
-from rescue_app.engine import disks as _disks
+from rescue_app.engine import browse as _browse
+from rescue_app.engine import diskscan as _diskscan
+from rescue_app.engine import imagefs as _imagefs
 from rescue_app.engine import mounts as _mounts
 from rescue_app.engine import network as _network
 from rescue_app.engine import plan as _plan
 from rescue_app.engine import power as _power
+from rescue_app.engine.browse import BrowsePartition, ExtractResult, ImageMount
 from rescue_app.engine.capture import capture as _capture_disks
 from rescue_app.engine.capture import capture_refusals as _capture_refusals
-from rescue_app.engine.disks import BlockDisk
+from rescue_app.engine.diskmodel import BlockDisk
+from rescue_app.engine.keychain import CallbackPrompt, CredentialChain, PasswordPrompt
+from rescue_app.engine.keychain import CredentialSource as _CredentialSource
 from rescue_app.engine.manifest import ImageSummary, Manifest
 from rescue_app.engine.network import Interface, NetworkStatus
 from rescue_app.engine.plan import RestorePlan
@@ -44,17 +53,42 @@ from rescue_app.progress import CancelToken, ProgressCallback, no_progress
 
 
 class Engine:
-    """Facade over the engine modules."""
+    """Facade over the engine modules.
+
+    ``credentials``: where the stores this Engine opens get their secrets
+    (rescue_app/engine/keychain.py). The CLI, the UI and unattended mode each
+    build theirs; without one, the environment and the credentials file, and
+    nobody is asked. Two Engines never see each other's secrets."""
+
+    def __init__(self, *, credentials: CredentialChain | None = None) -> None:
+        self.credentials = credentials if credentials is not None else CredentialChain.standard()
+        self._earlier_prompt: _CredentialSource | None = None  # while a UI asks
 
     def list_disks(self) -> list[BlockDisk]:
-        return _disks.list_disks()
+        return _diskscan.list_disks()
 
     def find_disk(self, spec: str) -> BlockDisk:
         """``spec`` is a device path, ``serial:XYZ`` or ``wwn:0x...``."""
-        return _disks.find_disk(spec)
+        return _diskscan.find_disk(spec)
 
     def open_repository(self, location: str, *, create: bool = False) -> Repository:
-        return Repository.open(location, create=create)
+        return Repository.open(location, create=create, credentials=self.credentials)
+
+    # -- secrets (the UI's password field and dialog)
+
+    def remember_password(self, who: str, password: str) -> None:
+        """A password of ``who`` (``user@host``) typed in the UI, for this Engine only."""
+        self.credentials.remember(who, password)
+
+    def ask_passwords_with(self, ask: PasswordPrompt | None) -> None:
+        """Ask ``ask(user@host)`` when nothing else gives a password (the UI's
+        dialog, called from a worker thread); None: the prompt there was before."""
+        if ask is None:
+            self.credentials.use_prompt(self._earlier_prompt)
+            return
+        earlier = self.credentials.use_prompt(CallbackPrompt(ask))
+        if not isinstance(earlier, CallbackPrompt):
+            self._earlier_prompt = earlier
 
     def list_images(self, repo: Repository) -> list[ImageSummary]:
         return repo.list_images()
@@ -66,7 +100,7 @@ class Engine:
         self, repo: Repository, ref: str, targets: Sequence[str], *, grow: bool = False
     ) -> RestorePlan:
         manifest = repo.load_manifest(ref)
-        disks = [_disks.find_disk(t) for t in targets]
+        disks = [_diskscan.find_disk(t) for t in targets]
         plan = _plan.make_restore_plan(repo, manifest, disks, grow=grow)
         # Before anything is confirmed or erased (and in a dry run): every
         # chunk the image needs must be in the repository.
@@ -95,7 +129,7 @@ class Engine:
         progress: ProgressCallback = no_progress,
         cancel: CancelToken | None = None,
     ) -> CaptureResult:
-        disks = [_disks.find_disk(d) for d in devices]
+        disks = [_diskscan.find_disk(d) for d in devices]
         with _watching(repo, progress, cancel):
             return _capture_disks(repo, name, disks, progress=progress, cancel=cancel)
 
@@ -114,6 +148,68 @@ class Engine:
     ) -> VerifyReport:
         with _watching(repo, progress, cancel):
             return verify_repository(repo, ref, progress=progress, cancel=cancel)
+
+    # -- browsing an image's files (engine/browse.py, engine/imagefs.py)
+
+    def image_partitions(self, manifest: Manifest) -> list[BrowsePartition]:
+        """The partitions a browse mount shows, and which have files."""
+        return _browse.browse_partitions(manifest)
+
+    def mount_image(
+        self,
+        repo: Repository,
+        ref: str,
+        point: str,
+        *,
+        cache_bytes: int = _imagefs.DEFAULT_CACHE_BYTES,
+        partitions: Sequence[BrowsePartition] | None = None,
+    ) -> ImageMount:
+        """Mount image ``ref`` read-only on the empty folder ``point`` (root):
+        ``diskD/pN/pN.img`` and ``diskD/pN/files/``. ``close()`` the result
+        (or use it in a ``with``); it lists folders (``list_dir``) meanwhile."""
+        manifest = repo.load_manifest(ref)
+        return _browse.mount_image(repo, manifest, point, cache_bytes=cache_bytes, only=partitions)
+
+    def check_mount_point(self, point: str) -> None:
+        """Before anything is opened: root, and ``point`` an empty, unmounted folder."""
+        _browse.require_root("mounting an image")
+        _browse.check_mount_point(point)
+
+    def check_extract_destination(self, to: str) -> None:
+        """Before anything is opened: root, and ``to`` a folder that is or can be made."""
+        _browse.require_root("extracting files from an image")
+        _browse.check_destination(to)
+
+    def unmount_image(self, point: str) -> None:
+        """End the browse mount on ``point``, whichever process serves it."""
+        _browse.unmount_image(point)
+
+    def extract(
+        self,
+        repo: Repository,
+        ref: str,
+        paths: Sequence[str],
+        to: str,
+        *,
+        partition: str | None = None,
+        cache_bytes: int = _imagefs.DEFAULT_CACHE_BYTES,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> ExtractResult:
+        """Copy files and folders of one partition of image ``ref`` into ``to``
+        with their metadata (``partition``: ``N`` or ``diskD/pN``)."""
+        manifest = repo.load_manifest(ref)
+        with _watching(repo, progress, cancel):
+            return _browse.extract(
+                repo,
+                manifest,
+                paths,
+                to,
+                partition=partition,
+                cache_bytes=cache_bytes,
+                progress=progress,
+                cancel=cancel,
+            )
 
     # -- the rescue system itself
 

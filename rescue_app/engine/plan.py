@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rescue_app.engine.disks import BlockDisk, ensure_restorable
+from rescue_app.engine.diskmodel import BlockDisk, ensure_restorable
 from rescue_app.engine.manifest import (
     METHOD_NONE,
     METHOD_RAW,

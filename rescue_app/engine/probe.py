@@ -1,6 +1,6 @@
 """Single-device look-ups through blkid: what is on a device, which device has a tag.
 
-For a whole picture of the disks use disks.list_disks(); these answer one
+For a whole picture of the disks use diskscan.list_disks(); these answer one
 question about one device, without udev's database (blkid reads the device).
 """
 
@@ -27,3 +27,17 @@ def device_with_tag(key: str, value: str) -> str | None:
         return None
     devices = proc.stdout.split()
     return devices[0] if proc.returncode == 0 and devices else None
+
+
+def identify(node: str) -> dict[str, str]:
+    """What blkid finds on ``node`` (TYPE, UUID, LABEL...; empty when nothing)."""
+    try:
+        proc = run(["blkid", "-p", "-o", "export", node], check=False, timeout=30)
+    except CommandError:
+        return {}
+    values = {}
+    for line in proc.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key] = value
+    return values

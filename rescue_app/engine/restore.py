@@ -21,8 +21,9 @@ from datetime import UTC, datetime
 from rescue_app.engine import blockio, restoremark
 from rescue_app.engine.bootentry import recreate_boot_entries
 from rescue_app.engine.chunkio import RESTORE_WORKERS, WORKERS, pipeline
-from rescue_app.engine.disks import find_disk, list_disks, reread_partitions
+from rescue_app.engine.diskscan import find_disk, list_disks
 from rescue_app.engine.extents import Extent, clip, total
+from rescue_app.engine.kernel import reread_partitions
 from rescue_app.engine.manifest import (
     METHOD_NONE,
     METHOD_RAW,

@@ -19,7 +19,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from rescue_app.engine import Engine
-from rescue_app.engine.disks import BlockDisk
+from rescue_app.engine.diskmodel import BlockDisk
 from rescue_app.errors import LiferaftError
 from rescue_app.tui.logbuffer import MemoryLogHandler
 from rescue_app.tui.profile import ProfileInfo, load_profile_info
@@ -63,13 +63,12 @@ class LiferaftApp(App[int]):
         self.last_typed_repository = ""
 
     def on_mount(self) -> None:
-        from rescue_app.engine.stores import set_password_prompt
         from rescue_app.tui.screens.home import HomeScreen
 
         # A store that needs a password nobody gave asks here, not on the terminal
         # under the UI (getpass would hang the worker and tear the screen).
         self._ui_thread = threading.get_ident()
-        set_password_prompt(self.ask_password)
+        self.engine.ask_passwords_with(self.ask_password)
         self.push_screen(HomeScreen())
 
     def ask_password(self, who: str) -> str | None:
@@ -186,9 +185,7 @@ class LiferaftApp(App[int]):
         return path
 
     def on_unmount(self) -> None:
-        from rescue_app.engine.stores import set_password_prompt
-
-        set_password_prompt(None)
+        self.engine.ask_passwords_with(None)
         self.release_source()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rescue_app.engine.disks import BlockDisk
+from rescue_app.engine.diskmodel import BlockDisk
 from rescue_app.engine.manifest import DiskImage
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rescue_app.engine import Engine
-from rescue_app.engine.disks import BlockDisk, Role
+from rescue_app.engine.diskmodel import BlockDisk, Role
 from rescue_app.engine.repository import REPO_FILE, Repository
 from rescue_app.engine.units import human_size
 from rescue_app.errors import CommandError, LiferaftError, RepositoryError
@@ -207,8 +207,8 @@ NETWORK_SCHEMES = ("http", "https", "sftp", "s3", "smb", "nfs")
 
 class NetworkSource(RepositorySource):
     """A repository at a URL typed by the user: http(s)://, sftp://, s3://,
-    smb://, nfs://. A password typed in the UI goes to the stores' password
-    registry, never into the URL (which is shown and logged)."""
+    smb://, nfs://. A password typed in the UI goes to the Engine's credentials
+    (this session's typed secrets), never into the URL (which is shown and logged)."""
 
     kind = "network"
 
@@ -240,11 +240,9 @@ class NetworkSource(RepositorySource):
         return "read-only" if self.scheme in ("http", "https") else ""
 
     def open(self, engine: Engine, *, writable: bool = False) -> Repository:
-        from rescue_app.engine.stores import remember_password
-
         self.close()
         if self.password is not None and self.who:
-            remember_password(self.who, self.password)
+            engine.remember_password(self.who, self.password)
         self._repo = engine.open_repository(self.url, create=writable)
         return self._repo
 

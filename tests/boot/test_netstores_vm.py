@@ -35,7 +35,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from rescue_app.engine.disks import reread_partitions
+from rescue_app.engine.kernel import reread_partitions
 from tests.enginekit import Layout, build_source, check_restored, liferaft
 from tests.helpers.diskkit import PartSpec, loop_disk
 from tests.stores.fileservers import nfs_ganesha, smbd

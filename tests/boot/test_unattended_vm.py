@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from bootkit import REPO
 
-from rescue_app.engine.disks import reread_partitions
+from rescue_app.engine.kernel import reread_partitions
 from tests.helpers.diskkit import (
     PartSpec,
     fsck_clean,

@@ -10,7 +10,7 @@ from rescue_app.engine.bootentry import (
     find_loader,
     recreate_boot_entries,
 )
-from rescue_app.engine.disks import BlockDisk, BlockPartition
+from rescue_app.engine.diskmodel import BlockDisk, BlockPartition
 
 DEBIAN_ESP = [
     "EFI/debian/shimx64.efi", "EFI/debian/grubx64.efi", "EFI/debian/mmx64.efi",

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rescue_app.engine import mounts
-from rescue_app.engine.disks import reread_partitions
+from rescue_app.engine.kernel import reread_partitions
 from rescue_app.run import run
 
 MIB = 1024 * 1024

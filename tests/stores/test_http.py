@@ -14,8 +14,8 @@ import time
 import pytest
 import requests
 
-from rescue_app.engine import Engine
-from rescue_app.engine.disks import reread_partitions
+from rescue_app.engine import CredentialChain, Engine
+from rescue_app.engine.kernel import reread_partitions
 from rescue_app.engine.stores import open_store
 from rescue_app.engine.stores.http import HttpStore
 from rescue_app.errors import CancelledError, RepositoryError
@@ -98,7 +98,7 @@ def test_restore_resumes_after_server_restart_without_downloading_again(
             nginx.start()
             out, err = restore.communicate(timeout=120)
         finally:
-            stop(restore)  # type: ignore[arg-type]
+            stop(restore)
     assert restore.returncode == 0, err
     _check(captured, target)
     ratio = proxy.served / captured.chunk_bytes
@@ -264,7 +264,7 @@ def test_cli_shows_the_notice_and_ctrl_c_ends_the_wait(captured, loopdisk, workd
             restore.wait(10)
             took = time.monotonic() - interrupted
         finally:
-            stop(restore)  # type: ignore[arg-type]
+            stop(restore)
             reader.join(5)
     print("".join(lines))
     assert restore.returncode == 130, lines
@@ -294,7 +294,7 @@ def test_store_basics(tmp_path, monkeypatch):
     try:
         port = server.server_address[1]
         monkeypatch.setenv("LIFERAFT_PASSWORD", "s3cret-pw")
-        store = open_store(f"http://bob@127.0.0.1:{port}/")
+        store = open_store(f"http://bob@127.0.0.1:{port}/", CredentialChain.standard())
         assert isinstance(store, HttpStore)
         assert "bob" not in store.location and "s3cret" not in store.location
         assert store.read("a/f") == b"hello"
@@ -306,7 +306,7 @@ def test_store_basics(tmp_path, monkeypatch):
             store.check_writable()
         store.close()
         with pytest.raises(RepositoryError, match="holds a password"):
-            open_store(f"http://bob:pw@127.0.0.1:{port}/")
+            open_store(f"http://bob:pw@127.0.0.1:{port}/", CredentialChain.standard())
     finally:
         server.shutdown()
         server.server_close()
@@ -334,7 +334,7 @@ def test_liferaft_serve(captured):
         text=True,
     )
     try:
-        assert proc.stdout is not None
+        assert proc.stdout is not None and proc.stderr is not None
         line = proc.stdout.readline()
         assert f"http://127.0.0.1:{port}/" in line, line + proc.stderr.read()
         url = f"http://127.0.0.1:{port}"
@@ -354,5 +354,5 @@ def test_liferaft_serve(captured):
         for bad in ("/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/tmp/", "/", "/chunks"):
             assert requests.get(url + bad, timeout=5).status_code == 404, bad
     finally:
-        stop(proc)  # type: ignore[arg-type]
+        stop(proc)
         proc.communicate()

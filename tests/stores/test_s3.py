@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import boto3
 import pytest
 
-from rescue_app.engine.disks import reread_partitions
+from rescue_app.engine import CredentialChain
+from rescue_app.engine.kernel import reread_partitions
 from rescue_app.engine.stores.retry import RetryPolicy, Watch
 from rescue_app.engine.stores.s3 import S3Store
 from rescue_app.errors import CancelledError, RepositoryError
@@ -103,7 +104,7 @@ def _moto(port: int) -> Iterator[None]:
 def lost_endpoint(s3, monkeypatch) -> Iterator[tuple[S3Store, int]]:
     """A store that has talked to its endpoint, which is then stopped."""
     port = free_port()
-    store = S3Store(f"s3://backups/r?endpoint=http://127.0.0.1:{port}")
+    store = S3Store(f"s3://backups/r?endpoint=http://127.0.0.1:{port}", CredentialChain.standard())
     try:
         with _moto(port):
             assert store.read("liferaft-repository.json") == b"{}"
@@ -148,7 +149,12 @@ def test_endpoint_gone_fails_at_the_deadline(lost_endpoint, monkeypatch):
 def test_cancel_while_retrying_says_cancelled(lost_endpoint):
     store, _ = lost_endpoint
     cancel = CancelToken()
-    store.watch = Watch(store.location, lambda p: p.notice and cancel.cancel(), cancel)
+
+    def cancel_on_notice(p: Progress) -> None:
+        if p.notice:
+            cancel.cancel()
+
+    store.watch = Watch(store.location, cancel_on_notice, cancel)
     started = time.monotonic()
     with pytest.raises(CancelledError) as info:
         store.read("index.json")

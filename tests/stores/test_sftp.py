@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from rescue_app.engine.disks import reread_partitions
+from rescue_app.engine.kernel import reread_partitions
 from tests.enginekit import (
     REPO_ROOT,
     assert_one_line_error,

@@ -25,7 +25,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from rescue_app.engine.disks import reread_partitions
+from rescue_app.engine import CredentialChain
+from rescue_app.engine.kernel import reread_partitions
 from rescue_app.engine.stores.retry import Watch
 from rescue_app.engine.stores.sftp import SftpStore
 from rescue_app.errors import CancelledError, RepositoryError
@@ -284,7 +285,9 @@ def _store_whose_server_is_gone(
     with sshd(os.path.join(workdir, "sshd")) as server:
         monkeypatch.setenv("LIFERAFT_SSH_KEY", server.client_key)
         monkeypatch.setenv("LIFERAFT_SSH_KNOWN_HOSTS", server.known_hosts)
-        store = SftpStore(f"sftp://root@127.0.0.1:{server.port}{remote}")
+        store = SftpStore(
+            f"sftp://root@127.0.0.1:{server.port}{remote}", CredentialChain.standard()
+        )
         try:
             assert store.read("liferaft-repository.json")
             sessions = server.sessions()

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from rescue_app.engine import Engine
-from rescue_app.engine.disks import BlockDisk, BlockPartition, Role
+from rescue_app.engine.diskmodel import BlockDisk, BlockPartition, Role
+from rescue_app.engine.extents import ExtentMap
 from rescue_app.engine.manifest import (
     METHOD_SWAP,
     METHOD_USED,
@@ -125,7 +126,7 @@ def _pimg(
         Filesystem(fs, None, label),
         method,
         used,
-        (),
+        ExtentMap(),
         (),
     )
 
@@ -199,6 +200,7 @@ class FakeRepo:
 
 class FakeEngine(Engine):
     def __init__(self, *, block: bool = False) -> None:
+        super().__init__()
         self.block = block
 
     def list_disks(self) -> list[BlockDisk]:

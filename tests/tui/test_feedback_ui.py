@@ -35,6 +35,8 @@ def test_image_times_have_seconds() -> None:
 class NoticingEngine(FakeEngine):
     """A restore during which the server is unreachable for a while."""
 
+    go_on = False  # the test sets it: the server is back
+
     def restore(
         self,
         plan: RestorePlan,
@@ -49,7 +51,7 @@ class NoticingEngine(FakeEngine):
         for _ in range(100):
             if cancel is not None and cancel.cancelled:
                 break
-            if getattr(self, "go_on", False):
+            if self.go_on:
                 break
             import time
 
@@ -143,7 +145,7 @@ async def test_next_on_a_target_that_cannot_take_the_image_says_why() -> None:
 def test_home_and_disks_name_an_interrupted_restore() -> None:
     import dataclasses
 
-    from rescue_app.engine.disks import format_disks_table
+    from rescue_app.engine.diskmodel import format_disks_table
     from rescue_app.tui.screens.home import disk_state
     from tests.tui.fake_engine import DISKS
 

@@ -9,7 +9,7 @@ import pytest
 from textual.widgets import Input, Select, SelectionList
 
 from rescue_app.engine import Engine
-from rescue_app.engine.disks import reread_partitions
+from rescue_app.engine.kernel import reread_partitions
 from rescue_app.tui.app import LiferaftApp
 from rescue_app.tui.screens.backup import BackupScreen
 from rescue_app.tui.screens.confirm import ConfirmEraseModal
@@ -47,7 +47,7 @@ def only(*devices: str) -> Callable[[object], bool]:
     return lambda disk: getattr(disk, "path", None) in devices
 
 
-async def open_target_screen(pilot, repo: str) -> TargetScreen:  # type: ignore[no-untyped-def]
+async def open_target_screen(pilot, repo: str) -> TargetScreen:
     await settle(pilot)
     await pilot.press("r")
     source = await wait_for_screen(pilot, SourceScreen)
@@ -65,7 +65,7 @@ async def open_target_screen(pilot, repo: str) -> TargetScreen:  # type: ignore[
     return target
 
 
-async def pick_target(pilot, screen: TargetScreen, device: str) -> None:  # type: ignore[no-untyped-def]
+async def pick_target(pilot, screen: TargetScreen, device: str) -> None:
     select = screen.query_one("#target-0", Select)
     select.value = device
     await settle(pilot)
@@ -78,7 +78,7 @@ def offered(screen: TargetScreen) -> list[str]:
 
 
 @run_async
-async def test_restore_really_happens(captured: CapturedImage, loopdisk) -> None:  # type: ignore[no-untyped-def]
+async def test_restore_really_happens(captured: CapturedImage, loopdisk) -> None:
     target = loopdisk(DISK_SIZE)
     app = LiferaftApp(Engine(), media_filter=only(captured.source, target))
     async with app.run_test(size=(80, 24)) as pilot:
@@ -107,7 +107,7 @@ async def test_restore_really_happens(captured: CapturedImage, loopdisk) -> None
 
 
 @run_async
-async def test_wrong_typed_confirmation_writes_nothing(captured: CapturedImage, loopdisk) -> None:  # type: ignore[no-untyped-def]
+async def test_wrong_typed_confirmation_writes_nothing(captured: CapturedImage, loopdisk) -> None:
     target = loopdisk(DISK_SIZE)
     before = disk_bytes_sha256(target, 0, DISK_SIZE)
     app = LiferaftApp(Engine(), media_filter=only(captured.source, target))
@@ -132,7 +132,7 @@ async def test_wrong_typed_confirmation_writes_nothing(captured: CapturedImage, 
 
 
 @run_async
-async def test_mounted_and_system_disks_never_offered(captured: CapturedImage, loopdisk) -> None:  # type: ignore[no-untyped-def]
+async def test_mounted_and_system_disks_never_offered(captured: CapturedImage, loopdisk) -> None:
     free = loopdisk(DISK_SIZE)
     busy = loopdisk(DISK_SIZE)
     (busy_part,) = partition_disk(busy, "gpt", [PartSpec(None, "ext4")])
@@ -153,7 +153,7 @@ async def test_mounted_and_system_disks_never_offered(captured: CapturedImage, l
 
 
 @run_async
-async def test_backup_really_happens(loopdisk, workdir: str) -> None:  # type: ignore[no-untyped-def]
+async def test_backup_really_happens(loopdisk, workdir: str) -> None:
     from tests.tui.conftest import make_source_disk
 
     source, _trees = make_source_disk(loopdisk)
@@ -200,7 +200,7 @@ async def test_backup_really_happens(loopdisk, workdir: str) -> None:  # type: i
 
 
 @run_async
-async def test_media_scan_finds_repository_read_only_and_unmounts(loopdisk, workdir: str) -> None:  # type: ignore[no-untyped-def]
+async def test_media_scan_finds_repository_read_only_and_unmounts(loopdisk, workdir: str) -> None:
     disk = loopdisk(64 * 1024 * 1024)
     (part,) = partition_disk(disk, "gpt", [PartSpec(None, "ext4")])
     make_fs(part, "ext4", label="STICK")
@@ -231,7 +231,7 @@ async def test_media_scan_finds_repository_read_only_and_unmounts(loopdisk, work
 class CrashingEngine(Engine):
     """A real engine whose image listing has a bug: the UI must not die of it."""
 
-    def list_images(self, repo):  # type: ignore[no-untyped-def]
+    def list_images(self, repo):
         raise RuntimeError("boom in a worker")
 
 
@@ -281,7 +281,7 @@ async def test_verify_flow(captured: CapturedImage) -> None:
 
 
 @run_async
-async def test_restore_from_a_repository_found_on_attached_media(loopdisk, workdir: str) -> None:  # type: ignore[no-untyped-def]
+async def test_restore_from_a_repository_found_on_attached_media(loopdisk, workdir: str) -> None:
     from tests.tui.conftest import make_source_disk
 
     source, trees = make_source_disk(loopdisk)
@@ -325,7 +325,7 @@ async def test_restore_from_a_repository_found_on_attached_media(loopdisk, workd
 
 
 @run_async
-async def test_backup_screen_refuses_a_disk_mounted_read_write(loopdisk) -> None:  # type: ignore[no-untyped-def]
+async def test_backup_screen_refuses_a_disk_mounted_read_write(loopdisk) -> None:
     disk = loopdisk(64 * 1024 * 1024)
     make_fs(disk, "ext4", label="LIVE")
     with mounted(disk, "ext4") as point:

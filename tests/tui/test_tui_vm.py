@@ -23,7 +23,7 @@ import pexpect
 import pyte
 import pytest
 
-from rescue_app.engine.disks import reread_partitions
+from rescue_app.engine.kernel import reread_partitions
 from tests.helpers.diskkit import (
     PartSpec,
     fsck_clean,

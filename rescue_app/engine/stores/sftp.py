@@ -4,24 +4,12 @@ Read-write. One SSH connection; each thread opens its own SFTP channel on it
 (paramiko's transport multiplexes channels safely, an SFTPClient must not be
 shared). Logins: a key (``?key=PATH`` or LIFERAFT_SSH_KEY, else the
 credentials file's entry for the URL, else the usual ~/.ssh keys), then a
-password from the UI, LIFERAFT_PASSWORD, the credentials file or a prompt --
-never from the URL.
+password from the Engine's CredentialChain (typed in the UI, LIFERAFT_PASSWORD,
+the credentials file, a prompt) -- never from the URL.
 
-Host keys are checked before any login, like ssh with
-``StrictHostKeyChecking=accept-new``:
-
-- ``?fingerprint=SHA256:...`` in the URL (a profile's repository) pins the key:
-  any other key is refused;
-- otherwise the keys in the known_hosts file LIFERAFT_SSH_KNOWN_HOSTS or
-  ``?known_hosts=PATH`` (else ~/.ssh/known_hosts), in
-  /etc/ssh/ssh_known_hosts (what a site puts on its rescue stick) and in the
-  credentials entry's ``host_keys`` count: a host listed there with another
-  key is a hard error that names both fingerprints;
-- a host listed nowhere is trusted on first use: its SHA256 fingerprint is
-  logged as a warning (the console, the CLI's stderr), and every later
-  connection of this process -- reconnects included -- must show the same
-  key. Nothing is written to known_hosts files: a rescue system's are gone
-  at the next boot, and a test machine's must not fill up with loopback keys.
+Host keys are checked before any login, as ``hostkeys.py`` decides (a pinned
+fingerprint, known_hosts files, the credentials entry's ``host_keys``, else
+trust on first use for this process).
 
 Writes go to ``tmp/`` and are renamed into place with
 posix-rename@openssh.com. Every file is made durable before its rename
@@ -56,8 +44,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import paramiko
 from paramiko.sftp import CMD_EXTENDED, CMD_INIT, CMD_VERSION
 
-from rescue_app.engine import credentials
-from rescue_app.engine.stores import Store, password_for, reject_password_in_url
+from rescue_app.engine.keychain import CredentialChain, SecretKind, SecretRequest
+from rescue_app.engine.stores import Store, reject_password_in_url
+from rescue_app.engine.stores.hostkeys import HostKeyTrust, describe_key
 from rescue_app.engine.stores.retry import Attempts, RetryPolicy
 from rescue_app.errors import RepositoryError
 
@@ -65,23 +54,9 @@ log = logging.getLogger("liferaft.stores.sftp")
 
 TIMEOUT = 15.0
 CHANNEL_TIMEOUT = 120.0  # one request's answer (a chunk is at most a few MB)
-GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 FSYNC = "fsync@openssh.com"
 
 T = TypeVar("T")
-
-# Keys trusted on first use by this process, by known_hosts name ([host]:port).
-_first_use: dict[str, paramiko.PKey] = {}
-_first_use_lock = threading.Lock()
-
-
-def known_hosts_name(host: str, port: int) -> str:
-    return host if port == 22 else f"[{host}]:{port}"
-
-
-def describe_key(key: paramiko.PKey) -> str:
-    """``ssh-ed25519 SHA256:...``: what ssh-keygen -l shows, for people to compare."""
-    return f"{key.get_name()} {key.fingerprint}"
 
 
 class _Unreachable(RepositoryError):
@@ -116,45 +91,9 @@ class _Sftp(paramiko.SFTPClient):
         return version
 
 
-class _HostKeyCheck(paramiko.MissingHostKeyPolicy):
-    """Called by paramiko, before any login, for a key it does not find in
-    the client's host keys (a key of the same type that differs raises
-    BadHostKeyException in paramiko itself)."""
-
-    def __init__(self, store: SftpStore, pinned: str | None, sources: list[str]) -> None:
-        self.store = store
-        self.pinned = pinned
-        self.sources = sources
-
-    def missing_host_key(
-        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-    ) -> None:
-        got = describe_key(key)
-        if self.pinned is not None:
-            if key.fingerprint == self.pinned:
-                return
-            raise self.store.changed_key(f"the URL pins {self.pinned}", got, pinned=True)
-        known = client.get_host_keys().lookup(hostname)
-        if known:
-            # Known, but under other key types only: the server no longer has them.
-            have = ", ".join(describe_key(k) for k in known.values())
-            raise self.store.changed_key(f"{' or '.join(self.sources)} has {have}", got)
-        with _first_use_lock:
-            earlier = _first_use.setdefault(hostname, key)
-        if earlier != key:
-            raise self.store.changed_key(f"this session first saw {describe_key(earlier)}", got)
-        if earlier is key:
-            s = self.store
-            log.warning(
-                "SSH host %s port %d is not in known_hosts: trusting its key %s on first use "
-                "(to pin it, add ?fingerprint=%s to the URL, or its key to "
-                "LIFERAFT_SSH_KNOWN_HOSTS or %s)",
-                s.host, s.port, got, key.fingerprint, GLOBAL_KNOWN_HOSTS,
-            )  # fmt: skip
-
-
 class SftpStore(Store):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, credentials: CredentialChain) -> None:
+        self.credentials = credentials
         parts = urlsplit(url)
         if not parts.hostname:
             raise RepositoryError(
@@ -164,10 +103,11 @@ class SftpStore(Store):
         self.host = parts.hostname
         self.port = parts.port or 22
         bare = url.split("?", 1)[0]
-        # The credentials file's entry for this URL: user, key, host keys, password.
-        self.entry = credentials.find(bare)
+        # What the credentials say about this server: its host keys, a key, a user.
+        self.entry = credentials.lookup(SecretRequest(SecretKind.HOST_KEYS, url=bare), ask=False)
+        self.key_entry = credentials.lookup(SecretRequest(SecretKind.SSH_KEY, url=bare), ask=False)
         user = unquote(parts.username) if parts.username else None
-        self.user = user or (self.entry.user if self.entry else None) or getpass.getuser()
+        self.user = user or credentials.user(bare) or getpass.getuser()
         self.root = posixpath.normpath(unquote(parts.path) or "/")
         port = "" if self.port == 22 else f":{self.port}"
         self.location = f"sftp://{self.user}@{self.host}{port}{self.root}"
@@ -201,75 +141,15 @@ class SftpStore(Store):
         self._client = self._first_connect()
 
     # -- connection ----------------------------------------------------------
-    def _known_hosts_files(self) -> list[str]:
-        if self.known_hosts is not None:
-            if not os.path.isfile(self.known_hosts):
-                raise RepositoryError(
-                    f"repository {self.location}: the known_hosts file {self.known_hosts} "
-                    "does not exist",
-                    hint="check LIFERAFT_SSH_KNOWN_HOSTS or ?known_hosts= in the URL",
-                )
-            files = [self.known_hosts]
-        else:
-            files = [os.path.expanduser("~/.ssh/known_hosts")]
-        return [f for f in [*files, GLOBAL_KNOWN_HOSTS] if os.path.isfile(f)]
-
-    def _client_with_host_keys(self) -> paramiko.SSHClient:
-        client = paramiko.SSHClient()
-        sources: list[str] = []
-        if self.pinned is None:
-            keys = client.get_host_keys()
-            for path in self._known_hosts_files():
-                try:
-                    keys.load(path)
-                except (OSError, paramiko.SSHException, ValueError) as exc:
-                    raise RepositoryError(
-                        f"repository {self.location}: cannot read the known_hosts file "
-                        f"{path}: {_reason(exc)}",
-                        hint="fix or remove the file's bad lines",
-                    ) from None
-                sources.append(path)
-            name = known_hosts_name(self.host, self.port)
-            if self.entry is not None and self.entry.host_keys:
-                for line in self.entry.known_hosts_lines(self.host, self.port):
-                    entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
-                    if entry is not None:
-                        keys.add(name, entry.key.get_name(), entry.key)
-                sources.append(f"the credentials file's host_keys for {self.entry.match}")
-            with _first_use_lock:
-                earlier = _first_use.get(name)
-            if earlier is not None and keys.lookup(name) is None:
-                keys.add(name, earlier.get_name(), earlier)
-        client.set_missing_host_key_policy(
-            _HostKeyCheck(self, self.pinned, sources or ["known_hosts"])
-        )
-        return client
-
-    def changed_key(self, expected: str, got: str, pinned: bool = False) -> RepositoryError:
-        if pinned:
-            hint = (
-                "check the fingerprint in the URL against `ssh-keygen -lf` of the server's "
-                "host key; if they differ, someone may be in between"
-            )
-        else:
-            name = known_hosts_name(self.host, self.port)
-            hint = (
-                f"if {self.host} was reinstalled, remove its old key "
-                f"(ssh-keygen -R '{name}' -f FILE) and connect again; otherwise someone "
-                "may be in between: do not go on"
-            )
-        return RepositoryError(
-            f"repository {self.location}: the SSH host key of {self.host} port {self.port} "
-            f"has changed: {expected}, the server sent {got}",
-            hint=hint,
-        )
-
     def _connect(self) -> paramiko.SSHClient:
         # The key of a credentials entry, unless ?key= or LIFERAFT_SSH_KEY names one.
-        pkey = self.entry.private_key() if self.entry is not None and not self.key else None
-        client = self._client_with_host_keys()
+        pkey = self.key_entry.private_key() if self.key_entry is not None and not self.key else None
+        trust = HostKeyTrust(
+            self.location, self.host, self.port, self.pinned, self.known_hosts, self.entry
+        )
+        client = trust.client()
         who = f"{self.user}@{self.host}"
-        password = password_for(who, ask=False, url=self.url)
+        password = self.credentials.password(who, ask=False, url=self.url)
         asked = False
         while True:
             try:
@@ -290,10 +170,18 @@ class SftpStore(Store):
             except paramiko.AuthenticationException:
                 if password is None and not asked:
                     asked = True
-                    password = password_for(who, ask=True, url=self.url)
+                    password = self.credentials.password(who, ask=True, url=self.url)
                     if password is not None:
                         continue
                 client.close()
+                if password is None:  # only keys were tried: say where a password goes
+                    wanted = SecretRequest(SecretKind.PASSWORD, url=self.url, who=who)
+                    raise RepositoryError(
+                        f"repository {self.location}: {self.host} refused the login of "
+                        f"{self.user} by key, and no password was given",
+                        hint="check the key (LIFERAFT_SSH_KEY or ?key=PATH), or give the "
+                        f"password: {self.credentials.hints(wanted)}",
+                    ) from None
                 raise RepositoryError(
                     f"repository {self.location}: {self.host} refused the login of "
                     f"{self.user} (wrong password or key)",
@@ -302,7 +190,7 @@ class SftpStore(Store):
                 ) from None
             except paramiko.BadHostKeyException as exc:
                 client.close()
-                raise self.changed_key(
+                raise trust.changed_key(
                     f"known_hosts has {describe_key(exc.expected_key)}", describe_key(exc.key)
                 ) from None
             except RepositoryError:

@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
 
-from rescue_app.engine.disks import BlockDisk
+from rescue_app.engine.diskmodel import BlockDisk
 from rescue_app.engine.units import human_size
 from rescue_app.tui.screens.base import LiferaftScreen
 from rescue_app.tui.sources import ScanContext, discover_sources

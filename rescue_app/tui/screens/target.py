@@ -17,7 +17,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Checkbox, Footer, Header, Select, Static
 
-from rescue_app.engine.disks import BlockDisk
+from rescue_app.engine.diskmodel import BlockDisk
 from rescue_app.engine.manifest import Manifest
 from rescue_app.engine.plan import RestorePlan, describe_contents
 from rescue_app.engine.repository import Repository
