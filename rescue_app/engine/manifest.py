@@ -17,13 +17,17 @@ from rescue_app.engine.extents import ExtentMap, total
 from rescue_app.errors import ManifestError
 
 MANIFEST_FORMAT = "liferaft-manifest"
-MANIFEST_VERSION = 1
+# The newest version this liferaft reads. A manifest is written with the
+# lowest version that describes it: 1 unless it holds volume groups (a
+# version-1 reader would restore their PVs as empty partitions).
+MANIFEST_VERSION = 2
 
 # How a partition's bytes were captured.
 METHOD_USED = "used-blocks"  # only the filesystem's used blocks (partclone's map)
 METHOD_RAW = "raw"  # every byte; all-zero chunks not stored
 METHOD_SWAP = "swap"  # nothing stored; recreated with mkswap and the same label/UUID
 METHOD_NONE = "none"  # nothing to copy (an MBR extended partition's container)
+METHOD_LVM_PV = "lvm-pv"  # an LVM physical volume: its volume group is in volume_groups
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,75 @@ class DiskImage:
 
 
 @dataclass(frozen=True)
+class PhysicalVolumeImage:
+    """Which captured partition a PV is, and the layout pvcreate must repeat."""
+
+    uuid: str
+    disk: int  # index into Manifest.disks
+    partition: int  # its number (0: the whole disk)
+    pe_start: int  # bytes from the partition start to the first extent
+    size: int  # bytes of the PV as captured
+    metadata_copies: int = 1
+
+
+@dataclass(frozen=True)
+class SegmentImage:
+    """Where an LV restored by offset lies: ``extents`` extents from its
+    logical extent ``le`` on the PV ``pv`` (UUID) from physical extent ``pe``."""
+
+    pv: str
+    le: int
+    pe: int
+    extents: int
+
+
+@dataclass(frozen=True)
+class LogicalVolumeImage:
+    name: str
+    uuid: str
+    size: int
+    segtype: str  # linear, striped, thin, thin-pool, or the pool's hidden parts
+    tags: tuple[str, ...]
+    pool: str  # a thin LV's pool
+    hidden: bool  # a pool's metadata or data LV: not shown, not mounted
+    holds_root: bool  # an operating system's / (etc/os-release found at capture)
+    filesystem: Filesystem
+    method: str
+    used_bytes: int
+    used_map: ExtentMap
+    chunks: tuple[str | None, ...]
+    note: str = ""
+    # Set for LVs written back through the PVs (a thin pool's metadata: it
+    # must be in place before the pool can be activated).
+    segments: tuple[SegmentImage, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"logical volume {self.name} ({self.filesystem.type or 'no filesystem'})"
+
+
+@dataclass(frozen=True)
+class VolumeGroupImage:
+    name: str
+    uuid: str
+    extent_size: int
+    tags: tuple[str, ...]
+    metadata: str  # vgcfgbackup's text, for pvcreate --restorefile and vgcfgrestore
+    pvs: tuple[PhysicalVolumeImage, ...]
+    lvs: tuple[LogicalVolumeImage, ...]
+
+    @property
+    def has_thin_pool(self) -> bool:
+        return any(lv.segtype == "thin-pool" for lv in self.lvs)
+
+    def pv_of(self, disk: int, partition: int) -> PhysicalVolumeImage | None:
+        for pv in self.pvs:
+            if (pv.disk, pv.partition) == (disk, partition):
+                return pv
+        return None
+
+
+@dataclass(frozen=True)
 class Manifest:
     name: str
     id: str  # the capture's UTC time stamp, e.g. 20261125T101500Z
@@ -123,6 +196,7 @@ class Manifest:
     compression: str
     disks: tuple[DiskImage, ...]
     stats: dict[str, int] = field(default_factory=dict)
+    volume_groups: tuple[VolumeGroupImage, ...] = ()
 
     @property
     def ref(self) -> str:
@@ -130,7 +204,15 @@ class Manifest:
 
     @property
     def data_bytes(self) -> int:
-        return sum(p.used_bytes for d in self.disks for p in d.partitions)
+        lvs = sum(lv.used_bytes for vg in self.volume_groups for lv in vg.lvs)
+        return lvs + sum(p.used_bytes for d in self.disks for p in d.partitions)
+
+    def volume_group_of(self, disk: int, partition: int) -> VolumeGroupImage | None:
+        """The volume group a captured partition is a PV of."""
+        for vg in self.volume_groups:
+            if vg.pv_of(disk, partition) is not None:
+                return vg
+        return None
 
     def chunk_refs(self) -> list[tuple[str, str, int]]:
         """(hash, where, offset) for every stored chunk, in disk order."""
@@ -153,11 +235,23 @@ class Manifest:
                 for i, digest in enumerate(chunks):
                     if digest is not None:
                         out.append((digest, where, base + i * self.chunk_size))
+        for vg in self.volume_groups:
+            for lv in vg.lvs:
+                for i, digest in enumerate(lv.chunks):
+                    if digest is not None:
+                        out.append(
+                            (digest, f"volume group {vg.name} {lv.label}", i * self.chunk_size)
+                        )
         return out
 
     def to_json(self) -> str:
-        doc: dict[str, Any] = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION}
+        doc: dict[str, Any] = {
+            "format": MANIFEST_FORMAT,
+            "version": 2 if self.volume_groups else 1,
+        }
         doc.update(asdict(self))
+        if not self.volume_groups:
+            del doc["volume_groups"]
         return json.dumps(doc, indent=1, default=_encode) + "\n"
 
 
@@ -186,6 +280,8 @@ class ImageSummary:
     # "disk 1 partition 3: no filesystem recognised; stored raw ...": every
     # partition kept byte for byte, and why (a fallback the user should know of)
     raw: tuple[str, ...] = ()
+    # the block layers: which partitions are PVs of which volume group, its LVs
+    volume_groups: tuple[VolumeGroupSummary, ...] = ()
 
     @property
     def ref(self) -> str:
@@ -206,6 +302,60 @@ class ImageSummary:
                 for d in manifest.disks
                 for p in d.partitions
                 if p.method == METHOD_RAW
+            )
+            + tuple(
+                f"volume group {vg.name} {lv.label}: {lv.note or 'stored raw'}"
+                for vg in manifest.volume_groups
+                for lv in vg.lvs
+                if lv.method == METHOD_RAW and not lv.hidden
+            ),
+            volume_groups=tuple(VolumeGroupSummary.of(vg) for vg in manifest.volume_groups),
+        )
+
+
+@dataclass(frozen=True)
+class LogicalVolumeSummary:
+    name: str
+    size: int
+    segtype: str
+    filesystem: str | None
+    method: str
+    data_bytes: int
+    holds_root: bool
+
+
+@dataclass(frozen=True)
+class VolumeGroupSummary:
+    """disk -> partition -> PV -> this VG -> its LVs, for `images` and the UI."""
+
+    name: str
+    uuid: str
+    pvs: tuple[str, ...]  # "disk 1 partition 2"
+    lvs: tuple[LogicalVolumeSummary, ...]
+
+    @classmethod
+    def of(cls, vg: VolumeGroupImage) -> VolumeGroupSummary:
+        return cls(
+            name=vg.name,
+            uuid=vg.uuid,
+            pvs=tuple(
+                f"disk {pv.disk + 1} partition {pv.partition}"
+                if pv.partition
+                else f"disk {pv.disk + 1} (whole disk)"
+                for pv in vg.pvs
+            ),
+            lvs=tuple(
+                LogicalVolumeSummary(
+                    name=lv.name,
+                    size=lv.size,
+                    segtype=lv.segtype,
+                    filesystem=lv.filesystem.type,
+                    method=lv.method,
+                    data_bytes=lv.used_bytes,
+                    holds_root=lv.holds_root,
+                )
+                for lv in vg.lvs
+                if not lv.hidden
             ),
         )
 
@@ -273,6 +423,54 @@ def _partition(d: dict[str, Any]) -> PartitionImage:
     )
 
 
+def _volume_group(d: dict[str, Any]) -> VolumeGroupImage:
+    return VolumeGroupImage(
+        name=str(d["name"]),
+        uuid=str(d["uuid"]),
+        extent_size=int(d["extent_size"]),
+        tags=tuple(str(t) for t in d.get("tags", ())),
+        metadata=str(d["metadata"]),
+        pvs=tuple(
+            PhysicalVolumeImage(
+                uuid=str(p["uuid"]),
+                disk=int(p["disk"]),
+                partition=int(p["partition"]),
+                pe_start=int(p["pe_start"]),
+                size=int(p["size"]),
+                metadata_copies=int(p.get("metadata_copies", 1)),
+            )
+            for p in d["pvs"]
+        ),
+        lvs=tuple(_logical_volume(lv) for lv in d["lvs"]),
+    )
+
+
+def _logical_volume(d: dict[str, Any]) -> LogicalVolumeImage:
+    fs = d["filesystem"]
+    return LogicalVolumeImage(
+        name=str(d["name"]),
+        uuid=str(d["uuid"]),
+        size=int(d["size"]),
+        segtype=str(d["segtype"]),
+        tags=tuple(str(t) for t in d.get("tags", ())),
+        pool=str(d.get("pool", "")),
+        hidden=bool(d.get("hidden", False)),
+        holds_root=bool(d.get("holds_root", False)),
+        filesystem=Filesystem(type=fs.get("type"), uuid=fs.get("uuid"), label=fs.get("label")),
+        method=str(d["method"]),
+        used_bytes=int(d["used_bytes"]),
+        used_map=_extent_map(d["used_map"]),
+        chunks=_chunks(d["chunks"]),
+        note=str(d.get("note", "")),
+        segments=tuple(
+            SegmentImage(
+                pv=str(s["pv"]), le=int(s["le"]), pe=int(s["pe"]), extents=int(s["extents"])
+            )
+            for s in d.get("segments", ())
+        ),
+    )
+
+
 def _disk(d: dict[str, Any]) -> DiskImage:
     t = d["table"]
     head = _region(d["head"])
@@ -310,4 +508,5 @@ def _manifest_from_dict(doc: dict[str, Any]) -> Manifest:
         compression=str(doc["compression"]),
         disks=tuple(_disk(d) for d in doc["disks"]),
         stats={str(k): int(v) for k, v in doc.get("stats", {}).items()},
+        volume_groups=tuple(_volume_group(vg) for vg in doc.get("volume_groups", ())),
     )

@@ -1,0 +1,353 @@
+"""LVM: the one home of every lvm2 command liferaft runs, and of reading its reports.
+
+Reads the layout as typed values (``pvs``/``vgs``/``lvs --reportformat json``,
+parsed by pure functions that tests feed recorded output), keeps the
+``vgcfgbackup`` text of a volume group, activates a source volume group
+read-only for a capture and deactivates exactly what it activated, and
+recreates a volume group on a restore's new partitions (``pvcreate --uuid
+--restorefile``, ``vgcfgrestore``, ``pvresize``, ``lvextend``). What is
+captured or written where is decided by capture.py and restore.py; this
+module never reads or writes a logical volume's data.
+
+    physical_volumes(devices) -> list[PhysicalVolume]
+    volume_group(name) -> VolumeGroup; logical_volumes(vg) -> list[LogicalVolume]
+    segments(vg) -> list[Segment]; backup_metadata(vg) -> str
+    with activated(vg, read_only=True): ...       # deactivates what it activated
+    create_pv(device, uuid, metadata); restore_vg(vg, metadata, force=...)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from rescue_app.errors import CommandError, DiskError
+from rescue_app.run import run
+
+log = logging.getLogger("liferaft.lvm")
+
+PV_TYPE = "LVM2_member"  # blkid's TYPE of a physical volume
+
+# LVs liferaft captures by their contents; the thin pool is recreated by
+# vgcfgrestore and its metadata LV written back; anything else (RAID, mirror,
+# cache, classic snapshots, VDO) makes the volume group fall back to raw PVs.
+SUPPORTED_SEGTYPES = frozenset({"linear", "striped", "thin", "thin-pool"})
+
+# lvm warns about every inherited descriptor; the rescue system's logs do not
+# need it. The devices file (lvm 2.03.12+) would hide a disk the rescue system
+# has never seen: every command looks at every device.
+_CONFIG = "devices { use_devicesfile = 0 }"
+
+
+def _env() -> dict[str, str]:
+    return {"LVM_SUPPRESS_FD_WARNINGS": "1"}
+
+
+def _lvm(argv: Sequence[str], *, check: bool = True) -> str:
+    try:
+        proc = run([*argv, "--config", _CONFIG], env=_env(), check=check, timeout=300)
+    except CommandError as exc:
+        raise DiskError(
+            f"LVM: {exc.message}", hint=exc.hint or "see the log for lvm's output"
+        ) from None
+    return proc.stdout
+
+
+# ---------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class PhysicalVolume:
+    device: str  # /dev path of the partition or disk
+    uuid: str
+    vg: str  # "" when in no volume group
+    size: int  # bytes LVM uses
+    dev_size: int
+    pe_start: int  # bytes from the device start to the first extent
+    metadata_copies: int
+
+
+@dataclass(frozen=True)
+class VolumeGroup:
+    name: str
+    uuid: str
+    extent_size: int
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LogicalVolume:
+    vg: str
+    name: str  # without the brackets lvs puts around hidden LVs
+    uuid: str
+    size: int
+    segtype: str  # of the first segment: linear, striped, thin, thin-pool, ...
+    tags: tuple[str, ...]
+    pool: str  # the thin pool of a thin LV
+    origin: str  # the origin of a snapshot
+    hidden: bool  # an LV inside another (a pool's _tmeta/_tdata, the pmspare)
+    active: bool
+    metadata_size: int  # of a thin pool
+
+    @property
+    def dm_path(self) -> str:
+        return dm_path(self.vg, self.name)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One segment of an LV: ``extents`` extents from logical extent ``le`` on
+    the PV ``device`` starting at its physical extent ``pe``."""
+
+    lv: str
+    le: int
+    device: str
+    pe: int
+    extents: int
+    segtype: str
+
+
+def dm_path(vg: str, lv: str) -> str:
+    """/dev/mapper name of an active LV (device-mapper doubles every '-')."""
+    return f"/dev/mapper/{vg.replace('-', '--')}-{lv.replace('-', '--')}"
+
+
+# ---------------------------------------------------------------- parsing (pure)
+
+
+def parse_report(text: str, key: str) -> list[dict[str, str]]:
+    """Rows of one ``--reportformat json`` report (``key``: pv, vg, lv, seg)."""
+    doc = json.loads(text)
+    rows: list[dict[str, str]] = []
+    for report in doc.get("report", []):
+        for row in report.get(key, []):
+            rows.append({str(k): str(v) for k, v in row.items()})
+    return rows
+
+
+def _int(value: str) -> int:
+    value = value.strip()
+    return int(float(value)) if value else 0
+
+
+def _tags(value: str) -> tuple[str, ...]:
+    return tuple(t for t in value.split(",") if t)
+
+
+def parse_pvs(text: str) -> list[PhysicalVolume]:
+    return [
+        PhysicalVolume(
+            device=r["pv_name"],
+            uuid=r["pv_uuid"],
+            vg=r.get("vg_name", ""),
+            size=_int(r["pv_size"]),
+            dev_size=_int(r["dev_size"]),
+            pe_start=_int(r["pe_start"]),
+            metadata_copies=_int(r.get("pv_mda_count", "1")),
+        )
+        for r in parse_report(text, "pv")
+    ]
+
+
+def parse_vgs(text: str) -> list[VolumeGroup]:
+    return [
+        VolumeGroup(
+            name=r["vg_name"],
+            uuid=r["vg_uuid"],
+            extent_size=_int(r["vg_extent_size"]),
+            tags=_tags(r.get("vg_tags", "")),
+        )
+        for r in parse_report(text, "vg")
+    ]
+
+
+def parse_lvs(text: str) -> list[LogicalVolume]:
+    out = []
+    for r in parse_report(text, "lv"):
+        name = r["lv_name"]
+        hidden = name.startswith("[") and name.endswith("]")
+        attr = r.get("lv_attr", "")
+        out.append(
+            LogicalVolume(
+                vg=r["vg_name"],
+                name=name.strip("[]"),
+                uuid=r["lv_uuid"],
+                size=_int(r["lv_size"]),
+                segtype=r.get("segtype", ""),
+                tags=_tags(r.get("lv_tags", "")),
+                pool=r.get("pool_lv", "").strip("[]"),
+                origin=r.get("origin", "").strip("[]"),
+                hidden=hidden,
+                active=len(attr) > 4 and attr[4] == "a",
+                metadata_size=_int(r.get("lv_metadata_size", "")),
+            )
+        )
+    return out
+
+
+_DEVICE = re.compile(r"^(?P<dev>.+)\((?P<pe>\d+)\)$")
+
+
+def parse_segments(text: str) -> list[Segment]:
+    """``lvs --segments`` rows. A segment on several devices (striped, RAID)
+    gets device "" and pe -1: only single-device segments are placed by offset."""
+    out = []
+    for r in parse_report(text, "seg"):
+        devices = [d for d in r.get("devices", "").split(",") if d]
+        match = _DEVICE.match(devices[0]) if len(devices) == 1 else None
+        out.append(
+            Segment(
+                lv=r["lv_name"].strip("[]"),
+                le=_int(r["seg_start_pe"]),
+                device=match.group("dev") if match else "",
+                pe=int(match.group("pe")) if match else -1,
+                extents=_int(r["seg_size_pe"]),
+                segtype=r.get("segtype", ""),
+            )
+        )
+    return out
+
+
+# ---------------------------------------------------------------- reading
+
+
+_REPORT = ["--reportformat", "json", "--units", "b", "--nosuffix"]
+
+
+def physical_volumes(devices: Sequence[str] = ()) -> list[PhysicalVolume]:
+    """The PVs among ``devices`` (all PVs when empty)."""
+    fields = "pv_name,pv_uuid,vg_name,pv_size,dev_size,pe_start,pv_mda_count"
+    return parse_pvs(_lvm(["pvs", *_REPORT, "-o", fields, *devices]))
+
+
+def volume_group(name: str) -> VolumeGroup:
+    fields = "vg_name,vg_uuid,vg_extent_size,vg_tags"
+    found = parse_vgs(_lvm(["vgs", *_REPORT, "-o", fields, name]))
+    if not found:
+        raise DiskError(f"LVM: no volume group {name}")
+    return found[0]
+
+
+def logical_volumes(vg: str) -> list[LogicalVolume]:
+    fields = (
+        "vg_name,lv_name,lv_uuid,lv_size,segtype,lv_tags,pool_lv,origin,lv_attr,lv_metadata_size"
+    )
+    return parse_lvs(_lvm(["lvs", "-a", *_REPORT, "-o", fields, vg]))
+
+
+def segments(vg: str) -> list[Segment]:
+    fields = "lv_name,seg_start_pe,seg_size_pe,segtype,devices"
+    return parse_segments(_lvm(["lvs", "-a", "--segments", *_REPORT, "-o", fields, vg]))
+
+
+def backup_metadata(vg: str) -> str:
+    """The volume group's ``vgcfgbackup`` text: what vgcfgrestore needs."""
+    with tempfile.TemporaryDirectory(prefix="liferaft-lvm-") as tmp:
+        path = os.path.join(tmp, f"{vg}.vg")
+        _lvm(["vgcfgbackup", "-f", path, vg])
+        with open(path) as f:
+            return f.read()
+
+
+# ---------------------------------------------------------------- activation
+
+
+@contextmanager
+def activated(vg: str, *, read_only: bool) -> Iterator[list[LogicalVolume]]:
+    """The volume group's LVs active for a ``with`` block; afterwards (also on
+    failure) the LVs that were inactive before are deactivated again.
+
+    ``read_only``: the kernel devices refuse writes (read_only_volume_list),
+    and lvm may not write metadata (metadata_read_only): a capture only reads.
+    """
+    before = {lv.name for lv in logical_volumes(vg) if lv.active}
+    config = []
+    if read_only:
+        config = [
+            "--config",
+            f'activation {{ read_only_volume_list = [ "{vg}" ] }} '
+            "global { metadata_read_only = 1 }",
+        ]
+    try:
+        _lvm(["vgchange", "--activate", "y", "--ignoreactivationskip", *config, vg])
+        yield logical_volumes(vg)
+    finally:
+        _deactivate(vg, before)
+
+
+def _deactivate(vg: str, keep: set[str]) -> None:
+    try:
+        now = [lv for lv in logical_volumes(vg) if lv.active and not lv.hidden]
+    except DiskError as exc:
+        log.warning("%s: cannot list its LVs to deactivate them: %s", vg, exc)
+        return
+    if not keep:
+        _lvm(["vgchange", "--activate", "n", vg], check=False)
+        return
+    # Thin LVs before their pool: a pool with an active thin LV stays up.
+    for lv in sorted(now, key=lambda lv: lv.segtype == "thin-pool"):
+        if lv.name not in keep:
+            _lvm(["lvchange", "--activate", "n", f"{vg}/{lv.name}"], check=False)
+
+
+def deactivate(vg: str) -> None:
+    """Every LV of the volume group off (a restore's end, also on failure)."""
+    _lvm(["vgchange", "--activate", "n", vg], check=False)
+
+
+# ---------------------------------------------------------------- recreating
+
+
+def create_pv(device: str, uuid: str, metadata: str, metadata_copies: int = 1) -> None:
+    """A PV on ``device`` with the old UUID, its extents where the metadata
+    says they are (``--restorefile`` takes pe_start from the backup)."""
+    with _metadata_file(metadata) as path:
+        _lvm(
+            [
+                "pvcreate",
+                "--yes",
+                "--force",
+                "--uuid",
+                uuid,
+                "--restorefile",
+                path,
+                "--pvmetadatacopies",
+                str(metadata_copies),
+                device,
+            ]
+        )
+
+
+def restore_vg(vg: str, metadata: str, *, force: bool) -> None:
+    """``vgcfgrestore`` the volume group; ``force`` for thin pools, whose
+    kernel metadata lvm cannot check (liferaft writes it back verbatim)."""
+    with _metadata_file(metadata) as path:
+        _lvm(["vgcfgrestore", *(["--force"] if force else []), "-f", path, vg])
+
+
+def resize_pv(device: str) -> None:
+    _lvm(["pvresize", device])
+
+
+def extend_lv(vg: str, lv: str) -> None:
+    """The LV takes every free extent of its volume group."""
+    _lvm(["lvextend", "--extents", "+100%FREE", f"{vg}/{lv}"])
+
+
+def activate(vg: str) -> None:
+    _lvm(["vgchange", "--activate", "y", "--ignoreactivationskip", vg])
+
+
+@contextmanager
+def _metadata_file(text: str) -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="liferaft-lvm-") as tmp:
+        path = os.path.join(tmp, "metadata.vg")
+        with open(path, "w") as f:
+            f.write(text)
+        yield path
