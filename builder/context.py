@@ -44,6 +44,8 @@ BASE_PACKAGES: tuple[str, ...] = (
     "dosfstools",
     "ntfs-3g",
     "exfatprogs",
+    # liferaft mount (browse an image's files): libfuse 3 and fusermount3
+    "fuse3",
     "zstd",
     "efibootmgr",
     "util-linux",
@@ -51,6 +53,14 @@ BASE_PACKAGES: tuple[str, ...] = (
     # network repositories: smb:// and nfs:// are mounted with the kernel's clients
     "cifs-utils",
     "nfs-common",
+    # server disks (issue 12): LVM (thin pools need thin_check to activate), LUKS
+    # (cryptsetup-bin has luksOpen and luksHeaderBackup without crypttab's boot
+    # scripts), md RAID. The overlay and initramfs-trim.sh keep them from
+    # activating anything on their own: the engine activates explicitly.
+    "lvm2",
+    "thin-provisioning-tools",
+    "cryptsetup-bin",
+    "mdadm",
 )
 
 # Trimmed from the image; documentation and translations are most of the

@@ -15,6 +15,7 @@ HOMES = {
     "umount": {"engine/mounts.py"},
     "ntfs-3g": {"engine/mounts.py"},
     "mount.exfat-fuse": {"engine/mounts.py"},
+    "losetup": {"engine/mounts.py"},
 }
 POWER = {"poweroff", "reboot", "halt", "shutdown"}
 

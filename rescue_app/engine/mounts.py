@@ -12,11 +12,14 @@ own messages) but mount and unmount through here.
     with mounted(node, "xfs", writable=True) as point: ...  # rw
     mount(device, "/run/liferaft/repo", fstype=None, options=["ro"])
     umount("/run/liferaft/repo")
+    loop = attach_loop("/mnt/image/disk1/p2/p2.img")   # read-only loop device
+    detach_loop(loop); loops_backed_under("/mnt/image"); mounts_under("/mnt/image")
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import tempfile
@@ -98,3 +101,77 @@ def mounted(
     finally:
         with contextlib.suppress(OSError):
             os.rmdir(point)
+
+
+# -- loop devices over image files, and what is mounted below a folder (the
+# browse mounts of engine/browse.py: an image's partitions loop-mounted inside
+# its FUSE tree)
+
+
+def attach_loop(path: str) -> str:
+    """A read-only loop device over the file ``path``; returns its /dev path."""
+    dev = run(["losetup", "--find", "--show", "--read-only", path], timeout=TIMEOUT).stdout
+    log.info("attached %s read-only to %s", path, dev.strip())
+    return dev.strip()
+
+
+def detach_loop(dev: str) -> None:
+    run(["losetup", "--detach", dev], check=False, timeout=TIMEOUT)
+
+
+def loops_backed_under(folder: str) -> list[str]:
+    """Loop devices whose backing file lies below ``folder``."""
+    prefix = os.path.abspath(folder).rstrip("/") + "/"
+    found = []
+    for backing in glob.glob("/sys/block/loop*/loop/backing_file"):
+        try:
+            with open(backing) as f:
+                path = f.read().strip().removesuffix(" (deleted)")
+        except OSError:
+            continue
+        if path.startswith(prefix):
+            found.append("/dev/" + backing.split("/")[3])
+    return sorted(found)
+
+
+def _mount_table() -> list[tuple[str, str]]:
+    """(mount point, filesystem type) of every mount this process sees."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            # the optional fields end at "-"; the type follows it
+            dash = fields.index("-", 6)
+            out.append((_unescape(fields[4]), fields[dash + 1]))
+    return out
+
+
+def mounts_under(folder: str) -> list[str]:
+    """Mount points at or below ``folder``, deepest first (the order to unmount)."""
+    top = os.path.abspath(folder).rstrip("/") or "/"
+    points = {p for p, _ in _mount_table() if p == top or p.startswith(top + "/")}
+    return sorted(points, key=lambda p: p.count("/"), reverse=True)
+
+
+def fstype_of(point: str) -> str | None:
+    """The type of what is mounted on ``point`` last (None: nothing)."""
+    top = os.path.abspath(point).rstrip("/") or "/"
+    types = [t for p, t in _mount_table() if p == top]
+    return types[-1] if types else None
+
+
+def is_mount_point(folder: str) -> bool:
+    return (os.path.abspath(folder).rstrip("/") or "/") in mounts_under(folder)
+
+
+def _unescape(field: str) -> str:
+    # mountinfo writes space, tab, newline and backslash as octal escapes
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)

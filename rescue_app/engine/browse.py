@@ -1,0 +1,477 @@
+"""Browse and extract: an image's files, read-only, without restoring it.
+
+Owns the layering of a browse mount and its order of setting up and taking
+down (mounts and loop devices themselves are engine/mounts.py's):
+
+    MOUNTPOINT                    FUSE (engine/imagefs.py), served by a thread of its own
+    MOUNTPOINT/disk1/p2/p2.img    -> losetup --read-only      (mounts.attach_loop)
+    MOUNTPOINT/disk1/p2/files     <- mount -o ro,noload|norecovery of that loop device
+
+The kernel reads a partition's filesystem through the loop device, which
+reads p2.img, which the FUSE thread assembles from chunks: the thread that
+runs ``mount`` waits on the kernel, never on itself. Taking down runs the
+other way: the filesystems, the loop devices, then the FUSE folder (which
+ends the FUSE thread). ``unmount_image`` does the same from another process
+(``liferaft umount``), also after the mounting process died.
+
+Extract mounts one partition on a temporary folder and copies with
+``cp -a --preserve=all`` (modes, owners, times, symlinks, hardlinks, xattrs,
+ACLs). Nothing here writes to an image or a repository.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+from rescue_app.engine import mounts
+from rescue_app.engine.imagefs import (
+    DEFAULT_CACHE_BYTES,
+    FUSE_TYPE,
+    FuseServer,
+    ImageFS,
+    image_name,
+    part_dir,
+)
+from rescue_app.engine.manifest import METHOD_NONE, METHOD_SWAP, Manifest
+from rescue_app.engine.repository import Repository
+from rescue_app.engine.units import human_size
+from rescue_app.errors import (
+    CancelledError,
+    CommandError,
+    LiferaftError,
+    NotRootError,
+    UsageError,
+)
+from rescue_app.progress import CancelToken, Progress, ProgressCallback, no_progress
+from rescue_app.run import run
+
+log = logging.getLogger("liferaft.browse")
+
+# Filesystems whose files a browse mount shows (mounts.mount knows how: the
+# kernel, or ntfs-3g and exfat-fuse; vfat needs the kernel's driver).
+MOUNTABLE = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "ntfs", "exfat"})
+
+
+@dataclass(frozen=True)
+class BrowsePartition:
+    """One partition of an image as a browse mount shows it. Paths are
+    relative to the mount point."""
+
+    disk: int  # 1-based, as "disk 1" in the rest of liferaft
+    number: int  # 0: a disk without a partition table
+    fstype: str | None
+    label: str | None
+    size: int
+    used_bytes: int
+    folder: str  # "disk1/p2"
+    image: str  # "disk1/p2/p2.img"
+    files: str | None  # "disk1/p2/files" when its filesystem can be mounted
+    swap: bool = False
+
+    def describe(self) -> str:
+        fs = self.fstype or "no filesystem"
+        label = f" '{self.label}'" if self.label else ""
+        return f"{fs}{label}, {human_size(self.size)}, {human_size(self.used_bytes)} used"
+
+
+def browse_partitions(manifest: Manifest) -> list[BrowsePartition]:
+    """The partitions a browse mount shows, in disk order (pure)."""
+    out = []
+    for disk in manifest.disks:
+        for p in disk.partitions:
+            if p.method == METHOD_NONE:
+                continue
+            folder = part_dir(disk.index, p.number)
+            fstype = p.filesystem.type
+            out.append(
+                BrowsePartition(
+                    disk=disk.index + 1,
+                    number=p.number,
+                    fstype=fstype,
+                    label=p.filesystem.label,
+                    size=p.size,
+                    used_bytes=p.used_bytes,
+                    folder=folder,
+                    image=f"{folder}/{image_name(p.number)}",
+                    files=f"{folder}/files" if fstype in MOUNTABLE else None,
+                    swap=p.method == METHOD_SWAP,
+                )
+            )
+    return out
+
+
+def select_partition(
+    manifest: Manifest, spec: str | None, parts: Sequence[BrowsePartition] | None = None
+) -> BrowsePartition:
+    """The partition ``--partition`` names: ``N`` (on the image's only disk,
+    or the only disk with a partition N) or ``diskD/pN``; without a spec, the
+    image's only partition with files."""
+    parts = list(parts if parts is not None else browse_partitions(manifest))
+    with_files = [p for p in parts if p.files]
+    listing = ", ".join(f"{p.folder} ({p.fstype})" for p in with_files) or "none"
+    if spec is None:
+        if len(with_files) == 1:
+            return with_files[0]
+        raise UsageError(
+            f"image {manifest.ref} has {len(with_files)} partitions with files: {listing}",
+            hint="choose one with --partition N (or diskD/pN)",
+        )
+    text = spec.strip().strip("/")
+    if text.isdigit():
+        found = [p for p in parts if p.number == int(text)]
+    else:
+        found = [p for p in parts if p.folder == text]
+    if len(found) > 1:
+        raise UsageError(
+            f"image {manifest.ref} has a partition {text} on several disks",
+            hint=f"name it as diskD/p{text}: {listing}",
+        )
+    if not found:
+        raise UsageError(
+            f"image {manifest.ref} has no partition {spec!r}",
+            hint=f"partitions with files: {listing}",
+        )
+    part = found[0]
+    if not part.files:
+        raise UsageError(
+            f"partition {part.folder} of image {manifest.ref} holds "
+            f"{part.fstype or 'no filesystem'}, whose files liferaft cannot show",
+            hint=f"its raw image is {part.image} in 'liferaft mount'; partitions with files: "
+            f"{listing}",
+        )
+    return part
+
+
+def check_mount_point(point: str) -> str:
+    """The absolute path of ``point`` if a browse mount may go there: an
+    existing, empty folder that is not mounted on. One clear error if not."""
+    path = os.path.abspath(point)
+    if not os.path.lexists(path):
+        raise UsageError(
+            f"mount point {point} does not exist", hint=f"create it first: mkdir -p {point}"
+        )
+    if not os.path.isdir(path):
+        raise UsageError(f"mount point {point} is not a folder", hint="give an empty folder")
+    if mounts.is_mount_point(path):
+        raise UsageError(
+            f"something is already mounted on {point}",
+            hint=f"unmount it first (liferaft umount {point}) or choose another folder",
+        )
+    if os.listdir(path):
+        raise UsageError(
+            f"mount point {point} is not empty", hint="give an empty folder, e.g. mkdir /mnt/image"
+        )
+    return path
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise NotRootError(
+            f"{what} needs root (FUSE, loop devices and mounts)",
+            hint="run it with sudo, or as root",
+        )
+
+
+@dataclass(frozen=True)
+class DirEntry:
+    name: str
+    kind: str  # "dir", "file", "symlink" or "other"
+    size: int
+    mode: int
+    mtime: float
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    return "file" if stat.S_ISREG(mode) else "other"
+
+
+class ImageMount:
+    """A live browse mount; ``close()`` (or leaving the ``with``) takes it down."""
+
+    def __init__(self, repo: Repository, manifest: Manifest, point: str, cache_bytes: int) -> None:
+        self.repo = repo
+        self.manifest = manifest
+        self.point = point
+        self.partitions = browse_partitions(manifest)
+        self.fs = ImageFS(repo, manifest, cache_bytes)
+        self.server = FuseServer(self.fs, point)
+        self.loops: list[str] = []
+        self.mounted: dict[str, str] = {}  # partition folder -> its files/ on this machine
+        self.notes: list[str] = []  # partitions whose files could not be shown, and why
+        self._closed = False
+        self._lock = threading.Lock()
+
+    # -- setting up --------------------------------------------------------
+    def _start(self, only: Sequence[BrowsePartition] | None) -> None:
+        wanted = [p for p in (only if only is not None else self.partitions) if p.files]
+        for p in wanted:
+            self.fs.add_files_dir(p.folder)
+        try:
+            self.server.start()
+        except LiferaftError:
+            if mounts.is_mount_point(self.point):
+                mounts.umount(self.point)
+            raise
+        for p in wanted:
+            self._mount_files(p)
+
+    def _mount_files(self, p: BrowsePartition) -> None:
+        assert p.files is not None
+        loop = None
+        try:
+            loop = mounts.attach_loop(os.path.join(self.point, p.image))
+            self.loops.append(loop)
+            target = os.path.join(self.point, p.files)
+            mounts.mount(loop, target, fstype=p.fstype, options=mounts.options_for(p.fstype, False))
+            self.mounted[p.folder] = target
+        except LiferaftError as exc:
+            why = exc.message
+            if isinstance(exc, CommandError) and exc.stderr.strip():
+                why = exc.stderr.strip().splitlines()[-1]
+            self.notes.append(
+                f"{p.folder} ({p.fstype}): its files cannot be shown ({why}); {p.image} is there"
+            )
+            log.warning("%s", self.notes[-1])
+            if loop is not None:
+                mounts.detach_loop(loop)
+                self.loops.remove(loop)
+            self.fs.hide(p.folder)
+
+    # -- using -------------------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        """The FUSE folder is still served (False once someone unmounted it)."""
+        return self.server.alive
+
+    def files_root(self, part: BrowsePartition) -> str:
+        root = self.mounted.get(part.folder)
+        if root is None:
+            raise UsageError(
+                f"the files of {part.folder} ({part.fstype or 'no filesystem'}) of image "
+                f"{self.manifest.ref} are not available",
+                hint="; ".join(n for n in self.notes if n.startswith(part.folder + " "))
+                or "only its raw image can be read",
+            )
+        return root
+
+    def list_dir(self, part: BrowsePartition, rel: str = "") -> list[DirEntry]:
+        """The entries of the folder ``rel`` of a partition, folders first."""
+        root = self.files_root(part)
+        folder = os.path.join(root, os.path.normpath("/" + rel).lstrip("/"))
+        out = []
+        with os.scandir(folder) as it:
+            for e in it:
+                st = e.stat(follow_symlinks=False)
+                out.append(DirEntry(e.name, _kind(st.st_mode), st.st_size, st.st_mode, st.st_mtime))
+        return sorted(out, key=lambda d: (d.kind != "dir", d.name))
+
+    def wait(self, stop: threading.Event) -> None:
+        """Until ``stop`` is set or the mount is ended from outside."""
+        while not stop.wait(0.5) and self.alive:
+            pass
+
+    # -- taking down -------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        take_down(self.point, self.loops)
+        self.server.join(10.0)
+
+    def __enter__(self) -> ImageMount:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def mount_image(
+    repo: Repository,
+    manifest: Manifest,
+    point: str,
+    *,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+    only: Sequence[BrowsePartition] | None = None,
+) -> ImageMount:
+    """Mount ``manifest``'s image read-only on the empty folder ``point``;
+    ``only``: mount the files of these partitions (default every one)."""
+    require_root("mounting an image")
+    path = check_mount_point(point)
+    if cache_bytes < manifest.chunk_size:
+        raise UsageError(
+            f"a cache of {human_size(cache_bytes)} cannot hold one chunk "
+            f"({human_size(manifest.chunk_size)})",
+            hint=f"give a cache of at least {manifest.chunk_size >> 20} MiB",
+        )
+    m = ImageMount(repo, manifest, path, cache_bytes)
+    try:
+        m._start(only)
+    except BaseException:
+        m.close()
+        raise
+    return m
+
+
+def take_down(point: str, loops: Sequence[str] = ()) -> None:
+    """Unmount everything of a browse mount on ``point``: the filesystems
+    below it, the loop devices over its files, the FUSE folder."""
+    for inner in mounts.mounts_under(point):
+        if inner != point:
+            mounts.umount(inner)
+    for loop in sorted({*loops, *mounts.loops_backed_under(point)}):
+        mounts.detach_loop(loop)
+    if mounts.is_mount_point(point):
+        mounts.umount(point)
+
+
+def unmount_image(point: str) -> None:
+    """End the browse mount on ``point`` (``liferaft umount``), whichever
+    process serves it, or clean up after one that died."""
+    require_root("unmounting an image")
+    path = os.path.abspath(point)
+    kind = mounts.fstype_of(path)
+    if kind is None:
+        raise UsageError(f"nothing is mounted on {point}", hint="give the folder of a browse mount")
+    if kind != FUSE_TYPE:
+        raise UsageError(
+            f"{point} is not a liferaft image mount (it holds {kind})",
+            hint="unmount it with umount",
+        )
+    take_down(path)
+    # The serving process sees its FUSE folder go and ends by itself.
+    for _ in range(50):
+        if not mounts.is_mount_point(path):
+            return
+        time.sleep(0.1)
+
+
+# -- extract ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    partition: str  # "disk1/p2"
+    copied: tuple[str, ...]  # the paths as given
+    to: str
+    bytes: int
+    seconds: float
+
+
+def extract(
+    repo: Repository,
+    manifest: Manifest,
+    paths: Sequence[str],
+    to: str,
+    *,
+    partition: str | None = None,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+) -> ExtractResult:
+    """Copy ``paths`` (inside the partition, e.g. ``/etc/fstab``) into the
+    folder ``to`` with all their metadata. A path that is not there: one
+    error naming it and the partition, nothing written."""
+    require_root("extracting files from an image")
+    if not paths:
+        raise UsageError("no path to extract", hint="name files or folders of the partition")
+    part = select_partition(manifest, partition)
+    dest = check_destination(to)
+    started = time.monotonic()
+    point = tempfile.mkdtemp(prefix="liferaft-extract-")
+    try:
+        with mount_image(repo, manifest, point, cache_bytes=cache_bytes, only=[part]) as m:
+            root = m.files_root(part)
+            sources = [_inside(root, p, part, manifest) for p in paths]
+            total = sum(_tree_bytes(s) for s in sources)
+            os.makedirs(dest, exist_ok=True)
+            done = 0
+            for given, source in zip(paths, sources, strict=True):
+                if cancel is not None and cancel.cancelled:
+                    raise CancelledError(f"extract cancelled; {given} and later paths not copied")
+                progress(Progress("extract", given, done, total))
+                # -a: recursive, symlinks as symlinks, hardlinks kept among what
+                # one call copies; --preserve=all adds xattrs and ACLs.
+                run(["cp", "-a", "--preserve=all", "--", source, dest + "/"])
+                done += _tree_bytes(source)
+                progress(Progress("extract", given, done, total))
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(point)
+    return ExtractResult(
+        partition=part.folder,
+        copied=tuple(paths),
+        to=dest,
+        bytes=done,
+        seconds=time.monotonic() - started,
+    )
+
+
+def check_destination(to: str) -> str:
+    dest = os.path.abspath(to)
+    if os.path.lexists(dest):
+        if not os.path.isdir(dest):
+            raise UsageError(f"--to {to} is not a folder", hint="give a folder to copy into")
+        if not os.access(dest, os.W_OK | os.X_OK):
+            raise UsageError(f"--to {to} is not writable", hint="choose another folder")
+        return dest
+    parent = dest
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"--to {to} cannot be created ({parent} is not a writable folder)",
+            hint="choose another folder",
+        )
+    return dest
+
+
+def _inside(root: str, given: str, part: BrowsePartition, manifest: Manifest) -> str:
+    """``given`` (a path of the partition) on this machine, below ``root``;
+    a symlink on the way must not lead out of the partition."""
+    rel = os.path.normpath("/" + given).lstrip("/")
+    where = f"partition {part.folder} ({part.fstype}) of image {manifest.ref}"
+    path = os.path.join(root, rel) if rel else root
+    parent = os.path.realpath(os.path.dirname(path))
+    if parent != root and not parent.startswith(root + "/"):
+        raise UsageError(
+            f"{given}: a symlink on the way leads out of {where}",
+            hint="give the path the symlink points to",
+        )
+    if not os.path.lexists(path):
+        raise UsageError(
+            f"{given} is not in {where}", hint="look with 'liferaft mount', or check the spelling"
+        )
+    return path
+
+
+def _tree_bytes(path: str) -> int:
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        return st.st_size if stat.S_ISREG(st.st_mode) else 0
+    total = 0
+    for folder, _dirs, names in os.walk(path):
+        for name in names:
+            with contextlib.suppress(OSError):
+                s = os.lstat(os.path.join(folder, name))
+                if stat.S_ISREG(s.st_mode):
+                    total += s.st_size
+    return total

@@ -1,0 +1,329 @@
+"""An image as a read-only FUSE filesystem, fed chunk by chunk from its repository.
+
+Owns the tree a browse mount shows and the path from a byte range of a
+partition to the chunks that hold it:
+
+    MOUNTPOINT/disk1/p2/p2.img    the partition as an image file (zeros where
+                                  the image holds no data: unused blocks, swap)
+    MOUNTPOINT/disk1/p2/files/    an empty folder; engine/browse.py mounts the
+                                  partition's filesystem on it
+    MOUNTPOINT/disk1/whole/whole.img  a disk captured without a partition table
+
+Every chunk comes through ``Repository.get_chunk`` (any store, hash-checked)
+into a bounded LRU cache of decompressed chunks; concurrent readers of one
+chunk wait for a single fetch. A chunk that cannot be fetched or does not
+match its hash fails that read with EIO and one log line naming the image,
+the partition and the offset: never wrong bytes, never zeros instead.
+
+The FUSE loop (libfuse 3 through mfusepy, its own worker threads) runs in a
+thread of its own, ``FuseServer``: the thread that loop-mounts a partition
+file reads through this filesystem and must not be the one serving it.
+Mounts nothing itself but its FUSE folder, and never writes.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import errno
+import logging
+import os
+import stat
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from rescue_app.engine.manifest import METHOD_NONE, Manifest, PartitionImage
+from rescue_app.engine.repository import Repository
+from rescue_app.errors import LiferaftError, ToolMissingError
+
+log = logging.getLogger("liferaft.imagefs")
+
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+FUSE_TYPE = "fuse.liferaft"  # the type /proc/self/mountinfo shows for a browse mount
+START_TIMEOUT = 15.0
+
+
+def part_dir(disk_index: int, number: int) -> str:
+    """Where a partition lives in the tree: ``disk1/p2`` (``disk1/whole`` for a
+    disk captured without a partition table)."""
+    return f"disk{disk_index + 1}/" + (f"p{number}" if number else "whole")
+
+
+def image_name(number: int) -> str:
+    return f"p{number}.img" if number else "whole.img"
+
+
+class ChunkCache:
+    """Decompressed, hash-checked chunks, least recently used dropped first
+    once more than ``limit`` bytes are held (one chunk is always kept)."""
+
+    def __init__(self, fetch: Callable[[str, str], bytes], limit: int) -> None:
+        self._fetch = fetch
+        self.limit = limit
+        self._data: OrderedDict[str, bytes] = OrderedDict()
+        self._held = 0
+        self._loading: dict[str, Future[bytes]] = {}
+        self._lock = threading.Lock()
+        self.fetches = 0  # chunks fetched from the repository (for tests and the bench)
+
+    def get(self, digest: str, where: str) -> bytes:
+        with self._lock:
+            data = self._data.get(digest)
+            if data is not None:
+                self._data.move_to_end(digest)
+                return data
+            pending = self._loading.get(digest)
+            if pending is None:
+                mine: Future[bytes] = Future()
+                self._loading[digest] = mine
+        if pending is not None:
+            return pending.result()
+        try:
+            data = self._fetch(digest, where)
+        except BaseException as exc:
+            with self._lock:
+                del self._loading[digest]
+            mine.set_exception(exc)
+            raise
+        with self._lock:
+            del self._loading[digest]
+            self.fetches += 1
+            self._data[digest] = data
+            self._held += len(data)
+            while self._held > self.limit and len(self._data) > 1:
+                _, old = self._data.popitem(last=False)
+                self._held -= len(old)
+        mine.set_result(data)
+        return data
+
+
+@dataclass(frozen=True)
+class PartitionFile:
+    """One partition of an image as a file of its size."""
+
+    ref: str  # the image, for log lines
+    disk_index: int
+    part: PartitionImage
+    chunk_size: int
+
+    @property
+    def size(self) -> int:
+        return self.part.size
+
+    @property
+    def where(self) -> str:
+        p = self.part
+        what = f"partition {p.number}" if p.number else "whole disk"
+        return f"image {self.ref}, disk {self.disk_index + 1} {what}"
+
+    def read(self, cache: ChunkCache, offset: int, size: int) -> bytes:
+        """Bytes ``[offset, offset+size)`` (cut at the end); ChunkError and the
+        stores' RepositoryError pass through."""
+        end = min(offset + size, self.size)
+        out = bytearray()
+        pos = offset
+        cs = self.chunk_size
+        while pos < end:
+            index = pos // cs
+            base = index * cs
+            stop = min(base + cs, end)
+            digest = self.part.chunks[index] if index < len(self.part.chunks) else None
+            if digest is None:
+                out += bytes(stop - pos)
+            else:
+                data = cache.get(digest, f"{self.where}, offset {base}")
+                piece = memoryview(data)[pos - base : stop - base]
+                out += piece
+                if len(piece) < stop - pos:  # a chunk shorter than the grid: zeros after it
+                    out += bytes(stop - pos - len(piece))
+            pos = stop
+        return bytes(out)
+
+
+def _load_fuse() -> Any:
+    """mfusepy, bound to libfuse 3 when it is there (it would take libfuse 2,
+    which needs the old fusermount, first)."""
+    chosen = os.environ.get("FUSE_LIBRARY_PATH") or os.environ.get("FUSE_LIBRARY_NAME")
+    if not chosen and ctypes.util.find_library("fuse3"):
+        os.environ["FUSE_LIBRARY_NAME"] = "fuse3"
+    try:
+        import mfusepy
+    except (ImportError, OSError) as exc:
+        raise ToolMissingError(
+            f"FUSE is not available ({exc})",
+            hint="install the Debian package fuse3 and the Python package mfusepy",
+        ) from None
+    return mfusepy
+
+
+class ImageFS:
+    """The FUSE operations (mfusepy's Operations protocol): a fixed tree of
+    folders and partition files; ``hide`` drops a partition's files/ folder
+    when its filesystem could not be mounted."""
+
+    use_ns = True  # times in nanoseconds (mfusepy)
+
+    def __init__(self, repo: Repository, manifest: Manifest, cache_bytes: int) -> None:
+        self.repo = repo
+        self.manifest = manifest
+        self.cache = ChunkCache(repo.get_chunk, cache_bytes)
+        self.files: dict[str, PartitionFile] = {}  # "/disk1/p2/p2.img" -> file
+        self.dirs: dict[str, list[str]] = {"/": []}
+        self.ready = threading.Event()
+        self._bad: set[str] = set()
+        self._lock = threading.Lock()
+        try:
+            created = datetime.fromisoformat(manifest.created.replace("Z", "+00:00"))
+            self.time_ns = int(created.timestamp()) * 1_000_000_000
+        except ValueError:
+            self.time_ns = 0
+        for disk in manifest.disks:
+            for part in disk.partitions:
+                if part.method == METHOD_NONE:
+                    continue  # an extended partition's container holds no data of its own
+                folder = "/" + part_dir(disk.index, part.number)
+                self._add_dir(folder)
+                name = image_name(part.number)
+                self.dirs[folder].append(name)
+                self.files[f"{folder}/{name}"] = PartitionFile(
+                    manifest.ref, disk.index, part, manifest.chunk_size
+                )
+
+    def _add_dir(self, path: str) -> None:
+        if path in self.dirs:
+            return
+        parent, name = path.rsplit("/", 1)
+        parent = parent or "/"
+        self._add_dir(parent)
+        self.dirs[parent].append(name)
+        self.dirs[path] = []
+
+    def add_files_dir(self, folder: str) -> None:
+        """Show ``folder/files`` (``folder`` as "disk1/p2"), the inner mount's point."""
+        with self._lock:
+            self._add_dir(f"/{folder}/files")
+
+    def hide(self, folder: str) -> None:
+        with self._lock:
+            path = f"/{folder}/files"
+            if path in self.dirs and not self.dirs[path]:
+                del self.dirs[path]
+                self.dirs["/" + folder].remove("files")
+
+    # -- FUSE operations (called on libfuse's threads) ----------------------
+    def init(self, path: str) -> None:
+        self.ready.set()
+
+    def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
+        times = {"st_atime": self.time_ns, "st_mtime": self.time_ns, "st_ctime": self.time_ns}
+        if path in self.dirs:
+            return {"st_mode": stat.S_IFDIR | 0o555, "st_nlink": 2, **times}
+        f = self.files.get(path)
+        if f is None:
+            raise _fuse_error(errno.ENOENT)
+        # The raw partition holds every file of it, whoever owns them: root only.
+        return {
+            "st_mode": stat.S_IFREG | 0o400,
+            "st_nlink": 1,
+            "st_size": f.size,
+            "st_blocks": (f.part.used_bytes + 511) // 512,
+            **times,
+        }
+
+    def readdir(self, path: str, fh: int) -> list[str]:
+        with self._lock:
+            names = self.dirs.get(path)
+            if names is None:
+                raise _fuse_error(errno.ENOENT)
+            return [".", "..", *names]
+
+    def open(self, path: str, flags: int) -> int:
+        if path not in self.files:
+            raise _fuse_error(errno.ENOENT)
+        if flags & (os.O_WRONLY | os.O_RDWR):
+            raise _fuse_error(errno.EROFS)
+        return 0
+
+    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        f = self.files.get(path)
+        if f is None:
+            raise _fuse_error(errno.ENOENT)
+        try:
+            return f.read(self.cache, offset, size)
+        except LiferaftError as exc:
+            # One line per bad chunk, however often the kernel retries it.
+            with self._lock:
+                first = str(exc) not in self._bad
+                self._bad.add(str(exc))
+            if first:
+                log.error("read of %s at offset %d failed: %s", f.where, offset, exc)
+            raise _fuse_error(errno.EIO) from None
+
+    def statfs(self, path: str) -> dict[str, int]:
+        total = sum(f.size for f in self.files.values())
+        return {"f_bsize": 4096, "f_frsize": 4096, "f_blocks": total // 4096, "f_namemax": 255}
+
+
+def _fuse_error(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
+
+
+class FuseServer:
+    """Serves ``ops`` on ``point`` from a thread of its own until the folder
+    is unmounted (``umount``, ``fusermount3 -u``)."""
+
+    def __init__(self, ops: ImageFS, point: str) -> None:
+        self.ops = ops
+        self.point = point
+        self.error: BaseException | None = None
+        self.ended = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        mfusepy = _load_fuse()
+        self._thread = threading.Thread(
+            target=self._serve, args=(mfusepy,), name="liferaft-fuse", daemon=True
+        )
+        self._thread.start()
+        waited = 0.0
+        while not self.ops.ready.wait(0.05):
+            waited += 0.05
+            if self.ended.is_set() or waited > START_TIMEOUT:
+                raise LiferaftError(
+                    f"could not mount the image on {self.point} through FUSE ({self.error})",
+                    hint="check that /dev/fuse exists (modprobe fuse) and the folder is free",
+                )
+
+    def _serve(self, mfusepy: Any) -> None:
+        # libfuse installs its own SIGINT/SIGTERM/SIGHUP handlers only where a
+        # signal still has the default action; the CLI sets its handlers
+        # first, so a signal reaches the main thread, which unmounts in order.
+        try:
+            mfusepy.FUSE(
+                self.ops,
+                self.point,
+                foreground=True,
+                ro=True,
+                allow_other=True,
+                default_permissions=True,
+                kernel_cache=True,
+                fsname="liferaft",
+                subtype="liferaft",
+            )
+        except BaseException as exc:  # reported by start() or alive
+            self.error = exc
+            log.debug("FUSE loop on %s ended with %r", self.point, exc)
+        finally:
+            self.ended.set()
+
+    @property
+    def alive(self) -> bool:
+        return not self.ended.is_set()
+
+    def join(self, timeout: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)

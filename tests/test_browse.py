@@ -1,0 +1,471 @@
+"""Browse and extract (issue 13): `liferaft mount`, `umount` and `extract` on a
+real image of ext4 + XFS + Btrfs, through real FUSE, loop devices and nginx.
+
+One source disk is captured once for the module; each test mounts the image
+(local or over HTTP) with the real CLI in a process of its own, and every
+test leaves no mount and no loop device behind, also when it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from rescue_app.engine import Engine, browse, mounts
+from rescue_app.engine.extents import ExtentMap
+from rescue_app.engine.imagefs import ChunkCache, PartitionFile
+from rescue_app.engine.manifest import Filesystem, PartitionImage, parse_manifest
+from rescue_app.engine.repository import CHUNK_SIZE, chunk_rel
+from rescue_app.errors import ChunkError, UsageError
+from rescue_app.run import run
+from tests.conftest import _disk_backed_tmp
+from tests.enginekit import REPO_ROOT, Layout, assert_one_line_error, build_source, liferaft
+from tests.helpers.diskkit import MIB, PartSpec, _hash_tree, disk_bytes_sha256, loop_disk
+from tests.stores.serverkit import Nginx
+
+LAYOUT = Layout(
+    "gpt",
+    [PartSpec(128, "ext4"), PartSpec(320, "xfs"), PartSpec(None, "btrfs")],
+    ["ext4", "xfs", "btrfs"],
+)
+DISK_BYTES = 900 * MIB
+UID, GID = 1234, 5678
+MTIME = 1_500_000_000  # 2017-07-14, whole seconds
+
+
+def _acl_xattr(uid: int) -> bytes:
+    """A POSIX access ACL (user::rw-, user:UID:r--, group::r--, mask::r--,
+    other::---) as the kernel stores it in system.posix_acl_access."""
+    entries = [(0x01, 6, 0xFFFFFFFF), (0x02, 4, uid), (0x04, 4, 0xFFFFFFFF)]
+    entries += [(0x10, 4, 0xFFFFFFFF), (0x20, 0, 0xFFFFFFFF)]
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+
+@dataclass
+class Image:
+    dev: str  # the source disk, still attached
+    nodes: list[str]
+    repo: str
+    files: dict[int, dict[str, str]]  # partition index -> {path: sha256}
+    manifest_chunks: dict[int, tuple[str | None, ...]]  # partition number -> chunks
+    chunk_bytes: int  # bytes of every chunk file of the repository
+    workdir: str
+
+
+def _special_files(node: str) -> None:
+    """Files whose metadata extract must keep, on the ext4 partition."""
+    with mounts.mounted(node, "ext4", writable=True) as root:
+        os.makedirs(f"{root}/meta/sub")
+        with open(f"{root}/meta/owned.txt", "w") as f:
+            f.write("owned by 1234\n")
+        os.chown(f"{root}/meta/owned.txt", UID, GID)
+        os.chmod(f"{root}/meta/owned.txt", 0o640)
+        os.setxattr(f"{root}/meta/owned.txt", "user.liferaft", b"kept")
+        os.setxattr(f"{root}/meta/owned.txt", "system.posix_acl_access", _acl_xattr(UID))
+        os.link(f"{root}/meta/owned.txt", f"{root}/meta/sub/hardlink.txt")
+        os.symlink("../owned.txt", f"{root}/meta/sub/link")
+        os.utime(f"{root}/meta/owned.txt", (MTIME, MTIME))
+        with open(f"{root}/big10.bin", "wb") as f:
+            f.write(os.urandom(10 * MIB))  # random: the chunks do not compress away
+
+
+@pytest.fixture(scope="module")
+def image() -> Iterator[Image]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (loop devices, FUSE)")
+    with (
+        tempfile.TemporaryDirectory(prefix="liferaft-browse-", dir=_disk_backed_tmp()) as d,
+        loop_disk(DISK_BYTES, d) as dev,
+    ):
+        source = build_source(dev, LAYOUT, seed=21)
+        _special_files(source.nodes[0])
+        # Data a reader of other files must not download (random: no compression).
+        with mounts.mounted(source.nodes[1], "xfs", writable=True) as root:
+            with open(f"{root}/filler.bin", "wb") as f:
+                f.write(os.urandom(96 * MIB))
+            source.files[1]["filler.bin"] = _hash_tree(root)["filler.bin"]
+        with mounts.mounted(source.nodes[0], "ext4") as root:
+            source.files[0] = _hash_tree(root)
+        repo = os.path.join(d, "repo")
+        liferaft("capture", "--repo", repo, "--name", "src", dev)
+        (name,) = os.listdir(f"{repo}/images/src")
+        with open(f"{repo}/images/src/{name}") as f:
+            manifest = parse_manifest(f.read(), name)
+        chunks = {p.number: p.chunks for p in manifest.disks[0].partitions}
+        size = sum(
+            os.path.getsize(os.path.join(folder, n))
+            for folder, _, names in os.walk(f"{repo}/chunks")
+            for n in names
+        )
+        yield Image(dev, source.nodes, repo, source.files, chunks, size, d)
+
+
+def _loops_under(point: str) -> list[str]:
+    return mounts.loops_backed_under(point)
+
+
+@contextlib.contextmanager
+def mounted_image(repo: str, point: str, *extra: str) -> Iterator[subprocess.Popen[str]]:
+    """`liferaft mount` in a process of its own, until it says it serves;
+    always ended (umount, then the process), also when the test fails."""
+    os.makedirs(point, exist_ok=True)
+    argv = [sys.executable, "-m", "rescue_app.cli", "mount", "--repo", repo, "--image", "src"]
+    proc = subprocess.Popen(
+        [*argv, *extra, point],
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out: list[str] = []
+    assert proc.stdout is not None
+    try:
+        deadline = time.monotonic() + 60
+        for line in proc.stdout:
+            out.append(line)
+            if line.startswith("serving"):
+                break
+            assert time.monotonic() < deadline, out
+        if not out or not out[-1].startswith("serving"):
+            proc.wait(30)
+            raise AssertionError("".join(out) + (proc.stderr.read() if proc.stderr else ""))
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        browse.take_down(point)  # a no-op when the mount ended as it should
+
+
+def _assert_gone(point: str) -> None:
+    assert mounts.mounts_under(point) == []
+    assert _loops_under(point) == []
+
+
+# ---------------------------------------------------------------- mount
+
+
+@pytest.mark.root
+def test_mount_shows_each_partition_files_and_image(image: Image) -> None:
+    point = os.path.join(image.workdir, "mnt")
+    with mounted_image(image.repo, point) as proc:
+        assert sorted(os.listdir(f"{point}/disk1")) == ["p1", "p2", "p3"]
+        for i in range(3):
+            folder = f"{point}/disk1/p{i + 1}"
+            assert sorted(os.listdir(folder)) == ["files", f"p{i + 1}.img"]
+            assert _hash_tree(f"{folder}/files") == image.files[i], f"files of p{i + 1} differ"
+        # The partition image: byte for byte the source partition (its unused
+        # blocks are zeros on the sparse source), and its filesystem checks clean.
+        p1 = f"{point}/disk1/p1/p1.img"
+        size = os.path.getsize(p1)
+        with open(p1, "rb") as f:
+            assert hashlib.file_digest(f, "sha256").hexdigest() == disk_bytes_sha256(
+                image.nodes[0], 0, size
+            )
+        copy = os.path.join(image.workdir, "p2-copy.img")
+        shutil.copyfile(f"{point}/disk1/p2/p2.img", copy)
+        run(["xfs_repair", "-n", "-f", copy])
+        os.unlink(copy)
+        # Read-only all the way down.
+        with pytest.raises(OSError) as caught:
+            open(p1, "r+b")
+        assert caught.value.errno in (errno.EROFS, errno.EACCES)
+        with pytest.raises(OSError) as caught:
+            open(f"{point}/disk1/p1/files/new.txt", "w")
+        assert caught.value.errno == errno.EROFS
+        assert len(_loops_under(point)) == 3
+        done = liferaft("umount", point)
+        assert done.returncode == 0, done.stderr
+        assert proc.wait(20) == 0
+        assert "unmounted" in (proc.stdout.read() if proc.stdout else "")
+    _assert_gone(point)
+
+
+@pytest.mark.root
+def test_sigterm_ends_the_mount_and_leaves_no_loop_device(image: Image) -> None:
+    point = os.path.join(image.workdir, "mnt-term")
+    with mounted_image(image.repo, point) as proc:
+        assert os.listdir(f"{point}/disk1/p3/files")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        _assert_gone(point)
+        assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
+
+
+@pytest.mark.root
+def test_umount_cleans_up_after_a_killed_mount(image: Image) -> None:
+    """SIGKILL leaves the FUSE folder dead and the loop devices attached:
+    `liferaft umount` still takes everything down."""
+    point = os.path.join(image.workdir, "mnt-kill")
+    with mounted_image(image.repo, point) as proc:
+        proc.kill()
+        proc.wait(10)
+        assert _loops_under(point)
+        liferaft("umount", point)
+        _assert_gone(point)
+
+
+@pytest.mark.root
+def test_mount_over_http_fetches_little_and_is_timed(image: Image) -> None:
+    """Reading one small file of a 120 MiB image over HTTP fetches a few chunks,
+    counted in nginx's log; listing a folder and reading a 10 MB file are timed."""
+    work = os.path.join(image.workdir, "http")
+    point = os.path.join(work, "mnt")
+    with Nginx(image.repo, os.path.join(work, "nginx")) as nginx:
+        url = f"http://127.0.0.1:{nginx.port}/"
+        with mounted_image(url, point):
+            with open(f"{point}/disk1/p1/files/docs/readme.txt", "rb") as f:
+                small = f.read()
+            assert hashlib.sha256(small).hexdigest() == image.files[0]["docs/readme.txt"]
+            sent = _bytes_sent(nginx)
+            started = time.monotonic()
+            names = os.listdir(f"{point}/disk1/p1/files/deep/a/b/c")
+            listed = time.monotonic() - started
+            before = _bytes_sent(nginx)
+            started = time.monotonic()
+            with open(f"{point}/disk1/p1/files/big10.bin", "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+            read = time.monotonic() - started
+            big = _bytes_sent(nginx) - before
+        assert names
+        assert digest == image.files[0]["big10.bin"]
+    _assert_gone(point)
+    print(
+        f"\nbrowse over HTTP: image {image.chunk_bytes / MIB:.1f} MiB of chunks; mounting 3 "
+        f"filesystems and reading a small file fetched {sent / MIB:.1f} MiB; listing a "
+        f"folder {listed * 1000:.0f} ms; reading a 10 MiB file {read:.2f} s "
+        f"({10 / read:.0f} MiB/s, {big / MIB:.1f} MiB fetched)"
+    )
+    # About one 4 MiB chunk per filesystem's metadata and the file: a small
+    # part of the image, however large it is.
+    assert sent < 4 * CHUNK_SIZE and sent < image.chunk_bytes / 8, (sent, image.chunk_bytes)
+    assert big < 10 * MIB + 3 * CHUNK_SIZE
+
+
+def _bytes_sent(nginx: Nginx) -> int:
+    return sum(int(line.split()[2]) for line in nginx.log_lines() if "/chunks/" in line)
+
+
+@pytest.mark.root
+def test_a_corrupt_chunk_is_eio_and_a_log_line_never_wrong_bytes(image: Image) -> None:
+    work = os.path.join(image.workdir, "corrupt")
+    repo = os.path.join(work, "repo")
+    shutil.copytree(image.repo, repo)
+    # The chunk holding the middle of big10.bin's random half: found by its bytes.
+    with mounts.mounted(image.nodes[0], "ext4") as root, open(f"{root}/big10.bin", "rb") as f:
+        f.seek(5 * MIB)
+        needle = f.read(4096)
+    offset = _find(image.nodes[0], needle)
+    digest = image.manifest_chunks[1][offset // CHUNK_SIZE]
+    assert digest is not None
+    path = os.path.join(repo, chunk_rel(digest))
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        data = f.read(64)
+        f.seek(-64, os.SEEK_CUR)
+        f.write(bytes(b ^ 0xFF for b in data))
+    point = os.path.join(work, "mnt")
+    with mounted_image(repo, point) as proc:
+        files = f"{point}/disk1/p1/files"
+        assert os.path.getsize(f"{files}/big10.bin") == 10 * MIB  # metadata is fine
+        with open(f"{files}/docs/readme.txt", "rb") as f:  # so are other chunks
+            assert hashlib.sha256(f.read()).hexdigest() == image.files[0]["docs/readme.txt"]
+        with open(f"{files}/big10.bin", "rb") as f, pytest.raises(OSError) as caught:
+            f.seek(5 * MIB)
+            f.read(4096)
+        assert caught.value.errno == errno.EIO
+        liferaft("umount", point)
+        proc.wait(20)
+        err = proc.stderr.read() if proc.stderr else ""
+    _assert_gone(point)
+    line = next(ln for ln in err.splitlines() if "damaged" in ln)
+    base = offset // CHUNK_SIZE * CHUNK_SIZE
+    assert "image src@" in line and "disk 1 partition 1" in line, line
+    assert f"offset {base}" in line, line
+
+
+def _find(node: str, needle: bytes) -> int:
+    with open(node, "rb") as f:
+        at = f.read().find(needle)  # 128 MiB
+    assert at >= 0, "needle not on the partition"
+    return at
+
+
+# ---------------------------------------------------------------- extract
+
+
+@pytest.mark.root
+def test_extract_keeps_owner_mode_times_xattrs_acls_links(image: Image) -> None:
+    out = os.path.join(image.workdir, "out", "new")  # created by extract
+    liferaft(
+        "extract", "--repo", image.repo, "--image", "src", "--partition", "1",
+        "/meta", "docs/readme.txt", "--to", out,
+    )  # fmt: skip
+    st = os.lstat(f"{out}/meta/owned.txt")
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (UID, GID, 0o640)
+    assert int(st.st_mtime) == MTIME
+    assert os.getxattr(f"{out}/meta/owned.txt", "user.liferaft") == b"kept"
+    assert os.getxattr(f"{out}/meta/owned.txt", "system.posix_acl_access") == _acl_xattr(UID)
+    assert os.lstat(f"{out}/meta/sub/hardlink.txt").st_ino == st.st_ino
+    assert os.readlink(f"{out}/meta/sub/link") == "../owned.txt"
+    with open(f"{out}/readme.txt", "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == image.files[0]["docs/readme.txt"]
+    assert [p for p in mounts.mounts_under("/") if "liferaft-extract" in p] == []
+    assert not [d for d in os.listdir(tempfile.gettempdir()) if d.startswith("liferaft-extract")]
+
+
+@pytest.mark.root
+def test_extract_of_a_missing_path_names_it_and_writes_nothing(image: Image) -> None:
+    out = os.path.join(image.workdir, "never")
+    proc = liferaft(
+        "extract", "--repo", image.repo, "--image", "src", "--partition", "2",
+        "/docs", "/no/such/file", "--to", out, check=False,
+    )  # fmt: skip
+    assert_one_line_error(proc, "/no/such/file", "disk1/p2", "xfs")
+    assert not os.path.exists(out)
+    proc = liferaft(
+        "extract", "--repo", image.repo, "--image", "src", "/x", "--to", out, check=False
+    )
+    assert_one_line_error(proc, "3 partitions with files", "--partition")
+    proc = liferaft(
+        "extract", "--repo", image.repo, "--image", "src", "--partition", "9", "/x", "--to", out,
+        check=False,
+    )  # fmt: skip
+    assert_one_line_error(proc, "no partition '9'")
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.root
+def test_bad_mount_inputs_are_one_line(image: Image) -> None:
+    work = os.path.join(image.workdir, "bad")
+    os.makedirs(f"{work}/full")
+    with open(f"{work}/full/x", "w") as f:
+        f.write("x")
+    with open(f"{work}/file", "w") as f:
+        f.write("x")
+    os.makedirs(f"{work}/empty")
+    cases = [
+        (["--image", "nosuch", f"{work}/empty"], "no image named 'nosuch'"),
+        (["--image", "src", f"{work}/full"], "not empty"),
+        (["--image", "src", f"{work}/file"], "not a folder"),
+        (["--image", "src", f"{work}/missing"], "does not exist"),
+    ]
+    for args, needle in cases:
+        proc = liferaft("mount", "--repo", image.repo, *args, check=False)
+        assert_one_line_error(proc, needle)
+    _assert_gone(f"{work}/empty")
+    proc = liferaft("mount", "--repo", "/nonexistent", "--image", "src", f"{work}/empty",
+                    check=False, user=65534)  # fmt: skip
+    assert_one_line_error(proc, "needs root")
+    proc = liferaft("umount", f"{work}/empty", check=False)
+    assert_one_line_error(proc, "nothing is mounted")
+    proc = liferaft("umount", "/", check=False)
+    assert_one_line_error(proc, "not a liferaft image mount")
+
+
+# ---------------------------------------------------------------- no root
+
+
+def test_partition_reads_assemble_chunks_zeros_and_refuse_bad_ones(tmp_path) -> None:
+    """The read path on a real local repository: across chunk borders, zeros
+    where no chunk is stored, a damaged chunk an error, never other bytes;
+    the cache stays within its bound."""
+    repo = Engine().open_repository(str(tmp_path / "repo"), create=True)
+    a, b = os.urandom(CHUNK_SIZE), os.urandom(CHUNK_SIZE // 2)
+    da, db = repo.put_chunk(a).digest, repo.put_chunk(b).digest
+    size = 2 * CHUNK_SIZE + len(b)
+    part = PartitionImage(
+        1, 1 << 20, size, "gpt", None, None, None, None, False, Filesystem("ext4"),
+        "used-blocks", size, ExtentMap(), (da, None, db),
+    )  # fmt: skip
+    f = PartitionFile("t@1", 0, part, CHUNK_SIZE)
+    cache = ChunkCache(repo.get_chunk, CHUNK_SIZE + 1)
+    whole = a + bytes(CHUNK_SIZE) + b
+    for off, n in [(0, 10), (CHUNK_SIZE - 5, 10), (2 * CHUNK_SIZE - 3, 9), (size - 4, 100)]:
+        assert f.read(cache, off, n) == whole[off : off + n]
+    assert f.read(cache, size, 10) == b""
+    assert len(cache._data) == 1  # bounded: one 4 MiB chunk fits, two do not
+    path = tmp_path / "repo" / chunk_rel(da)
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    fresh = ChunkCache(repo.get_chunk, 8 * CHUNK_SIZE)
+    with pytest.raises(ChunkError, match="offset 0"):
+        f.read(fresh, 100, 10)
+
+
+def test_chunk_cache_fetches_a_chunk_once_for_concurrent_readers(tmp_path) -> None:
+    repo = Engine().open_repository(str(tmp_path / "repo"), create=True)
+    digest = repo.put_chunk(os.urandom(1000)).digest
+    calls = []
+
+    def slow_fetch(d: str, where: str) -> bytes:
+        calls.append(d)
+        time.sleep(0.2)
+        return repo.get_chunk(d, where)
+
+    cache = ChunkCache(slow_fetch, 1 << 20)
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(cache.get(digest, "x"))) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [digest] and len(results) == 4 and len(set(results)) == 1
+
+
+def test_partition_choice_for_extract() -> None:
+    doc = json.loads(
+        json.dumps(
+            {
+                "format": "liferaft-manifest",
+                "version": 1,
+                "name": "m",
+                "id": "20260101T000000Z",
+                "created": "2026-01-01T00:00:00Z",
+                "host": "h",
+                "liferaft_version": "0",
+                "chunk_size": CHUNK_SIZE,
+                "chunk_hash": "sha256",
+                "compression": "zstd",
+                "disks": [],
+            }
+        )
+    )
+    empty = parse_manifest(json.dumps(doc), "m")
+    with pytest.raises(UsageError, match="0 partitions with files"):
+        browse.select_partition(empty, None)
+    parts = [
+        browse.BrowsePartition(1, 1, "vfat", None, 1, 1, "disk1/p1", "disk1/p1/p1.img", "f"),
+        browse.BrowsePartition(1, 2, "swap", None, 1, 1, "disk1/p2", "disk1/p2/p2.img", None),
+        browse.BrowsePartition(2, 1, "ext4", None, 1, 1, "disk2/p1", "disk2/p1/p1.img", "f"),
+    ]
+    assert browse.select_partition(empty, "disk2/p1", parts) is parts[2]
+    with pytest.raises(UsageError, match="several disks"):
+        browse.select_partition(empty, "1", parts)
+    with pytest.raises(UsageError, match="swap"):
+        browse.select_partition(empty, "2", parts)
