@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 
 def free_port() -> int:
@@ -35,7 +36,7 @@ def wait_port(
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
+def stop(proc: subprocess.Popen[Any]) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -244,10 +245,6 @@ class Sshd:
     host_key: str  # the private host key; its .pub beside it
     log: str  # sshd's stderr
     proc: subprocess.Popen[bytes]
-
-    def __iter__(self) -> Iterator[object]:
-        """``port, client_key, known_hosts = server``, as tests written before this class."""
-        return iter((self.port, self.client_key, self.known_hosts))
 
     def host_pub(self) -> str:
         with open(self.host_key + ".pub") as f:
