@@ -22,14 +22,25 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
 from rescue_app.engine import Engine, browse, mounts
 from rescue_app.engine.extents import ExtentMap
-from rescue_app.engine.imagefs import ChunkCache, PartitionFile
-from rescue_app.engine.manifest import Filesystem, PartitionImage, parse_manifest
+from rescue_app.engine.imagefs import ChunkCache, VolumeFile
+from rescue_app.engine.manifest import (
+    METHOD_LVM_PV,
+    DiskImage,
+    Filesystem,
+    LogicalVolumeImage,
+    Manifest,
+    PartitionImage,
+    PartitionTable,
+    Region,
+    VolumeGroupImage,
+    parse_manifest,
+)
 from rescue_app.engine.repository import CHUNK_SIZE, chunk_rel
 from rescue_app.errors import ChunkError, UsageError
 from rescue_app.run import run
@@ -396,11 +407,7 @@ def test_partition_reads_assemble_chunks_zeros_and_refuse_bad_ones(tmp_path) -> 
     a, b = os.urandom(CHUNK_SIZE), os.urandom(CHUNK_SIZE // 2)
     da, db = repo.put_chunk(a).digest, repo.put_chunk(b).digest
     size = 2 * CHUNK_SIZE + len(b)
-    part = PartitionImage(
-        1, 1 << 20, size, "gpt", None, None, None, None, False, Filesystem("ext4"),
-        "used-blocks", size, ExtentMap(), (da, None, db),
-    )  # fmt: skip
-    f = PartitionFile("t@1", 0, part, CHUNK_SIZE)
+    f = VolumeFile("image t@1, disk 1 partition 1", size, size, (da, None, db), CHUNK_SIZE)
     cache = ChunkCache(repo.get_chunk, CHUNK_SIZE + 1)
     whole = a + bytes(CHUNK_SIZE) + b
     for off, n in [(0, 10), (CHUNK_SIZE - 5, 10), (2 * CHUNK_SIZE - 3, 9), (size - 4, 100)]:
@@ -469,3 +476,58 @@ def test_partition_choice_for_extract() -> None:
         browse.select_partition(empty, "1", parts)
     with pytest.raises(UsageError, match="swap"):
         browse.select_partition(empty, "2", parts)
+
+
+def test_lvm_volumes_are_shown_and_their_physical_volume_is_not() -> None:
+    """An image with an LVM volume group: each logical volume is a folder of
+    its own (lvm/VG/LV), the PV partition holds no data of its own, a thin
+    pool and a pool's hidden parts are not shown. No root: the layout only."""
+    base = _small_manifest()
+    disk = base.disks[0]
+    pv = replace(disk.partitions[0], number=2, method=METHOD_LVM_PV, chunks=())
+    boot = replace(disk.partitions[0], number=1, filesystem=Filesystem("ext4"))
+
+    def lv(name: str, fs: str | None, **kw: object) -> LogicalVolumeImage:
+        fields: dict[str, object] = dict(
+            name=name, uuid=name, size=8 * CHUNK_SIZE, segtype="linear", tags=(), pool="",
+            hidden=False, holds_root=False, filesystem=Filesystem(fs), method="used-blocks",
+            used_bytes=CHUNK_SIZE, used_map=ExtentMap(), chunks=("a" * 64,),
+        )  # fmt: skip
+        fields.update(kw)
+        return LogicalVolumeImage(**fields)  # type: ignore[arg-type]
+
+    vg = VolumeGroupImage(
+        "vg0", "u", 4 * MIB, (), "", (),
+        (lv("root", "xfs"), lv("pool", None, segtype="thin-pool"),
+         lv("pool_tmeta", None, hidden=True), lv("swap", "swap", method="swap")),
+    )  # fmt: skip
+    m = replace(base, disks=(replace(disk, partitions=(boot, pv)),), volume_groups=(vg,))
+    parts = browse.browse_partitions(m)
+    assert [p.folder for p in parts] == ["disk1/p1", "lvm/vg0/root", "lvm/vg0/swap"]
+    root = parts[1]
+    assert (root.image, root.files, root.lv) == (
+        "lvm/vg0/root/root.img",
+        "lvm/vg0/root/files",
+        "vg0/root",
+    )
+    assert root.volume is not None and root.volume.where.endswith("logical volume vg0/root")
+    assert parts[2].swap and parts[2].files is None
+    assert browse.select_partition(m, "vg0/root") == root
+    assert browse.select_partition(m, "1") == parts[0]
+    with pytest.raises(UsageError, match="2 partitions with files"):
+        browse.select_partition(m, None)
+
+
+def _small_manifest() -> Manifest:
+    part = PartitionImage(
+        1, MIB, 8 * CHUNK_SIZE, "gpt", None, None, None, None, False, Filesystem("ext4"),
+        "used-blocks", CHUNK_SIZE, ExtentMap(), ("a" * 64,),
+    )  # fmt: skip
+    disk = DiskImage(
+        0, None, None, None, 64 * CHUNK_SIZE, 512, 512, None, PartitionTable("gpt", None),
+        Region(0, MIB, ()), None, (part,),
+    )  # fmt: skip
+    return Manifest(
+        "m", "20260101T000000Z", "2026-01-01T00:00:00Z", "h", "0", CHUNK_SIZE, "sha256",
+        "zstd", (disk,),
+    )  # fmt: skip

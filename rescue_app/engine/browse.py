@@ -6,6 +6,7 @@ down (mounts and loop devices themselves are engine/mounts.py's):
     MOUNTPOINT                    FUSE (engine/imagefs.py), served by a thread of its own
     MOUNTPOINT/disk1/p2/p2.img    -> losetup --read-only      (mounts.attach_loop)
     MOUNTPOINT/disk1/p2/files     <- mount -o ro,noload|norecovery of that loop device
+    MOUNTPOINT/lvm/vg0/root/root.img, .../files   the same for an LVM logical volume
 
 The kernel reads a partition's filesystem through the loop device, which
 reads p2.img, which the FUSE thread assembles from chunks: the thread that
@@ -38,10 +39,9 @@ from rescue_app.engine.imagefs import (
     FUSE_TYPE,
     FuseServer,
     ImageFS,
-    image_name,
-    part_dir,
+    VolumeFile,
 )
-from rescue_app.engine.manifest import METHOD_NONE, METHOD_SWAP, Manifest
+from rescue_app.engine.manifest import METHOD_LVM_PV, METHOD_NONE, METHOD_SWAP, Manifest
 from rescue_app.engine.repository import Repository
 from rescue_app.engine.units import human_size
 from rescue_app.errors import (
@@ -63,11 +63,11 @@ MOUNTABLE = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "ntfs", "
 
 @dataclass(frozen=True)
 class BrowsePartition:
-    """One partition of an image as a browse mount shows it. Paths are
-    relative to the mount point."""
+    """One volume of an image (a partition, or an LVM logical volume) as a
+    browse mount shows it. Paths are relative to the mount point."""
 
-    disk: int  # 1-based, as "disk 1" in the rest of liferaft
-    number: int  # 0: a disk without a partition table
+    disk: int  # 1-based, as "disk 1" in the rest of liferaft; 0 for a logical volume
+    number: int  # 0: a disk without a partition table, or a logical volume
     fstype: str | None
     label: str | None
     size: int
@@ -76,6 +76,8 @@ class BrowsePartition:
     image: str  # "disk1/p2/p2.img"
     files: str | None  # "disk1/p2/files" when its filesystem can be mounted
     swap: bool = False
+    lv: str = ""  # "vg0/root" for a logical volume
+    volume: VolumeFile | None = None  # what p2.img serves
 
     def describe(self) -> str:
         fs = self.fstype or "no filesystem"
@@ -84,13 +86,20 @@ class BrowsePartition:
 
 
 def browse_partitions(manifest: Manifest) -> list[BrowsePartition]:
-    """The partitions a browse mount shows, in disk order (pure)."""
+    """The volumes a browse mount shows (pure): partitions in disk order
+    (``disk1/p2``; ``disk1/whole`` for a disk without a partition table),
+    then LVM logical volumes (``lvm/vg0/root``). An extended partition's
+    container and an LVM physical volume hold no data of their own there."""
     out = []
+    ref, cs = manifest.ref, manifest.chunk_size
     for disk in manifest.disks:
         for p in disk.partitions:
-            if p.method == METHOD_NONE:
+            if p.method in (METHOD_NONE, METHOD_LVM_PV):
                 continue
-            folder = part_dir(disk.index, p.number)
+            folder = f"disk{disk.index + 1}/" + (f"p{p.number}" if p.number else "whole")
+            name = f"p{p.number}.img" if p.number else "whole.img"
+            what = f"partition {p.number}" if p.number else "whole disk"
+            where = f"image {ref}, disk {disk.index + 1} {what}"
             fstype = p.filesystem.type
             out.append(
                 BrowsePartition(
@@ -101,9 +110,33 @@ def browse_partitions(manifest: Manifest) -> list[BrowsePartition]:
                     size=p.size,
                     used_bytes=p.used_bytes,
                     folder=folder,
-                    image=f"{folder}/{image_name(p.number)}",
+                    image=f"{folder}/{name}",
                     files=f"{folder}/files" if fstype in MOUNTABLE else None,
                     swap=p.method == METHOD_SWAP,
+                    volume=VolumeFile(where, p.size, p.used_bytes, p.chunks, cs),
+                )
+            )
+    for vg in manifest.volume_groups:
+        for lv in vg.lvs:
+            if lv.hidden or lv.segtype == "thin-pool":
+                continue  # a pool's parts, and the pool itself, hold no filesystem
+            folder = f"lvm/{vg.name}/{lv.name}"
+            fstype = lv.filesystem.type
+            where = f"image {ref}, logical volume {vg.name}/{lv.name}"
+            out.append(
+                BrowsePartition(
+                    disk=0,
+                    number=0,
+                    fstype=fstype,
+                    label=lv.filesystem.label,
+                    size=lv.size,
+                    used_bytes=lv.used_bytes,
+                    folder=folder,
+                    image=f"{folder}/{lv.name}.img",
+                    files=f"{folder}/files" if fstype in MOUNTABLE else None,
+                    swap=lv.method == METHOD_SWAP,
+                    lv=f"{vg.name}/{lv.name}",
+                    volume=VolumeFile(where, lv.size, lv.used_bytes, lv.chunks, cs),
                 )
             )
     return out
@@ -113,8 +146,8 @@ def select_partition(
     manifest: Manifest, spec: str | None, parts: Sequence[BrowsePartition] | None = None
 ) -> BrowsePartition:
     """The partition ``--partition`` names: ``N`` (on the image's only disk,
-    or the only disk with a partition N) or ``diskD/pN``; without a spec, the
-    image's only partition with files."""
+    or the only disk with a partition N), ``diskD/pN`` or a logical volume
+    ``VG/LV``; without a spec, the image's only volume with files."""
     parts = list(parts if parts is not None else browse_partitions(manifest))
     with_files = [p for p in parts if p.files]
     listing = ", ".join(f"{p.folder} ({p.fstype})" for p in with_files) or "none"
@@ -127,9 +160,9 @@ def select_partition(
         )
     text = spec.strip().strip("/")
     if text.isdigit():
-        found = [p for p in parts if p.number == int(text)]
+        found = [p for p in parts if p.number == int(text) and not p.lv]
     else:
-        found = [p for p in parts if p.folder == text]
+        found = [p for p in parts if text in (p.folder, p.lv)]
     if len(found) > 1:
         raise UsageError(
             f"image {manifest.ref} has a partition {text} on several disks",
@@ -206,7 +239,12 @@ class ImageMount:
         self.manifest = manifest
         self.point = point
         self.partitions = browse_partitions(manifest)
-        self.fs = ImageFS(repo, manifest, cache_bytes)
+        self.fs = ImageFS(
+            repo,
+            [(p.image, p.volume) for p in self.partitions if p.volume is not None],
+            manifest.created,
+            cache_bytes,
+        )
         self.server = FuseServer(self.fs, point)
         self.loops: list[str] = []
         self.mounted: dict[str, str] = {}  # partition folder -> its files/ on this machine

@@ -1,13 +1,11 @@
 """An image as a read-only FUSE filesystem, fed chunk by chunk from its repository.
 
-Owns the tree a browse mount shows and the path from a byte range of a
-partition to the chunks that hold it:
-
-    MOUNTPOINT/disk1/p2/p2.img    the partition as an image file (zeros where
-                                  the image holds no data: unused blocks, swap)
-    MOUNTPOINT/disk1/p2/files/    an empty folder; engine/browse.py mounts the
-                                  partition's filesystem on it
-    MOUNTPOINT/disk1/whole/whole.img  a disk captured without a partition table
+Owns the serving of a fixed tree of volume files (engine/browse.py decides
+the layout: ``disk1/p2/p2.img``, ``lvm/vg0/root/root.img``, each with an
+empty ``files/`` folder that browse mounts the volume's filesystem on) and
+the path from a byte range of a volume (a partition, an LVM logical volume)
+to the chunks that hold it: zeros where the image holds no data (unused
+blocks, swap).
 
 Every chunk comes through ``Repository.get_chunk`` (any store, hash-checked)
 into a bounded LRU cache of decompressed chunks; concurrent readers of one
@@ -30,13 +28,12 @@ import os
 import stat
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from rescue_app.engine.manifest import METHOD_NONE, Manifest, PartitionImage
 from rescue_app.engine.repository import Repository
 from rescue_app.errors import LiferaftError, ToolMissingError
 
@@ -45,16 +42,6 @@ log = logging.getLogger("liferaft.imagefs")
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 FUSE_TYPE = "fuse.liferaft"  # the type /proc/self/mountinfo shows for a browse mount
 START_TIMEOUT = 15.0
-
-
-def part_dir(disk_index: int, number: int) -> str:
-    """Where a partition lives in the tree: ``disk1/p2`` (``disk1/whole`` for a
-    disk captured without a partition table)."""
-    return f"disk{disk_index + 1}/" + (f"p{number}" if number else "whole")
-
-
-def image_name(number: int) -> str:
-    return f"p{number}.img" if number else "whole.img"
 
 
 class ChunkCache:
@@ -102,23 +89,15 @@ class ChunkCache:
 
 
 @dataclass(frozen=True)
-class PartitionFile:
-    """One partition of an image as a file of its size."""
+class VolumeFile:
+    """One stored volume of an image (a partition, a logical volume) as a
+    file of its size."""
 
-    ref: str  # the image, for log lines
-    disk_index: int
-    part: PartitionImage
+    where: str  # for log lines: "image web1@..., disk 1 partition 2"
+    size: int
+    used_bytes: int
+    chunks: tuple[str | None, ...]  # chunk i covers [i*chunk_size, ...); None: zeros
     chunk_size: int
-
-    @property
-    def size(self) -> int:
-        return self.part.size
-
-    @property
-    def where(self) -> str:
-        p = self.part
-        what = f"partition {p.number}" if p.number else "whole disk"
-        return f"image {self.ref}, disk {self.disk_index + 1} {what}"
 
     def read(self, cache: ChunkCache, offset: int, size: int) -> bytes:
         """Bytes ``[offset, offset+size)`` (cut at the end); ChunkError and the
@@ -131,7 +110,7 @@ class PartitionFile:
             index = pos // cs
             base = index * cs
             stop = min(base + cs, end)
-            digest = self.part.chunks[index] if index < len(self.part.chunks) else None
+            digest = self.chunks[index] if index < len(self.chunks) else None
             if digest is None:
                 out += bytes(stop - pos)
             else:
@@ -167,31 +146,32 @@ class ImageFS:
 
     use_ns = True  # times in nanoseconds (mfusepy)
 
-    def __init__(self, repo: Repository, manifest: Manifest, cache_bytes: int) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        volumes: Sequence[tuple[str, VolumeFile]],
+        created: str,
+        cache_bytes: int,
+    ) -> None:
+        """``volumes``: (path in the tree, e.g. ``disk1/p2/p2.img``, the volume);
+        ``created``: the image's ISO time, every entry's times."""
         self.repo = repo
-        self.manifest = manifest
         self.cache = ChunkCache(repo.get_chunk, cache_bytes)
-        self.files: dict[str, PartitionFile] = {}  # "/disk1/p2/p2.img" -> file
+        self.files: dict[str, VolumeFile] = {}  # "/disk1/p2/p2.img" -> volume
         self.dirs: dict[str, list[str]] = {"/": []}
         self.ready = threading.Event()
         self._bad: set[str] = set()
         self._lock = threading.Lock()
         try:
-            created = datetime.fromisoformat(manifest.created.replace("Z", "+00:00"))
-            self.time_ns = int(created.timestamp()) * 1_000_000_000
+            created_at = datetime.fromisoformat(created.replace("Z", "+00:00"))
+            self.time_ns = int(created_at.timestamp()) * 1_000_000_000
         except ValueError:
             self.time_ns = 0
-        for disk in manifest.disks:
-            for part in disk.partitions:
-                if part.method == METHOD_NONE:
-                    continue  # an extended partition's container holds no data of its own
-                folder = "/" + part_dir(disk.index, part.number)
-                self._add_dir(folder)
-                name = image_name(part.number)
-                self.dirs[folder].append(name)
-                self.files[f"{folder}/{name}"] = PartitionFile(
-                    manifest.ref, disk.index, part, manifest.chunk_size
-                )
+        for path, volume in volumes:
+            folder, name = ("/" + path).rsplit("/", 1)
+            self._add_dir(folder)
+            self.dirs[folder].append(name)
+            self.files[f"{folder}/{name}"] = volume
 
     def _add_dir(self, path: str) -> None:
         if path in self.dirs:
@@ -230,7 +210,7 @@ class ImageFS:
             "st_mode": stat.S_IFREG | 0o400,
             "st_nlink": 1,
             "st_size": f.size,
-            "st_blocks": (f.part.used_bytes + 511) // 512,
+            "st_blocks": (f.used_bytes + 511) // 512,
             **times,
         }
 
