@@ -1,5 +1,6 @@
 """Browse and extract (issue 13): `liferaft mount`, `umount` and `extract` on a
-real image of ext4 + XFS + Btrfs, through real FUSE, loop devices and nginx.
+real image of ext4, XFS, vfat, NTFS, exFAT and Btrfs, through real FUSE, loop
+devices, ntfs-3g, exfat-fuse and nginx.
 
 One source disk is captured once for the module; each test mounts the image
 (local or over HTTP) with the real CLI in a process of its own, and every
@@ -46,15 +47,23 @@ from rescue_app.errors import ChunkError, UsageError
 from rescue_app.run import run
 from tests.conftest import _disk_backed_tmp
 from tests.enginekit import REPO_ROOT, Layout, assert_one_line_error, build_source, liferaft
-from tests.helpers.diskkit import MIB, PartSpec, _hash_tree, disk_bytes_sha256, loop_disk
+from tests.helpers.diskkit import (
+    MIB,
+    PartSpec,
+    _hash_tree,
+    disk_bytes_sha256,
+    loop_disk,
+    tree_checksums,
+)
 from tests.stores.serverkit import Nginx
 
 LAYOUT = Layout(
     "gpt",
-    [PartSpec(128, "ext4"), PartSpec(320, "xfs"), PartSpec(None, "btrfs")],
-    ["ext4", "xfs", "btrfs"],
-)
-DISK_BYTES = 900 * MIB
+    [PartSpec(128, "ext4"), PartSpec(320, "xfs"), PartSpec(48, "vfat"), PartSpec(48, "ntfs"),
+     PartSpec(48, "exfat"), PartSpec(None, "btrfs")],
+    ["ext4", "xfs", "vfat", "ntfs", "exfat", "btrfs"],
+)  # fmt: skip
+DISK_BYTES = 1100 * MIB
 UID, GID = 1234, 5678
 MTIME = 1_500_000_000  # 2017-07-14, whole seconds
 
@@ -108,7 +117,7 @@ def image() -> Iterator[Image]:
         # Data a reader of other files must not download (random: no compression).
         with mounts.mounted(source.nodes[1], "xfs", writable=True) as root:
             with open(f"{root}/filler.bin", "wb") as f:
-                f.write(os.urandom(96 * MIB))
+                f.write(os.urandom(200 * MIB))
             source.files[1]["filler.bin"] = _hash_tree(root)["filler.bin"]
         with mounts.mounted(source.nodes[0], "ext4") as root:
             source.files[0] = _hash_tree(root)
@@ -180,23 +189,32 @@ def _assert_gone(point: str) -> None:
 def test_mount_shows_each_partition_files_and_image(image: Image) -> None:
     point = os.path.join(image.workdir, "mnt")
     with mounted_image(image.repo, point) as proc:
-        assert sorted(os.listdir(f"{point}/disk1")) == ["p1", "p2", "p3"]
-        for i in range(3):
+        assert sorted(os.listdir(f"{point}/disk1")) == [f"p{n}" for n in range(1, 7)]
+        for i, fs in enumerate(LAYOUT.filesystems):
             folder = f"{point}/disk1/p{i + 1}"
-            assert sorted(os.listdir(folder)) == ["files", f"p{i + 1}.img"]
-            assert _hash_tree(f"{folder}/files") == image.files[i], f"files of p{i + 1} differ"
+            if fs == "vfat":
+                # This host's kernel has no vfat and there is no FUSE driver for
+                # it: the raw image only (its files checked through mtools).
+                assert os.listdir(folder) == [f"p{i + 1}.img"]
+                got = tree_checksums(f"{folder}/p{i + 1}.img", "vfat")
+            else:
+                assert sorted(os.listdir(folder)) == ["files", f"p{i + 1}.img"]
+                got = _hash_tree(f"{folder}/files")
+            assert got == image.files[i], f"files of p{i + 1} ({fs}) differ"
         # The partition image: byte for byte the source partition (its unused
-        # blocks are zeros on the sparse source), and its filesystem checks clean.
+        # blocks are zeros on the sparse source), and each filesystem checks clean.
         p1 = f"{point}/disk1/p1/p1.img"
         size = os.path.getsize(p1)
         with open(p1, "rb") as f:
             assert hashlib.file_digest(f, "sha256").hexdigest() == disk_bytes_sha256(
                 image.nodes[0], 0, size
             )
-        copy = os.path.join(image.workdir, "p2-copy.img")
-        shutil.copyfile(f"{point}/disk1/p2/p2.img", copy)
-        run(["xfs_repair", "-n", "-f", copy])
-        os.unlink(copy)
+        for n, checker in [(1, ["e2fsck", "-f", "-n"]), (2, ["xfs_repair", "-n", "-f"]),
+                           (6, ["btrfs", "check", "--readonly"])]:  # fmt: skip
+            copy = os.path.join(image.workdir, f"p{n}-copy.img")
+            run(["cp", "--sparse=always", f"{point}/disk1/p{n}/p{n}.img", copy])
+            run([*checker, copy])
+            os.unlink(copy)
         # Read-only all the way down.
         with pytest.raises(OSError) as caught:
             open(p1, "r+b")
@@ -204,19 +222,21 @@ def test_mount_shows_each_partition_files_and_image(image: Image) -> None:
         with pytest.raises(OSError) as caught:
             open(f"{point}/disk1/p1/files/new.txt", "w")
         assert caught.value.errno == errno.EROFS
-        assert len(_loops_under(point)) == 3
+        assert len(_loops_under(point)) == 5  # every partition but the vfat one
         done = liferaft("umount", point)
         assert done.returncode == 0, done.stderr
         assert proc.wait(20) == 0
         assert "unmounted" in (proc.stdout.read() if proc.stdout else "")
+        err = proc.stderr.read() if proc.stderr else ""
     _assert_gone(point)
+    assert "note: disk1/p3 (vfat): its files cannot be shown" in err, err
 
 
 @pytest.mark.root
 def test_sigterm_ends_the_mount_and_leaves_no_loop_device(image: Image) -> None:
     point = os.path.join(image.workdir, "mnt-term")
     with mounted_image(image.repo, point) as proc:
-        assert os.listdir(f"{point}/disk1/p3/files")
+        assert os.listdir(f"{point}/disk1/p6/files")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         _assert_gone(point)
@@ -238,13 +258,15 @@ def test_umount_cleans_up_after_a_killed_mount(image: Image) -> None:
 
 @pytest.mark.root
 def test_mount_over_http_fetches_little_and_is_timed(image: Image) -> None:
-    """Reading one small file of a 120 MiB image over HTTP fetches a few chunks,
+    """Reading one small file of a 230 MiB image over HTTP fetches a few chunks,
     counted in nginx's log; listing a folder and reading a 10 MB file are timed."""
     work = os.path.join(image.workdir, "http")
     point = os.path.join(work, "mnt")
     with Nginx(image.repo, os.path.join(work, "nginx")) as nginx:
         url = f"http://127.0.0.1:{nginx.port}/"
+        started = time.monotonic()
         with mounted_image(url, point):
+            mounted = time.monotonic() - started
             with open(f"{point}/disk1/p1/files/docs/readme.txt", "rb") as f:
                 small = f.read()
             assert hashlib.sha256(small).hexdigest() == image.files[0]["docs/readme.txt"]
@@ -262,14 +284,15 @@ def test_mount_over_http_fetches_little_and_is_timed(image: Image) -> None:
         assert digest == image.files[0]["big10.bin"]
     _assert_gone(point)
     print(
-        f"\nbrowse over HTTP: image {image.chunk_bytes / MIB:.1f} MiB of chunks; mounting 3 "
-        f"filesystems and reading a small file fetched {sent / MIB:.1f} MiB; listing a "
+        f"\nbrowse over HTTP: image {image.chunk_bytes / MIB:.1f} MiB of chunks; mounting 5 "
+        f"filesystems ({mounted:.2f} s) and reading a small file fetched {sent / MIB:.1f} MiB; "
+        "listing a "
         f"folder {listed * 1000:.0f} ms; reading a 10 MiB file {read:.2f} s "
         f"({10 / read:.0f} MiB/s, {big / MIB:.1f} MiB fetched)"
     )
     # About one 4 MiB chunk per filesystem's metadata and the file: a small
     # part of the image, however large it is.
-    assert sent < 4 * CHUNK_SIZE and sent < image.chunk_bytes / 8, (sent, image.chunk_bytes)
+    assert sent < 6 * CHUNK_SIZE and sent < image.chunk_bytes / 10, (sent, image.chunk_bytes)
     assert big < 10 * MIB + 3 * CHUNK_SIZE
 
 
@@ -357,7 +380,7 @@ def test_extract_of_a_missing_path_names_it_and_writes_nothing(image: Image) -> 
     proc = liferaft(
         "extract", "--repo", image.repo, "--image", "src", "/x", "--to", out, check=False
     )
-    assert_one_line_error(proc, "3 partitions with files", "--partition")
+    assert_one_line_error(proc, "6 partitions with files", "--partition")
     proc = liferaft(
         "extract", "--repo", image.repo, "--image", "src", "--partition", "9", "/x", "--to", out,
         check=False,
