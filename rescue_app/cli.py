@@ -20,8 +20,14 @@ from dataclasses import asdict
 from typing import TextIO
 
 from rescue_app import __version__
-from rescue_app.engine import CredentialChain, Engine, TerminalPrompt
-from rescue_app.engine.units import human_duration, human_rate, human_size
+from rescue_app.engine import (
+    CredentialChain,
+    Engine,
+    TerminalPrompt,
+    human_duration,
+    human_rate,
+    human_size,
+)
 from rescue_app.errors import LiferaftError, NotRootError, UsageError
 from rescue_app.progress import CancelToken, Progress
 
@@ -130,7 +136,7 @@ def _cancel_on_signals() -> CancelToken:
 
 
 def cmd_disks(engine: Engine, args: argparse.Namespace) -> int:
-    from rescue_app.engine.diskmodel import disks_to_json, format_disks_table
+    from rescue_app.engine import disks_to_json, format_disks_table
 
     disks = engine.list_disks()
     if args.json:
@@ -150,16 +156,29 @@ def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if args.json:
-        print(json.dumps([asdict(i) | {"ref": i.ref} for i in images], indent=1))
+        print(
+            json.dumps(
+                [asdict(i) | {"ref": i.ref, "format": repo.format_name} for i in images], indent=1
+            )
+        )
         return 0
     if not images:
         print(f"no images in {repo.location}")
         return 0
-    print(f"{'IMAGE':<34} {'HOST':<16} {'DATA':>10} {'DISKS'}")
+    fmt = repo.format_name
+    print(f"{'IMAGE':<34} {'FORMAT':<10} {'HOST':<16} {'DATA':>10} {'DISKS'}")
     for i in images:
-        print(f"{i.ref:<34} {i.host[:16]:<16} {human_size(i.data_bytes):>10} {'; '.join(i.disks)}")
+        print(
+            f"{i.ref:<34} {fmt:<10} {i.host[:16]:<16} {human_size(i.data_bytes):>10} "
+            f"{'; '.join(i.disks)}"
+        )
         for raw in i.raw:
             print(f"  {raw}")
+        for vg in i.volume_groups:
+            print(f"  LVM volume group {vg.name} on {', '.join(vg.pvs)}:")
+            for lv in vg.lvs:
+                what = lv.filesystem or ("thin pool" if lv.segtype == "thin-pool" else "raw")
+                print(f"    {lv.name:<20} {human_size(lv.size):>10}  {what}")
     return 0
 
 
@@ -215,7 +234,7 @@ def cmd_restore(engine: Engine, args: argparse.Namespace) -> int:
     if not args.dry_run:
         _require_root("restore")
     repo = engine.open_repository(args.repo)
-    plan = engine.plan_restore(repo, args.image, args.to, grow=args.grow)
+    plan = engine.plan_restore(repo, args.image, args.to, grow=args.grow, grow_lv=args.grow_lv)
     print(plan.render())
     if args.dry_run:
         print("\ndry run: nothing was written")
@@ -230,6 +249,20 @@ def cmd_restore(engine: Engine, args: argparse.Namespace) -> int:
         f"restored {result.ref} to {', '.join(result.targets)}: "
         f"{human_size(result.written_bytes)} written{checked} "
         f"in {human_duration(result.seconds)}"
+    )
+    return 0
+
+
+def cmd_import(engine: Engine, args: argparse.Namespace) -> int:
+    repo = engine.open_repository(args.repo, create=True)
+    with ProgressBar() as bar:
+        result = engine.import_clonezilla(
+            repo, args.image_dir, args.name, progress=bar, cancel=_cancel_on_signals()
+        )
+    print(
+        f"imported Clonezilla image {result.source} as {result.ref}: "
+        f"{human_size(result.data_bytes)} of data, {human_size(result.stored_bytes)} newly "
+        f"stored ({result.chunks_new} of {result.chunks_total} chunks new)"
     )
     return 0
 
@@ -280,8 +313,6 @@ def cmd_unattended(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
-    from rescue_app.engine.stores.httpserve import make_server
-
     if "://" in args.repo and not args.repo.startswith("file://"):
         raise UsageError(
             "serve shares a local repository folder", hint="give --repo a path on this machine"
@@ -290,7 +321,7 @@ def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
     root = repo.location
     repo.close()
     try:
-        server = make_server(root, args.bind, args.port)
+        server = engine.serve_repository(root, args.bind, args.port)
     except OSError as exc:
         raise UsageError(
             f"cannot listen on {args.bind}:{args.port}: {exc.strerror or exc}",
@@ -379,10 +410,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_disks)
 
-    p = sub.add_parser("images", help="list the images in a repository")
+    p = sub.add_parser(
+        "images", help="list the images in a repository (or a folder of Clonezilla images)"
+    )
     p.add_argument("--repo", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_images)
+
+    p = sub.add_parser(
+        "import",
+        help="convert a Clonezilla image into a repository (every checksum checked)",
+    )
+    p.add_argument("--repo", required=True, help="repository folder (created if missing)")
+    p.add_argument("--name", help="image name in the repository (default: the folder's name)")
+    p.add_argument("image_dir", metavar="CZDIR", help="the Clonezilla image's folder")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("capture", help="capture whole disks into a repository")
     p.add_argument("--repo", required=True, help="repository folder (created if missing)")
@@ -412,6 +454,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--grow",
         action="store_true",
         help="on a larger disk, extend the last partition and its filesystem",
+    )
+    p.add_argument(
+        "--grow-lv",
+        metavar="VG/LV",
+        help="with --grow, when the last partition is an LVM PV: the logical volume "
+        "that takes the new space (default: the one holding /, else the last)",
     )
     p.set_defaults(func=cmd_restore)
 

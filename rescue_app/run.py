@@ -29,6 +29,7 @@ PACKAGE_OF: dict[str, str] = {
     "blkid": "util-linux",
     "sfdisk": "fdisk",
     "partprobe": "parted",
+    "partx": "util-linux",
     "partclone.ext2": "partclone",
     "partclone.ext3": "partclone",
     "partclone.ext4": "partclone",
@@ -74,13 +75,34 @@ OPTIONAL_FOR_LIBRARIES: dict[str, str] = {
 _stand_in_lock = threading.Lock()
 _stand_in: list[str] = []  # the folder of quiet stand-ins ("": none needed), made once
 
+_tools_lock = threading.Lock()
+_tools: dict[str, bool] = {}  # optional program -> installed, looked up once
+
+
+def have_tool(program: str, without: str = "") -> bool:
+    """Whether the optional ``program`` is installed (udevadm, partprobe,
+    networkctl...), looked up once per process. A missing one is said once, in
+    the log only (``without``: what liferaft does instead); the caller takes
+    its fallback and nothing reaches the terminal."""
+    with _tools_lock:
+        found = _tools.get(program)
+        if found is None:
+            # Our own stand-ins (library_children) do not count as installed.
+            path = ":".join(p for p in _search_path().split(":") if p and p not in _stand_in)
+            found = _tools[program] = shutil.which(program, path=path) is not None
+            if not found:
+                log.info("%s is not installed%s", program, f": {without}" if without else "")
+    return found
+
 
 def _stand_in_folder() -> str:
     """A folder holding a do-nothing stand-in for each optional program that is
     missing ("" when none is): looked for once per process, said once in the log."""
     if not _stand_in:
         missing = [
-            p for p in OPTIONAL_FOR_LIBRARIES if shutil.which(p, path=_search_path()) is None
+            p
+            for p, why in OPTIONAL_FOR_LIBRARIES.items()
+            if not have_tool(p, f"libraries run without it ({why})")
         ]
         folder = ""
         if missing:
@@ -88,11 +110,6 @@ def _stand_in_folder() -> str:
             atexit.register(shutil.rmtree, folder, ignore_errors=True)
             for program in missing:
                 os.symlink(shutil.which("true") or "/bin/true", os.path.join(folder, program))
-                log.info(
-                    "%s is not installed: libraries run without it (%s)",
-                    program,
-                    OPTIONAL_FOR_LIBRARIES[program],
-                )
         _stand_in.append(folder)
     return _stand_in[0]
 
@@ -124,6 +141,17 @@ def library_children(what: str) -> Iterator[None]:
                 del os.environ["PATH"]
             else:
                 os.environ["PATH"] = saved
+
+
+def interactive(argv: Sequence[str]) -> int:
+    """Run a program for the person at the terminal (a shell): stdin, stdout and
+    stderr are the terminal's, the environment theirs (their locale, not C).
+    Its exit status; CommandError if it cannot start."""
+    log.info("interactive: %s", " ".join(argv))
+    try:
+        return subprocess.call(list(argv))
+    except OSError as exc:
+        raise CommandError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
 
 
 def _search_path() -> str:

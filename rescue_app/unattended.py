@@ -23,7 +23,8 @@ that is mounted read-only, read, and unmounted again before the action
 starts, or a plain path. Secrets thus come from an attached stick, never from
 the kernel command line (which any process can read in /proc/cmdline).
 Without it the image's /etc/liferaft/credentials.yaml (baked in from the
-profile) is used, if there is one.
+profile) is used, if there is one. The Engine's credential chain has no
+prompt: a secret nobody gave is one line naming it and where to put it.
 
 This module uses the engine façade only; it never imports textual.
 """
@@ -41,13 +42,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rescue_app.engine.units import human_rate, human_size
+from rescue_app.engine import human_rate, human_size
 from rescue_app.errors import LiferaftError, UsageError
 from rescue_app.profile import INSTALLED_PROFILE, Unattended, load_profile_file
 from rescue_app.progress import Progress
 
 if TYPE_CHECKING:
-    from rescue_app.engine.credentials import Credentials
+    from rescue_app.engine import CredentialChain, CredentialsFile
 
 log = logging.getLogger("liferaft.unattended")
 
@@ -238,27 +239,27 @@ def _device_node(device: str) -> str | None:
         return disk.partitions[0].path if disk.partitions else disk.path
     if device.startswith("/dev/"):
         return device if os.path.exists(device) else None
-    from rescue_app.engine.probe import device_with_tag
+    from rescue_app.engine import Engine
 
     key, _, value = device.partition("=")
-    return device_with_tag(key, value)
+    return Engine().device_with_tag(key, value)
 
 
 def _mount(device: str, mountpoint: Path, options: list[str], what: str) -> None:
-    from rescue_app.engine import mounts
+    from rescue_app.engine import Engine
 
     mountpoint.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        mounts.mount(device, str(mountpoint), options=options)
+        Engine().mount(device, str(mountpoint), options=options)
     except LiferaftError as exc:
         raise LiferaftError(f"cannot mount {what} device {device}: {exc.message}") from None
 
 
 def _unmount(mountpoint: Path) -> None:
-    from rescue_app.engine import mounts
+    from rescue_app.engine import Engine
 
     if os.path.ismount(mountpoint):
-        mounts.umount(str(mountpoint))
+        Engine().umount(str(mountpoint))
 
 
 def _mount_repository(spec: str, writable: bool) -> str:
@@ -275,37 +276,43 @@ def _unmount_repository() -> None:
     _unmount(REPO_MOUNT)
 
 
-def load_credentials(spec: str) -> None:
-    """Read the credentials file ``spec`` names (DEVICE:PATH or a path) and use
-    it for this run; a medium is mounted read-only and unmounted right after."""
-    from rescue_app.engine import credentials
-
+def load_credentials(spec: str) -> CredentialsFile:
+    """Read the credentials file ``spec`` names (DEVICE:PATH or a path) for this
+    run; a medium is mounted read-only and unmounted right after."""
     device, path = split_device_spec(spec)
     try:
-        loaded = _read_credentials(device, path)
+        loaded = _read_credentials(device, path, spec)
     except LiferaftError as exc:
         raise LiferaftError(f"liferaft.credentials={spec}: {exc.message}", exc.hint) from None
-    credentials.use(loaded)
-    count = len(loaded.entries)
+    count = len(loaded.credentials().entries)
     log.info("credentials from %s: %d entr%s", spec, count, "y" if count == 1 else "ies")
+    return loaded
 
 
-def _read_credentials(device: str | None, path: str) -> Credentials:
-    from rescue_app.engine import credentials
+def credential_chain(spec: str | None) -> CredentialChain:
+    """This run's secrets: the environment, then the file ``spec`` names (else
+    the image's own); no prompt, as nobody is at the keyboard."""
+    from rescue_app.engine import CredentialChain
+
+    return CredentialChain.standard(file=load_credentials(spec) if spec else None)
+
+
+def _read_credentials(device: str | None, path: str, spec: str) -> CredentialsFile:
+    from rescue_app.engine import CredentialsFile
 
     if device is None:
-        loaded = credentials.load(path)
+        loaded = CredentialsFile.read(path, shown=spec)
     else:
         node = _find_device(device)
-        from rescue_app.engine.probe import filesystem_type
+        from rescue_app.engine import Engine
 
-        fstype = filesystem_type(node) or ""
+        fstype = Engine().filesystem_type(node) or ""
         options = ["ro", "nosuid", "nodev", "noexec"]
         if fstype in _NO_MODES:
             options += ["uid=0", "gid=0", "umask=077"]
         _mount(node, CREDENTIALS_MOUNT, options, "credentials")
         try:
-            loaded = credentials.load(str(CREDENTIALS_MOUNT / path.lstrip("/")))
+            loaded = CredentialsFile.read(str(CREDENTIALS_MOUNT / path.lstrip("/")), shown=spec)
         finally:
             _unmount(CREDENTIALS_MOUNT)
     return loaded
@@ -334,9 +341,7 @@ def _wait_for_network(timeout: float = 60) -> None:
 def _execute(action: UnattendedAction) -> str:
     from rescue_app.engine import Engine
 
-    engine = Engine()
-    if action.credentials:
-        load_credentials(action.credentials)
+    engine = Engine(credentials=credential_chain(action.credentials))
     if "://" in action.repo:
         _wait_for_network()
     location = _mount_repository(action.repo, writable=action.action == "capture")

@@ -3,10 +3,56 @@
 This package may never import textual (tests/test_import_hygiene.py checks).
 The CLI and the Textual UI talk to the engine only through ``Engine``; a test
 can hand the UI an Engine pointed at loop devices.
+
+This package is the facade's whole surface: ``Engine`` (every action), the
+result and model types its methods take and return, and the pure helpers that
+render them at the edge (sizes, the disks table). The UI, the CLI and
+unattended mode import from here only, never from a module below
+(tests/tui/test_import_hygiene.py checks).
 """
 
 from __future__ import annotations
 
+from rescue_app.engine.diskmodel import (
+    BlockDisk,
+    BlockPartition,
+    Role,
+    disks_to_json,
+    format_disks_table,
+)
 from rescue_app.engine.facade import Engine
+from rescue_app.engine.keychain import CredentialChain, CredentialsFile, TerminalPrompt
+from rescue_app.engine.manifest import DiskImage, ImageSummary, Manifest
+from rescue_app.engine.network import Interface, NetworkStatus
+from rescue_app.engine.plan import RestorePlan, describe_contents
+from rescue_app.engine.repository import NAME_RE, REPO_FILE, Repository
+from rescue_app.engine.results import CaptureResult, RestoreResult, VerifyReport
+from rescue_app.engine.units import human_duration, human_rate, human_size
 
-__all__ = ["Engine"]
+__all__ = [
+    "NAME_RE",
+    "REPO_FILE",
+    "BlockDisk",
+    "BlockPartition",
+    "CaptureResult",
+    "CredentialChain",
+    "CredentialsFile",
+    "DiskImage",
+    "Engine",
+    "ImageSummary",
+    "Interface",
+    "Manifest",
+    "NetworkStatus",
+    "Repository",
+    "RestorePlan",
+    "RestoreResult",
+    "Role",
+    "TerminalPrompt",
+    "VerifyReport",
+    "describe_contents",
+    "disks_to_json",
+    "format_disks_table",
+    "human_duration",
+    "human_rate",
+    "human_size",
+]

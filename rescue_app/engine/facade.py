@@ -27,14 +27,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from http.server import ThreadingHTTPServer
 
+from rescue_app import run as _run
 from rescue_app.engine import browse as _browse
+from rescue_app.engine import clonezilla as _clonezilla
 from rescue_app.engine import diskscan as _diskscan
 from rescue_app.engine import imagefs as _imagefs
 from rescue_app.engine import mounts as _mounts
 from rescue_app.engine import network as _network
 from rescue_app.engine import plan as _plan
 from rescue_app.engine import power as _power
+from rescue_app.engine import probe as _probe
 from rescue_app.engine.browse import BrowsePartition, ExtractResult, ImageMount
 from rescue_app.engine.capture import capture as _capture_disks
 from rescue_app.engine.capture import capture_refusals as _capture_refusals
@@ -45,8 +49,10 @@ from rescue_app.engine.manifest import ImageSummary, Manifest
 from rescue_app.engine.network import Interface, NetworkStatus
 from rescue_app.engine.plan import RestorePlan
 from rescue_app.engine.repository import Repository
-from rescue_app.engine.restore import apply_plan
+from rescue_app.engine.restore import apply_plan, check_volume_groups_absent
 from rescue_app.engine.results import CaptureResult, RestoreResult, VerifyReport
+from rescue_app.engine.stores import reject_password_in_url as _reject_password_in_url
+from rescue_app.engine.stores.httpserve import make_server as _make_server
 from rescue_app.engine.stores.retry import Watch
 from rescue_app.engine.verify import verify_repository
 from rescue_app.progress import CancelToken, ProgressCallback, no_progress
@@ -72,7 +78,25 @@ class Engine:
         return _diskscan.find_disk(spec)
 
     def open_repository(self, location: str, *, create: bool = False) -> Repository:
+        """A liferaft repository, or (to read, list and restore) a folder of
+        Clonezilla images or one Clonezilla image folder."""
+        if not create and _clonezilla.looks_like_clonezilla(location):
+            return _clonezilla.ClonezillaSource.open_location(location)
         return Repository.open(location, create=create, credentials=self.credentials)
+
+    def import_clonezilla(
+        self,
+        repo: Repository,
+        folder: str,
+        name: str | None = None,
+        *,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> _clonezilla.ImportResult:
+        """Convert the Clonezilla image in ``folder`` into an image of ``repo``
+        (every partclone checksum checked; used blocks only, deduplicated)."""
+        with _watching(repo, progress, cancel):
+            return _clonezilla.import_image(repo, folder, name, progress=progress, cancel=cancel)
 
     # -- secrets (the UI's password field and dialog)
 
@@ -97,14 +121,24 @@ class Engine:
         return repo.load_manifest(ref)
 
     def plan_restore(
-        self, repo: Repository, ref: str, targets: Sequence[str], *, grow: bool = False
+        self,
+        repo: Repository,
+        ref: str,
+        targets: Sequence[str],
+        *,
+        grow: bool = False,
+        grow_lv: str | None = None,
     ) -> RestorePlan:
+        """``grow_lv``: with ``grow``, the logical volume (``VG/LV``) that takes
+        a grown PV's new space (default: the one holding /, else the last)."""
         manifest = repo.load_manifest(ref)
         disks = [_diskscan.find_disk(t) for t in targets]
-        plan = _plan.make_restore_plan(repo, manifest, disks, grow=grow)
+        plan = _plan.make_restore_plan(repo, manifest, disks, grow=grow, grow_lv=grow_lv)
         # Before anything is confirmed or erased (and in a dry run): every
-        # chunk the image needs must be in the repository.
+        # chunk the image needs must be in the repository, and no PV the
+        # image recreates may be on another disk.
         repo.check_chunks_present(manifest)
+        check_volume_groups_absent(plan)
         return plan
 
     def restore(
@@ -222,6 +256,11 @@ class Engine:
         """Restart the machine, asked for by the person at it."""
         _power.switch("reboot", asked_by_person=True)
 
+    def run_shell(self, shell: str) -> int:
+        """A shell for the person at the keyboard, on the terminal, until they
+        leave it; its exit status. CommandError when it cannot start."""
+        return _run.interactive([shell])
+
     # -- local filesystems (the UI's media scan; every mount is in engine/mounts.py)
 
     def mounted(
@@ -230,6 +269,27 @@ class Engine:
         """Mount ``device`` on a temporary folder for a ``with`` block (read-only
         unless ``writable``); always unmounted, lazily if busy."""
         return _mounts.mounted(device, fstype, writable=writable)
+
+    def mount(self, device: str, point: str, *, options: Sequence[str] = ("ro",)) -> None:
+        """Mount ``device`` on the folder ``point`` until ``umount`` (unattended
+        mode's fixed folders for its repository and credentials media)."""
+        _mounts.mount(device, point, options=options)
+
+    def umount(self, point: str) -> None:
+        _mounts.umount(point)
+
+    def device_with_tag(self, key: str, value: str) -> str | None:
+        """The device whose ``key`` (LABEL, UUID, PARTUUID, PARTLABEL) is ``value``."""
+        return _probe.device_with_tag(key, value)
+
+    def filesystem_type(self, device: str) -> str | None:
+        """``vfat``, ``ext4``... on ``device``, None when nothing is recognised."""
+        return _probe.filesystem_type(device)
+
+    def serve_repository(self, root: str, bind: str, port: int) -> ThreadingHTTPServer:
+        """An HTTP server (not yet serving) that shares the repository folder
+        ``root`` read-only, for `liferaft serve`. OSError if it cannot listen."""
+        return _make_server(root, bind, port)
 
     # -- the running system's network (the UI's network screen, `liferaft net`)
 
@@ -250,6 +310,20 @@ class Engine:
     ) -> Interface:
         config = _network.parse_static(iface, address, gateway, dns)
         return _network.static(config, timeout=timeout)
+
+    # -- checks of what a person typed (pure; static, so a form can call them early)
+
+    @staticmethod
+    def check_static(
+        iface: str, address: str, gateway: str | None = None, dns: Sequence[str] = ()
+    ) -> None:
+        """UsageError naming what is wrong in typed static network settings."""
+        _network.parse_static(iface, address, gateway, dns)
+
+    @staticmethod
+    def reject_password_in_url(location: str, password: str | None) -> None:
+        """RepositoryError if a typed URL holds a password (it would be shown and logged)."""
+        _reject_password_in_url(location, password)
 
 
 @contextmanager

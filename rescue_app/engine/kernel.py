@@ -2,10 +2,11 @@
 
 After a table is written (restore) or when a loop device was attached
 without a scan (capture on a host without udev), the kernel must re-read
-the table: ``partprobe``, else the BLKRRPART ioctl. There is no udev to
-settle on, so ``reread_partitions`` polls sysfs and creates a missing /dev
-node for a partition the kernel already knows -- the only change to the
-system this module makes.
+the table: ``partprobe``, else ``partx -u``, else the BLKRRPART ioctl (a
+tool the system lacks is looked up once and skipped quietly). There is no
+udev to settle on, so ``reread_partitions`` polls sysfs and creates a
+missing /dev node for a partition the kernel already knows -- the only
+change to the system this module makes.
 
     reread_partitions(disk_path, expected, timeout=10) -> list[str]
 """
@@ -20,7 +21,7 @@ import time
 
 from rescue_app.engine.diskscan import SYS_BLOCK, read_text
 from rescue_app.errors import CommandError, DiskError
-from rescue_app.run import run
+from rescue_app.run import have_tool, run
 
 BLKRRPART = 0x125F  # <linux/fs.h> _IO(0x12, 95): re-read partition table
 
@@ -59,12 +60,21 @@ def _ensure_node(name: str) -> bool:
 
 
 def _rescan(disk_path: str) -> None:
-    try:
-        run(["partprobe", disk_path], timeout=60)
-        return
-    except CommandError:
-        pass
-    # partprobe refuses some cases (busy partitions it cannot resize); try the plain ioctl.
+    # partprobe and partx read the table themselves and tell the kernel each
+    # partition (BLKPG), which works even where the kernel has no parser for
+    # the table (a minimal kernel); BLKRRPART asks the kernel's own parsers.
+    if have_tool("partprobe", "partition tables are re-read with partx or BLKRRPART"):
+        try:
+            run(["partprobe", disk_path], timeout=60)
+            return
+        except CommandError:
+            pass  # it refuses some cases (busy partitions it cannot resize)
+    if have_tool("partx", "partition tables are re-read with BLKRRPART"):
+        try:
+            run(["partx", "-u", disk_path], timeout=60)
+            return
+        except CommandError:
+            pass
     fd = os.open(disk_path, os.O_RDONLY)
     try:
         for _ in range(10):

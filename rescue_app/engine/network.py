@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rescue_app.errors import CommandError, LiferaftError, NotRootError, UsageError
-from rescue_app.run import run
+from rescue_app.run import have_tool, run
 
 log = logging.getLogger("liferaft.network")
 
@@ -157,6 +157,8 @@ def _ip_json(*args: str) -> list[dict[str, Any]]:
 
 def _networkd_links() -> dict[str, dict[str, Any]] | None:
     """networkd's JSON per interface name, or None if networkd does not answer."""
+    if not have_tool("networkctl", "interfaces are shown without networkd's view"):
+        return None
     try:
         proc = run(["networkctl", "--json=short", "list"], check=False, timeout=10)
     except LiferaftError:

@@ -12,7 +12,7 @@ import tempfile
 
 from rescue_app.engine.extents import Extent, normalize
 from rescue_app.errors import CommandError
-from rescue_app.run import run
+from rescue_app.run import have_tool, run
 
 # lsblk FSTYPE -> the partclone program that understands it
 PARTCLONE_OF = {
@@ -100,7 +100,7 @@ def parse_dumpe2fs(text: str) -> list[Extent]:
 
 
 def used_map(partition_path: str, fstype: str) -> list[Extent]:
-    if fstype in EXT_FAMILY:
+    if fstype in EXT_FAMILY and have_tool("dumpe2fs", "ext maps come from partclone"):
         # e2fsprogs answers in milliseconds; partclone's progress thread
         # makes every map take at least two seconds.
         proc = run(["dumpe2fs", partition_path], check=False)

@@ -18,8 +18,7 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 
-from rescue_app.engine import Engine
-from rescue_app.engine.diskmodel import BlockDisk
+from rescue_app.engine import BlockDisk, Engine
 from rescue_app.errors import LiferaftError
 from rescue_app.tui.logbuffer import MemoryLogHandler
 from rescue_app.tui.profile import ProfileInfo, load_profile_info

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rescue_app.engine.diskmodel import BlockDisk
-from rescue_app.engine.manifest import DiskImage
+from rescue_app.engine import BlockDisk, DiskImage
 
 
 def candidate_targets(disks: Sequence[BlockDisk]) -> list[BlockDisk]:

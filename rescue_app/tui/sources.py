@@ -22,10 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from rescue_app.engine import Engine
-from rescue_app.engine.diskmodel import BlockDisk, Role
-from rescue_app.engine.repository import REPO_FILE, Repository
-from rescue_app.engine.units import human_size
+from rescue_app.engine import REPO_FILE, BlockDisk, Engine, Repository, Role, human_size
 from rescue_app.errors import CommandError, LiferaftError, RepositoryError
 
 log = logging.getLogger("liferaft.tui.sources")
@@ -215,8 +212,6 @@ class NetworkSource(RepositorySource):
     def __init__(self, url: str, password: str | None = None) -> None:
         from urllib.parse import urlsplit
 
-        from rescue_app.engine.stores import reject_password_in_url
-
         parts = urlsplit(url)
         if parts.scheme.lower() not in NETWORK_SCHEMES or not parts.hostname:
             raise RepositoryError(
@@ -224,7 +219,7 @@ class NetworkSource(RepositorySource):
                 hint="type e.g. https://server/repo, sftp://user@host/path, "
                 "smb://user@host/share/path, nfs://host/export or s3://bucket/prefix",
             )
-        reject_password_in_url(f"{parts.scheme}://{parts.hostname}", parts.password)
+        Engine.reject_password_in_url(f"{parts.scheme}://{parts.hostname}", parts.password)
         self.url = url
         self.scheme = parts.scheme.lower()
         self.who = f"{parts.username}@{parts.hostname}" if parts.username else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass
 
-from rescue_app.engine.units import human_duration, human_rate, human_size
+from rescue_app.engine import human_duration, human_rate, human_size
 from rescue_app.progress import Progress
 
 

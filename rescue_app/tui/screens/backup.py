@@ -11,8 +11,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Footer, Header, Input, Select, Static
 from textual.widgets.selection_list import Selection
 
-from rescue_app.engine.diskmodel import BlockDisk
-from rescue_app.engine.repository import NAME_RE, Repository
+from rescue_app.engine import NAME_RE, BlockDisk, Repository
 from rescue_app.errors import LiferaftError, UsageError
 from rescue_app.tui.checklist import CheckList
 from rescue_app.tui.screens.base import LiferaftScreen

@@ -9,7 +9,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 if TYPE_CHECKING:
-    from rescue_app.engine.repository import Repository
+    from rescue_app.engine import Repository
     from rescue_app.tui.app import LiferaftApp
     from rescue_app.tui.sources import RepositorySource
 

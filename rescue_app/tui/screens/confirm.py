@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
-from rescue_app.engine.plan import RestorePlan, describe_contents
+from rescue_app.engine import RestorePlan, describe_contents
 
 
 def matches_device(typed: str, path: str) -> bool:

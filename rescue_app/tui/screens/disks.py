@@ -8,7 +8,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static
 
-from rescue_app.engine.diskmodel import format_disks_table
+from rescue_app.engine import format_disks_table
 from rescue_app.tui.screens.base import LiferaftScreen
 
 

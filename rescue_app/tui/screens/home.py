@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 
 from rich.text import Text
 from textual import work
@@ -12,8 +11,8 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
 
-from rescue_app.engine.diskmodel import BlockDisk
-from rescue_app.engine.units import human_size
+from rescue_app.engine import BlockDisk, human_size
+from rescue_app.errors import LiferaftError
 from rescue_app.tui.screens.base import LiferaftScreen
 from rescue_app.tui.sources import ScanContext, discover_sources
 
@@ -174,9 +173,9 @@ class HomeScreen(LiferaftScreen):
         with self.app.suspend():
             print("liferaft: type `exit` to return to the menu.")
             try:
-                subprocess.call([shell])
-            except OSError as exc:
-                print(f"liferaft: cannot start {shell}: {exc}")
+                self.lapp.engine.run_shell(shell)
+            except LiferaftError as exc:
+                print(f"liferaft: {exc.message}")
         self.refresh_disks()
 
     def action_power(self) -> None:

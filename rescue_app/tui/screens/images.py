@@ -8,9 +8,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static
 
-from rescue_app.engine.manifest import ImageSummary, Manifest
-from rescue_app.engine.repository import Repository
-from rescue_app.engine.units import human_size
+from rescue_app.engine import ImageSummary, Manifest, Repository, human_size
 from rescue_app.tui.screens.base import LiferaftScreen
 
 

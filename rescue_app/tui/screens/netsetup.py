@@ -15,7 +15,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, RadioButton, RadioSet, Static
 
-from rescue_app.engine.network import Interface, parse_static
+from rescue_app.engine import Engine, Interface
 from rescue_app.errors import LiferaftError
 
 # The chosen one also says so in text: with NO_COLOR the radio dot looks the same.
@@ -115,7 +115,7 @@ class InterfaceSetupModal(ModalScreen["NetSetup | None"]):
         gateway = self.query_one("#netsetup-gateway", Input).value.strip()
         dns = self.query_one("#netsetup-dns", Input).value.strip()
         try:
-            parse_static(self.iface.name, address, gateway, [dns])
+            Engine.check_static(self.iface.name, address, gateway, [dns])
         except LiferaftError as exc:
             self.query_one("#netsetup-error", Static).update(str(exc))
             self.query_one("#netsetup-address", Input).focus()

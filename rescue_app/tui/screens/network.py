@@ -14,7 +14,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from rescue_app.engine.network import Interface, NetworkStatus
+from rescue_app.engine import Interface, NetworkStatus
 from rescue_app.errors import LiferaftError, UsageError
 from rescue_app.tui.screens.base import RepositoryOpeningScreen
 from rescue_app.tui.screens.netsetup import InterfaceSetupModal, NetSetup

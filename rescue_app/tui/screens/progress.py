@@ -21,11 +21,16 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Footer, Header, ProgressBar, Static
 
-from rescue_app.engine import Engine
-from rescue_app.engine.plan import RestorePlan
-from rescue_app.engine.repository import Repository
-from rescue_app.engine.results import CaptureResult, RestoreResult, VerifyReport
-from rescue_app.engine.units import human_duration, human_size
+from rescue_app.engine import (
+    CaptureResult,
+    Engine,
+    Repository,
+    RestorePlan,
+    RestoreResult,
+    VerifyReport,
+    human_duration,
+    human_size,
+)
 from rescue_app.errors import CancelledError, LiferaftError
 from rescue_app.progress import CancelToken, Progress, ProgressCallback
 from rescue_app.tui.screens.base import LiferaftScreen

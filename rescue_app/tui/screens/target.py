@@ -17,11 +17,14 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Checkbox, Footer, Header, Select, Static
 
-from rescue_app.engine.diskmodel import BlockDisk
-from rescue_app.engine.manifest import Manifest
-from rescue_app.engine.plan import RestorePlan, describe_contents
-from rescue_app.engine.repository import Repository
-from rescue_app.engine.units import human_size
+from rescue_app.engine import (
+    BlockDisk,
+    Manifest,
+    Repository,
+    RestorePlan,
+    describe_contents,
+    human_size,
+)
 from rescue_app.errors import LiferaftError, UsageError
 from rescue_app.tui.checklist import MarkedCheckbox
 from rescue_app.tui.matching import candidate_targets, suggest_targets
