@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 import zstandard
 
 from rescue_app import __version__
+from rescue_app.engine.keychain import CredentialChain
 from rescue_app.engine.manifest import ImageSummary, Manifest, parse_manifest
 from rescue_app.engine.stores import Store, open_store
 from rescue_app.errors import ChunkError, ImageNotFoundError, ManifestError, RepositoryError
@@ -83,6 +84,10 @@ class PutResult:
 class Repository:
     """A repository in a Store. Open with ``Repository.open``."""
 
+    # what 'liferaft images' shows in its FORMAT column (Clonezilla images:
+    # engine/clonezilla.py's read-only subclass)
+    format_name = "liferaft"
+
     def __init__(self, store: Store) -> None:
         self.store = store
         self.location = store.location
@@ -95,8 +100,11 @@ class Repository:
 
     # -- opening ---------------------------------------------------------
     @classmethod
-    def open(cls, location: str, *, create: bool = False) -> Repository:
-        store = open_store(location)
+    def open(
+        cls, location: str, *, credentials: CredentialChain, create: bool = False
+    ) -> Repository:
+        """``credentials``: where a network store gets its secrets (the Engine's)."""
+        store = open_store(location, credentials)
         repo = cls(store)
         try:
             marker = store.read(REPO_FILE)

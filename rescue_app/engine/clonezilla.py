@@ -1,0 +1,874 @@
+"""Clonezilla image folders, read-only: listed, restored and imported like our own images.
+
+Owns what the files of a Clonezilla image folder (``ocs-sr savedisk``) mean:
+``disk``, ``parts``, ``<disk>-pt.sf`` (sfdisk dump), ``<disk>-pt.parted``
+(the disk's size), ``<disk>-mbr``, ``<disk>-hidden-data-after-mbr``,
+``<disk>-gpt-1st``, ``blkid.list``, ``dev-fs.list``, ``swappt-<part>.info``,
+``clonezilla-img`` (the date) and the partclone images
+(``engine/partclone_image.py``). It turns a folder into our typed Manifest
+(disks, table, partitions with filesystem, UUID and label, used blocks), so
+plan, confirmation, safety rules, boot repair and --grow work unchanged.
+
+``ClonezillaSource`` stands where restore expects a Repository: it lists the
+images of an image root (or one image folder), builds a Manifest by reading
+every partclone image through once (every checksum checked; the chunk hashes
+computed), and serves the chunks again, in order, from a second read while
+the restore writes. Nothing is written to a target before the whole image has
+been read and found complete. Never writes to the image folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from rescue_app.engine.extents import ExtentMap, total
+from rescue_app.engine.manifest import (
+    METHOD_NONE,
+    METHOD_SWAP,
+    METHOD_USED,
+    DiskImage,
+    Filesystem,
+    ImageSummary,
+    Manifest,
+    PartitionImage,
+    PartitionTable,
+    Region,
+)
+from rescue_app.engine.partclone_image import (
+    ClonezillaImageError,
+    PartcloneReader,
+    open_image,
+)
+from rescue_app.engine.repository import (
+    CHUNK_HASH,
+    CHUNK_SIZE,
+    COMPRESSION,
+    PutResult,
+    Repository,
+    chunk_digest,
+    liferaft_version,
+)
+from rescue_app.engine.stores.local import LocalStore
+from rescue_app.engine.table import TableEntry, parse_sfdisk_json
+from rescue_app.errors import (
+    CancelledError,
+    ChunkError,
+    DiskError,
+    ImageNotFoundError,
+    RepositoryError,
+)
+from rescue_app.progress import CancelToken, Progress, ProgressCallback, no_progress
+
+FORMAT = "clonezilla"
+_IMAGE_RE = re.compile(r"^(?P<part>[^.]+)\.(?P<fs>[A-Za-z0-9_+-]+)-ptcl-img\.(?P<comp>[a-z0-9]+)")
+_NTFSCLONE_RE = re.compile(r"^(?P<part>[^.]+)\.ntfs-img")
+_PARTIMAGE_RE = re.compile(r"^(?P<part>[^.]+)\.(?P<fs>[A-Za-z0-9_+-]+)-img\.")
+# Clonezilla's file-system names in partclone file names -> lsblk's
+_FS_NAMES = {"fat12": "vfat", "fat16": "vfat", "fat32": "vfat", "vfat": "vfat", "exfat": "exfat"}
+
+
+def is_image_folder(path: str) -> bool:
+    """A Clonezilla image folder: ``disk`` or ``parts`` and a partition table dump
+    or partclone images."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return False
+    if "disk" not in names and "parts" not in names:
+        return False
+    return "clonezilla-img" in names or any(
+        n.endswith("-pt.sf") or "-ptcl-img." in n for n in names
+    )
+
+
+def looks_like_clonezilla(location: str) -> bool:
+    """``location`` is a local folder that is a Clonezilla image or holds some,
+    and not a liferaft repository."""
+    if "://" in location and not location.startswith("file://"):
+        return False
+    path = location.removeprefix("file://")
+    if not os.path.isdir(path) or os.path.exists(os.path.join(path, "liferaft-repository.json")):
+        return False
+    if is_image_folder(path):
+        return True
+    try:
+        return any(is_image_folder(os.path.join(path, n)) for n in os.listdir(path))
+    except OSError:
+        return False
+
+
+# -- reading the folder --------------------------------------------------------
+
+
+def _read_text(folder: str, name: str) -> str | None:
+    try:
+        with open(os.path.join(folder, name), encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def parse_sfdisk_dump(text: str, disk: str) -> tuple[PartitionTable, list[TableEntry], int]:
+    """An ``sfdisk --dump`` text (Clonezilla's ``<disk>-pt.sf``) as our table
+    model; also returns the sector size. Goes through the same parser as
+    capture's ``sfdisk --json``, so both sides agree on kinds and types."""
+    header: dict[str, object] = {}
+    parts: list[dict[str, object]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if " : " in line:
+            node, _, rest = line.partition(" : ")
+            entry: dict[str, object] = {"node": node.strip()}
+            for field in _split_fields(rest):
+                key, eq, value = field.partition("=")
+                key = key.strip()
+                value = value.strip().strip('"')
+                if not eq:
+                    if key == "bootable":
+                        entry["bootable"] = True
+                    continue
+                entry[key] = int(value) if key in ("start", "size") else value
+            parts.append(entry)
+        else:
+            key, _, value = line.partition(":")
+            header[key.strip()] = value.strip()
+    label = str(header.get("label", ""))
+    if label not in ("gpt", "dos"):
+        raise ClonezillaImageError(
+            f"{disk}-pt.sf: partition table type {label!r} is not supported (only GPT and MBR)"
+        )
+    doc = {
+        "partitiontable": {
+            "label": label,
+            "id": header.get("label-id"),
+            "device": header.get("device"),
+            "unit": "sectors",
+            "firstlba": int(str(header["first-lba"])) if "first-lba" in header else None,
+            "lastlba": int(str(header["last-lba"])) if "last-lba" in header else None,
+            "sectorsize": int(str(header.get("sector-size", 512))),
+            "partitions": parts,
+        }
+    }
+    try:
+        table, entries = parse_sfdisk_json(json.dumps(doc))
+    except (DiskError, KeyError, ValueError) as exc:
+        raise ClonezillaImageError(f"{disk}-pt.sf cannot be read: {exc}") from None
+    return table, entries, int(str(header.get("sector-size", 512)))
+
+
+def _split_fields(text: str) -> list[str]:
+    """Split ``a=1, name="x, y", bootable`` on the commas outside quotes."""
+    out, cur, quoted = [], "", False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        if ch == "," and not quoted:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur)
+    return out
+
+
+def parse_blkid_list(text: str) -> dict[str, dict[str, str]]:
+    """``/dev/sda1: LABEL="x" UUID="y" TYPE="ext4"`` lines by kernel name (sda1)."""
+    out: dict[str, dict[str, str]] = {}
+    for line in text.splitlines():
+        dev, sep, rest = line.partition(": ")
+        if not sep or not dev.startswith("/dev/"):
+            continue
+        out[dev.removeprefix("/dev/")] = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', rest))
+    return out
+
+
+def _disk_size(folder: str, disk: str, ss: int, table: PartitionTable, ends: list[int]) -> int:
+    parted = _read_text(folder, f"{disk}-pt.parted") or ""
+    m = re.search(r"^Disk /dev/\S+: (\d+)s$", parted, re.M)
+    if m:
+        return int(m.group(1)) * ss
+    if table.type == "gpt" and table.last_lba:
+        return (int(table.last_lba) + 34) * ss
+    return max(ends, default=0)
+
+
+def _image_time(folder: str) -> datetime:
+    text = _read_text(folder, "clonezilla-img") or ""
+    m = re.search(r"saved by Clonezilla at (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC", text)
+    if m:
+        return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    ref = os.path.join(folder, "disk" if os.path.exists(os.path.join(folder, "disk")) else "")
+    return datetime.fromtimestamp(int(os.stat(ref).st_mtime), UTC)
+
+
+@dataclass(frozen=True)
+class CzPartition:
+    """One partition of the image: its table entry and what Clonezilla kept of it."""
+
+    entry: TableEntry
+    kernel_name: str  # sda1, nvme0n1p2, loop6p3
+    image: str | None  # partclone image base name, e.g. sda1.ext4-ptcl-img.gz
+    fs: str | None
+    uuid: str | None
+    label: str | None
+    method: str
+
+
+@dataclass(frozen=True)
+class CzDisk:
+    name: str  # the disk's kernel name when saved (sda)
+    table: PartitionTable
+    sector_size: int
+    size: int
+    head: bytes  # the boot code, the table sectors and any hidden data after the MBR
+    partitions: tuple[CzPartition, ...]
+
+
+@dataclass(frozen=True)
+class CzImage:
+    """A Clonezilla image folder as read from its small files (no partclone data)."""
+
+    folder: str
+    name: str
+    created: datetime
+    disks: tuple[CzDisk, ...]
+
+    @property
+    def id(self) -> str:
+        return self.created.strftime("%Y%m%dT%H%M%SZ")
+
+    def where(self, part: CzPartition) -> str:
+        return f"Clonezilla image {self.name}, partition {part.kernel_name} ({part.image})"
+
+    def files(self) -> list[str]:
+        """Every file the image's data comes from (for the unchanged check)."""
+        names = sorted(os.listdir(self.folder))
+        out = []
+        for d in self.disks:
+            for p in d.partitions:
+                if p.image:
+                    out += [n for n in names if n == p.image or n.startswith(p.image + ".")]
+        return out
+
+
+def read_image(folder: str) -> CzImage:
+    """Read and check an image folder's description; ClonezillaImageError names
+    the first missing or damaged piece."""
+    name = os.path.basename(os.path.normpath(folder))
+    disk_text = _read_text(folder, "disk")
+    if disk_text is None:
+        what = "partitions (saveparts)" if _read_text(folder, "parts") is not None else "no disk"
+        raise ClonezillaImageError(
+            f"Clonezilla image {name} holds {what}; liferaft restores whole-disk images "
+            "(ocs-sr savedisk)",
+            hint="restore it with Clonezilla, or save the whole disk",
+        )
+    disk_names = disk_text.split()
+    if not disk_names:
+        raise ClonezillaImageError(f"Clonezilla image {name}: its 'disk' file is empty")
+    names = sorted(os.listdir(folder))
+    blkid = parse_blkid_list(_read_text(folder, "blkid.list") or "")
+    dev_fs: dict[str, str] = {}
+    for line in (_read_text(folder, "dev-fs.list") or "").splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0].startswith("/dev/"):
+            dev_fs[fields[0].removeprefix("/dev/")] = fields[1]
+    disks = []
+    for disk in disk_names:
+        sf = _read_text(folder, f"{disk}-pt.sf")
+        if sf is None:
+            raise ClonezillaImageError(
+                f"Clonezilla image {name}: {disk}-pt.sf (the partition table) is missing",
+                hint="copy the whole image folder again",
+            )
+        table, entries, ss = parse_sfdisk_dump(sf, disk)
+        parts = tuple(_partition(folder, names, e, blkid, dev_fs, name) for e in entries)
+        size = _disk_size(folder, disk, ss, table, [e.start + e.size for e in entries])
+        disks.append(
+            CzDisk(
+                name=disk,
+                table=table,
+                sector_size=ss,
+                size=size,
+                head=_head(folder, disk, table, name),
+                partitions=parts,
+            )
+        )
+    return CzImage(folder=folder, name=name, created=_image_time(folder), disks=tuple(disks))
+
+
+def _head(folder: str, disk: str, table: PartitionTable, image: str) -> bytes:
+    def raw(suffix: str) -> bytes | None:
+        try:
+            with open(os.path.join(folder, f"{disk}-{suffix}"), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    if table.type == "gpt":
+        first = raw("gpt-1st")
+        if first is None:
+            raise ClonezillaImageError(
+                f"Clonezilla image {image}: {disk}-gpt-1st (the GPT) is missing",
+                hint="copy the whole image folder again",
+            )
+        return first
+    mbr = raw("mbr")
+    if mbr is None or len(mbr) != 512:
+        raise ClonezillaImageError(
+            f"Clonezilla image {image}: {disk}-mbr is missing or not 512 bytes",
+            hint="copy the whole image folder again",
+        )
+    return mbr + (raw("hidden-data-after-mbr") or b"")
+
+
+def _partition(
+    folder: str,
+    names: list[str],
+    e: TableEntry,
+    blkid: dict[str, dict[str, str]],
+    dev_fs: dict[str, str],
+    image: str,
+) -> CzPartition:
+    kname = e.node.removeprefix("/dev/")
+    info = blkid.get(kname, {})
+    images = [n for n in names if (m := _IMAGE_RE.match(n)) and m.group("part") == kname]
+    bases = sorted({_IMAGE_RE.match(n).group(0) for n in images})  # type: ignore[union-attr]
+    swap_info = _read_text(folder, f"swappt-{kname}.info")
+    if e.kind == "extended":
+        return CzPartition(e, kname, None, None, None, None, METHOD_NONE)
+    if bases:
+        fs_from_name = _IMAGE_RE.match(bases[0]).group("fs")  # type: ignore[union-attr]
+        fs: str | None = info.get("TYPE") or _FS_NAMES.get(fs_from_name, fs_from_name)
+        if fs_from_name == "dd":
+            fs = info.get("TYPE")
+        return CzPartition(e, kname, bases[0], fs, info.get("UUID"), info.get("LABEL"), METHOD_USED)
+    if swap_info is not None or dev_fs.get(kname) == "swap":
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', swap_info or ""))
+        return CzPartition(
+            e,
+            kname,
+            None,
+            "swap",
+            fields.get("UUID") or info.get("UUID"),
+            fields.get("LABEL") or info.get("LABEL"),
+            METHOD_SWAP,
+        )
+    other = [n for n in names if n.startswith(kname + ".")]
+    if other:
+        raise ClonezillaImageError(
+            f"Clonezilla image {image}: partition {kname} is saved as {other[0]}, a kind "
+            "liferaft does not read (only partclone images)",
+            hint="save the image again with partclone (ocs-sr -q2)",
+        )
+    # Clonezilla kept nothing of it (no filesystem it knew): the partition is
+    # recreated empty, as Clonezilla itself does.
+    return CzPartition(e, kname, None, info.get("TYPE"), None, None, METHOD_NONE)
+
+
+# -- the data --------------------------------------------------------------------
+
+
+def partition_chunks(
+    reader: PartcloneReader, chunk_size: int, size: int
+) -> Iterator[tuple[int, bytes | bytearray]]:
+    """The cells of the chunk grid over a partition of ``size`` bytes that
+    hold used blocks, in order, as (index, content): used blocks in place,
+    zeros elsewhere, the last cell cut at the partition's end (docs/FORMAT.md)."""
+    bs = reader.header.block_size
+    index = -1
+    cell = bytearray()
+
+    def cut(i: int, data: bytearray) -> bytearray:
+        end = min(chunk_size, size - i * chunk_size)
+        return data if end == chunk_size else data[:end]
+
+    for strip in reader.strips():
+        pos = 0
+        for first, count in strip.runs:
+            offset, left = first * bs, count * bs
+            while left:
+                i = offset // chunk_size
+                if i != index:
+                    if index >= 0:
+                        yield index, cut(index, cell)
+                    index, cell = i, bytearray(chunk_size)
+                at = offset - i * chunk_size
+                n = min(left, chunk_size - at)
+                cell[at : at + n] = strip.data[pos : pos + n]
+                pos, offset, left = pos + n, offset + n, left - n
+    if index >= 0:
+        yield index, cut(index, cell)
+
+
+_ZEROS = bytes(CHUNK_SIZE)
+
+
+def _cell_digest(data: bytes | bytearray) -> str | None:
+    """None for an all-zero cell (not stored, docs/FORMAT.md), else its hash."""
+    return None if data == _ZEROS[: len(data)] else chunk_digest(data)
+
+
+class _Scan:
+    """Counts bytes read through all partclone images for progress."""
+
+    def __init__(self, total_bytes: int, progress: ProgressCallback, phase: str) -> None:
+        self.done = 0
+        self.total = total_bytes
+        self.progress = progress
+        self.phase = phase
+
+    def add(self, item: str, n: int) -> None:
+        self.done += n
+        self.progress(Progress(self.phase, item, self.done, self.total))
+
+
+def _open_partition(image: CzImage, part: CzPartition, size: int) -> PartcloneReader:
+    assert part.image is not None
+    where = image.where(part)
+    reader, _kind = open_image(image.folder, part.image, where)
+    h = reader.header
+    if h.total_blocks * h.block_size > size:
+        reader.close()
+        raise ClonezillaImageError(
+            f"{where}: the filesystem ({h.total_blocks * h.block_size} bytes) is larger "
+            f"than its partition ({size} bytes)",
+            hint="the image is damaged or its partition table does not belong to it",
+        )
+    return reader
+
+
+def _partition_cells(
+    image: CzImage,
+    part: CzPartition,
+    size: int,
+    scan: _Scan | None = None,
+    cancel: CancelToken | None = None,
+) -> Iterator[tuple[int, bytes | bytearray, PartcloneReader]]:
+    """Open the partition's partclone image and yield its chunk cells, with the
+    reader (its used blocks are known once it is open); always closed."""
+    reader = _open_partition(image, part, size)
+    try:
+        counted = 0
+        yielded = False
+        for index, data in partition_chunks(reader, CHUNK_SIZE, size):
+            if cancel is not None and cancel.cancelled:
+                raise CancelledError("cancelled while reading the Clonezilla image")
+            if scan is not None:
+                # progress over the whole partition: the cells up to this one
+                reached = index * CHUNK_SIZE + len(data)
+                scan.add(part.kernel_name, reached - counted)
+                counted = reached
+            yielded = True
+            yield index, data, reader
+        if scan is not None and size > counted:
+            scan.add(part.kernel_name, size - counted)
+        if not yielded:  # a filesystem without a used block: the reader alone
+            yield -1, b"", reader
+    finally:
+        reader.close()
+
+
+def build_manifest(
+    image: CzImage,
+    *,
+    name: str | None = None,
+    image_id: str | None = None,
+    store: Repository | None = None,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+    phase: str = "check",
+) -> tuple[Manifest, dict[str, bytes], dict[str, int]]:
+    """Read every partclone image of ``image`` through once, every checksum
+    checked, and describe the image as our Manifest. ``store``: put each chunk
+    there as it is read (import). Returns the manifest, the head chunks (held
+    in memory: they are small) and counts (chunks, new chunks, stored bytes)."""
+    scan = _Scan(
+        sum(p.entry.size for d in image.disks for p in d.partitions if p.image),
+        progress,
+        phase,
+    )
+    static: dict[str, bytes] = {}
+    stats = {"chunks": 0, "new_chunks": 0, "stored_bytes": 0}
+
+    def keep(data: bytes | bytearray) -> str | None:
+        digest = _cell_digest(data)
+        if digest is not None:
+            stats["chunks"] += 1
+            if store is not None:
+                put: PutResult = store.put_chunk(bytes(data), digest)
+                stats["new_chunks"] += put.stored_bytes > 0
+                stats["stored_bytes"] += put.stored_bytes
+        return digest
+
+    disks = []
+    for index, d in enumerate(image.disks):
+        head_chunks = []
+        for start in range(0, len(d.head), CHUNK_SIZE):
+            piece = d.head[start : start + CHUNK_SIZE]
+            digest = keep(piece)
+            if digest is not None:
+                static[digest] = piece
+            head_chunks.append(digest)
+        parts = []
+        for p in d.partitions:
+            e = p.entry
+            n_chunks = -(-e.size // CHUNK_SIZE)
+            chunks: list[str | None] = [None] * n_chunks
+            used_map = ExtentMap()
+            if p.image:
+                for i, data, reader in _partition_cells(image, p, e.size, scan, cancel):
+                    if i >= 0:
+                        chunks[i] = keep(data)
+                    used_map = used_map or reader.byte_extents()
+            parts.append(
+                PartitionImage(
+                    number=e.number,
+                    start=e.start,
+                    size=e.size,
+                    kind=e.kind,
+                    type=e.type,
+                    uuid=e.uuid,
+                    name=e.name,
+                    attrs=e.attrs,
+                    bootable=e.bootable,
+                    filesystem=Filesystem(type=p.fs, uuid=p.uuid, label=p.label),
+                    method=p.method,
+                    used_bytes=total(used_map),
+                    used_map=used_map,
+                    chunks=tuple(chunks),
+                    note=""
+                    if p.method != METHOD_NONE or e.kind == "extended"
+                    else ("Clonezilla saved no data of this partition; it is recreated empty"),
+                )
+            )
+        disks.append(
+            DiskImage(
+                index=index,
+                model=None,
+                serial=None,
+                wwn=None,
+                size=d.size,
+                logical_sector_size=d.sector_size,
+                physical_sector_size=d.sector_size,
+                transport=None,
+                table=d.table,
+                head=Region(offset=0, length=len(d.head), chunks=tuple(head_chunks)),
+                gpt_backup=None,
+                partitions=tuple(parts),
+            )
+        )
+    created = image.created.isoformat().replace("+00:00", "Z")
+    manifest = Manifest(
+        name=name or image.name,
+        id=image_id or image.id,
+        created=created,
+        host=f"clonezilla:{image.name}",
+        liferaft_version=liferaft_version(),
+        chunk_size=CHUNK_SIZE,
+        chunk_hash=CHUNK_HASH,
+        compression=COMPRESSION,
+        disks=tuple(disks),
+        stats=dict(stats),
+    )
+    return manifest, static, stats
+
+
+def summary_of(image: CzImage) -> ImageSummary:
+    """What ``liferaft images`` shows, from the small files and the partclone
+    headers only (no data is read)."""
+    data = 0
+    for d in image.disks:
+        for p in d.partitions:
+            if p.image:
+                reader, _ = open_image(image.folder, p.image, image.where(p))
+                reader.close()
+                data += reader.header.used_bytes
+    from rescue_app.engine.units import human_size
+
+    return ImageSummary(
+        name=image.name,
+        id=image.id,
+        created=image.created.isoformat().replace("+00:00", "Z"),
+        host="clonezilla",
+        disks=tuple(
+            f"{d.name} ({d.table.type}, {len(d.partitions)} partitions), {human_size(d.size)}"
+            for d in image.disks
+        ),
+        data_bytes=data,
+        disk_bytes=sum(d.size for d in image.disks),
+    )
+
+
+# -- the source restore reads from ------------------------------------------------
+
+
+def _fingerprint(folder: str, names: Iterable[str]) -> tuple[tuple[str, int, int], ...]:
+    out = []
+    for n in names:
+        st = os.stat(os.path.join(folder, n))
+        out.append((n, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+class ClonezillaSource(Repository):
+    """Clonezilla images presented as a read-only repository.
+
+    ``load_manifest`` reads the whole image once (checksums, completeness,
+    chunk hashes); ``get_chunk`` then serves chunks from a second, sequential
+    read in the order restore asks for them. Writing is refused."""
+
+    format_name = FORMAT
+    # Chunks read ahead of what restore asked for (its workers ask slightly
+    # out of order): at most this many are held (4 MiB each).
+    AHEAD = 48
+
+    def __init__(self, root: str, folders: dict[str, str]) -> None:
+        super().__init__(LocalStore(root))
+        self.folders = folders  # image name -> folder
+        self._loaded: dict[str, tuple[CzImage, Manifest, dict[str, bytes], tuple[object, ...]]] = {}
+        self._lock = threading.Lock()
+        self._cursor: Iterator[tuple[str, bytes | bytearray]] | None = None
+        self._cursor_ref = ""
+        self._ahead: OrderedDict[int, tuple[str, bytes | bytearray]] = OrderedDict()
+        self._serial = 0
+
+    @classmethod
+    def open_location(cls, location: str) -> ClonezillaSource:
+        root = os.path.abspath(location.removeprefix("file://"))
+        if is_image_folder(root):
+            return cls(os.path.dirname(root), {os.path.basename(root): root})
+        folders = {}
+        for n in sorted(os.listdir(root)):
+            path = os.path.join(root, n)
+            if is_image_folder(path):
+                folders[n] = path
+        return cls(root, folders)
+
+    # -- listing
+    def manifest_refs(self) -> list[tuple[str, str]]:
+        out = []
+        for name, folder in self.folders.items():
+            try:
+                out.append((name, _image_time(folder).strftime("%Y%m%dT%H%M%SZ")))
+            except OSError:
+                continue
+        return out
+
+    def list_images(self) -> list[ImageSummary]:
+        out = []
+        self.damaged = []
+        for name, folder in self.folders.items():
+            try:
+                out.append(summary_of(read_image(folder)))
+            except (RepositoryError, OSError) as exc:
+                self.damaged.append(f"Clonezilla image {name}: {exc}")
+        out.sort(key=lambda s: (s.created, s.name))
+        return out
+
+    def resolve(self, ref: str) -> tuple[str, str]:
+        name, _, image_id = ref.partition("@")
+        if name not in self.folders:
+            raise ImageNotFoundError(
+                f"no Clonezilla image named {name!r} in {self.location}",
+                hint="run 'liferaft images --repo ...' to list the images",
+            )
+        return name, image_id
+
+    def image(self, ref: str) -> CzImage:
+        name, _ = self.resolve(ref)
+        return read_image(self.folders[name])
+
+    def load_manifest(
+        self,
+        ref: str,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> Manifest:
+        """The image as a Manifest, after reading all of it (cached)."""
+        name, _ = self.resolve(ref)
+        if name in self._loaded:
+            return self._loaded[name][1]
+        image = read_image(self.folders[name])
+        fingerprint = _fingerprint(image.folder, image.files())
+        manifest, static, _ = build_manifest(image, progress=progress, cancel=cancel)
+        self._loaded[name] = (image, manifest, static, fingerprint)
+        return manifest
+
+    # -- what restore calls
+    def check_chunks_present(self, manifest: Manifest) -> None:
+        """The image's files are still those that were read through when the
+        manifest was made (the plan may have waited for a confirmation)."""
+        image, _m, _s, fingerprint = self._entry(manifest)
+        try:
+            now = _fingerprint(image.folder, image.files())
+        except OSError as exc:
+            now = (str(exc),)  # type: ignore[assignment]
+        if now != fingerprint:
+            raise ClonezillaImageError(
+                f"Clonezilla image {image.name} changed after it was checked; nothing was written",
+                hint="plan the restore again",
+            )
+
+    def missing_chunks(self, digests: Iterable[str]) -> set[str]:
+        return set()
+
+    def has_chunk(self, digest: str) -> bool:
+        return any(digest in entry[2] for entry in self._loaded.values())
+
+    def _entry(
+        self, manifest: Manifest
+    ) -> tuple[CzImage, Manifest, dict[str, bytes], tuple[object, ...]]:
+        for entry in self._loaded.values():
+            if entry[1].ref == manifest.ref:
+                return entry
+        raise ImageNotFoundError(f"Clonezilla image {manifest.ref} was not read first")
+
+    def get_chunk(self, digest: str, where: str = "") -> bytes:
+        """Chunk ``digest`` of the image being restored: from the head files,
+        or from the partclone images read through in order. A chunk asked for
+        again later (a second pass) starts the read anew."""
+        with self._lock:
+            for entry in self._loaded.values():
+                if digest in entry[2]:
+                    return entry[2][digest]
+            for restarted in (False, True):
+                for key, (d, data) in list(self._ahead.items()):
+                    if d == digest:
+                        del self._ahead[key]
+                        return bytes(data)
+                if self._cursor is None or restarted:
+                    self._restart()
+                assert self._cursor is not None
+                for d, data in self._cursor:
+                    if d == digest:
+                        return bytes(data)
+                    self._serial += 1
+                    self._ahead[self._serial] = (d, data)
+                    while len(self._ahead) > self.AHEAD:
+                        self._ahead.popitem(last=False)
+                self._cursor = None
+        raise ChunkError(
+            f"chunk {digest[:12]} ({where}) is not in the Clonezilla image",
+            hint="the image changed while it was read; plan the restore again",
+        )
+
+    def _restart(self) -> None:
+        self._ahead.clear()
+        if not self._loaded:
+            raise ChunkError("no Clonezilla image was read before its chunks were asked for")
+        image, manifest, _s, _f = next(reversed(self._loaded.values()))
+        self._cursor = self._stream(image, manifest)
+
+    @staticmethod
+    def _stream(image: CzImage, manifest: Manifest) -> Iterator[tuple[str, bytes | bytearray]]:
+        for d, dm in zip(image.disks, manifest.disks, strict=True):
+            for p, pm in zip(d.partitions, dm.partitions, strict=True):
+                if not p.image:
+                    continue
+                for i, data, _reader in _partition_cells(image, p, p.entry.size):
+                    digest = _cell_digest(data) if i >= 0 else None
+                    if digest is None:
+                        continue
+                    if digest != pm.chunks[i]:
+                        raise ChunkError(
+                            f"{image.where(p)}: chunk {i} differs from when the image was checked",
+                            hint="the image changed while it was read; use a stable copy",
+                        )
+                    yield digest, data
+
+    # -- writing is not ours
+    def put_chunk(
+        self, data: bytes | bytearray | memoryview, digest: str | None = None
+    ) -> PutResult:
+        raise self._read_only()
+
+    def commit_manifest(self, manifest: Manifest) -> None:
+        raise self._read_only()
+
+    def ensure_writable(self) -> None:
+        raise self._read_only()
+
+    def create_now(self) -> None:
+        raise self._read_only()
+
+    def local_path(self) -> str | None:
+        return self.store.location if isinstance(self.store, LocalStore) else None
+
+    def _read_only(self) -> RepositoryError:
+        return RepositoryError(
+            f"{self.location} holds Clonezilla images, which liferaft only reads",
+            hint="capture into a liferaft repository, or 'liferaft import' the image into one",
+        )
+
+
+# -- import ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    ref: str
+    source: str
+    data_bytes: int
+    stored_bytes: int
+    chunks_total: int
+    chunks_new: int
+
+
+def import_image(
+    repo: Repository,
+    folder: str,
+    name: str | None,
+    *,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+) -> ImportResult:
+    """Convert the Clonezilla image in ``folder`` into an image of ``repo``:
+    used blocks only, deduplicated chunks, every partclone checksum checked.
+    The manifest is committed last, so a damaged image leaves no image."""
+    from rescue_app.engine.repository import validate_name
+
+    if not is_image_folder(folder):
+        raise ClonezillaImageError(
+            f"{folder} is not a Clonezilla image folder (no 'disk' or 'parts' file)",
+            hint="give the folder of one image, e.g. /home/partimag/2024-01-01-img",
+        )
+    image = read_image(folder)
+    target = validate_name(name or _safe_name(image.name))
+    repo.ensure_writable()
+    image_id, _now = repo.new_image_id(target)
+    manifest, _static, stats = build_manifest(
+        image,
+        name=target,
+        image_id=image_id,
+        store=repo,
+        progress=progress,
+        cancel=cancel,
+        phase="import",
+    )
+    manifest = replace(manifest, stats=dict(stats))
+    repo.commit_manifest(manifest)
+    repo.clean_tmp()
+    return ImportResult(
+        ref=manifest.ref,
+        source=image.name,
+        data_bytes=manifest.data_bytes,
+        stored_bytes=stats["stored_bytes"],
+        chunks_total=stats["chunks"],
+        chunks_new=stats["new_chunks"],
+    )
+
+
+def _safe_name(name: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", name).lstrip("._-")
+    return (cleaned or "clonezilla")[:64]

@@ -1,0 +1,441 @@
+"""partclone's image format, read by our own code (Clonezilla's partition images).
+
+Owns: opening ``<part>.<fs>-ptcl-img.<comp>`` files (split volumes ``.aa``,
+``.ab``... read as one stream; gzip, zstd, xz/lzma, bzip2, lz4 or none, told
+by the bytes, not the name), parsing partclone's format 0002 (header, bitmap,
+data blocks with a checksum after every N blocks: CRC32 or XXH64, reseeded or
+running) and handing out the used blocks as byte runs, every checksum
+checked. A damaged or unsupported piece is one ClonezillaImageError naming
+the image, the partition and, for data, the block. Reads files only.
+
+Format facts (partclone's IMAGE_FORMATS.md and src/checksum.c):
+- header 0002: 110 bytes, little-endian; its last 4 bytes are a CRC32 of the
+  106 before; the bitmap (1 bit per block, LSB first) and a CRC32 of it follow;
+- partclone's CRC32 is the reflected 0xEDB88320 polynomial seeded with
+  0xFFFFFFFF and *not* inverted at the end: zlib.crc32(data) ^ 0xFFFFFFFF, and
+  a running value continues as zlib.crc32(more, previous ^ 0xFFFFFFFF);
+- XXH64 is seeded with 0 and stored as a little-endian 64-bit number;
+- the data section holds the used blocks in order; after every
+  ``blocks_per_checksum`` blocks, and after the last partial strip, comes the
+  checksum of that strip (of everything so far when reseeding is off).
+Format 0001 (partclone < 0.3.0, before 2017) is refused with a clear line.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import os
+import re
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any, BinaryIO, Protocol, cast
+
+import zstandard
+
+from rescue_app.engine.extents import Extent, ExtentMap
+from rescue_app.errors import RepositoryError
+
+MAGIC = b"partclone-image"
+HEADER_V2 = 110
+CSM_NONE, CSM_CRC32, CSM_XXH64 = 0x00, 0x20, 0x30
+BM_BIT = 1
+# blocks read at once when the image has no checksums
+_BATCH_BLOCKS = 1024
+
+
+class ClonezillaImageError(RepositoryError):
+    """A Clonezilla image (or one of its partclone files) is damaged,
+    incomplete or of a kind liferaft cannot read."""
+
+
+# -- volumes and compression -------------------------------------------------
+
+_VOLUME_RE = re.compile(r"^(?P<base>.+-ptcl-img\.[a-z0-9]+)(?:\.(?P<vol>[a-z]{2,}))?$")
+
+
+def volume_names(names: list[str], base: str) -> list[str]:
+    """The files of one partclone image ``base`` among ``names``, in order: the
+    file itself, or its split volumes ``base.aa``, ``base.ab``, ...;
+    ClonezillaImageError when a volume in the middle is missing."""
+    if base in names:
+        return [base]
+    vols = sorted(n[len(base) + 1 :] for n in names if n.startswith(base + "."))
+    vols = [v for v in vols if v.isalpha() and v.islower()]
+    if not vols:
+        raise FileNotFoundError(base)
+    expected = [_volume_suffix(i, len(vols[0])) for i in range(len(vols))]
+    for want, got in zip(expected, vols, strict=True):
+        if want != got:
+            raise ClonezillaImageError(
+                f"{base}: split volume {base}.{want} is missing (found {', '.join(vols)})",
+                hint="copy the whole image folder again; every .aa, .ab, ... volume is needed",
+            )
+    return [f"{base}.{v}" for v in vols]
+
+
+def _volume_suffix(index: int, width: int) -> str:
+    letters = []
+    for _ in range(width):
+        index, r = divmod(index, 26)
+        letters.append(chr(ord("a") + r))
+    return "".join(reversed(letters))
+
+
+class Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+    def close(self) -> None: ...
+
+
+class VolumeReader(io.RawIOBase):
+    """Several files read as one stream (split volumes)."""
+
+    def __init__(self, paths: list[str]) -> None:
+        super().__init__()
+        self.paths = paths
+        self._index = 0
+        self._file: BinaryIO | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1, /) -> bytes:
+        while self._index < len(self.paths):
+            if self._file is None:
+                self._file = open(self.paths[self._index], "rb")  # noqa: SIM115
+            data = self._file.read(n if n >= 0 else 1 << 30)
+            if data:
+                return data
+            self._file.close()
+            self._file = None
+            self._index += 1
+        return b""
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._index = len(self.paths)
+        super().close()
+
+
+COMPRESSIONS = ("gzip", "zstd", "xz", "lzma", "bzip2", "lz4", "none")
+
+
+def sniff_compression(head: bytes) -> str | None:
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        return "zstd"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    if head.startswith(b"BZh"):
+        return "bzip2"
+    if head.startswith(b"\x04\x22\x4d\x18"):
+        return "lz4"
+    if head.startswith(MAGIC):
+        return "none"
+    if head[:1] == b"\x5d" and head[1:3] == b"\x00\x00":
+        return "lzma"
+    return None
+
+
+def open_decompressed(paths: list[str], where: str) -> tuple[Readable, str]:
+    """The decompressed stream of a partclone image's volumes, and the
+    compression found (by the first bytes; Clonezilla's suffix can lie)."""
+    with open(paths[0], "rb") as f:
+        head = f.read(16)
+    kind = sniff_compression(head)
+    if kind is None:
+        raise ClonezillaImageError(
+            f"{where}: unsupported compression (the file starts with {head[:6].hex()}); "
+            f"liferaft reads {', '.join(COMPRESSIONS)}",
+            hint="convert the image with Clonezilla's ocs-cvtimg-comp to gzip or zstd",
+        )
+    raw = VolumeReader(paths)
+    stream: Readable
+    if kind == "gzip":
+        stream = gzip.GzipFile(fileobj=raw, mode="rb")
+    elif kind == "zstd":
+        stream = zstandard.ZstdDecompressor().stream_reader(
+            cast(IO[bytes], raw), read_across_frames=True
+        )
+    elif kind in ("xz", "lzma"):
+        stream = lzma.LZMAFile(cast(IO[bytes], raw))  # noqa: SIM115 (the caller closes it)
+    elif kind == "bzip2":
+        stream = bz2.BZ2File(raw)  # noqa: SIM115
+    elif kind == "lz4":
+        import lz4.frame
+
+        stream = lz4.frame.LZ4FrameFile(raw)
+    else:
+        stream = raw
+    return stream, kind
+
+
+# -- the partclone format ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartcloneHeader:
+    fs: str  # partclone's name of the filesystem: EXTFS, XFS, FAT, NTFS, raw...
+    partclone_version: str
+    device_size: int  # bytes
+    total_blocks: int
+    used_blocks: int  # per the bitmap
+    block_size: int
+    checksum_mode: int
+    checksum_size: int
+    blocks_per_checksum: int
+    reseed: bool
+
+    @property
+    def used_bytes(self) -> int:
+        return self.used_blocks * self.block_size
+
+    @property
+    def checksum_name(self) -> str:
+        return {CSM_NONE: "none", CSM_CRC32: "CRC32", CSM_XXH64: "XXH64"}.get(
+            self.checksum_mode, f"mode {self.checksum_mode:#x}"
+        )
+
+
+def pc_crc32(data: bytes | memoryview, running: int = 0) -> int:
+    """partclone's CRC32 of ``data``; ``running`` is zlib's value so far (0 at
+    the seed). Returns zlib's value: partclone's is ``value ^ 0xFFFFFFFF``."""
+    return zlib.crc32(data, running)
+
+
+def parse_header(raw: bytes, where: str) -> PartcloneHeader:
+    if not raw.startswith(MAGIC):
+        raise ClonezillaImageError(
+            f"{where} is not a partclone image (no partclone-image signature)",
+            hint="the file is damaged or of another tool",
+        )
+    version = raw[30:34]
+    if version == b"0001":
+        raise ClonezillaImageError(
+            f"{where} is in partclone's old image format 0001 (partclone before 0.3.0), "
+            "which liferaft does not read",
+            hint="convert it with a newer Clonezilla (restore, then save again)",
+        )
+    if version != b"0002" or len(raw) < HEADER_V2:
+        raise ClonezillaImageError(
+            f"{where}: partclone image format {version!r} is not known to liferaft",
+            hint="use a newer liferaft",
+        )
+    (endian,) = struct.unpack_from("<H", raw, 34)
+    if endian != 0xC0DE:
+        raise ClonezillaImageError(f"{where}: a big-endian partclone image is not supported")
+    (stored,) = struct.unpack_from("<I", raw, 106)
+    if stored != pc_crc32(raw[:106]) ^ 0xFFFFFFFF:
+        raise ClonezillaImageError(
+            f"{where}: the partclone header is damaged (its CRC32 does not match)",
+            hint="the image cannot be used; copy it again from a good copy",
+        )
+    fs = raw[36:52].split(b"\0", 1)[0].decode("ascii", "replace")
+    device_size, total, _used_sb, used_bm, block_size = struct.unpack_from("<QQQQI", raw, 52)
+    _feature, _ver, _bits, mode, cs_size, per_cs, reseed, bitmap_mode = struct.unpack_from(
+        "<IHHHHIBB", raw, 88
+    )
+    if bitmap_mode != BM_BIT:
+        raise ClonezillaImageError(f"{where}: partclone bitmap mode {bitmap_mode} is not supported")
+    expected_size = {CSM_NONE: 0, CSM_CRC32: 4, CSM_XXH64: 8}.get(mode)
+    if expected_size is None or expected_size != cs_size:
+        raise ClonezillaImageError(
+            f"{where}: partclone checksum mode {mode:#x} (size {cs_size}) is not supported",
+            hint="liferaft reads CRC32, XXH64 and no checksum",
+        )
+    if not block_size or block_size > 1 << 24 or used_bm > total:
+        raise ClonezillaImageError(f"{where}: the partclone header is inconsistent")
+    return PartcloneHeader(
+        fs=fs,
+        partclone_version=raw[16:30].split(b"\0", 1)[0].decode("ascii", "replace"),
+        device_size=device_size,
+        total_blocks=total,
+        used_blocks=used_bm,
+        block_size=block_size,
+        checksum_mode=mode,
+        checksum_size=cs_size,
+        blocks_per_checksum=per_cs if mode != CSM_NONE else 0,
+        reseed=bool(reseed),
+    )
+
+
+def bitmap_runs(bitmap: bytes, total: int) -> list[Extent]:
+    """Runs of set bits as (first block, count); partclone's bit order is LSB
+    first. Whole 0xFF bytes are found by a regular expression (in C), so a
+    large, mostly contiguous bitmap costs little Python."""
+    runs: list[Extent] = []
+    cur_start = cur_end = -1
+
+    def add(s: int, e: int) -> None:
+        nonlocal cur_start, cur_end
+        if s == cur_end:
+            cur_end = e
+            return
+        if cur_start >= 0:
+            runs.append((cur_start, cur_end - cur_start))
+        cur_start, cur_end = s, e
+
+    for m in re.finditer(rb"\xff+|[^\x00\xff]", bitmap):
+        i = m.start()
+        byte = bitmap[i]
+        if byte == 0xFF:
+            add(i * 8, m.end() * 8)
+            continue
+        for bit in range(8):
+            if byte >> bit & 1:
+                add(i * 8 + bit, i * 8 + bit + 1)
+    if cur_start >= 0:
+        runs.append((cur_start, cur_end - cur_start))
+    # bits past the last block (the last byte's padding) are not blocks
+    return [(s, min(n, total - s)) for s, n in runs if s < total]
+
+
+@dataclass
+class Strip:
+    """Used blocks as they come: ``data`` holds the blocks listed in ``runs``
+    ((first block, count) in the filesystem), in order."""
+
+    runs: list[Extent]
+    data: memoryview
+
+
+class PartcloneReader:
+    """One partclone image, read once from start to end.
+
+    ``header`` and ``runs`` (the used blocks) are there after opening;
+    ``strips()`` then yields the data, each strip's checksum checked."""
+
+    def __init__(self, stream: Readable, where: str) -> None:
+        self.stream = stream
+        self.where = where
+        self.header = parse_header(self._read(HEADER_V2, "header"), where)
+        h = self.header
+        nbytes = (h.total_blocks + 7) // 8
+        bitmap = self._read(nbytes + 4, "bitmap")
+        (stored,) = struct.unpack_from("<I", bitmap, nbytes)
+        if stored != pc_crc32(bitmap[:nbytes]) ^ 0xFFFFFFFF:
+            raise ClonezillaImageError(
+                f"{where}: the partclone bitmap is damaged (its CRC32 does not match)",
+                hint="the image cannot be used; copy it again from a good copy",
+            )
+        self.runs = bitmap_runs(bitmap[:nbytes], h.total_blocks)
+        used = sum(n for _, n in self.runs)
+        if used != h.used_blocks:
+            raise ClonezillaImageError(
+                f"{where}: the partclone bitmap holds {used} blocks, the header says "
+                f"{h.used_blocks}",
+                hint="the image is damaged",
+            )
+
+    def _read(self, n: int, what: str) -> bytes:
+        try:
+            data = self.stream.read(n)
+            while len(data) < n:
+                more = self.stream.read(n - len(data))
+                if not more:
+                    break
+                data += more
+        except (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as exc:
+            raise ClonezillaImageError(
+                f"{self.where}: cannot read the {what}: {_reason(exc)}",
+                hint="the image is damaged or incomplete (a truncated file or a missing volume)",
+            ) from None
+        except RuntimeError as exc:  # lz4 reports damage as RuntimeError
+            raise ClonezillaImageError(
+                f"{self.where}: cannot read the {what}: {exc}",
+                hint="the image is damaged or incomplete",
+            ) from None
+        if len(data) < n:
+            raise ClonezillaImageError(
+                f"{self.where}: the image ends early, in the {what}",
+                hint="the file is truncated or a split volume (.ab, .ac, ...) is missing",
+            )
+        return data
+
+    def byte_extents(self) -> ExtentMap:
+        bs = self.header.block_size
+        return ExtentMap((s * bs, n * bs) for s, n in self.runs)
+
+    def strips(self) -> Iterator[Strip]:
+        h = self.header
+        per = h.blocks_per_checksum or _BATCH_BLOCKS
+        # Strips of at most ~16 MiB: large block sizes with many blocks per
+        # checksum are read a strip at a time all the same (the checksum
+        # covers the strip).
+        xxh = None
+        if h.checksum_mode == CSM_XXH64:
+            import xxhash
+
+            xxh = xxhash.xxh64(seed=0)
+        running = 0
+        run_index, run_off = 0, 0  # position in self.runs
+        done = 0
+        while done < h.used_blocks:
+            k = min(per, h.used_blocks - done)
+            raw = self._read(k * h.block_size + h.checksum_size, f"data at block {done}")
+            data = memoryview(raw)[: k * h.block_size]
+            if h.checksum_mode == CSM_CRC32:
+                running = pc_crc32(data, running if not h.reseed else 0)
+                ok = struct.unpack_from("<I", raw, k * h.block_size)[0] == running ^ 0xFFFFFFFF
+            elif xxh is not None:
+                if h.reseed:
+                    xxh.reset()
+                xxh.update(data)
+                ok = struct.unpack_from("<Q", raw, k * h.block_size)[0] == xxh.intdigest()
+            else:
+                ok = True
+            # which filesystem blocks these are
+            runs: list[Extent] = []
+            need = k
+            while need:
+                s, n = self.runs[run_index]
+                take = min(n - run_off, need)
+                runs.append((s + run_off, take))
+                need -= take
+                run_off += take
+                if run_off == n:
+                    run_index, run_off = run_index + 1, 0
+            if not ok:
+                first = runs[0][0]
+                last = runs[-1][0] + runs[-1][1] - 1
+                raise ClonezillaImageError(
+                    f"{self.where}: {h.checksum_name} checksum mismatch in blocks "
+                    f"{first}-{last} (block size {h.block_size}, used blocks "
+                    f"{done}-{done + k - 1} of the image)",
+                    hint="the image is damaged; nothing of this partition can be trusted; "
+                    "use another copy of the image",
+                )
+            done += k
+            yield Strip(runs, data)
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or exc.__class__.__name__
+    return text.splitlines()[0]
+
+
+def open_image(folder: str, base: str, where: str) -> tuple[PartcloneReader, str]:
+    """Open image ``base`` (e.g. ``sda1.ext4-ptcl-img.gz``) in ``folder``;
+    returns the reader and the compression found."""
+    paths = [os.path.join(folder, n) for n in volume_names(sorted(os.listdir(folder)), base)]
+    stream, kind = open_decompressed(paths, where)
+    try:
+        return PartcloneReader(stream, where), kind
+    except BaseException:
+        stream.close()
+        raise
