@@ -329,6 +329,7 @@ class ImageMount:
             self._closed = True
         take_down(self.point, self.loops)
         self.server.join(10.0)
+        self.fs.close()
 
     def __enter__(self) -> ImageMount:
         return self

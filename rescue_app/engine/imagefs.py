@@ -29,7 +29,7 @@ import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,6 +42,10 @@ log = logging.getLogger("liferaft.imagefs")
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 FUSE_TYPE = "fuse.liferaft"  # the type /proc/self/mountinfo shows for a browse mount
 START_TIMEOUT = 15.0
+# Fetches run on a few threads of our own: libfuse starts and ends its worker
+# threads as load comes and goes, and a network store keeps a connection per
+# thread that fetches (HTTP sessions, SFTP channels).
+FETCH_THREADS = 4
 
 
 class ChunkCache:
@@ -156,7 +160,8 @@ class ImageFS:
         """``volumes``: (path in the tree, e.g. ``disk1/p2/p2.img``, the volume);
         ``created``: the image's ISO time, every entry's times."""
         self.repo = repo
-        self.cache = ChunkCache(repo.get_chunk, cache_bytes)
+        self._fetchers = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="liferaft-fetch")
+        self.cache = ChunkCache(self._fetch, cache_bytes)
         self.files: dict[str, VolumeFile] = {}  # "/disk1/p2/p2.img" -> volume
         self.dirs: dict[str, list[str]] = {"/": []}
         self.ready = threading.Event()
@@ -181,6 +186,12 @@ class ImageFS:
         self._add_dir(parent)
         self.dirs[parent].append(name)
         self.dirs[path] = []
+
+    def _fetch(self, digest: str, where: str) -> bytes:
+        return self._fetchers.submit(self.repo.get_chunk, digest, where).result()
+
+    def close(self) -> None:
+        self._fetchers.shutdown(wait=False, cancel_futures=True)
 
     def add_files_dir(self, folder: str) -> None:
         """Show ``folder/files`` (``folder`` as "disk1/p2"), the inner mount's point."""
