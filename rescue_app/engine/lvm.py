@@ -49,9 +49,10 @@ def _env() -> dict[str, str]:
     return {"LVM_SUPPRESS_FD_WARNINGS": "1"}
 
 
-def _lvm(argv: Sequence[str], *, check: bool = True) -> str:
+def _lvm(argv: Sequence[str], *, check: bool = True, config: str = "") -> str:
+    """Run an lvm command (``config``: settings for this command only)."""
     try:
-        proc = run([*argv, "--config", _CONFIG], env=_env(), check=check, timeout=300)
+        proc = run([*argv, "--config", f"{_CONFIG} {config}"], env=_env(), check=check, timeout=300)
     except CommandError as exc:
         raise DiskError(
             f"LVM: {exc.message}", hint=exc.hint or "see the log for lvm's output"
@@ -201,6 +202,8 @@ def parse_segments(text: str) -> list[Segment]:
     for r in parse_report(text, "seg"):
         devices = [d for d in r.get("devices", "").split(",") if d]
         match = _DEVICE.match(devices[0]) if len(devices) == 1 else None
+        if match and not match.group("dev").startswith("/"):
+            match = None  # another LV (a pool's data): not a place on a PV
         out.append(
             Segment(
                 lv=r["lv_name"].strip("[]"),
@@ -263,19 +266,25 @@ def activated(vg: str, *, read_only: bool) -> Iterator[list[LogicalVolume]]:
     """The volume group's LVs active for a ``with`` block; afterwards (also on
     failure) the LVs that were inactive before are deactivated again.
 
-    ``read_only``: the kernel devices refuse writes (read_only_volume_list),
+    ``read_only``: the LVs' kernel devices refuse writes (read_only_volume_list)
     and lvm may not write metadata (metadata_read_only): a capture only reads.
+    A thin pool is the exception: the kernel refuses a read-only thin-pool
+    table ("reload ioctl failed: Invalid argument"), so the pool itself is
+    active read-write with nothing writing to it; its thin LVs are read-only.
     """
-    before = {lv.name for lv in logical_volumes(vg) if lv.active}
-    config = []
+    lvs = logical_volumes(vg)
+    before = {lv.name for lv in lvs if lv.active}
+    config = ""
     if read_only:
-        config = [
-            "--config",
-            f'activation {{ read_only_volume_list = [ "{vg}" ] }} '
-            "global { metadata_read_only = 1 }",
-        ]
+        names = ", ".join(
+            f'"{vg}/{lv.name}"' for lv in lvs if not lv.hidden and lv.segtype != "thin-pool"
+        )
+        config = (
+            f"activation {{ read_only_volume_list = [ {names} ] }} "
+            "global { metadata_read_only = 1 }"
+        )
     try:
-        _lvm(["vgchange", "--activate", "y", "--ignoreactivationskip", *config, vg])
+        _lvm(["vgchange", "--activate", "y", "--ignoreactivationskip", vg], config=config)
         yield logical_volumes(vg)
     finally:
         _deactivate(vg, before)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from rescue_app.engine import blockio, restoremark
+from rescue_app.engine import blockio, lvm, restoremark
 from rescue_app.engine.bootentry import recreate_boot_entries
 from rescue_app.engine.chunkio import RESTORE_WORKERS, WORKERS, pipeline
 from rescue_app.engine.diskscan import find_disk, list_disks
@@ -30,11 +30,13 @@ from rescue_app.engine.manifest import (
     METHOD_SWAP,
     METHOD_USED,
     DiskImage,
+    LogicalVolumeImage,
     Manifest,
     PartitionImage,
+    VolumeGroupImage,
 )
 from rescue_app.engine.mounts import mounted
-from rescue_app.engine.plan import DiskPlan, PartitionStep, RestorePlan, make_restore_plan
+from rescue_app.engine.plan import DiskPlan, RestorePlan, VolumeGroupPlan, make_restore_plan
 from rescue_app.engine.repository import Repository, chunk_digest
 from rescue_app.engine.results import RestoreResult
 from rescue_app.engine.table import write_table
@@ -52,6 +54,9 @@ from rescue_app.run import run
 log = logging.getLogger("liferaft.restore")
 
 MBR_BOOT_CODE = 440  # bytes of boot code before the disk signature
+
+# What is written like a partition: a partition, or a logical volume.
+Volume = PartitionImage | LogicalVolumeImage
 
 
 class _Counter:
@@ -78,6 +83,7 @@ def apply_plan(
     # The plan may have waited for a confirmation: check the chunks again
     # before the first byte is erased.
     plan.repo.check_chunks_present(plan.manifest)
+    check_volume_groups_absent(plan)
     counter = _Counter(plan.write_bytes, progress, "restore")
     notes: list[str] = []
     for d in plan.disks:
@@ -91,6 +97,9 @@ def apply_plan(
                 f"{exc.message}; {d.target.path} is only partly written and will not work",
                 hint=f"{exc.hint}; {again}" if exc.hint else again,
             ) from None
+    for g in plan.volume_groups:
+        # After every disk's table: a volume group may span several disks.
+        notes += _restore_volume_group(plan, g, counter, progress, cancel, verify)
     if verify:
         # Before growing: growing rewrites filesystem metadata the image holds.
         checker = _Counter(plan.write_bytes, progress, "verify")
@@ -126,7 +135,9 @@ def _recheck_plan(plan: RestorePlan) -> RestorePlan:
                 hint="list the disks again and confirm the new target",
             )
         targets.append(now)
-    fresh = make_restore_plan(plan.repo, plan.manifest, targets, grow=plan.grow)
+    fresh = make_restore_plan(
+        plan.repo, plan.manifest, targets, grow=plan.grow, grow_lv=plan.grow_lv
+    )
     if fresh.render() != plan.render():
         raise TargetRefusedError(
             "the disks changed after the plan was shown; nothing was written",
@@ -191,7 +202,8 @@ def _restore_disk(
         p = step.source
         if p.method in (METHOD_USED, METHOD_RAW):
             node = nodes[p.number]
-            held.append((node, _write_partition(repo, m, image, p, node, counter, cancel)))
+            where = f"{m.ref} disk {image.index + 1} {p.label}"
+            held.append((node, _write_partition(repo, m, where, p, node, counter, cancel)))
             _stage(f"partition-{p.number}", cancel)
     _stage("data", cancel)
     # The rest of every partition is on the disk: now their first MiB.
@@ -216,7 +228,7 @@ def _grow_disk(d: DiskPlan, progress: ProgressCallback) -> list[str]:
         if step.grow_fs and step.source.method != METHOD_SWAP:
             node = _nodes(d)[step.source.number]
             progress(Progress("grow", node, 0, 0, message=f"growing {step.source.filesystem.type}"))
-            notes.append(_grow_filesystem(node, step))
+            notes.append(_grow_filesystem(node, step.source.filesystem.type))
     return [n for n in notes if n]
 
 
@@ -281,7 +293,7 @@ def _write_head(repo: Repository, m: Manifest, image: DiskImage, target: str) ->
         blockio.flush(fd, target)
 
 
-def _chunk_extents(p: PartitionImage, chunk_size: int, i: int) -> list[Extent]:
+def _chunk_extents(p: Volume, chunk_size: int, i: int) -> list[Extent]:
     start = i * chunk_size
     end = min(start + chunk_size, p.size)
     if p.method == METHOD_RAW:
@@ -290,7 +302,7 @@ def _chunk_extents(p: PartitionImage, chunk_size: int, i: int) -> list[Extent]:
 
 
 def _each_chunk(
-    p: PartitionImage,
+    p: Volume,
     m: Manifest,
     item: str,
     counter: _Counter,
@@ -341,8 +353,8 @@ def _lay(
 def _write_partition(
     repo: Repository,
     m: Manifest,
-    image: DiskImage,
-    p: PartitionImage,
+    where: str,
+    p: Volume,
     node: str,
     counter: _Counter,
     cancel: CancelToken | None,
@@ -350,7 +362,6 @@ def _write_partition(
     """Write the partition but its first MiB; return what belongs there
     (offset, chunk data or None for zeros, extents) for the caller to write
     once everything else is on the disk."""
-    where = f"{m.ref} disk {image.index + 1} {p.label}"
     held: list[tuple[int, bytes | None, list[Extent]]] = []
 
     def job(i: int, digest: str | None, extents: list[Extent]) -> int:
@@ -382,7 +393,7 @@ def _write_partition(
     return held
 
 
-def _mkswap(node: str, p: PartitionImage) -> None:
+def _mkswap(node: str, p: Volume) -> None:
     args = ["mkswap"]
     if p.filesystem.label:
         args += ["-L", p.filesystem.label]
@@ -391,8 +402,7 @@ def _mkswap(node: str, p: PartitionImage) -> None:
     run([*args, node])
 
 
-def _grow_filesystem(node: str, step: PartitionStep) -> str:
-    fs = step.source.filesystem.type
+def _grow_filesystem(node: str, fs: str | None) -> str:
     try:
         if fs in ("ext2", "ext3", "ext4"):
             # resize2fs insists on a freshly checked filesystem; 1 = fixed, fine.
@@ -416,6 +426,130 @@ def _grow_filesystem(node: str, step: PartitionStep) -> str:
             "the filesystem keeps its old size"
         )
     return ""
+
+
+# -- volume groups -----------------------------------------------------------
+
+
+def check_volume_groups_absent(plan: RestorePlan) -> None:
+    """Refuse before anything is written when a PV the image recreates (same
+    UUID) is visible on a disk that is not a target: LVM would then see two
+    PVs with one UUID and could use either. Typically the original disk is
+    still attached."""
+    if not plan.manifest.volume_groups:
+        return
+    wanted = {pv.uuid: vg.name for vg in plan.manifest.volume_groups for pv in vg.pvs}
+    targets = {os.path.realpath(d.target.path) for d in plan.disks}
+    targets |= {os.path.realpath(p.path) for d in plan.disks for p in d.target.partitions}
+    for pv in lvm.physical_volumes():
+        if pv.uuid in wanted and os.path.realpath(pv.device) not in targets:
+            raise TargetRefusedError(
+                f"{pv.device} holds physical volume {pv.uuid} of volume group "
+                f"{wanted[pv.uuid]}, which this restore recreates: LVM would see "
+                "the same volume twice",
+                hint="detach the original disk (or wipe it with wipefs), then restore",
+            )
+
+
+def _restore_volume_group(
+    plan: RestorePlan,
+    g: VolumeGroupPlan,
+    counter: _Counter,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+    verify: bool,
+) -> list[str]:
+    """PVs with their old UUIDs on the new partitions, the volume group from
+    its metadata, a thin pool's metadata written back through the PVs, then
+    every LV's data onto the active LV; grown where planned; deactivated at
+    the end, also on failure."""
+    m = plan.manifest
+    vg = g.image
+    devices: dict[str, str] = {}  # PV UUID -> its new partition
+    for pv in vg.pvs:
+        devices[pv.uuid] = _nodes(plan.disks[pv.disk])[pv.partition]
+    progress(
+        Progress(
+            "restore",
+            f"volume group {vg.name}",
+            counter.done,
+            counter.total,
+            message="recreating the LVM volume group",
+        )
+    )
+    for pv in vg.pvs:
+        lvm.create_pv(devices[pv.uuid], pv.uuid, vg.metadata, pv.metadata_copies)
+    lvm.restore_vg(vg.name, vg.metadata, force=vg.has_thin_pool)
+    notes: list[str] = []
+    try:
+        for uuid in g.grown_pvs:
+            lvm.resize_pv(devices[uuid])
+        for lv in vg.lvs:
+            if lv.segments:
+                _write_through_pvs(plan.repo, m, vg, lv, devices, counter)
+        lvm.activate(vg.name)
+        for lv in vg.lvs:
+            if lv.hidden and not lv.segments:
+                continue
+            node = lvm.dm_path(vg.name, lv.name)
+            where = f"{m.ref} volume group {vg.name} {lv.label}"
+            if lv.method == METHOD_SWAP:
+                _mkswap(node, lv)
+            elif lv.method in (METHOD_USED, METHOD_RAW) and not lv.segments:
+                held = _write_partition(plan.repo, m, where, lv, node, counter, cancel)
+                with blockio.TargetWriter(node) as writer:
+                    for base, data, extents in held:
+                        _lay(writer, base, data, extents)
+                    writer.flush()
+                _stage(f"lv-{lv.name}", cancel)
+        if verify:
+            checker = _Counter(g.write_bytes, progress, "verify")
+            for lv in vg.lvs:
+                if lv.method in (METHOD_USED, METHOD_RAW) and not lv.segments:
+                    node = lvm.dm_path(vg.name, lv.name)
+                    where = f"{m.ref} volume group {vg.name} {lv.label}"
+                    _verify_partition(plan.repo, m, where, lv, node, checker, cancel)
+        if g.grow_lv is not None:
+            grow = next(lv for lv in vg.lvs if lv.name == g.grow_lv)
+            node = lvm.dm_path(vg.name, grow.name)
+            progress(Progress("grow", node, 0, 0, message=f"growing {vg.name}/{grow.name}"))
+            lvm.extend_lv(vg.name, grow.name)
+            notes.append(_grow_filesystem(node, grow.filesystem.type))
+    finally:
+        lvm.deactivate(vg.name)
+    return [n for n in notes if n]
+
+
+def _write_through_pvs(
+    repo: Repository,
+    m: Manifest,
+    vg: VolumeGroupImage,
+    lv: LogicalVolumeImage,
+    devices: dict[str, str],
+    counter: _Counter,
+) -> None:
+    """An LV written at its extents' places on the PVs, before the volume
+    group is active (a thin pool's metadata: the pool cannot be activated
+    without it)."""
+    pe_start = {pv.uuid: pv.pe_start for pv in vg.pvs}
+    where = f"{m.ref} volume group {vg.name} {lv.label}"
+    for seg in lv.segments:
+        node = devices[seg.pv]
+        first = seg.le * vg.extent_size
+        length = seg.extents * vg.extent_size
+        place = pe_start[seg.pv] + seg.pe * vg.extent_size
+        with blockio.open_device(node, write=True) as fd:
+            offset = first
+            while offset < min(first + length, lv.size):
+                i, within = divmod(offset, m.chunk_size)
+                n = min(m.chunk_size - within, first + length - offset, lv.size - offset)
+                digest = lv.chunks[i] if i < len(lv.chunks) else None
+                chunk = None if digest is None else repo.get_chunk(digest, where)
+                data = bytes(n) if chunk is None else chunk[within : within + n]
+                blockio.write_all(fd, node, data, place + offset - first)
+                offset += n
+            blockio.flush(fd, node)
+    counter.add(f"volume group {vg.name} {lv.name}", lv.used_bytes, lv.used_bytes, lv.used_bytes)
 
 
 # -- read-back -------------------------------------------------------------
@@ -445,14 +579,16 @@ def _verify_disk(
         if p.method not in (METHOD_USED, METHOD_RAW):
             continue
         node = nodes[p.number]
-        _verify_partition(repo, m, image, p, node, counter, cancel)
+        _verify_partition(
+            repo, m, f"{m.ref} disk {image.index + 1} {p.label}", p, node, counter, cancel
+        )
 
 
 def _verify_partition(
     repo: Repository,
     m: Manifest,
-    image: DiskImage,
-    p: PartitionImage,
+    where: str,
+    p: Volume,
     node: str,
     counter: _Counter,
     cancel: CancelToken | None,
@@ -464,8 +600,7 @@ def _verify_partition(
         got = chunk_digest(reader.read(start, length, extents))
         if got != (digest or chunk_digest(bytes(length))):
             raise VerifyError(
-                f"verification failed: {node} ({m.ref} disk {image.index + 1} {p.label}) "
-                f"differs from the image at offset {start}",
+                f"verification failed: {node} ({where}) differs from the image at offset {start}",
                 hint="the target disk may be failing; restore again or use another disk",
             )
         return total(extents)

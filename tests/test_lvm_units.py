@@ -1,0 +1,252 @@
+"""LVM without device-mapper: lvm2's reports as recorded in the rescue system,
+the manifest's volume groups, and restore plans over a PV (issue 12).
+
+The LVM round trip itself runs in QEMU (tests/guest/test_lvm_vm.py); these are
+the pure parts, fast and on the host.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rescue_app.engine import lvm
+from rescue_app.engine.diskmodel import BlockDisk
+from rescue_app.engine.extents import ExtentMap
+from rescue_app.engine.manifest import (
+    METHOD_LVM_PV,
+    METHOD_NONE,
+    METHOD_RAW,
+    METHOD_SWAP,
+    METHOD_USED,
+    DiskImage,
+    Filesystem,
+    ImageSummary,
+    LogicalVolumeImage,
+    Manifest,
+    PartitionImage,
+    PartitionTable,
+    PhysicalVolumeImage,
+    Region,
+    SegmentImage,
+    VolumeGroupImage,
+    parse_manifest,
+)
+from rescue_app.engine.plan import RestorePlan, make_restore_plan
+from rescue_app.errors import UsageError
+
+DATA = Path(__file__).parent / "data" / "lvm"
+MIB = 1024 * 1024
+H = "ab" * 32
+
+
+def _recorded(name: str) -> str:
+    # `lvm ... --reportformat json` in the rescue system (Debian 12, lvm2 2.03.16):
+    # a VG on /dev/vda2 with root, swap, and a thin pool holding thin1.
+    return (DATA / f"debian12-thin-{name}.json").read_text()
+
+
+def test_reports_parse_into_typed_values():
+    (pv,) = lvm.parse_pvs(_recorded("pvs"))
+    assert (pv.device, pv.vg, pv.pe_start, pv.metadata_copies) == ("/dev/vda2", "vg0", MIB, 1)
+    assert pv.uuid == "gi4fFX-EPI9-6l8L-V7CA-zh0s-c4nv-6lmNoB" and pv.size < pv.dev_size
+    (vg,) = lvm.parse_vgs(_recorded("vgs"))
+    assert (vg.name, vg.extent_size, vg.tags) == ("vg0", 4 * MIB, ())
+    lvs = {lv.name: lv for lv in lvm.parse_lvs(_recorded("lvs"))}
+    assert lvs["pool_tmeta"].hidden and not lvs["pool"].hidden
+    assert lvs["pool"].segtype == "thin-pool" and lvs["pool"].metadata_size == 4 * MIB
+    assert lvs["thin1"].pool == "pool" and lvs["thin1"].segtype == "thin"
+    assert lvs["root"].active and lvs["root"].size == 600 * MIB
+    assert not lvs["lvol0_pmspare"].active
+    assert lvs["root"].dm_path == "/dev/mapper/vg0-root"
+
+
+def test_segments_place_only_single_device_segments():
+    segs = {s.lv: s for s in lvm.parse_segments(_recorded("segments"))}
+    assert (segs["pool_tmeta"].device, segs["pool_tmeta"].pe, segs["pool_tmeta"].extents) == (
+        "/dev/vda2",
+        231,
+        1,
+    )
+    # the pool's segment lies on its data LV, a thin LV's on no device at all
+    assert segs["pool"].pe == -1 and segs["thin1"].pe == -1
+
+
+def test_dm_path_doubles_dashes():
+    assert lvm.dm_path("my-vg", "lv-1") == "/dev/mapper/my--vg-lv--1"
+
+
+# ---------------------------------------------------------------- manifest
+
+
+def _lv(name: str, fs: str | None, method: str, **kw: object) -> LogicalVolumeImage:
+    args: dict[str, object] = {
+        "name": name,
+        "uuid": f"uuid-{name}",
+        "size": 100 * MIB,
+        "segtype": "linear",
+        "tags": (),
+        "pool": "",
+        "hidden": False,
+        "holds_root": False,
+        "filesystem": Filesystem(fs),
+        "method": method,
+        "used_bytes": 4 * MIB if method in (METHOD_USED, METHOD_RAW) else 0,
+        "used_map": ExtentMap([(0, 4 * MIB)] if method == METHOD_USED else ()),
+        "chunks": (H,) if method in (METHOD_USED, METHOD_RAW) else (),
+    }
+    args.update(kw)
+    return LogicalVolumeImage(**args)  # type: ignore[arg-type]
+
+
+METADATA = "vg0 {\n\tlogical_volumes {\n\n\t\thome {\n\t\t}\n\n\t\tdata {\n\t\t}\n\t}\n}\n"
+
+
+def _vg(*lvs: LogicalVolumeImage) -> VolumeGroupImage:
+    return VolumeGroupImage(
+        name="vg0",
+        uuid="vg-uuid",
+        extent_size=4 * MIB,
+        tags=(),
+        metadata=METADATA,
+        pvs=(PhysicalVolumeImage("pv-uuid", 0, 2, MIB, 800 * MIB, 1),),
+        lvs=lvs,
+    )
+
+
+def _disk(pv_size: int = 800 * MIB) -> DiskImage:
+    def part(number: int, start: int, size: int, fs: str, method: str) -> PartitionImage:
+        return PartitionImage(
+            number, start, size, "gpt", None, None, None, None, False, Filesystem(fs),
+            method, 0, ExtentMap(), (),
+        )  # fmt: skip
+
+    return DiskImage(
+        index=0,
+        model="Disk",
+        serial="S1",
+        wwn=None,
+        size=MIB + 100 * MIB + pv_size + MIB,
+        logical_sector_size=512,
+        physical_sector_size=512,
+        transport="sata",
+        table=PartitionTable("gpt", "guid"),
+        head=Region(0, MIB, (None,)),
+        gpt_backup=None,
+        partitions=(
+            part(1, MIB, 100 * MIB, "ext4", METHOD_USED),
+            part(2, 101 * MIB, pv_size, lvm.PV_TYPE, METHOD_LVM_PV),
+        ),
+    )
+
+
+def _manifest(vg: VolumeGroupImage | None) -> Manifest:
+    return Manifest(
+        "web", "20260101T000000Z", "2026-01-01T00:00:00Z", "web1", "0.1.0",
+        4 * MIB, "sha256", "zstd", (_disk(),), {"chunks": 1},
+        volume_groups=(vg,) if vg else (),
+    )  # fmt: skip
+
+
+def _thin_vg() -> VolumeGroupImage:
+    return _vg(
+        _lv("home", "ext4", METHOD_USED),
+        _lv("data", "xfs", METHOD_USED),
+        _lv("swap", "swap", METHOD_SWAP),
+        _lv("pool", None, METHOD_NONE, segtype="thin-pool"),
+        _lv(
+            "pool_tmeta",
+            None,
+            METHOD_RAW,
+            hidden=True,
+            segments=(SegmentImage("pv-uuid", 0, 231, 1),),
+        ),  # fmt: skip
+        _lv("thin", "ext4", METHOD_USED, segtype="thin", pool="pool"),
+    )
+
+
+def test_manifest_with_volume_groups_round_trips_as_version_2():
+    m = _manifest(_thin_vg())
+    text = m.to_json()
+    assert json.loads(text)["version"] == 2
+    assert parse_manifest(text, "x") == m
+    where = [w for _, w, _ in m.chunk_refs()]
+    assert "volume group vg0 logical volume thin (ext4)" in where
+    assert m.data_bytes == 4 * 4 * MIB  # home, data, tmeta, thin
+    assert m.volume_group_of(0, 2) is not None and m.volume_group_of(0, 1) is None
+
+
+def test_manifest_without_volume_groups_stays_version_1():
+    # an image without LVM is still read by liferaft versions before LVM
+    doc = json.loads(_manifest(None).to_json())
+    assert doc["version"] == 1 and "volume_groups" not in doc
+    assert parse_manifest(json.dumps(doc), "x") == _manifest(None)
+
+
+def test_image_summary_shows_the_stack():
+    summary = ImageSummary.of(_manifest(_thin_vg()))
+    (vg,) = summary.volume_groups
+    assert vg.pvs == ("disk 1 partition 2",)
+    assert [lv.name for lv in vg.lvs] == ["home", "data", "swap", "pool", "thin"]
+    assert summary.raw == ()  # the pool's metadata is kept whole on purpose
+
+
+# ---------------------------------------------------------------- plans
+
+
+def _target(size: int) -> BlockDisk:
+    return BlockDisk(
+        path="/dev/sdz", name="sdz", model="Blank", serial="T1", wwn=None, size=size,
+        logical_sector_size=512, physical_sector_size=512, transport="sata",
+        removable=False, read_only=False, pttype=None, ptuuid=None, fstype=None,
+        partitions=(), in_use=(), backing_file=None,
+    )  # fmt: skip
+
+
+def _plan(vg: VolumeGroupImage, size: int, **kw: object) -> RestorePlan:
+    return make_restore_plan(None, _manifest(vg), [_target(size)], **kw)  # type: ignore[arg-type]
+
+
+def test_grow_extends_the_pv_and_by_default_the_lv_holding_root():
+    vg = _vg(_lv("home", "ext4", METHOD_USED), _lv("data", "xfs", METHOD_USED, holds_root=True))
+    plan = _plan(vg, 4000 * MIB, grow=True)
+    (g,) = plan.volume_groups
+    pv_step = plan.disks[0].steps[1]
+    assert pv_step.grown and not pv_step.grow_fs  # the PV grows, the LV's fs later
+    assert g.grown_pvs == ("pv-uuid",) and g.grow_lv == "data"
+    text = plan.render()
+    assert "LVM physical volume of volume group vg0" in text
+    assert "Volume group vg0 (LVM, on disk 1 partition 2)" in text
+    assert [ln for ln in text.splitlines() if "grows into the new space" in ln][0].split()[0] == (
+        "data"
+    )
+
+
+def test_grow_without_root_takes_the_last_lv_created_and_skips_thin_and_swap():
+    vg = _vg(
+        _lv("home", "ext4", METHOD_USED),
+        _lv("data", "xfs", METHOD_USED),
+        _lv("swap", "swap", METHOD_SWAP),
+        _lv("thin", "ext4", METHOD_USED, segtype="thin", pool="pool"),
+    )
+    # "data" comes after "home" in the metadata (creation order), though not by name
+    assert _plan(vg, 4000 * MIB, grow=True).volume_groups[0].grow_lv == "data"
+    assert _plan(vg, 4000 * MIB, grow=True, grow_lv="vg0/home").volume_groups[0].grow_lv == ("home")
+
+
+def test_grow_lv_mistakes_are_one_line_errors():
+    vg = _vg(_lv("home", "ext4", METHOD_USED), _lv("swap", "swap", METHOD_SWAP))
+    with pytest.raises(UsageError, match="no such logical volume") as err:
+        _plan(vg, 4000 * MIB, grow=True, grow_lv="vg0/swap")
+    assert "vg0/home" in err.value.hint
+    with pytest.raises(UsageError, match="needs --grow"):
+        _plan(vg, 4000 * MIB, grow_lv="vg0/home")
+
+
+def test_same_size_disk_grows_nothing():
+    vg = _vg(_lv("home", "ext4", METHOD_USED))
+    plan = _plan(vg, _disk().size, grow=True)
+    assert plan.volume_groups[0].grow_lv is None and not plan.volume_groups[0].grown_pvs
+    assert plan.write_bytes == MIB + 4 * MIB  # head + the LV's used blocks
