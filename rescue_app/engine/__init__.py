@@ -13,6 +13,7 @@ unattended mode import from here only, never from a module below
 
 from __future__ import annotations
 
+from rescue_app.engine.browse import BrowsePartition, DirEntry, ExtractResult, ImageMount
 from rescue_app.engine.diskmodel import (
     BlockDisk,
     BlockPartition,
@@ -34,11 +35,15 @@ __all__ = [
     "REPO_FILE",
     "BlockDisk",
     "BlockPartition",
+    "BrowsePartition",
     "CaptureResult",
     "CredentialChain",
     "CredentialsFile",
+    "DirEntry",
     "DiskImage",
     "Engine",
+    "ExtractResult",
+    "ImageMount",
     "ImageSummary",
     "Interface",
     "Manifest",
