@@ -554,3 +554,34 @@ def _small_manifest() -> Manifest:
         "m", "20260101T000000Z", "2026-01-01T00:00:00Z", "h", "0", CHUNK_SIZE, "sha256",
         "zstd", (disk,),
     )  # fmt: skip
+
+
+@pytest.mark.root
+def test_engine_api_lists_folders_and_copies_with_progress(image: Image) -> None:
+    """What the UI's "Browse files" will call: the partitions, a folder
+    listing, a copy with progress, all through the Engine in this process."""
+    engine = Engine()
+    repo = engine.open_repository(image.repo)
+    point = os.path.join(image.workdir, "api")
+    os.makedirs(point)
+    manifest = engine.load_manifest(repo, "src")
+    parts = engine.image_partitions(manifest)
+    assert [p.fstype for p in parts] == LAYOUT.filesystems
+    with engine.mount_image(repo, "src", point, partitions=[parts[0]]) as m:
+        entries = m.list_dir(parts[0], "/meta")
+        assert [(e.name, e.kind) for e in entries] == [
+            ("sub", "dir"),
+            ("owned.txt", "file"),
+        ]
+        assert int(entries[1].mtime) == MTIME and entries[1].mode & 0o777 == 0o640
+        with pytest.raises(UsageError, match="not available"):
+            m.files_root(parts[1])  # only the first partition's files were asked for
+        assert len(_loops_under(point)) == 1
+    _assert_gone(point)
+    seen = []
+    out = os.path.join(image.workdir, "api-out")
+    result = engine.extract(repo, "src", ["/docs", "/big10.bin"], out, partition="1",
+                            progress=seen.append)  # fmt: skip
+    assert result.partition == "disk1/p1" and result.bytes >= 10 * MIB
+    assert seen[-1].done == seen[-1].total == result.bytes
+    assert sorted(os.listdir(out)) == ["big10.bin", "docs"]
