@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
+import boto3
 import pytest
 
 from rescue_app.engine import Engine, browse, mounts
@@ -55,7 +56,7 @@ from tests.helpers.diskkit import (
     loop_disk,
     tree_checksums,
 )
-from tests.stores.serverkit import Nginx
+from tests.stores.serverkit import Nginx, free_port, running
 
 LAYOUT = Layout(
     "gpt",
@@ -585,3 +586,28 @@ def test_engine_api_lists_folders_and_copies_with_progress(image: Image) -> None
     assert result.partition == "disk1/p1" and result.bytes >= 10 * MIB
     assert seen[-1].done == seen[-1].total == result.bytes
     assert sorted(os.listdir(out)) == ["big10.bin", "docs"]
+
+
+@pytest.mark.root
+def test_mount_from_s3(loopdisk, workdir, monkeypatch) -> None:
+    """Another store, the same read path: an image in an S3 bucket (moto_server
+    on loopback) mounts and its files read back."""
+    dev = loopdisk(96 * MIB)
+    source = build_source(dev, Layout("gpt", [PartSpec(None, "ext4")], ["ext4"]), seed=5)
+    port = free_port()
+    moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    point = os.path.join(workdir, "mnt")
+    with running([moto, "-H", "127.0.0.1", "-p", str(port)], port):
+        endpoint = f"http://127.0.0.1:{port}"
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="backups")
+        url = f"s3://backups/browse?endpoint={endpoint}"
+        liferaft("capture", "--repo", url, "--name", "src", dev)
+        with mounted_image(url, point) as proc:
+            assert _hash_tree(f"{point}/disk1/p1/files") == source.files[0]
+            liferaft("umount", point)
+            assert proc.wait(20) == 0
+    _assert_gone(point)
