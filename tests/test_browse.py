@@ -45,6 +45,7 @@ from rescue_app.engine.manifest import (
 )
 from rescue_app.engine.repository import CHUNK_SIZE, chunk_rel
 from rescue_app.errors import ChunkError, UsageError
+from rescue_app.progress import Progress
 from rescue_app.run import run
 from tests.conftest import _disk_backed_tmp
 from tests.enginekit import REPO_ROOT, Layout, assert_one_line_error, build_source, liferaft
@@ -579,7 +580,7 @@ def test_engine_api_lists_folders_and_copies_with_progress(image: Image) -> None
             m.files_root(parts[1])  # only the first partition's files were asked for
         assert len(_loops_under(point)) == 1
     _assert_gone(point)
-    seen = []
+    seen: list[Progress] = []
     out = os.path.join(image.workdir, "api-out")
     result = engine.extract(repo, "src", ["/docs", "/big10.bin"], out, partition="1",
                             progress=seen.append)  # fmt: skip
