@@ -354,9 +354,10 @@ def cmd_mount(engine: Engine, args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda signum, frame: stop.set())
+    cache = _cache_bytes(args)
     engine.check_mount_point(args.mountpoint)
     repo = engine.open_repository(args.repo)
-    with engine.mount_image(repo, args.image, args.mountpoint, cache_bytes=_cache_bytes(args)) as m:
+    with engine.mount_image(repo, args.image, args.mountpoint, cache_bytes=cache) as m:
         print(f"mounted {m.manifest.ref} read-only on {m.point}:")
         for part in m.partitions:
             shown = f"{part.image}" + (f", {part.files}/" if part.folder in m.mounted else "")
@@ -379,6 +380,7 @@ def cmd_umount(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_extract(engine: Engine, args: argparse.Namespace) -> int:
+    cache = _cache_bytes(args)
     engine.check_extract_destination(args.to)
     repo = engine.open_repository(args.repo)
     with ProgressBar() as bar:
@@ -388,7 +390,7 @@ def cmd_extract(engine: Engine, args: argparse.Namespace) -> int:
             args.paths,
             args.to,
             partition=args.partition,
-            cache_bytes=_cache_bytes(args),
+            cache_bytes=cache,
             progress=bar,
             cancel=_cancel_on_signals(),
         )

@@ -415,6 +415,15 @@ def test_bad_mount_inputs_are_one_line(image: Image) -> None:
     proc = liferaft("mount", "--repo", "/nonexistent", "--image", "src", f"{work}/empty",
                     check=False, user=65534)  # fmt: skip
     assert_one_line_error(proc, "needs root")
+    proc = liferaft("umount", f"{work}/empty", check=False, user=65534)
+    assert_one_line_error(proc, "needs root")
+    proc = liferaft("extract", "--repo", "/nonexistent", "--image", "src", "/etc", "--to",
+                    f"{work}/out", check=False, user=65534)  # fmt: skip
+    assert_one_line_error(proc, "needs root")
+    proc = liferaft("mount", "--repo", image.repo, "--image", "src", "--cache", "2",
+                    f"{work}/empty", check=False)  # fmt: skip
+    assert_one_line_error(proc, "--cache 2 is too small")
+    _assert_gone(f"{work}/empty")
     proc = liferaft("umount", f"{work}/empty", check=False)
     assert_one_line_error(proc, "nothing is mounted")
     proc = liferaft("umount", "/", check=False)
