@@ -173,8 +173,6 @@ def test_credentials_from_a_labelled_medium(
     """A real ext4 stick with a label: mounted read-only, the file and the key
     it names are read, the stick is unmounted, the stores see the password.
     A file others can read makes the run fail with one line, secret unshown."""
-    from rescue_app.engine import credentials
-    from rescue_app.engine.stores import password_for
     from tests.helpers.diskkit import make_fs, mounted
 
     label = f"LRCRED{os.getpid() % 10000}"
@@ -193,13 +191,10 @@ def test_credentials_from_a_labelled_medium(
     monkeypatch.setattr(unattended, "CREDENTIALS_MOUNT", mountpoint)
     monkeypatch.delenv("LIFERAFT_PASSWORD", raising=False)
     monkeypatch.setenv("LIFERAFT_CREDENTIALS", "/nonexistent/credentials.yaml")
-    try:
-        unattended.load_credentials(f"LABEL={label}:/liferaft/credentials.yaml")
-        assert password_for("backup@nas.example.com", ask=False) == SECRET
-        assert not os.path.ismount(mountpoint)
-        assert dev not in Path("/proc/self/mounts").read_text()
-    finally:
-        credentials.use(None)
+    chain = unattended.credential_chain(f"LABEL={label}:/liferaft/credentials.yaml")
+    assert chain.password("backup@nas.example.com", ask=False) == SECRET
+    assert not os.path.ismount(mountpoint)
+    assert dev not in Path("/proc/self/mounts").read_text()
 
     with mounted(dev, "ext4") as point:
         (Path(point) / "liferaft" / "credentials.yaml").chmod(0o644)
@@ -209,7 +204,6 @@ def test_credentials_from_a_labelled_medium(
         f"liferaft.target=/dev/null liferaft.credentials={dev}:/liferaft/credentials.yaml",
         Unattended(), power_off=lambda: None,
     )  # fmt: skip
-    credentials.use(None)
     out = capsys.readouterr().out
     log = (tmp_path / "u.log").read_text()
     assert code != 0

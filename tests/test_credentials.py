@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rescue_app.engine import credentials
+from rescue_app.engine import CredentialChain, CredentialsFile, credentials
 from rescue_app.engine.credentials import CredentialsError, fs_type_from_mountinfo
-from rescue_app.engine.stores import password_for, remember_password
 from tests.enginekit import assert_one_line_error, liferaft
 
 SECRET = "pw-Kq7-credentials-never-shown"
@@ -25,12 +24,10 @@ def write_private(path: Path, text: str, mode: int = 0o600) -> Path:
 
 @pytest.fixture(autouse=True)
 def fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No credentials from the host or from an earlier test."""
+    """No credentials from the host."""
     monkeypatch.delenv("LIFERAFT_PASSWORD", raising=False)
     monkeypatch.setenv("LIFERAFT_CREDENTIALS", "/nonexistent/credentials.yaml")
-    credentials.use(None)
     yield
-    credentials.use(None)
 
 
 ENTRIES = f"""\
@@ -83,35 +80,32 @@ def test_most_specific_entry_wins(tmp_path: Path) -> None:
     assert SECRET not in repr(creds) and "file-secret" not in repr(creds)
 
 
-def test_password_for_order_ui_environment_file(
+def test_password_order_ui_environment_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write_private(tmp_path / "c.yaml", ENTRIES)
     monkeypatch.setenv("LIFERAFT_CREDENTIALS", str(path))
-    assert password_for("backup@nas.example.com", ask=False) == "user-at-host"
+    chain = CredentialChain.standard()
+    assert chain.password("backup@nas.example.com", ask=False) == "user-at-host"
     assert (
-        password_for(
+        chain.password(
             "backup@nas.example.com", ask=False, url="sftp://backup@nas.example.com/srv/images"
         )
         == "url-prefix"
     )
-    assert password_for("nobody@elsewhere", ask=False) is None
+    assert chain.password("nobody@elsewhere", ask=False) is None
     monkeypatch.setenv("LIFERAFT_PASSWORD", "from-env")
-    assert password_for("backup@nas.example.com", ask=False) == "from-env"
-    remember_password("backup@nas.example.com", "typed-in-ui")
-    try:
-        assert password_for("backup@nas.example.com", ask=False) == "typed-in-ui"
-    finally:
-        from rescue_app.engine import stores
-
-        stores._passwords.clear()
+    assert chain.password("backup@nas.example.com", ask=False) == "from-env"
+    chain.remember("backup@nas.example.com", "typed-in-ui")
+    assert chain.password("backup@nas.example.com", ask=False) == "typed-in-ui"
     # a changed file is read again
     monkeypatch.delenv("LIFERAFT_PASSWORD")
+    chain = CredentialChain.standard()
     write_private(
         path, "credentials:\n  - match: backup@nas.example.com\n    password: changed-value\n"
     )
     os.utime(path, ns=(1, 1))
-    assert password_for("backup@nas.example.com", ask=False) == "changed-value"
+    assert chain.password("backup@nas.example.com", ask=False) == "changed-value"
 
 
 def test_file_readable_by_others_is_refused(
@@ -144,10 +138,10 @@ def test_file_readable_by_others_is_refused(
 
 def test_named_file_must_exist_default_may_be_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(CredentialsError, match="LIFERAFT_CREDENTIALS.*does not exist"):
-        credentials.find(who="a@b")
+        CredentialsFile().find(who="a@b")
     monkeypatch.delenv("LIFERAFT_CREDENTIALS")
     monkeypatch.setattr(credentials, "DEFAULT_PATH", "/nonexistent/default.yaml")
-    assert credentials.find(who="a@b") is None
+    assert CredentialsFile().find(who="a@b") is None
 
 
 @pytest.mark.parametrize("text, needles", [

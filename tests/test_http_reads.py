@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from rescue_app.engine import CredentialChain
 from rescue_app.engine.stores.http import HttpStore
 
 MIB = 1 << 20
@@ -57,14 +58,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @contextlib.contextmanager
 def _read_from_server(**script: int | bool) -> Iterator[tuple[bytes, list[str | None]]]:
     """(what HttpStore.read returned, the Range header of each request)"""
-    handler = type("Handler", (_Handler,), {"script": script, "ranges": []})
+    ranges: list[str | None] = []
+    handler = type("Handler", (_Handler,), {"script": script, "ranges": ranges})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        store = HttpStore(f"http://127.0.0.1:{server.server_address[1]}/")
+        store = HttpStore(f"http://127.0.0.1:{server.server_address[1]}/", CredentialChain())
         try:
-            yield store.read("f"), handler.ranges
+            yield store.read("f"), ranges
         finally:
             store.close()
     finally:

@@ -28,9 +28,10 @@ except on file systems without Unix permissions (FAT, exFAT, NTFS, ISO 9660),
 whose modes are made up by the mount. Errors never quote the file's text: a
 YAML error names line and column only, a wrong value names the key only.
 
-This module owns the format and the lookup; stores call ``find`` or
-``stores.password_for``. It never logs a secret, and a Credential's repr
-leaves secrets out.
+This module owns the format and the lookup in one file; where secrets come
+from (this file among other sources) is rescue_app/engine/keychain.py, whose
+CredentialChain the stores ask. It never logs a secret, and a Credential's
+repr leaves secrets out.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,7 @@ class Credential:
     host_keys: tuple[str, ...] = ()  # "ssh-ed25519 AAAA...": the server's public keys
     access_key_id: str | None = None
     secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)  # AWS_SESSION_TOKEN only
 
     def private_key(self) -> Any:
         """``ssh_key`` as a paramiko key (ed25519, ECDSA or RSA), None if there is none."""
@@ -362,58 +363,3 @@ def _entry(item: object, index: int, path: str, base: str) -> Credential:
             f"{where}: no secret (password, ssh_key or secret_access_key, or their *_file forms)"
         )
     return Credential(**values)
-
-
-# --------------------------------------------------------------------------
-# The process's credentials
-
-
-class _State:
-    lock = threading.Lock()
-    override: Credentials | None = None
-    cached: tuple[tuple[str, int, int], Credentials] | None = None
-
-
-def use(credentials: Credentials | None) -> None:
-    """Use these credentials instead of the file (unattended mode's medium);
-    None goes back to the file."""
-    with _State.lock:
-        _State.override = credentials
-        _State.cached = None
-
-
-def path() -> str:
-    return os.environ.get(ENV_PATH) or DEFAULT_PATH
-
-
-def current() -> Credentials:
-    """What this process uses: ``use()``'s, else the file (reloaded when it
-    changes), else nothing. A default file that is not there is no error; one
-    named by LIFERAFT_CREDENTIALS must exist."""
-    with _State.lock:
-        if _State.override is not None:
-            return _State.override
-        where = path()
-        try:
-            st = os.stat(where)
-        except FileNotFoundError:
-            if os.environ.get(ENV_PATH):
-                raise CredentialsError(
-                    f"credentials file {where} (LIFERAFT_CREDENTIALS) does not exist",
-                    hint="fix the path or unset LIFERAFT_CREDENTIALS",
-                ) from None
-            return Credentials(where)
-        except OSError as exc:
-            raise CredentialsError(
-                f"cannot read credentials file {where}: {exc.strerror}"
-            ) from None
-        key = (where, st.st_mtime_ns, st.st_size)
-        if _State.cached is None or _State.cached[0] != key:
-            _State.cached = (key, load(where))
-            log.debug("credentials from %s: %d entries", where, len(_State.cached[1].entries))
-        return _State.cached[1]
-
-
-def find(url: str | None = None, *, who: str | None = None) -> Credential | None:
-    """The entry of the process's credentials for ``url`` or ``who`` (user@host)."""
-    return current().find(url, who=who)

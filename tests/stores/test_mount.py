@@ -12,6 +12,7 @@ import stat
 
 import pytest
 
+from rescue_app.engine import CredentialChain
 from rescue_app.engine import mounts as engine_mounts
 from rescue_app.engine.stores import open_store
 from rescue_app.engine.stores.mount import MountStore, mount_argv, plan_mount
@@ -75,7 +76,7 @@ def test_smb_password_goes_through_a_private_file_only(monkeypatch, tmp_path):
 
     monkeypatch.setattr(engine_mounts, "run", fake_run)  # mount and umount go through there
     monkeypatch.setenv("LIFERAFT_PASSWORD", SECRET)
-    store = open_store("smb://ann@nas/backups/site")
+    store = open_store("smb://ann@nas/backups/site", CredentialChain.standard())
     assert isinstance(store, MountStore)
     ((argv, cred_text, mode),) = calls
     assert SECRET not in " ".join(argv) and SECRET not in store.location
@@ -141,7 +142,7 @@ def test_mount_errors_have_their_own_messages(monkeypatch):
     ]:
         monkeypatch.setattr(engine_mounts, "run", failing(stderr))
         with pytest.raises(RepositoryError, match=re.escape(needle)) as info:
-            open_store(url)
+            open_store(url, CredentialChain.standard())
         assert SECRET not in str(info.value)
         assert "\n" not in str(info.value)
 

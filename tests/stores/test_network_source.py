@@ -8,14 +8,15 @@ import threading
 import pytest
 
 from rescue_app.engine import Engine
-from rescue_app.engine.stores import _passwords
+from rescue_app.engine.keychain import SecretKind, SecretRequest, SessionSecrets
 from rescue_app.engine.stores.httpserve import make_server
 from rescue_app.errors import RepositoryError
 from rescue_app.tui.sources import NetworkSource, PathSource, source_for_typed
 
 
 @pytest.mark.root
-def test_network_source_lists_images_over_http(captured):
+def test_network_source_lists_images_over_http(captured, monkeypatch):
+    monkeypatch.delenv("LIFERAFT_PASSWORD", raising=False)
     server = make_server(captured.repo, "127.0.0.1", 0)
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
@@ -27,11 +28,14 @@ def test_network_source_lists_images_over_http(captured):
         engine = Engine()
         repo = source.open(engine)
         assert [i.name for i in engine.list_images(repo)] == ["src"]
-        assert _passwords["reader@127.0.0.1"] == "typed-secret"
+        # the typed password is this engine's, kept with its session's secrets
+        typed = next(s for s in engine.credentials.sources if isinstance(s, SessionSecrets))
+        found = typed.lookup(SecretRequest(SecretKind.PASSWORD, who="reader@127.0.0.1"))
+        assert found is not None and found.password == "typed-secret"
+        assert Engine().credentials.password("reader@127.0.0.1", ask=False) is None
         source.close()
         source.close()
     finally:
-        _passwords.clear()
         server.shutdown()
         server.server_close()
 

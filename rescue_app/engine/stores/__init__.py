@@ -12,9 +12,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from rescue_app.engine.stores.retry import Watch
 from rescue_app.errors import RepositoryError
+
+if TYPE_CHECKING:
+    from rescue_app.engine.keychain import CredentialChain
 
 
 class Store(ABC):
@@ -67,7 +71,8 @@ class Store(ABC):
         return None
 
 
-StoreFactory = Callable[[str], Store]
+# (location, the opening Engine's credentials) -> a store
+StoreFactory = Callable[[str, "CredentialChain"], Store]
 SCHEMES: dict[str, StoreFactory] = {}
 
 
@@ -75,7 +80,8 @@ def register(scheme: str, factory: StoreFactory) -> None:
     SCHEMES[scheme] = factory
 
 
-def open_store(location: str) -> Store:
+def open_store(location: str, credentials: CredentialChain) -> Store:
+    """The store for ``location``; a network store asks ``credentials`` for its secrets."""
     from rescue_app.engine.stores.local import LocalStore
 
     if "://" not in location or location.startswith("file://"):
@@ -89,7 +95,7 @@ def open_store(location: str) -> Store:
             hint=f"use {known}",
         )
     _check_url(location)
-    return factory(location)
+    return factory(location, credentials)
 
 
 def _check_url(location: str) -> None:
@@ -115,54 +121,8 @@ def _check_url(location: str) -> None:
 
 # -- credentials ---------------------------------------------------------
 # Passwords never travel in a URL (it is shown, logged and visible in process
-# listings). Where one comes from, first found wins: a UI that asked for it,
-# LIFERAFT_PASSWORD (an explicit choice for this run), the credentials file
-# (rescue_app.engine.credentials: baked in by the profile, or read from an
-# attached medium in unattended mode), a prompt on the terminal.
-
-PasswordPrompt = Callable[[str], "str | None"]
-_passwords: dict[str, str] = {}
-_prompt: PasswordPrompt | None = None
-
-
-def remember_password(who: str, password: str) -> None:
-    """A UI that asked for the password of ``who`` (``user@host``) hands it here."""
-    _passwords[who] = password
-
-
-def set_password_prompt(prompt: PasswordPrompt | None) -> None:
-    """How to ask when nothing else gives a password (the UI's dialog)."""
-    global _prompt
-    _prompt = prompt
-
-
-def password_for(who: str, *, ask: bool = True, url: str | None = None) -> str | None:
-    """The password for ``who`` (``user@host``), or None if there is none.
-
-    ``url`` (the repository's URL, without a password) lets a credentials
-    entry for a URL prefix win over one for the whole host."""
-    import os
-    import sys
-
-    from rescue_app.engine import credentials
-
-    if who in _passwords:
-        return _passwords[who]
-    env = os.environ.get("LIFERAFT_PASSWORD")
-    if env:
-        return env
-    entry = credentials.find(url, who=who)
-    if entry is not None and entry.password:
-        return entry.password
-    if not ask:
-        return None
-    if _prompt is not None:
-        return _prompt(who)
-    if sys.stdin is not None and sys.stdin.isatty():
-        import getpass
-
-        return getpass.getpass(f"password for {who}: ") or None
-    return None
+# listings). A network store gets the CredentialChain of the Engine that opens
+# it (rescue_app.engine.keychain) and asks it; no secret lives in this module.
 
 
 def reject_password_in_url(location: str, password: str | None) -> None:
@@ -179,11 +139,11 @@ def _register_builtin() -> None:
     """Network stores import their client libraries only when first used."""
 
     def lazy(module: str, cls: str) -> StoreFactory:
-        def factory(location: str) -> Store:
+        def factory(location: str, credentials: CredentialChain) -> Store:
             import importlib
 
             kind: StoreFactory = getattr(importlib.import_module(module), cls)
-            return kind(location)
+            return kind(location, credentials)
 
         return factory
 

@@ -10,7 +10,8 @@ that changed meanwhile is fetched whole); connection errors, timeouts and
 without progress, then reported as one line. TLS: the system's CAs, or the
 CA file in ``?ca=PATH`` or ``LIFERAFT_CA_FILE``. Basic auth: ``user@`` in the
 URL or ``user:`` of the credentials entry for the URL; the password from the
-UI, LIFERAFT_PASSWORD, the credentials file or a prompt, never the URL.
+Engine's CredentialChain (typed in the UI, LIFERAFT_PASSWORD, the credentials
+file, a prompt), never the URL.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
-from rescue_app.engine import credentials
-from rescue_app.engine.stores import Store, password_for, reject_password_in_url
+from rescue_app.engine.keychain import CredentialChain, SecretKind, SecretRequest
+from rescue_app.engine.stores import Store, reject_password_in_url
 from rescue_app.engine.stores.retry import RetryPolicy, network_reason
 from rescue_app.errors import RepositoryError
 
@@ -58,7 +59,8 @@ class _Progressed:
 class HttpStore(Store):
     can_list = False
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, credentials: CredentialChain) -> None:
+        self.credentials = credentials
         parts = urlsplit(url)
         if not parts.hostname:
             raise RepositoryError(
@@ -80,6 +82,8 @@ class HttpStore(Store):
                 hint="give the path of a PEM file with the server's CA",
             )
         self.verify: bool | str = ca or True
+        # The password asked for and not given by anyone (None: given, or no login).
+        self._unanswered: SecretRequest | None = None
         self.auth = self._basic_auth(url, parts.username, parts.hostname)
         self.policy = RetryPolicy.from_environment()
         self._answered = False  # has the server ever answered? (first contact fails fast)
@@ -90,14 +94,16 @@ class HttpStore(Store):
     def _basic_auth(self, url: str, user: str | None, host: str) -> tuple[str, str] | None:
         """Basic auth when the URL names a user, or a credentials entry for
         this URL names one (so the URL people see and type can stay bare)."""
+        bare = url.split("?", 1)[0]
         if user:
             user = unquote(user)
         else:
-            entry = credentials.find(url.split("?", 1)[0])
-            if entry is None or not entry.user or not entry.password:
+            user = self.credentials.user(bare)
+            if not user:
                 return None
-            user = entry.user
-        password = password_for(f"{user}@{host}", url=url.split("?", 1)[0])
+        password = self.credentials.password(f"{user}@{host}", url=bare)
+        if password is None:
+            self._unanswered = SecretRequest(SecretKind.PASSWORD, url=bare, who=f"{user}@{host}")
         return (user, password or "")
 
     # -- connections -------------------------------------------------------
@@ -178,6 +184,9 @@ class HttpStore(Store):
         )
 
     def _status_error(self, rel: str, r: requests.Response) -> RepositoryError:
+        if r.status_code == 401 and self._unanswered is not None:
+            # A user but no password from anyone: say where to put it, not "refused".
+            return self.credentials.missing(self._unanswered, self.location)
         if r.status_code in (401, 403):
             return RepositoryError(
                 f"repository {self.location}: {self.host} refused access to {rel} "

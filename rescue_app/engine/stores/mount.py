@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from rescue_app.engine import mounts
+from rescue_app.engine.keychain import CredentialChain, SecretKind, SecretRequest
 from rescue_app.engine.mounts import umount
-from rescue_app.engine.stores import Store, password_for, reject_password_in_url
+from rescue_app.engine.stores import Store, reject_password_in_url
 from rescue_app.engine.stores.local import LocalStore
 from rescue_app.errors import CommandError, RepositoryError
 
@@ -187,7 +188,8 @@ def _mount_error(plan: MountPlan, stderr: str) -> RepositoryError:
 
 
 class MountStore(Store):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, credentials: CredentialChain) -> None:
+        self.credentials = credentials
         self.plan = plan_mount(url)
         self.location = self.plan.location
         self.mountpoint = tempfile.mkdtemp(prefix="liferaft-mnt-")
@@ -206,13 +208,13 @@ class MountStore(Store):
         plan = self.plan
         if plan.fstype == "cifs" and plan.user is not None:
             host = plan.source.split("/")[2]
-            password = password_for(f"{plan.user}@{host}", url=plan.location)
-            if password is None:
-                raise RepositoryError(
-                    f"repository {plan.location} needs the password of {plan.user}",
-                    hint="set LIFERAFT_PASSWORD, add it to the credentials file, or run in "
-                    "a terminal to be asked",
-                )
+            wanted = SecretRequest(
+                SecretKind.PASSWORD, url=plan.location, who=f"{plan.user}@{host}"
+            )
+            answer = self.credentials.lookup(wanted)
+            if answer is None or answer.password is None:
+                raise self.credentials.missing(wanted, plan.location)
+            password = answer.password
             with (
                 tempfile.TemporaryDirectory(prefix="liferaft-cred-") as d,
                 credentials_file(d, plan.user, password, plan.domain) as cred,

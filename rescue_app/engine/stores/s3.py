@@ -1,9 +1,9 @@
 """A repository in an S3 bucket: ``s3://bucket/prefix``, any S3-compatible store.
 
-Read-write, through boto3 (the standard AWS SDK): keys from
-AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else the credentials file's entry
-for the bucket (``access_key_id``, ``secret_access_key``), else boto3's usual
-sources (~/.aws); region and CA bundle from boto3's sources too
+Read-write, through boto3 (the standard AWS SDK): keys from the Engine's
+CredentialChain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else the credentials
+file's entry for the bucket: ``access_key_id``, ``secret_access_key``), else
+boto3's usual sources (~/.aws); region and CA bundle from boto3's sources too
 (AWS_DEFAULT_REGION, AWS_CA_BUNDLE), the endpoint from ``?endpoint=URL`` or
 AWS_ENDPOINT_URL. One client for all threads (boto3 clients are thread-safe;
 its pool holds a connection per thread). A PUT is atomic and durable when it
@@ -26,7 +26,7 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from rescue_app.engine import credentials
+from rescue_app.engine.keychain import CredentialChain, SecretKind, SecretRequest
 from rescue_app.engine.stores import Store
 from rescue_app.engine.stores.retry import RetryPolicy, network_reason
 from rescue_app.errors import RepositoryError
@@ -63,7 +63,8 @@ _AUTH = {
 
 
 class S3Store(Store):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, credentials: CredentialChain) -> None:
+        self.credentials = credentials
         parts = urlsplit(url)
         if not parts.hostname:
             raise RepositoryError(
@@ -136,23 +137,24 @@ class S3Store(Store):
                 )
 
     def _session(self, url: str) -> boto3.session.Session:
-        """AWS_ACCESS_KEY_ID in the environment wins (an explicit choice for
-        this run, as in every AWS tool); else the credentials file's entry for
-        this bucket; else boto3's own sources (~/.aws)."""
-        if not os.environ.get("AWS_ACCESS_KEY_ID"):
-            entry = credentials.find(url.split("?", 1)[0])
-            if entry is not None and entry.secret_access_key:
-                if not entry.access_key_id:
-                    raise RepositoryError(
-                        f"credentials for {entry.match}: secret_access_key without access_key_id",
-                        hint="add access_key_id to the entry",
-                    )
-                log.debug("S3 keys for %s from the credentials file", self.location)
-                return boto3.session.Session(
-                    aws_access_key_id=entry.access_key_id,
-                    aws_secret_access_key=entry.secret_access_key,
-                )
-        return boto3.session.Session()
+        """The chain's keys (AWS_ACCESS_KEY_ID in the environment wins, as in
+        every AWS tool; else the credentials file's entry for this bucket);
+        else boto3's own sources (~/.aws)."""
+        bare = url.split("?", 1)[0]
+        keys = self.credentials.lookup(SecretRequest(SecretKind.S3_KEYS, url=bare), ask=False)
+        if keys is None:
+            return boto3.session.Session()
+        if not keys.access_key_id:
+            raise RepositoryError(
+                f"credentials for {keys.match}: secret_access_key without access_key_id",
+                hint="add access_key_id to the entry",
+            )
+        log.debug("S3 keys for %s from %s", self.location, keys.match)
+        return boto3.session.Session(
+            aws_access_key_id=keys.access_key_id,
+            aws_secret_access_key=keys.secret_access_key,
+            aws_session_token=keys.session_token,
+        )
 
     def _key(self, rel: str) -> str:
         return f"{self.prefix}/{rel}" if self.prefix else rel

@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import paramiko
@@ -57,6 +57,17 @@ CHANNEL_TIMEOUT = 120.0  # one request's answer (a chunk is at most a few MB)
 FSYNC = "fsync@openssh.com"
 
 T = TypeVar("T")
+
+
+def _login(client: paramiko.SSHClient, *args: Any, **kwargs: Any) -> None:
+    """``client.connect``; having neither a key nor a password to offer is a
+    refused login (so the chain's prompt is asked), not a network error."""
+    try:
+        client.connect(*args, **kwargs)
+    except paramiko.SSHException as exc:
+        if type(exc) is paramiko.SSHException and str(exc) == "No authentication methods available":
+            raise paramiko.AuthenticationException(str(exc)) from None
+        raise
 
 
 class _Unreachable(RepositoryError):
@@ -153,7 +164,8 @@ class SftpStore(Store):
         asked = False
         while True:
             try:
-                client.connect(
+                _login(
+                    client,
                     self.host,
                     self.port,
                     username=self.user,
@@ -174,7 +186,7 @@ class SftpStore(Store):
                     if password is not None:
                         continue
                 client.close()
-                if password is None:  # only keys were tried: say where a password goes
+                if password is None:  # keys at most were tried: say where a password goes
                     wanted = SecretRequest(SecretKind.PASSWORD, url=self.url, who=who)
                     raise RepositoryError(
                         f"repository {self.location}: {self.host} refused the login of "
