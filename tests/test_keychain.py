@@ -96,9 +96,9 @@ def test_two_engines_with_different_typed_passwords_each_reach_their_own_server(
     password typed would have replaced the first."""
     folders = []
     for name in ("a", "b"):
-        repo = tmp_path / name / "repo"
-        repo.mkdir(parents=True)
-        (repo / "liferaft-repository.json").write_text(
+        folder = tmp_path / name / "repo"
+        folder.mkdir(parents=True)
+        (folder / "liferaft-repository.json").write_text(
             json.dumps({"format": "liferaft-repository", "version": 1})
         )
         folders.append(str(tmp_path / name))
@@ -166,7 +166,8 @@ def test_the_ui_dialog_takes_the_prompts_place_and_gives_it_back() -> None:
     assert isinstance(engine.credentials.sources[-1], CallbackPrompt)
     assert engine.credentials.password("x@y", url="sftp://x@y/") == "from-dialog"
     engine.ask_passwords_with(None)  # the UI ends
-    assert engine.credentials.sources[-1] is terminal
+    last: object = engine.credentials.sources[-1]
+    assert last is terminal
     assert sum(s.interactive for s in engine.credentials.sources) == 1
 
 
