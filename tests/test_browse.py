@@ -621,3 +621,33 @@ def test_mount_from_s3(loopdisk, workdir, monkeypatch) -> None:
             liferaft("umount", point)
             assert proc.wait(20) == 0
     _assert_gone(point)
+
+
+@pytest.mark.root
+def test_ctrl_c_during_extract_says_cancelled_and_unmounts(image: Image) -> None:
+    """Ctrl-C reaches the whole process group (cp too): one 'cancelled' line,
+    exit 130, and the temporary mount is gone."""
+    work = os.path.join(image.workdir, "cancel")
+    with Nginx(image.repo, os.path.join(work, "nginx"), limit_rate="2m") as nginx:
+        argv = [sys.executable, "-m", "rescue_app.cli", "extract", "--repo",
+                f"http://127.0.0.1:{nginx.port}/", "--image", "src", "--partition", "1",
+                "/big10.bin", "--to", f"{work}/out"]  # fmt: skip
+        proc = subprocess.Popen(
+            argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while not os.path.exists(f"{work}/out/big10.bin"):  # cp has begun
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+            os.killpg(proc.pid, signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+    assert proc.returncode == 130, err
+    done = subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    assert_one_line_error(done, "extract cancelled", "/big10.bin")
+    assert [p for p in mounts.mounts_under("/") if "liferaft-extract" in p] == []

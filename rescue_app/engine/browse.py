@@ -449,7 +449,15 @@ def extract(
                 progress(Progress("extract", given, done, total))
                 # -a: recursive, symlinks as symlinks, hardlinks kept among what
                 # one call copies; --preserve=all adds xattrs and ACLs.
-                run(["cp", "-a", "--preserve=all", "--", source, dest + "/"])
+                try:
+                    run(["cp", "-a", "--preserve=all", "--", source, dest + "/"])
+                except CommandError:
+                    # Ctrl-C reaches cp too: say cancelled, not that cp failed.
+                    if cancel is not None and cancel.cancelled:
+                        raise CancelledError(
+                            f"extract cancelled; {given} is only partly copied to {dest}"
+                        ) from None
+                    raise
                 done += _tree_bytes(source)
                 progress(Progress("extract", given, done, total))
     finally:
