@@ -55,6 +55,8 @@ from tests.helpers.diskkit import (
     _hash_tree,
     disk_bytes_sha256,
     loop_disk,
+    make_fs,
+    populate,
     tree_checksums,
 )
 from tests.stores.serverkit import Nginx, free_port, running
@@ -651,3 +653,25 @@ def test_ctrl_c_during_extract_says_cancelled_and_unmounts(image: Image) -> None
     done = subprocess.CompletedProcess(argv, proc.returncode, out, err)
     assert_one_line_error(done, "extract cancelled", "/big10.bin")
     assert [p for p in mounts.mounts_under("/") if "liferaft-extract" in p] == []
+
+
+@pytest.mark.root
+def test_a_disk_without_a_partition_table_is_disk1_whole(loopdisk, workdir) -> None:
+    dev = loopdisk(64 * MIB)
+    make_fs(dev, "ext4", label="bare")
+    files = populate(dev, "ext4", seed=9, big_mib=1)
+    repo = os.path.join(workdir, "repo")
+    liferaft("capture", "--repo", repo, "--name", "src", dev)
+    point = os.path.join(workdir, "mnt")
+    with mounted_image(repo, point) as proc:
+        assert sorted(os.listdir(f"{point}/disk1/whole")) == ["files", "whole.img"]
+        assert os.path.getsize(f"{point}/disk1/whole/whole.img") == 64 * MIB
+        assert _hash_tree(f"{point}/disk1/whole/files") == files
+        out = liferaft(
+            "extract", "--repo", repo, "--image", "src", "/docs/readme.txt",
+            "--to", f"{workdir}/out",
+        ).stdout  # fmt: skip
+        assert "disk1/whole" in out
+        liferaft("umount", point)
+        assert proc.wait(20) == 0
+    _assert_gone(point)
