@@ -44,7 +44,7 @@ from rescue_app.engine.manifest import (
     parse_manifest,
 )
 from rescue_app.engine.repository import CHUNK_SIZE, chunk_rel
-from rescue_app.errors import ChunkError, UsageError
+from rescue_app.errors import ChunkError, LiferaftError, UsageError
 from rescue_app.progress import Progress
 from rescue_app.run import run
 from tests.conftest import _disk_backed_tmp
@@ -103,6 +103,7 @@ def _special_files(node: str) -> None:
         os.setxattr(f"{root}/meta/owned.txt", "system.posix_acl_access", _acl_xattr(UID))
         os.link(f"{root}/meta/owned.txt", f"{root}/meta/sub/hardlink.txt")
         os.symlink("../owned.txt", f"{root}/meta/sub/link")
+        os.symlink("/etc", f"{root}/meta/abs")  # leads out of the partition on this machine
         os.utime(f"{root}/meta/owned.txt", (MTIME, MTIME))
         with open(f"{root}/big10.bin", "wb") as f:
             f.write(os.urandom(10 * MIB))  # random: the chunks do not compress away
@@ -390,6 +391,12 @@ def test_extract_of_a_missing_path_names_it_and_writes_nothing(image: Image) -> 
         check=False,
     )  # fmt: skip
     assert_one_line_error(proc, "no partition '9'")
+    proc = liferaft(
+        "extract", "--repo", image.repo, "--image", "src", "--partition", "1",
+        "/meta/abs/passwd", "--to", out, check=False,
+    )  # fmt: skip
+    assert_one_line_error(proc, "/meta/abs/passwd: a symlink on the way leads out")
+    assert not os.path.exists(out)
 
 
 # ---------------------------------------------------------------- bad input
@@ -584,9 +591,17 @@ def test_engine_api_lists_folders_and_copies_with_progress(image: Image) -> None
         entries = m.list_dir(parts[0], "/meta")
         assert [(e.name, e.kind) for e in entries] == [
             ("sub", "dir"),
+            ("abs", "symlink"),
             ("owned.txt", "file"),
         ]
-        assert int(entries[1].mtime) == MTIME and entries[1].mode & 0o777 == 0o640
+        assert int(entries[2].mtime) == MTIME and entries[2].mode & 0o777 == 0o640
+        assert "meta" in [e.name for e in m.list_dir(parts[0])]
+        with pytest.raises(UsageError, match="leads out of"):
+            m.list_dir(parts[0], "meta/abs")
+        with pytest.raises(UsageError, match="is not in"):
+            m.list_dir(parts[0], "nowhere")
+        with pytest.raises(LiferaftError, match="Not a directory"):
+            m.list_dir(parts[0], "meta/owned.txt")
         with pytest.raises(UsageError, match="not available"):
             m.files_root(parts[1])  # only the first partition's files were asked for
         assert len(_loops_under(point)) == 1
@@ -662,7 +677,9 @@ def test_a_disk_without_a_partition_table_is_disk1_whole(loopdisk, workdir) -> N
     files = populate(dev, "ext4", seed=9, big_mib=1)
     repo = os.path.join(workdir, "repo")
     liferaft("capture", "--repo", repo, "--name", "src", dev)
-    point = os.path.join(workdir, "mnt")
+    os.makedirs(os.path.join(workdir, "mnt"))
+    point = os.path.join(workdir, "via-symlink")  # mountinfo shows the real path
+    os.symlink("mnt", point)
     with mounted_image(repo, point) as proc:
         assert sorted(os.listdir(f"{point}/disk1/whole")) == ["files", "whole.img"]
         assert os.path.getsize(f"{point}/disk1/whole/whole.img") == 64 * MIB

@@ -23,6 +23,7 @@ ACLs). Nothing here writes to an image or a repository.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import stat
@@ -187,7 +188,7 @@ def select_partition(
 def check_mount_point(point: str) -> str:
     """The absolute path of ``point`` if a browse mount may go there: an
     existing, empty folder that is not mounted on. One clear error if not."""
-    path = os.path.abspath(point)
+    path = os.path.realpath(point)  # as /proc/self/mountinfo will show it
     if not os.path.lexists(path):
         raise UsageError(
             f"mount point {point} does not exist", hint=f"create it first: mkdir -p {point}"
@@ -308,12 +309,22 @@ class ImageMount:
     def list_dir(self, part: BrowsePartition, rel: str = "") -> list[DirEntry]:
         """The entries of the folder ``rel`` of a partition, folders first."""
         root = self.files_root(part)
-        folder = os.path.join(root, os.path.normpath("/" + rel).lstrip("/"))
+        folder = os.path.realpath(_inside(root, rel, part, self.manifest, follow=True))
         out = []
-        with os.scandir(folder) as it:
-            for e in it:
-                st = e.stat(follow_symlinks=False)
-                out.append(DirEntry(e.name, _kind(st.st_mode), st.st_size, st.st_mode, st.st_mtime))
+        try:
+            with os.scandir(folder) as it:
+                for e in it:
+                    st = e.stat(follow_symlinks=False)
+                    out.append(
+                        DirEntry(e.name, _kind(st.st_mode), st.st_size, st.st_mode, st.st_mtime)
+                    )
+        except OSError as exc:
+            raise LiferaftError(
+                f"cannot list {rel or '/'} of {part.folder}: {exc.strerror}",
+                hint="an input/output error means a damaged or unreachable chunk (see the log)"
+                if exc.errno == errno.EIO
+                else "",
+            ) from None
         return sorted(out, key=lambda d: (d.kind != "dir", d.name))
 
     def wait(self, stop: threading.Event) -> None:
@@ -386,7 +397,7 @@ def unmount_image(point: str) -> None:
     """End the browse mount on ``point`` (``liferaft umount``), whichever
     process serves it, or clean up after one that died."""
     require_root("unmounting an image")
-    path = os.path.abspath(point)
+    path = os.path.realpath(point)
     kind = mounts.fstype_of(path)
     if kind is None:
         raise UsageError(f"nothing is mounted on {point}", hint="give the folder of a browse mount")
@@ -491,14 +502,19 @@ def check_destination(to: str) -> str:
     return dest
 
 
-def _inside(root: str, given: str, part: BrowsePartition, manifest: Manifest) -> str:
+def _inside(
+    root: str, given: str, part: BrowsePartition, manifest: Manifest, *, follow: bool = False
+) -> str:
     """``given`` (a path of the partition) on this machine, below ``root``;
-    a symlink on the way must not lead out of the partition."""
+    a symlink on the way (and, with ``follow``, the path itself) must not
+    lead out of the partition."""
     rel = os.path.normpath("/" + given).lstrip("/")
     where = f"partition {part.folder} ({part.fstype}) of image {manifest.ref}"
-    path = os.path.join(root, rel) if rel else root
-    parent = os.path.realpath(os.path.dirname(path))
-    if parent != root and not parent.startswith(root + "/"):
+    if not rel:
+        return root
+    path = os.path.join(root, rel)
+    resolved = os.path.realpath(path if follow else os.path.dirname(path))
+    if resolved != root and not resolved.startswith(root + "/"):
         raise UsageError(
             f"{given}: a symlink on the way leads out of {where}",
             hint="give the path the symlink points to",

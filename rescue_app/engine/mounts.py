@@ -121,7 +121,7 @@ def detach_loop(dev: str) -> None:
 
 def loops_backed_under(folder: str) -> list[str]:
     """Loop devices whose backing file lies below ``folder``."""
-    prefix = os.path.abspath(folder).rstrip("/") + "/"
+    prefix = os.path.realpath(folder).rstrip("/") + "/"
     found = []
     for backing in glob.glob("/sys/block/loop*/loop/backing_file"):
         try:
@@ -148,20 +148,20 @@ def _mount_table() -> list[tuple[str, str]]:
 
 def mounts_under(folder: str) -> list[str]:
     """Mount points at or below ``folder``, deepest first (the order to unmount)."""
-    top = os.path.abspath(folder).rstrip("/") or "/"
+    top = os.path.realpath(folder).rstrip("/") or "/"
     points = {p for p, _ in _mount_table() if p == top or p.startswith(top + "/")}
     return sorted(points, key=lambda p: p.count("/"), reverse=True)
 
 
 def fstype_of(point: str) -> str | None:
     """The type of what is mounted on ``point`` last (None: nothing)."""
-    top = os.path.abspath(point).rstrip("/") or "/"
+    top = os.path.realpath(point).rstrip("/") or "/"
     types = [t for p, t in _mount_table() if p == top]
     return types[-1] if types else None
 
 
 def is_mount_point(folder: str) -> bool:
-    return (os.path.abspath(folder).rstrip("/") or "/") in mounts_under(folder)
+    return (os.path.realpath(folder).rstrip("/") or "/") in mounts_under(folder)
 
 
 def _unescape(field: str) -> str:
