@@ -238,11 +238,12 @@ def test_mount_shows_each_partition_files_and_image(image: Image) -> None:
 
 
 @pytest.mark.root
-def test_sigterm_ends_the_mount_and_leaves_no_loop_device(image: Image) -> None:
-    point = os.path.join(image.workdir, "mnt-term")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_ends_the_mount_and_leaves_no_loop_device(image: Image, signum: int) -> None:
+    point = os.path.join(image.workdir, f"mnt-{signum}")
     with mounted_image(image.repo, point) as proc:
         assert os.listdir(f"{point}/disk1/p6/files")
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         assert proc.wait(30) == 0
         _assert_gone(point)
         assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
@@ -397,6 +398,11 @@ def test_extract_of_a_missing_path_names_it_and_writes_nothing(image: Image) -> 
     )  # fmt: skip
     assert_one_line_error(proc, "/meta/abs/passwd: a symlink on the way leads out")
     assert not os.path.exists(out)
+    with open(out, "w") as f:
+        f.write("a file, not a folder")
+    proc = liferaft("extract", "--repo", image.repo, "--image", "src", "--partition", "1",
+                    "/docs", "--to", out, check=False)  # fmt: skip
+    assert_one_line_error(proc, f"--to {out} is not a folder")
 
 
 # ---------------------------------------------------------------- bad input
