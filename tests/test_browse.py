@@ -698,3 +698,21 @@ def test_a_disk_without_a_partition_table_is_disk1_whole(loopdisk, workdir) -> N
         liferaft("umount", point)
         assert proc.wait(20) == 0
     _assert_gone(point)
+
+
+@pytest.mark.root
+def test_extract_reports_progress_while_a_large_file_is_copied(image: Image) -> None:
+    """From a slow server, the copy of one 10 MiB file reports its bytes as
+    they arrive, not only at the end."""
+    engine = Engine()
+    work = os.path.join(image.workdir, "slow")
+    seen: list[Progress] = []
+    with Nginx(image.repo, os.path.join(work, "nginx"), limit_rate="3m") as nginx:
+        repo = engine.open_repository(f"http://127.0.0.1:{nginx.port}/")
+        engine.extract(repo, "src", ["/big10.bin"], f"{work}/out", partition="1",
+                       progress=seen.append)  # fmt: skip
+    size = 10 * MIB
+    between = [p for p in seen if 0 < p.item_done < size]
+    assert between, [(p.item_done, p.item_total) for p in seen]
+    assert all(p.item_total == size and p.total == size for p in seen)
+    assert seen[-1].done == size

@@ -30,7 +30,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -457,20 +457,22 @@ def extract(
             for given, source in zip(paths, sources, strict=True):
                 if cancel is not None and cancel.cancelled:
                     raise CancelledError(f"extract cancelled; {given} and later paths not copied")
-                progress(Progress("extract", given, done, total))
-                # -a: recursive, symlinks as symlinks, hardlinks kept among what
-                # one call copies; --preserve=all adds xattrs and ACLs.
-                try:
-                    run(["cp", "-a", "--preserve=all", "--", source, dest + "/"])
-                except CommandError:
-                    # Ctrl-C reaches cp too: say cancelled, not that cp failed.
-                    if cancel is not None and cancel.cancelled:
-                        raise CancelledError(
-                            f"extract cancelled; {given} is only partly copied to {dest}"
-                        ) from None
-                    raise
-                done += _tree_bytes(source)
-                progress(Progress("extract", given, done, total))
+                size = _tree_bytes(source)
+                copied = os.path.join(dest, os.path.basename(source))
+                with _watching_copy(copied, given, done, total, size, progress):
+                    # -a: recursive, symlinks as symlinks, hardlinks kept among
+                    # what one call copies; --preserve=all adds xattrs and ACLs.
+                    try:
+                        run(["cp", "-a", "--preserve=all", "--", source, dest + "/"])
+                    except CommandError:
+                        # Ctrl-C reaches cp too: say cancelled, not that cp failed.
+                        if cancel is not None and cancel.cancelled:
+                            raise CancelledError(
+                                f"extract cancelled; {given} is only partly copied to {dest}"
+                            ) from None
+                        raise
+                done += size
+                progress(Progress("extract", given, done, total, size, size))
     finally:
         with contextlib.suppress(OSError):
             os.rmdir(point)
@@ -481,6 +483,31 @@ def extract(
         bytes=done,
         seconds=time.monotonic() - started,
     )
+
+
+@contextlib.contextmanager
+def _watching_copy(
+    copied: str, item: str, before: int, total: int, size: int, progress: ProgressCallback
+) -> Iterator[None]:
+    """While cp copies one path: its bytes so far (what has arrived at
+    ``copied``), reported every second."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        progress(Progress("extract", item, before, total, 0, size))
+        while not stop.wait(1.0):
+            now = 0
+            with contextlib.suppress(OSError):  # not there yet
+                now = min(size, _tree_bytes(copied))
+            progress(Progress("extract", item, before + now, total, now, size))
+
+    watcher = threading.Thread(target=watch, name="liferaft-extract-progress", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
 
 
 def check_destination(to: str) -> str:
