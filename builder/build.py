@@ -30,14 +30,27 @@ from builder.cache import atomic_path, build_lock, digest, remove, tree_digest, 
 from builder.context import BUILDER_DIR, BuildContext
 from builder.layers import build_layers, private_if_secrets
 from builder.log import complete_step, say
+from rescue_app.profile import ProfileError
 
-ISO_LIMIT_MB = 300
+ISO_LIMIT_MB = 250  # issue 12 (was 300)
 COLD_BUILD_LIMIT_S = 360
 
 
 def check_host(ctx: BuildContext) -> None:
     host.check_root()
     host.check_tools()
+    check_profile(ctx)
+
+
+def check_profile(ctx: BuildContext) -> None:
+    """No boot entry may ask for the test runner's script (liferaft-guest.service
+    runs a script found on a disk when the command line holds liferaft.guest=1)."""
+    if "liferaft.guest" in ctx.kernel_cmdline:
+        raise ProfileError(
+            f"{ctx.profile.source}: kernel_cmdline holds liferaft.guest, the test runner's "
+            "switch that runs a script from a disk",
+            hint="remove it; tests pass it themselves (tests/helpers/guest.py)",
+        )
 
 
 def build_iso(ctx: BuildContext) -> Path:

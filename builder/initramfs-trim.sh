@@ -27,3 +27,17 @@ for dir in "$DESTDIR"/usr/lib/modules/*/kernel; do
         "$dir/drivers/net/fddi" "$dir/drivers/net/wwan" "$dir/drivers/net/ieee802154" \
         "$dir/drivers/net/fjes"
 done
+# lvm2's and mdadm's hooks (they run before this one, from /usr/share) give the
+# initrd their udev rules, which activate every volume group and assemble every
+# array they see while udev probes the disks: on the machine being rescued,
+# before the rescue system has even started. The live medium is never on LVM or
+# md, so the initrd gets none of it; the real root activates only when the
+# engine asks (overlay/etc/lvm/lvmlocal.conf, overlay/etc/udev/rules.d/).
+rm -f "$DESTDIR"/usr/lib/udev/rules.d/*-lvm.rules "$DESTDIR"/lib/udev/rules.d/*-lvm.rules \
+    "$DESTDIR"/usr/lib/udev/rules.d/*-md-raid-*.rules "$DESTDIR"/lib/udev/rules.d/*-md-raid-*.rules \
+    "$DESTDIR"/etc/udev/rules.d/*-md-raid-*.rules \
+    "$DESTDIR"/usr/sbin/lvm "$DESTDIR"/usr/sbin/vgchange "$DESTDIR"/usr/sbin/mdadm \
+    "$DESTDIR"/usr/sbin/mdmon "$DESTDIR"/sbin/lvm "$DESTDIR"/sbin/vgchange "$DESTDIR"/sbin/mdadm \
+    "$DESTDIR"/sbin/mdmon "$DESTDIR"/scripts/local-top/lvm2 "$DESTDIR"/scripts/local-block/lvm2 \
+    "$DESTDIR"/scripts/local-block/mdadm "$DESTDIR"/scripts/local-bottom/mdadm
+rm -rf "$DESTDIR/etc/lvm" "$DESTDIR/etc/mdadm"

@@ -233,7 +233,9 @@ def configure_system(ctx: BuildContext, app_root: Path) -> None:
     if p.unattended.action != "none":
         (etc / "liferaft").mkdir(exist_ok=True)
         (etc / "liferaft" / "unattended").write_text(p.unattended.action + "\n")
-    units = ["liferaft-unattended.service"]
+    # liferaft-guest runs only with liferaft.guest=1 on the kernel command line
+    # (its ConditionKernelCommandLine): the test runner's hook, inert otherwise.
+    units = ["liferaft-unattended.service", "liferaft-guest.service"]
     if p.network.mode != "none":
         units += ["systemd-networkd.service", "systemd-resolved.service"]
     if p.ssh.enabled:

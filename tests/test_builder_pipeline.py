@@ -47,6 +47,23 @@ def test_base_key_covers_packages_not_titles(tmp_path: Path) -> None:
     assert cache.app_key(default, base) != cache.app_key(site, base)
 
 
+def test_every_image_has_the_server_disk_tools(tmp_path: Path) -> None:
+    # Issue 12: LVM (thin pools need thin_check), LUKS and md RAID in every image,
+    # kept from activating anything by themselves (tests/guest/ boots and checks).
+    for name in ("default", "example-site"):
+        packages = context(tmp_path, name).packages
+        for package in ("lvm2", "thin-provisioning-tools", "cryptsetup-bin", "mdadm"):
+            assert package in packages, (name, package)
+    overlay = REPO / "overlay" / "etc"
+    lvmlocal = (overlay / "lvm" / "lvmlocal.conf").read_text()
+    assert "event_activation = 0" in lvmlocal and "auto_activation_volume_list = []" in lvmlocal
+    for unit in ("mdmonitor.service", "lvm2-monitor.service"):
+        assert os.readlink(overlay / "systemd" / "system" / unit) == "/dev/null"
+    assert (overlay / "udev" / "rules.d" / "64-md-raid-assembly.rules").is_file()
+    trim = (REPO / "builder" / "initramfs-trim.sh").read_text()
+    assert "*-lvm.rules" in trim and "*-md-raid-*.rules" in trim
+
+
 def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:
     final = tmp_path / "out.iso"
     with pytest.raises(RuntimeError), cache.atomic_path(final) as tmp:

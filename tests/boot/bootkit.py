@@ -17,6 +17,9 @@ from pathlib import Path
 import pyte
 import pytest
 
+# One home for taking the kernel out of the ISO: the guest runner's.
+from tests.helpers.guest import extract_live_kernel  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = "default"
 MARKER = "liferaft rescue environment ready"
@@ -28,17 +31,6 @@ OVMF = Path("/usr/share/OVMF")
 # CI machine, the measured time is printed and recorded for the closing note.
 BOOT_TARGET_S = 45
 BOOT_TIMEOUT_S = 150
-
-
-def extract_live_kernel(iso: Path, out: Path) -> tuple[Path, Path]:
-    """vmlinuz and initrd.img from the ISO, for boots that need extra kernel arguments."""
-    for name in ("vmlinuz", "initrd.img"):
-        subprocess.run(
-            ["xorriso", "-osirrox", "on", "-indev", str(iso),
-             "-extract", f"/live/{name}", str(out / name)],
-            check=True, capture_output=True, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-    return out / "vmlinuz", out / "initrd.img"
 
 
 def _need(condition: bool, why: str) -> None:

@@ -22,7 +22,7 @@ def built_iso() -> Path:
     _need(shutil.which("qemu-system-x86_64") is not None, "qemu-system-x86 is not installed")
     _build("iso", "--profile", PROFILE)
     iso = REPO / "dist" / f"liferaft-{PROFILE}.iso"
-    assert iso.stat().st_size <= 300 * 10**6, f"ISO is {iso.stat().st_size / 1e6:.0f} MB"
+    assert iso.stat().st_size <= 250 * 10**6, f"ISO is {iso.stat().st_size / 1e6:.0f} MB"
     return iso
 
 

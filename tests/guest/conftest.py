@@ -1,0 +1,50 @@
+"""Fixtures for tests that run scripts inside the rescue system (tests/helpers/guest.py).
+
+``guest(script, disks, ...)`` boots the built ISO once per call and returns a
+GuestResult; put several scenarios into one script, since each boot costs
+about a minute under TCG. The ISO is built (or found up to date) once per session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.guest import GuestResult, run_in_guest
+
+REPO = Path(__file__).resolve().parents[2]
+PROFILE = "default"
+ISO_LIMIT_BYTES = 250 * 10**6  # issue 12
+
+
+@pytest.fixture(scope="session")
+def guest_iso() -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("building the ISO needs root")
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.fail("qemu-system-x86 is not installed (run `make setup`)")
+    proc = subprocess.run(
+        [sys.executable, "-m", "builder.cli", "iso", "--profile", PROFILE],
+        cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        pytest.fail(f"liferaft-build iso failed:\n{proc.stderr[-3000:]}")
+    iso = REPO / "dist" / f"liferaft-{PROFILE}.iso"
+    assert iso.stat().st_size <= ISO_LIMIT_BYTES, f"ISO is {iso.stat().st_size / 1e6:.0f} MB"
+    return iso
+
+
+@pytest.fixture
+def guest(guest_iso: Path) -> Callable[..., GuestResult]:
+    """``guest(script, disks=(), app=False, memory_mb=1536, timeout=900)``."""
+
+    def run(script: str, disks: Sequence[Path] = (), **options: object) -> GuestResult:
+        return run_in_guest(guest_iso, disks, script, stream=sys.stdout, **options)  # type: ignore[arg-type]
+
+    return run
