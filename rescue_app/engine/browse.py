@@ -279,11 +279,14 @@ class ImageMount:
         except LiferaftError as exc:
             why = exc.message
             if isinstance(exc, CommandError) and exc.stderr.strip():
-                why = exc.stderr.strip().splitlines()[-1]
+                # "mount: /mnt/x/disk1/p3/files: unknown filesystem type 'vfat'." and
+                # then a line about dmesg: the first line, without the prefix.
+                why = exc.stderr.strip().splitlines()[0].strip()
+                why = why.split(f"{os.path.join(self.point, p.files)}: ", 1)[-1].rstrip(".")
             self.notes.append(
                 f"{p.folder} ({p.fstype}): its files cannot be shown ({why}); {p.image} is there"
             )
-            log.warning("%s", self.notes[-1])
+            log.info("%s", self.notes[-1])  # the caller shows the notes
             if loop is not None:
                 mounts.detach_loop(loop)
                 self.loops.remove(loop)
