@@ -31,6 +31,7 @@ import pytest
 from rescue_app.engine import Engine, browse, mounts
 from rescue_app.engine.extents import ExtentMap
 from rescue_app.engine.imagefs import ChunkCache, VolumeFile
+from rescue_app.engine.kernel import reread_partitions
 from rescue_app.engine.manifest import (
     METHOD_LVM_PV,
     DiskImage,
@@ -720,3 +721,36 @@ def test_extract_reports_progress_while_a_large_file_is_copied(image: Image) -> 
     assert between, [(p.item_done, p.item_total) for p in seen]
     assert all(p.item_total == size and p.total == size for p in seen)
     assert seen[-1].done == size
+
+
+@pytest.mark.root
+def test_a_btrfs_with_a_log_to_replay_mounts_read_only(loopdisk, workdir) -> None:
+    """An image of a machine that crashed after an fsync: its Btrfs log tree
+    waits to be replayed, which a read-only image cannot do; the browse mount
+    shows the committed files without replaying it (rescue=nologreplay)."""
+    live, crashed = loopdisk(320 * MIB), loopdisk(320 * MIB)
+    (node,) = build_source(live, Layout("gpt", [PartSpec(None, "btrfs")], ["btrfs"])).nodes
+    with mounts.mounted(node, "btrfs", writable=True) as root:
+        with open(f"{root}/committed.txt", "w") as f:
+            f.write("in a transaction\n")
+        os.sync()
+        with open(f"{root}/fsynced.txt", "w") as f:
+            f.write("only in the log tree\n")
+            f.flush()
+            os.fsync(f.fileno())
+        # The crash: the disk as it is now, with the filesystem still mounted.
+        with open(live, "rb") as src, open(crashed, "wb") as dst:
+            shutil.copyfileobj(src, dst, 4 * MIB)
+    (copy,) = reread_partitions(crashed, 1)
+    dump = run(["btrfs", "inspect-internal", "dump-super", copy]).stdout
+    assert "log_root\t\t0" not in dump.replace(" ", "\t")  # there is a log to replay
+    repo = os.path.join(workdir, "repo")
+    liferaft("capture", "--repo", repo, "--name", "src", crashed)
+    point = os.path.join(workdir, "mnt")
+    with mounted_image(repo, point) as proc:
+        files = f"{point}/disk1/p1/files"
+        with open(f"{files}/committed.txt") as f:
+            assert f.read() == "in a transaction\n"
+        liferaft("umount", point)
+        proc.wait(20)
+    _assert_gone(point)

@@ -2,11 +2,12 @@
 
 One home for the options that matter: read-only means really read-only (no
 journal replay, which writes to the disk: ``noload`` for ext3/4,
-``norecovery`` for XFS); NTFS through ntfs-3g; exFAT through the kernel, else
-its FUSE driver; a failed umount becomes a lazy one so a busy point never
-blocks the operation that is ending. Network mounts (SMB, NFS) plan their
-source and options in stores/mount.py (and translate its errors into their
-own messages) but mount and unmount through here.
+``norecovery`` for XFS, ``rescue=nologreplay`` for Btrfs); NTFS through
+ntfs-3g; exFAT through the kernel, else its FUSE driver; a failed umount
+becomes a lazy one so a busy point never blocks the operation that is ending.
+Network mounts (SMB, NFS) plan their source and options in stores/mount.py
+(and translate its errors into their own messages) but mount and unmount
+through here.
 
     with mounted("/dev/sdb1", "ext4") as point: ...          # ro, temp dir
     with mounted(node, "xfs", writable=True) as point: ...  # rw
@@ -36,8 +37,15 @@ TIMEOUT = 60.0
 def options_for(fstype: str | None, writable: bool) -> list[str]:
     if writable:
         return ["rw"]
-    # Read-only must not replay a journal either: that writes to the disk.
-    extra = {"ext4": ["noload"], "ext3": ["noload"], "xfs": ["norecovery"]}
+    # Read-only must not replay a journal either: that writes to the disk (and
+    # on a read-only device, such as an image's loop device, the mount fails:
+    # btrfs says "log replay required on RO media").
+    extra = {
+        "ext4": ["noload"],
+        "ext3": ["noload"],
+        "xfs": ["norecovery"],
+        "btrfs": ["rescue=nologreplay"],
+    }
     return ["ro", *extra.get(fstype or "", [])]
 
 
