@@ -27,6 +27,7 @@ PACKAGE_OF: dict[str, str] = {
     "lsblk": "util-linux",
     "losetup": "mount",
     "blkid": "util-linux",
+    "blockdev": "util-linux",
     "sfdisk": "fdisk",
     "partprobe": "parted",
     "partx": "util-linux",

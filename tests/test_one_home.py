@@ -16,6 +16,12 @@ HOMES = {
     "ntfs-3g": {"engine/mounts.py"},
     "mount.exfat-fuse": {"engine/mounts.py"},
     "losetup": {"engine/mounts.py"},
+    # every lvm2 command (issue 12)
+    **{
+        program: {"engine/lvm.py"}
+        for program in "lvm pvs vgs lvs pvcreate vgcfgbackup vgcfgrestore vgchange lvchange "
+        "pvresize lvextend".split()
+    },
 }
 POWER = {"poweroff", "reboot", "halt", "shutdown"}
 

@@ -387,6 +387,7 @@ def _plan_volume_groups(
             else:
                 member.method = METHOD_LVM_PV
                 member.extents = []
+                member.note = ""  # (_plan_disk's "stored raw" no longer holds)
         if why:
             continue
         groups.append(
@@ -450,8 +451,10 @@ def _plan_logical_volumes(g: _VgPlan, progress: ProgressCallback) -> list[_LvPla
                         message="reading the filesystem's block map",
                     )
                 )
+                # (looked into first: partclone refuses a mounted filesystem)
+                holds_root = _holds_root(lv, fs)
                 maps[len(plans)] = pool.submit(used_map, lv.dm_path, fs.type)
-                plans.append(_LvPlan(lv, fs, METHOD_USED, None, holds_root=_holds_root(lv, fs)))
+                plans.append(_LvPlan(lv, fs, METHOD_USED, None, holds_root=holds_root))
             else:
                 why = f"{fs.type} has no used-block map" if fs.type else "no filesystem recognised"
                 plans.append(

@@ -268,16 +268,20 @@ def activated(vg: str, *, read_only: bool) -> Iterator[list[LogicalVolume]]:
 
     ``read_only``: the LVs' kernel devices refuse writes (read_only_volume_list)
     and lvm may not write metadata (metadata_read_only): a capture only reads.
-    A thin pool is the exception: the kernel refuses a read-only thin-pool
-    table ("reload ioctl failed: Invalid argument"), so the pool itself is
-    active read-write with nothing writing to it; its thin LVs are read-only.
+    Thin pools are the exception: the kernel refuses a read-only thin-pool
+    table ("reload ioctl failed: Invalid argument"), and lvm activates a thin
+    LV's pool with the LV's own read-only setting. So a pool and its thin LVs
+    are activated read-write, nothing writing to them, and each thin LV's
+    device is then made read-only (``blockdev --setro``).
     """
     lvs = logical_volumes(vg)
     before = {lv.name for lv in lvs if lv.active}
     config = ""
     if read_only:
         names = ", ".join(
-            f'"{vg}/{lv.name}"' for lv in lvs if not lv.hidden and lv.segtype != "thin-pool"
+            f'"{vg}/{lv.name}"'
+            for lv in lvs
+            if not lv.hidden and lv.segtype not in ("thin-pool", "thin")
         )
         config = (
             f"activation {{ read_only_volume_list = [ {names} ] }} "
@@ -285,7 +289,12 @@ def activated(vg: str, *, read_only: bool) -> Iterator[list[LogicalVolume]]:
         )
     try:
         _lvm(["vgchange", "--activate", "y", "--ignoreactivationskip", vg], config=config)
-        yield logical_volumes(vg)
+        now = logical_volumes(vg)
+        if read_only:
+            for lv in now:
+                if lv.segtype == "thin" and lv.active:
+                    run(["blockdev", "--setro", lv.dm_path])
+        yield now
     finally:
         _deactivate(vg, before)
 

@@ -48,7 +48,7 @@ mkfs.ext4 -q -L thin /dev/vg0/thin
 # 1 GiB of files (plus 160 MiB written and deleted: what a raw copy keeps)
 mount /dev/vg0/root /mnt/src
 mkdir -p /mnt/src/etc; cp /etc/os-release /mnt/src/etc/os-release
-fill /mnt/src/files 560; fill /mnt/src/deleted 160; rm -rf /mnt/src/deleted
+fill /mnt/src/files 560; fill /mnt/src/deleted 160; sync; rm -rf /mnt/src/deleted
 sums /mnt/src > /tmp/sum.root; umount /mnt/src
 mount /dev/vg0/data /mnt/src; fill /mnt/src/files 256; sums /mnt/src > /tmp/sum.data; umount /mnt/src
 mount /dev/vg0/thin /mnt/src; fill /mnt/src/files 192; sums /mnt/src > /tmp/sum.thin; umount /mnt/src
