@@ -88,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except LiferaftError as exc:
         if args.debug:
             raise
-        print(f"liferaft-build: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return exc.report("liferaft-build")
     except KeyboardInterrupt:
         say("interrupted; nothing was left behind")
         return 130

@@ -564,8 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LiferaftError as exc:
         if args.debug:
             raise
-        print(f"liferaft: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return exc.report("liferaft")
     except KeyboardInterrupt:
         print("\nliferaft: interrupted", file=sys.stderr)
         return 130

@@ -8,6 +8,8 @@ tracebacks are for ``--debug`` only.
 
 from __future__ import annotations
 
+import sys
+
 
 class LiferaftError(Exception):
     """Base of all errors the user should see as one clear line."""
@@ -21,6 +23,11 @@ class LiferaftError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
+
+    def report(self, program: str) -> int:
+        """Print the one line a command-line program shows; its exit status."""
+        print(f"{program}: error: {self}", file=sys.stderr)
+        return self.exit_code
 
 
 class UsageError(LiferaftError):

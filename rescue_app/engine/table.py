@@ -21,8 +21,8 @@ EXTENDED_TYPES = {"5", "f", "85"}
 
 
 @dataclass(frozen=True)
-class TableEntry:
-    """One partition as the table describes it (no filesystem knowledge)."""
+class NewPartition:
+    """A partition's place and identity in a table, as a restore creates it (bytes)."""
 
     number: int
     start: int  # bytes
@@ -33,6 +33,12 @@ class TableEntry:
     name: str | None
     attrs: str | None
     bootable: bool
+
+
+@dataclass(frozen=True)
+class TableEntry(NewPartition):
+    """One partition as the table describes it (no filesystem knowledge)."""
+
     node: str
 
 
@@ -84,21 +90,6 @@ def parse_sfdisk_json(text: str) -> tuple[PartitionTable, list[TableEntry]]:
             )
         )
     return table, entries
-
-
-@dataclass(frozen=True)
-class NewPartition:
-    """A partition as a restore will create it (sizes in bytes)."""
-
-    number: int
-    start: int
-    size: int
-    kind: str
-    type: str | None
-    uuid: str | None
-    name: str | None
-    attrs: str | None
-    bootable: bool
 
 
 def write_table(

@@ -13,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+from urllib.parse import SplitResult, urlsplit
 
 from rescue_app.engine.stores.retry import Watch
 from rescue_app.errors import RepositoryError
@@ -101,8 +102,6 @@ def open_store(location: str, credentials: CredentialChain) -> Store:
 def _check_url(location: str) -> None:
     """The URL shapes every store shares: a parseable host and a numeric port.
     Each store checks what is its own (a bucket, an endpoint, a share)."""
-    from urllib.parse import urlsplit
-
     shown = location.split("?", 1)[0]
     try:
         parts = urlsplit(location)
@@ -117,6 +116,17 @@ def _check_url(location: str) -> None:
             f"repository URL {shown!r} has port 0",
             hint="give the server's port, or leave it out for the default",
         )
+
+
+def split_url(url: str, host_word: str, form: str) -> tuple[SplitResult, str]:
+    """The parts of a network store's URL and its host; one line naming what
+    is missing (``host_word``: "host name", "bucket") and the form to write."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise RepositoryError(
+            f"repository URL {url.split('?')[0]!r} has no {host_word}", hint=f"write it as {form}"
+        )
+    return parts, parts.hostname
 
 
 # -- credentials ---------------------------------------------------------

@@ -22,14 +22,14 @@ import re
 import threading
 from collections.abc import Callable
 from typing import TypeVar
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote
 
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
 from rescue_app.engine.keychain import CredentialChain, SecretKind, SecretRequest
-from rescue_app.engine.stores import Store, reject_password_in_url
+from rescue_app.engine.stores import Store, reject_password_in_url, split_url
 from rescue_app.engine.stores.retry import RetryPolicy, network_reason
 from rescue_app.errors import RepositoryError
 
@@ -61,14 +61,9 @@ class HttpStore(Store):
 
     def __init__(self, url: str, credentials: CredentialChain) -> None:
         self.credentials = credentials
-        parts = urlsplit(url)
-        if not parts.hostname:
-            raise RepositoryError(
-                f"repository URL {url.split('?')[0]!r} has no host name",
-                hint="write it as http://HOST[:PORT]/PATH",
-            )
+        parts, host = split_url(url, "host name", "http://HOST[:PORT]/PATH")
         self.scheme = parts.scheme.lower()
-        netloc = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+        netloc = host if parts.port is None else f"{host}:{parts.port}"
         self.host = netloc
         path = parts.path.rstrip("/")
         self.location = f"{self.scheme}://{netloc}{path}"
@@ -84,7 +79,7 @@ class HttpStore(Store):
         self.verify: bool | str = ca or True
         # The password asked for and not given by anyone (None: given, or no login).
         self._unanswered: SecretRequest | None = None
-        self.auth = self._basic_auth(url, parts.username, parts.hostname)
+        self.auth = self._basic_auth(url, parts.username, host)
         self.policy = RetryPolicy.from_environment()
         self._answered = False  # has the server ever answered? (first contact fails fast)
         self._local = threading.local()

@@ -27,7 +27,7 @@ import botocore.exceptions
 from botocore.config import Config
 
 from rescue_app.engine.keychain import CredentialChain, SecretKind, SecretRequest
-from rescue_app.engine.stores import Store
+from rescue_app.engine.stores import Store, split_url
 from rescue_app.engine.stores.retry import RetryPolicy, network_reason
 from rescue_app.errors import RepositoryError
 
@@ -65,12 +65,7 @@ _AUTH = {
 class S3Store(Store):
     def __init__(self, url: str, credentials: CredentialChain) -> None:
         self.credentials = credentials
-        parts = urlsplit(url)
-        if not parts.hostname:
-            raise RepositoryError(
-                f"repository URL {url.split('?')[0]!r} has no bucket",
-                hint="write it as s3://BUCKET/PREFIX?endpoint=URL",
-            )
+        parts, _bucket = split_url(url, "bucket", "s3://BUCKET/PREFIX?endpoint=URL")
         if parts.username or parts.password:
             raise RepositoryError(
                 "an s3:// URL holds no credentials",

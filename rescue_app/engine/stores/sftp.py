@@ -39,13 +39,13 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 import paramiko
 from paramiko.sftp import CMD_EXTENDED, CMD_INIT, CMD_VERSION
 
 from rescue_app.engine.keychain import CredentialChain, SecretKind, SecretRequest
-from rescue_app.engine.stores import Store, reject_password_in_url
+from rescue_app.engine.stores import Store, reject_password_in_url, split_url
 from rescue_app.engine.stores.hostkeys import HostKeyTrust, describe_key
 from rescue_app.engine.stores.retry import Attempts, RetryPolicy
 from rescue_app.errors import RepositoryError
@@ -105,13 +105,7 @@ class _Sftp(paramiko.SFTPClient):
 class SftpStore(Store):
     def __init__(self, url: str, credentials: CredentialChain) -> None:
         self.credentials = credentials
-        parts = urlsplit(url)
-        if not parts.hostname:
-            raise RepositoryError(
-                f"repository URL {url.split('?')[0]!r} has no host name",
-                hint="write it as sftp://[USER@]HOST[:PORT]/PATH",
-            )
-        self.host = parts.hostname
+        parts, self.host = split_url(url, "host name", "sftp://[USER@]HOST[:PORT]/PATH")
         self.port = parts.port or 22
         bare = url.split("?", 1)[0]
         # What the credentials say about this server: its host keys, a key, a user.

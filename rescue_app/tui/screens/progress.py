@@ -61,6 +61,11 @@ class Job:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _verdict(report: VerifyReport, lines: tuple[str, ...], if_ok: str, if_not: str) -> Summary:
+    """A job that ends with a verification: its outcome decides what to do next."""
+    return Summary(report.ok, lines, if_ok if report.ok else if_not)
+
+
 def restore_job(engine: Engine, plan: RestorePlan) -> ProgressScreen:
     targets = ", ".join(d.target.path for d in plan.disks)
 
@@ -125,12 +130,12 @@ def backup_job(
             f"Verification: {check}",
             *(f"Note: {n}" for n in r.notes),
         )
-        todo = (
-            "Keep the repository disk safe; you can remove it now."
-            if report.ok
-            else "The image is damaged: back up again, onto another disk if you can."
+        return _verdict(
+            report,
+            lines,
+            "Keep the repository disk safe; you can remove it now.",
+            "The image is damaged: back up again, onto another disk if you can.",
         )
-        return Summary(report.ok, lines, todo)
 
     return ProgressScreen(
         Job(
@@ -157,12 +162,12 @@ def verify_job(engine: Engine, repo: Repository, ref: str) -> ProgressScreen:
             f"Chunks checked: {report.chunks_checked}   Data: {human_size(report.bytes_checked)}",
             *(f"Problem: {p}" for p in report.problems[:5]),
         )
-        todo = (
-            "This image can be restored."
-            if report.ok
-            else "Do not rely on this image: restore an older one, or back up again."
+        return _verdict(
+            report,
+            lines,
+            "This image can be restored.",
+            "Do not rely on this image: restore an older one, or back up again.",
         )
-        return Summary(report.ok, lines, todo)
 
     return ProgressScreen(
         Job(
