@@ -134,7 +134,9 @@ def qemu_argv(
     vmlinuz, initrd = kernel
     argv = [
         "qemu-system-x86_64", "-accel", "tcg", "-m", str(memory_mb), "-smp", "2",
-        "-display", "none", "-monitor", "none", "-no-reboot",
+        # -nodefaults: no floppy (live-boot probes it while it looks for its
+        # medium), no VGA; what the guest needs is given explicitly.
+        "-nodefaults", "-display", "none", "-no-reboot",
         "-serial", f"file:{console}", "-serial", f"file:{channel}",
         "-kernel", str(vmlinuz), "-initrd", str(initrd), "-append", CMDLINE,
         "-cdrom", str(iso),
