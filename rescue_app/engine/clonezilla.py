@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from rescue_app.engine.extents import ExtentMap, total
+from rescue_app.engine.extents import Extent, ExtentMap, normalize, total
 from rescue_app.engine.manifest import (
     METHOD_NONE,
     METHOD_SWAP,
@@ -57,6 +57,7 @@ from rescue_app.engine.repository import (
 )
 from rescue_app.engine.stores.local import LocalStore
 from rescue_app.engine.table import TableEntry, parse_sfdisk_json
+from rescue_app.engine.usedmap import ntfs_backup_boot_sector
 from rescue_app.errors import (
     CancelledError,
     ChunkError,
@@ -379,13 +380,44 @@ def _partition(
 # -- the data --------------------------------------------------------------------
 
 
+def used_pieces(reader: PartcloneReader) -> Iterator[tuple[int, memoryview]]:
+    """The image's used blocks as (byte offset in the partition, bytes), in order."""
+    bs = reader.header.block_size
+    for strip in reader.strips():
+        pos = 0
+        for first, count in strip.runs:
+            n = count * bs
+            yield first * bs, strip.data[pos : pos + n]
+            pos += n
+
+
+def with_ntfs_backup(
+    pieces: Iterable[tuple[int, memoryview | bytes]], size: int, extra: list[Extent]
+) -> Iterator[tuple[int, memoryview | bytes]]:
+    """``pieces`` and then NTFS's backup boot sector (a copy of the boot sector
+    just after the volume's last sector): partclone's bitmap leaves it out and
+    ntfsfix/chkdsk reject a volume without it, so it is added as capture adds
+    it (usedmap.ntfs_backup_boot_sector). Its extent is appended to ``extra``."""
+    boot = b""
+    end = 0
+    for offset, data in pieces:
+        if offset == 0 and not boot:
+            boot = bytes(data[:4096])
+        end = offset + len(data)
+        yield offset, data
+    backup = ntfs_backup_boot_sector(boot)
+    if backup is not None and backup[0] >= end and backup[0] + backup[1] <= size:
+        extra.append(backup)
+        yield backup[0], boot[: backup[1]]
+
+
 def partition_chunks(
-    reader: PartcloneReader, chunk_size: int, size: int
+    pieces: Iterable[tuple[int, memoryview | bytes]], chunk_size: int, size: int
 ) -> Iterator[tuple[int, bytes | bytearray]]:
     """The cells of the chunk grid over a partition of ``size`` bytes that
-    hold used blocks, in order, as (index, content): used blocks in place,
-    zeros elsewhere, the last cell cut at the partition's end (docs/FORMAT.md)."""
-    bs = reader.header.block_size
+    hold used bytes (``pieces``: (offset, bytes) in order), as (index,
+    content): used bytes in place, zeros elsewhere, the last cell cut at the
+    partition's end (docs/FORMAT.md)."""
     index = -1
     cell = bytearray()
 
@@ -393,20 +425,18 @@ def partition_chunks(
         end = min(chunk_size, size - i * chunk_size)
         return data if end == chunk_size else data[:end]
 
-    for strip in reader.strips():
-        pos = 0
-        for first, count in strip.runs:
-            offset, left = first * bs, count * bs
-            while left:
-                i = offset // chunk_size
-                if i != index:
-                    if index >= 0:
-                        yield index, cut(index, cell)
-                    index, cell = i, bytearray(chunk_size)
-                at = offset - i * chunk_size
-                n = min(left, chunk_size - at)
-                cell[at : at + n] = strip.data[pos : pos + n]
-                pos, offset, left = pos + n, offset + n, left - n
+    for offset, data in pieces:
+        pos, left = 0, len(data)
+        while left:
+            i = offset // chunk_size
+            if i != index:
+                if index >= 0:
+                    yield index, cut(index, cell)
+                index, cell = i, bytearray(chunk_size)
+            at = offset - i * chunk_size
+            n = min(left, chunk_size - at)
+            cell[at : at + n] = data[pos : pos + n]
+            pos, offset, left = pos + n, offset + n, left - n
     if index >= 0:
         yield index, cut(index, cell)
 
@@ -454,14 +484,20 @@ def _partition_cells(
     size: int,
     scan: _Scan | None = None,
     cancel: CancelToken | None = None,
+    extra: list[Extent] | None = None,
 ) -> Iterator[tuple[int, bytes | bytearray, PartcloneReader]]:
     """Open the partition's partclone image and yield its chunk cells, with the
-    reader (its used blocks are known once it is open); always closed."""
+    reader (its used blocks are known once it is open); always closed.
+    ``extra``: byte extents written beyond the image's blocks are added here."""
+    extra = [] if extra is None else extra
     reader = _open_partition(image, part, size)
     try:
         counted = 0
         yielded = False
-        for index, data in partition_chunks(reader, CHUNK_SIZE, size):
+        pieces: Iterable[tuple[int, memoryview | bytes]] = used_pieces(reader)
+        if part.fs == "ntfs":
+            pieces = with_ntfs_backup(pieces, size, extra)
+        for index, data in partition_chunks(pieces, CHUNK_SIZE, size):
             if cancel is not None and cancel.cancelled:
                 raise CancelledError("cancelled while reading the Clonezilla image")
             if scan is not None:
@@ -527,10 +563,13 @@ def build_manifest(
             chunks: list[str | None] = [None] * n_chunks
             used_map = ExtentMap()
             if p.image:
-                for i, data, reader in _partition_cells(image, p, e.size, scan, cancel):
+                extra: list[Extent] = []
+                for i, data, reader in _partition_cells(image, p, e.size, scan, cancel, extra):
                     if i >= 0:
                         chunks[i] = keep(data)
                     used_map = used_map or reader.byte_extents()
+                if extra:
+                    used_map = ExtentMap(normalize([*used_map, *extra]))
             parts.append(
                 PartitionImage(
                     number=e.number,
