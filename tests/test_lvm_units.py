@@ -250,3 +250,15 @@ def test_same_size_disk_grows_nothing():
     plan = _plan(vg, _disk().size, grow=True)
     assert plan.volume_groups[0].grow_lv is None and not plan.volume_groups[0].grown_pvs
     assert plan.write_bytes == MIB + 4 * MIB  # head + the LV's used blocks
+
+
+def test_an_lv_over_two_pvs_is_one_lv():
+    # `lvs -o ...,segtype` prints a row per segment (seen in the guest: an LV
+    # over two PVs was captured and restored twice)
+    row = (
+        '{"vg_name":"vg1", "lv_name":"span", "lv_uuid":"U", "lv_size":"2139095040", '
+        '"segtype":"linear", "lv_tags":"", "pool_lv":"", "origin":"", '
+        '"lv_attr":"-wi-a-----", "lv_metadata_size":""}'
+    )
+    text = f'{{"report": [{{"lv": [{row}, {row}]}}]}}'
+    assert [lv.name for lv in lvm.parse_lvs(text)] == ["span"]

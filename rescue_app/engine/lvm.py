@@ -169,8 +169,14 @@ def parse_vgs(text: str) -> list[VolumeGroup]:
 
 
 def parse_lvs(text: str) -> list[LogicalVolume]:
-    out = []
+    """One LogicalVolume per LV. (Asking for ``segtype`` makes lvs print a
+    row per segment: an LV over two PVs comes twice; the first row counts.)"""
+    out: list[LogicalVolume] = []
+    seen: set[str] = set()
     for r in parse_report(text, "lv"):
+        if r["lv_uuid"] in seen:
+            continue
+        seen.add(r["lv_uuid"])
         name = r["lv_name"]
         hidden = name.startswith("[") and name.endswith("]")
         attr = r.get("lv_attr", "")

@@ -94,9 +94,9 @@ class VolumeGroupPlan:
             fs = lv.filesystem.type or ("thin pool" if lv.segtype == "thin-pool" else "raw")
             if lv.filesystem.label:
                 fs += f' "{lv.filesystem.label}"'
-            if lv.segtype == "thin":
-                fs += f" (thin, {lv.pool})"
             extra = "  grows into the new space" if lv.name == g.grow_lv else ""
+            if lv.segtype == "thin":
+                extra += f"  thin, in pool {lv.pool}"
             lines.append(
                 f"    {lv.name[:16]:<16}  {human_size(lv.size):>10}  {fs[:18]:<18} "
                 f"{human_size(lv.used_bytes):>10}{extra}"
