@@ -62,6 +62,16 @@ def test_other_argument_errors_are_one_line_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
+def test_a_file_that_is_not_the_iso_is_one_line_exit_125(tmp_path: Path) -> None:
+    iso = tmp_path / "fake.iso"
+    iso.write_bytes(b"not an ISO 9660 image" * 100)
+    script = tmp_path / "s.sh"
+    script.write_text("true\n")
+    proc = _runner("--iso", str(iso), str(script))
+    assert proc.returncode == 125 and proc.stdout == "", proc
+    assert len(proc.stderr.strip().splitlines()) == 1 and "no /live/vmlinuz" in proc.stderr
+
+
 def _channel(tmp_path: Path, data: bytes) -> tuple[_Channel, str]:
     path = tmp_path / "channel.log"
     path.write_bytes(data)

@@ -119,11 +119,15 @@ def make_medium(workdir: Path, script: str, nonce: str, app: bool) -> Path:
         shutil.copytree(REPO / "rescue_app", stage / "app" / "rescue_app",
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))  # fmt: skip
     image = workdir / "medium.iso"
-    subprocess.run(
+    proc = subprocess.run(
         ["xorriso", "-as", "mkisofs", "-quiet", "-rational-rock", "-volid", MEDIUM_LABEL,
          "-o", str(image), str(stage)],
-        check=True, capture_output=True, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, stdin=subprocess.DEVNULL,
     )  # fmt: skip
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise GuestError(f"could not make the script's medium: {last}",
+                         hint=f"is there room in {workdir.parent}?")  # fmt: skip
     return image
 
 
@@ -253,17 +257,17 @@ def _scratch_dir() -> str:
 
 
 @contextlib.contextmanager
-def _qemu(argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+def _qemu(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    # QEMU's own messages go to a file: a pipe nobody reads could fill and stall it.
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
         yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
 
 
 def run_in_guest(
@@ -303,7 +307,7 @@ def run_in_guest(
         channel = _Channel(channel_file, nonce, stream)
         started = time.monotonic()
         boot_seconds = 0.0
-        with _qemu(argv) as proc, _keep(console, console_log):
+        with _qemu(argv, work / "qemu.log") as proc, _keep(console, console_log):
             while channel.exit_code is None:
                 channel.poll()
                 if channel.started and not boot_seconds:
@@ -338,8 +342,8 @@ def _failure(
     if not stopped:
         return GuestTimeout(f"timed out after {timeout:g} s {where}", hint=hint)
     qemu_said = ""
-    if proc.stdout is not None and not channel.started:
-        lines = proc.stdout.read().decode("utf-8", "replace").strip().splitlines()
+    if not channel.started:
+        lines = (console.parent / "qemu.log").read_text("utf-8", "replace").strip().splitlines()
         qemu_said = f": {lines[-1]}" if lines else ""
     return GuestError(
         f"QEMU stopped (exit {proc.returncode}) after {elapsed:.0f} s {where}{qemu_said}",
