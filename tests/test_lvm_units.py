@@ -262,3 +262,19 @@ def test_an_lv_over_two_pvs_is_one_lv():
     )
     text = f'{{"report": [{{"lv": [{row}, {row}]}}]}}'
     assert [lv.name for lv in lvm.parse_lvs(text)] == ["span"]
+
+
+def test_the_ui_shows_the_stack():
+    from rich.console import Console
+
+    from rescue_app.tui.screens.images import describe_manifest
+    from rescue_app.tui.screens.target import plan_table
+
+    text = describe_manifest(_manifest(_thin_vg()))
+    assert "LVM physical volume of volume group vg0" in text
+    assert "Volume group vg0 (LVM)" in text and "thin pool" in text
+    console = Console(width=100, record=True)
+    console.print(plan_table(_plan(_thin_vg(), 4000 * MIB, grow=True)))
+    shown = console.export_text()
+    assert "Volume group vg0 (LVM, on disk 1 partition 2)" in shown
+    assert "data" in shown and "grows into the new space" in shown

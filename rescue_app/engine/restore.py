@@ -99,7 +99,16 @@ def apply_plan(
             ) from None
     for g in plan.volume_groups:
         # After every disk's table: a volume group may span several disks.
-        notes += _restore_volume_group(plan, g, counter, progress, cancel, verify)
+        try:
+            notes += _restore_volume_group(plan, g, counter, progress, cancel, verify)
+        except RepositoryError as exc:
+            paths = ", ".join(d.target.path for d in plan.disks)
+            again = f"run the restore again before using {paths}"
+            raise type(exc)(
+                f"{exc.message}; volume group {g.image.name} is only partly written "
+                "and will not work",
+                hint=f"{exc.hint}; {again}" if exc.hint else again,
+            ) from None
     if verify:
         # Before growing: growing rewrites filesystem metadata the image holds.
         checker = _Counter(plan.write_bytes, progress, "verify")

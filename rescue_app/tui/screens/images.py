@@ -34,6 +34,19 @@ def describe_manifest(m: Manifest) -> str:
             )
             if p.method == "raw":
                 lines.append(f"     stored raw: {p.note or 'every byte'}")
+            vg = m.volume_group_of(disk.index, p.number)
+            if vg is not None:
+                lines.append(f"     LVM physical volume of volume group {vg.name}")
+    for vg in m.volume_groups:
+        lines.append(f"Volume group {vg.name} (LVM)")
+        for lv in vg.lvs:
+            if lv.hidden:
+                continue
+            fs = lv.filesystem.type or ("thin pool" if lv.segtype == "thin-pool" else "-")
+            lines.append(
+                f"  {lv.name[:14]:<14} {human_size(lv.size):>10}  {fs[:12]:<12} "
+                f"{human_size(lv.used_bytes):>10}"
+            )
     return "\n".join(lines)
 
 

@@ -63,6 +63,9 @@ def plan_table(plan: RestorePlan) -> Table:
         outer.add_row(table)
         for note in d.notes:
             outer.add_row(Text(f"Note: {note}"))
+    for g in plan.volume_groups:
+        # the stack: partition -> PV -> volume group -> its LVs
+        outer.add_row(Text("\n".join(g.render())))
     outer.add_row(Text(f"Data to write: {human_size(plan.write_bytes)}"))
     return outer
 
