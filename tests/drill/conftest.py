@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.boot.bootkit import PROFILE, REPO, _build, extract_live_kernel
+from tests.boot.bootkit import PROFILE, REPO, _build
 from tests.drill.machinekit import DrillSite
+from tests.helpers.guest import extract_live_kernel
 
 BUILD_WAIT_S = 900
 

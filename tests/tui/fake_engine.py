@@ -219,7 +219,13 @@ class FakeEngine(Engine):
         return MANIFEST
 
     def plan_restore(
-        self, repo: Any, ref: str, targets: Sequence[str], *, grow: bool = False
+        self,
+        repo: Any,
+        ref: str,
+        targets: Sequence[str],
+        *,
+        grow: bool = False,
+        grow_lv: str | None = None,
     ) -> RestorePlan:
         return make_restore_plan(repo, MANIFEST, [self.find_disk(t) for t in targets])
 
