@@ -21,7 +21,9 @@ from tests.helpers.diskkit import loop_disk  # noqa: E402
 # mechanism. Only non-root skips them; a missing tool is a failure (add its
 # package to deps/apt-host.txt instead). Fixtures do not skip on their own: a
 # test that uses one of these without the marker is refused at collection.
-ROOT_FIXTURES = frozenset({"loopdisk", "captured", "built_iso", "rescue_iso"})
+ROOT_FIXTURES = frozenset(
+    {"loopdisk", "captured", "image", "cz", "built_iso", "rescue_iso", "guest_iso"}
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

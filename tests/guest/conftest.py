@@ -7,7 +7,6 @@ about a minute under TCG. The ISO is built (or found up to date) once per sessio
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -25,8 +24,6 @@ ISO_LIMIT_BYTES = 250 * 10**6  # issue 12
 
 @pytest.fixture(scope="session")
 def guest_iso() -> Path:
-    if os.geteuid() != 0:
-        pytest.skip("building the ISO needs root")
     if shutil.which("qemu-system-x86_64") is None:
         pytest.fail("qemu-system-x86 is not installed (run `make setup`)")
     proc = subprocess.run(
