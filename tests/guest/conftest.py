@@ -2,7 +2,8 @@
 
 ``guest(script, disks, ...)`` boots the built ISO once per call and returns a
 GuestResult; put several scenarios into one script, since each boot costs
-about a minute under TCG. The ISO is built (or found up to date) once per session.
+1-3 minutes under TCG (docs/TESTING.md). The ISO is built (or found up to
+date) once per session.
 """
 
 from __future__ import annotations
