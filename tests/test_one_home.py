@@ -17,11 +17,11 @@ HOMES = {
     "mount.exfat-fuse": {"engine/mounts.py"},
     "losetup": {"engine/mounts.py"},
     # every lvm2 command (issue 12)
-    **{
-        program: {"engine/lvm.py"}
-        for program in "lvm pvs vgs lvs pvcreate vgcfgbackup vgcfgrestore vgchange lvchange "
-        "pvresize lvextend".split()
-    },
+    **dict.fromkeys(
+        ("lvm", "pvs", "vgs", "lvs", "pvcreate", "vgcfgbackup", "vgcfgrestore"),
+        {"engine/lvm.py"},
+    ),
+    **dict.fromkeys(("vgchange", "lvchange", "pvresize", "lvextend"), {"engine/lvm.py"}),
 }
 POWER = {"poweroff", "reboot", "halt", "shutdown"}
 

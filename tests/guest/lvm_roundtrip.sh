@@ -97,8 +97,8 @@ wipefs -q -a /dev/vda2   # the original disk "died"
 
 # ---------------------------------------------------------------- restore, grown
 liferaft restore --repo /mnt/repo/new --image src --to /dev/vdc --grow --dry-run | tee /tmp/plan.txt
-grep -q "Volume group vg0" /tmp/plan.txt && grep -q "root .*grows into the new space" /tmp/plan.txt \
-    || fail "the plan does not show the stack and the growing LV"
+grep -q "Volume group vg0" /tmp/plan.txt || fail "the plan does not show the volume group"
+grep -q "root .*grows into the new space" /tmp/plan.txt || fail "the plan does not say which LV grows"
 check plan-shows-stack
 liferaft restore --repo /mnt/repo/new --image src --to /dev/vdc --grow --yes
 active=$(dmsetup ls | grep -c '^vg0-' || true)
