@@ -28,6 +28,10 @@ PACKAGE_OF: dict[str, str] = {
     "losetup": "mount",
     "blkid": "util-linux",
     "blockdev": "util-linux",
+    **dict.fromkeys(
+        ("pvs", "vgs", "lvs", "pvcreate", "pvresize", "vgcfgbackup", "vgcfgrestore"), "lvm2"
+    ),
+    **dict.fromkeys(("vgchange", "lvchange", "lvextend"), "lvm2"),
     "sfdisk": "fdisk",
     "partprobe": "parted",
     "partx": "util-linux",

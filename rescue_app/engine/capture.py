@@ -56,7 +56,7 @@ from rescue_app.engine.repository import (
 from rescue_app.engine.results import CaptureResult
 from rescue_app.engine.table import TableEntry, read_table
 from rescue_app.engine.usedmap import PARTCLONE_OF, MapUnavailable, used_map
-from rescue_app.errors import CancelledError, DiskError, LiferaftError
+from rescue_app.errors import CancelledError, DiskError, LiferaftError, ToolMissingError
 from rescue_app.progress import CancelToken, Progress, ProgressCallback, no_progress
 
 log = logging.getLogger("liferaft.capture")
@@ -352,7 +352,14 @@ def _plan_volume_groups(
                 members[os.path.realpath(p.entry.node)] = (index, p)
     if not members:
         return []
-    everywhere = lvm.physical_volumes()
+    try:
+        everywhere = lvm.physical_volumes()
+    except ToolMissingError as exc:
+        # (not on the rescue system, which has lvm2): as before LVM support
+        for _, part in members.values():
+            why = f"LVM is not read ({exc.message}; {exc.hint})"
+            part.note = f"{why}; stored raw (every byte, zeros skipped)"
+        return []
     by_vg: dict[str, list[lvm.PhysicalVolume]] = {}
     for pv in everywhere:
         by_vg.setdefault(pv.vg, []).append(pv)
