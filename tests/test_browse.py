@@ -61,7 +61,7 @@ from tests.helpers.diskkit import (
     populate,
     tree_checksums,
 )
-from tests.stores.serverkit import Nginx, free_port, running
+from tests.stores.serverkit import Nginx, free_port, running, sshd
 
 LAYOUT = Layout(
     "gpt",
@@ -758,4 +758,21 @@ def test_a_filesystem_with_a_log_to_replay_mounts_read_only(loopdisk, workdir, f
             assert f.read() == "in a transaction\n"
         liferaft("umount", point)
         proc.wait(20)
+    _assert_gone(point)
+
+
+@pytest.mark.root
+def test_mount_over_sftp(image: Image, monkeypatch) -> None:
+    """SFTP keeps a channel per fetching thread: the mount's few fetch threads
+    read the image over sshd on loopback."""
+    work = os.path.join(image.workdir, "sftp")
+    with sshd(os.path.join(work, "sshd")) as server:
+        monkeypatch.setenv("LIFERAFT_SSH_KEY", server.client_key)
+        monkeypatch.setenv("LIFERAFT_SSH_KNOWN_HOSTS", server.known_hosts)
+        url = f"sftp://root@127.0.0.1:{server.port}{image.repo}"
+        point = os.path.join(work, "mnt")
+        with mounted_image(url, point) as proc:
+            assert _hash_tree(f"{point}/disk1/p1/files") == image.files[0]
+            liferaft("umount", point)
+            assert proc.wait(20) == 0
     _assert_gone(point)
