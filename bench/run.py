@@ -62,6 +62,7 @@ from typing import IO
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # tests.helpers is not installed with the package
 
+from bench import clonezilla as cz_bench  # noqa: E402
 from rescue_app.run import run, which  # noqa: E402
 from tests.helpers.diskkit import (  # noqa: E402
     PartSpec,
@@ -321,6 +322,7 @@ def check_host() -> None:
         "cmp",
         "curl",
         "nginx",
+        "ocs-sr",
     ):
         which(tool)
     if not os.access(LIFERAFT, os.X_OK):
@@ -678,6 +680,7 @@ def report(ctx: BenchContext) -> bool:
 
 def main() -> int:
     check_host()
+    cz: dict[str, float] = {}
     ctx = BenchContext(work=tempfile.mkdtemp(prefix="liferaft-bench-", dir=WORK_PARENT))
     try:
         with contextlib.ExitStack() as stack:
@@ -695,12 +698,16 @@ def main() -> int:
                 "over http from nginx: curl | zstd -dc | partclone.ext4 -r, then liferaft restore"
             ):
                 http_restores(ctx)
+            with step("Clonezilla image (ocs-sr savedisk): ocs-sr restoredisk, liferaft restore"):
+                cz = cz_bench.clonezilla_restores(sys.modules[__name__], ctx, stack)
     except Exception as exc:  # one line, like the CLI; the loop devices are gone by now
         print(f"bench: failed: {exc}", file=sys.stderr)
         return 2
     finally:
         shutil.rmtree(ctx.work, ignore_errors=True)
-    return 0 if report(ctx) else 1
+    ok = report(ctx)
+    cz_bench.report(cz)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -17,12 +17,15 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from datetime import timedelta
 from typing import TextIO
 
 from rescue_app import __version__
 from rescue_app.engine import (
     CredentialChain,
     Engine,
+    KeepPolicy,
+    Repository,
     TerminalPrompt,
     human_duration,
     human_rate,
@@ -214,6 +217,51 @@ def cmd_verify(engine: Engine, args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+_KEEP_RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+
+
+def cmd_forget(engine: Engine, args: argparse.Namespace) -> int:
+    policy = KeepPolicy(**{rule: getattr(args, f"keep_{rule}") or 0 for rule in _KEEP_RULES})
+    grace = engine.parse_duration(args.grace)  # bad input: refused before anything is removed
+    repo = engine.open_repository(args.repo)
+    plan = engine.forget(repo, policy, name=args.name, dry_run=args.dry_run)
+    for problem in repo.damaged:
+        print(f"liferaft: warning: a damaged image is kept: {problem}", file=sys.stderr)
+    print(plan.render())
+    if args.dry_run:
+        print("dry run: nothing was removed")
+        return 0
+    print(f"removed {len(plan.removed)} image(s); their chunks go with 'liferaft prune'")
+    if args.prune:
+        return _prune(engine, repo, grace, args.grace)
+    return 0
+
+
+def _prune(engine: Engine, repo: Repository, grace: timedelta, grace_text: str) -> int:
+    with ProgressBar() as bar:
+        result = engine.prune(repo, grace=grace, progress=bar, cancel=_cancel_on_signals())
+    if result.swept:
+        print(
+            f"freed {human_size(result.freed_bytes)} ({result.freed_chunks} chunks); "
+            f"{result.rescued_chunks} marked chunk(s) were in use again and kept"
+        )
+    if result.marked_chunks:
+        print(f"marked {result.marked_chunks} unused chunk(s) ({human_size(result.marked_bytes)})")
+    if result.pending_chunks:
+        print(
+            f"{result.pending_chunks} marked chunk(s) are deleted by a prune run after "
+            f"{result.deletable_after} (grace {grace_text}: longer than any backup)"
+        )
+    elif not result.swept:
+        print("nothing to prune: every chunk is in use")
+    return 0
+
+
+def cmd_prune(engine: Engine, args: argparse.Namespace) -> int:
+    grace = engine.parse_duration(args.grace)
+    return _prune(engine, engine.open_repository(args.repo), grace, args.grace)
+
+
 def _confirm(plan_targets: Sequence[object], args: argparse.Namespace) -> None:
     if args.yes:
         return
@@ -234,6 +282,8 @@ def cmd_restore(engine: Engine, args: argparse.Namespace) -> int:
     if not args.dry_run:
         _require_root("restore")
     repo = engine.open_repository(args.repo)
+    with ProgressBar() as bar:  # a Clonezilla image is read whole first
+        engine.read_image_through(repo, args.image, progress=bar, cancel=_cancel_on_signals())
     plan = engine.plan_restore(repo, args.image, args.to, grow=args.grow, grow_lv=args.grow_lv)
     print(plan.render())
     if args.dry_run:
@@ -438,6 +488,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", required=True)
     p.add_argument("name", nargs="?", metavar="NAME[@DATE]")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("forget", help="remove images a retention policy does not keep")
+    p.add_argument("--repo", required=True)
+    p.add_argument("--name", help="only images of this name (default: each name apart)")
+    for rule in _KEEP_RULES:
+        p.add_argument(f"--keep-{rule}", type=int, metavar="N")
+    p.add_argument("--dry-run", action="store_true", help="list kept and removed, remove nothing")
+    p.add_argument("--prune", action="store_true", help="then run 'liferaft prune'")
+    p.add_argument("--grace", default="24h", help="with --prune: see 'liferaft prune --help'")
+    p.set_defaults(func=cmd_forget)
+
+    p = sub.add_parser("prune", help="delete chunks no image needs (safe with running backups)")
+    p.add_argument("--repo", required=True)
+    p.add_argument(
+        "--grace",
+        default="24h",
+        help="how long marked chunks wait before deletion; longer than any backup "
+        "takes (default 24h)",
+    )
+    p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("restore", help="restore an image onto disks (erases them)")
     p.add_argument("--repo", required=True)

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from rescue_app.engine.chunkio import RESTORE_WORKERS
 from rescue_app.engine.extents import Extent, ExtentMap, normalize, total
 from rescue_app.engine.manifest import (
     METHOD_NONE,
@@ -668,9 +669,10 @@ class ClonezillaSource(Repository):
     read in the order restore asks for them. Writing is refused."""
 
     format_name = FORMAT
-    # Chunks read ahead of what restore asked for (its workers ask slightly
-    # out of order): at most this many are held (4 MiB each).
-    AHEAD = 48
+    # Chunks read ahead of what restore asked for: its workers ask slightly
+    # out of order, by less than the jobs queued and running at once
+    # (chunkio: 2 x workers queued, workers running). 4 MiB each.
+    AHEAD = 3 * RESTORE_WORKERS
 
     def __init__(self, root: str, folders: dict[str, str]) -> None:
         super().__init__(LocalStore(root))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime, timedelta
 from http.server import ThreadingHTTPServer
 
 from rescue_app import run as _run
@@ -39,6 +40,8 @@ from rescue_app.engine import network as _network
 from rescue_app.engine import plan as _plan
 from rescue_app.engine import power as _power
 from rescue_app.engine import probe as _probe
+from rescue_app.engine import prune as _prune
+from rescue_app.engine import retention as _retention
 from rescue_app.engine.browse import BrowsePartition, ExtractResult, ImageMount
 from rescue_app.engine.capture import capture as _capture_disks
 from rescue_app.engine.capture import capture_refusals as _capture_refusals
@@ -48,13 +51,16 @@ from rescue_app.engine.keychain import CredentialSource as _CredentialSource
 from rescue_app.engine.manifest import ImageSummary, Manifest
 from rescue_app.engine.network import Interface, NetworkStatus
 from rescue_app.engine.plan import RestorePlan
+from rescue_app.engine.prune import PruneResult
 from rescue_app.engine.repository import Repository
 from rescue_app.engine.restore import apply_plan, check_volume_groups_absent
 from rescue_app.engine.results import CaptureResult, RestoreResult, VerifyReport
+from rescue_app.engine.retention import ForgetPlan, KeepPolicy
 from rescue_app.engine.stores import reject_password_in_url as _reject_password_in_url
 from rescue_app.engine.stores.httpserve import make_server as _make_server
 from rescue_app.engine.stores.retry import Watch
 from rescue_app.engine.verify import verify_repository
+from rescue_app.errors import ImageNotFoundError
 from rescue_app.progress import CancelToken, ProgressCallback, no_progress
 
 
@@ -83,6 +89,21 @@ class Engine:
         if not create and _clonezilla.looks_like_clonezilla(location):
             return _clonezilla.ClonezillaSource.open_location(location)
         return Repository.open(location, create=create, credentials=self.credentials)
+
+    def read_image_through(
+        self,
+        repo: Repository,
+        ref: str,
+        *,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> None:
+        """Read an image that has to be read whole before it can be planned (a
+        Clonezilla image: every partclone checksum, every volume), reporting
+        progress; plan_restore then uses that reading. Nothing for liferaft
+        images (their manifest says everything)."""
+        if isinstance(repo, _clonezilla.ClonezillaSource):
+            repo.load_manifest(ref, progress=progress, cancel=cancel)
 
     def import_clonezilla(
         self,
@@ -182,6 +203,54 @@ class Engine:
     ) -> VerifyReport:
         with _watching(repo, progress, cancel):
             return verify_repository(repo, ref, progress=progress, cancel=cancel)
+
+    # -- retention (engine/retention.py, engine/prune.py)
+
+    def forget(
+        self,
+        repo: Repository,
+        policy: KeepPolicy,
+        *,
+        name: str | None = None,
+        dry_run: bool = False,
+    ) -> ForgetPlan:
+        """Remove the images ``policy`` does not keep (of ``name``, else of
+        every name); with ``dry_run`` only decide. Chunks stay until prune."""
+        images = [
+            _retention.ImageTime(
+                i.name, i.id, datetime.fromisoformat(i.created.replace("Z", "+00:00"))
+            )
+            for i in repo.list_images()
+            if name is None or i.name == name
+        ]
+        if name is not None and not images:
+            raise ImageNotFoundError(
+                f"no image named {name!r} in repository {repo.location}",
+                hint="run 'liferaft images --repo ...' to list the images",
+            )
+        plan = _retention.select(images, policy)
+        if not dry_run and plan.removed:
+            repo.store.check_writable()
+            repo.remove_images((i.name, i.id) for i in plan.removed)
+        return plan
+
+    def prune(
+        self,
+        repo: Repository,
+        *,
+        grace: timedelta = _prune.DEFAULT_GRACE,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> PruneResult:
+        """One prune run: delete the candidates an earlier run marked (after
+        ``grace``), mark the chunks no image needs now (docs/FORMAT.md)."""
+        with _watching(repo, progress, cancel):
+            return _prune.prune(repo, grace=grace, progress=progress, cancel=cancel)
+
+    @staticmethod
+    def parse_duration(text: str) -> timedelta:
+        """``24h``, ``30m``, ``7d``, ``90s`` or seconds; UsageError otherwise."""
+        return _prune.parse_duration(text)
 
     # -- browsing an image's files (engine/browse.py, engine/imagefs.py)
 

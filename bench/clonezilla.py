@@ -1,0 +1,124 @@
+"""`make bench`, Clonezilla part (issue 16): a Clonezilla image restored by
+liferaft and by Clonezilla itself, onto the same loop disk, in the same run.
+
+The bench's source disk is saved once with ``ocs-sr savedisk`` (partclone,
+zstd, like a current Clonezilla); then, the page cache dropped before each:
+
+    ocs-sr restoredisk  ocs-sr -b ... restoredisk NAME DISK; sync
+    liferaft            liferaft restore --repo ROOT --image NAME --to DISK --yes; sync
+
+on one target disk, first ocs-sr, then liferaft over it. Both restores must
+be correct: e2fsck clean, and liferaft's partition byte-identical to the
+source. ocs-sr's time includes its own start-up (it scans every block device
+of the host); the partclone part of it, from its log, is reported beside it.
+liferaft's includes reading the whole image once before writing (it checks
+every partclone checksum and that no volume is missing before the first
+write) and a second read while writing. Information, not a target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+from typing import Any
+
+MIB = 1024 * 1024
+IMAGE = "bench-cz"
+# batch, partclone, the gap after the MBR, no fsck, no check, no encryption, zstd
+SAVE = ["-b", "-q2", "-j2", "-sfsck", "-scs", "-senc", "-nogui", "-z9", "-i", "0"]
+# batch, the gap after the MBR, the table as saved, no size check, no EFI
+# NVRAM update, no image check first
+RESTORE = ["-b", "-j2", "-k0", "-icds", "-iefi", "-scr", "-nogui"]
+
+
+def _ocs(root: str, args: list[str]) -> str:
+    proc = subprocess.run(
+        ["ocs-sr", *args[:-3], "-p", "true", "-or", root, *args[-3:]],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=3600,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"ocs-sr {args[-3]} failed: {proc.stdout[-2000:]}{proc.stderr}")
+    return proc.stdout
+
+
+def clonezilla_restores(bench: Any, ctx: Any, stack: contextlib.ExitStack) -> dict[str, float]:
+    """``bench``: the bench/run.py module (its helpers); adds two Measurements
+    to ctx.results and returns the numbers for the report."""
+    root = os.path.join(ctx.work, "partimag")
+    os.makedirs(root)
+    _ocs(root, [*SAVE, "savedisk", IMAGE, os.path.basename(ctx.source_disk)])
+    image_bytes = sum(
+        os.path.getsize(os.path.join(root, IMAGE, n)) for n in os.listdir(os.path.join(root, IMAGE))
+    )
+    target = stack.enter_context(bench.loop_disk(bench.DISK_SIZE, ctx.work))
+
+    bench.drop_caches()
+    ocs = bench.timed_pipeline(
+        "ocs-sr restoredisk",
+        [
+            [
+                "ocs-sr",
+                *RESTORE,
+                "-p",
+                "true",
+                "-or",
+                root,
+                "restoredisk",
+                IMAGE,
+                os.path.basename(target),
+            ]
+        ],  # fmt: skip
+    )
+    bench.fsck_clean(f"{target}p1", "ext4")
+    ocs.stored_bytes = image_bytes
+    ctx.results["ocs_restoredisk"] = ocs
+
+    bench.drop_caches()
+    lf = bench.timed_pipeline(
+        "liferaft restore (cz)",
+        [[bench.LIFERAFT, "restore", "--repo", root, "--image", IMAGE, "--to", target, "--yes"]],
+    )
+    bench.check_restored(ctx, f"{target}p1")
+    ctx.results["liferaft_cz_restore"] = lf
+    out = {
+        "liferaft_seconds": lf.seconds,
+        "ocs_sr_seconds": ocs.seconds,
+        "ratio": lf.seconds / ocs.seconds,
+        "image_bytes": float(image_bytes),
+    }
+    partclone = _partclone_seconds()
+    if partclone is not None:
+        out["ocs_sr_partclone_seconds"] = partclone
+        out["ratio_to_partclone_part"] = lf.seconds / partclone
+    return out
+
+
+def _partclone_seconds() -> float | None:
+    """The partclone part of ocs-sr's restore, from the log it keeps in /var/log
+    (">>> Time elapsed: 12.34 secs" after each partition)."""
+    try:
+        with open("/var/log/clonezilla.log", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    # (the file holds the last run only: ocs-sr rotates it at each start)
+    found = re.findall(r">>> Time elapsed: ([\d.]+) secs", text)
+    return sum(float(x) for x in found) if found else None
+
+
+def report(numbers: dict[str, float]) -> None:
+    line = (
+        f"Clonezilla image restore: liferaft {numbers['liferaft_seconds']:.1f} s vs "
+        f"ocs-sr restoredisk {numbers['ocs_sr_seconds']:.1f} s = {numbers['ratio']:.2f} x"
+    )
+    if "ocs_sr_partclone_seconds" in numbers:
+        line += (
+            f" (its partclone part {numbers['ocs_sr_partclone_seconds']:.1f} s: "
+            f"{numbers['ratio_to_partclone_part']:.2f} x)"
+        )
+    print(line + "  (information)")
