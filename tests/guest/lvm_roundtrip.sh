@@ -100,7 +100,7 @@ liferaft restore --repo /mnt/repo/new --image src --to /dev/vdc --grow --dry-run
 grep -q "Volume group vg0" /tmp/plan.txt || fail "the plan does not show the volume group"
 grep -q "root .*grows into the new space" /tmp/plan.txt || fail "the plan does not say which LV grows"
 check plan-shows-stack
-liferaft restore --repo /mnt/repo/new --image src --to /dev/vdc --grow --yes
+liferaft restore --repo /mnt/repo/new --image src --to /dev/vdc --grow --verify --yes
 active=$(dmsetup ls | grep -c '^vg0-' || true)
 [ "$active" = 0 ] || fail "restore left $active LVs of vg0 active"
 check restore-deactivates
@@ -141,7 +141,8 @@ span_size=$(lvs --noheadings --units b --nosuffix -o lv_size vg1/span | tr -d ' 
 vgchange -q -an vg1
 liferaft capture --repo /mnt/repo/new --name span /dev/vdd /dev/vde
 wipefs -q -a /dev/vdd1 /dev/vde
-liferaft restore --repo /mnt/repo/new --image span --to /dev/vdf --to /dev/vdg --grow --yes
+liferaft restore --repo /mnt/repo/new --image span --to /dev/vdf --to /dev/vdg --grow \
+    --grow-lv vg1/span --yes
 [ "$(lvuuids vg1)" = "$(cat /tmp/lv.vg1)" ] || fail "vg1 LV UUIDs differ"
 [ "$(pvs --noheadings -o pv_name,vg_name | awk '$2 == "vg1" {print $1}' | sort | tr '\n' ' ')" = "/dev/vdf1 /dev/vdg " ] \
     || fail "vg1 is not on vdf1 and vdg: $(pvs)"
