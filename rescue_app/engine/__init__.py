@@ -26,8 +26,10 @@ from rescue_app.engine.keychain import CredentialChain, CredentialsFile, Termina
 from rescue_app.engine.manifest import DiskImage, ImageSummary, Manifest
 from rescue_app.engine.network import Interface, NetworkStatus
 from rescue_app.engine.plan import RestorePlan, describe_contents
+from rescue_app.engine.prune import PruneResult
 from rescue_app.engine.repository import NAME_RE, REPO_FILE, Repository
 from rescue_app.engine.results import CaptureResult, RestoreResult, VerifyReport
+from rescue_app.engine.retention import ForgetPlan, KeepPolicy
 from rescue_app.engine.units import human_duration, human_rate, human_size
 
 __all__ = [
@@ -43,11 +45,14 @@ __all__ = [
     "DiskImage",
     "Engine",
     "ExtractResult",
+    "ForgetPlan",
     "ImageMount",
     "ImageSummary",
     "Interface",
+    "KeepPolicy",
     "Manifest",
     "NetworkStatus",
+    "PruneResult",
     "Repository",
     "RestorePlan",
     "RestoreResult",

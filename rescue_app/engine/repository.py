@@ -37,6 +37,9 @@ CHUNK_SIZE = 4 * 1024 * 1024
 CHUNK_HASH = "sha256"
 COMPRESSION = "zstd"
 ZSTD_LEVEL = 3
+# A chunk that prune has marked (engine/prune.py, docs/FORMAT.md "Prune"):
+# absent for writers, still readable for readers until prune deletes it.
+CANDIDATE_SUFFIX = ".candidate"
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ID_RE = re.compile(r"^\d{8}T\d{6}Z$")
@@ -177,6 +180,8 @@ class Repository:
 
     # -- chunks ----------------------------------------------------------
     def has_chunk(self, digest: str) -> bool:
+        """Whether a writer may count on the chunk being there. A prune
+        candidate is not: prune may delete it, so it is stored again."""
         return self.store.has(chunk_rel(digest))
 
     def put_chunk(
@@ -200,7 +205,7 @@ class Repository:
             # stat() is as cheap as a listing locally, and also sees the empty
             # file a power cut leaves of an unsynced chunk.
             with ThreadPoolExecutor(max_workers=16, thread_name_prefix="liferaft-has") as pool:
-                present = dict(zip(wanted, pool.map(self.has_chunk, wanted), strict=True))
+                present = dict(zip(wanted, pool.map(self._readable, wanted), strict=True))
             return {d for d, ok in present.items() if not ok}
         folders: dict[str, set[str]] = {}
         for d in wanted:
@@ -211,7 +216,16 @@ class Repository:
 
         with ThreadPoolExecutor(max_workers=8, thread_name_prefix="liferaft-list") as pool:
             names = dict(zip(folders, pool.map(listed, folders), strict=True))
-        return {d for prefix, ds in folders.items() for d in ds if d not in names[prefix]}
+        return {
+            d
+            for prefix, ds in folders.items()
+            for d in ds
+            if d not in names[prefix] and d + CANDIDATE_SUFFIX not in names[prefix]
+        }
+
+    def _readable(self, digest: str) -> bool:
+        rel = chunk_rel(digest)
+        return self.store.has(rel) or self.store.has(rel + CANDIDATE_SUFFIX)
 
     def check_chunks_present(self, manifest: Manifest) -> None:
         """RepositoryError before anything is written when chunks are missing,
@@ -239,7 +253,7 @@ class Repository:
         """Read, decompress and check one chunk; ChunkError names ``where``."""
         place = f" ({where})" if where else ""
         try:
-            blob = self.store.read(chunk_rel(digest))
+            blob = self._read_chunk_file(digest)
         except FileNotFoundError:
             raise ChunkError(
                 f"chunk {digest[:12]}{place} is missing from repository {self.location}",
@@ -255,6 +269,20 @@ class Repository:
                 hint="the repository's medium may be failing; use another copy of the image",
             )
         return data
+
+    def _read_chunk_file(self, digest: str) -> bytes:
+        """The chunk, or else its prune candidate: an image whose capture found
+        the chunk just before prune marked it needs it until prune's next run
+        renames it back."""
+        rel = chunk_rel(digest)
+        try:
+            return self.store.read(rel)
+        except FileNotFoundError:
+            try:
+                return self.store.read(rel + CANDIDATE_SUFFIX)
+            except FileNotFoundError:
+                # renamed back meanwhile, or really missing
+                return self.store.read(rel)
 
     # -- manifests -------------------------------------------------------
     def new_image_id(self, name: str) -> tuple[str, datetime]:
@@ -273,6 +301,16 @@ class Repository:
         self.store.write(
             _manifest_rel(manifest.name, manifest.id), manifest.to_json().encode(), durable=True
         )
+        self._write_index()
+
+    def remove_images(self, refs: Iterable[tuple[str, str]]) -> None:
+        """Forget images: each manifest is deleted (one atomic delete: the
+        image is there whole or not at all), its signature after it, then
+        index.json is rewritten. Chunks stay until ``prune``."""
+        for name, image_id in refs:
+            rel = _manifest_rel(name, image_id)
+            self.store.delete(rel)
+            self.store.delete(rel + ".sig")
         self._write_index()
 
     def _write_index(self) -> None:

@@ -58,6 +58,27 @@ class Store(ABC):
     def missing(self, create_hint: bool) -> RepositoryError:
         """The error for 'there is no repository here'."""
 
+    # -- what forget and prune need (engine/prune.py); a store that cannot
+    # change files keeps these refusals
+    def delete(self, rel: str) -> None:
+        """Remove a file; nothing if it is not there."""
+        raise self.cannot_change()
+
+    def rename(self, rel: str, new_rel: str) -> None:
+        """Move a file, replacing ``new_rel`` atomically; FileNotFoundError if
+        ``rel`` is not there."""
+        raise self.cannot_change()
+
+    def sizes(self, rel: str) -> dict[str, int]:
+        """Each file in a folder and its size; {} if the folder is not there."""
+        raise self.cannot_change()
+
+    def cannot_change(self) -> RepositoryError:
+        return RepositoryError(
+            f"repository {self.location} cannot delete or rename files",
+            hint="run forget and prune where the repository is writable",
+        )
+
     def prepare_new(self) -> None:
         """Make ready for a new repository (create the folder); RepositoryError
         if something that is not a repository is already there."""

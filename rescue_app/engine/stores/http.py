@@ -306,6 +306,9 @@ class HttpStore(Store):
     def prepare_new(self) -> None:
         raise self._read_only()
 
+    def cannot_change(self) -> RepositoryError:
+        return self._read_only()
+
     def missing(self, create_hint: bool) -> RepositoryError:
         return RepositoryError(
             f"no liferaft repository at {self.location} (no liferaft-repository.json there)",

@@ -120,6 +120,33 @@ class LocalStore(Store):
         except OSError as exc:
             raise self.error(f"cannot write {rel}", exc) from None
 
+    def delete(self, rel: str) -> None:
+        try:
+            os.unlink(self._path(rel))
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        except OSError as exc:
+            raise self.error(f"cannot delete {rel}", exc) from None
+
+    def rename(self, rel: str, new_rel: str) -> None:
+        # Within one folder of one filesystem (a chunk and its candidate):
+        # atomic, and durable with the next sync.
+        try:
+            os.rename(self._path(rel), self._path(new_rel))
+        except (FileNotFoundError, NotADirectoryError):
+            raise FileNotFoundError(rel) from None
+        except OSError as exc:
+            raise self.error(f"cannot rename {rel}", exc) from None
+
+    def sizes(self, rel: str) -> dict[str, int]:
+        try:
+            with os.scandir(self._path(rel)) as it:
+                return {e.name: e.stat().st_size for e in it if e.is_file()}
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        except OSError as exc:
+            raise self.error(f"cannot list {rel}", exc) from None
+
     def sync(self) -> None:
         try:
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)

@@ -265,6 +265,24 @@ class MountStore(Store):
         except RepositoryError as exc:
             raise self._fix(exc) from None
 
+    def delete(self, rel: str) -> None:
+        try:
+            self.local.delete(rel)
+        except RepositoryError as exc:
+            raise self._fix(exc) from None
+
+    def rename(self, rel: str, new_rel: str) -> None:
+        try:
+            self.local.rename(rel, new_rel)
+        except RepositoryError as exc:
+            raise self._fix(exc) from None
+
+    def sizes(self, rel: str) -> dict[str, int]:
+        try:
+            return self.local.sizes(rel)
+        except RepositoryError as exc:
+            raise self._fix(exc) from None
+
     def sync(self) -> None:
         try:
             self.local.sync()

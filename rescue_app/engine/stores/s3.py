@@ -259,6 +259,56 @@ class S3Store(Store):
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise self._error(f"writing {rel}", exc) from None
 
+    def delete(self, rel: str) -> None:
+        # S3 deletes are idempotent: a missing key is no error.
+        try:
+            self._call(
+                f"deleting {rel}",
+                lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(rel)),
+            )
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._error(f"deleting {rel}", exc) from None
+
+    def rename(self, rel: str, new_rel: str) -> None:
+        # S3 has no rename: a server-side copy, then the delete. Between the
+        # two both keys hold the same bytes, which either name may hold.
+        try:
+            self._call(
+                f"copying {rel}",
+                lambda: self.client.copy_object(
+                    Bucket=self.bucket,
+                    Key=self._key(new_rel),
+                    CopySource={"Bucket": self.bucket, "Key": self._key(rel)},
+                ),
+            )
+        except botocore.exceptions.ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in _MISSING_KEY:
+                raise FileNotFoundError(rel) from None
+            raise self._error(f"copying {rel}", exc) from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._error(f"copying {rel}", exc) from None
+        self.delete(rel)
+
+    def sizes(self, rel: str) -> dict[str, int]:
+        prefix = self._key(rel).rstrip("/") + "/"
+        try:
+            pages = self._call(
+                f"listing {rel}",
+                lambda: list(
+                    self.client.get_paginator("list_objects_v2").paginate(
+                        Bucket=self.bucket, Prefix=prefix, Delimiter="/"
+                    )
+                ),
+            )
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._error(f"listing {rel}", exc) from None
+        return {
+            o["Key"][len(prefix) :]: int(o.get("Size", 0))
+            for page in pages
+            for o in page.get("Contents", [])
+            if o["Key"] != prefix
+        }
+
     def sync(self) -> None:
         return None  # a PUT is on stable storage when it returns
 

@@ -137,7 +137,8 @@ class SftpStore(Store):
             )
         self._fsync_warned = False
         self._local = threading.local()
-        self._channels: list[paramiko.SFTPClient] = []
+        # each channel with the thread it belongs to
+        self._channels: list[tuple[threading.Thread, paramiko.SFTPClient]] = []
         self._lock = threading.Lock()
         self._generation = 0  # bumped by each reconnect; a thread's channel is of one
         self._reconnect_lock = threading.Lock()
@@ -311,13 +312,22 @@ class SftpStore(Store):
             channel.settimeout(CHANNEL_TIMEOUT)
         self._local.sftp = (generation, s)
         with self._lock:
-            self._channels.append(s)
+            # Channels of threads that have ended (a pool of an earlier
+            # operation) are closed: the server allows only so many sessions.
+            ended = [c for t, c in self._channels if not t.is_alive()]
+            self._channels = [(t, c) for t, c in self._channels if t.is_alive()]
+            self._channels.append((threading.current_thread(), s))
+        for c in ended:
+            try:
+                c.close()
+            except (OSError, paramiko.SSHException, EOFError):
+                pass
         return s
 
     def _drop_channels(self) -> None:
         with self._lock:
             channels, self._channels = self._channels, []
-        for s in channels:
+        for _thread, s in channels:
             try:
                 s.close()
             except (OSError, paramiko.SSHException, EOFError):
@@ -443,6 +453,33 @@ class SftpStore(Store):
             self._retrying(f"writing {rel}", lambda s: self._write_once(s, rel, data))
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise self._error(f"writing {rel}", exc) from None
+
+    def delete(self, rel: str) -> None:
+        try:
+            self._retrying(f"deleting {rel}", lambda s: s.remove(self._path(rel)))
+        except FileNotFoundError:
+            pass
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise self._error(f"deleting {rel}", exc) from None
+
+    def rename(self, rel: str, new_rel: str) -> None:
+        try:
+            self._retrying(
+                f"renaming {rel}", lambda s: s.posix_rename(self._path(rel), self._path(new_rel))
+            )
+        except FileNotFoundError:
+            raise FileNotFoundError(rel) from None
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise self._error(f"renaming {rel}", exc) from None
+
+    def sizes(self, rel: str) -> dict[str, int]:
+        try:
+            entries = self._retrying(f"listing {rel}", lambda s: s.listdir_attr(self._path(rel)))
+        except FileNotFoundError:
+            return {}
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise self._error(f"listing {rel}", exc) from None
+        return {e.filename: e.st_size or 0 for e in entries if stat.S_ISREG(e.st_mode or 0)}
 
     def sync(self) -> None:
         # Each write was fsynced before its rename (see write()).
