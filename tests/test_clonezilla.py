@@ -457,6 +457,37 @@ def test_every_compression_and_checksum_mode_reads_the_same_blocks(cz: CzSet, wo
             _from_file(workdir, f"bad-{name}", bytes(bad))
 
 
+# -- real images of partclone 0.3.47 (XXH64, XXH128): tests/data/partclone -------------
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "data", "partclone")
+
+
+def _fixture_source() -> bytes:
+    lines = "".join(f"line {i:06d} of the partclone fixture, xxhash modes\n" for i in range(20000))
+    return (lines.encode() + bytes(256 * 1024))[:1282048]
+
+
+@pytest.mark.parametrize("name", ["xxh64", "xxh64-running", "xxh128", "crc32-k5"])
+def test_checksum_modes_of_a_newer_partclone(name: str, tmp_path) -> None:
+    path = os.path.join(FIXTURES, f"{name}.ptcl.gz")
+    stream, kind = open_decompressed([path], name)
+    reader = PartcloneReader(stream, name)
+    data = b"".join(bytes(strip.data) for strip in reader.strips())
+    assert kind == "gzip" and reader.runs == [(0, 2504)]
+    assert data == _fixture_source()
+    # one byte changed in the data: the line names the blocks
+    with gzip.open(path) as f:
+        raw = bytearray(f.read())
+    raw[-3000] ^= 0x01
+    bad = tmp_path / "bad.ptcl"
+    bad.write_bytes(bytes(raw))
+    stream, _ = open_decompressed([str(bad)], f"bad {name}")
+    reader = PartcloneReader(stream, f"bad {name}")
+    with pytest.raises(ClonezillaImageError, match=r"checksum mismatch in blocks \d+-\d+"):
+        for _ in reader.strips():
+            pass
+
+
 # -- pure parsing (no root needed) -----------------------------------------------------
 
 

@@ -14,7 +14,9 @@ Format facts (partclone's IMAGE_FORMATS.md and src/checksum.c):
 - partclone's CRC32 is the reflected 0xEDB88320 polynomial seeded with
   0xFFFFFFFF and *not* inverted at the end: zlib.crc32(data) ^ 0xFFFFFFFF, and
   a running value continues as zlib.crc32(more, previous ^ 0xFFFFFFFF);
-- XXH64 is seeded with 0 and stored as a little-endian 64-bit number;
+- XXH64 is seeded with 0 and stored as a little-endian 64-bit number; XXH128
+  (partclone 0.3.4x, mode 0x31) is XXH3's 128-bit hash stored as its low and
+  high 64-bit halves, little-endian: the 128-bit value little-endian;
 - the data section holds the used blocks in order; after every
   ``blocks_per_checksum`` blocks, and after the last partial strip, comes the
   checksum of that strip (of everything so far when reseeding is off).
@@ -42,7 +44,8 @@ from rescue_app.errors import RepositoryError
 
 MAGIC = b"partclone-image"
 HEADER_V2 = 110
-CSM_NONE, CSM_CRC32, CSM_XXH64 = 0x00, 0x20, 0x30
+CSM_NONE, CSM_CRC32, CSM_XXH64, CSM_XXH128 = 0x00, 0x20, 0x30, 0x31
+_CHECKSUM_SIZE = {CSM_NONE: 0, CSM_CRC32: 4, CSM_XXH64: 8, CSM_XXH128: 16}
 BM_BIT = 1
 # blocks read at once when the image has no checksums
 _BATCH_BLOCKS = 1024
@@ -204,7 +207,7 @@ class PartcloneHeader:
 
     @property
     def checksum_name(self) -> str:
-        return {CSM_NONE: "none", CSM_CRC32: "CRC32", CSM_XXH64: "XXH64"}.get(
+        return {CSM_NONE: "none", CSM_CRC32: "CRC32", CSM_XXH64: "XXH64", CSM_XXH128: "XXH128"}.get(
             self.checksum_mode, f"mode {self.checksum_mode:#x}"
         )
 
@@ -249,11 +252,11 @@ def parse_header(raw: bytes, where: str) -> PartcloneHeader:
     )
     if bitmap_mode != BM_BIT:
         raise ClonezillaImageError(f"{where}: partclone bitmap mode {bitmap_mode} is not supported")
-    expected_size = {CSM_NONE: 0, CSM_CRC32: 4, CSM_XXH64: 8}.get(mode)
+    expected_size = _CHECKSUM_SIZE.get(mode)
     if expected_size is None or expected_size != cs_size:
         raise ClonezillaImageError(
             f"{where}: partclone checksum mode {mode:#x} (size {cs_size}) is not supported",
-            hint="liferaft reads CRC32, XXH64 and no checksum",
+            hint="liferaft reads CRC32, XXH64, XXH128 and no checksum",
         )
     if not block_size or block_size > 1 << 24 or used_bm > total:
         raise ClonezillaImageError(f"{where}: the partclone header is inconsistent")
@@ -374,11 +377,11 @@ class PartcloneReader:
         # Strips of at most ~16 MiB: large block sizes with many blocks per
         # checksum are read a strip at a time all the same (the checksum
         # covers the strip).
-        xxh = None
-        if h.checksum_mode == CSM_XXH64:
+        xxh: Any = None
+        if h.checksum_mode in (CSM_XXH64, CSM_XXH128):
             import xxhash
 
-            xxh = xxhash.xxh64(seed=0)
+            xxh = xxhash.xxh64(seed=0) if h.checksum_mode == CSM_XXH64 else xxhash.xxh3_128()
         running = 0
         run_index, run_off = 0, 0  # position in self.runs
         done = 0
@@ -393,7 +396,11 @@ class PartcloneReader:
                 if h.reseed:
                     xxh.reset()
                 xxh.update(data)
-                ok = struct.unpack_from("<Q", raw, k * h.block_size)[0] == xxh.intdigest()
+                value = xxh.intdigest()
+                # XXH128 is stored as its (low, high) 64-bit halves, little-endian
+                stored = raw[k * h.block_size : k * h.block_size + h.checksum_size]
+                want = value.to_bytes(h.checksum_size, "little")
+                ok = stored == want
             else:
                 ok = True
             # which filesystem blocks these are
