@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from rescue_app.engine import CredentialChain, CredentialsFile, credentials
-from rescue_app.engine.credentials import CredentialsError, fs_type_from_mountinfo
+from rescue_app.engine.credentials import CredentialsError
+from rescue_app.engine.diskparse import mount_holding, parse_mountinfo
 from tests.enginekit import assert_one_line_error, liferaft
 
 SECRET = "pw-Kq7-credentials-never-shown"
@@ -198,7 +199,17 @@ def test_filesystems_without_unix_modes_are_recognised() -> None:
         "40 22 8:17 / /run/liferaft/credentials ro,nosuid - vfat /dev/sdb1 ro,fmask=0077\n"
         "41 22 0:5 / /run/live/medium ro - iso9660 /dev/sr0 ro\n"
     )
-    assert fs_type_from_mountinfo(mountinfo, "/run/liferaft/credentials/c.yaml") == "vfat"
-    assert fs_type_from_mountinfo(mountinfo, "/run/liferaft/credentialsX") == "ext4"
-    assert fs_type_from_mountinfo(mountinfo, "/run/live/medium/liferaft/c.yaml") == "iso9660"
+    mounts = parse_mountinfo(mountinfo)
+
+    def fstype(path: str) -> str | None:
+        mount = mount_holding(mounts, path)
+        return mount.fstype if mount else None
+
+    assert fstype("/run/liferaft/credentials/c.yaml") == "vfat"
+    assert fstype("/run/liferaft/credentialsX") == "ext4"
+    assert fstype("/run/live/medium/liferaft/c.yaml") == "iso9660"
+    # a mount over another on the same point: the one on top holds the files
+    over = mountinfo + "42 40 8:18 / /run/liferaft/credentials rw - ext4 /dev/sdb2 rw\n"
+    top = mount_holding(parse_mountinfo(over), "/run/liferaft/credentials/c.yaml")
+    assert top is not None and top.fstype == "ext4"
     assert {"vfat", "iso9660", "exfat", "ntfs3"} <= credentials.NO_UNIX_MODES

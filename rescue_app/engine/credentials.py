@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from rescue_app.engine.diskparse import mount_holding, read_mountinfo
 from rescue_app.errors import LiferaftError
 
 log = logging.getLogger("liferaft.credentials")
@@ -214,25 +215,9 @@ def _score(entry: Credential, want: _Want) -> int | None:
 
 
 def _fs_type(path: str) -> str:
-    """The file system type of the mount holding ``path`` (from mountinfo)."""
-    try:
-        with open("/proc/self/mountinfo") as f:
-            text = f.read()
-    except OSError:
-        return ""
-    return fs_type_from_mountinfo(text, os.path.realpath(path))
-
-
-def fs_type_from_mountinfo(mountinfo: str, path: str) -> str:
-    best, fstype = -1, ""
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        if " - " not in line or len(fields) < 5:
-            continue
-        point = fields[4].replace("\\040", " ")
-        if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) > best:
-            best, fstype = len(point), line.split(" - ", 1)[1].split()[0]
-    return fstype
+    """The file system type of the mount holding ``path``."""
+    mount = mount_holding(read_mountinfo(), os.path.realpath(path))
+    return mount.fstype if mount else ""
 
 
 def check_private(path: str, what: str = "credentials file") -> None:

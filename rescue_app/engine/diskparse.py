@@ -240,6 +240,27 @@ def parse_mountinfo(text: str) -> list[MountEntry]:
     return mounts
 
 
+def read_mountinfo(path: str = "/proc/self/mountinfo") -> list[MountEntry]:
+    """Every mount this process sees; none when the file cannot be read."""
+    try:
+        with open(path) as f:
+            return parse_mountinfo(f.read())
+    except OSError:
+        return []
+
+
+def mount_holding(mounts: Iterable[MountEntry], path: str) -> MountEntry | None:
+    """The mount whose tree holds ``path`` (a resolved path): the deepest
+    mount point, the last mounted of those on the same point."""
+    best: MountEntry | None = None
+    for m in mounts:
+        point = m.mountpoint
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= len(best.mountpoint)):
+            best = m
+    return best
+
+
 def parse_swaps(text: str) -> frozenset[str]:
     """The active swap devices in /proc/swaps, as written there."""
     lines = text.splitlines()[1:]

@@ -26,6 +26,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 
+from rescue_app.engine.diskparse import read_mountinfo
 from rescue_app.errors import LiferaftError
 from rescue_app.run import run
 
@@ -144,14 +145,7 @@ def loops_backed_under(folder: str) -> list[str]:
 
 def _mount_table() -> list[tuple[str, str]]:
     """(mount point, filesystem type) of every mount this process sees."""
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            # the optional fields end at "-"; the type follows it
-            dash = fields.index("-", 6)
-            out.append((_unescape(fields[4]), fields[dash + 1]))
-    return out
+    return [(m.mountpoint, m.fstype) for m in read_mountinfo()]
 
 
 def mounts_under(folder: str) -> list[str]:
@@ -170,16 +164,3 @@ def fstype_of(point: str) -> str | None:
 
 def is_mount_point(folder: str) -> bool:
     return (os.path.realpath(folder).rstrip("/") or "/") in mounts_under(folder)
-
-
-def _unescape(field: str) -> str:
-    # mountinfo writes space, tab, newline and backslash as octal escapes
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
