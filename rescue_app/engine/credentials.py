@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from rescue_app.engine.diskparse import mount_holding, read_mountinfo
+from rescue_app.engine.diskparse import mount_holding
+from rescue_app.engine.diskscan import read_mountinfo
 from rescue_app.errors import LiferaftError
 
 log = logging.getLogger("liferaft.credentials")

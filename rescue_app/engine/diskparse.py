@@ -240,15 +240,6 @@ def parse_mountinfo(text: str) -> list[MountEntry]:
     return mounts
 
 
-def read_mountinfo(path: str = "/proc/self/mountinfo") -> list[MountEntry]:
-    """Every mount this process sees; none when the file cannot be read."""
-    try:
-        with open(path) as f:
-            return parse_mountinfo(f.read())
-    except OSError:
-        return []
-
-
 def mount_holding(mounts: Iterable[MountEntry], path: str) -> MountEntry | None:
     """The mount whose tree holds ``path`` (a resolved path): the deepest
     mount point, the last mounted of those on the same point."""

@@ -52,7 +52,8 @@ def read_text(path: str) -> str | None:
         return None
 
 
-def _mountinfo(path: str = "/proc/self/mountinfo") -> list[MountEntry]:
+def read_mountinfo(path: str = "/proc/self/mountinfo") -> list[MountEntry]:
+    """Every mount this process sees; none when the file cannot be read."""
     return parse_mountinfo(read_text(path) or "")
 
 
@@ -102,7 +103,7 @@ def mounts_on_disk(disk_name: str) -> list[MountOnDisk]:
     """What is mounted from the disk ``disk_name`` (kernel name, e.g. "sda")."""
     return [
         MountOnDisk(m.source, m.mountpoint, m.read_only)
-        for m in _mountinfo()
+        for m in read_mountinfo()
         if disk_name in _disks_of_mount(m)
     ]
 
@@ -120,7 +121,7 @@ def disks_holding_path(path: str) -> set[str]:
     real = os.path.realpath(probe)
     holding = [
         m
-        for m in _mountinfo()
+        for m in read_mountinfo()
         if real == m.mountpoint or real.startswith(m.mountpoint.rstrip("/") + "/")
     ]
     if holding:
@@ -159,7 +160,7 @@ def _probe(path: str) -> dict[str, str]:
 
 def read_system_state(data: Mapping[str, Any]) -> SystemState:
     """Facts from /proc and /sys about the devices in ``data`` (lsblk JSON)."""
-    mounts = _mountinfo()
+    mounts = read_mountinfo()
     root_disks: set[str] = set()
     for mount in mounts:
         if mount.mountpoint == "/":

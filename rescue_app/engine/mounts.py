@@ -26,7 +26,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 
-from rescue_app.engine.diskparse import read_mountinfo
+from rescue_app.engine.diskscan import read_mountinfo
 from rescue_app.errors import LiferaftError
 from rescue_app.run import run
 
