@@ -228,9 +228,9 @@ class S3Store(Store):
         except botocore.exceptions.BotoCoreError as exc:
             raise self._error(f"looking up {rel}", exc) from None
 
-    def list(self, rel: str) -> list[str]:
+    def _pages(self, rel: str) -> tuple[str, list[dict[str, Any]]]:
+        """The key prefix of folder ``rel`` and every page of its listing."""
         prefix = self._key(rel).rstrip("/") + "/"
-        names: set[str] = set()
         try:
             # the whole listing is one try: a page cut off starts it over
             pages = self._call(
@@ -241,13 +241,18 @@ class S3Store(Store):
                     )
                 ),
             )
-            for page in pages:
-                for p in page.get("CommonPrefixes", []):
-                    names.add(p["Prefix"][len(prefix) :].rstrip("/"))
-                for o in page.get("Contents", []):
-                    names.add(o["Key"][len(prefix) :])
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise self._error(f"listing {rel}", exc) from None
+        return prefix, pages
+
+    def list(self, rel: str) -> list[str]:
+        prefix, pages = self._pages(rel)
+        names: set[str] = set()
+        for page in pages:
+            for p in page.get("CommonPrefixes", []):
+                names.add(p["Prefix"][len(prefix) :].rstrip("/"))
+            for o in page.get("Contents", []):
+                names.add(o["Key"][len(prefix) :])
         return sorted(n for n in names if n)
 
     def write(self, rel: str, data: bytes, *, durable: bool) -> None:
@@ -290,18 +295,7 @@ class S3Store(Store):
         self.delete(rel)
 
     def sizes(self, rel: str) -> dict[str, int]:
-        prefix = self._key(rel).rstrip("/") + "/"
-        try:
-            pages = self._call(
-                f"listing {rel}",
-                lambda: list(
-                    self.client.get_paginator("list_objects_v2").paginate(
-                        Bucket=self.bucket, Prefix=prefix, Delimiter="/"
-                    )
-                ),
-            )
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise self._error(f"listing {rel}", exc) from None
+        prefix, pages = self._pages(rel)
         return {
             o["Key"][len(prefix) :]: int(o.get("Size", 0))
             for page in pages
