@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,12 +18,14 @@ import boto3
 import pytest
 
 from rescue_app.engine import CredentialChain, Engine, KeepPolicy
+from rescue_app.engine.kernel import reread_partitions
 from rescue_app.engine.manifest import DiskImage, Manifest, PartitionTable, Region
-from rescue_app.engine.prune import CANDIDATES_FILE, prune
+from rescue_app.engine.prune import CANDIDATES_FILE, PruneResult, prune
 from rescue_app.engine.repository import CANDIDATE_SUFFIX, CHUNK_SIZE, Repository, chunk_rel
 from rescue_app.engine.retention import ImageTime, KeepRule, select
 from rescue_app.errors import UsageError
-from tests.enginekit import REPO_ROOT, assert_one_line_error, liferaft
+from tests.enginekit import REPO_ROOT, assert_one_line_error, check_restored, liferaft
+from tests.stores.conftest import DISK_BYTES
 from tests.stores.serverkit import free_port, sshd, stop, wait_port
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
@@ -402,3 +406,79 @@ def test_prune_killed_mid_delete_leaves_a_whole_repository(s3, workdir):
     assert count(CANDIDATE_SUFFIX) == 0 and count("") == 3
     assert kept in liferaft("images", "--repo", url).stdout
     assert ": OK" in liferaft("verify", "--repo", url).stdout
+
+
+# -- prune in one process while another captures into the same repository ------------------
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_prune_racing_a_capture(kind, captured, loopdisk, workdir, request):
+    """'src' is removed, so every chunk the capture of the same disk needs is
+    garbage; prune marks while the capture runs and sweeps after the grace
+    period. Then the new image and every kept image verify, the new image
+    restores identically, and only the forgotten synthetic image's chunks are gone."""
+    if kind == "local":
+        url = os.path.join(workdir, "race")
+        shutil.copytree(captured.repo, url)
+    else:
+        url = f"s3://backups/race?endpoint={request.getfixturevalue('s3')}"
+        liferaft("capture", "--repo", url, "--name", "src", captured.source.dev)
+    repo = _open(url)
+    make_image(repo, "junk", T, list(range(300, 310)))
+    junk_new = make_image(repo, "junk", T + timedelta(days=1), [300, 400])
+    only_old_junk = [chunk_rel(repo.put_chunk(_chunk(s)).digest) for s in range(301, 310)]
+    liferaft("forget", "--repo", url, "--name", "junk", "--keep-last", "1")
+    repo.remove_images(repo.resolve("src") for _ in [0])
+    grace = 10.0
+    started = time.monotonic()
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rescue_app.cli",
+            "capture",
+            "--repo",
+            url,
+            "--name",
+            "b",
+            captured.source.dev,
+        ],
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    results: list[PruneResult] = []
+    try:
+        # Prune again and again while the capture runs: the first run marks
+        # (before or amid the capture's look-ups, as it falls), the others
+        # wait for the grace period.
+        while child.poll() is None:
+            results.append(prune(repo, grace=timedelta(seconds=grace)))
+            time.sleep(0.02)
+        capture_seconds = time.monotonic() - started
+        out, err = child.communicate()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, err
+    assert capture_seconds < grace, out  # the grace period's premise
+    assert results and results[0].marked_chunks >= 9, results  # marked while it ran
+    assert ": OK" in liferaft("verify", "--repo", url).stdout  # before the sweep too
+    time.sleep(max(0.0, grace - (time.monotonic() - started)) + 1)
+    swept = prune(repo, grace=timedelta(seconds=grace))
+    assert swept.swept and swept.freed_chunks >= 9, swept
+    print(kind, out.strip(), results[0], swept)
+    new = re.search(r"captured (b@\S+):", out).group(1)
+    report = liferaft("verify", "--repo", url).stdout
+    assert "verified 2 image(s)" in report and ": OK" in report, report
+    assert {new, junk_new} <= set(liferaft("images", "--repo", url).stdout.split())
+    for rel in only_old_junk:
+        assert not repo.store.has(rel) and not repo.store.has(rel + CANDIDATE_SUFFIX)
+    target = loopdisk(DISK_BYTES)
+    liferaft("restore", "--repo", url, "--image", new, "--to", target, "--yes")
+    check_restored(captured.source, reread_partitions(target, len(captured.source.nodes)))
+    repo.close()
