@@ -488,6 +488,29 @@ def test_checksum_modes_of_a_newer_partclone(name: str, tmp_path) -> None:
             pass
 
 
+def test_a_strip_larger_than_the_memory_bound_is_read_in_pieces(monkeypatch, tmp_path) -> None:
+    """Strips bigger than PIECE_BYTES (a large -k) come in pieces; the checksum
+    after them is still checked."""
+    import rescue_app.engine.partclone_image as pi
+
+    monkeypatch.setattr(pi, "PIECE_BYTES", 3 * 512)  # XXH64 strips are 2048 blocks of 512
+    path = os.path.join(FIXTURES, "xxh64.ptcl.gz")
+    stream, _ = open_decompressed([path], "xxh64")
+    reader = PartcloneReader(stream, "xxh64")
+    pieces = list(reader.strips())
+    assert max(len(p.data) for p in pieces) == 3 * 512
+    assert b"".join(bytes(p.data) for p in pieces) == _fixture_source()
+    with gzip.open(path) as f:
+        raw = bytearray(f.read())
+    raw[-3000] ^= 0x01
+    bad = tmp_path / "bad.ptcl"
+    bad.write_bytes(bytes(raw))
+    stream, _ = open_decompressed([str(bad)], "bad")
+    with pytest.raises(ClonezillaImageError, match=r"XXH64 checksum mismatch in blocks 2048-"):
+        for _ in PartcloneReader(stream, "bad").strips():
+            pass
+
+
 # -- pure parsing (no root needed) -----------------------------------------------------
 
 

@@ -49,6 +49,8 @@ _CHECKSUM_SIZE = {CSM_NONE: 0, CSM_CRC32: 4, CSM_XXH64: 8, CSM_XXH128: 16}
 BM_BIT = 1
 # blocks read at once when the image has no checksums
 _BATCH_BLOCKS = 1024
+# the most of a strip held in memory at once
+PIECE_BYTES = 16 * 1024 * 1024
 
 
 class ClonezillaImageError(RepositoryError):
@@ -305,6 +307,27 @@ def bitmap_runs(bitmap: bytes, total: int) -> list[Extent]:
     return [(s, min(n, total - s)) for s, n in runs if s < total]
 
 
+class _RunCursor:
+    """Walks the used-block runs: which filesystem blocks the next n are."""
+
+    def __init__(self, runs: list[Extent]) -> None:
+        self.runs = runs
+        self.index = 0
+        self.offset = 0
+
+    def take(self, n: int) -> list[Extent]:
+        out: list[Extent] = []
+        while n:
+            start, count = self.runs[self.index]
+            step = min(count - self.offset, n)
+            out.append((start + self.offset, step))
+            n -= step
+            self.offset += step
+            if self.offset == count:
+                self.index, self.offset = self.index + 1, 0
+        return out
+
+
 @dataclass
 class Strip:
     """Used blocks as they come: ``data`` holds the blocks listed in ``runs``
@@ -372,60 +395,63 @@ class PartcloneReader:
         return ExtentMap((s * bs, n * bs) for s, n in self.runs)
 
     def strips(self) -> Iterator[Strip]:
+        """The used blocks in order, every strip's checksum checked.
+
+        A strip of at most PIECE_BYTES is handed out after its checksum
+        matched. A larger one (a big -k) is handed out in pieces of that size
+        before its checksum, which follows it, is read: a mismatch then raises
+        after them. Callers read an image through before trusting any of it,
+        so memory stays bounded whatever the image's strip size."""
         h = self.header
+        bs = h.block_size
         per = h.blocks_per_checksum or _BATCH_BLOCKS
-        # Strips of at most ~16 MiB: large block sizes with many blocks per
-        # checksum are read a strip at a time all the same (the checksum
-        # covers the strip).
+        piece_blocks = max(1, PIECE_BYTES // bs)
         xxh: Any = None
         if h.checksum_mode in (CSM_XXH64, CSM_XXH128):
             import xxhash
 
             xxh = xxhash.xxh64(seed=0) if h.checksum_mode == CSM_XXH64 else xxhash.xxh3_128()
-        running = 0
-        run_index, run_off = 0, 0  # position in self.runs
+        running = 0  # zlib's CRC32 value; partclone's is this ^ 0xFFFFFFFF
+        cursor = _RunCursor(self.runs)
         done = 0
         while done < h.used_blocks:
             k = min(per, h.used_blocks - done)
-            raw = self._read(k * h.block_size + h.checksum_size, f"data at block {done}")
-            data = memoryview(raw)[: k * h.block_size]
-            if h.checksum_mode == CSM_CRC32:
-                running = pc_crc32(data, running if not h.reseed else 0)
-                ok = struct.unpack_from("<I", raw, k * h.block_size)[0] == running ^ 0xFFFFFFFF
-            elif xxh is not None:
-                if h.reseed:
+            if h.reseed:
+                running = 0
+                if xxh is not None:
                     xxh.reset()
-                xxh.update(data)
-                value = xxh.intdigest()
-                # XXH128 is stored as its (low, high) 64-bit halves, little-endian
-                stored = raw[k * h.block_size : k * h.block_size + h.checksum_size]
-                want = value.to_bytes(h.checksum_size, "little")
-                ok = stored == want
-            else:
-                ok = True
-            # which filesystem blocks these are
-            runs: list[Extent] = []
-            need = k
-            while need:
-                s, n = self.runs[run_index]
-                take = min(n - run_off, need)
-                runs.append((s + run_off, take))
-                need -= take
-                run_off += take
-                if run_off == n:
-                    run_index, run_off = run_index + 1, 0
-            if not ok:
-                first = runs[0][0]
-                last = runs[-1][0] + runs[-1][1] - 1
-                raise ClonezillaImageError(
-                    f"{self.where}: {h.checksum_name} checksum mismatch in blocks "
-                    f"{first}-{last} (block size {h.block_size}, used blocks "
-                    f"{done}-{done + k - 1} of the image)",
-                    hint="the image is damaged; nothing of this partition can be trusted; "
-                    "use another copy of the image",
-                )
+            held: list[Strip] = []
+            first = last = -1
+            got = 0
+            while got < k:
+                m = min(piece_blocks, k - got)
+                data = memoryview(self._read(m * bs, f"data at block {done + got}"))
+                if h.checksum_mode == CSM_CRC32:
+                    running = pc_crc32(data, running)
+                elif xxh is not None:
+                    xxh.update(data)
+                piece = Strip(cursor.take(m), data)
+                first = piece.runs[0][0] if first < 0 else first
+                last = piece.runs[-1][0] + piece.runs[-1][1] - 1
+                if k <= piece_blocks:
+                    held.append(piece)
+                else:
+                    yield piece
+                got += m
+            if h.checksum_size:
+                stored = self._read(h.checksum_size, f"checksum after block {done + k - 1}")
+                value = running ^ 0xFFFFFFFF if xxh is None else xxh.intdigest()
+                # XXH128 is stored as its (low, high) 64-bit halves: little-endian
+                if stored != value.to_bytes(h.checksum_size, "little"):
+                    raise ClonezillaImageError(
+                        f"{self.where}: {h.checksum_name} checksum mismatch in blocks "
+                        f"{first}-{last} (block size {bs}, used blocks "
+                        f"{done}-{done + k - 1} of the image)",
+                        hint="the image is damaged; nothing of this partition can be trusted; "
+                        "use another copy of the image",
+                    )
             done += k
-            yield Strip(runs, data)
+            yield from held
 
     def close(self) -> None:
         self.stream.close()
