@@ -67,6 +67,15 @@ if [ -n "${OLD_APP:-}" ]; then
 fi
 
 # ---------------------------------------------------------------- capture
+# An LV mounted read-write: refused in one line, nothing written, nothing left active.
+lvchange -q -ay vg0/data; mount /dev/vg0/data /mnt/src
+if out=$(liferaft capture --repo /mnt/repo/new --name src /dev/vda 2>&1); then
+    fail "capture of a disk with an LV mounted read-write was not refused"
+fi
+umount /mnt/src; vgchange -q -an vg0
+echo "$out" | grep -q "mounted read-write" || fail "refusal said: $out"
+[ ! -e /mnt/repo/new ] || fail "the refused capture created the repository"
+check refuses-mounted-lv
 liferaft capture --repo /mnt/repo/new --name src /dev/vda
 echo "MEASURE after $(du -sb /mnt/repo/new/chunks | cut -f1)"
 active=$(dmsetup ls | grep -c '^vg0-' || true)

@@ -31,6 +31,7 @@ REPO = HERE.parents[1]
 # The last commit whose capture stored an LVM PV raw (before engine/lvm.py).
 BEFORE_LVM = "3326705"
 CHECKS = (
+    "refuses-mounted-lv",
     "capture-deactivates",
     "images-json-stack",
     "refuses-duplicate-pv",
