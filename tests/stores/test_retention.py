@@ -241,6 +241,16 @@ def test_forget_then_prune_frees_only_what_forgotten_images_used(dated):
     assert "nothing to prune" in liferaft("prune", "--repo", path, "--grace", "0").stdout
 
 
+def test_forget_with_prune_marks_at_once(dated):
+    path, refs = dated
+    out = liferaft("forget", "--repo", path, "--keep-last", "3", "--prune", "--grace", "0").stdout
+    assert "removed 9 image(s)" in out and "marked 9 unused chunk(s)" in out, out
+    out = liferaft("prune", "--repo", path, "--grace", "0").stdout
+    assert "(9 chunks); 0 marked chunk(s) were in use again" in out, out
+    report = liferaft("verify", "--repo", path).stdout
+    assert "verified 3 image(s)" in report and ": OK" in report
+
+
 def _human(n: int) -> str:
     from rescue_app.engine import human_size
 
@@ -468,11 +478,14 @@ def test_prune_racing_a_capture(kind, captured, loopdisk, workdir, request):
     assert capture_seconds < grace, out  # the grace period's premise
     assert results and results[0].marked_chunks >= 9, results  # marked while it ran
     assert ": OK" in liferaft("verify", "--repo", url).stdout  # before the sweep too
-    time.sleep(max(0.0, grace - (time.monotonic() - started)) + 1)
+    due = datetime.fromisoformat(results[0].deletable_after.replace("Z", "+00:00"))
+    time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()) + 1)
     swept = prune(repo, grace=timedelta(seconds=grace))
     assert swept.swept and swept.freed_chunks >= 9, swept
     print(kind, out.strip(), results[0], swept)
-    new = re.search(r"captured (b@\S+):", out).group(1)
+    captured_ref = re.search(r"captured (b@\S+):", out)
+    assert captured_ref is not None, out
+    new = captured_ref.group(1)
     report = liferaft("verify", "--repo", url).stdout
     assert "verified 2 image(s)" in report and ": OK" in report, report
     assert {new, junk_new} <= set(liferaft("images", "--repo", url).stdout.split())
