@@ -262,6 +262,50 @@ def test_import_then_restore_from_the_repository(cz: CzSet, loopdisk, workdir: s
     check_restored(cz.mbr, dev2)
 
 
+# -- the TUI: a typed folder of Clonezilla images -----------------------------------
+
+
+@pytest.mark.root
+def test_tui_restores_a_clonezilla_image_from_a_typed_folder(cz: CzSet, loopdisk) -> None:
+    import asyncio
+
+    from textual.widgets import Select
+
+    from rescue_app.engine import Engine
+    from rescue_app.tui.app import LiferaftApp
+    from rescue_app.tui.screens.confirm import ConfirmEraseModal
+    from rescue_app.tui.screens.progress import ProgressScreen
+    from tests.tui.pilot_helpers import (
+        open_target,
+        screen_text,
+        settle,
+        wait_for_screen,
+        wait_until,
+    )
+
+    target = loopdisk(cz.gpt.disk_size)
+
+    async def body() -> None:
+        app = LiferaftApp(Engine(), media_filter=lambda d: getattr(d, "path", None) == target)
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await open_target(pilot, cz.gpt.folder)  # one image folder
+            screen.query_one("#target-0", Select).value = target
+            await settle(pilot)
+            assert screen.plan is not None, screen_text(pilot)
+            assert "gpt-gz@" in screen_text(pilot) and 'xfs "xfs4"' in screen.plan.render()
+            await pilot.press("ctrl+n")
+            await wait_for_screen(pilot, ConfirmEraseModal)
+            await pilot.press(*target)
+            await pilot.press("enter")
+            progress = await wait_for_screen(pilot, ProgressScreen)
+            await wait_until(pilot, lambda: progress.finished, "the restore has finished")
+            await settle(pilot)
+            assert "Done." in str(progress.query_one("#summary").render())
+
+    asyncio.run(body())
+    check_restored(cz.gpt, target)
+
+
 # -- damaged images ----------------------------------------------------------------
 
 
