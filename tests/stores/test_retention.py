@@ -4,6 +4,7 @@ reuses a marked chunk, and a prune killed mid-delete."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -21,7 +22,13 @@ from rescue_app.engine import CredentialChain, Engine, KeepPolicy
 from rescue_app.engine.kernel import reread_partitions
 from rescue_app.engine.manifest import DiskImage, Manifest, PartitionTable, Region
 from rescue_app.engine.prune import CANDIDATES_FILE, PruneResult, prune
-from rescue_app.engine.repository import CANDIDATE_SUFFIX, CHUNK_SIZE, Repository, chunk_rel
+from rescue_app.engine.repository import (
+    CANDIDATE_SUFFIX,
+    CHUNK_SIZE,
+    Repository,
+    chunk_digest,
+    chunk_rel,
+)
 from rescue_app.engine.retention import ImageTime, KeepRule, select
 from rescue_app.errors import UsageError
 from tests.enginekit import REPO_ROOT, assert_one_line_error, check_restored, liferaft
@@ -205,10 +212,7 @@ def test_forget_without_a_rule_is_one_line_and_removes_nothing(dated):
 
 def test_forget_then_prune_frees_only_what_forgotten_images_used(dated):
     path, refs = dated
-    repo = _open(path)
-    only_forgotten = {
-        chunk_rel(repo.put_chunk(_chunk(100 + i)).digest) for i in (4, 5, 6, 7, 8, 10)
-    }
+    only_forgotten = {chunk_rel(chunk_digest(_chunk(100 + i))) for i in (4, 5, 6, 7, 8, 10)}
     out = liferaft(
         "forget", "--repo", path, "--keep-daily", "4", "--keep-monthly", "4", "--keep-yearly", "3"
     ).stdout
@@ -216,6 +220,8 @@ def test_forget_then_prune_frees_only_what_forgotten_images_used(dated):
     images = liferaft("images", "--repo", path).stdout
     assert refs[0] in images and refs[8] not in images
     assert len(_open(path).manifest_refs()) == 6
+    with open(os.path.join(path, "index.json")) as f:  # what HTTP readers list
+        assert len(json.load(f)["images"]) == 6
     # phase 1: marked, still readable; every kept image verifies
     out = liferaft("prune", "--repo", path, "--grace", "1h").stdout
     assert "marked 6 unused chunk(s)" in out and "deleted by a prune run after" in out
@@ -344,6 +350,8 @@ def test_a_capture_reusing_marked_chunks_keeps_them(location):
     assert all(repo.put_chunk(_chunk(s)).stored_bytes > 0 for s in (5, 6, 7, 8))
     new = make_image(repo, "new", T + timedelta(days=30), list(range(1, 9)))
     assert Engine().verify(repo).ok  # 1-4 read from their candidates
+    everything = {chunk_digest(_chunk(s)) for s in range(1, 9)}
+    assert repo.missing_chunks(everything) == set()  # what a restore checks first
     clock[0] += timedelta(minutes=30)
     waiting = prune(repo, grace=timedelta(hours=1), now=lambda: clock[0])
     assert not waiting.swept and waiting.pending_chunks == 8
@@ -352,7 +360,7 @@ def test_a_capture_reusing_marked_chunks_keeps_them(location):
     assert second.swept and second.rescued_chunks == 8 and second.freed_chunks == 0
     assert second.marked_chunks == 0 and second.pending_chunks == 0
     for s in range(1, 9):
-        rel = chunk_rel(repo.put_chunk(_chunk(s)).digest)
+        rel = chunk_rel(chunk_digest(_chunk(s)))
         assert repo.store.has(rel) and not repo.store.has(rel + CANDIDATE_SUFFIX)
     report = Engine().verify(repo)
     assert report.ok and set(report.refs) == {new, kept}
@@ -446,7 +454,7 @@ def test_prune_racing_a_capture(kind, captured, loopdisk, workdir, request):
     repo = _open(url)
     make_image(repo, "junk", T, list(range(300, 310)))
     junk_new = make_image(repo, "junk", T + timedelta(days=1), [300, 400])
-    only_old_junk = [chunk_rel(repo.put_chunk(_chunk(s)).digest) for s in range(301, 310)]
+    only_old_junk = [chunk_rel(chunk_digest(_chunk(s))) for s in range(301, 310)]
     liferaft("forget", "--repo", url, "--name", "junk", "--keep-last", "1")
     repo.remove_images(repo.resolve("src") for _ in [0])
     grace = 10.0
