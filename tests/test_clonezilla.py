@@ -306,6 +306,41 @@ def test_tui_restores_a_clonezilla_image_from_a_typed_folder(cz: CzSet, loopdisk
     check_restored(cz.gpt, target)
 
 
+@pytest.mark.root
+def test_tui_media_scan_finds_a_clonezilla_stick(cz: CzSet, loopdisk) -> None:
+    """Clonezilla keeps its images at the top of the stick (mounted as
+    /home/partimag): the scan offers it, its image list shows the image."""
+    import asyncio
+
+    from rescue_app.engine import Engine
+    from rescue_app.tui.app import LiferaftApp
+    from rescue_app.tui.screens.images import ImagesScreen
+    from rescue_app.tui.screens.source import SourceScreen
+    from tests.helpers.diskkit import mounted
+    from tests.tui.pilot_helpers import screen_text, settle, wait_for_screen
+
+    stick = loopdisk(160 * MIB)
+    (part,) = partition_disk(stick, "gpt", [PartSpec(None, "ext4")])
+    make_fs(part, "ext4", label="CZSTICK")
+    with mounted(part, "ext4") as point:
+        shutil.copytree(cz.gpt.folder, os.path.join(point, cz.gpt.name))
+
+    async def body() -> None:
+        app = LiferaftApp(Engine(), media_filter=lambda d: getattr(d, "path", None) == stick)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            await pilot.press("r")
+            await wait_for_screen(pilot, SourceScreen)
+            await settle(pilot)
+            assert [src.label for src in app.sources] == [f"{part}:/"]
+            await pilot.press("enter")
+            await wait_for_screen(pilot, ImagesScreen)
+            await settle(pilot)
+            assert "gpt-gz@" in screen_text(pilot), screen_text(pilot)
+
+    asyncio.run(body())
+
+
 # -- damaged images ----------------------------------------------------------------
 
 

@@ -90,6 +90,12 @@ class Engine:
             return _clonezilla.ClonezillaSource.open_location(location)
         return Repository.open(location, create=create, credentials=self.credentials)
 
+    @staticmethod
+    def holds_clonezilla_images(path: str) -> bool:
+        """``path`` is a local folder of Clonezilla images (or one image folder)
+        that ``open_repository`` opens read-only (the UI's media scan)."""
+        return _clonezilla.looks_like_clonezilla(path)
+
     def read_image_through(
         self,
         repo: Repository,
@@ -282,6 +288,26 @@ class Engine:
         """Before anything is opened: root, and ``to`` a folder that is or can be made."""
         _browse.require_root("extracting files from an image")
         _browse.check_destination(to)
+
+    def check_copy_destination(self, to: str) -> str:
+        """The UI's "Copy marked files" destination as an absolute path, or
+        one UsageError (not a folder, not writable, cannot be made)."""
+        return _browse.check_destination(to, "destination")
+
+    def copy_from_image(
+        self,
+        mount: ImageMount,
+        partition: BrowsePartition,
+        paths: Sequence[str],
+        to: str,
+        *,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> ExtractResult:
+        """Copy files and folders of ``partition`` of a live browse mount into
+        ``to`` with their metadata (extract without a second mount)."""
+        with _watching(mount.repo, progress, cancel):
+            return mount.copy_out(partition, paths, to, progress=progress, cancel=cancel)
 
     def unmount_image(self, point: str) -> None:
         """End the browse mount on ``point``, whichever process serves it."""

@@ -30,6 +30,7 @@ log = logging.getLogger("liferaft.tui.sources")
 # Filesystems worth looking into; the others cannot hold a repository folder.
 SCANNED_FS = ("ext4", "ext3", "ext2", "xfs", "btrfs", "vfat", "exfat", "ntfs")
 REPO_SUBDIRS = ("", "liferaft")
+CLONEZILLA_SUBDIRS = ("", "partimag")
 
 DiskFilter = Callable[[BlockDisk], bool]
 
@@ -100,9 +101,18 @@ class DefaultRepositorySource(PathSource):
         return [cls(ctx.default_repository)] if ctx.default_repository else []
 
 
-def find_repository_dirs(root: str) -> list[str]:
-    """Relative folders under ``root`` holding a repository marker."""
-    return [sub for sub in REPO_SUBDIRS if os.path.isfile(os.path.join(root, sub, REPO_FILE))]
+def find_repository_dirs(root: str, engine: Engine | None = None) -> list[str]:
+    """Relative folders under ``root`` holding a repository marker, or (with
+    ``engine``) Clonezilla images: at the top of a Clonezilla stick, which
+    Clonezilla mounts as /home/partimag, or in a partimag/ folder."""
+    found = [sub for sub in REPO_SUBDIRS if os.path.isfile(os.path.join(root, sub, REPO_FILE))]
+    if engine is not None:
+        found += [
+            sub
+            for sub in CLONEZILLA_SUBDIRS
+            if sub not in found and engine.holds_clonezilla_images(os.path.join(root, sub))
+        ]
+    return found
 
 
 class MediaSource(RepositorySource):
@@ -194,9 +204,9 @@ class MediaSource(RepositorySource):
         # Already mounted (the live medium, say): look there instead of mounting twice.
         for point in points:
             if point and point != "[SWAP]" and os.path.isdir(point):
-                return find_repository_dirs(point), point
+                return find_repository_dirs(point, engine), point
         with engine.mounted(device, fstype) as point:
-            return find_repository_dirs(point), None
+            return find_repository_dirs(point, engine), None
 
 
 NETWORK_SCHEMES = ("http", "https", "sftp", "s3", "smb", "nfs")
