@@ -60,7 +60,7 @@ from rescue_app.engine.stores import reject_password_in_url as _reject_password_
 from rescue_app.engine.stores.httpserve import make_server as _make_server
 from rescue_app.engine.stores.retry import Watch
 from rescue_app.engine.verify import verify_repository
-from rescue_app.errors import ImageNotFoundError
+from rescue_app.errors import ImageNotFoundError, RepositoryError
 from rescue_app.progress import CancelToken, ProgressCallback, no_progress
 
 
@@ -222,6 +222,7 @@ class Engine:
     ) -> ForgetPlan:
         """Remove the images ``policy`` does not keep (of ``name``, else of
         every name); with ``dry_run`` only decide. Chunks stay until prune."""
+        _refuse_clonezilla(repo, "forget")
         images = [
             _retention.ImageTime(
                 i.name, i.id, datetime.fromisoformat(i.created.replace("Z", "+00:00"))
@@ -250,6 +251,7 @@ class Engine:
     ) -> PruneResult:
         """One prune run: delete the candidates an earlier run marked (after
         ``grace``), mark the chunks no image needs now (docs/FORMAT.md)."""
+        _refuse_clonezilla(repo, "prune")
         with _watching(repo, progress, cancel):
             return _prune.prune(repo, grace=grace, progress=progress, cancel=cancel)
 
@@ -419,6 +421,15 @@ class Engine:
     def reject_password_in_url(location: str, password: str | None) -> None:
         """RepositoryError if a typed URL holds a password (it would be shown and logged)."""
         _reject_password_in_url(location, password)
+
+
+def _refuse_clonezilla(repo: Repository, command: str) -> None:
+    """A folder of Clonezilla images is read, never written (not even index.json)."""
+    if isinstance(repo, _clonezilla.ClonezillaSource):
+        raise RepositoryError(
+            f"{repo.location} holds Clonezilla images: {command} works on liferaft repositories",
+            hint="import them first ('liferaft import'), or remove them with Clonezilla's tools",
+        )
 
 
 @contextmanager

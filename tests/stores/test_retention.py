@@ -30,7 +30,7 @@ from rescue_app.engine.repository import (
     chunk_rel,
 )
 from rescue_app.engine.retention import ImageTime, KeepRule, select
-from rescue_app.errors import UsageError
+from rescue_app.errors import RepositoryError, UsageError
 from tests.enginekit import REPO_ROOT, assert_one_line_error, check_restored, liferaft
 from tests.stores.conftest import DISK_BYTES
 from tests.stores.serverkit import free_port, sshd, stop, wait_port
@@ -255,6 +255,17 @@ def test_forget_with_prune_marks_at_once(dated):
     assert "(9 chunks); 0 marked chunk(s) were in use again" in out, out
     report = liferaft("verify", "--repo", path).stdout
     assert "verified 3 image(s)" in report and ": OK" in report
+
+
+def test_a_folder_of_clonezilla_images_is_never_written(workdir):
+    from rescue_app.engine.clonezilla import ClonezillaSource
+
+    source = ClonezillaSource(workdir, {})
+    with pytest.raises(RepositoryError, match="holds Clonezilla images: forget"):
+        Engine().forget(source, KeepPolicy(last=1))
+    with pytest.raises(RepositoryError, match="holds Clonezilla images: prune"):
+        Engine().prune(source)
+    assert os.listdir(workdir) == []
 
 
 def _human(n: int) -> str:
