@@ -331,17 +331,22 @@ def s3(monkeypatch, workdir):
         stop(proc)
 
 
+@pytest.fixture
+def sftp(workdir, monkeypatch):
+    """OpenSSH on loopback; yields the URL prefix of its files (sftp://root@127.0.0.1:PORT)."""
+    with sshd(os.path.join(workdir, "sshd")) as server:
+        monkeypatch.setenv("LIFERAFT_SSH_KEY", server.client_key)
+        monkeypatch.setenv("LIFERAFT_SSH_KNOWN_HOSTS", server.known_hosts)
+        yield f"sftp://root@127.0.0.1:{server.port}"
+
+
 @pytest.fixture(params=["local", "s3", "sftp"])
-def location(request, workdir, monkeypatch):
+def location(request, workdir):
     if request.param == "local":
-        yield os.path.join(workdir, "repo")
-    elif request.param == "s3":
-        yield f"s3://backups/r?endpoint={request.getfixturevalue('s3')}"
-    else:
-        with sshd(os.path.join(workdir, "sshd")) as server:
-            monkeypatch.setenv("LIFERAFT_SSH_KEY", server.client_key)
-            monkeypatch.setenv("LIFERAFT_SSH_KNOWN_HOSTS", server.known_hosts)
-            yield f"sftp://root@127.0.0.1:{server.port}{workdir}/remote"
+        return os.path.join(workdir, "repo")
+    if request.param == "s3":
+        return f"s3://backups/r?endpoint={request.getfixturevalue('s3')}"
+    return f"{request.getfixturevalue('sftp')}{workdir}/remote"
 
 
 def test_a_capture_reusing_marked_chunks_keeps_them(location):
@@ -450,7 +455,7 @@ def _read_bytes(pid: int) -> int:
 
 
 @pytest.mark.root
-@pytest.mark.parametrize("kind", ["local", "s3"])
+@pytest.mark.parametrize("kind", ["local", "s3", "sftp"])
 def test_prune_racing_a_capture(kind, captured, loopdisk, workdir, request):
     """'src' is removed, so every chunk the capture of the same disk needs is
     garbage; prune marks while the capture runs and sweeps after the grace
@@ -459,6 +464,9 @@ def test_prune_racing_a_capture(kind, captured, loopdisk, workdir, request):
     if kind == "local":
         url = os.path.join(workdir, "race")
         shutil.copytree(captured.repo, url)
+    elif kind == "sftp":  # the server's files are this machine's
+        shutil.copytree(captured.repo, os.path.join(workdir, "race"))
+        url = f"{request.getfixturevalue('sftp')}{workdir}/race"
     else:
         url = f"s3://backups/race?endpoint={request.getfixturevalue('s3')}"
         liferaft("capture", "--repo", url, "--name", "src", captured.source.dev)
