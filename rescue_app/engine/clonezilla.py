@@ -334,6 +334,11 @@ def _head(folder: str, disk: str, table: PartitionTable, image: str) -> bytes:
     return mbr + (raw("hidden-data-after-mbr") or b"")
 
 
+def _bases_of(names: list[str]) -> list[tuple[str, str]]:
+    """(image base name, file system in its name) of every partclone image file."""
+    return [(m.group(0), m.group("fs")) for n in names if (m := _IMAGE_RE.match(n))]
+
+
 def _partition(
     folder: str,
     names: list[str],
@@ -344,17 +349,17 @@ def _partition(
 ) -> CzPartition:
     kname = e.node.removeprefix("/dev/")
     info = blkid.get(kname, {})
-    images = [n for n in names if (m := _IMAGE_RE.match(n)) and m.group("part") == kname]
-    bases = sorted({_IMAGE_RE.match(n).group(0) for n in images})  # type: ignore[union-attr]
+    # (base name, file system in the name) of this partition's partclone image
+    bases = sorted({(b, f) for b, f in _bases_of(names) if b.startswith(kname + ".")})
     swap_info = _read_text(folder, f"swappt-{kname}.info")
     if e.kind == "extended":
         return CzPartition(e, kname, None, None, None, None, METHOD_NONE)
     if bases:
-        fs_from_name = _IMAGE_RE.match(bases[0]).group("fs")  # type: ignore[union-attr]
+        base, fs_from_name = bases[0]
         fs: str | None = info.get("TYPE") or _FS_NAMES.get(fs_from_name, fs_from_name)
         if fs_from_name == "dd":
             fs = info.get("TYPE")
-        return CzPartition(e, kname, bases[0], fs, info.get("UUID"), info.get("LABEL"), METHOD_USED)
+        return CzPartition(e, kname, base, fs, info.get("UUID"), info.get("LABEL"), METHOD_USED)
     if swap_info is not None or dev_fs.get(kname) == "swap":
         fields = dict(re.findall(r'(\w+)="([^"]*)"', swap_info or ""))
         return CzPartition(
@@ -752,9 +757,9 @@ class ClonezillaSource(Repository):
         manifest was made (the plan may have waited for a confirmation)."""
         image, _m, _s, fingerprint = self._entry(manifest)
         try:
-            now = _fingerprint(image.folder, image.files())
-        except OSError as exc:
-            now = (str(exc),)  # type: ignore[assignment]
+            now: tuple[object, ...] | None = _fingerprint(image.folder, image.files())
+        except OSError:
+            now = None  # a file went away
         if now != fingerprint:
             raise ClonezillaImageError(
                 f"Clonezilla image {image.name} changed after it was checked; nothing was written",
