@@ -17,8 +17,12 @@ import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from rescue_app.errors import CommandError, ToolMissingError
+
+if TYPE_CHECKING:
+    from rescue_app.progress import CancelToken
 
 log = logging.getLogger("liferaft.run")
 
@@ -190,10 +194,15 @@ def run(
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     timeout: float | None = None,
+    cancel: CancelToken | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command to completion, capturing text stdout and stderr."""
+    """Run a command to completion, capturing text stdout and stderr.
+    ``cancel``: once set, the command is killed and fails (the caller says
+    "cancelled"); for long copies a UI can stop."""
     args = [which(argv[0]), *argv[1:]]
     log.debug("run: %s", " ".join(args))
+    if cancel is not None:
+        return _finish(argv, _run_cancellable(args, cancel, env, cwd), check)
     try:
         proc = subprocess.run(
             args,
@@ -207,6 +216,40 @@ def run(
         )
     except subprocess.TimeoutExpired as exc:
         raise CommandError(f"{argv[0]} did not finish within {timeout:.0f} s") from exc
+    return _finish(argv, proc, check)
+
+
+def _run_cancellable(
+    args: Sequence[str],
+    cancel: CancelToken,
+    env: Mapping[str, str] | None,
+    cwd: str | None,
+) -> subprocess.CompletedProcess[str]:
+    with subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(env),
+        cwd=cwd,
+    ) as child:
+        while True:
+            try:
+                out, err = child.communicate(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if cancel.cancelled:
+                    log.info("%s stopped: cancelled", args[0])
+                    child.kill()
+                    out, err = child.communicate()
+                    break
+        return subprocess.CompletedProcess(args, child.returncode, out, err)
+
+
+def _finish(
+    argv: Sequence[str], proc: subprocess.CompletedProcess[str], check: bool
+) -> subprocess.CompletedProcess[str]:
     if proc.stdout:
         log.debug("stdout of %s: %s", argv[0], proc.stdout[-2000:])
     if proc.stderr:

@@ -330,6 +330,68 @@ class ImageMount:
             ) from None
         return sorted(out, key=lambda d: (d.kind != "dir", d.name))
 
+    def copy_out(
+        self,
+        part: BrowsePartition,
+        paths: Sequence[str],
+        to: str,
+        *,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> ExtractResult:
+        """Copy ``paths`` of ``part`` (``/etc/fstab``) into the folder ``to``
+        with all their metadata, from this mount (the UI's "Copy marked files":
+        no second mount of the same filesystems, which XFS would refuse)."""
+        if not paths:
+            raise UsageError("no path to copy", hint="name files or folders of the partition")
+        started = time.monotonic()
+        root = self.files_root(part)
+        sources = [_inside(root, p, part, self.manifest) for p in paths]
+        names: dict[str, str] = {}
+        for given in paths:
+            name = os.path.basename(os.path.normpath("/" + given))
+            if name in names:
+                raise UsageError(
+                    f"{names[name]} and {given} would both be copied as {name}",
+                    hint="copy them in two goes, or into two folders",
+                )
+            names[name] = given
+        dest = check_destination(to, "destination")
+        total = sum(_tree_bytes(s) for s in sources)
+        os.makedirs(dest, exist_ok=True)
+        done = 0
+        for given, source in zip(paths, sources, strict=True):
+            if cancel is not None and cancel.cancelled:
+                raise CancelledError(f"extract cancelled; {given} and later paths not copied")
+            size = _tree_bytes(source)
+            copied = os.path.join(dest, os.path.basename(source))
+            with _watching_copy(copied, given, done, total, size, progress):
+                # -a: recursive, symlinks as symlinks, hardlinks kept among
+                # what one call copies; --preserve=all adds xattrs and ACLs.
+                try:
+                    run(["cp", "-a", "--preserve=all", "--", source, dest + "/"], cancel=cancel)
+                except CommandError:
+                    # Ctrl-C reaches cp too (and the UI's cancel stops it):
+                    # say cancelled, not that cp failed.
+                    if cancel is not None and cancel.cancelled:
+                        raise CancelledError(
+                            f"extract cancelled; {given} is only partly copied to {dest}"
+                        ) from None
+                    raise
+            done += size
+            progress(Progress("extract", given, done, total, size, size))
+        return ExtractResult(
+            partition=part.folder,
+            copied=tuple(paths),
+            to=dest,
+            bytes=done,
+            seconds=time.monotonic() - started,
+        )
+
+    def tree_bytes(self, part: BrowsePartition, rel: str) -> int:
+        """The bytes of the regular files at or below ``rel`` of ``part``."""
+        return _tree_bytes(_inside(self.files_root(part), rel, part, self.manifest))
+
     def wait(self, stop: threading.Event) -> None:
         """Until ``stop`` is set or the mount is ended from outside."""
         while not stop.wait(0.5) and self.alive:
@@ -337,13 +399,15 @@ class ImageMount:
 
     # -- taking down -------------------------------------------------------
     def close(self) -> None:
+        """Take the mount down; a second caller (the UI's exit while its worker
+        is closing) returns once it is down, not before."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        take_down(self.point, self.loops)
-        self.server.join(10.0)
-        self.fs.close()
+            take_down(self.point, self.loops)
+            self.server.join(10.0)
+            self.fs.close()
 
     def __enter__(self) -> ImageMount:
         return self
@@ -448,44 +512,13 @@ def extract(
         raise UsageError("no path to extract", hint="name files or folders of the partition")
     part = select_partition(manifest, partition)
     dest = check_destination(to)
-    started = time.monotonic()
     point = tempfile.mkdtemp(prefix="liferaft-extract-")
     try:
         with mount_image(repo, manifest, point, cache_bytes=cache_bytes, only=[part]) as m:
-            root = m.files_root(part)
-            sources = [_inside(root, p, part, manifest) for p in paths]
-            total = sum(_tree_bytes(s) for s in sources)
-            os.makedirs(dest, exist_ok=True)
-            done = 0
-            for given, source in zip(paths, sources, strict=True):
-                if cancel is not None and cancel.cancelled:
-                    raise CancelledError(f"extract cancelled; {given} and later paths not copied")
-                size = _tree_bytes(source)
-                copied = os.path.join(dest, os.path.basename(source))
-                with _watching_copy(copied, given, done, total, size, progress):
-                    # -a: recursive, symlinks as symlinks, hardlinks kept among
-                    # what one call copies; --preserve=all adds xattrs and ACLs.
-                    try:
-                        run(["cp", "-a", "--preserve=all", "--", source, dest + "/"])
-                    except CommandError:
-                        # Ctrl-C reaches cp too: say cancelled, not that cp failed.
-                        if cancel is not None and cancel.cancelled:
-                            raise CancelledError(
-                                f"extract cancelled; {given} is only partly copied to {dest}"
-                            ) from None
-                        raise
-                done += size
-                progress(Progress("extract", given, done, total, size, size))
+            return m.copy_out(part, paths, dest, progress=progress, cancel=cancel)
     finally:
         with contextlib.suppress(OSError):
             os.rmdir(point)
-    return ExtractResult(
-        partition=part.folder,
-        copied=tuple(paths),
-        to=dest,
-        bytes=done,
-        seconds=time.monotonic() - started,
-    )
 
 
 @contextlib.contextmanager
@@ -513,20 +546,24 @@ def _watching_copy(
         watcher.join()
 
 
-def check_destination(to: str) -> str:
+def check_destination(to: str, what: str = "--to") -> str:
+    """``to`` as an absolute path if files can be copied there (``what``
+    names it in the error: the CLI's option, the UI's "destination")."""
+    if not to.strip():
+        raise UsageError(f"{what} is empty", hint="give a folder to copy into")
     dest = os.path.abspath(to)
     if os.path.lexists(dest):
         if not os.path.isdir(dest):
-            raise UsageError(f"--to {to} is not a folder", hint="give a folder to copy into")
+            raise UsageError(f"{what} {to} is not a folder", hint="give a folder to copy into")
         if not os.access(dest, os.W_OK | os.X_OK):
-            raise UsageError(f"--to {to} is not writable", hint="choose another folder")
+            raise UsageError(f"{what} {to} is not writable", hint="choose another folder")
         return dest
     parent = dest
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(
-            f"--to {to} cannot be created ({parent} is not a writable folder)",
+            f"{what} {to} cannot be created ({parent} is not a writable folder)",
             hint="choose another folder",
         )
     return dest

@@ -7,18 +7,22 @@ loop devices (or, for snapshots only, at a fake engine). Screens live in
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import signal
 import sys
 import tempfile
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from textual import work
 from textual.app import App
 from textual.binding import Binding
 
-from rescue_app.engine import BlockDisk, Engine
+from rescue_app.engine import BlockDisk, Engine, ImageMount
 from rescue_app.errors import LiferaftError
 from rescue_app.tui.logbuffer import MemoryLogHandler
 from rescue_app.tui.profile import ProfileInfo, load_profile_info
@@ -60,6 +64,10 @@ class LiferaftApp(App[int]):
         self.open_source: RepositorySource | None = None
         # The repository folder or URL last typed, offered again in the next flow.
         self.last_typed_repository = ""
+        # Live browse mounts ("Browse files"), each released in a worker when its
+        # screen closes, and at the latest when the app ends.
+        self.image_mounts: set[ImageMount] = set()
+        self._saved_signals: dict[int, Any] = {}
 
     def on_mount(self) -> None:
         from rescue_app.tui.screens.home import HomeScreen
@@ -125,6 +133,67 @@ class LiferaftApp(App[int]):
         if then is not None:
             self.call_from_thread(then)
 
+    # ------------------------------------------------------------ image mounts
+
+    def adopt_image_mount(self, mount: ImageMount) -> None:
+        """Keep ``mount`` until released (``release_image_mount``, or the exit)."""
+        self.image_mounts.add(mount)
+
+    def guard_signals(self) -> None:
+        """Take SIGTERM and SIGHUP (UI thread) before a browse mount starts.
+
+        libfuse installs its own handlers for signals left at their default (in
+        this process: SIGTERM and SIGHUP; Python has SIGINT). A SIGTERM or a
+        terminal hang-up would then only stop the FUSE loop under a running UI,
+        leaving loop devices and mounts on a dead folder. Ours ends the app in
+        order instead: the mounts are released on the way out."""
+        if self._saved_signals or threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+
+        def leave(signum: int, frame: object) -> None:
+            log.warning("signal %d: leaving, releasing the image mounts", signum)
+            loop.call_soon_threadsafe(lambda: self.exit(return_code=128 + signum))
+
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            self._saved_signals[signum] = signal.signal(signum, leave)
+
+    def _restore_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum, handler in self._saved_signals.items():
+            signal.signal(signum, handler)
+        self._saved_signals.clear()
+
+    def release_image_mount(self, mount: ImageMount) -> None:
+        """Take ``mount`` down off the UI thread (filesystems, loop devices, FUSE)."""
+        self._release_mount_worker(mount)
+
+    @work(thread=True, group="release-image", exit_on_error=False)
+    def _release_mount_worker(self, mount: ImageMount) -> None:
+        _close_mount(mount)
+        with contextlib.suppress(RuntimeError):  # the app has ended meanwhile
+            self.call_from_thread(self._mount_released, mount)
+
+    def _mount_released(self, mount: ImageMount) -> None:
+        self.image_mounts.discard(mount)
+        if not self.image_mounts:
+            self._restore_signals()
+
+    def release_image_mounts(self) -> None:
+        """Every mount still live, taken down in a thread of its own (the exit)."""
+        mounts, self.image_mounts = list(self.image_mounts), set()
+        if not mounts:
+            return
+
+        def close_all() -> None:
+            for mount in mounts:
+                _close_mount(mount)
+
+        closer = threading.Thread(target=close_all, name="liferaft-unmount")
+        closer.start()
+        closer.join(60)
+
     # ------------------------------------------------------------ navigation
 
     def action_go_home(self) -> None:
@@ -185,7 +254,18 @@ class LiferaftApp(App[int]):
 
     def on_unmount(self) -> None:
         self.engine.ask_passwords_with(None)
+        self.release_image_mounts()  # before the source their chunks come from
+        self._restore_signals()
         self.release_source()
+
+
+def _close_mount(mount: ImageMount) -> None:
+    try:
+        mount.close()
+    except LiferaftError as exc:
+        log.warning("unmounting the image on %s: %s", mount.point, exc)
+    with contextlib.suppress(OSError):
+        os.rmdir(mount.point)  # the temporary folder it was mounted on
 
 
 def _close(source: RepositorySource | None) -> None:
@@ -241,5 +321,6 @@ def run_app(engine: Engine, profile_path: str | None = None) -> int:
         )
         return 1
     finally:
+        app.release_image_mounts()
         app.release_source()
     return int(code or 0)

@@ -54,6 +54,7 @@ class ImagesScreen(LiferaftScreen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("enter", "choose", "Choose", show=True),
+        Binding("f", "browse", "Browse files"),
     ]
 
     def __init__(self, repo: Repository, purpose: str = "restore") -> None:
@@ -139,3 +140,11 @@ class ImagesScreen(LiferaftScreen):
             from rescue_app.tui.screens.target import TargetScreen
 
             self.app.push_screen(TargetScreen(self.repo, ref))
+
+    def action_browse(self) -> None:
+        ref = self.selected_ref()
+        if ref is None:
+            return
+        from rescue_app.tui.screens.browse import BrowseScreen
+
+        self.app.push_screen(BrowseScreen(self.repo, ref))

@@ -59,6 +59,8 @@ class Job:
     cancelled_state: str  # what is left after a cancel
     failed_state: str  # what is left after a failure
     extra: dict[str, Any] = field(default_factory=dict)
+    # Unmount the repository's medium at the end (False: a screen below still reads it)
+    releases_source: bool = True
 
 
 def _verdict(report: VerifyReport, lines: tuple[str, ...], if_ok: str, if_not: str) -> Summary:
@@ -313,7 +315,7 @@ class ProgressScreen(LiferaftScreen):
         # Unmount a repository stick (off the UI thread) before the summary's
         # advice (remove it) is shown.
         summary = self.summary
-        if self.job.kind != "verify" or message.error is None:
+        if self.job.releases_source and (self.job.kind != "verify" or message.error is None):
             self.lapp.release_in_worker(then=lambda: self.show_summary(summary))
         else:
             self.show_summary(summary)
