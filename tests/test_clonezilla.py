@@ -635,3 +635,16 @@ sector-size: 512
     assert entries[2].start == 249856 * 512
     blkid = parse_blkid_list('/dev/sda1: LABEL="root fs" UUID="ab-cd" TYPE="ext4"\n')
     assert blkid == {"sda1": {"LABEL": "root fs", "UUID": "ab-cd", "TYPE": "ext4"}}
+
+
+def test_a_folder_of_clonezilla_images_is_never_made_a_repository(tmp_path) -> None:
+    """Read-only: a capture or an import into it is one line, nothing written."""
+    image = tmp_path / "2024-05-01-img"
+    image.mkdir()
+    (image / "disk").write_text("sda\n")
+    (image / "sda-pt.sf").write_text("label: dos\n")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    for location in (str(tmp_path), str(image)):
+        proc = liferaft("capture", "--repo", location, "--name", "x", "/dev/null", check=False)
+        assert_one_line_error(proc, "holds Clonezilla images", "only reads")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before

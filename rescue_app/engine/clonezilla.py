@@ -837,24 +837,25 @@ class ClonezillaSource(Repository):
     def put_chunk(
         self, data: bytes | bytearray | memoryview, digest: str | None = None
     ) -> PutResult:
-        raise self._read_only()
+        raise self.read_only_error()
 
     def commit_manifest(self, manifest: Manifest) -> None:
-        raise self._read_only()
+        raise self.read_only_error()
 
     def ensure_writable(self) -> None:
-        raise self._read_only()
+        raise self.read_only_error()
 
     def create_now(self) -> None:
-        raise self._read_only()
+        raise self.read_only_error()
 
     def local_path(self) -> str | None:
         return self.store.location if isinstance(self.store, LocalStore) else None
 
-    def _read_only(self) -> RepositoryError:
+    def read_only_error(self) -> RepositoryError:
         return RepositoryError(
             f"{self.location} holds Clonezilla images, which liferaft only reads",
-            hint="capture into a liferaft repository, or 'liferaft import' the image into one",
+            hint="back up into a liferaft repository folder of its own (e.g. a liferaft/ "
+            "folder beside them), or 'liferaft import' an image into one",
         )
 
 

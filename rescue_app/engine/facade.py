@@ -86,8 +86,11 @@ class Engine:
     def open_repository(self, location: str, *, create: bool = False) -> Repository:
         """A liferaft repository, or (to read, list and restore) a folder of
         Clonezilla images or one Clonezilla image folder."""
-        if not create and _clonezilla.looks_like_clonezilla(location):
-            return _clonezilla.ClonezillaSource.open_location(location)
+        if _clonezilla.looks_like_clonezilla(location):
+            source = _clonezilla.ClonezillaSource.open_location(location)
+            if create:  # a backup or an import would put a repository among them
+                raise source.read_only_error()
+            return source
         return Repository.open(location, create=create, credentials=self.credentials)
 
     @staticmethod
