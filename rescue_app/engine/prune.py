@@ -181,8 +181,7 @@ def prune(
             )
         freed, freed_bytes, rescued = _sweep(repo, state, progress, cancel)
         swept = True
-    earlier = None if swept else state
-    marked, marked_bytes, referenced, pending = _mark(repo, earlier, now, progress, cancel)
+    marked, marked_bytes, referenced, pending = _mark(repo, now, progress, cancel)
     return PruneResult(
         swept=swept,
         freed_chunks=freed,
@@ -229,7 +228,6 @@ def _sweep(
 
 def _mark(
     repo: Repository,
-    earlier: _Candidates | None,
     now: Callable[[], datetime],
     progress: ProgressCallback,
     cancel: CancelToken | None,
@@ -239,14 +237,13 @@ def _mark(
     chunks, candidates = _chunk_files(repo)
     wanted = _referenced(repo)  # after the listing: a chunk listed, then used, stays
     unused = {d: s for d, s in chunks.items() if d not in wanted}
-    # Candidates of a mark that crashed (no "marked" time) are marked again,
-    # their grace counted from this mark.
-    left_over = (
-        {d: s for d, s in candidates.items() if d in earlier.chunks} if earlier is not None else {}
-    )
+    # Candidates still here (of a mark that crashed before its "marked" time,
+    # or listed in a candidates file that was lost) are marked again, their
+    # grace counted from this mark: they were renamed before it, which is all
+    # the sweep's argument needs.
+    left_over = candidates
     if not unused and not left_over:
-        if earlier is not None:
-            repo.store.delete(CANDIDATES_FILE)
+        repo.store.delete(CANDIDATES_FILE)  # one a crash or damage left: nothing in it now
         return 0, 0, len(wanted), 0
     state = _Candidates(uuid.uuid4().hex, _iso(now()), None, {**left_over, **unused})
     state.write(repo)  # before any rename: a crash leaves the list of what may be renamed

@@ -274,6 +274,21 @@ def _human(n: int) -> str:
     return human_size(n)
 
 
+def test_candidates_whose_list_was_lost_are_marked_again(dated):
+    path, _refs = dated
+    repo = _open(path)
+    repo.remove_images(repo.manifest_refs()[:3])
+    assert prune(repo, grace=timedelta(0)).marked_chunks == 3
+    with open(os.path.join(path, CANDIDATES_FILE), "w") as f:
+        f.write("{damaged")
+    again = prune(repo, grace=timedelta(0))  # a fresh mark takes them in
+    assert not again.swept and again.pending_chunks == 3
+    swept = prune(repo, grace=timedelta(0))
+    assert swept.freed_chunks == 3 and not any(n.endswith(CANDIDATE_SUFFIX) for n in _tree(path))
+    assert not os.path.exists(os.path.join(path, CANDIDATES_FILE))
+    assert Engine().verify(repo).ok
+
+
 def test_prune_refuses_a_damaged_manifest(dated):
     path, refs = dated
     name, image_id = refs[3].split("@")
