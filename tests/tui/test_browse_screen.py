@@ -27,6 +27,7 @@ from rescue_app.tui.screens.home import HomeScreen
 from rescue_app.tui.screens.images import ImagesScreen
 from rescue_app.tui.screens.progress import ProgressScreen
 from rescue_app.tui.screens.source import SourceScreen
+from tests.helpers.diskkit import mounted
 from tests.tui.conftest import CapturedImage
 from tests.tui.fake_engine import MANIFEST
 from tests.tui.pilot_helpers import run_async, screen_text, settle, wait_for_screen, wait_until
@@ -90,6 +91,17 @@ def sha256(path: str) -> str:
 @run_async
 async def test_browse_marks_two_files_and_copies_them(captured: CapturedImage, workdir) -> None:
     app = LiferaftApp(Engine(), scan_media=False)
+    with mounted(captured.source + "p2", "ext4") as disk:  # a disk to copy onto
+        await browse_and_copy(app, captured, workdir, disk)
+        out = os.path.join(disk, "restored")
+        assert sorted(os.listdir(out)) == ["big-random.bin", "file-002.bin"]
+        for name in os.listdir(out):
+            assert sha256(os.path.join(out, name)) == captured.trees[1][f"data/{name}"]
+
+
+async def browse_and_copy(
+    app: LiferaftApp, captured: CapturedImage, workdir: str, disk: str
+) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_browse(pilot, captured.repo)
         assert screen.image_mount is not None
@@ -127,6 +139,7 @@ async def test_browse_marks_two_files_and_copies_them(captured: CapturedImage, w
         a_file = os.path.join(workdir, "a-file")
         open(a_file, "w").close()
         modal.query_one("#copy-path", Input).value = a_file
+        modal.query_one("#copy-path", Input).focus()
         await pilot.press("enter")
         await settle(pilot)
         error = str(modal.query_one("#copy-error").render())
@@ -134,9 +147,19 @@ async def test_browse_marks_two_files_and_copies_them(captured: CapturedImage, w
         assert isinstance(app.screen, CopyDestinationModal)
         assert not isinstance(app.screen, ErrorModal)
 
-        out = os.path.join(workdir, "out")
-        modal.query_one("#copy-path", Input).value = out
+        # The mounted disk is offered: arrows to it, Enter takes its folder,
+        # a sub-folder typed after it, Enter copies.
+        folders = modal.query_one("#copy-folders", OptionList)
+        folders.focus()
+        for _ in range(len(modal.folders)):
+            if modal.folders[folders.highlighted or 0] == disk:
+                break
+            await pilot.press("down")
         await pilot.press("enter")
+        assert modal.query_one("#copy-path", Input).value == disk + "/"
+        await pilot.press(*"restored")
+        await pilot.press("enter")
+        out = os.path.join(disk, "restored")
         progress = await wait_for_screen(pilot, ProgressScreen)
         await wait_until(pilot, lambda: progress.finished, "the copy has finished")
         await settle(pilot)
@@ -149,9 +172,6 @@ async def test_browse_marks_two_files_and_copies_them(captured: CapturedImage, w
         await wait_until(pilot, lambda: not app.image_mounts, "the mount is released")
         await settle(pilot)
         assert_released(point)
-    assert sorted(os.listdir(out)) == ["big-random.bin", "file-002.bin"]
-    for name in os.listdir(out):
-        assert sha256(os.path.join(out, name)) == captured.trees[1][f"data/{name}"]
 
 
 @pytest.mark.root

@@ -15,6 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -66,9 +67,9 @@ def entry_line(entry: DirEntry, marked: bool) -> str:
     name = entry.name + ("/" if entry.kind == "dir" else "@" if entry.kind == "symlink" else "")
     size = "" if entry.kind == "dir" else human_size(entry.size)
     when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(entry.mtime))
-    if len(name) > 42:
-        name = name[:41] + "~"
-    return f"{box} {name:<42} {size:>10}  {when}"
+    if len(name) > 38:  # the line fits 80 columns
+        name = name[:37] + "~"
+    return f"{box} {name:<38} {size:>10}  {when}"
 
 
 def join_rel(rel: str, name: str) -> str:
@@ -184,7 +185,7 @@ class BrowseScreen(LiferaftScreen):
         box = self.query_one("#browse-list", OptionList)
         box.clear_options()
         for i, part in enumerate(self.image_mount.partitions if self.image_mount else []):
-            box.add_option(Option(partition_line(part, self.image_mount), id=f"part-{i}"))
+            box.add_option(Option(Text(partition_line(part, self.image_mount)), id=f"part-{i}"))
         if box.option_count:
             box.highlighted = 0
         self.query_one("#browse-where", Static).update(f"{self.ref}: partitions (Enter opens one)")
@@ -197,7 +198,7 @@ class BrowseScreen(LiferaftScreen):
         box.clear_options()
         for i, entry in enumerate(entries):
             marked = self.is_marked(part, join_rel(rel, entry.name))
-            box.add_option(Option(entry_line(entry, marked), id=f"entry-{i}"))
+            box.add_option(Option(Text(entry_line(entry, marked)), id=f"entry-{i}"))
         if not entries:
             box.add_option(Option("(empty folder; Backspace goes up)", disabled=True))
         names = [e.name for e in entries]
@@ -284,7 +285,7 @@ class BrowseScreen(LiferaftScreen):
         else:
             self.marks[path] = Marked(path, entry)
         self.marks_part = self.part if self.marks else None
-        box.replace_option_prompt_at_index(index, entry_line(entry, path in self.marks))
+        box.replace_option_prompt_at_index(index, Text(entry_line(entry, path in self.marks)))
         if index + 1 < len(self.entries):
             box.highlighted = index + 1
         self.show_marked()
@@ -317,10 +318,10 @@ class CopyDestinationModal(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="modal-box", id="copy-box"):
             yield Static("Copy marked files to", classes="modal-title")
-            yield Static("Mounted disks (Enter takes one):", markup=False)
+            yield Static("Mounted disks (Tab, arrows, Enter takes one):", markup=False)
             yield OptionList(id="copy-folders")
             yield Static("Folder (made if missing; Enter copies):", markup=False)
-            yield Input(placeholder="/mnt/usb/restored", id="copy-path")
+            yield Input(placeholder="/mnt/usb/restored", id="copy-path", select_on_focus=False)
             yield Static("", id="copy-error", markup=False)
 
     def on_mount(self) -> None:
@@ -342,9 +343,12 @@ class CopyDestinationModal(ModalScreen[str | None]):
         box = self.query_one("#copy-folders", OptionList)
         box.clear_options()
         for folder, what in folders:
-            box.add_option(Option(f"{folder}  ({what})"))
+            box.add_option(Option(Text(f"{folder}  ({what})")))
         if not folders:
             box.add_option(Option("(no mounted disk; type a folder below)", disabled=True))
+        else:
+            box.highlighted = 0
+            box.focus()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
