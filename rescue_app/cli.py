@@ -222,7 +222,7 @@ _KEEP_RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 
 def cmd_forget(engine: Engine, args: argparse.Namespace) -> int:
     policy = KeepPolicy(**{rule: getattr(args, f"keep_{rule}") or 0 for rule in _KEEP_RULES})
-    grace = engine.parse_duration(args.grace)  # bad input: refused before anything is removed
+    grace = _grace(engine, args)  # bad input: refused before anything is removed
     repo = engine.open_repository(args.repo)
     plan = engine.forget(repo, policy, name=args.name, dry_run=args.dry_run)
     for problem in repo.damaged:
@@ -233,11 +233,16 @@ def cmd_forget(engine: Engine, args: argparse.Namespace) -> int:
         return 0
     print(f"removed {len(plan.removed)} image(s); their chunks go with 'liferaft prune'")
     if args.prune:
-        return _prune(engine, repo, grace, args.grace)
+        return _prune(engine, repo, grace)
     return 0
 
 
-def _prune(engine: Engine, repo: Repository, grace: timedelta, grace_text: str) -> int:
+def _grace(engine: Engine, args: argparse.Namespace) -> timedelta | None:
+    """--grace, or None for the engine's default."""
+    return engine.parse_duration(args.grace) if args.grace is not None else None
+
+
+def _prune(engine: Engine, repo: Repository, grace: timedelta | None) -> int:
     with ProgressBar() as bar:
         result = engine.prune(repo, grace=grace, progress=bar, cancel=_cancel_on_signals())
     if result.swept:
@@ -250,7 +255,7 @@ def _prune(engine: Engine, repo: Repository, grace: timedelta, grace_text: str) 
     if result.pending_chunks:
         print(
             f"{result.pending_chunks} marked chunk(s) are deleted by a prune run after "
-            f"{result.deletable_after} (grace {grace_text}: longer than any backup)"
+            f"{result.deletable_after} (the grace period, longer than any backup)"
         )
     elif not result.swept:
         print("nothing to prune: every chunk is in use")
@@ -258,8 +263,8 @@ def _prune(engine: Engine, repo: Repository, grace: timedelta, grace_text: str) 
 
 
 def cmd_prune(engine: Engine, args: argparse.Namespace) -> int:
-    grace = engine.parse_duration(args.grace)
-    return _prune(engine, engine.open_repository(args.repo), grace, args.grace)
+    grace = _grace(engine, args)
+    return _prune(engine, engine.open_repository(args.repo), grace)
 
 
 def _confirm(plan_targets: Sequence[object], args: argparse.Namespace) -> None:
@@ -496,16 +501,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--keep-{rule}", type=int, metavar="N")
     p.add_argument("--dry-run", action="store_true", help="list kept and removed, remove nothing")
     p.add_argument("--prune", action="store_true", help="then run 'liferaft prune'")
-    p.add_argument("--grace", default="24h", help="with --prune: see 'liferaft prune --help'")
+    p.add_argument("--grace", help="with --prune: see 'liferaft prune --help'")
     p.set_defaults(func=cmd_forget)
 
     p = sub.add_parser("prune", help="delete chunks no image needs (safe with running backups)")
     p.add_argument("--repo", required=True)
     p.add_argument(
         "--grace",
-        default="24h",
-        help="how long marked chunks wait before deletion; longer than any backup "
-        "takes (default 24h)",
+        metavar="DURATION",
+        help="how long marked chunks wait before deletion (24h, 30m, 7d); longer than any "
+        "backup takes (default 24h)",
     )
     p.set_defaults(func=cmd_prune)
 

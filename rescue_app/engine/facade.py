@@ -248,15 +248,20 @@ class Engine:
         self,
         repo: Repository,
         *,
-        grace: timedelta = _prune.DEFAULT_GRACE,
+        grace: timedelta | None = None,
         progress: ProgressCallback = no_progress,
         cancel: CancelToken | None = None,
     ) -> PruneResult:
         """One prune run: delete the candidates an earlier run marked (after
-        ``grace``), mark the chunks no image needs now (docs/FORMAT.md)."""
+        ``grace``, default 24 h), mark the chunks no image needs now (docs/FORMAT.md)."""
         _refuse_clonezilla(repo, "prune")
         with _watching(repo, progress, cancel):
-            return _prune.prune(repo, grace=grace, progress=progress, cancel=cancel)
+            return _prune.prune(
+                repo,
+                grace=_prune.DEFAULT_GRACE if grace is None else grace,
+                progress=progress,
+                cancel=cancel,
+            )
 
     @staticmethod
     def parse_duration(text: str) -> timedelta:
