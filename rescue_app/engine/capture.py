@@ -67,19 +67,41 @@ GPT_BACKUP_SECTORS = 33
 
 
 @dataclass
-class _PartPlan:
-    entry: TableEntry
+class _Volume:
+    """What capture reads of one partition or logical volume, and how."""
+
     fs: Filesystem
     method: str
     extents: list[Extent] | None  # None: every byte (raw)
     note: str = ""
 
     @property
+    def size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def node(self) -> str:
+        raise NotImplementedError
+
+    @property
     def read_bytes(self) -> int:
         if self.method == METHOD_USED:
             assert self.extents is not None
             return total(self.extents)
-        return self.entry.size if self.method == METHOD_RAW else 0
+        return self.size if self.method == METHOD_RAW else 0
+
+
+@dataclass
+class _PartPlan(_Volume):
+    entry: TableEntry = field(kw_only=True)
+
+    @property
+    def size(self) -> int:
+        return self.entry.size
+
+    @property
+    def node(self) -> str:
+        return self.entry.node
 
 
 @dataclass
@@ -263,71 +285,72 @@ def _plan_disk(
         ]
     by_number = {p.number: p for p in disk.partitions}
     plans: list[_PartPlan] = []
-    maps: dict[int, Future[list[Extent]]] = {}
+    maps: list[tuple[Future[list[Extent]], _Volume]] = []
     # partclone takes at least two seconds a map, whatever the size: map
     # every partition of the disk at once.
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="liferaft-map") as pool:
         for entry in entries:
             if entry.kind == "extended":
-                plans.append(_PartPlan(entry, Filesystem(None), METHOD_NONE, []))
+                plans.append(_PartPlan(Filesystem(None), METHOD_NONE, [], entry=entry))
                 continue
             if entry.number == 0:
                 fs = Filesystem(disk.fstype)
             else:
                 bp = by_number.get(entry.number)
                 fs = Filesystem(bp.fstype, bp.uuid, bp.label) if bp else Filesystem(None)
-            if fs.type == "swap":
-                plans.append(_PartPlan(entry, fs, METHOD_SWAP, []))
-            elif fs.type in PARTCLONE_OF:
-                progress(
-                    Progress(
-                        "map",
-                        f"{entry.node} ({fs.type})",
-                        0,
-                        0,
-                        message="reading the filesystem's block map",
-                    )
-                )
-                maps[len(plans)] = pool.submit(used_map, entry.node, fs.type)
-                plans.append(_PartPlan(entry, fs, METHOD_USED, None))
-            else:
-                why = f"{fs.type} has no used-block map" if fs.type else "no filesystem recognised"
-                plans.append(
-                    _PartPlan(
-                        entry,
-                        fs,
-                        METHOD_RAW,
-                        None,
-                        note=f"{why}; stored raw (every byte, zeros skipped)",
-                    )
-                )
-        for index, future in maps.items():
-            plan = plans[index]
-            try:
-                plan.extents = clip(future.result(), 0, plan.entry.size)
-            except MapUnavailable as exc:
-                plan.method = METHOD_RAW
-                plan.note = f"{exc}; copied raw instead"
-                log.warning("%s: %s", plan.entry.node, plan.note)
+            method, mapping, note = _choose_method(pool, entry.node, entry.node, fs, progress)
+            plans.append(
+                _PartPlan(fs, method, [] if method == METHOD_SWAP else None, note, entry=entry)
+            )
+            if mapping:
+                maps.append((mapping, plans[-1]))
+        _await_maps(maps)
     return table, plans
 
 
+def _choose_method(
+    pool: ThreadPoolExecutor, node: str, shown: str, fs: Filesystem, progress: ProgressCallback
+) -> tuple[str, Future[list[Extent]] | None, str]:
+    """How a partition's or a logical volume's bytes are captured: swap is
+    recreated, a filesystem partclone knows by its used blocks (the map is
+    started on ``pool``), anything else raw, with the reason."""
+    if fs.type == "swap":
+        return METHOD_SWAP, None, ""
+    if fs.type in PARTCLONE_OF:
+        progress(
+            Progress(
+                "map", f"{shown} ({fs.type})", 0, 0, message="reading the filesystem's block map"
+            )
+        )
+        return METHOD_USED, pool.submit(used_map, node, fs.type), ""
+    why = f"{fs.type} has no used-block map" if fs.type else "no filesystem recognised"
+    return METHOD_RAW, None, f"{why}; stored raw (every byte, zeros skipped)"
+
+
+def _await_maps(maps: list[tuple[Future[list[Extent]], _Volume]]) -> None:
+    """Each used-block map into its plan; a map partclone cannot make: raw."""
+    for mapping, plan in maps:
+        try:
+            plan.extents = clip(mapping.result(), 0, plan.size)
+        except MapUnavailable as exc:
+            plan.method = METHOD_RAW
+            plan.note = f"{exc}; copied raw instead"
+            log.warning("%s: %s", plan.node, plan.note)
+
+
 @dataclass
-class _LvPlan:
-    lv: lvm.LogicalVolume
-    fs: Filesystem
-    method: str
-    extents: list[Extent] | None  # None: every byte (raw)
-    note: str = ""
+class _LvPlan(_Volume):
+    lv: lvm.LogicalVolume = field(kw_only=True)
     holds_root: bool = False
     segments: tuple[SegmentImage, ...] = ()
 
     @property
-    def read_bytes(self) -> int:
-        if self.method == METHOD_USED:
-            assert self.extents is not None
-            return total(self.extents)
-        return self.lv.size if self.method == METHOD_RAW else 0
+    def size(self) -> int:
+        return self.lv.size
+
+    @property
+    def node(self) -> str:
+        return self.lv.dm_path
 
 
 @dataclass
@@ -425,7 +448,7 @@ def _plan_logical_volumes(g: _VgPlan, progress: ProgressCallback) -> list[_LvPla
     uuid_of = {os.path.realpath(lvm_pv.device): lvm_pv.uuid for lvm_pv in lvm.physical_volumes()}
     segments = lvm.segments(g.name)
     plans: list[_LvPlan] = []
-    maps: dict[int, Future[list[Extent]]] = {}
+    maps: list[tuple[Future[list[Extent]], _Volume]] = []
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="liferaft-map") as pool:
         for lv in lvm.logical_volumes(g.name):
             if lv.hidden and lv.name.endswith("_tmeta"):
@@ -438,49 +461,23 @@ def _plan_logical_volumes(g: _VgPlan, progress: ProgressCallback) -> list[_LvPla
                     SegmentImage(uuid_of[os.path.realpath(s.device)], s.le, s.pe, s.extents)
                     for s in own
                 )
-                plans.append(_LvPlan(lv, Filesystem(None), METHOD_RAW, None, segments=placed))
+                plans.append(_LvPlan(Filesystem(None), METHOD_RAW, None, lv=lv, segments=placed))
                 continue
             if lv.hidden or lv.segtype == "thin-pool":
                 # the pool and its data: their contents are the thin LVs
-                plans.append(_LvPlan(lv, Filesystem(None), METHOD_NONE, []))
+                plans.append(_LvPlan(Filesystem(None), METHOD_NONE, [], lv=lv))
                 continue
             found = probe.identify(lv.dm_path)
             fs = Filesystem(found.get("TYPE"), found.get("UUID"), found.get("LABEL"))
-            if fs.type == "swap":
-                plans.append(_LvPlan(lv, fs, METHOD_SWAP, []))
-            elif fs.type in PARTCLONE_OF:
-                progress(
-                    Progress(
-                        "map",
-                        f"{g.name}/{lv.name} ({fs.type})",
-                        0,
-                        0,
-                        message="reading the filesystem's block map",
-                    )
-                )
-                # (looked into first: partclone refuses a mounted filesystem)
-                holds_root = _holds_root(lv, fs)
-                maps[len(plans)] = pool.submit(used_map, lv.dm_path, fs.type)
-                plans.append(_LvPlan(lv, fs, METHOD_USED, None, holds_root=holds_root))
-            else:
-                why = f"{fs.type} has no used-block map" if fs.type else "no filesystem recognised"
-                plans.append(
-                    _LvPlan(
-                        lv,
-                        fs,
-                        METHOD_RAW,
-                        None,
-                        note=f"{why}; stored raw (every byte, zeros skipped)",
-                    )
-                )
-        for index, future in maps.items():
-            plan = plans[index]
-            try:
-                plan.extents = clip(future.result(), 0, plan.lv.size)
-            except MapUnavailable as exc:
-                plan.method = METHOD_RAW
-                plan.note = f"{exc}; copied raw instead"
-                log.warning("%s: %s", plan.lv.dm_path, plan.note)
+            # (looked into before partclone maps it: partclone refuses a mounted filesystem)
+            holds_root = _holds_root(lv, fs)
+            shown = f"{g.name}/{lv.name}"
+            method, mapping, note = _choose_method(pool, lv.dm_path, shown, fs, progress)
+            extents: list[Extent] | None = [] if method == METHOD_SWAP else None
+            plans.append(_LvPlan(fs, method, extents, note, lv=lv, holds_root=holds_root))
+            if mapping:
+                maps.append((mapping, plans[-1]))
+        _await_maps(maps)
     return plans
 
 
