@@ -158,7 +158,8 @@ class LiferaftApp(App[int]):
         for signum in (signal.SIGTERM, signal.SIGHUP):
             self._saved_signals[signum] = signal.signal(signum, leave)
 
-    def _restore_signals(self) -> None:
+    def restore_signals(self) -> None:
+        """Give SIGTERM and SIGHUP back (once no browse mount lives)."""
         if threading.current_thread() is not threading.main_thread():
             return
         for signum, handler in self._saved_signals.items():
@@ -178,7 +179,7 @@ class LiferaftApp(App[int]):
     def _mount_released(self, mount: ImageMount) -> None:
         self.image_mounts.discard(mount)
         if not self.image_mounts:
-            self._restore_signals()
+            self.restore_signals()
 
     def release_image_mounts(self) -> None:
         """Every mount still live, taken down in a thread of its own (the exit)."""
@@ -255,7 +256,7 @@ class LiferaftApp(App[int]):
     def on_unmount(self) -> None:
         self.engine.ask_passwords_with(None)
         self.release_image_mounts()  # before the source their chunks come from
-        self._restore_signals()
+        self.restore_signals()
         self.release_source()
 
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from rescue_app.engine import Engine
+from rescue_app.engine import DirEntry, Engine
 from rescue_app.engine.diskmodel import BlockDisk, BlockPartition, Role
 from rescue_app.engine.extents import ExtentMap
 from rescue_app.engine.manifest import (
@@ -250,3 +250,39 @@ class FakeEngine(Engine):
 
     def network_status(self) -> NetworkStatus:
         return NETWORK
+
+
+class FakeImageMount:
+    """What the Browse files screen reads of a live browse mount, mounting nothing:
+    partition 2 (ext4) has files, the vfat and swap partitions do not."""
+
+    def __init__(self, point: str) -> None:
+        from rescue_app.engine.browse import browse_partitions
+
+        self.point = point
+        self.manifest = MANIFEST
+        self.partitions = browse_partitions(MANIFEST)
+        self.mounted = {"disk1/p2": f"{point}/disk1/p2/files"}
+
+    def list_dir(self, part: Any, rel: str = "") -> list[DirEntry]:
+        when = 1_764_000_000.0  # 2025-11-24
+        if rel.strip("/"):
+            return [
+                DirEntry("fstab", "file", 1_234, 0o100644, when),
+                DirEntry("hosts", "file", 220, 0o100644, when),
+                DirEntry("passwd", "file", 2_048, 0o100644, when),
+            ]
+        return [
+            DirEntry("etc", "dir", 4096, 0o40755, when),
+            DirEntry("home", "dir", 4096, 0o40755, when),
+            DirEntry("vmlinuz", "symlink", 30, 0o120777, when),
+            DirEntry("swapfile", "file", 2 * GIB, 0o100600, when),
+        ]
+
+    def close(self) -> None:
+        pass
+
+
+class FakeBrowseEngine(FakeEngine):
+    def mount_image(self, repo: Any, ref: str, point: str, **_: Any) -> Any:
+        return FakeImageMount(point)

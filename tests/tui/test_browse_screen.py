@@ -17,10 +17,11 @@ from textual.widgets import Input, OptionList
 
 from rescue_app.engine import Engine, ImageMount
 from rescue_app.engine.mounts import loops_backed_under
-from rescue_app.errors import CommandError, UsageError
+from rescue_app.errors import CommandError, LiferaftError, UsageError
 from rescue_app.progress import CancelToken
 from rescue_app.run import run
 from rescue_app.tui.app import LiferaftApp
+from rescue_app.tui.profile import ProfileInfo
 from rescue_app.tui.screens.browse import BrowseScreen, CopyDestinationModal, why_no_files
 from rescue_app.tui.screens.error import ErrorModal
 from rescue_app.tui.screens.home import HomeScreen
@@ -235,3 +236,28 @@ def test_a_cancelled_command_is_killed_at_once() -> None:
     with pytest.raises(CommandError):
         run(["sleep", "30"], cancel=token)
     assert time.monotonic() - started < 3
+
+
+@run_async
+async def test_a_mount_that_fails_is_one_error_and_gives_the_signals_back() -> None:
+    from tests.tui.fake_engine import FakeEngine
+
+    class NoFuse(FakeEngine):
+        def mount_image(self, repo: Any, ref: str, point: str, **_: Any) -> Any:
+            raise LiferaftError("could not mount the image through FUSE", hint="modprobe fuse")
+
+    app = LiferaftApp(NoFuse(), scan_media=False, profile=ProfileInfo(repository="/fake"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("r")
+        await wait_for_screen(pilot, SourceScreen)
+        await settle(pilot)
+        await pilot.press("enter")  # the profile's repository
+        await wait_for_screen(pilot, ImagesScreen)
+        await settle(pilot)
+        await pilot.press("f")
+        modal = await wait_for_screen(pilot, ErrorModal)
+        assert "could not mount the image through FUSE" in screen_text(pilot)
+        assert modal is app.screen
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        assert not app.image_mounts

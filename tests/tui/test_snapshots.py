@@ -108,3 +108,36 @@ def test_summary(snap_compare: Any) -> None:
         await settle(pilot)
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=before)
+
+
+def browse_app() -> LiferaftApp:
+    from tests.tui.fake_engine import FakeBrowseEngine
+
+    return LiferaftApp(FakeBrowseEngine(), profile=PROFILE, media_filter=lambda d: False)
+
+
+async def to_browse(pilot: Any) -> None:
+    await settle(pilot)
+    await pilot.press("r")
+    await settle(pilot)
+    await pilot.press("enter")  # the profile's default repository
+    await settle(pilot)
+    await pilot.press("f")  # Browse files of the newest image
+    await settle(pilot)
+
+
+def test_browse_partitions(snap_compare: Any) -> None:
+    assert snap_compare(browse_app(), terminal_size=SIZE, run_before=to_browse)
+
+
+def test_browse_folder_with_marks(snap_compare: Any) -> None:
+    async def before(pilot: Any) -> None:
+        await to_browse(pilot)
+        await pilot.press("down", "enter")  # partition 2 (ext4)
+        await settle(pilot)
+        await pilot.press("enter")  # etc/
+        await settle(pilot)
+        await pilot.press("space", "down", "space")  # fstab and passwd
+        await settle(pilot)
+
+    assert snap_compare(browse_app(), terminal_size=SIZE, run_before=before)

@@ -56,10 +56,10 @@ def why_no_files(part: BrowsePartition, mount: ImageMount | None) -> str:
 
 def partition_line(part: BrowsePartition, mount: ImageMount | None) -> str:
     name = part.lv or part.folder
-    fs = (part.fstype or "-")[:8]
-    label = (part.label or "")[:12]
-    why = why_no_files(part, mount)
-    return f"{name[:14]:<14} {fs:<8} {label:<12} {human_size(part.size):>10}  {why}".rstrip()
+    fs = (part.fstype or "-")[:6]
+    # Why there are no files, else the label: the line fits 80 columns.
+    said = why_no_files(part, mount) or (f"'{part.label}'" if part.label else "")
+    return f"{name[:14]:<14} {fs:<6} {human_size(part.size):>9}  {said}".rstrip()
 
 
 def entry_line(entry: DirEntry, marked: bool) -> str:
@@ -162,6 +162,8 @@ class BrowseScreen(LiferaftScreen):
         self.show_partitions()
 
     def worker_failed(self, worker: object, error: BaseException) -> None:
+        if not self.lapp.image_mounts:  # the mount failed: signals as they were
+            self.lapp.restore_signals()
         if not self.closing:
             self.set_status("")
             self.lapp.show_error(error)
