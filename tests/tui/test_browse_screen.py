@@ -27,6 +27,7 @@ from rescue_app.tui.screens.error import ErrorModal
 from rescue_app.tui.screens.home import HomeScreen
 from rescue_app.tui.screens.images import ImagesScreen
 from rescue_app.tui.screens.progress import ProgressScreen
+from rescue_app.tui.screens.question import QuestionModal
 from rescue_app.tui.screens.source import SourceScreen
 from tests.helpers.diskkit import mounted
 from tests.tui.conftest import CapturedImage
@@ -261,3 +262,50 @@ async def test_a_mount_that_fails_is_one_error_and_gives_the_signals_back() -> N
         assert modal is app.screen
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
         assert not app.image_mounts
+
+
+@pytest.mark.root
+@run_async
+async def test_cancel_stops_a_slow_copy_and_says_so(captured: CapturedImage, workdir) -> None:
+    """From a slow server (nginx, 1 MiB/s) the copy of 3.5 MiB takes seconds:
+    Cancel, Yes: the copy stops (cp is killed), the summary says so."""
+    from tests.stores.serverkit import Nginx
+
+    out = os.path.join(workdir, "out")
+    app = LiferaftApp(Engine(), scan_media=False)
+    with Nginx(captured.repo, os.path.join(workdir, "nginx"), limit_rate="1m") as nginx:
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await open_browse(pilot, f"http://127.0.0.1:{nginx.port}/")
+            assert screen.image_mount is not None
+            point = screen.image_mount.point
+            await pilot.press("enter")  # partition 1
+            await wait_until(pilot, lambda: screen.part is not None, "partition 1 is listed")
+            await settle(pilot)
+            await open_entry(pilot, screen, "data", "/data")
+            await highlight(pilot, screen, "big-random.bin")
+            await pilot.press("space", "space")  # and big-zeros-then-random.bin
+            assert len(screen.marks) == 2
+            await pilot.press("c")
+            modal = await wait_for_screen(pilot, CopyDestinationModal)
+            await settle(pilot)
+            modal.query_one("#copy-path", Input).value = out
+            modal.query_one("#copy-path", Input).focus()
+            await pilot.press("enter")
+            progress = await wait_for_screen(pilot, ProgressScreen)
+            await wait_until(pilot, lambda: os.path.exists(out), "the copy has begun")
+            started = time.monotonic()
+            await pilot.press("c")
+            await wait_for_screen(pilot, QuestionModal)
+            await pilot.press("y")
+            await wait_until(pilot, lambda: progress.finished, "the copy has stopped", 30)
+            assert time.monotonic() - started < 10
+            await settle(pilot)
+            summary = str(progress.query_one("#summary").render())
+            assert "Cancelled." in summary and "Copying was stopped" in summary, summary
+            await pilot.press("enter")
+            await wait_for_screen(pilot, HomeScreen)
+            await wait_until(pilot, lambda: not app.image_mounts, "the mount is released")
+            await settle(pilot)
+            assert_released(point)
+    copied = os.listdir(out)
+    assert sum(os.path.getsize(os.path.join(out, n)) for n in copied) < 3 * 1024 * 1024 + 512 * 1024
