@@ -60,7 +60,7 @@ from rescue_app.engine.stores import reject_password_in_url as _reject_password_
 from rescue_app.engine.stores.httpserve import make_server as _make_server
 from rescue_app.engine.stores.retry import Watch
 from rescue_app.engine.verify import verify_repository
-from rescue_app.errors import ImageNotFoundError, RepositoryError
+from rescue_app.errors import ImageNotFoundError, RepositoryError, UsageError
 from rescue_app.progress import CancelToken, ProgressCallback, no_progress
 
 
@@ -286,6 +286,7 @@ class Engine:
         """Mount image ``ref`` read-only on the empty folder ``point`` (root):
         ``diskD/pN/pN.img`` and ``diskD/pN/files/``. ``close()`` the result
         (or use it in a ``with``); it lists folders (``list_dir``) meanwhile."""
+        _refuse_clonezilla_files(repo, ref)
         manifest = repo.load_manifest(ref)
         return _browse.mount_image(repo, manifest, point, cache_bytes=cache_bytes, only=partitions)
 
@@ -337,6 +338,7 @@ class Engine:
     ) -> ExtractResult:
         """Copy files and folders of one partition of image ``ref`` into ``to``
         with their metadata (``partition``: ``N`` or ``diskD/pN``)."""
+        _refuse_clonezilla_files(repo, ref)
         manifest = repo.load_manifest(ref)
         with _watching(repo, progress, cancel):
             return _browse.extract(
@@ -437,6 +439,16 @@ def _refuse_clonezilla(repo: Repository, command: str) -> None:
         raise RepositoryError(
             f"{repo.location} holds Clonezilla images: {command} works on liferaft repositories",
             hint="import them first ('liferaft import'), or remove them with Clonezilla's tools",
+        )
+
+
+def _refuse_clonezilla_files(repo: Repository, ref: str) -> None:
+    """A Clonezilla image is served in order only (engine/clonezilla.py): the
+    random reads of a browse mount would read it through again and again."""
+    if isinstance(repo, _clonezilla.ClonezillaSource):
+        raise UsageError(
+            f"the files of Clonezilla image {ref} cannot be browsed or extracted directly",
+            hint="import it into a liferaft repository first (liferaft import), then use that",
         )
 
 

@@ -309,3 +309,21 @@ async def test_cancel_stops_a_slow_copy_and_says_so(captured: CapturedImage, wor
             assert_released(point)
     copied = os.listdir(out)
     assert sum(os.path.getsize(os.path.join(out, n)) for n in copied) < 3 * 1024 * 1024 + 512 * 1024
+
+
+def test_a_clonezilla_image_is_not_browsed(tmp_path) -> None:
+    """Its chunks are served in order only: one line instead of a mount that
+    would read the image through for every random read."""
+    folder = tmp_path / "2026-01-01-img"
+    folder.mkdir()
+    (folder / "disk").write_text("sda\n")
+    (folder / "clonezilla-img").write_text("")
+    engine = Engine()
+    repo = engine.open_repository(str(folder))
+    for call in (
+        lambda: engine.mount_image(repo, "2026-01-01-img", str(tmp_path)),
+        lambda: engine.extract(repo, "2026-01-01-img", ["/etc"], str(tmp_path / "out")),
+    ):
+        with pytest.raises(UsageError, match="cannot be browsed or extracted directly"):
+            call()
+    assert sorted(os.listdir(tmp_path)) == ["2026-01-01-img"]
