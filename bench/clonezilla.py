@@ -9,8 +9,9 @@ zstd, like a current Clonezilla); then, the page cache dropped before each:
 
 on one target disk, first ocs-sr, then liferaft over it. Both restores must
 be correct: e2fsck clean, and liferaft's partition byte-identical to the
-source. ocs-sr's time includes its own start-up (it scans every block device
-of the host); the partclone part of it, from its log, is reported beside it.
+source. ocs-sr runs with a /dev holding only its disk (tests/helpers/devjail.py:
+it probes every disk it can see); its time includes its own start-up, and
+the partclone part of it, from its log, is reported beside it.
 liferaft's includes reading the whole image once before writing (it checks
 every partclone checksum and that no volume is missing before the first
 write) and a second read while writing. Information, not a target.
@@ -24,6 +25,8 @@ import re
 import subprocess
 from typing import Any
 
+from tests.helpers.devjail import only_devices
+
 MIB = 1024 * 1024
 IMAGE = "bench-cz"
 # batch, partclone, the gap after the MBR, no fsck, no check, no encryption, zstd
@@ -33,9 +36,10 @@ SAVE = ["-b", "-q2", "-j2", "-sfsck", "-scs", "-senc", "-nogui", "-z9", "-i", "0
 RESTORE = ["-b", "-j2", "-k0", "-icds", "-iefi", "-scr", "-nogui"]
 
 
-def _ocs(root: str, args: list[str]) -> str:
+def _ocs(root: str, args: list[str], disk: str) -> str:
+    # (its /dev holds only the disk: ocs-sr probes every disk it can see)
     proc = subprocess.run(
-        ["ocs-sr", *args[:-3], "-p", "true", "-or", root, *args[-3:]],
+        only_devices(["ocs-sr", *args[:-3], "-p", "true", "-or", root, *args[-3:]], [disk]),
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
@@ -51,28 +55,17 @@ def clonezilla_restores(bench: Any, ctx: Any, stack: contextlib.ExitStack) -> di
     to ctx.results and returns the numbers for the report."""
     root = os.path.join(ctx.work, "partimag")
     os.makedirs(root)
-    _ocs(root, [*SAVE, "savedisk", IMAGE, os.path.basename(ctx.source_disk)])
+    _ocs(root, [*SAVE, "savedisk", IMAGE, os.path.basename(ctx.source_disk)], ctx.source_disk)
     image_bytes = sum(
         os.path.getsize(os.path.join(root, IMAGE, n)) for n in os.listdir(os.path.join(root, IMAGE))
     )
     target = stack.enter_context(bench.loop_disk(bench.DISK_SIZE, ctx.work))
 
+    restore = [*RESTORE, "-p", "true", "-or", root, "restoredisk", IMAGE]
     bench.drop_caches()
     ocs = bench.timed_pipeline(
         "ocs-sr restoredisk",
-        [
-            [
-                "ocs-sr",
-                *RESTORE,
-                "-p",
-                "true",
-                "-or",
-                root,
-                "restoredisk",
-                IMAGE,
-                os.path.basename(target),
-            ]
-        ],  # fmt: skip
+        [only_devices(["ocs-sr", *restore, os.path.basename(target)], [target])],
     )
     bench.fsck_clean(f"{target}p1", "ext4")
     ocs.stored_bytes = image_bytes

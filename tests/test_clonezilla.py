@@ -5,8 +5,9 @@ checksum compared; damaged images refused in one line before any write.
 The images are made once per session (ocs-sr takes about a minute each: it
 scans every block device of the host). ocs-sr runs in batch mode with its
 image root on a temporary folder (-or), so nothing goes to /home/partimag;
-it needs no udev. It probes every disk of the host read-only while it looks
-for its device (its own doing; it writes only to the loop disk's image).
+it needs no udev. It probes every disk it can see while it looks for its
+device, so it runs with a /dev that holds only the loop disk being saved
+(tests/helpers/devjail.py): the host's own disks are never opened.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from rescue_app.engine.partclone_image import (
     volume_names,
 )
 from tests.enginekit import assert_one_line_error, liferaft
+from tests.helpers.devjail import only_devices
 from tests.helpers.diskkit import (
     MIB,
     PartSpec,
@@ -109,8 +111,13 @@ def ocs_savedisk(root: str, name: str, dev: str, *options: str) -> str:
     no fsck, no check, no encryption, nothing done afterwards."""
     argv = ["ocs-sr", "-b", "-q2", "-j2", *options, "-sfsck", "-scs", "-senc", "-nogui"]
     argv += ["-p", "true", "-or", root, "savedisk", name, os.path.basename(dev)]
+    # (its /dev holds only this disk: ocs-sr probes every disk it can see)
     proc = subprocess.run(
-        argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600
+        only_devices(argv, [dev]),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
     )
     folder = os.path.join(root, name)
     if proc.returncode != 0 or not os.path.exists(os.path.join(folder, "disk")):
