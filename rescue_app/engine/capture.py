@@ -54,7 +54,7 @@ from rescue_app.engine.repository import (
     validate_name,
 )
 from rescue_app.engine.results import CaptureResult
-from rescue_app.engine.table import TableEntry, read_table
+from rescue_app.engine.table import TableEntry, placement, read_table
 from rescue_app.engine.usedmap import PARTCLONE_OF, MapUnavailable, used_map
 from rescue_app.errors import CancelledError, DiskError, LiferaftError, ToolMissingError
 from rescue_app.progress import CancelToken, Progress, ProgressCallback, no_progress
@@ -612,15 +612,7 @@ def _capture_disk(
                 )
             images.append(
                 PartitionImage(
-                    number=e.number,
-                    start=e.start,
-                    size=e.size,
-                    kind=e.kind,
-                    type=e.type,
-                    uuid=e.uuid,
-                    name=e.name,
-                    attrs=e.attrs,
-                    bootable=e.bootable,
+                    **placement(e),
                     filesystem=p.fs,
                     method=p.method,
                     used_bytes=p.read_bytes,

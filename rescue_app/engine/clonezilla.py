@@ -57,7 +57,7 @@ from rescue_app.engine.repository import (
     liferaft_version,
 )
 from rescue_app.engine.stores.local import LocalStore
-from rescue_app.engine.table import TableEntry, parse_sfdisk_json
+from rescue_app.engine.table import TableEntry, parse_sfdisk_json, placement
 from rescue_app.engine.usedmap import ntfs_backup_boot_sector
 from rescue_app.errors import (
     CancelledError,
@@ -578,15 +578,7 @@ def build_manifest(
                     used_map = ExtentMap(normalize([*used_map, *extra]))
             parts.append(
                 PartitionImage(
-                    number=e.number,
-                    start=e.start,
-                    size=e.size,
-                    kind=e.kind,
-                    type=e.type,
-                    uuid=e.uuid,
-                    name=e.name,
-                    attrs=e.attrs,
-                    bootable=e.bootable,
+                    **placement(e),
                     filesystem=Filesystem(type=p.fs, uuid=p.uuid, label=p.label),
                     method=p.method,
                     used_bytes=total(used_map),

@@ -402,8 +402,21 @@ def _chunks(items: list[Any]) -> tuple[str | None, ...]:
     return tuple(out)
 
 
-def _partition(d: dict[str, Any]) -> PartitionImage:
+def _contents(d: dict[str, Any]) -> dict[str, Any]:
+    """What partitions and logical volumes share: the filesystem and the
+    captured bytes (method, used bytes and map, chunks, the fallback's note)."""
     fs = d["filesystem"]
+    return {
+        "filesystem": Filesystem(type=fs.get("type"), uuid=fs.get("uuid"), label=fs.get("label")),
+        "method": str(d["method"]),
+        "used_bytes": int(d["used_bytes"]),
+        "used_map": _extent_map(d["used_map"]),
+        "chunks": _chunks(d["chunks"]),
+        "note": str(d.get("note", "")),
+    }
+
+
+def _partition(d: dict[str, Any]) -> PartitionImage:
     return PartitionImage(
         number=int(d["number"]),
         start=int(d["start"]),
@@ -414,12 +427,7 @@ def _partition(d: dict[str, Any]) -> PartitionImage:
         name=d.get("name"),
         attrs=d.get("attrs"),
         bootable=bool(d.get("bootable", False)),
-        filesystem=Filesystem(type=fs.get("type"), uuid=fs.get("uuid"), label=fs.get("label")),
-        method=str(d["method"]),
-        used_bytes=int(d["used_bytes"]),
-        used_map=_extent_map(d["used_map"]),
-        chunks=_chunks(d["chunks"]),
-        note=str(d.get("note", "")),
+        **_contents(d),
     )
 
 
@@ -446,7 +454,6 @@ def _volume_group(d: dict[str, Any]) -> VolumeGroupImage:
 
 
 def _logical_volume(d: dict[str, Any]) -> LogicalVolumeImage:
-    fs = d["filesystem"]
     return LogicalVolumeImage(
         name=str(d["name"]),
         uuid=str(d["uuid"]),
@@ -456,12 +463,7 @@ def _logical_volume(d: dict[str, Any]) -> LogicalVolumeImage:
         pool=str(d.get("pool", "")),
         hidden=bool(d.get("hidden", False)),
         holds_root=bool(d.get("holds_root", False)),
-        filesystem=Filesystem(type=fs.get("type"), uuid=fs.get("uuid"), label=fs.get("label")),
-        method=str(d["method"]),
-        used_bytes=int(d["used_bytes"]),
-        used_map=_extent_map(d["used_map"]),
-        chunks=_chunks(d["chunks"]),
-        note=str(d.get("note", "")),
+        **_contents(d),
         segments=tuple(
             SegmentImage(
                 pv=str(s["pv"]), le=int(s["le"]), pe=int(s["pe"]), extents=int(s["extents"])

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 from rescue_app.engine.manifest import PartitionTable
 from rescue_app.errors import CommandError, DiskError
@@ -33,6 +34,12 @@ class NewPartition:
     name: str | None
     attrs: str | None
     bootable: bool
+
+
+def placement(entry: NewPartition) -> dict[str, Any]:
+    """A partition's table fields (number, place, type, names, flags), as
+    an image's PartitionImage takes them."""
+    return {f.name: getattr(entry, f.name) for f in fields(NewPartition)}
 
 
 @dataclass(frozen=True)
