@@ -42,7 +42,14 @@ from rescue_app.engine.imagefs import (
     ImageFS,
     VolumeFile,
 )
-from rescue_app.engine.manifest import METHOD_LVM_PV, METHOD_NONE, METHOD_SWAP, Manifest
+from rescue_app.engine.manifest import (
+    METHOD_LVM_PV,
+    METHOD_NONE,
+    METHOD_SWAP,
+    LogicalVolumeImage,
+    Manifest,
+    PartitionImage,
+)
 from rescue_app.engine.repository import Repository
 from rescue_app.engine.units import human_size
 from rescue_app.errors import (
@@ -101,46 +108,44 @@ def browse_partitions(manifest: Manifest) -> list[BrowsePartition]:
             name = f"p{p.number}.img" if p.number else "whole.img"
             what = f"partition {p.number}" if p.number else "whole disk"
             where = f"image {ref}, disk {disk.index + 1} {what}"
-            fstype = p.filesystem.type
-            out.append(
-                BrowsePartition(
-                    disk=disk.index + 1,
-                    number=p.number,
-                    fstype=fstype,
-                    label=p.filesystem.label,
-                    size=p.size,
-                    used_bytes=p.used_bytes,
-                    folder=folder,
-                    image=f"{folder}/{name}",
-                    files=f"{folder}/files" if fstype in MOUNTABLE else None,
-                    swap=p.method == METHOD_SWAP,
-                    volume=VolumeFile(where, p.size, p.used_bytes, p.chunks, cs),
-                )
-            )
+            out.append(_shown(p, where, cs, folder, name, disk=disk.index + 1, number=p.number))
     for vg in manifest.volume_groups:
         for lv in vg.lvs:
             if lv.hidden or lv.segtype == "thin-pool":
                 continue  # a pool's parts, and the pool itself, hold no filesystem
             folder = f"lvm/{vg.name}/{lv.name}"
-            fstype = lv.filesystem.type
             where = f"image {ref}, logical volume {vg.name}/{lv.name}"
-            out.append(
-                BrowsePartition(
-                    disk=0,
-                    number=0,
-                    fstype=fstype,
-                    label=lv.filesystem.label,
-                    size=lv.size,
-                    used_bytes=lv.used_bytes,
-                    folder=folder,
-                    image=f"{folder}/{lv.name}.img",
-                    files=f"{folder}/files" if fstype in MOUNTABLE else None,
-                    swap=lv.method == METHOD_SWAP,
-                    lv=f"{vg.name}/{lv.name}",
-                    volume=VolumeFile(where, lv.size, lv.used_bytes, lv.chunks, cs),
-                )
-            )
+            out.append(_shown(lv, where, cs, folder, f"{lv.name}.img", lv=f"{vg.name}/{lv.name}"))
     return out
+
+
+def _shown(
+    v: PartitionImage | LogicalVolumeImage,
+    where: str,
+    chunk_size: int,
+    folder: str,
+    name: str,
+    *,
+    disk: int = 0,
+    number: int = 0,
+    lv: str = "",
+) -> BrowsePartition:
+    """A captured partition or logical volume as the mount shows it."""
+    fstype = v.filesystem.type
+    return BrowsePartition(
+        disk=disk,
+        number=number,
+        fstype=fstype,
+        label=v.filesystem.label,
+        size=v.size,
+        used_bytes=v.used_bytes,
+        folder=folder,
+        image=f"{folder}/{name}",
+        files=f"{folder}/files" if fstype in MOUNTABLE else None,
+        swap=v.method == METHOD_SWAP,
+        lv=lv,
+        volume=VolumeFile(where, v.size, v.used_bytes, v.chunks, chunk_size),
+    )
 
 
 def select_partition(
