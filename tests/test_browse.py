@@ -34,11 +34,11 @@ from rescue_app.engine.extents import ExtentMap
 from rescue_app.engine.imagefs import ChunkCache, VolumeFile
 from rescue_app.engine.kernel import reread_partitions
 from rescue_app.engine.manifest import (
-    METHOD_LVM_PV,
     DiskImage,
     Filesystem,
     LogicalVolumeImage,
     Manifest,
+    Method,
     PartitionImage,
     PartitionTable,
     Region,
@@ -537,7 +537,7 @@ def test_lvm_volumes_are_shown_and_their_physical_volume_is_not() -> None:
     pool and a pool's hidden parts are not shown. No root: the layout only."""
     base = _small_manifest()
     disk = base.disks[0]
-    pv = replace(disk.partitions[0], number=2, method=METHOD_LVM_PV, chunks=())
+    pv = replace(disk.partitions[0], number=2, method=Method.LVM_PV, chunks=())
     boot = replace(disk.partitions[0], number=1, filesystem=Filesystem("ext4"))
 
     def lv(name: str, fs: str | None, **kw: object) -> LogicalVolumeImage:

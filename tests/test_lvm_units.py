@@ -16,16 +16,12 @@ from rescue_app.engine import lvm
 from rescue_app.engine.diskmodel import BlockDisk
 from rescue_app.engine.extents import ExtentMap
 from rescue_app.engine.manifest import (
-    METHOD_LVM_PV,
-    METHOD_NONE,
-    METHOD_RAW,
-    METHOD_SWAP,
-    METHOD_USED,
     DiskImage,
     Filesystem,
     ImageSummary,
     LogicalVolumeImage,
     Manifest,
+    Method,
     PartitionImage,
     PartitionTable,
     PhysicalVolumeImage,
@@ -93,9 +89,9 @@ def _lv(name: str, fs: str | None, method: str, **kw: object) -> LogicalVolumeIm
         "holds_root": False,
         "filesystem": Filesystem(fs),
         "method": method,
-        "used_bytes": 4 * MIB if method in (METHOD_USED, METHOD_RAW) else 0,
-        "used_map": ExtentMap([(0, 4 * MIB)] if method == METHOD_USED else ()),
-        "chunks": (H,) if method in (METHOD_USED, METHOD_RAW) else (),
+        "used_bytes": 4 * MIB if method in (Method.USED, Method.RAW) else 0,
+        "used_map": ExtentMap([(0, 4 * MIB)] if method == Method.USED else ()),
+        "chunks": (H,) if method in (Method.USED, Method.RAW) else (),
     }
     args.update(kw)
     return LogicalVolumeImage(**args)  # type: ignore[arg-type]
@@ -136,8 +132,8 @@ def _disk(pv_size: int = 800 * MIB) -> DiskImage:
         head=Region(0, MIB, (None,)),
         gpt_backup=None,
         partitions=(
-            part(1, MIB, 100 * MIB, "ext4", METHOD_USED),
-            part(2, 101 * MIB, pv_size, lvm.PV_TYPE, METHOD_LVM_PV),
+            part(1, MIB, 100 * MIB, "ext4", Method.USED),
+            part(2, 101 * MIB, pv_size, lvm.PV_TYPE, Method.LVM_PV),
         ),
     )
 
@@ -152,18 +148,18 @@ def _manifest(vg: VolumeGroupImage | None) -> Manifest:
 
 def _thin_vg() -> VolumeGroupImage:
     return _vg(
-        _lv("home", "ext4", METHOD_USED),
-        _lv("data", "xfs", METHOD_USED),
-        _lv("swap", "swap", METHOD_SWAP),
-        _lv("pool", None, METHOD_NONE, segtype="thin-pool"),
+        _lv("home", "ext4", Method.USED),
+        _lv("data", "xfs", Method.USED),
+        _lv("swap", "swap", Method.SWAP),
+        _lv("pool", None, Method.NONE, segtype="thin-pool"),
         _lv(
             "pool_tmeta",
             None,
-            METHOD_RAW,
+            Method.RAW,
             hidden=True,
             segments=(SegmentImage("pv-uuid", 0, 231, 1),),
         ),  # fmt: skip
-        _lv("thin", "ext4", METHOD_USED, segtype="thin", pool="pool"),
+        _lv("thin", "ext4", Method.USED, segtype="thin", pool="pool"),
     )
 
 
@@ -210,7 +206,7 @@ def _plan(vg: VolumeGroupImage, size: int, **kw: object) -> RestorePlan:
 
 
 def test_grow_extends_the_pv_and_by_default_the_lv_holding_root():
-    vg = _vg(_lv("home", "ext4", METHOD_USED), _lv("data", "xfs", METHOD_USED, holds_root=True))
+    vg = _vg(_lv("home", "ext4", Method.USED), _lv("data", "xfs", Method.USED, holds_root=True))
     plan = _plan(vg, 4000 * MIB, grow=True)
     (g,) = plan.volume_groups
     pv_step = plan.disks[0].steps[1]
@@ -226,10 +222,10 @@ def test_grow_extends_the_pv_and_by_default_the_lv_holding_root():
 
 def test_grow_without_root_takes_the_last_lv_created_and_skips_thin_and_swap():
     vg = _vg(
-        _lv("home", "ext4", METHOD_USED),
-        _lv("data", "xfs", METHOD_USED),
-        _lv("swap", "swap", METHOD_SWAP),
-        _lv("thin", "ext4", METHOD_USED, segtype="thin", pool="pool"),
+        _lv("home", "ext4", Method.USED),
+        _lv("data", "xfs", Method.USED),
+        _lv("swap", "swap", Method.SWAP),
+        _lv("thin", "ext4", Method.USED, segtype="thin", pool="pool"),
     )
     # "data" comes after "home" in the metadata (creation order), though not by name
     assert _plan(vg, 4000 * MIB, grow=True).volume_groups[0].grow_lv == "data"
@@ -237,7 +233,7 @@ def test_grow_without_root_takes_the_last_lv_created_and_skips_thin_and_swap():
 
 
 def test_grow_lv_mistakes_are_one_line_errors():
-    vg = _vg(_lv("home", "ext4", METHOD_USED), _lv("swap", "swap", METHOD_SWAP))
+    vg = _vg(_lv("home", "ext4", Method.USED), _lv("swap", "swap", Method.SWAP))
     with pytest.raises(UsageError, match="no such logical volume") as err:
         _plan(vg, 4000 * MIB, grow=True, grow_lv="vg0/swap")
     assert "vg0/home" in err.value.hint
@@ -246,7 +242,7 @@ def test_grow_lv_mistakes_are_one_line_errors():
 
 
 def test_same_size_disk_grows_nothing():
-    vg = _vg(_lv("home", "ext4", METHOD_USED))
+    vg = _vg(_lv("home", "ext4", Method.USED))
     plan = _plan(vg, _disk().size, grow=True)
     assert plan.volume_groups[0].grow_lv is None and not plan.volume_groups[0].grown_pvs
     assert plan.write_bytes == MIB + 4 * MIB  # head + the LV's used blocks

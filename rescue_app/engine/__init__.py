@@ -23,7 +23,7 @@ from rescue_app.engine.diskmodel import (
 )
 from rescue_app.engine.facade import Engine
 from rescue_app.engine.keychain import CredentialChain, CredentialsFile, TerminalPrompt
-from rescue_app.engine.manifest import DiskImage, ImageSummary, Manifest
+from rescue_app.engine.manifest import DiskImage, ImageSummary, Manifest, Method
 from rescue_app.engine.network import Interface, NetworkStatus
 from rescue_app.engine.plan import RestorePlan, describe_contents
 from rescue_app.engine.prune import PruneResult
@@ -51,6 +51,7 @@ __all__ = [
     "Interface",
     "KeepPolicy",
     "Manifest",
+    "Method",
     "NetworkStatus",
     "PruneResult",
     "Repository",

@@ -42,14 +42,7 @@ from rescue_app.engine.imagefs import (
     ImageFS,
     VolumeFile,
 )
-from rescue_app.engine.manifest import (
-    METHOD_LVM_PV,
-    METHOD_NONE,
-    METHOD_SWAP,
-    LogicalVolumeImage,
-    Manifest,
-    PartitionImage,
-)
+from rescue_app.engine.manifest import LogicalVolumeImage, Manifest, Method, PartitionImage
 from rescue_app.engine.repository import Repository
 from rescue_app.engine.units import human_size
 from rescue_app.errors import (
@@ -102,7 +95,7 @@ def browse_partitions(manifest: Manifest) -> list[BrowsePartition]:
     ref, cs = manifest.ref, manifest.chunk_size
     for disk in manifest.disks:
         for p in disk.partitions:
-            if p.method in (METHOD_NONE, METHOD_LVM_PV):
+            if p.method in (Method.NONE, Method.LVM_PV):
                 continue
             folder = f"disk{disk.index + 1}/" + (f"p{p.number}" if p.number else "whole")
             name = f"p{p.number}.img" if p.number else "whole.img"
@@ -142,7 +135,7 @@ def _shown(
         folder=folder,
         image=f"{folder}/{name}",
         files=f"{folder}/files" if fstype in MOUNTABLE else None,
-        swap=v.method == METHOD_SWAP,
+        swap=v.method == Method.SWAP,
         lv=lv,
         volume=VolumeFile(where, v.size, v.used_bytes, v.chunks, chunk_size),
     )

@@ -26,15 +26,11 @@ from rescue_app.engine.diskscan import disks_holding_path, find_disk, mounts_on_
 from rescue_app.engine.extents import Extent, ExtentMap, clip, total
 from rescue_app.engine.kernel import reread_partitions
 from rescue_app.engine.manifest import (
-    METHOD_LVM_PV,
-    METHOD_NONE,
-    METHOD_RAW,
-    METHOD_SWAP,
-    METHOD_USED,
     DiskImage,
     Filesystem,
     LogicalVolumeImage,
     Manifest,
+    Method,
     PartitionImage,
     PartitionTable,
     PhysicalVolumeImage,
@@ -85,10 +81,10 @@ class _Volume:
 
     @property
     def read_bytes(self) -> int:
-        if self.method == METHOD_USED:
+        if self.method == Method.USED:
             assert self.extents is not None
             return total(self.extents)
-        return self.size if self.method == METHOD_RAW else 0
+        return self.size if self.method == Method.RAW else 0
 
 
 @dataclass
@@ -291,7 +287,7 @@ def _plan_disk(
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="liferaft-map") as pool:
         for entry in entries:
             if entry.kind == "extended":
-                plans.append(_PartPlan(Filesystem(None), METHOD_NONE, [], entry=entry))
+                plans.append(_PartPlan(Filesystem(None), Method.NONE, [], entry=entry))
                 continue
             if entry.number == 0:
                 fs = Filesystem(disk.fstype)
@@ -300,7 +296,7 @@ def _plan_disk(
                 fs = Filesystem(bp.fstype, bp.uuid, bp.label) if bp else Filesystem(None)
             method, mapping, note = _choose_method(pool, entry.node, entry.node, fs, progress)
             plans.append(
-                _PartPlan(fs, method, [] if method == METHOD_SWAP else None, note, entry=entry)
+                _PartPlan(fs, method, [] if method == Method.SWAP else None, note, entry=entry)
             )
             if mapping:
                 maps.append((mapping, plans[-1]))
@@ -315,16 +311,16 @@ def _choose_method(
     recreated, a filesystem partclone knows by its used blocks (the map is
     started on ``pool``), anything else raw, with the reason."""
     if fs.type == "swap":
-        return METHOD_SWAP, None, ""
+        return Method.SWAP, None, ""
     if fs.type in PARTCLONE_OF:
         progress(
             Progress(
                 "map", f"{shown} ({fs.type})", 0, 0, message="reading the filesystem's block map"
             )
         )
-        return METHOD_USED, pool.submit(used_map, node, fs.type), ""
+        return Method.USED, pool.submit(used_map, node, fs.type), ""
     why = f"{fs.type} has no used-block map" if fs.type else "no filesystem recognised"
-    return METHOD_RAW, None, f"{why}; stored raw (every byte, zeros skipped)"
+    return Method.RAW, None, f"{why}; stored raw (every byte, zeros skipped)"
 
 
 def _await_maps(maps: list[tuple[Future[list[Extent]], _Volume]]) -> None:
@@ -333,7 +329,7 @@ def _await_maps(maps: list[tuple[Future[list[Extent]], _Volume]]) -> None:
         try:
             plan.extents = clip(mapping.result(), 0, plan.size)
         except MapUnavailable as exc:
-            plan.method = METHOD_RAW
+            plan.method = Method.RAW
             plan.note = f"{exc}; copied raw instead"
             log.warning("%s: %s", plan.node, plan.note)
 
@@ -415,7 +411,7 @@ def _plan_volume_groups(
             if why:
                 member.note = f"{why}; stored raw (every byte, zeros skipped)"
             else:
-                member.method = METHOD_LVM_PV
+                member.method = Method.LVM_PV
                 member.extents = []
                 member.note = ""  # (_plan_disk's "stored raw" no longer holds)
         if why:
@@ -461,11 +457,11 @@ def _plan_logical_volumes(g: _VgPlan, progress: ProgressCallback) -> list[_LvPla
                     SegmentImage(uuid_of[os.path.realpath(s.device)], s.le, s.pe, s.extents)
                     for s in own
                 )
-                plans.append(_LvPlan(Filesystem(None), METHOD_RAW, None, lv=lv, segments=placed))
+                plans.append(_LvPlan(Filesystem(None), Method.RAW, None, lv=lv, segments=placed))
                 continue
             if lv.hidden or lv.segtype == "thin-pool":
                 # the pool and its data: their contents are the thin LVs
-                plans.append(_LvPlan(Filesystem(None), METHOD_NONE, [], lv=lv))
+                plans.append(_LvPlan(Filesystem(None), Method.NONE, [], lv=lv))
                 continue
             found = probe.identify(lv.dm_path)
             fs = Filesystem(found.get("TYPE"), found.get("UUID"), found.get("LABEL"))
@@ -473,7 +469,7 @@ def _plan_logical_volumes(g: _VgPlan, progress: ProgressCallback) -> list[_LvPla
             holds_root = _holds_root(lv, fs)
             shown = f"{g.name}/{lv.name}"
             method, mapping, note = _choose_method(pool, lv.dm_path, shown, fs, progress)
-            extents: list[Extent] | None = [] if method == METHOD_SWAP else None
+            extents: list[Extent] | None = [] if method == Method.SWAP else None
             plans.append(_LvPlan(fs, method, extents, note, lv=lv, holds_root=holds_root))
             if mapping:
                 maps.append((mapping, plans[-1]))
@@ -505,7 +501,7 @@ def _capture_volume_group(
     images = []
     for p in g.lvs:
         chunks: list[str | None] = []
-        if p.method in (METHOD_USED, METHOD_RAW):
+        if p.method in (Method.USED, Method.RAW):
             with blockio.SourceReader(p.lv.dm_path) as reader:
                 chunks = _store_region(
                     repo,
@@ -532,7 +528,7 @@ def _capture_volume_group(
                 filesystem=p.fs,
                 method=p.method,
                 used_bytes=p.read_bytes,
-                used_map=ExtentMap(p.extents if p.method == METHOD_USED and p.extents else ()),
+                used_map=ExtentMap(p.extents if p.method == Method.USED and p.extents else ()),
                 chunks=tuple(chunks),
                 note=p.note,
                 segments=p.segments,
@@ -597,7 +593,7 @@ def _capture_disk(
                 else f"{disk.path} ({p.fs.type or 'raw'})"
             )
             chunks: list[str | None] = []
-            if p.method in (METHOD_USED, METHOD_RAW):
+            if p.method in (Method.USED, Method.RAW):
                 chunks = _store_region(
                     repo,
                     reader,
@@ -616,7 +612,7 @@ def _capture_disk(
                     filesystem=p.fs,
                     method=p.method,
                     used_bytes=p.read_bytes,
-                    used_map=ExtentMap(p.extents if p.method == METHOD_USED and p.extents else ()),
+                    used_map=ExtentMap(p.extents if p.method == Method.USED and p.extents else ()),
                     chunks=tuple(chunks),
                     note=p.note,
                 )

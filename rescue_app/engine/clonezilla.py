@@ -31,13 +31,11 @@ from datetime import UTC, datetime
 from rescue_app.engine.chunkio import RESTORE_WORKERS
 from rescue_app.engine.extents import Extent, ExtentMap, normalize, total
 from rescue_app.engine.manifest import (
-    METHOD_NONE,
-    METHOD_SWAP,
-    METHOD_USED,
     DiskImage,
     Filesystem,
     ImageSummary,
     Manifest,
+    Method,
     PartitionImage,
     PartitionTable,
     Region,
@@ -353,13 +351,13 @@ def _partition(
     bases = sorted({(b, f) for b, f in _bases_of(names) if b.startswith(kname + ".")})
     swap_info = _read_text(folder, f"swappt-{kname}.info")
     if e.kind == "extended":
-        return CzPartition(e, kname, None, None, None, None, METHOD_NONE)
+        return CzPartition(e, kname, None, None, None, None, Method.NONE)
     if bases:
         base, fs_from_name = bases[0]
         fs: str | None = info.get("TYPE") or _FS_NAMES.get(fs_from_name, fs_from_name)
         if fs_from_name == "dd":
             fs = info.get("TYPE")
-        return CzPartition(e, kname, base, fs, info.get("UUID"), info.get("LABEL"), METHOD_USED)
+        return CzPartition(e, kname, base, fs, info.get("UUID"), info.get("LABEL"), Method.USED)
     if swap_info is not None or dev_fs.get(kname) == "swap":
         fields = dict(re.findall(r'(\w+)="([^"]*)"', swap_info or ""))
         return CzPartition(
@@ -369,7 +367,7 @@ def _partition(
             "swap",
             fields.get("UUID") or info.get("UUID"),
             fields.get("LABEL") or info.get("LABEL"),
-            METHOD_SWAP,
+            Method.SWAP,
         )
     other = [n for n in names if n.startswith(kname + ".")]
     if other:
@@ -380,7 +378,7 @@ def _partition(
         )
     # Clonezilla kept nothing of it (no filesystem it knew): the partition is
     # recreated empty, as Clonezilla itself does.
-    return CzPartition(e, kname, None, info.get("TYPE"), None, None, METHOD_NONE)
+    return CzPartition(e, kname, None, info.get("TYPE"), None, None, Method.NONE)
 
 
 # -- the data --------------------------------------------------------------------
@@ -585,7 +583,7 @@ def build_manifest(
                     used_map=used_map,
                     chunks=tuple(chunks),
                     note=""
-                    if p.method != METHOD_NONE or e.kind == "extended"
+                    if p.method != Method.NONE or e.kind == "extended"
                     else ("Clonezilla saved no data of this partition; it is recreated empty"),
                 )
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import zstandard
@@ -22,12 +23,15 @@ MANIFEST_FORMAT = "liferaft-manifest"
 # version-1 reader would restore their PVs as empty partitions).
 MANIFEST_VERSION = 2
 
-# How a partition's bytes were captured.
-METHOD_USED = "used-blocks"  # only the filesystem's used blocks (partclone's map)
-METHOD_RAW = "raw"  # every byte; all-zero chunks not stored
-METHOD_SWAP = "swap"  # nothing stored; recreated with mkswap and the same label/UUID
-METHOD_NONE = "none"  # nothing to copy (an MBR extended partition's container)
-METHOD_LVM_PV = "lvm-pv"  # an LVM physical volume: its volume group is in volume_groups
+
+class Method(StrEnum):
+    """How a partition's (or a logical volume's) bytes were captured."""
+
+    USED = "used-blocks"  # only the filesystem's used blocks (partclone's map)
+    RAW = "raw"  # every byte; all-zero chunks not stored
+    SWAP = "swap"  # nothing stored; recreated with mkswap and the same label/UUID
+    NONE = "none"  # nothing to copy (an MBR extended partition's container)
+    LVM_PV = "lvm-pv"  # an LVM physical volume: its volume group is in volume_groups
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ class PartitionImage:
     filesystem: Filesystem
     method: str
     used_bytes: int  # bytes restore writes (used blocks or whole partition)
-    used_map: ExtentMap  # for METHOD_USED: byte extents within the partition
+    used_map: ExtentMap  # for Method.USED: byte extents within the partition
     chunks: tuple[str | None, ...]  # chunk i covers [i*chunk_size, ...); None = all zeros
     note: str = ""  # why a fallback was taken, shown to the user
 
@@ -301,13 +305,13 @@ class ImageSummary:
                 f"disk {d.index + 1} {p.label}: {p.note or 'stored raw'}"
                 for d in manifest.disks
                 for p in d.partitions
-                if p.method == METHOD_RAW
+                if p.method == Method.RAW
             )
             + tuple(
                 f"volume group {vg.name} {lv.label}: {lv.note or 'stored raw'}"
                 for vg in manifest.volume_groups
                 for lv in vg.lvs
-                if lv.method == METHOD_RAW and not lv.hidden
+                if lv.method == Method.RAW and not lv.hidden
             ),
             volume_groups=tuple(VolumeGroupSummary.of(vg) for vg in manifest.volume_groups),
         )

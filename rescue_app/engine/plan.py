@@ -13,14 +13,10 @@ from dataclasses import dataclass
 
 from rescue_app.engine.diskmodel import BlockDisk, ensure_restorable
 from rescue_app.engine.manifest import (
-    METHOD_LVM_PV,
-    METHOD_NONE,
-    METHOD_RAW,
-    METHOD_SWAP,
-    METHOD_USED,
     DiskImage,
     LogicalVolumeImage,
     Manifest,
+    Method,
     PartitionImage,
     PartitionTable,
     VolumeGroupImage,
@@ -135,7 +131,7 @@ class RestorePlan:
             )
             for s in d.steps:
                 p = s.source
-                fs = p.filesystem.type or ("extended" if p.method == METHOD_NONE else "raw")
+                fs = p.filesystem.type or ("extended" if p.method == Method.NONE else "raw")
                 if p.filesystem.label:
                     fs += f' "{p.filesystem.label}"'
                 extra = f"  grown from {human_size(p.size)}" if s.grown else ""
@@ -145,7 +141,7 @@ class RestorePlan:
                     f"{human_size(p.used_bytes):>10}{extra}"
                 )
                 vg = m.volume_group_of(d.image.index, p.number)
-                if p.method == METHOD_LVM_PV and vg is not None:
+                if p.method == Method.LVM_PV and vg is not None:
                     lines.append(f"        LVM physical volume of volume group {vg.name}")
             for note in d.notes:
                 lines.append(f"  Note: {note}")
@@ -218,7 +214,7 @@ def plan_volume_groups(
         (d.image.index, s.source.number)
         for d in disks
         for s in d.steps
-        if s.grown and s.source.method == METHOD_LVM_PV
+        if s.grown and s.source.method == Method.LVM_PV
     }
     out = []
     chosen_somewhere = grow_lv is None
@@ -338,9 +334,9 @@ def _grow_last(
     data_steps = [s for s in steps if s.source.kind != "extended"]
     last = max(data_steps, key=lambda s: s.source.end)
     fs = last.source.filesystem.type
-    if last.source.method == METHOD_LVM_PV:
+    if last.source.method == Method.LVM_PV:
         pass  # the PV grows (pvresize), then an LV of its volume group
-    elif fs not in GROWABLE or last.source.method not in (METHOD_USED, METHOD_RAW, METHOD_SWAP):
+    elif fs not in GROWABLE or last.source.method not in (Method.USED, Method.RAW, Method.SWAP):
         return steps, (
             f"the last partition ({fs or 'no filesystem'}) cannot be grown; "
             "the extra space is left free"
@@ -360,15 +356,12 @@ def _grow_last(
                 n.attrs,
                 n.bootable,
             )
-            s = PartitionStep(s.source, n, s is last and s.source.method != METHOD_LVM_PV)
+            s = PartitionStep(s.source, n, s is last and s.source.method != Method.LVM_PV)
         out.append(s)
     return out, ""
 
 
 __all__ = [
-    "METHOD_RAW",
-    "METHOD_SWAP",
-    "METHOD_USED",
     "DiskPlan",
     "PartitionStep",
     "RestorePlan",

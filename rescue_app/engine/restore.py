@@ -25,13 +25,10 @@ from rescue_app.engine.diskscan import find_disk, list_disks
 from rescue_app.engine.extents import Extent, clip, total
 from rescue_app.engine.kernel import reread_partitions
 from rescue_app.engine.manifest import (
-    METHOD_NONE,
-    METHOD_RAW,
-    METHOD_SWAP,
-    METHOD_USED,
     DiskImage,
     LogicalVolumeImage,
     Manifest,
+    Method,
     PartitionImage,
     VolumeGroupImage,
 )
@@ -192,7 +189,7 @@ def _restore_disk(
     # whatever old filesystem sat at that place is unrecognisable from now on.
     with blockio.open_device(target, write=True) as fd:
         for step in d.steps:
-            if step.source.method not in (METHOD_NONE, METHOD_SWAP):
+            if step.source.method not in (Method.NONE, Method.SWAP):
                 # (a whole-disk filesystem's one "partition" starts at 0)
                 blockio.zero_range(fd, target, step.new.start, min(restoremark.HOLD, step.new.size))
         blockio.flush(fd, target)
@@ -209,7 +206,7 @@ def _restore_disk(
     held: list[tuple[str, list[tuple[int, bytes | None, list[Extent]]]]] = []
     for step in d.steps:
         p = step.source
-        if p.method in (METHOD_USED, METHOD_RAW):
+        if p.method in (Method.USED, Method.RAW):
             node = nodes[p.number]
             where = f"{m.ref} disk {image.index + 1} {p.label}"
             held.append((node, _write_partition(repo, m, where, p, node, counter, cancel)))
@@ -223,7 +220,7 @@ def _restore_disk(
             writer.flush()
     _stage("heads", cancel)
     for step in d.steps:
-        if step.source.method == METHOD_SWAP:
+        if step.source.method == Method.SWAP:
             _mkswap(nodes[step.source.number], step.source)
     if d.table.type != "none":
         _write_head(repo, m, image, target)  # the boot code replaces the mark
@@ -234,7 +231,7 @@ def _restore_disk(
 def _grow_disk(d: DiskPlan, progress: ProgressCallback) -> list[str]:
     notes = []
     for step in d.steps:
-        if step.grow_fs and step.source.method != METHOD_SWAP:
+        if step.grow_fs and step.source.method != Method.SWAP:
             node = _nodes(d)[step.source.number]
             progress(Progress("grow", node, 0, 0, message=f"growing {step.source.filesystem.type}"))
             notes.append(_grow_filesystem(node, step.source.filesystem.type))
@@ -305,7 +302,7 @@ def _write_head(repo: Repository, m: Manifest, image: DiskImage, target: str) ->
 def _chunk_extents(p: Volume, chunk_size: int, i: int) -> list[Extent]:
     start = i * chunk_size
     end = min(start + chunk_size, p.size)
-    if p.method == METHOD_RAW:
+    if p.method == Method.RAW:
         return [(start, end - start)]
     return clip(p.used_map, start, end)
 
@@ -502,9 +499,9 @@ def _restore_volume_group(
                 continue
             node = lvm.dm_path(vg.name, lv.name)
             where = f"{m.ref} volume group {vg.name} {lv.label}"
-            if lv.method == METHOD_SWAP:
+            if lv.method == Method.SWAP:
                 _mkswap(node, lv)
-            elif lv.method in (METHOD_USED, METHOD_RAW) and not lv.segments:
+            elif lv.method in (Method.USED, Method.RAW) and not lv.segments:
                 held = _write_partition(plan.repo, m, where, lv, node, counter, cancel)
                 with blockio.TargetWriter(node) as writer:
                     for base, data, extents in held:
@@ -514,7 +511,7 @@ def _restore_volume_group(
         if verify:
             checker = _Counter(g.write_bytes, progress, "verify")
             for lv in vg.lvs:
-                if lv.method in (METHOD_USED, METHOD_RAW) and not lv.segments:
+                if lv.method in (Method.USED, Method.RAW) and not lv.segments:
                     node = lvm.dm_path(vg.name, lv.name)
                     where = f"{m.ref} volume group {vg.name} {lv.label}"
                     _verify_partition(plan.repo, m, where, lv, node, checker, cancel)
@@ -585,7 +582,7 @@ def _verify_disk(
         counter.add(f"{target} boot area", image.head.length, image.head.length, image.head.length)
     for step in d.steps:
         p = step.source
-        if p.method not in (METHOD_USED, METHOD_RAW):
+        if p.method not in (Method.USED, Method.RAW):
             continue
         node = nodes[p.number]
         _verify_partition(

@@ -13,12 +13,11 @@ from rescue_app.engine import DirEntry, Engine
 from rescue_app.engine.diskmodel import BlockDisk, BlockPartition, Role
 from rescue_app.engine.extents import ExtentMap
 from rescue_app.engine.manifest import (
-    METHOD_SWAP,
-    METHOD_USED,
     DiskImage,
     Filesystem,
     ImageSummary,
     Manifest,
+    Method,
     PartitionImage,
     PartitionTable,
     Region,
@@ -111,7 +110,7 @@ DISKS = [
 
 
 def _pimg(
-    n: int, start: int, size: int, fs: str, label: str, used: int, method: str = METHOD_USED
+    n: int, start: int, size: int, fs: str, label: str, used: int, method: str = Method.USED
 ) -> PartitionImage:
     return PartitionImage(
         n,
@@ -156,7 +155,7 @@ MANIFEST = Manifest(
             partitions=(
                 _pimg(1, MIB, 512 * MIB, "vfat", "EFI", 31 * MIB),
                 _pimg(2, 513 * MIB, 245 * GIB, "ext4", "root", 12 * GIB),
-                _pimg(3, 513 * MIB + 245 * GIB, 4 * GIB, "swap", "swap", 0, METHOD_SWAP),
+                _pimg(3, 513 * MIB + 245 * GIB, 4 * GIB, "swap", "swap", 0, Method.SWAP),
             ),
         ),
     ),

@@ -8,7 +8,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static
 
-from rescue_app.engine import ImageSummary, Manifest, Repository, human_size
+from rescue_app.engine import ImageSummary, Manifest, Method, Repository, human_size
 from rescue_app.tui.screens.base import LiferaftScreen
 
 
@@ -32,7 +32,7 @@ def describe_manifest(m: Manifest) -> str:
                 f"  {p.number:>2} {human_size(p.size):>10}  {fs[:12]:<12} "
                 f"{(p.filesystem.label or '-')[:14]:<14} {human_size(p.used_bytes):>10}"
             )
-            if p.method == "raw":
+            if p.method == Method.RAW:
                 lines.append(f"     stored raw: {p.note or 'every byte'}")
             vg = m.volume_group_of(disk.index, p.number)
             if vg is not None:
