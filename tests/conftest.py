@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -24,6 +25,17 @@ from tests.helpers.diskkit import loop_disk  # noqa: E402
 ROOT_FIXTURES = frozenset(
     {"loopdisk", "captured", "image", "cz", "built_iso", "rescue_iso", "guest_iso"}
 )
+
+
+@pytest.fixture(autouse=True)
+def _signals_as_they_were() -> Iterator[None]:
+    """A test that runs a command's main() in this process (the builder's
+    takes SIGTERM and SIGHUP) gives the handlers back: the next test starts
+    with the process's own, as a user's process would."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -491,7 +491,7 @@ def test_prune_racing_a_capture(kind, captured, loopdisk, workdir, request):
     only_old_junk = [chunk_rel(chunk_digest(_chunk(s))) for s in range(301, 310)]
     liferaft("forget", "--repo", url, "--name", "junk", "--keep-last", "1")
     repo.remove_images(repo.resolve("src") for _ in [0])
-    grace = 10.0
+    grace = 20.0  # a capture of this small disk takes a few seconds, more on a busy machine
     started = time.monotonic()
     child = subprocess.Popen(
         [
@@ -537,8 +537,10 @@ def test_prune_racing_a_capture(kind, captured, loopdisk, workdir, request):
     time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()) + 1)
     swept = prune(repo, grace=timedelta(seconds=grace))
     assert swept.swept and swept.freed_chunks == 9, swept
-    # every marked chunk of src the capture needed was kept, whichever way
-    assert swept.rescued_chunks == results[0].marked_chunks - 9 > 0, (results[0], swept)
+    # every marked chunk of src the capture needed was kept, whichever way; none
+    # were marked when the capture's manifest landed before the first listing
+    # (a busy machine): the interleaving itself is forced in the test above
+    assert swept.rescued_chunks == results[0].marked_chunks - 9, (results[0], swept)
     captured_ref = re.search(r"captured (b@\S+):", out)
     assert captured_ref is not None, out
     new = captured_ref.group(1)
