@@ -19,11 +19,16 @@ from tests.helpers.diskkit import (
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def cli_argv(*args: str) -> list[str]:
+    """The command line of this tree's liferaft CLI (for Popen, pexpect, shells)."""
+    return [sys.executable, "-m", "rescue_app.cli", *args]
+
+
 def liferaft(
     *args: str, check: bool = True, user: int | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
     """Run the real CLI as a user would; stdin is not a terminal."""
-    argv = [sys.executable, "-m", "rescue_app.cli", *args]
+    argv = cli_argv(*args)
     if user is not None:
         argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
     proc = subprocess.run(

@@ -50,7 +50,14 @@ from rescue_app.errors import ChunkError, LiferaftError, UsageError
 from rescue_app.progress import Progress
 from rescue_app.run import run
 from tests.conftest import _disk_backed_tmp
-from tests.enginekit import REPO_ROOT, Layout, assert_one_line_error, build_source, liferaft
+from tests.enginekit import (
+    REPO_ROOT,
+    Layout,
+    assert_one_line_error,
+    build_source,
+    cli_argv,
+    liferaft,
+)
 from tests.helpers.diskkit import (
     MIB,
     PartSpec,
@@ -149,7 +156,7 @@ def mounted_image(repo: str, point: str, *extra: str) -> Iterator[subprocess.Pop
     """`liferaft mount` in a process of its own, until it says it serves;
     always ended (umount, then the process), also when the test fails."""
     os.makedirs(point, exist_ok=True)
-    argv = [sys.executable, "-m", "rescue_app.cli", "mount", "--repo", repo, "--image", "src"]
+    argv = cli_argv("mount", "--repo", repo, "--image", "src")
     proc = subprocess.Popen(
         [*argv, *extra, point],
         cwd=REPO_ROOT,
@@ -656,9 +663,9 @@ def test_ctrl_c_during_extract_says_cancelled_and_unmounts(image: Image) -> None
     exit 130, and the temporary mount is gone."""
     work = os.path.join(image.workdir, "cancel")
     with Nginx(image.repo, os.path.join(work, "nginx"), limit_rate="2m") as nginx:
-        argv = [sys.executable, "-m", "rescue_app.cli", "extract", "--repo",
+        argv = cli_argv("extract", "--repo",
                 f"http://127.0.0.1:{nginx.port}/", "--image", "src", "--partition", "1",
-                "/big10.bin", "--to", f"{work}/out"]  # fmt: skip
+                "/big10.bin", "--to", f"{work}/out")  # fmt: skip
         proc = subprocess.Popen(
             argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, start_new_session=True,

@@ -28,6 +28,7 @@ from tests.enginekit import (
     REPO_ROOT,
     assert_one_line_error,
     check_restored,
+    cli_argv,
     liferaft,
     secret_in_process_listing,
 )
@@ -40,7 +41,7 @@ SECRET = "pw-Cr3d-file-never-shown"
 def _run_watching(argv: list[str], secret: str) -> tuple[subprocess.CompletedProcess[str], bool]:
     """Run the CLI; also report whether ``secret`` was ever in a process's argv
     (the CLI's, or anything it started) while it ran."""
-    proc = subprocess.Popen([sys.executable, "-m", "rescue_app.cli", *argv], cwd=REPO_ROOT,
+    proc = subprocess.Popen(cli_argv(*argv), cwd=REPO_ROOT,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     seen = False

@@ -7,14 +7,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from rescue_app.engine.kernel import reread_partitions
 from rescue_app.run import run
-from tests.enginekit import REPO_ROOT, Layout, build_source, check_restored, liferaft
+from tests.enginekit import REPO_ROOT, Layout, build_source, check_restored, cli_argv, liferaft
 from tests.helpers.diskkit import (
     MIB,
     PartSpec,
@@ -264,17 +263,7 @@ def test_capture_killed_halfway_leaves_earlier_images_intact(loopdisk, workdir):
     os.sync()
     before = len(_chunk_files(repo))
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rescue_app.cli",
-            "capture",
-            "--repo",
-            repo,
-            "--name",
-            "killed",
-            src.dev,
-        ],
+        cli_argv("capture", "--repo", repo, "--name", "killed", src.dev),
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

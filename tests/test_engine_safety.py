@@ -6,7 +6,6 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 
 import pytest
 
@@ -16,7 +15,7 @@ from rescue_app.engine.diskscan import find_disk, list_disks
 from rescue_app.errors import DeviceVanishedError, TargetRefusedError
 from rescue_app.progress import Progress
 from rescue_app.run import run
-from tests.enginekit import Layout, assert_one_line_error, build_source, liferaft
+from tests.enginekit import Layout, assert_one_line_error, build_source, cli_argv, liferaft
 from tests.helpers.diskkit import MIB, PartSpec, disk_bytes_sha256, make_fs, mounted
 
 pytestmark = pytest.mark.root
@@ -144,20 +143,7 @@ def test_wrong_typed_confirmation_writes_nothing(captured, loopdisk):
     target = loopdisk(300 * MIB)
     before = disk_bytes_sha256(target, 0, 300 * MIB)
     # a real terminal, so liferaft asks; the answer names another disk
-    script = shlex.join(
-        [
-            sys.executable,
-            "-m",
-            "rescue_app.cli",
-            "restore",
-            "--repo",
-            repo,
-            "--image",
-            "src",
-            "--to",
-            target,
-        ]
-    )
+    script = shlex.join(cli_argv("restore", "--repo", repo, "--image", "src", "--to", target))
     proc = subprocess.run(
         ["script", "-qec", script, "/dev/null"],
         input="loop999\n",

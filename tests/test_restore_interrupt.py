@@ -13,7 +13,6 @@ import glob
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import pytest
 from rescue_app.engine.kernel import reread_partitions
 from rescue_app.errors import DiskError
 from tests.conftest import _disk_backed_tmp
-from tests.enginekit import REPO_ROOT, Layout, Source, check_restored, liferaft
+from tests.enginekit import REPO_ROOT, Layout, Source, check_restored, cli_argv, liferaft
 from tests.helpers.diskkit import (
     MIB,
     PartSpec,
@@ -70,19 +69,7 @@ def _restore_until(
     if stage:
         env["LIFERAFT_TEST_PAUSE"] = stage
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rescue_app.cli",
-            "restore",
-            "--repo",
-            repo,
-            "--image",
-            "src",
-            "--to",
-            target,
-            "--yes",
-        ],
+        cli_argv("restore", "--repo", repo, "--image", "src", "--to", target, "--yes"),
         cwd=REPO_ROOT,
         env=env,
         stdin=subprocess.DEVNULL,

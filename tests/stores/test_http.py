@@ -7,7 +7,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -20,7 +19,7 @@ from rescue_app.engine.stores import open_store
 from rescue_app.engine.stores.http import HttpStore
 from rescue_app.errors import CancelledError, RepositoryError
 from rescue_app.progress import CancelToken, Progress
-from tests.enginekit import REPO_ROOT, assert_one_line_error, check_restored, liferaft
+from tests.enginekit import REPO_ROOT, assert_one_line_error, check_restored, cli_argv, liferaft
 from tests.helpers.diskkit import MIB
 from tests.stores.conftest import DISK_BYTES, Captured
 from tests.stores.serverkit import CountingProxy, Nginx, free_port, self_signed_cert, stop
@@ -67,19 +66,7 @@ def test_restore_resumes_after_server_restart_without_downloading_again(
     target = loopdisk(DISK_BYTES)
     with nginx, CountingProxy(nginx.port) as proxy:
         url = f"http://127.0.0.1:{proxy.port}/"
-        argv = [
-            sys.executable,
-            "-m",
-            "rescue_app.cli",
-            "restore",
-            "--repo",
-            url,
-            "--image",
-            "src",
-            "--to",
-            target,
-            "--yes",
-        ]
+        argv = cli_argv("restore", "--repo", url, "--image", "src", "--to", target, "--yes")
         restore = subprocess.Popen(
             argv,
             cwd=REPO_ROOT,
@@ -226,10 +213,7 @@ def test_cli_shows_the_notice_and_ctrl_c_ends_the_wait(captured, loopdisk, workd
     target = loopdisk(DISK_BYTES)
     lines: list[str] = []
     with nginx, CountingProxy(nginx.port) as proxy:
-        argv = [
-            sys.executable,
-            "-m",
-            "rescue_app.cli",
+        argv = cli_argv(
             "restore",
             "--repo",
             f"http://127.0.0.1:{proxy.port}/",
@@ -238,7 +222,7 @@ def test_cli_shows_the_notice_and_ctrl_c_ends_the_wait(captured, loopdisk, workd
             "--to",
             target,
             "--yes",
-        ]
+        )
         restore = subprocess.Popen(
             argv,
             cwd=REPO_ROOT,
@@ -315,16 +299,7 @@ def test_store_basics(tmp_path, monkeypatch):
 @pytest.mark.root
 def test_liferaft_serve(captured):
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "rescue_app.cli",
-        "serve",
-        "--repo",
-        captured.repo,
-        "--port",
-        str(port),
-    ]
+    argv = cli_argv("serve", "--repo", captured.repo, "--port", str(port))
     proc = subprocess.Popen(
         argv,
         cwd=REPO_ROOT,

@@ -31,7 +31,7 @@ from rescue_app.engine.repository import (
 )
 from rescue_app.engine.retention import ImageTime, KeepRule, select
 from rescue_app.errors import RepositoryError, UsageError
-from tests.enginekit import REPO_ROOT, assert_one_line_error, check_restored, liferaft
+from tests.enginekit import REPO_ROOT, assert_one_line_error, check_restored, cli_argv, liferaft
 from tests.stores.conftest import DISK_BYTES
 from tests.stores.serverkit import free_port, sshd, stop, wait_port
 
@@ -423,7 +423,7 @@ def test_prune_killed_mid_delete_leaves_a_whole_repository(s3, workdir):
 
     def killed_when(condition) -> None:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rescue_app.cli", "prune", "--repo", url, "--grace", "0"],
+            cli_argv("prune", "--repo", url, "--grace", "0"),
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -494,17 +494,7 @@ def test_prune_racing_a_capture(kind, captured, loopdisk, workdir, request):
     grace = 20.0  # a capture of this small disk takes a few seconds, more on a busy machine
     started = time.monotonic()
     child = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rescue_app.cli",
-            "capture",
-            "--repo",
-            url,
-            "--name",
-            "b",
-            captured.source.dev,
-        ],
+        cli_argv("capture", "--repo", url, "--name", "b", captured.source.dev),
         cwd=REPO_ROOT,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 
 import pytest
@@ -15,6 +14,7 @@ from tests.enginekit import (
     REPO_ROOT,
     assert_one_line_error,
     check_restored,
+    cli_argv,
     liferaft,
     secret_in_process_listing,
 )
@@ -41,19 +41,9 @@ def test_capture_list_verify_restore_over_sftp(captured, server, loopdisk, workd
     # nowhere: not in process listings, the log, or the repository.
     monkeypatch.setenv("LIFERAFT_PASSWORD", SECRET)
     logfile = os.path.join(workdir, "liferaft.log")
-    argv = [
-        sys.executable,
-        "-m",
-        "rescue_app.cli",
-        "--log",
-        logfile,
-        "capture",
-        "--repo",
-        url,
-        "--name",
-        "net",
-        captured.source.dev,
-    ]
+    argv = cli_argv(
+        "--log", logfile, "capture", "--repo", url, "--name", "net", captured.source.dev
+    )
     proc = subprocess.Popen(
         argv,
         cwd=REPO_ROOT,
