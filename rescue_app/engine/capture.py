@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from rescue_app.engine import blockio, lvm, probe
 from rescue_app.engine.chunkio import WORKERS, pipeline
@@ -70,14 +71,9 @@ class _Volume:
     method: str
     extents: list[Extent] | None  # None: every byte (raw)
     note: str = ""
-
-    @property
-    def size(self) -> int:
-        raise NotImplementedError
-
-    @property
-    def node(self) -> str:
-        raise NotImplementedError
+    # the device read and its size, set by each kind from what it describes
+    node: str = field(init=False)
+    size: int = field(init=False)
 
     @property
     def read_bytes(self) -> int:
@@ -86,18 +82,26 @@ class _Volume:
             return total(self.extents)
         return self.size if self.method == Method.RAW else 0
 
+    def contents(self, chunks: list[str | None]) -> dict[str, Any]:
+        """Its fields in an image that partitions and logical volumes share
+        (filesystem, method, used bytes and map, chunks, the fallback's note)."""
+        used = self.extents if self.method == Method.USED and self.extents else ()
+        return {
+            "filesystem": self.fs,
+            "method": self.method,
+            "used_bytes": self.read_bytes,
+            "used_map": ExtentMap(used),
+            "chunks": tuple(chunks),
+            "note": self.note,
+        }
+
 
 @dataclass
 class _PartPlan(_Volume):
     entry: TableEntry = field(kw_only=True)
 
-    @property
-    def size(self) -> int:
-        return self.entry.size
-
-    @property
-    def node(self) -> str:
-        return self.entry.node
+    def __post_init__(self) -> None:
+        self.node, self.size = self.entry.node, self.entry.size
 
 
 @dataclass
@@ -340,13 +344,8 @@ class _LvPlan(_Volume):
     holds_root: bool = False
     segments: tuple[SegmentImage, ...] = ()
 
-    @property
-    def size(self) -> int:
-        return self.lv.size
-
-    @property
-    def node(self) -> str:
-        return self.lv.dm_path
+    def __post_init__(self) -> None:
+        self.node, self.size = self.lv.dm_path, self.lv.size
 
 
 @dataclass
@@ -525,12 +524,7 @@ def _capture_volume_group(
                 pool=p.lv.pool,
                 hidden=p.lv.hidden,
                 holds_root=p.holds_root,
-                filesystem=p.fs,
-                method=p.method,
-                used_bytes=p.read_bytes,
-                used_map=ExtentMap(p.extents if p.method == Method.USED and p.extents else ()),
-                chunks=tuple(chunks),
-                note=p.note,
+                **p.contents(chunks),
                 segments=p.segments,
             )
         )
@@ -609,12 +603,7 @@ def _capture_disk(
             images.append(
                 PartitionImage(
                     **placement(e),
-                    filesystem=p.fs,
-                    method=p.method,
-                    used_bytes=p.read_bytes,
-                    used_map=ExtentMap(p.extents if p.method == Method.USED and p.extents else ()),
-                    chunks=tuple(chunks),
-                    note=p.note,
+                    **p.contents(chunks),
                 )
             )
     return DiskImage(
