@@ -20,17 +20,21 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import zstandard
 
 from rescue_app import __version__
+from rescue_app.engine.envelope import PLAIN, Envelope, SealError
 from rescue_app.engine.keychain import CredentialChain
 from rescue_app.engine.manifest import ImageSummary, Manifest, parse_manifest
 from rescue_app.engine.stores import Store, open_store
 from rescue_app.errors import ChunkError, ImageNotFoundError, ManifestError, RepositoryError
 
 REPO_FORMAT = "liferaft-repository"
-REPO_VERSION = 1
+# The newest version this liferaft reads; a repository is written with the
+# lowest that describes it: 1 plain, 2 encrypted (docs/FORMAT.md).
+REPO_VERSION = 2
 REPO_FILE = "liferaft-repository.json"
 INDEX_FILE = "index.json"
 CHUNK_SIZE = 4 * 1024 * 1024
@@ -100,13 +104,27 @@ class Repository:
         self._create_pending = False
         self._create_lock = threading.Lock()
         self.damaged: list[str] = []  # manifests list_images() skipped, as messages
+        # How objects are named and sealed: PLAIN, or (encrypted) the envelope
+        # of the unlocked master keys (engine/keys.py unlocks and creates).
+        self.envelope: Envelope = PLAIN
+        self.marker: dict[str, Any] = {}  # liferaft-repository.json as read (or to write)
+        self.first_files: list[tuple[str, bytes]] = []  # written before a new marker
+        self.unreadable: list[str] = []  # sealed manifests manifest_refs() could not open
+        self._opened: dict[str, Manifest] = {}  # sealed manifests by object name
 
     # -- opening ---------------------------------------------------------
     @classmethod
     def open(
-        cls, location: str, *, credentials: CredentialChain, create: bool = False
+        cls,
+        location: str,
+        *,
+        credentials: CredentialChain,
+        create: bool = False,
+        unlock: bool = True,
     ) -> Repository:
-        """``credentials``: where a network store gets its secrets (the Engine's)."""
+        """``credentials``: where a network store gets its secrets (the Engine's)
+        and an encrypted repository its passphrase; ``unlock=False`` leaves an
+        encrypted one locked (key management)."""
         store = open_store(location, credentials)
         repo = cls(store)
         try:
@@ -117,7 +135,27 @@ class Repository:
             repo._create_pending = True
             return repo
         repo._check_marker(marker)
+        if repo.encrypted:
+            from rescue_app.engine import keys
+
+            repo.envelope = keys.LOCKED
+            if unlock:
+                keys.unlock(repo, credentials)
         return repo
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether the store sees only sealed objects (format 2): where an
+        unlocked LUKS volume's contents may be captured."""
+        return "encryption" in self.marker
+
+    def chunk_id(self, data: bytes | bytearray | memoryview) -> str:
+        """The id a chunk of ``data`` has in this repository: the one place
+        plain bytes are hashed (SHA-256, or HMAC-SHA256 when encrypted)."""
+        return self.envelope.chunk_id(data)
+
+    def manifest_rel(self, name: str, image_id: str) -> str:
+        return self.envelope.manifest_rel(name, image_id)
 
     def _check_marker(self, raw: bytes) -> None:
         try:
@@ -135,6 +173,7 @@ class Repository:
                 f"repository {self.location} has format version {doc.get('version')!r}",
                 hint=f"this liferaft reads version {REPO_VERSION}; use a newer liferaft",
             )
+        self.marker = doc
 
     def _create(self) -> None:
         self.store.prepare_new()
@@ -145,8 +184,12 @@ class Repository:
             "chunk_hash": CHUNK_HASH,
             "compression": COMPRESSION,
             "created": _utc_now().isoformat().replace("+00:00", "Z"),
+            **self.marker,
         }
+        for rel, raw in self.first_files:  # an encrypted repository's first key slot
+            self.store.write(rel, raw, durable=True)
         self.store.write(REPO_FILE, (json.dumps(doc, indent=1) + "\n").encode(), durable=True)
+        self.marker = doc
 
     def local_path(self) -> str | None:
         """The repository's folder when it is on this machine's own disks, else
@@ -179,6 +222,14 @@ class Repository:
                 self._create_pending = False
 
     # -- chunks ----------------------------------------------------------
+    def chunk_id(self, data: bytes | bytearray | memoryview) -> str:
+        """The id this repository gives a chunk's bytes, what its manifests name.
+
+        The one place a caller outside this module turns bytes into an id (a
+        seed restore hashes the target's bytes with it, verify the read-back):
+        a repository whose ids are keyed overrides this alone."""
+        return chunk_digest(data)
+
     def has_chunk(self, digest: str) -> bool:
         """Whether a writer may count on the chunk being there. A prune
         candidate is not: prune may delete it, so it is stored again."""
@@ -188,13 +239,14 @@ class Repository:
         self, data: bytes | bytearray | memoryview, digest: str | None = None
     ) -> PutResult:
         """Store one chunk unless an identical one is already there."""
-        digest = digest or chunk_digest(data)
+        digest = digest or self.chunk_id(data)
         if self._create_pending:
             self._materialise()
         if self.has_chunk(digest):
             return PutResult(digest, 0)
-        blob = _compressor().compress(data)
-        self.store.write(chunk_rel(digest), blob, durable=False)
+        rel = chunk_rel(digest)
+        blob = self.envelope.seal("chunk", rel, _compressor().compress(data))
+        self.store.write(rel, blob, durable=False)
         return PutResult(digest, len(blob))
 
     def missing_chunks(self, digests: Iterable[str]) -> set[str]:
@@ -260,10 +312,18 @@ class Repository:
                 hint="the repository is incomplete; run 'liferaft verify' and use another image",
             ) from None
         try:
+            blob = self.envelope.open("chunk", chunk_rel(digest), blob)
+        except SealError:
+            raise ChunkError(
+                f"chunk {digest[:12]}{place} was tampered with or is damaged: "
+                "it fails authentication",
+                hint="someone or something changed the repository; use another copy of the image",
+            ) from None
+        try:
             data = _decompressor().decompress(blob)
         except zstandard.ZstdError:
             data = b""
-        if chunk_digest(data) != digest:
+        if self.chunk_id(data) != digest:
             raise ChunkError(
                 f"chunk {digest[:12]}{place} is damaged: its content does not match its hash",
                 hint="the repository's medium may be failing; use another copy of the image",
@@ -289,7 +349,7 @@ class Repository:
         while True:
             now = _utc_now()
             image_id = now.strftime("%Y%m%dT%H%M%SZ")
-            if not self.store.has(_manifest_rel(name, image_id)):
+            if not self.store.has(self.manifest_rel(name, image_id)):
                 return image_id, now
             time.sleep(0.2)
 
@@ -298,9 +358,9 @@ class Repository:
         if self._create_pending:
             self._materialise()
         self.store.sync()
-        self.store.write(
-            _manifest_rel(manifest.name, manifest.id), manifest.to_json().encode(), durable=True
-        )
+        rel = self.manifest_rel(manifest.name, manifest.id)
+        body = self.envelope.seal("manifest", rel, manifest.to_json().encode())
+        self.store.write(rel, body, durable=True)
         self._write_index()
 
     def remove_images(self, refs: Iterable[tuple[str, str]]) -> None:
@@ -308,22 +368,28 @@ class Repository:
         image is there whole or not at all), its signature after it, then
         index.json is rewritten. Chunks stay until ``prune``."""
         for name, image_id in refs:
-            rel = _manifest_rel(name, image_id)
+            rel = self.manifest_rel(name, image_id)
             self.store.delete(rel)
             self.store.delete(rel + ".sig")
         self._write_index()
 
     def _write_index(self) -> None:
         """index.json lists every image, for readers that cannot list folders (HTTP)."""
-        entries = [
-            {"name": name, "id": image_id, "path": _manifest_rel(name, image_id)}
+        entries: list[dict[str, str]] = [
+            {"name": name, "id": image_id, "path": self.manifest_rel(name, image_id)}
             for name, image_id in self.manifest_refs()
         ]
-        doc = {"format": "liferaft-index", "version": 1, "images": entries}
+        doc: dict[str, Any] = {"format": "liferaft-index", "version": 1, "images": entries}
+        if self.envelope.encrypted:  # the paths only: names and ids are secret
+            doc = {"format": "liferaft-index", "version": 2, "images": [
+                {"path": p} for p in sorted({e["path"] for e in entries} | set(self._opened))
+            ]}  # fmt: skip
         self.store.write(INDEX_FILE, (json.dumps(doc, indent=1) + "\n").encode(), durable=True)
 
     def manifest_refs(self) -> list[tuple[str, str]]:
         """(name, id) of every manifest, by name then id."""
+        if self.envelope.encrypted:
+            return self._sealed_refs()
         if not self.store.can_list:
             return self._refs_from_index()
         out = []
@@ -346,6 +412,45 @@ class Repository:
             raise RepositoryError(f"repository {self.location}: {INDEX_FILE} is damaged") from None
         return sorted((n, i) for n, i in refs if NAME_RE.match(n) and ID_RE.match(i))
 
+    def _sealed_refs(self) -> list[tuple[str, str]]:
+        """An encrypted repository's manifests are opened to learn their names;
+        one that fails to open is left out and named in ``unreadable``."""
+        if self.store.can_list:
+            rels = [f"images/{n}" for n in self.store.list("images") if _SEALED_RE.match(n)]
+        else:
+            try:
+                doc = json.loads(self.store.read(INDEX_FILE))
+                rels = [str(e["path"]) for e in doc["images"]]
+            except FileNotFoundError:
+                rels = []
+            except (ValueError, KeyError, TypeError):
+                raise RepositoryError(f"repository {self.location}: {INDEX_FILE} is damaged") from None
+            rels = [r for r in rels if _SEALED_RE.match(r.removeprefix("images/"))]
+        self.unreadable = []
+        for rel in set(self._opened) - set(rels):
+            del self._opened[rel]
+        for rel in rels:
+            if rel not in self._opened:
+                try:
+                    self._opened[rel] = self._open_sealed(rel, rel)
+                except (ManifestError, FileNotFoundError) as exc:
+                    if isinstance(exc, ManifestError):
+                        self.unreadable.append(exc.message)
+        return sorted((m.name, m.id) for m in self._opened.values())
+
+    def _open_sealed(self, rel: str, shown: str) -> Manifest:
+        try:
+            text = self.envelope.open("manifest", rel, self.store.read(rel))
+        except SealError:
+            raise ManifestError(
+                f"manifest {shown} was tampered with or is damaged: it fails authentication",
+                hint="someone or something changed the repository; use another image or copy",
+            ) from None
+        manifest = parse_manifest(text, shown)
+        if self.manifest_rel(manifest.name, manifest.id) != rel:
+            raise ManifestError(f"manifest {shown} holds another image ({manifest.ref})")
+        return manifest
+
     def list_images(self) -> list[ImageSummary]:
         """Every complete image, oldest first. A damaged manifest is skipped
         here (``verify`` and ``restore`` report it)."""
@@ -358,6 +463,7 @@ class Repository:
                 out.append(ImageSummary.of(self._read_manifest(name, image_id)))
             except ManifestError as exc:
                 self.damaged.append(exc.message)
+        self.damaged.extend(self.unreadable)
         out.sort(key=lambda s: (s.created, s.name))
         return out
 
@@ -384,8 +490,19 @@ class Repository:
         return self._read_manifest(name, image_id)
 
     def _read_manifest(self, name: str, image_id: str) -> Manifest:
+        rel = self.manifest_rel(name, image_id)
+        if self.envelope.encrypted:
+            if rel in self._opened:
+                return self._opened[rel]
+            try:
+                return self._open_sealed(rel, f"{name}@{image_id}")
+            except FileNotFoundError:
+                raise ImageNotFoundError(
+                    f"image {name}@{image_id} is listed but its manifest is missing "
+                    f"from {self.location}"
+                ) from None
         try:
-            text = self.store.read(_manifest_rel(name, image_id))
+            text = self.store.read(rel)
         except FileNotFoundError:
             raise ImageNotFoundError(
                 f"image {name}@{image_id} is listed but its manifest is missing "
@@ -400,8 +517,7 @@ class Repository:
         self.store.close()
 
 
-def _manifest_rel(name: str, image_id: str) -> str:
-    return f"images/{name}/{image_id}.json"
+_SEALED_RE = re.compile(r"^[0-9a-f]{64}$")  # an encrypted repository's manifest names
 
 
 def _utc_now() -> datetime:
