@@ -41,11 +41,9 @@ from rescue_app.engine.manifest import (
 )
 from rescue_app.engine.mounts import mounted
 from rescue_app.engine.repository import (
-    CHUNK_HASH,
     CHUNK_SIZE,
     COMPRESSION,
     Repository,
-    chunk_digest,
     host_name,
     liferaft_version,
     validate_name,
@@ -165,20 +163,29 @@ def capture(
         host=host_name(),
         liferaft_version=liferaft_version(),
         chunk_size=CHUNK_SIZE,
-        chunk_hash=CHUNK_HASH,
+        chunk_hash=repo.envelope.chunk_hash,
         compression=COMPRESSION,
         disks=tuple(images),
         stats={"chunks": stats.chunks, "new_chunks": stats.new, "stored_bytes": stats.stored},
         volume_groups=tuple(volume_groups),
     )
+    return commit_image(repo, manifest, started, notes)
+
+
+def commit_image(
+    repo: Repository, manifest: Manifest, started: float, notes: Sequence[str] = ()
+) -> CaptureResult:
+    """Commit a new image, whose chunks are all stored, and report it (capture
+    and the Clonezilla import end here). The manifest goes last, so an
+    interrupted job leaves no image."""
     repo.commit_manifest(manifest)
     repo.clean_tmp()
     return CaptureResult(
         ref=manifest.ref,
         data_bytes=manifest.data_bytes,
-        stored_bytes=stats.stored,
-        chunks_total=stats.chunks,
-        chunks_new=stats.new,
+        stored_bytes=manifest.stats["stored_bytes"],
+        chunks_total=manifest.stats["chunks"],
+        chunks_new=manifest.stats["new_chunks"],
         seconds=time.monotonic() - started,
         notes=tuple(notes),
     )
@@ -623,8 +630,8 @@ def _capture_disk(
 
 
 @functools.lru_cache(maxsize=8)
-def _zero_digest(length: int) -> str:
-    return chunk_digest(bytes(length))
+def _zero_digest(repo: Repository, length: int) -> str:
+    return repo.chunk_id(bytes(length))
 
 
 def _store_region(
@@ -657,8 +664,8 @@ def _store_region(
         inside = [(start, length)] if extents is None else clip(extents, start, start + length)
         view = reader.read(base + start, length, [(base + s, n) for s, n in inside])
         nbytes = total(inside)
-        digest = chunk_digest(view)
-        if digest == _zero_digest(length):
+        digest = repo.chunk_id(view)
+        if digest == _zero_digest(repo, length):
             return i, nbytes, None, 0
         result = repo.put_chunk(view, digest)
         return i, nbytes, digest, result.stored_bytes

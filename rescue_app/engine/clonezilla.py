@@ -23,11 +23,13 @@ import json
 import os
 import re
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
+from rescue_app.engine.capture import commit_image
 from rescue_app.engine.chunkio import RESTORE_WORKERS
 from rescue_app.engine.extents import Extent, ExtentMap, normalize, total
 from rescue_app.engine.manifest import (
@@ -54,6 +56,7 @@ from rescue_app.engine.repository import (
     chunk_digest,
     liferaft_version,
 )
+from rescue_app.engine.results import CaptureResult
 from rescue_app.engine.stores.local import LocalStore
 from rescue_app.engine.table import TableEntry, parse_sfdisk_json, placement
 from rescue_app.engine.usedmap import ntfs_backup_boot_sector
@@ -448,9 +451,12 @@ def partition_chunks(
 _ZEROS = bytes(CHUNK_SIZE)
 
 
-def _cell_digest(data: bytes | bytearray) -> str | None:
-    """None for an all-zero cell (not stored, docs/FORMAT.md), else its hash."""
-    return None if data == _ZEROS[: len(data)] else chunk_digest(data)
+def _cell_digest(
+    data: bytes | bytearray, chunk_id: Callable[[bytes | bytearray], str] = chunk_digest
+) -> str | None:
+    """None for an all-zero cell (not stored, docs/FORMAT.md), else its id
+    (``chunk_id``: the importing repository's, keyed when it is encrypted)."""
+    return None if data == _ZEROS[: len(data)] else chunk_id(data)
 
 
 class _Scan:
@@ -542,7 +548,7 @@ def build_manifest(
     stats = {"chunks": 0, "new_chunks": 0, "stored_bytes": 0}
 
     def keep(data: bytes | bytearray) -> str | None:
-        digest = _cell_digest(data)
+        digest = _cell_digest(data) if store is None else _cell_digest(data, store.chunk_id)
         if digest is not None:
             stats["chunks"] += 1
             if store is not None:
@@ -611,7 +617,7 @@ def build_manifest(
         host=f"clonezilla:{image.name}",
         liferaft_version=liferaft_version(),
         chunk_size=CHUNK_SIZE,
-        chunk_hash=CHUNK_HASH,
+        chunk_hash=CHUNK_HASH if store is None else store.envelope.chunk_hash,
         compression=COMPRESSION,
         disks=tuple(disks),
         stats=dict(stats),
@@ -853,13 +859,8 @@ class ClonezillaSource(Repository):
 
 
 @dataclass(frozen=True)
-class ImportResult:
-    ref: str
-    source: str
-    data_bytes: int
-    stored_bytes: int
-    chunks_total: int
-    chunks_new: int
+class ImportResult(CaptureResult):
+    source: str = field(kw_only=True)  # the Clonezilla image's name
 
 
 def import_image(
@@ -875,6 +876,7 @@ def import_image(
     The manifest is committed last, so a damaged image leaves no image."""
     from rescue_app.engine.repository import validate_name
 
+    started = time.monotonic()
     if not is_image_folder(folder):
         raise ClonezillaImageError(
             f"{folder} is not a Clonezilla image folder (no 'disk' or 'parts' file)",
@@ -884,7 +886,7 @@ def import_image(
     target = validate_name(name or _safe_name(image.name))
     repo.ensure_writable()
     image_id, _now = repo.new_image_id(target)
-    manifest, _static, stats = build_manifest(
+    manifest, _static, _stats = build_manifest(
         image,
         name=target,
         image_id=image_id,
@@ -893,17 +895,7 @@ def import_image(
         cancel=cancel,
         phase="import",
     )
-    manifest = replace(manifest, stats=dict(stats))
-    repo.commit_manifest(manifest)
-    repo.clean_tmp()
-    return ImportResult(
-        ref=manifest.ref,
-        source=image.name,
-        data_bytes=manifest.data_bytes,
-        stored_bytes=stats["stored_bytes"],
-        chunks_total=stats["chunks"],
-        chunks_new=stats["new_chunks"],
-    )
+    return ImportResult(**asdict(commit_image(repo, manifest, started)), source=image.name)
 
 
 def _safe_name(name: str) -> str:

@@ -6,24 +6,28 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
-class CaptureResult:
-    ref: str  # name@id of the new image
+class JobResult:
+    """What a job over one image reports: the image, how long it took, and
+    what the user should know (a partition stored raw, a file system not grown)."""
+
+    ref: str  # name@id of the image
+    seconds: float = field(kw_only=True)
+    notes: tuple[str, ...] = field(default=(), kw_only=True)
+
+
+@dataclass(frozen=True)
+class CaptureResult(JobResult):
     data_bytes: int  # bytes read from the disks and described by the image
     stored_bytes: int  # compressed bytes newly added to the repository
     chunks_total: int
     chunks_new: int
-    seconds: float
-    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
-class RestoreResult:
-    ref: str
+class RestoreResult(JobResult):
     targets: tuple[str, ...]
     written_bytes: int
-    seconds: float
     verified: bool
-    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -245,7 +245,7 @@ class FakeEngine(Engine):
                 if cancel is not None and cancel.cancelled:
                     raise CancelledError("restore cancelled")
                 time.sleep(0.05)
-        return RestoreResult(MANIFEST.ref, ("/dev/sda",), total, 754.0, True)
+        return RestoreResult(MANIFEST.ref, ("/dev/sda",), total, True, seconds=754.0)
 
     def network_status(self) -> NetworkStatus:
         return NETWORK
