@@ -34,6 +34,8 @@ BASE_PACKAGES: tuple[str, ...] = (
     "python3",
     "python3-venv",
     "python3-parted",
+    # signed images (Ed25519) and encrypted repositories (AEAD)
+    "python3-cryptography",
     "partclone",
     "parted",
     "fdisk",

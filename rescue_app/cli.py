@@ -32,6 +32,7 @@ from rescue_app.engine import (
     human_size,
 )
 from rescue_app.errors import LiferaftError, NotRootError, UsageError
+from rescue_app.profile import installed_trusted_keys
 from rescue_app.progress import CancelToken, Progress
 
 log = logging.getLogger("liferaft")
@@ -187,10 +188,11 @@ def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
 
 def cmd_capture(engine: Engine, args: argparse.Namespace) -> int:
     _require_root("capture")
+    signer = engine.load_signing_key(args.sign_key) if args.sign_key else None
     repo = engine.open_repository(args.repo, create=True)
     with ProgressBar() as bar:
         result = engine.capture(
-            repo, args.name, args.devices, progress=bar, cancel=_cancel_on_signals()
+            repo, args.name, args.devices, progress=bar, cancel=_cancel_on_signals(), signer=signer
         )
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -289,21 +291,35 @@ def cmd_restore(engine: Engine, args: argparse.Namespace) -> int:
     repo = engine.open_repository(args.repo)
     with ProgressBar() as bar:  # a Clonezilla image is read whole first
         engine.read_image_through(repo, args.image, progress=bar, cancel=_cancel_on_signals())
-    plan = engine.plan_restore(repo, args.image, args.to, grow=args.grow, grow_lv=args.grow_lv)
-    print(plan.render())
+    plan = engine.plan_restore(
+        repo,
+        args.image,
+        args.to,
+        grow=args.grow,
+        grow_lv=args.grow_lv,
+        shrink=args.shrink,
+        seed=not args.no_seed,
+    )
+    # (with --json, stdout holds only the JSON: the plan goes to stderr)
+    print(plan.render(), file=sys.stderr if args.json else sys.stdout)
     if args.dry_run:
-        print("\ndry run: nothing was written")
+        if args.json:
+            print(json.dumps({"dry_run": True, "plan": plan.render()}, indent=1))
+        else:
+            print("\ndry run: nothing was written")
         return 0
     _confirm([d.target for d in plan.disks], args)
     with ProgressBar() as bar:
         result = engine.restore(plan, progress=bar, cancel=_cancel_on_signals(), verify=args.verify)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(asdict(result), indent=1))
+        return 0
     checked = ", read back and verified" if result.verified else ""
     print(
-        f"restored {result.ref} to {', '.join(result.targets)}: "
-        f"{human_size(result.written_bytes)} written{checked} "
-        f"in {human_duration(result.seconds)}"
+        f"restored {result.ref} to {', '.join(result.targets)}: {result.figures()}"
+        f"{checked} in {human_duration(result.seconds)}"
     )
     return 0
 
@@ -456,6 +472,82 @@ def cmd_extract(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_passphrase(what: str, given: str | None = None) -> str:
+    """A new passphrase: ``given`` (the environment or the credentials file),
+    else typed twice at the terminal; never echoed, logged or shown."""
+    if given:
+        return given
+    if sys.stdin is None or not sys.stdin.isatty():
+        raise UsageError(
+            f"no passphrase for {what} was given",
+            hint="set LIFERAFT_PASSPHRASE (LIFERAFT_NEW_PASSPHRASE for 'key add'), put "
+            "passphrase_file in the credentials file, or run liferaft in a terminal",
+        )
+    import getpass
+
+    first = getpass.getpass(f"new passphrase for {what}: ")
+    if getpass.getpass("the same passphrase again: ") != first:
+        raise UsageError("the two passphrases differ; nothing was written", hint="try again")
+    return first
+
+
+def cmd_init(engine: Engine, args: argparse.Namespace) -> int:
+    passphrase = None
+    if args.encrypt:
+        passphrase = _new_passphrase(args.repo, engine.given_passphrase(args.repo))
+    repo = engine.init_repository(args.repo, passphrase=passphrase)
+    kind = "encrypted repository" if repo.encrypted else "repository"
+    print(f"created the {kind} {repo.location}")
+    if repo.encrypted:
+        print(
+            "keep a copy of its key apart from it: 'liferaft key export --paper --repo "
+            f"{repo.location}' prints one (without it, a lost passphrase loses every image)"
+        )
+    return 0
+
+
+def cmd_key(engine: Engine, args: argparse.Namespace) -> int:
+    action = args.key_command
+    repo = engine.open_repository(args.repo, unlock=action not in ("list", "import"))
+    if action == "list":
+        for slot in engine.key_slots(repo):
+            print(f"{slot.slot}  created {slot.created}")
+        return 0
+    if action == "add":
+        phrase = _new_passphrase(repo.location, os.environ.get("LIFERAFT_NEW_PASSPHRASE"))
+        print(f"added key slot {engine.add_key(repo, phrase)}")
+        return 0
+    if action == "remove":
+        engine.remove_key(repo, args.slot)
+        print(f"removed key slot {args.slot}")
+        return 0
+    if action == "export":
+        if not args.paper:
+            raise UsageError("say how to export the key", hint="liferaft key export --paper")
+        print(engine.paper_key(repo))
+        return 0
+    # import: the paper key from a file or standard input, a new passphrase
+    if args.file in (None, "-"):
+        text = sys.stdin.read() if not sys.stdin.isatty() else _typed_paper_key()
+    else:
+        try:
+            with open(args.file) as f:
+                text = f.read()
+        except OSError as exc:
+            raise UsageError(f"cannot read the paper key {args.file}: {exc.strerror}") from None
+    phrase = _new_passphrase(repo.location, engine.given_passphrase(repo.location))
+    print(f"imported the paper key: new key slot {engine.import_paper_key(repo, text, phrase)}")
+    return 0
+
+
+def _typed_paper_key() -> str:
+    print("type the paper key, lines as printed; an empty line ends it:", file=sys.stderr)
+    lines = []
+    while line := input().strip():
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liferaft", description="Bare-metal backup and restore.")
     parser.add_argument("--version", action="version", version=f"liferaft {__version__}")
@@ -486,12 +578,46 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("capture", help="capture whole disks into a repository")
     p.add_argument("--repo", required=True, help="repository folder (created if missing)")
     p.add_argument("--name", required=True, help="image name, e.g. the host name")
+    p.add_argument(
+        "--sign-key",
+        metavar="FILE",
+        help="sign the image with this Ed25519 private key (PEM or OpenSSH); restore and "
+        "verify check it with --trust-key",
+    )
     p.add_argument("devices", nargs="+", metavar="DEV")
     p.set_defaults(func=cmd_capture)
+
+    p = sub.add_parser("init", help="create an empty repository (--encrypt: an encrypted one)")
+    p.add_argument("--repo", required=True, help="a new or empty folder, or a URL")
+    p.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="encrypt everything in it; the passphrase comes from LIFERAFT_PASSPHRASE, "
+        "the credentials file or is asked twice",
+    )
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("key", help="the passphrases and paper key of an encrypted repository")
+    keys = p.add_subparsers(dest="key_command", required=True, metavar="ACTION")
+    q = keys.add_parser("list", help="list the key slots")
+    q.add_argument("--repo", required=True)
+    q = keys.add_parser("add", help="add a passphrase (LIFERAFT_NEW_PASSPHRASE or asked twice)")
+    q.add_argument("--repo", required=True)
+    q = keys.add_parser("remove", help="remove a key slot (never the last one)")
+    q.add_argument("--repo", required=True)
+    q.add_argument("slot", metavar="SLOT")
+    q = keys.add_parser("export", help="print the master key to keep apart from the repository")
+    q.add_argument("--repo", required=True)
+    q.add_argument("--paper", action="store_true", help="as text with a checksum, to print")
+    q = keys.add_parser("import", help="regain access with the paper key: a new key slot")
+    q.add_argument("--repo", required=True)
+    q.add_argument("file", nargs="?", metavar="FILE", help="the paper key's text (default: stdin)")
+    p.set_defaults(func=cmd_key)
 
     p = sub.add_parser("verify", help="check every chunk of an image (or of all images)")
     p.add_argument("--repo", required=True)
     p.add_argument("name", nargs="?", metavar="NAME[@DATE]")
+    _trust_key_argument(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("forget", help="remove images a retention policy does not keep")
@@ -527,6 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     p.add_argument("--verify", action="store_true", help="read back and check what was written")
+    _trust_key_argument(p)
     p.add_argument(
         "--grow",
         action="store_true",
@@ -537,6 +664,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="VG/LV",
         help="with --grow, when the last partition is an LVM PV: the logical volume "
         "that takes the new space (default: the one holding /, else the last)",
+    )
+    p.add_argument(
+        "--no-seed",
+        action="store_true",
+        help="write every chunk (default: where the target's table already places a "
+        "partition, only the chunks that differ from what it holds are fetched and written)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print the result as JSON (the plan goes to stderr)"
+    )
+    p.add_argument(
+        "--shrink",
+        action="append",
+        default=[],
+        metavar="PART",
+        help="on a smaller disk, a partition (N, or diskD/pN) that may shrink after the "
+        "last one (its files are copied onto a new filesystem); repeatable",
     )
     p.set_defaults(func=cmd_restore)
 
@@ -613,10 +757,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _engine() -> Engine:
+def _trust_key_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trust-key",
+        action="append",
+        metavar="FILE.pub",
+        help="accept only images signed by this Ed25519 public key (repeatable; default: "
+        "the rescue stick's profile's signing.trusted_keys)",
+    )
+
+
+def _engine(args: argparse.Namespace) -> Engine:
     """Secrets from the environment and the credentials file, else typed at
-    the terminal when asked (the TUI puts its own dialog in the prompt's place)."""
-    return Engine(credentials=CredentialChain.standard(prompt=TerminalPrompt()))
+    the terminal when asked (the TUI puts its own dialog in the prompt's place).
+    Images must be signed by --trust-key, else by the keys the rescue stick's
+    profile names (none: signatures are not checked)."""
+    paths = getattr(args, "trust_key", None)
+    trusted = Engine.load_trusted_keys(paths) if paths else installed_trusted_keys()
+    return Engine(credentials=CredentialChain.standard(prompt=TerminalPrompt()), trusted=trusted)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -635,7 +793,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger().setLevel(logging.DEBUG)
         handlers[0].setLevel(logging.DEBUG if args.debug else logging.WARNING)
     try:
-        return int(args.func(_engine(), args))
+        return int(args.func(_engine(args), args))
     except LiferaftError as exc:
         if args.debug:
             raise

@@ -22,14 +22,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from rescue_app.errors import LiferaftError
+
+if TYPE_CHECKING:
+    from rescue_app.engine.signing import TrustedKeys
 
 # Where the build puts the merged profile on the rescue system (secrets masked).
 INSTALLED_PROFILE = Path("/etc/liferaft/profile.yaml")
@@ -101,6 +105,16 @@ MASK = "<hidden>"
 
 
 @dataclass(frozen=True)
+class Signing:
+    """With keys, this rescue system restores and verifies only images signed
+    by one of them (engine/signing.py): Ed25519 public keys, each a PEM block
+    (``openssl pkey -pubout``) or an OpenSSH line (``ssh-ed25519 AAAA...``).
+    Public keys, so they stay readable in /etc/liferaft/profile.yaml."""
+
+    trusted_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Compression:
     algorithm: Literal["zstd", "xz", "gzip"] = "zstd"
     level: int = 15
@@ -124,6 +138,7 @@ class Profile:
     unattended: Unattended = field(default_factory=Unattended)
     compression: Compression = field(default_factory=Compression)
     credentials: tuple[CredentialEntry, ...] = ()
+    signing: Signing = field(default_factory=Signing)
     outputs: tuple[Literal["iso", "netboot"], ...] = ("iso",)
     # Where boot.ipxe finds the netboot files; iPXE expands ${next-server}.
     netboot_url: str | None = None
@@ -141,6 +156,20 @@ class Profile:
             shown.append({k: v for k, v in entry.items() if v not in (None, [])})
         data["credentials"] = shown
         return data
+
+    def trusted_keys(self) -> TrustedKeys | None:
+        """The keys images must be signed by (``signing``); None: any image.
+        ProfileError naming the file when one is not an Ed25519 public key."""
+        from rescue_app.engine import signing
+
+        try:
+            return signing.trusted_from_texts(
+                self.signing.trusted_keys, f"the profile {self.source}"
+            )
+        except LiferaftError as exc:
+            raise ProfileError(
+                f"{self.source}: key 'signing.trusted_keys': {exc.message}", hint=exc.hint
+            ) from None
 
     def dump(self) -> str:
         """The merged profile as YAML, as ``liferaft-build show`` prints it and
@@ -277,7 +306,23 @@ def load_profile_file(path: Path | str, *, check_secrets: bool = True) -> Profil
         raise ProfileError(f"{path}: key 'network.address' is required when mode is static")
     for entry in profile.credentials if check_secrets else ():
         _check_credential(entry)
+    profile.trusted_keys()  # a key that is not one fails the build, not the restore
     return profile
+
+
+def installed_profile_path() -> Path:
+    """The rescue system's profile (LIFERAFT_PROFILE names another)."""
+    return Path(os.environ.get("LIFERAFT_PROFILE", str(INSTALLED_PROFILE)))
+
+
+def installed_trusted_keys(path: Path | None = None) -> TrustedKeys | None:
+    """The keys the rescue system's profile (or ``path``) requires images to
+    be signed by; None where there is no profile (not a rescue stick) or it
+    names none."""
+    path = path or installed_profile_path()
+    if not path.is_file():
+        return None
+    return load_profile_file(path, check_secrets=False).trusted_keys()
 
 
 def _check_credential(entry: CredentialEntry) -> None:
@@ -481,6 +526,7 @@ __all__ = [
     "Unattended",
     "Compression",
     "CredentialEntry",
+    "Signing",
     "ProfileError",
     "load_profile",
     "load_profile_file",

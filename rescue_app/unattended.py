@@ -44,7 +44,12 @@ from typing import TYPE_CHECKING, Any
 
 from rescue_app.engine import human_rate, human_size
 from rescue_app.errors import LiferaftError, UsageError
-from rescue_app.profile import INSTALLED_PROFILE, Unattended, load_profile_file
+from rescue_app.profile import (
+    Unattended,
+    installed_profile_path,
+    installed_trusted_keys,
+    load_profile_file,
+)
 from rescue_app.progress import Progress
 
 if TYPE_CHECKING:
@@ -53,7 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("liferaft.unattended")
 
 LOG_FILE = Path(os.environ.get("LIFERAFT_UNATTENDED_LOG", "/var/log/liferaft-unattended.log"))
-PROFILE_FILE = Path(os.environ.get("LIFERAFT_PROFILE", str(INSTALLED_PROFILE)))
+PROFILE_FILE = installed_profile_path()
 REPO_MOUNT = Path("/run/liferaft/repo")
 CREDENTIALS_MOUNT = Path("/run/liferaft/credentials")
 DEVICE_WAIT_S = 30.0  # USB sticks appear a few seconds into the boot
@@ -341,7 +346,10 @@ def _wait_for_network(timeout: float = 60) -> None:
 def _execute(action: UnattendedAction) -> str:
     from rescue_app.engine import Engine
 
-    engine = Engine(credentials=credential_chain(action.credentials))
+    engine = Engine(
+        credentials=credential_chain(action.credentials),
+        trusted=installed_trusted_keys(PROFILE_FILE),
+    )
     if "://" in action.repo:
         _wait_for_network()
     location = _mount_repository(action.repo, writable=action.action == "capture")

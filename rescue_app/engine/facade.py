@@ -35,6 +35,7 @@ from rescue_app.engine import browse as _browse
 from rescue_app.engine import clonezilla as _clonezilla
 from rescue_app.engine import diskscan as _diskscan
 from rescue_app.engine import imagefs as _imagefs
+from rescue_app.engine import keys as _keys
 from rescue_app.engine import mounts as _mounts
 from rescue_app.engine import network as _network
 from rescue_app.engine import plan as _plan
@@ -42,12 +43,15 @@ from rescue_app.engine import power as _power
 from rescue_app.engine import probe as _probe
 from rescue_app.engine import prune as _prune
 from rescue_app.engine import retention as _retention
+from rescue_app.engine import signing as _signing
 from rescue_app.engine.browse import BrowsePartition, ExtractResult, ImageMount
 from rescue_app.engine.capture import capture as _capture_disks
 from rescue_app.engine.capture import capture_refusals as _capture_refusals
 from rescue_app.engine.diskmodel import BlockDisk
 from rescue_app.engine.keychain import CallbackPrompt, CredentialChain, PasswordPrompt
 from rescue_app.engine.keychain import CredentialSource as _CredentialSource
+from rescue_app.engine.keychain import SecretKind as _SecretKind
+from rescue_app.engine.keychain import SecretRequest as _SecretRequest
 from rescue_app.engine.manifest import ImageSummary, Manifest
 from rescue_app.engine.network import Interface, NetworkStatus
 from rescue_app.engine.plan import RestorePlan
@@ -56,6 +60,7 @@ from rescue_app.engine.repository import Repository
 from rescue_app.engine.restore import apply_plan, check_volume_groups_absent
 from rescue_app.engine.results import CaptureResult, RestoreResult, VerifyReport
 from rescue_app.engine.retention import ForgetPlan, KeepPolicy
+from rescue_app.engine.signing import Signer, TrustedKeys
 from rescue_app.engine.stores import reject_password_in_url as _reject_password_in_url
 from rescue_app.engine.stores.httpserve import make_server as _make_server
 from rescue_app.engine.stores.retry import Watch
@@ -72,8 +77,13 @@ class Engine:
     build theirs; without one, the environment and the credentials file, and
     nobody is asked. Two Engines never see each other's secrets."""
 
-    def __init__(self, *, credentials: CredentialChain | None = None) -> None:
+    def __init__(
+        self, *, credentials: CredentialChain | None = None, trusted: TrustedKeys | None = None
+    ) -> None:
+        """``trusted``: every image this Engine reads must be signed by one of
+        these keys (engine/signing.py); None: signatures are not checked."""
         self.credentials = credentials if credentials is not None else CredentialChain.standard()
+        self.trusted = trusted
         self._earlier_prompt: _CredentialSource | None = None  # while a UI asks
 
     def list_disks(self) -> list[BlockDisk]:
@@ -83,15 +93,81 @@ class Engine:
         """``spec`` is a device path, ``serial:XYZ`` or ``wwn:0x...``."""
         return _diskscan.find_disk(spec)
 
-    def open_repository(self, location: str, *, create: bool = False) -> Repository:
+    def open_repository(
+        self, location: str, *, create: bool = False, unlock: bool = True
+    ) -> Repository:
         """A liferaft repository, or (to read, list and restore) a folder of
-        Clonezilla images or one Clonezilla image folder."""
+        Clonezilla images or one Clonezilla image folder. An encrypted one is
+        unlocked with the passphrase the credentials give (``unlock=False``:
+        left locked, for key management)."""
         if _clonezilla.looks_like_clonezilla(location):
             source = _clonezilla.ClonezillaSource.open_location(location)
             if create:  # a backup or an import would put a repository among them
                 raise source.read_only_error()
+            if self.trusted is not None:
+                raise RepositoryError(
+                    f"{location} holds Clonezilla images, which are not signed, and only "
+                    f"images signed by a key of {self.trusted.origin} are accepted",
+                    hint="import them into a repository with 'liferaft import' on a trusted "
+                    "machine and capture signed images",
+                )
             return source
-        return Repository.open(location, create=create, credentials=self.credentials)
+        repo = Repository.open(location, create=create, credentials=self.credentials, unlock=unlock)
+        repo.trusted = self.trusted
+        return repo
+
+    @staticmethod
+    def load_signing_key(path: str) -> Signer:
+        """The Ed25519 private key file ``capture(signer=...)`` signs with;
+        UsageError naming the file when it is not one."""
+        return _signing.load_signer(path)
+
+    @staticmethod
+    def load_trusted_keys(paths: Sequence[str]) -> TrustedKeys:
+        """The Ed25519 public key files an Engine's ``trusted`` is made of."""
+        return _signing.load_trusted(list(paths))
+
+    # -- encrypted repositories (engine/keys.py)
+
+    def init_repository(self, location: str, *, passphrase: str | None = None) -> Repository:
+        """Create an empty repository now; encrypted when ``passphrase`` is given."""
+        repo = self.open_repository(location, create=True)
+        if not repo.create_pending:
+            raise RepositoryError(
+                f"{location} is already a liferaft repository",
+                hint="give a new or empty folder",
+            )
+        if passphrase is None:
+            repo.create_now()
+        else:
+            _keys.create(repo, _keys.check_new_passphrase(passphrase))
+        return repo
+
+    def given_passphrase(self, location: str) -> str | None:
+        """The passphrase for ``location`` the credentials give without asking anyone."""
+        request = _SecretRequest(_SecretKind.PASSPHRASE, url=location)
+        answer = self.credentials.lookup(request, ask=False)
+        return answer.passphrase if answer is not None else None
+
+    @staticmethod
+    def key_slots(repo: Repository) -> list[_keys.SlotInfo]:
+        return _keys.list_slots(repo)
+
+    @staticmethod
+    def add_key(repo: Repository, passphrase: str) -> str:
+        return _keys.add_slot(repo, passphrase)
+
+    @staticmethod
+    def remove_key(repo: Repository, slot: str) -> None:
+        _keys.remove_slot(repo, slot)
+
+    @staticmethod
+    def paper_key(repo: Repository) -> str:
+        return _keys.paper_key(repo)
+
+    @staticmethod
+    def import_paper_key(repo: Repository, text: str, passphrase: str) -> str:
+        return _keys.import_paper_key(repo, text, passphrase)
 
     @staticmethod
     def holds_clonezilla_images(path: str) -> bool:
@@ -158,12 +234,20 @@ class Engine:
         *,
         grow: bool = False,
         grow_lv: str | None = None,
+        shrink: Sequence[str] = (),
+        seed: bool = True,
     ) -> RestorePlan:
         """``grow_lv``: with ``grow``, the logical volume (``VG/LV``) that takes
-        a grown PV's new space (default: the one holding /, else the last)."""
+        a grown PV's new space (default: the one holding /, else the last).
+        ``shrink``: on a smaller disk, partitions (``N``, ``diskD/pN``) that may
+        shrink after the last one. ``seed``: partitions the target already holds
+        at their place are compared chunk by chunk and only what differs is
+        fetched and written (False: every chunk is written)."""
         manifest = repo.load_manifest(ref)
         disks = [_diskscan.find_disk(t) for t in targets]
-        plan = _plan.make_restore_plan(repo, manifest, disks, grow=grow, grow_lv=grow_lv)
+        plan = _plan.make_restore_plan(
+            repo, manifest, disks, grow=grow, grow_lv=grow_lv, shrink=shrink, seed=seed
+        )
         # Before anything is confirmed or erased (and in a dry run): every
         # chunk the image needs must be in the repository, and no PV the
         # image recreates may be on another disk.
@@ -192,8 +276,11 @@ class Engine:
         *,
         progress: ProgressCallback = no_progress,
         cancel: CancelToken | None = None,
+        signer: Signer | None = None,
     ) -> CaptureResult:
+        """``signer``: sign the image's manifest with this key (unencrypted repositories)."""
         disks = [_diskscan.find_disk(d) for d in devices]
+        repo.signer = signer
         with _watching(repo, progress, cancel):
             return _capture_disks(repo, name, disks, progress=progress, cancel=cancel)
 

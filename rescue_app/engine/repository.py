@@ -28,6 +28,7 @@ from rescue_app import __version__
 from rescue_app.engine.envelope import PLAIN, Envelope, SealError
 from rescue_app.engine.keychain import CredentialChain
 from rescue_app.engine.manifest import ImageSummary, Manifest, parse_manifest
+from rescue_app.engine.signing import SIG_SUFFIX, SignatureError, Signer, TrustedKeys
 from rescue_app.engine.stores import Store, open_store
 from rescue_app.errors import ChunkError, ImageNotFoundError, ManifestError, RepositoryError
 
@@ -111,6 +112,11 @@ class Repository:
         self.first_files: list[tuple[str, bytes]] = []  # written before a new marker
         self.unreadable: list[str] = []  # sealed manifests manifest_refs() could not open
         self._opened: dict[str, Manifest] = {}  # sealed manifests by object name
+        # Signatures of an unencrypted repository's manifests (engine/signing.py):
+        # the key capture signs with, and the keys a reader requires.
+        self.signer: Signer | None = None
+        self.trusted: TrustedKeys | None = None
+        self._sealed_listed: list[str] = []  # every sealed manifest's name, opened or not
 
     # -- opening ---------------------------------------------------------
     @classmethod
@@ -149,11 +155,6 @@ class Repository:
         unlocked LUKS volume's contents may be captured."""
         return "encryption" in self.marker
 
-    def chunk_id(self, data: bytes | bytearray | memoryview) -> str:
-        """The id a chunk of ``data`` has in this repository: the one place
-        plain bytes are hashed (SHA-256, or HMAC-SHA256 when encrypted)."""
-        return self.envelope.chunk_id(data)
-
     def manifest_rel(self, name: str, image_id: str) -> str:
         return self.envelope.manifest_rel(name, image_id)
 
@@ -181,7 +182,7 @@ class Repository:
             "format": REPO_FORMAT,
             "version": REPO_VERSION,
             "chunk_size": CHUNK_SIZE,
-            "chunk_hash": CHUNK_HASH,
+            "chunk_hash": self.envelope.chunk_hash,
             "compression": COMPRESSION,
             "created": _utc_now().isoformat().replace("+00:00", "Z"),
             **self.marker,
@@ -209,6 +210,11 @@ class Repository:
             self._materialise()
         self.store.check_writable()
 
+    @property
+    def create_pending(self) -> bool:
+        """Asked to create, and nothing written yet."""
+        return self._create_pending
+
     def create_now(self) -> None:
         """Write the new repository's marker now rather than with its first data
         (an empty repository for a medium being prepared)."""
@@ -227,8 +233,8 @@ class Repository:
 
         The one place a caller outside this module turns bytes into an id (a
         seed restore hashes the target's bytes with it, verify the read-back):
-        a repository whose ids are keyed overrides this alone."""
-        return chunk_digest(data)
+        SHA-256, or HMAC-SHA256 in an encrypted repository (its envelope's)."""
+        return self.envelope.chunk_id(data)
 
     def has_chunk(self, digest: str) -> bool:
         """Whether a writer may count on the chunk being there. A prune
@@ -360,6 +366,7 @@ class Repository:
         self.store.sync()
         rel = self.manifest_rel(manifest.name, manifest.id)
         body = self.envelope.seal("manifest", rel, manifest.to_json().encode())
+        self._sign(manifest, rel, body)
         self.store.write(rel, body, durable=True)
         self._write_index()
 
@@ -373,6 +380,9 @@ class Repository:
             self.store.delete(rel + ".sig")
         self._write_index()
 
+    def write_index(self) -> None:
+        self._write_index()
+
     def _write_index(self) -> None:
         """index.json lists every image, for readers that cannot list folders (HTTP)."""
         entries: list[dict[str, str]] = [
@@ -380,10 +390,14 @@ class Repository:
             for name, image_id in self.manifest_refs()
         ]
         doc: dict[str, Any] = {"format": "liferaft-index", "version": 1, "images": entries}
-        if self.envelope.encrypted:  # the paths only: names and ids are secret
+        if self.envelope.encrypted:
+            # the paths only: names and ids are secret; and the key slots, for
+            # readers that cannot list keys/
+            from rescue_app.engine import keys
+
             doc = {"format": "liferaft-index", "version": 2, "images": [
-                {"path": p} for p in sorted({e["path"] for e in entries} | set(self._opened))
-            ]}  # fmt: skip
+                {"path": p} for p in self._sealed_listed
+            ], "keys": [s.slot for s in keys.slots(self)]}  # fmt: skip
         self.store.write(INDEX_FILE, (json.dumps(doc, indent=1) + "\n").encode(), durable=True)
 
     def manifest_refs(self) -> list[tuple[str, str]]:
@@ -424,9 +438,12 @@ class Repository:
             except FileNotFoundError:
                 rels = []
             except (ValueError, KeyError, TypeError):
-                raise RepositoryError(f"repository {self.location}: {INDEX_FILE} is damaged") from None
+                raise RepositoryError(
+                    f"repository {self.location}: {INDEX_FILE} is damaged"
+                ) from None
             rels = [r for r in rels if _SEALED_RE.match(r.removeprefix("images/"))]
         self.unreadable = []
+        self._sealed_listed = sorted(set(rels))
         for rel in set(self._opened) - set(rels):
             del self._opened[rel]
         for rel in rels:
@@ -471,16 +488,18 @@ class Repository:
         """``name`` (newest image of that name) or ``name@id`` -> (name, id)."""
         name, _, image_id = ref.partition("@")
         ids = [i for n, i in self.manifest_refs() if n == name]
+        # an encrypted repository cannot tell whose a manifest that fails to open was
+        hidden = f"; {self.unreadable[0]}" if self.unreadable else ""
         if image_id:
             if image_id not in ids:
                 raise ImageNotFoundError(
-                    f"image {ref} is not in repository {self.location}",
+                    f"image {ref} is not in repository {self.location}{hidden}",
                     hint="run 'liferaft images --repo ...' to list the images",
                 )
             return name, image_id
         if not ids:
             raise ImageNotFoundError(
-                f"no image named {name!r} in repository {self.location}",
+                f"no image named {name!r} in repository {self.location}{hidden}",
                 hint="run 'liferaft images --repo ...' to list the images",
             )
         return name, max(ids)
@@ -508,7 +527,39 @@ class Repository:
                 f"image {name}@{image_id} is listed but its manifest is missing "
                 f"from {self.location}"
             ) from None
-        return parse_manifest(text, f"{name}@{image_id}")
+        host = self._check_signature(name, image_id, rel, text)
+        manifest = parse_manifest(text, f"{name}@{image_id}")
+        if host is not None and (manifest.name, manifest.id, manifest.host) != (
+            name,
+            image_id,
+            host,
+        ):
+            raise SignatureError(
+                f"image {name}@{image_id}: its manifest says {manifest.name}@{manifest.id} "
+                f"of host {manifest.host}, its signature {name}@{image_id} of host {host}; "
+                "nothing was written",
+                hint="use another image, and check who can write to the repository",
+            )
+        return manifest
+
+    # -- signatures (engine/signing.py; encrypted repositories have their AEAD)
+    def _sign(self, manifest: Manifest, rel: str, body: bytes) -> None:
+        """The signature goes first: a reader that requires one never sees
+        the manifest without it."""
+        if self.signer is not None and not self.envelope.encrypted:
+            sig = self.signer.sign(manifest.name, manifest.id, manifest.host, body)
+            self.store.write(rel + SIG_SUFFIX, sig, durable=True)
+
+    def _check_signature(self, name: str, image_id: str, rel: str, text: bytes) -> str | None:
+        """The host a trusted key signed the manifest for; None when no
+        signature is required. SignatureError otherwise."""
+        if self.trusted is None:
+            return None
+        try:
+            sig: bytes | None = self.store.read(rel + SIG_SUFFIX)
+        except FileNotFoundError:
+            sig = None
+        return self.trusted.check(name, image_id, text, sig)
 
     def clean_tmp(self) -> None:
         self.store.clean_tmp()
