@@ -131,6 +131,21 @@ class S3Store(Store):
                     "the endpoint URL (?endpoint= or AWS_ENDPOINT_URL)",
                 )
 
+    def _request(self, what: str, fn: Callable[[], T], *, missing: str | None = None) -> T:
+        """``_call`` with its failures as RepositoryError; with ``missing``
+        (what was asked for), a key that does not exist is FileNotFoundError."""
+        try:
+            return self._call(what, fn)
+        except botocore.exceptions.ClientError as exc:
+            if (
+                missing is not None
+                and str(exc.response.get("Error", {}).get("Code")) in _MISSING_KEY
+            ):
+                raise FileNotFoundError(missing) from None
+            raise self._error(what, exc) from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._error(what, exc) from None
+
     def _session(self, url: str) -> boto3.session.Session:
         """The chain's keys (AWS_ACCESS_KEY_ID in the environment wins, as in
         every AWS tool; else the credentials file's entry for this bucket);
@@ -199,50 +214,36 @@ class S3Store(Store):
         )
 
     def read(self, rel: str) -> bytes:
-        try:
-            body: bytes = self._call(
-                f"reading {rel}",
-                lambda: self.client.get_object(Bucket=self.bucket, Key=self._key(rel))[
-                    "Body"
-                ].read(),
-            )
-            return body
-        except botocore.exceptions.ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in _MISSING_KEY:
-                raise FileNotFoundError(rel) from None
-            raise self._error(f"reading {rel}", exc) from None
-        except botocore.exceptions.BotoCoreError as exc:
-            raise self._error(f"reading {rel}", exc) from None
+        body: bytes = self._request(
+            f"reading {rel}",
+            lambda: self.client.get_object(Bucket=self.bucket, Key=self._key(rel))["Body"].read(),
+            missing=rel,
+        )
+        return body
 
     def has(self, rel: str) -> bool:
         try:
-            head = self._call(
+            head = self._request(
                 f"looking up {rel}",
                 lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(rel)),
+                missing=rel,
             )
-            return int(head.get("ContentLength", 0)) > 0
-        except botocore.exceptions.ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in _MISSING_KEY:
-                return False
-            raise self._error(f"looking up {rel}", exc) from None
-        except botocore.exceptions.BotoCoreError as exc:
-            raise self._error(f"looking up {rel}", exc) from None
+        except FileNotFoundError:
+            return False
+        return int(head.get("ContentLength", 0)) > 0
 
     def _pages(self, rel: str) -> tuple[str, list[dict[str, Any]]]:
         """The key prefix of folder ``rel`` and every page of its listing."""
         prefix = self._key(rel).rstrip("/") + "/"
-        try:
-            # the whole listing is one try: a page cut off starts it over
-            pages = self._call(
-                f"listing {rel}",
-                lambda: list(
-                    self.client.get_paginator("list_objects_v2").paginate(
-                        Bucket=self.bucket, Prefix=prefix, Delimiter="/"
-                    )
-                ),
-            )
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise self._error(f"listing {rel}", exc) from None
+        # the whole listing is one try: a page cut off starts it over
+        pages = self._request(
+            f"listing {rel}",
+            lambda: list(
+                self.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=prefix, Delimiter="/"
+                )
+            ),
+        )
         return prefix, pages
 
     def list(self, rel: str) -> list[str]:
@@ -256,42 +257,30 @@ class S3Store(Store):
         return sorted(n for n in names if n)
 
     def write(self, rel: str, data: bytes, *, durable: bool) -> None:
-        try:
-            self._call(
-                f"writing {rel}",
-                lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(rel), Body=data),
-            )
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise self._error(f"writing {rel}", exc) from None
+        self._request(
+            f"writing {rel}",
+            lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(rel), Body=data),
+        )
 
     def delete(self, rel: str) -> None:
         # S3 deletes are idempotent: a missing key is no error.
-        try:
-            self._call(
-                f"deleting {rel}",
-                lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(rel)),
-            )
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise self._error(f"deleting {rel}", exc) from None
+        self._request(
+            f"deleting {rel}",
+            lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(rel)),
+        )
 
     def rename(self, rel: str, new_rel: str) -> None:
         # S3 has no rename: a server-side copy, then the delete. Between the
         # two both keys hold the same bytes, which either name may hold.
-        try:
-            self._call(
-                f"copying {rel}",
-                lambda: self.client.copy_object(
-                    Bucket=self.bucket,
-                    Key=self._key(new_rel),
-                    CopySource={"Bucket": self.bucket, "Key": self._key(rel)},
-                ),
-            )
-        except botocore.exceptions.ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in _MISSING_KEY:
-                raise FileNotFoundError(rel) from None
-            raise self._error(f"copying {rel}", exc) from None
-        except botocore.exceptions.BotoCoreError as exc:
-            raise self._error(f"copying {rel}", exc) from None
+        self._request(
+            f"copying {rel}",
+            lambda: self.client.copy_object(
+                Bucket=self.bucket,
+                Key=self._key(new_rel),
+                CopySource={"Bucket": self.bucket, "Key": self._key(rel)},
+            ),
+            missing=rel,
+        )
         self.delete(rel)
 
     def sizes(self, rel: str) -> dict[str, int]:
@@ -308,26 +297,22 @@ class S3Store(Store):
 
     def _check_bucket(self) -> None:
         try:
-            self._call("opening the bucket", lambda: self.client.head_bucket(Bucket=self.bucket))
-        except botocore.exceptions.ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("404", "NoSuchBucket", "NotFound"):
-                raise self._no_bucket() from None
-            raise self._error("opening the bucket", exc) from None
-        except botocore.exceptions.BotoCoreError as exc:
-            raise self._error("opening the bucket", exc) from None
+            self._request(
+                "opening the bucket",
+                lambda: self.client.head_bucket(Bucket=self.bucket),
+                missing=self.bucket,
+            )
+        except FileNotFoundError:  # (NoSuchBucket: _error says the same)
+            raise self._no_bucket() from None
 
     def check_writable(self) -> None:
         self._check_bucket()
         probe = f"tmp/.probe-{uuid.uuid4().hex}"
         self.write(probe, b"x", durable=False)
-        try:
-            self._call(
-                "deleting a test object",
-                lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(probe)),
-            )
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise self._error("deleting a test object", exc) from None
+        self._request(
+            "deleting a test object",
+            lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(probe)),
+        )
 
     def missing(self, create_hint: bool) -> RepositoryError:
         try:
@@ -341,15 +326,12 @@ class S3Store(Store):
 
     def prepare_new(self) -> None:
         self._check_bucket()
-        try:
-            page = self._call(
-                "listing the prefix",
-                lambda: self.client.list_objects_v2(
-                    Bucket=self.bucket, Prefix=self.prefix + "/" if self.prefix else "", MaxKeys=1
-                ),
-            )
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise self._error("listing the prefix", exc) from None
+        page = self._request(
+            "listing the prefix",
+            lambda: self.client.list_objects_v2(
+                Bucket=self.bucket, Prefix=self.prefix + "/" if self.prefix else "", MaxKeys=1
+            ),
+        )
         if page.get("KeyCount", 0):
             raise RepositoryError(
                 f"{self.location} is not empty and not a liferaft repository",
