@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -26,6 +27,7 @@ from rescue_app.engine import (
     Engine,
     KeepPolicy,
     Repository,
+    Schedule,
     TerminalPrompt,
     human_duration,
     human_rate,
@@ -183,6 +185,8 @@ def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
             for lv in vg.lvs:
                 what = lv.filesystem or ("thin pool" if lv.segtype == "thin-pool" else "raw")
                 print(f"    {lv.name:<20} {human_size(lv.size):>10}  {what}")
+        for array in i.md_arrays:
+            print(f"  {array}")
     return 0
 
 
@@ -222,8 +226,17 @@ def cmd_verify(engine: Engine, args: argparse.Namespace) -> int:
 _KEEP_RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 
 
+def _add_keep_args(p: argparse.ArgumentParser) -> None:
+    for rule in _KEEP_RULES:
+        p.add_argument(f"--keep-{rule}", type=int, metavar="N")
+
+
+def _keep_policy(args: argparse.Namespace) -> KeepPolicy:
+    return KeepPolicy(**{rule: getattr(args, f"keep_{rule}") or 0 for rule in _KEEP_RULES})
+
+
 def cmd_forget(engine: Engine, args: argparse.Namespace) -> int:
-    policy = KeepPolicy(**{rule: getattr(args, f"keep_{rule}") or 0 for rule in _KEEP_RULES})
+    policy = _keep_policy(args)
     grace = _grace(engine, args)  # bad input: refused before anything is removed
     repo = engine.open_repository(args.repo)
     plan = engine.forget(repo, policy, name=args.name, dry_run=args.dry_run)
@@ -267,6 +280,67 @@ def _prune(engine: Engine, repo: Repository, grace: timedelta | None) -> int:
 def cmd_prune(engine: Engine, args: argparse.Namespace) -> int:
     grace = _grace(engine, args)
     return _prune(engine, engine.open_repository(args.repo), grace)
+
+
+def cmd_schedule(engine: Engine, args: argparse.Namespace) -> int:
+    keeps = any(getattr(args, f"keep_{rule}") is not None for rule in _KEEP_RULES)
+    action = args.list or args.remove or args.run
+    if action and (args.repo or args.name or args.every or keeps):
+        raise UsageError(
+            "--list, --remove and --run take no --repo, --name, --every or --keep-...",
+            hint="give one of them alone, or --repo and --name to schedule a backup",
+        )
+    if args.list:
+        scheduled = engine.scheduled_backups(root=args.root)
+        if not scheduled:
+            print("no scheduled backups")
+        for s in scheduled:
+            timer = "enabled" if s.enabled else "DISABLED"
+            keep = s.schedule.keep.describe() if s.schedule.keep else "all"
+            print(f"{s.schedule.name:<16} every {s.schedule.every:<14} timer {timer:<9} "
+                  f"{s.schedule.repo}  keep {keep}")  # fmt: skip
+        return 0
+    if args.remove:
+        print(engine.unschedule(args.remove, root=args.root))
+        return 0
+    if args.run:
+        return _run_schedule(engine, engine.load_schedule(args.run, root=args.root))
+    if not args.repo or not args.name:
+        raise UsageError(
+            "schedule needs --repo and --name",
+            hint="e.g. liferaft schedule --repo /srv/backups --name web1 --every daily "
+            "--keep-daily 7; or --list, --remove NAME",
+        )
+    keep = _keep_policy(args) if keeps else None
+    schedule, done = engine.schedule_backup(
+        args.name, args.repo, args.every or "daily", keep, root=args.root
+    )
+    print(f"scheduled {schedule.describe()}")
+    print(done)
+    return 0
+
+
+def _run_schedule(engine: Engine, schedule: Schedule) -> int:
+    """What liferaft-backup@NAME.service runs: each command of the schedule,
+    the next only after the one before succeeded; the first failure is the
+    unit's exit status (its one error line is in the journal)."""
+    parser = build_parser()
+    parser.exit_on_error = False
+    for argv in schedule.commands():
+        try:
+            step = parser.parse_args(argv)
+        except argparse.ArgumentError:
+            raise UsageError(
+                f"scheduled backup {schedule.name}: this liferaft has no '{argv[0]}' "
+                "command, so nothing was backed up",
+                hint="install a liferaft with 'liferaft backup' (the online backup); "
+                f"'liferaft schedule --remove {schedule.name}' stops the timer",
+            ) from None
+        print(f"scheduled backup {schedule.name}: liferaft {shlex.join(argv)}", flush=True)
+        status = int(step.func(engine, step))
+        if status != 0:
+            return status
+    return 0
 
 
 def _confirm(plan_targets: Sequence[object], args: argparse.Namespace) -> None:
@@ -384,15 +458,16 @@ def cmd_unattended(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
-    if "://" in args.repo and not args.repo.startswith("file://"):
-        raise UsageError(
-            "serve shares a local repository folder", hint="give --repo a path on this machine"
-        )
-    repo = engine.open_repository(args.repo)
-    root = repo.location
-    repo.close()
+    options = engine.serve_options(
+        append_only=args.append_only,
+        user=args.user,
+        password_file=args.password_file,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
+    root = engine.served_folder(args.repo, append_only=args.append_only)
     try:
-        server = engine.serve_repository(root, args.bind, args.port)
+        server = engine.serve_repository(root, args.bind, args.port, options)
     except OSError as exc:
         raise UsageError(
             f"cannot listen on {args.bind}:{args.port}: {exc.strerror or exc}",
@@ -400,7 +475,10 @@ def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
         ) from None
     host, port = server.server_address[:2]
     host = host.decode() if isinstance(host, bytes) else host
-    print(f"serving {root} read-only at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    scheme = "https" if options.tls_cert else "http"
+    mode = "append-only: uploads kept, never replaced or deleted" if args.append_only else ""
+    mode = mode or "read-only"
+    print(f"serving {root} {mode} at {scheme}://{host}:{port}/ (Ctrl-C stops)", flush=True)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
         server.serve_forever()
@@ -623,8 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("forget", help="remove images a retention policy does not keep")
     p.add_argument("--repo", required=True)
     p.add_argument("--name", help="only images of this name (default: each name apart)")
-    for rule in _KEEP_RULES:
-        p.add_argument(f"--keep-{rule}", type=int, metavar="N")
+    _add_keep_args(p)
     p.add_argument("--dry-run", action="store_true", help="list kept and removed, remove nothing")
     p.add_argument("--prune", action="store_true", help="then run 'liferaft prune'")
     p.add_argument("--grace", help="with --prune: see 'liferaft prune --help'")
@@ -639,6 +716,34 @@ def build_parser() -> argparse.ArgumentParser:
         "backup takes (default 24h)",
     )
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser(
+        "schedule",
+        help="back this machine up on a schedule (a systemd timer per image name)",
+        description="Write and enable liferaft-backup@NAME.timer: it runs 'liferaft backup "
+        "--repo REPO --name NAME', then, with --keep-... rules, 'liferaft forget --prune'. "
+        "Secrets come from /etc/liferaft/credentials.yaml, never from the command line. "
+        "The units come with the Debian package (make deb).",
+    )
+    p.add_argument("--repo", help="repository (a URL without a password, or a folder)")
+    p.add_argument("--name", help="image name, e.g. the host name")
+    p.add_argument(
+        "--every",
+        metavar="WHEN",
+        help="daily (default), hourly, weekly, or a systemd OnCalendar value ('*-*-* 02:30')",
+    )
+    _add_keep_args(p)
+    p.add_argument("--list", action="store_true", help="list the scheduled backups")
+    p.add_argument("--remove", metavar="NAME", help="disable and delete a scheduled backup")
+    p.add_argument("--run", metavar="NAME", help="run a scheduled backup now (what the timer does)")
+    p.add_argument(
+        "--root",
+        default="/",
+        metavar="DIR",
+        help="write into the system under DIR (an image or chroot being prepared): enabled "
+        "there with systemctl --root, nothing started",
+    )
+    p.set_defaults(func=cmd_schedule)
 
     p = sub.add_parser("restore", help="restore an image onto disks (erases them)")
     p.add_argument("--repo", required=True)
@@ -684,8 +789,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_restore)
 
-    p = sub.add_parser("serve", help="serve a local repository read-only over HTTP")
+    p = sub.add_parser(
+        "serve",
+        help="serve a local repository over HTTP: read-only, or append-only for backups",
+    )
     p.add_argument("--repo", required=True, help="repository folder on this machine")
+    p.add_argument(
+        "--append-only",
+        action="store_true",
+        help="accept captures (PUT of new files); never replace or delete a file: prune "
+        "here, on the folder itself",
+    )
+    p.add_argument("--user", help="require HTTP basic auth as this user")
+    p.add_argument("--password-file", metavar="FILE", help="the --user's password (first line)")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate chain")
+    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     p.add_argument("--port", type=int, default=8080, help="TCP port (0: any free port)")
     p.add_argument(
         "--bind", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)"

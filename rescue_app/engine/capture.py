@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from rescue_app.engine import blockio, lvm, probe
+from rescue_app.engine import blockio, lvm, mdraid, probe
 from rescue_app.engine.chunkio import WORKERS, pipeline
 from rescue_app.engine.diskmodel import BlockDisk
 from rescue_app.engine.diskscan import disks_holding_path, find_disk, mounts_on_disk
@@ -31,6 +31,8 @@ from rescue_app.engine.manifest import (
     Filesystem,
     LogicalVolumeImage,
     Manifest,
+    MdArrayImage,
+    MdMemberImage,
     Method,
     PartitionImage,
     PartitionTable,
@@ -139,15 +141,20 @@ def capture(
     with ExitStack() as active:
         # Volume groups are active (read-only) from here to the last LV read,
         # and deactivated again whatever happens.
+        # md arrays likewise: assembled read-only, stopped again after.
+        arrays = _plan_md_arrays([parts for _, parts in plans], active, progress)
         groups = _plan_volume_groups([parts for _, parts in plans], active, progress)
         stats = _Stats(
             total=sum(p.read_bytes for parts in plans for p in parts[1])
             + sum(lv.read_bytes for g in groups for lv in g.lvs)
+            + sum(a.read_bytes for a in arrays)
         )
         for index, (disk, (table, parts)) in enumerate(zip(disks, plans, strict=True)):
             images.append(_capture_disk(repo, index, disk, table, parts, stats, progress, cancel))
             notes += [f"{disk.path} partition {p.entry.number}: {p.note}" for p in parts if p.note]
         volume_groups = [_capture_volume_group(repo, g, stats, progress, cancel) for g in groups]
+        md_arrays = [_capture_md_array(repo, a, stats, progress, cancel) for a in arrays]
+        notes += [f"md array {a.spec.name or a.spec.uuid}: {a.note}" for a in arrays if a.note]
         notes += [
             f"volume group {g.name} {lv.lv.name}: {lv.note}"
             for g in groups
@@ -168,6 +175,7 @@ def capture(
         disks=tuple(images),
         stats={"chunks": stats.chunks, "new_chunks": stats.new, "stored_bytes": stats.stored},
         volume_groups=tuple(volume_groups),
+        md_arrays=tuple(md_arrays),
     )
     return commit_image(repo, manifest, started, notes)
 
@@ -495,6 +503,123 @@ def _holds_root(lv: lvm.LogicalVolume, fs: Filesystem) -> bool:
     except LiferaftError as exc:
         log.info("%s: not looked into (%s)", lv.dm_path, exc)
         return False
+
+
+@dataclass
+class _MdPlan(_Volume):
+    spec: mdraid.MdArray = field(kw_only=True)
+    device: str = field(kw_only=True)  # the assembled array's /dev path
+    device_size: int = field(kw_only=True)
+    members: tuple[MdMemberImage, ...] = field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        self.node, self.size = self.device, self.device_size
+
+
+def _plan_md_arrays(
+    disks: list[list[_PartPlan]], active: ExitStack, progress: ProgressCallback
+) -> list[_MdPlan]:
+    """Partitions that are md RAID members: their arrays, each assembled
+    read-only on ``active`` and captured once through the array device (its
+    filesystem by used blocks). An array that cannot be assembled here, or
+    with a member on a disk not captured, leaves its members raw, with why."""
+    by_uuid: dict[str, list[tuple[int, _PartPlan]]] = {}
+    for index, parts in enumerate(disks):
+        for p in parts:
+            if p.fs.type == mdraid.MEMBER_TYPE:
+                by_uuid.setdefault(mdraid.uuid_hex(p.fs.uuid or ""), []).append((index, p))
+    plans: list[_MdPlan] = []
+    for uuid, ours in by_uuid.items():
+        nodes = [p.entry.node for _, p in ours]
+        try:
+            node = active.enter_context(mdraid.assembled(uuid, nodes))
+            spec = mdraid.detail(node)
+        except LiferaftError as exc:
+            _leave_raw(ours, f"its md array is not assembled here ({exc.message})")
+            continue
+        slot = {os.path.realpath(m.device): m.role for m in spec.members}
+        taken = {os.path.realpath(n) for n in nodes}
+        others = [m.device for m in spec.members if os.path.realpath(m.device) not in taken]
+        why = ""
+        if others:
+            why = f"md array {spec.name} also lies on {', '.join(others)}, which is not captured"
+        elif spec.level not in mdraid.SUPPORTED_LEVELS:
+            why = f"md array {spec.name} is {spec.level}, which is not recreated"
+        if why:
+            _leave_raw(ours, why)
+            continue
+        found = probe.identify(node)
+        fs = Filesystem(found.get("TYPE"), found.get("UUID"), found.get("LABEL"))
+        with blockio.SourceReader(node) as reader:
+            size = reader.size()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="liferaft-map") as pool:
+            shown = f"md array {spec.name or spec.uuid}"
+            method, mapping, note = _choose_method(pool, node, shown, fs, progress)
+            if fs.type in (lvm.PV_TYPE, "crypto_LUKS"):
+                note = f"{fs.type} inside an md array is stored raw (every byte, zeros skipped)"
+            plan = _MdPlan(
+                fs,
+                method,
+                [] if method == Method.SWAP else None,
+                note,
+                spec=spec,
+                device=node,
+                device_size=size,
+                members=tuple(
+                    MdMemberImage(index, p.entry.number, slot.get(os.path.realpath(n), -1))
+                    for (index, p), n in zip(ours, nodes, strict=True)
+                ),
+            )
+            if mapping:
+                _await_maps([(mapping, plan)])
+        for _, p in ours:
+            p.method, p.extents, p.note = Method.MD_MEMBER, [], ""
+        plans.append(plan)
+    return plans
+
+
+def _leave_raw(members: list[tuple[int, _PartPlan]], why: str) -> None:
+    for _, p in members:
+        p.note = f"{why}; stored raw (every byte, zeros skipped)"
+
+
+def _capture_md_array(
+    repo: Repository,
+    a: _MdPlan,
+    stats: _Stats,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+) -> MdArrayImage:
+    chunks: list[str | None] = []
+    if a.method in (Method.USED, Method.RAW):
+        with blockio.SourceReader(a.device) as reader:
+            chunks = _store_region(
+                repo,
+                reader,
+                0,
+                a.size,
+                a.extents,
+                stats,
+                progress,
+                cancel,
+                f"md array {a.spec.name or a.spec.uuid} ({a.fs.type or 'raw'})",
+                count_progress=True,
+            )
+    s = a.spec
+    return MdArrayImage(
+        name=s.name,
+        uuid=s.uuid,
+        level=s.level,
+        metadata=s.metadata,
+        raid_devices=s.raid_devices,
+        chunk_size=s.chunk_size,
+        layout=s.layout,
+        bitmap=s.bitmap,
+        data_offset=s.data_offset,
+        size=a.size,
+        members=a.members,
+        **a.contents(chunks),
+    )
 
 
 def _capture_volume_group(

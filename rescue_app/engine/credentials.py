@@ -67,11 +67,14 @@ _STRING_KEYS = (
     "access_key_id",
     "secret_access_key",
     "secret_access_key_file",
+    "passphrase",  # an encrypted repository's (match: its URL or folder)
+    "passphrase_file",
 )
 _LIST_KEYS = ("host_keys",)
 # key in the file -> the secret it fills
 _FILE_KEYS = {"password_file": "password", "ssh_key_file": "ssh_key",
-              "secret_access_key_file": "secret_access_key"}  # fmt: skip
+              "secret_access_key_file": "secret_access_key",
+              "passphrase_file": "passphrase"}  # fmt: skip
 HOST_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
                   "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
                   "sk-ecdsa-sha2-nistp256@openssh.com")  # fmt: skip
@@ -93,6 +96,7 @@ class Credential:
     access_key_id: str | None = None
     secret_access_key: str | None = field(default=None, repr=False)
     session_token: str | None = field(default=None, repr=False)  # AWS_SESSION_TOKEN only
+    passphrase: str | None = field(default=None, repr=False)  # an encrypted repository's
 
     def private_key(self) -> Any:
         """``ssh_key`` as a paramiko key (ed25519, ECDSA or RSA), None if there is none."""
@@ -344,8 +348,9 @@ def _entry(item: object, index: int, path: str, base: str) -> Credential:
                 hint="paste a line of the server's /etc/ssh/ssh_host_*_key.pub (type and key)",
             )
     values["host_keys"] = tuple(" ".join(k.split()[:2]) for k in values.get("host_keys", ()))
-    if not any(values.get(k) for k in ("password", "ssh_key", "secret_access_key")):
+    if not any(values.get(k) for k in ("password", "ssh_key", "secret_access_key", "passphrase")):
         raise CredentialsError(
-            f"{where}: no secret (password, ssh_key or secret_access_key, or their *_file forms)"
+            f"{where}: no secret (password, ssh_key, secret_access_key or passphrase, "
+            "or their *_file forms)"
         )
     return Credential(**values)

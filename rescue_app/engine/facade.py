@@ -43,6 +43,7 @@ from rescue_app.engine import power as _power
 from rescue_app.engine import probe as _probe
 from rescue_app.engine import prune as _prune
 from rescue_app.engine import retention as _retention
+from rescue_app.engine import schedule as _schedule
 from rescue_app.engine import signing as _signing
 from rescue_app.engine.browse import BrowsePartition, ExtractResult, ImageMount
 from rescue_app.engine.capture import capture as _capture_disks
@@ -56,12 +57,15 @@ from rescue_app.engine.manifest import ImageSummary, Manifest
 from rescue_app.engine.network import Interface, NetworkStatus
 from rescue_app.engine.plan import RestorePlan
 from rescue_app.engine.prune import PruneResult
-from rescue_app.engine.repository import Repository
+from rescue_app.engine.repository import REPO_FILE, Repository
 from rescue_app.engine.restore import apply_plan, check_volume_groups_absent
 from rescue_app.engine.results import CaptureResult, RestoreResult, VerifyReport
 from rescue_app.engine.retention import ForgetPlan, KeepPolicy
+from rescue_app.engine.schedule import Schedule, ScheduledBackup
 from rescue_app.engine.signing import Signer, TrustedKeys
 from rescue_app.engine.stores import reject_password_in_url as _reject_password_in_url
+from rescue_app.engine.stores.httpserve import ServeOptions
+from rescue_app.engine.stores.httpserve import check_options as _serve_options
 from rescue_app.engine.stores.httpserve import make_server as _make_server
 from rescue_app.engine.stores.retry import Watch
 from rescue_app.engine.verify import verify_repository
@@ -327,7 +331,7 @@ class Engine:
             )
         plan = _retention.select(images, policy)
         if not dry_run and plan.removed:
-            repo.store.check_writable()
+            repo.store.check_can_delete()
             repo.remove_images((i.name, i.id) for i in plan.removed)
         return plan
 
@@ -354,6 +358,25 @@ class Engine:
     def parse_duration(text: str) -> timedelta:
         """``24h``, ``30m``, ``7d``, ``90s`` or seconds; UsageError otherwise."""
         return _prune.parse_duration(text)
+
+    # -- scheduled backups (engine/schedule.py); root: "/" or a system being prepared
+
+    def schedule_backup(
+        self, name: str, repo: str, every: str, keep: KeepPolicy | None, *, root: str = "/"
+    ) -> tuple[Schedule, str]:
+        """Write and enable the timer of a backup of ``name`` into ``repo``;
+        the schedule and what was done, in one sentence."""
+        schedule = _schedule.make_schedule(name, repo, every, keep)
+        return schedule, _schedule.ScheduleHost(root).install(schedule)
+
+    def scheduled_backups(self, *, root: str = "/") -> list[ScheduledBackup]:
+        return _schedule.ScheduleHost(root).list()
+
+    def load_schedule(self, name: str, *, root: str = "/") -> Schedule:
+        return _schedule.ScheduleHost(root).load(name)
+
+    def unschedule(self, name: str, *, root: str = "/") -> str:
+        return _schedule.ScheduleHost(root).remove(name)
 
     # -- browsing an image's files (engine/browse.py, engine/imagefs.py)
 
@@ -480,10 +503,43 @@ class Engine:
         """``vfat``, ``ext4``... on ``device``, None when nothing is recognised."""
         return _probe.filesystem_type(device)
 
-    def serve_repository(self, root: str, bind: str, port: int) -> ThreadingHTTPServer:
+    def serve_repository(
+        self, root: str, bind: str, port: int, options: ServeOptions | None = None
+    ) -> ThreadingHTTPServer:
         """An HTTP server (not yet serving) that shares the repository folder
-        ``root`` read-only, for `liferaft serve`. OSError if it cannot listen."""
-        return _make_server(root, bind, port)
+        ``root`` read-only (or as ``options`` say), for `liferaft serve`.
+        OSError if it cannot listen."""
+        return _make_server(root, bind, port, options)
+
+    def served_folder(self, location: str, *, append_only: bool = False) -> str:
+        """The local repository folder `liferaft serve` shares. Append-only, a
+        new or empty folder is made ready for the first capture through the
+        server, which creates the repository (plain or encrypted) there."""
+        if "://" in location and not location.startswith("file://"):
+            raise UsageError(
+                "serve shares a local repository folder", hint="give --repo a path on this machine"
+            )
+        # (the server never reads an image: an encrypted repository stays locked)
+        repo = self.open_repository(location, create=append_only, unlock=False)
+        try:
+            if append_only and not repo.store.has(REPO_FILE):
+                repo.store.prepare_new()
+            return repo.location
+        finally:
+            repo.close()
+
+    @staticmethod
+    def serve_options(
+        *,
+        append_only: bool = False,
+        user: str | None = None,
+        password_file: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+    ) -> ServeOptions:
+        """`liferaft serve`'s settings checked (pairs given together, files
+        readable, the certificate usable); UsageError naming what is wrong."""
+        return _serve_options(append_only, user, password_file, tls_cert, tls_key)
 
     # -- the running system's network (the UI's network screen, `liferaft net`)
 

@@ -43,6 +43,7 @@ from rescue_app.errors import RepositoryError
 log = logging.getLogger("liferaft.keychain")
 
 PASSWORD_VARIABLE = "LIFERAFT_PASSWORD"
+PASSPHRASE_VARIABLE = "LIFERAFT_PASSPHRASE"  # an encrypted repository's
 
 
 class SecretKind(enum.Enum):
@@ -53,6 +54,7 @@ class SecretKind(enum.Enum):
     HOST_KEYS = "SSH host keys"  # the server's public keys: not secret, kept with the key
     S3_KEYS = "S3 keys"  # access key id and secret access key
     USER = "user name"  # for a URL that names none (kept with the password)
+    PASSPHRASE = "passphrase"  # an encrypted repository's (engine/keys.py), asked by URL
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ def answers(credential: Credential, kind: SecretKind) -> bool:
         return bool(credential.host_keys)
     if kind is SecretKind.S3_KEYS:
         return bool(credential.secret_access_key)
+    if kind is SecretKind.PASSPHRASE:
+        return bool(credential.passphrase)
     return bool(credential.user)
 
 
@@ -134,16 +138,23 @@ class SessionSecrets:
             self._secrets.clear()
 
     def lookup(self, request: SecretRequest) -> Credential | None:
-        if request.kind is not SecretKind.PASSWORD:
+        if request.kind not in (SecretKind.PASSWORD, SecretKind.PASSPHRASE):
             return None
         with self._lock:
             for key in (request.who, request.url):
                 if key and (request.kind, key) in self._secrets:
-                    return Credential(match=key, password=self._secrets[(request.kind, key)])
+                    return _secret_credential(request, key, self._secrets[(request.kind, key)])
         return None
 
     def hint(self, request: SecretRequest) -> str | None:
         return None
+
+
+def _secret_credential(request: SecretRequest, match: str, secret: str) -> Credential:
+    """What a typed secret answers: a password, or a repository's passphrase."""
+    if request.kind is SecretKind.PASSPHRASE:
+        return Credential(match=match, passphrase=secret)
+    return Credential(match=match, password=secret)
 
 
 class Environment:
@@ -166,6 +177,9 @@ class Environment:
             # A password with no user to go with it logs nobody in.
             password = env.get(PASSWORD_VARIABLE)
             return Credential(match=PASSWORD_VARIABLE, password=password) if password else None
+        if request.kind is SecretKind.PASSPHRASE:
+            phrase = env.get(PASSPHRASE_VARIABLE)
+            return Credential(match=PASSPHRASE_VARIABLE, passphrase=phrase) if phrase else None
         if request.kind is SecretKind.S3_KEYS and env.get("AWS_ACCESS_KEY_ID"):
             return Credential(
                 match="AWS_ACCESS_KEY_ID",
@@ -178,6 +192,8 @@ class Environment:
     def hint(self, request: SecretRequest) -> str | None:
         if request.kind is SecretKind.PASSWORD:
             return f"set {PASSWORD_VARIABLE}"
+        if request.kind is SecretKind.PASSPHRASE:
+            return f"set {PASSPHRASE_VARIABLE}"
         if request.kind is SecretKind.S3_KEYS:
             return "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         return None
@@ -271,12 +287,25 @@ class CredentialsFile:
             SecretKind.HOST_KEYS: "host_keys",
             SecretKind.S3_KEYS: "access_key_id and secret_access_key",
             SecretKind.USER: "user",
+            SecretKind.PASSPHRASE: "passphrase_file",
         }[request.kind]
         match = request.who or request.url or "the server"
         return f"add an entry 'match: {match}' with {key} to the credentials file {self.path}"
 
 
-PasswordPrompt = Callable[[str], "str | None"]  # user@host -> the password, None: not given
+# user@host -> the password, "repository URL" -> its passphrase; None: not given
+PasswordPrompt = Callable[[str], "str | None"]
+REPOSITORY_PREFIX = "repository "
+
+
+def _asked_for(request: SecretRequest) -> str | None:
+    """Whom a prompt names: ``user@host`` for a password, ``repository URL``
+    for a passphrase; None: a prompt does not ask for this."""
+    if request.kind is SecretKind.PASSWORD:
+        return request.who
+    if request.kind is SecretKind.PASSPHRASE and request.url:
+        return REPOSITORY_PREFIX + request.url
+    return None
 
 
 class TerminalPrompt:
@@ -293,15 +322,16 @@ class TerminalPrompt:
         return sys.stdin is not None and sys.stdin.isatty()
 
     def lookup(self, request: SecretRequest) -> Credential | None:
-        if request.kind is not SecretKind.PASSWORD or not request.who or not self._tty():
+        who = _asked_for(request)
+        if who is None or not self._tty():
             return None
         import getpass
 
-        password = getpass.getpass(f"password for {request.who}: ")
-        return Credential(match=request.who, password=password) if password else None
+        secret = getpass.getpass(f"{request.kind.value} for {who}: ")
+        return _secret_credential(request, who, secret) if secret else None
 
     def hint(self, request: SecretRequest) -> str | None:
-        if request.kind is SecretKind.PASSWORD and not self._tty():
+        if _asked_for(request) is not None and not self._tty():
             return "run liferaft in a terminal to be asked"
         return None
 
@@ -319,10 +349,11 @@ class CallbackPrompt:
         return f"<CallbackPrompt {self.name}>"
 
     def lookup(self, request: SecretRequest) -> Credential | None:
-        if request.kind is not SecretKind.PASSWORD or not request.who:
+        who = _asked_for(request)
+        if who is None:
             return None
-        password = self._ask(request.who)
-        return Credential(match=request.who, password=password) if password else None
+        secret = self._ask(who)
+        return _secret_credential(request, who, secret) if secret else None
 
     def hint(self, request: SecretRequest) -> str | None:
         return None

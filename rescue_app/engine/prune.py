@@ -150,6 +150,11 @@ def _referenced(repo: Repository) -> set[str]:
         except ImageNotFoundError:
             continue  # forgotten meanwhile
         wanted.update(d for d, _, _ in manifest.chunk_refs())
+    for problem in repo.unreadable:  # an encrypted repository's, left out of the refs
+        raise RepositoryError(
+            f"cannot prune {repo.location}: {problem}; nothing was deleted",
+            hint="run 'liferaft verify' and remove or repair the damaged image first",
+        )
     return wanted
 
 
@@ -161,7 +166,7 @@ def prune(
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
 ) -> PruneResult:
-    repo.store.check_writable()  # a web server: its one-line refusal, before anything
+    repo.store.check_can_delete()  # a web server: its one-line refusal, before anything
     state = _Candidates.read(repo)
     swept = False
     freed = freed_bytes = rescued = 0

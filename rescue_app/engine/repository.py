@@ -368,7 +368,7 @@ class Repository:
         body = self.envelope.seal("manifest", rel, manifest.to_json().encode())
         self._sign(manifest, rel, body)
         self.store.write(rel, body, durable=True)
-        self._write_index()
+        self._write_index(added=(manifest.name, manifest.id))
 
     def remove_images(self, refs: Iterable[tuple[str, str]]) -> None:
         """Forget images: each manifest is deleted (one atomic delete: the
@@ -383,11 +383,16 @@ class Repository:
     def write_index(self) -> None:
         self._write_index()
 
-    def _write_index(self) -> None:
-        """index.json lists every image, for readers that cannot list folders (HTTP)."""
+    def _write_index(self, added: tuple[str, str] | None = None) -> None:
+        """index.json lists every image, for readers that cannot list folders
+        (HTTP). ``added``: the image just committed, which a store that
+        cannot list (an append-only web server) knows only from index.json."""
+        refs = self.manifest_refs()
+        if added is not None and added not in refs:
+            refs = sorted([*refs, added])
         entries: list[dict[str, str]] = [
             {"name": name, "id": image_id, "path": self.manifest_rel(name, image_id)}
-            for name, image_id in self.manifest_refs()
+            for name, image_id in refs
         ]
         doc: dict[str, Any] = {"format": "liferaft-index", "version": 1, "images": entries}
         if self.envelope.encrypted:

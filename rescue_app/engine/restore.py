@@ -9,17 +9,23 @@ back. Every chunk's hash is checked before its bytes reach the disk.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import queue
 import re
 import struct
 import sys
+import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from rescue_app.engine import blockio, lvm, restoremark
+from rescue_app.engine import blockio, filetree, lvm, mdraid, restoremark
 from rescue_app.engine.bootentry import recreate_boot_entries
+from rescue_app.engine.browse import mount_image
 from rescue_app.engine.chunkio import RESTORE_WORKERS, WORKERS, pipeline
 from rescue_app.engine.diskscan import find_disk, list_disks
 from rescue_app.engine.extents import Extent, clip, total
@@ -28,13 +34,20 @@ from rescue_app.engine.manifest import (
     DiskImage,
     LogicalVolumeImage,
     Manifest,
+    MdArrayImage,
     Method,
     PartitionImage,
     VolumeGroupImage,
 )
 from rescue_app.engine.mounts import mounted
-from rescue_app.engine.plan import DiskPlan, RestorePlan, VolumeGroupPlan, make_restore_plan
-from rescue_app.engine.repository import Repository, chunk_digest
+from rescue_app.engine.plan import (
+    DiskPlan,
+    MdArrayPlan,
+    RestorePlan,
+    VolumeGroupPlan,
+    make_restore_plan,
+)
+from rescue_app.engine.repository import Repository
 from rescue_app.engine.results import RestoreResult
 from rescue_app.engine.table import write_table
 from rescue_app.errors import (
@@ -53,19 +66,59 @@ log = logging.getLogger("liferaft.restore")
 MBR_BOOT_CODE = 440  # bytes of boot code before the disk signature
 
 # What is written like a partition: a partition, or a logical volume.
-Volume = PartitionImage | LogicalVolumeImage
+Volume = PartitionImage | LogicalVolumeImage | MdArrayImage
+# A chunk to lay: its index in the region, digest (None: zeros), extents.
+_Chunk = tuple[int, str | None, list[Extent]]
+# Part of a partition's first MiB held back: offset, chunk data (None: zeros), extents.
+_Piece = tuple[int, bytes | None, list[Extent]]
+# A chunk compared with the target: None (differs), else b"" or its bytes (see _Seed._check).
+_Checked = tuple[_Chunk, bytes | None]
+# How many compared chunks a seed restore's reader may be ahead of the writes.
+READ_AHEAD = 64
 
 
 class _Counter:
+    """Progress of one pass (restore or verify), and what the restore moved:
+    bytes read from the target (seeding), fetched from the repository (chunk
+    data) and written to the target. The chunk threads add to the latter."""
+
     def __init__(self, total: int, progress: ProgressCallback, phase: str) -> None:
         self.done = 0
         self.total = total
         self.progress = progress
         self.phase = phase
+        self.read = 0
+        self.fetched = 0
+        self.written = 0
+        self._lock = threading.Lock()
 
     def add(self, item: str, n: int, item_done: int, item_total: int) -> None:
         self.done += n
         self.progress(Progress(self.phase, item, self.done, self.total, item_done, item_total))
+
+    def moved(self, *, read: int = 0, fetched: int = 0, written: int = 0) -> None:
+        with self._lock:
+            self.read += read
+            self.fetched += fetched
+            self.written += written
+
+
+@dataclass(frozen=True)
+class _Region:
+    """One partition or logical volume of the image and the node that holds
+    it on the target: what writing it and reading it back share."""
+
+    repo: Repository
+    m: Manifest
+    where: str  # the image's name for it, in messages
+    p: Volume
+    node: str
+    counter: _Counter
+    cancel: CancelToken | None
+
+    @property
+    def item(self) -> str:
+        return f"{self.node} ({self.p.filesystem.type or 'raw'})"
 
 
 def apply_plan(
@@ -94,6 +147,17 @@ def apply_plan(
                 f"{exc.message}; {d.target.path} is only partly written and will not work",
                 hint=f"{exc.hint}; {again}" if exc.hint else again,
             ) from None
+    for a in plan.md_arrays:
+        # After every disk's table: an array's members lie on several disks.
+        try:
+            notes += _restore_md_array(plan, a, counter, progress, cancel, verify)
+        except RepositoryError as exc:
+            paths = ", ".join(d.target.path for d in plan.disks)
+            again = f"run the restore again before using {paths}"
+            raise type(exc)(
+                f"{exc.message}; {a.image.label} is only partly written and will not work",
+                hint=f"{exc.hint}; {again}" if exc.hint else again,
+            ) from None
     for g in plan.volume_groups:
         # After every disk's table: a volume group may span several disks.
         try:
@@ -119,7 +183,10 @@ def apply_plan(
     return RestoreResult(
         ref=plan.manifest.ref,
         targets=tuple(d.target.path for d in plan.disks),
-        written_bytes=counter.done,
+        written_bytes=counter.written,
+        read_bytes=counter.read,
+        fetched_bytes=counter.fetched,
+        seeded=any(d.seeded for d in plan.disks),
         seconds=time.monotonic() - started,
         verified=verify,
         notes=tuple(notes),
@@ -142,7 +209,13 @@ def _recheck_plan(plan: RestorePlan) -> RestorePlan:
             )
         targets.append(now)
     fresh = make_restore_plan(
-        plan.repo, plan.manifest, targets, grow=plan.grow, grow_lv=plan.grow_lv
+        plan.repo,
+        plan.manifest,
+        targets,
+        grow=plan.grow,
+        grow_lv=plan.grow_lv,
+        shrink=plan.shrink,
+        seed=plan.seed,
     )
     if fresh.render() != plan.render():
         raise TargetRefusedError(
@@ -181,6 +254,9 @@ def _restore_disk(
     image = d.image
     started = datetime.now(UTC)
     nodes: dict[int, str] = {}
+    # Before anything is written: the first MiB of each seeded partition,
+    # which is zeroed next and compared from memory (see _Seed).
+    first, heads = _read_heads(d, counter)
     # The mark goes first, before any other write, and again after each step
     # that writes over it (libparted clears the boot-code area; on a disk
     # without a table the mark sits in the first MiB that is zeroed).
@@ -203,29 +279,71 @@ def _restore_disk(
         nodes = _partition_nodes(target, d)
     restoremark.write(target, m.ref, started)
     _stage("marked", cancel)
-    held: list[tuple[str, list[tuple[int, bytes | None, list[Extent]]]]] = []
+    held: list[tuple[_Region, list[_Piece]]] = []
     for step in d.steps:
         p = step.source
-        if p.method in (Method.USED, Method.RAW):
-            node = nodes[p.number]
+        if p.method in (Method.USED, Method.RAW) and not step.files:
             where = f"{m.ref} disk {image.index + 1} {p.label}"
-            held.append((node, _write_partition(repo, m, where, p, node, counter, cancel)))
+            r = _Region(repo, m, where, p, nodes[p.number], counter, cancel)
+            held.append((r, _write_partition(r, heads.get(p.number))))
             _stage(f"partition-{p.number}", cancel)
     _stage("data", cancel)
     # The rest of every partition is on the disk: now their first MiB.
-    for node, pieces in held:
-        with blockio.TargetWriter(node) as writer:
-            for base, data, extents in pieces:
-                _lay(writer, base, data, extents)
-            writer.flush()
+    for r, pieces in held:
+        _lay_held(r, pieces)
     _stage("heads", cancel)
     for step in d.steps:
         if step.source.method == Method.SWAP:
             _mkswap(nodes[step.source.number], step.source)
+    _restore_files(repo, m, d, nodes, counter, cancel)
     if d.table.type != "none":
-        _write_head(repo, m, image, target)  # the boot code replaces the mark
+        _write_head(repo, m, image, target, first, counter)  # the boot code replaces the mark
         counter.add(f"{target} boot area", image.head.length, image.head.length, image.head.length)
+        counter.moved(written=image.head.length)
     restoremark.clear(target)  # an image without boot code of its own
+
+
+def _restore_files(
+    repo: Repository,
+    m: Manifest,
+    d: DiskPlan,
+    nodes: dict[int, str],
+    counter: _Counter,
+    cancel: CancelToken | None,
+) -> None:
+    """Partitions that shrank: each a new filesystem with the old identity,
+    filled with the files of the image's partition (read-only, through a
+    browse mount of the image: engine/filetree.py)."""
+    steps = [s for s in d.steps if s.files]
+    if not steps:
+        return
+    finished: list[tuple[str, filetree.FsIdentity]] = []
+    point = tempfile.mkdtemp(prefix="liferaft-shrink-")
+    try:
+        with mount_image(repo, m, point, only=[]) as image:
+            for step in steps:
+                p = step.source
+                part = next(
+                    b
+                    for b in image.partitions
+                    if (b.disk, b.number) == (d.image.index + 1, p.number)
+                )
+                source = os.path.join(point, part.image)
+                node = nodes[p.number]
+                ident = filetree.read_identity(source, p.filesystem)
+                counter.add(f"{node} ({ident.type}, files)", 0, 0, p.used_bytes)
+                with filetree.image_tree(source, ident.type) as tree:
+                    filetree.write_tree(tree, node, ident, cancel=cancel)
+                finished.append((node, ident))
+                counter.add(
+                    f"{node} ({ident.type}, files)", p.used_bytes, p.used_bytes, p.used_bytes
+                )
+                _stage(f"files-{p.number}", cancel)
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(point)
+    for node, ident in finished:
+        filetree.finish_identity(node, ident)
 
 
 def _grow_disk(d: DiskPlan, progress: ProgressCallback) -> list[str]:
@@ -259,15 +377,29 @@ def _partition_nodes(target: str, d: DiskPlan) -> dict[int, str]:
     return out
 
 
-def _head_bytes(repo: Repository, m: Manifest, image: DiskImage) -> bytes:
+def _head_bytes(
+    repo: Repository,
+    m: Manifest,
+    image: DiskImage,
+    seen: bytes = b"",
+    counter: _Counter | None = None,
+) -> bytes:
+    """The image's first bytes of the disk. ``seen``: the target's, read
+    before the restore wrote anything (a seed restore); a chunk of them that
+    it holds already is not fetched."""
     parts = []
     for i, digest in enumerate(image.head.chunks):
-        length = min(m.chunk_size, image.head.length - i * m.chunk_size)
-        parts.append(
-            bytes(length)
-            if digest is None
-            else repo.get_chunk(digest, f"{m.ref} disk {image.index + 1} head")
-        )
+        start = i * m.chunk_size
+        length = min(m.chunk_size, image.head.length - start)
+        there = seen[start : start + length]
+        if digest is None:
+            parts.append(bytes(length))
+        elif len(there) == length and repo.chunk_id(there) == digest:
+            parts.append(there)
+        else:
+            parts.append(repo.get_chunk(digest, f"{m.ref} disk {image.index + 1} head"))
+            if counter is not None:
+                counter.moved(fetched=length)
     return b"".join(parts)
 
 
@@ -289,10 +421,12 @@ def _head_ranges(image: DiskImage, head: bytes) -> list[Extent]:
     return ranges
 
 
-def _write_head(repo: Repository, m: Manifest, image: DiskImage, target: str) -> None:
+def _write_head(
+    repo: Repository, m: Manifest, image: DiskImage, target: str, seen: bytes, counter: _Counter
+) -> None:
     if not image.head.length:
         return
-    head = _head_bytes(repo, m, image)
+    head = _head_bytes(repo, m, image, seen, counter)
     with blockio.open_device(target, write=True) as fd:
         for start, length in _head_ranges(image, head):
             blockio.write_all(fd, target, head[start : start + length], start)
@@ -307,35 +441,39 @@ def _chunk_extents(p: Volume, chunk_size: int, i: int) -> list[Extent]:
     return clip(p.used_map, start, end)
 
 
+def _chunks(r: _Region) -> Generator[_Chunk]:
+    """Every chunk of the region that has bytes to write: (index, digest, extents)."""
+    for i, digest in enumerate(r.p.chunks):
+        extents = _chunk_extents(r.p, r.m.chunk_size, i)
+        if extents:
+            yield i, digest, extents
+
+
 def _each_chunk(
-    p: Volume,
-    m: Manifest,
-    item: str,
-    counter: _Counter,
-    cancel: CancelToken | None,
+    r: _Region,
     cancelled: CancelledError,
     job: Callable[[int, str | None, list[Extent]], int],
     workers: int = WORKERS,
+    seed: _Seed | None = None,
 ) -> None:
     """Run ``job(index, digest, extents)`` on ``workers`` threads for every
-    chunk that has bytes to write, in order, counting progress; stop if
-    cancelled."""
+    chunk that has bytes to write (with a seed: that the target does not hold
+    already), in order, counting progress; stop if cancelled."""
     done = 0
 
     def count(results: list[int]) -> None:
         nonlocal done
         for n in results:
             done += n
-            counter.add(item, n, done, p.used_bytes)
+            r.counter.add(r.item, n, done, r.p.used_bytes)
 
+    chunks = _chunks(r) if seed is None else seed.changed(_chunks(r), count)
     try:
-        with pipeline(int, workers) as pipe:
-            for i, digest in enumerate(p.chunks):
-                if cancel is not None and cancel.cancelled:
+        with pipeline(int, workers) as pipe, contextlib.closing(chunks):
+            for i, digest, extents in chunks:
+                if r.cancel is not None and r.cancel.cancelled:
                     raise cancelled
-                extents = _chunk_extents(p, m.chunk_size, i)
-                if extents:
-                    count(pipe.submit(job, i, digest, extents))
+                count(pipe.submit(job, i, digest, extents))
             count(pipe.drain())
     except CancelledError as exc:
         # A cancel that ended a store's wait for its server says what it
@@ -356,47 +494,168 @@ def _lay(
         writer.write_extents(data, base, extents)
 
 
-def _write_partition(
-    repo: Repository,
-    m: Manifest,
-    where: str,
-    p: Volume,
-    node: str,
-    counter: _Counter,
-    cancel: CancelToken | None,
-) -> list[tuple[int, bytes | None, list[Extent]]]:
+def _write_partition(r: _Region, head: bytes | None = None) -> list[_Piece]:
     """Write the partition but its first MiB; return what belongs there
     (offset, chunk data or None for zeros, extents) for the caller to write
-    once everything else is on the disk."""
-    held: list[tuple[int, bytes | None, list[Extent]]] = []
+    once everything else is on the disk. ``head``: the partition's first MiB
+    as the target held it before it was zeroed, to seed from the target
+    (None: write every chunk)."""
+    held: list[_Piece] = []
+    seed = None if head is None else _Seed(r, head, held)
 
     def job(i: int, digest: str | None, extents: list[Extent]) -> int:
-        base = i * m.chunk_size
-        head = clip(extents, 0, restoremark.HOLD) if base < restoremark.HOLD else []
-        rest = clip(extents, restoremark.HOLD, p.size) if head else extents
-        data = None if digest is None else repo.get_chunk(digest, f"{where} at offset {base}")
-        if head:
-            held.append((base, data, head))
+        base = i * r.m.chunk_size
+        first = clip(extents, 0, restoremark.HOLD) if base < restoremark.HOLD else []
+        rest = clip(extents, restoremark.HOLD, r.p.size) if first else extents
+        data = None
+        if digest is not None:
+            data = r.repo.get_chunk(digest, f"{r.where} at offset {base}")
+            r.counter.moved(fetched=len(data))
+        if first:
+            held.append((base, data, first))
         _lay(writer, base, data, rest)
+        r.counter.moved(written=total(rest))
         return total(extents)
 
     cancelled = CancelledError(
-        f"restore cancelled: {node} is only partly written and will not work",
+        f"restore cancelled: {r.node} is only partly written and will not work",
         hint="run the restore again before using this disk",
     )
-    with blockio.TargetWriter(node) as writer:
-        _each_chunk(
-            p,
-            m,
-            f"{node} ({p.filesystem.type or 'raw'})",
-            counter,
-            cancel,
-            cancelled,
-            job,
-            RESTORE_WORKERS,
-        )
+    with blockio.TargetWriter(r.node) as writer:
+        _each_chunk(r, cancelled, job, RESTORE_WORKERS, seed)
         writer.flush()
     return held
+
+
+def _lay_held(r: _Region, pieces: list[_Piece]) -> None:
+    """The first MiB of a partition, last (see restoremark)."""
+    with blockio.TargetWriter(r.node) as writer:
+        for base, data, extents in pieces:
+            _lay(writer, base, data, extents)
+            r.counter.moved(written=total(extents))
+        writer.flush()
+
+
+def _read_heads(d: DiskPlan, counter: _Counter) -> tuple[bytes, dict[int, bytes]]:
+    """What a seed restore compares with but overwrites before it gets there:
+    the disk's boot area, and the first MiB of every seeded partition, as the
+    target holds them now."""
+    heads: dict[int, bytes] = {}
+    if not d.seeded:
+        return b"", heads
+    with blockio.open_device(d.target.path) as fd:
+        first = blockio.read_exact(fd, d.target.path, 0, d.image.head.length)
+        counter.moved(read=len(first))
+        for step in d.steps:
+            if step.source.number in d.seeded:
+                length = min(restoremark.HOLD, step.new.size)
+                heads[step.source.number] = blockio.read_exact(
+                    fd, d.target.path, step.new.start, length
+                )
+                counter.moved(read=length)
+    return first, heads
+
+
+class _Seed:
+    """The target as the source of the chunks it already holds.
+
+    A thread reads the target ahead of the fetches (at most READ_AHEAD chunks
+    ahead, a few reads in flight on a small pool that also hashes: hashlib
+    releases the GIL) and hashes each chunk's bytes as the image stores them
+    (its extents, zeros elsewhere) with the repository's own id function. A
+    chunk whose id is the image's is neither fetched nor written: its used
+    bytes already are the image's, and bytes outside the used map stay as
+    they are, as a full restore leaves them. The partition's first MiB was
+    zeroed before the table was written, so that part is compared from
+    ``head`` (read before) and put back with the other first-MiB pieces, last.
+    """
+
+    def __init__(self, r: _Region, head: bytes, held: list[_Piece]) -> None:
+        self.r = r
+        self.head = head
+        self.held = held
+        self._zero_ids: dict[int, str] = {}
+
+    def changed(
+        self, chunks: Iterator[_Chunk], count: Callable[[list[int]], None]
+    ) -> Generator[_Chunk]:
+        """The chunks of ``chunks`` the target does not hold, in order; the
+        others are counted as done, on the caller's thread."""
+        out: queue.Queue[_Checked | BaseException | None] = queue.Queue(READ_AHEAD)
+        stop = threading.Event()
+        reader = threading.Thread(
+            target=self._read_ahead, args=(chunks, out, stop), name="liferaft-seed", daemon=True
+        )
+        reader.start()
+        try:
+            while True:
+                item = out.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                if self.r.cancel is not None and self.r.cancel.cancelled:
+                    raise CancelledError("restore cancelled while comparing with the target")
+                (i, digest, extents), same = item
+                if same is None:
+                    yield i, digest, extents
+                    continue
+                if same:  # its first-MiB part goes back with the others, last
+                    base = i * self.r.m.chunk_size
+                    self.held.append((base, same, clip(extents, 0, restoremark.HOLD)))
+                count([total(extents)])
+        finally:
+            stop.set()
+            reader.join()
+
+    def _read_ahead(
+        self,
+        chunks: Iterator[_Chunk],
+        out: queue.Queue[_Checked | BaseException | None],
+        stop: threading.Event,
+    ) -> None:
+        def put(item: _Checked | BaseException | None) -> None:
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        try:
+            with blockio.SourceReader(self.r.node) as reader, pipeline(tuple, WORKERS) as pipe:
+                for chunk in chunks:
+                    if stop.is_set():
+                        return
+                    for checked in pipe.submit(self._check, reader, chunk):
+                        put(checked)
+                for checked in pipe.drain():
+                    put(checked)
+            put(None)
+        except BaseException as exc:  # raised on the caller's thread
+            put(exc)
+
+    def _check(self, reader: blockio.SourceReader, chunk: _Chunk) -> _Checked:
+        """``(chunk, None)`` when the target's bytes differ from the chunk;
+        else ``(chunk, b"")``, or the bytes when some lie in the first MiB."""
+        i, digest, extents = chunk
+        m, p = self.r.m, self.r.p
+        base = i * m.chunk_size
+        length = min(m.chunk_size, p.size - base)
+        seen: bytes | bytearray | memoryview = reader.read(base, length, extents)
+        self.r.counter.moved(read=total(extents))
+        first = clip(extents, 0, len(self.head)) if base < len(self.head) else []
+        if first:
+            seen = bytearray(seen)
+            for start, n in first:
+                seen[start - base : start - base + n] = self.head[start : start + n]
+        if digest is None:
+            if length not in self._zero_ids:
+                self._zero_ids[length] = self.r.repo.chunk_id(bytes(length))
+            digest = self._zero_ids[length]
+        if self.r.repo.chunk_id(seen) != digest:
+            return chunk, None
+        return chunk, bytes(seen) if first else b""
 
 
 def _mkswap(node: str, p: Volume) -> None:
@@ -442,6 +701,7 @@ def check_volume_groups_absent(plan: RestorePlan) -> None:
     UUID) is visible on a disk that is not a target: LVM would then see two
     PVs with one UUID and could use either. Typically the original disk is
     still attached."""
+    _check_md_arrays_absent(plan)
     if not plan.manifest.volume_groups:
         return
     wanted = {pv.uuid: vg.name for vg in plan.manifest.volume_groups for pv in vg.pvs}
@@ -455,6 +715,97 @@ def check_volume_groups_absent(plan: RestorePlan) -> None:
                 "the same volume twice",
                 hint="detach the original disk (or wipe it with wipefs), then restore",
             )
+
+
+def _check_md_arrays_absent(plan: RestorePlan) -> None:
+    """Likewise an md member with the UUID of an array the image recreates,
+    outside the targets: at boot mdadm would assemble either."""
+    wanted = {mdraid.uuid_hex(a.uuid): a for a in plan.manifest.md_arrays}
+    if not wanted:
+        return
+    targets = {os.path.realpath(p.path) for d in plan.disks for p in d.target.partitions}
+    targets |= {os.path.realpath(d.target.path) for d in plan.disks}
+    for disk in list_disks():
+        for p in disk.partitions:
+            found = wanted.get(mdraid.uuid_hex(p.uuid or ""))
+            if (
+                found is not None
+                and p.fstype == mdraid.MEMBER_TYPE
+                and os.path.realpath(p.path) not in targets
+            ):
+                raise TargetRefusedError(
+                    f"{p.path} is a member of md array {found.name or found.uuid} "
+                    f"(UUID {found.uuid}), which this restore recreates: the system would "
+                    "see the array twice",
+                    hint="detach the original disk (or wipe the member: mdadm "
+                    "--zero-superblock), then restore",
+                )
+
+
+def _restore_md_array(
+    plan: RestorePlan,
+    a: MdArrayPlan,
+    counter: _Counter,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+    verify: bool,
+) -> list[str]:
+    """The array created anew on its members' new partitions (same UUID,
+    name, level, metadata, chunk, layout; a captured missing member stays
+    missing), its contents written through the array device, grown where
+    planned; stopped at the end, also on failure. md resyncs the members in
+    the background (no --assume-clean: docs/FORMAT.md, "md RAID")."""
+    m = plan.manifest
+    img = a.image
+    slots: list[str | None] = [None] * img.raid_devices
+    for member in img.members:
+        if 0 <= member.role < img.raid_devices:
+            slots[member.role] = _nodes(plan.disks[member.disk])[member.partition]
+    progress(
+        Progress("restore", img.label, counter.done, counter.total, message="creating the md array")
+    )
+    node = mdraid.create(_md_spec(img), slots)
+    notes: list[str] = []
+    try:
+        with blockio.SourceReader(node) as reader:
+            size = reader.size()
+        if size < img.size:
+            raise DiskError(
+                f"the new {img.label} has {size} bytes, {img.size - size} fewer than "
+                "the captured one; nothing of it was written",
+                hint="restore onto larger disks (or with --grow)",
+            )
+        where = f"{m.ref} {img.label}"
+        if img.method == Method.SWAP:
+            _mkswap(node, img)
+        elif img.method in (Method.USED, Method.RAW):
+            r = _Region(plan.repo, m, where, img, node, counter, cancel)
+            _lay_held(r, _write_partition(r))
+            _stage("md-array", cancel)
+            if verify:
+                checker = _Counter(img.used_bytes, progress, "verify")
+                _verify_partition(_Region(plan.repo, m, where, img, node, checker, cancel))
+        if a.grow_fs:
+            progress(Progress("grow", node, 0, 0, message=f"growing {img.filesystem.type}"))
+            notes.append(_grow_filesystem(node, img.filesystem.type))
+    finally:
+        mdraid.stop(node)
+    return [n for n in notes if n]
+
+
+def _md_spec(img: MdArrayImage) -> mdraid.MdArray:
+    return mdraid.MdArray(
+        level=img.level,
+        raid_devices=img.raid_devices,
+        metadata=img.metadata,
+        uuid=img.uuid,
+        name=img.name,
+        members=(),
+        chunk_size=img.chunk_size,
+        layout=img.layout,
+        bitmap=img.bitmap,
+        data_offset=img.data_offset,
+    )
 
 
 def _restore_volume_group(
@@ -502,11 +853,8 @@ def _restore_volume_group(
             if lv.method == Method.SWAP:
                 _mkswap(node, lv)
             elif lv.method in (Method.USED, Method.RAW) and not lv.segments:
-                held = _write_partition(plan.repo, m, where, lv, node, counter, cancel)
-                with blockio.TargetWriter(node) as writer:
-                    for base, data, extents in held:
-                        _lay(writer, base, data, extents)
-                    writer.flush()
+                r = _Region(plan.repo, m, where, lv, node, counter, cancel)
+                _lay_held(r, _write_partition(r))
                 _stage(f"lv-{lv.name}", cancel)
         if verify:
             checker = _Counter(g.write_bytes, progress, "verify")
@@ -514,7 +862,7 @@ def _restore_volume_group(
                 if lv.method in (Method.USED, Method.RAW) and not lv.segments:
                     node = lvm.dm_path(vg.name, lv.name)
                     where = f"{m.ref} volume group {vg.name} {lv.label}"
-                    _verify_partition(plan.repo, m, where, lv, node, checker, cancel)
+                    _verify_partition(_Region(plan.repo, m, where, lv, node, checker, cancel))
         if g.grow_lv is not None:
             grow = next(lv for lv in vg.lvs if lv.name == g.grow_lv)
             node = lvm.dm_path(vg.name, grow.name)
@@ -556,6 +904,7 @@ def _write_through_pvs(
                 offset += n
             blockio.flush(fd, node)
     counter.add(f"volume group {vg.name} {lv.name}", lv.used_bytes, lv.used_bytes, lv.used_bytes)
+    counter.moved(written=lv.used_bytes)
 
 
 # -- read-back -------------------------------------------------------------
@@ -582,43 +931,26 @@ def _verify_disk(
         counter.add(f"{target} boot area", image.head.length, image.head.length, image.head.length)
     for step in d.steps:
         p = step.source
-        if p.method not in (Method.USED, Method.RAW):
-            continue
-        node = nodes[p.number]
-        _verify_partition(
-            repo, m, f"{m.ref} disk {image.index + 1} {p.label}", p, node, counter, cancel
-        )
+        if p.method not in (Method.USED, Method.RAW) or step.files:
+            continue  # (a file-level copy is checked by cp, not against the chunks)
+        where = f"{m.ref} disk {image.index + 1} {p.label}"
+        _verify_partition(_Region(repo, m, where, p, nodes[p.number], counter, cancel))
 
 
-def _verify_partition(
-    repo: Repository,
-    m: Manifest,
-    where: str,
-    p: Volume,
-    node: str,
-    counter: _Counter,
-    cancel: CancelToken | None,
-) -> None:
+def _verify_partition(r: _Region) -> None:
     def job(i: int, digest: str | None, extents: list[Extent]) -> int:
-        start = i * m.chunk_size
-        length = min(m.chunk_size, p.size - start)
+        start = i * r.m.chunk_size
+        length = min(r.m.chunk_size, r.p.size - start)
         # O_DIRECT where aligned: what the disk holds, not what the cache does
-        got = chunk_digest(reader.read(start, length, extents))
-        if got != (digest or chunk_digest(bytes(length))):
+        got = r.repo.chunk_id(reader.read(start, length, extents))
+        if got != (digest or r.repo.chunk_id(bytes(length))):
             raise VerifyError(
-                f"verification failed: {node} ({where}) differs from the image at offset {start}",
+                f"verification failed: {r.node} ({r.where}) differs from the image at "
+                f"offset {start}",
                 hint="the target disk may be failing; restore again or use another disk",
             )
         return total(extents)
 
-    with blockio.SourceReader(node) as reader:
+    with blockio.SourceReader(r.node) as reader:
         blockio.drop_cache(reader.buffered)
-        _each_chunk(
-            p,
-            m,
-            f"{node} ({p.filesystem.type or 'raw'})",
-            counter,
-            cancel,
-            CancelledError("verification cancelled; the restore itself finished"),
-            job,
-        )
+        _each_chunk(r, CancelledError("verification cancelled; the restore itself finished"), job)

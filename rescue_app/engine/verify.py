@@ -32,6 +32,7 @@ def verify_repository(
                 manifests.append(repo.load_manifest(f"{name}@{image_id}"))
             except ManifestError as exc:
                 problems.append(str(exc))
+        problems.extend(repo.unreadable)  # an encrypted repository's, left out of the refs
     # Each distinct chunk is read once; a bad one is reported for every image
     # that needs it (deduplication shares chunks between images).
     users: dict[str, list[str]] = {}
