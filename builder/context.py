@@ -36,6 +36,8 @@ BASE_PACKAGES: tuple[str, ...] = (
     "python3-parted",
     # signed images (Ed25519) and encrypted repositories (AEAD)
     "python3-cryptography",
+    # encrypted repositories: argon2id wraps the master key (engine/envelope.py)
+    "python3-argon2",
     "partclone",
     "parted",
     "fdisk",
