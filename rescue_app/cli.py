@@ -296,9 +296,9 @@ def cmd_schedule(engine: Engine, args: argparse.Namespace) -> int:
             print("no scheduled backups")
         for s in scheduled:
             timer = "enabled" if s.enabled else "DISABLED"
-            keep = s.schedule.keep.describe() if s.schedule.keep else "all"
+            rules = s.schedule.keep.describe() if s.schedule.keep else "all"
             print(f"{s.schedule.name:<16} every {s.schedule.every:<14} timer {timer:<9} "
-                  f"{s.schedule.repo}  keep {keep}")  # fmt: skip
+                  f"{s.schedule.repo}  keep {rules}")  # fmt: skip
         return 0
     if args.remove:
         print(engine.unschedule(args.remove, root=args.root))
@@ -333,8 +333,8 @@ def _run_schedule(engine: Engine, schedule: Schedule) -> int:
             raise UsageError(
                 f"scheduled backup {schedule.name}: this liferaft has no '{argv[0]}' "
                 "command, so nothing was backed up",
-                hint="install a liferaft with 'liferaft backup' (the online backup); "
-                f"'liferaft schedule --remove {schedule.name}' stops the timer",
+                hint="install a liferaft that has the online backup, or stop the timer "
+                f"with 'liferaft schedule --remove {schedule.name}'",
             ) from None
         print(f"scheduled backup {schedule.name}: liferaft {shlex.join(argv)}", flush=True)
         status = int(step.func(engine, step))

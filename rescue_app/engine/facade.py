@@ -58,7 +58,11 @@ from rescue_app.engine.network import Interface, NetworkStatus
 from rescue_app.engine.plan import RestorePlan
 from rescue_app.engine.prune import PruneResult
 from rescue_app.engine.repository import REPO_FILE, Repository
-from rescue_app.engine.restore import apply_plan, check_volume_groups_absent
+from rescue_app.engine.restore import (
+    apply_plan,
+    check_btrfs_uuids_free,
+    check_volume_groups_absent,
+)
 from rescue_app.engine.results import CaptureResult, RestoreResult, VerifyReport
 from rescue_app.engine.retention import ForgetPlan, KeepPolicy
 from rescue_app.engine.schedule import Schedule, ScheduledBackup
@@ -257,6 +261,7 @@ class Engine:
         # image recreates may be on another disk.
         repo.check_chunks_present(manifest)
         check_volume_groups_absent(plan)
+        check_btrfs_uuids_free(plan)
         return plan
 
     def restore(

@@ -73,6 +73,11 @@ class Store(ABC):
         """Each file in a folder and its size; {} if the folder is not there."""
         raise self.cannot_change()
 
+    def check_can_delete(self) -> None:
+        """RepositoryError now, before forget or prune change anything, if
+        files cannot be deleted and renamed here."""
+        self.check_writable()
+
     def cannot_change(self) -> RepositoryError:
         return RepositoryError(
             f"repository {self.location} cannot delete or rename files",

@@ -1,7 +1,11 @@
-"""A read-only repository on a web server: ``http://`` and ``https://``.
+"""A repository on a web server: ``http://`` and ``https://``.
 
-Any static server (nginx, a CDN, ``liferaft serve``) will do: every file of a
-repository is fetched by path and the images are found through index.json.
+Any static server (nginx, a CDN, ``liferaft serve``) will do for reading:
+every file of a repository is fetched by path and the images are found
+through index.json. Writing (capture) needs ``liferaft serve --append-only``:
+each file is one PUT, which that server has on stable storage when it
+answers; it never replaces or deletes a file (409 for other bytes under a
+taken name, 405 for DELETE), so forget and prune run on the server itself.
 Each thread keeps its own keep-alive connection (restore and verify fetch
 chunks from several threads). A download that breaks off resumes from the
 byte it reached with ``Range: bytes=N-`` (guarded by ``If-Range`` so a file
@@ -286,28 +290,72 @@ class HttpStore(Store):
     def list(self, rel: str) -> list[str]:
         return []  # a web server's folders cannot be listed; readers use index.json
 
-    # -- writing: not over plain HTTP ---------------------------------------
+    # -- writing: to an append-only server (liferaft serve --append-only) ----
     def _read_only(self) -> RepositoryError:
         return RepositoryError(
-            f"repository {self.location} is read-only (a web server)",
-            hint="capture to a local folder, sftp://, s3://, smb:// or nfs:// and serve "
-            "that folder over HTTP",
+            f"repository {self.location} is read-only (a web server that takes no uploads)",
+            hint="run 'liferaft serve --append-only' there, or capture to a local folder, "
+            "sftp://, s3://, smb:// or nfs:// and serve that folder over HTTP",
         )
 
     def write(self, rel: str, data: bytes, *, durable: bool) -> None:
-        raise self._read_only()
+        # (the server syncs every upload before it answers: durable either way)
+        url = self.base + quote(rel)
+
+        def attempt(progressed: _Progressed) -> None:
+            r = self._session().put(
+                url, data=data, verify=self.verify, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)
+            )
+            code = r.status_code
+            if code in (200, 201, 204):
+                return
+            if code >= 500 or code in (408, 429):
+                raise _Transient(f"HTTP {code} {r.reason}")
+            if code == 409:
+                raise RepositoryError(
+                    f"repository {self.location}: {self.host} refused to replace {rel} "
+                    "(HTTP 409: an append-only server keeps every file as first written)",
+                    hint="nothing of the images already there was changed; if this repeats, "
+                    "run 'liferaft verify' on the server",
+                )
+            if code in (405, 501):
+                raise self._read_only()
+            raise self._status_error(rel, r)
+
+        self._retrying(f"uploading {rel}", attempt)
 
     def sync(self) -> None:
-        raise self._read_only()
+        return None  # each upload was on the server's stable storage when it was answered
 
     def check_writable(self) -> None:
-        raise self._read_only()
+        def attempt(progressed: _Progressed) -> str:
+            r = self._session().options(
+                self.base, verify=self.verify, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)
+            )
+            if r.status_code >= 500 or r.status_code in (408, 429):
+                raise _Transient(f"HTTP {r.status_code} {r.reason}")
+            if r.status_code in (401, 403):
+                raise self._status_error("the repository", r)
+            return str(r.headers.get("Allow", ""))
+
+        allowed = self._retrying("asking the server what it accepts", attempt)
+        if "PUT" not in [m.strip().upper() for m in allowed.split(",")]:
+            raise self._read_only()
 
     def prepare_new(self) -> None:
-        raise self._read_only()
+        self.check_writable()
+
+    def check_can_delete(self) -> None:
+        self.check_writable()  # a read-only server says so
+        raise self.cannot_change()
 
     def cannot_change(self) -> RepositoryError:
-        return self._read_only()
+        return RepositoryError(
+            f"repository {self.location} is a web server: images and chunks cannot be "
+            "deleted through it (an append-only server never deletes)",
+            hint="run forget and prune on the server, on the repository folder itself "
+            "(liferaft prune --repo /path/to/repository)",
+        )
 
     def missing(self, create_hint: bool) -> RepositoryError:
         return RepositoryError(

@@ -1,52 +1,276 @@
-"""``liferaft serve``: a local repository, read-only, over HTTP.
+"""``liferaft serve``: a local repository over HTTP, read-only or append-only.
 
-For quick jobs (restore a machine from a laptop on the same switch); a real
-site puts the folder behind nginx. GET and HEAD only, ``Range: bytes=N-`` and
-``N-M`` so interrupted downloads resume, keep-alive, one thread per
-connection. Only files inside the repository are served, never ``tmp/``
-(writers' half files) and never a folder listing.
+For quick jobs (restore a machine from a laptop on the same switch) and for a
+backup target that its clients cannot destroy. GET and HEAD, ``Range:
+bytes=N-`` and ``N-M`` so interrupted downloads resume, keep-alive, one
+thread per connection. Only files inside the repository are served, never
+``tmp/`` (writers' half files) and never a folder listing.
+
+``append_only``: PUT stores a new file (written to ``tmp/``, fsynced, then
+linked into place, so a file is whole or absent); a PUT to an existing file
+succeeds only with the same bytes (a retried upload) and is otherwise 409.
+Nothing is ever deleted or replaced (DELETE is 405); ``index.json`` only
+gains entries (a client's copy is merged into the server's), and ``prune/``,
+``tmp/`` and prune's ``.candidate`` files are not for clients. Pruning is done
+on the server with direct access to the folder. Optional basic auth (one
+user) and TLS (``tls``: certificate and key files).
 """
 
 from __future__ import annotations
 
+import base64
+import hmac
+import json
 import logging
 import os
 import re
 import shutil
+import socket
+import ssl
+import tempfile
+import threading
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from rescue_app.engine.repository import CANDIDATE_SUFFIX
+from rescue_app.errors import UsageError
 
 log = logging.getLogger("liferaft.serve")
 
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+INDEX = "index.json"
+MAX_UPLOAD = 64 * 1024 * 1024  # far above one compressed chunk or manifest
+NOT_FOR_CLIENTS = ("tmp", "prune")  # writers' temporary files, prune's state
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How ``liferaft serve`` shares its folder."""
+
+    append_only: bool = False  # accept new files (PUT), never change or delete one
+    user: str | None = None  # basic auth for every request when set
+    password: str = ""
+    tls_cert: str | None = None  # PEM files: HTTPS instead of HTTP
+    tls_key: str | None = None
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    tls: ssl.SSLContext | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # The TLS handshake runs here, in the connection's own thread, so one
+        # slow or broken client cannot hold up the others.
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        try:
+            request.settimeout(30)
+            wrapped = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            log.debug("%s: TLS handshake failed: %s", client_address[0], exc)
+            return
+        try:
+            super().finish_request(wrapped, client_address)
+        finally:
+            try:
+                wrapped.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            wrapped.close()
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: every answer has a Content-Length
     server_version = "liferaft-serve"
+    timeout = 300  # an idle keep-alive connection gives its thread back
     root = ""
+    options = ServeOptions()
+    index_lock = threading.Lock()
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s " + format, self.client_address[0], *args)
 
-    def _file(self) -> str | None:
+    def _rel(self) -> str | None:
+        """The repository path asked for; None if it is not one a client may name."""
         rel = unquote(urlsplit(self.path).path).lstrip("/")
         parts = rel.split("/")
-        if not rel or any(p in ("", ".", "..") for p in parts) or parts[0] == "tmp":
+        if not rel or any(p in ("", ".", "..") for p in parts) or parts[0] in NOT_FOR_CLIENTS:
             return None
-        path = os.path.join(self.root, *parts)
+        return rel
+
+    def _file(self) -> str | None:
+        rel = self._rel()
+        if rel is None:
+            return None
+        path = os.path.join(self.root, *rel.split("/"))
         return path if os.path.isfile(path) else None
 
-    def _error(self, code: int) -> None:
+    def _error(self, code: int, allow: str = "") -> None:
         self.send_response(code)
+        if allow:
+            self.send_header("Allow", allow)
+        if code == 401:
+            self.send_header("WWW-Authenticate", 'Basic realm="liferaft", charset="UTF-8"')
         self.send_header("Content-Length", "0")
         self.end_headers()
 
+    def _allowed(self) -> str:
+        return "GET, HEAD, OPTIONS, PUT" if self.options.append_only else "GET, HEAD, OPTIONS"
+
+    def _authorised(self) -> bool:
+        """Basic auth when the server has a user; a 401 answer otherwise."""
+        if self.options.user is None:
+            return True
+        given = self.headers.get("Authorization", "")
+        expected = (
+            "Basic "
+            + base64.b64encode(f"{self.options.user}:{self.options.password}".encode()).decode()
+        )
+        if hmac.compare_digest(given.encode(), expected.encode()):
+            return True
+        self._skip_body()
+        self._error(401)
+        return False
+
+    def _skip_body(self) -> None:
+        """An answer before the body was read: the connection cannot be reused."""
+        if self.headers.get("Content-Length", "0") != "0":
+            self.close_connection = True
+
     def do_HEAD(self) -> None:
-        self._serve(body=False)
+        if self._authorised():
+            self._serve(body=False)
 
     def do_GET(self) -> None:
-        self._serve(body=True)
+        if self._authorised():
+            self._serve(body=True)
+
+    def do_OPTIONS(self) -> None:
+        if self._authorised():
+            self._error(204, allow=self._allowed())
+
+    def do_DELETE(self) -> None:
+        if self._authorised():
+            self._skip_body()
+            self._error(405, allow=self._allowed())
+
+    def do_PUT(self) -> None:
+        if not self._authorised():
+            return
+        if not self.options.append_only:
+            self._skip_body()
+            self._error(405, allow=self._allowed())
+            return
+        rel = self._rel()
+        length = self.headers.get("Content-Length", "")
+        if rel is None or rel.endswith(CANDIDATE_SUFFIX) or rel.endswith("/"):
+            self._skip_body()
+            self._error(403)
+            return
+        if not length.isdigit():
+            self.close_connection = True
+            self._error(411)
+            return
+        if int(length) > MAX_UPLOAD:
+            self._skip_body()
+            self._error(413)
+            return
+        try:
+            tmp = self._receive(int(length))
+        except (OSError, ValueError) as exc:
+            log.warning("upload of %s failed: %s", rel, exc)
+            self.close_connection = True
+            self._error(400 if isinstance(exc, ValueError) else 500)
+            return
+        try:
+            code = self._merge_index(tmp) if rel == INDEX else self._place(tmp, rel)
+        except OSError as exc:
+            log.warning("storing %s failed: %s", rel, exc)
+            code = 500
+        finally:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        log.info("PUT %s: %d", rel, code)
+        self._error(code)
+
+    def _receive(self, length: int) -> str:
+        """The request's body in a synced file under tmp/ (readers never see tmp/)."""
+        folder = os.path.join(self.root, "tmp")
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix="serve-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                left = length
+                while left:
+                    piece = self.rfile.read(min(left, 1 << 20))
+                    if not piece:
+                        raise ValueError(f"the body ended {left} bytes early")
+                    f.write(piece)
+                    left -= len(piece)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return tmp
+
+    def _place(self, tmp: str, rel: str) -> int:
+        """Link the upload into place unless the name is taken (a link, unlike
+        a rename, never replaces): 201; the same bytes already there: 204; others: 409."""
+        path = os.path.join(self.root, *rel.split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return 204 if _same_bytes(tmp, path) else 409
+        _sync_dir(os.path.dirname(path))
+        return 201
+
+    def _merge_index(self, tmp: str) -> int:
+        """index.json only grows: the server's entries and the client's, those
+        whose manifest is here; written atomically, under one lock."""
+        try:
+            with open(tmp, "rb") as f:
+                given = json.loads(f.read())
+            offered = [e for e in given["images"] if isinstance(e, dict)]
+        except (ValueError, KeyError, TypeError):
+            return 400
+        final = os.path.join(self.root, INDEX)
+        with self.index_lock:
+            try:
+                with open(final, "rb") as f:
+                    doc = json.loads(f.read())
+                current = [e for e in doc["images"] if isinstance(e, dict)]
+            except (OSError, ValueError, KeyError, TypeError):
+                doc, current = {k: v for k, v in given.items() if k != "images"}, []
+            seen = {json.dumps(e, sort_keys=True): e for e in current}
+            for e in offered:
+                path = e.get("path")
+                if isinstance(path, str) and self._manifest_here(path):
+                    seen.setdefault(json.dumps(e, sort_keys=True), e)
+            doc["images"] = sorted(
+                seen.values(), key=lambda e: (str(e.get("name", "")), str(e.get("id", "")),
+                                              str(e.get("path", "")))
+            )  # fmt: skip
+            body = (json.dumps(doc, indent=1) + "\n").encode()
+            with open(tmp, "wb") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, final)
+            _sync_dir(self.root)
+        return 204
+
+    def _manifest_here(self, rel: str) -> bool:
+        parts = rel.split("/")
+        if parts[0] != "images" or any(p in ("", ".", "..") for p in parts):
+            return False
+        return os.path.isfile(os.path.join(self.root, *parts))
 
     def _serve(self, body: bool) -> None:
         path = self._file()
@@ -111,9 +335,77 @@ class _Limited:
         return data
 
 
-def make_server(root: str, bind: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServer:
-    """A server for the repository folder ``root``; call ``serve_forever``."""
-    handler = type("RepoHandler", (_Handler,), {"root": os.path.abspath(root)})
-    server = ThreadingHTTPServer((bind, port), handler)
-    server.daemon_threads = True
+def _same_bytes(a: str, b: str) -> bool:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def _sync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_options(
+    append_only: bool,
+    user: str | None,
+    password_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+) -> ServeOptions:
+    """ServeOptions from what a person gave; UsageError naming what is wrong."""
+    if (user is None) != (password_file is None):
+        raise UsageError(
+            "--user and --password-file go together", hint="give both for basic auth, or neither"
+        )
+    if (tls_cert is None) != (tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together", hint="give both, or neither")
+    password = ""
+    if password_file is not None:
+        try:
+            with open(password_file) as f:
+                password = f.readline().rstrip("\r\n")
+        except OSError as exc:
+            raise UsageError(
+                f"cannot read the password file {password_file}: {exc.strerror or exc}",
+                hint="check the path",
+            ) from None
+        if not password:
+            raise UsageError(f"the password file {password_file} is empty")
+    options = ServeOptions(append_only, user, password, tls_cert, tls_key)
+    if tls_cert is not None:
+        try:
+            _tls_context(options)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(
+                f"cannot use the certificate {tls_cert} with the key {tls_key}: "
+                f"{getattr(exc, 'strerror', None) or exc}",
+                hint="give PEM files: the certificate chain and its unencrypted private key",
+            ) from None
+    return options
+
+
+def _tls_context(options: ServeOptions) -> ssl.SSLContext:
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(str(options.tls_cert), options.tls_key)
+    return tls
+
+
+def make_server(
+    root: str, bind: str = "127.0.0.1", port: int = 8080, options: ServeOptions | None = None
+) -> ThreadingHTTPServer:
+    """A server for the repository folder ``root``; call ``serve_forever``.
+    OSError if it cannot listen; ssl.SSLError for unusable TLS files."""
+    options = options or ServeOptions()
+    attrs = {"root": os.path.abspath(root), "options": options, "index_lock": threading.Lock()}
+    handler = type("RepoHandler", (_Handler,), attrs)
+    server = _Server((bind, port), handler)
+    server.tls = _tls_context(options) if options.tls_cert else None
     return server
