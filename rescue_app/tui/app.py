@@ -20,10 +20,10 @@ from typing import Any
 
 from textual import work
 from textual.app import App
-from textual.binding import Binding
 
 from rescue_app.engine import BlockDisk, Engine, ImageMount
 from rescue_app.errors import LiferaftError
+from rescue_app.tui import keymap
 from rescue_app.tui.logbuffer import MemoryLogHandler
 from rescue_app.tui.profile import ProfileInfo, load_profile_info
 from rescue_app.tui.sources import DiskFilter, RepositorySource
@@ -35,11 +35,7 @@ class LiferaftApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "liferaft"
     ENABLE_COMMAND_PALETTE = False
-    BINDINGS = [
-        Binding("l", "show_log", "Log"),
-        Binding("ctrl+l", "show_log", "Log", show=False, priority=True),
-        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
-    ]
+    BINDINGS = keymap.APP
 
     def __init__(
         self,

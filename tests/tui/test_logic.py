@@ -144,3 +144,18 @@ def test_interface_rows_say_no_cable_and_configuring() -> None:
     assert interface_row(down)[1:] == ("down", "52:54:00:12:34:57", "-", "-")
     no_cable = dataclasses.replace(down, state="up")
     assert interface_row(no_cable)[1] == "no cable"
+
+
+def test_no_screen_binds_a_key_twice() -> None:
+    """tui/keymap.py holds every screen's keys; on one screen a key bound
+    twice would hide the later binding."""
+    from textual.binding import Binding
+
+    from rescue_app.tui import keymap
+
+    tables = {n: v for n, v in vars(keymap).items() if n.isupper() and isinstance(v, list)}
+    assert {"APP", "HOME", "SOURCE", "BROWSE", "TARGET"} <= set(tables)
+    for name, table in tables.items():
+        assert all(isinstance(b, Binding) for b in table), name
+        keys = [k for b in table if isinstance(b, Binding) for k in b.key.split(",")]
+        assert len(set(keys)) == len(keys), f"{name} binds a key twice: {sorted(keys)}"

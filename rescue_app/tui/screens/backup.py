@@ -6,13 +6,13 @@ import socket
 
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Footer, Header, Input, Select, Static
 from textual.widgets.selection_list import Selection
 
 from rescue_app.engine import NAME_RE, BlockDisk, Repository
 from rescue_app.errors import LiferaftError, UsageError
+from rescue_app.tui import keymap
 from rescue_app.tui.checklist import CheckList
 from rescue_app.tui.screens.base import LiferaftScreen
 from rescue_app.tui.screens.question import QuestionModal
@@ -36,10 +36,7 @@ def default_name() -> str:
 
 
 class BackupScreen(LiferaftScreen):
-    BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("ctrl+n", "start", "Start backup"),
-    ]
+    BINDINGS = keymap.BACKUP
 
     def __init__(self) -> None:
         super().__init__()

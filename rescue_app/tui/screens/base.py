@@ -30,6 +30,16 @@ class LiferaftScreen(Screen[Any]):
         self.lapp.show_error(error)
 
 
+class ImageScreen(LiferaftScreen):
+    """A screen about one image of a repository: the disks to restore it to,
+    or its files."""
+
+    def __init__(self, repo: Repository, ref: str) -> None:
+        super().__init__()
+        self.repo = repo
+        self.ref = ref
+
+
 class RepositoryOpeningScreen(LiferaftScreen):
     """A screen that opens a chosen source in a worker, then lists its images.
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Header, Input, OptionList, Static
@@ -38,7 +37,8 @@ from rescue_app.engine import (
 )
 from rescue_app.errors import LiferaftError
 from rescue_app.progress import CancelToken, ProgressCallback
-from rescue_app.tui.screens.base import LiferaftScreen
+from rescue_app.tui import keymap
+from rescue_app.tui.screens.base import ImageScreen
 from rescue_app.tui.screens.progress import Job, ProgressScreen, Summary
 
 
@@ -98,18 +98,11 @@ class Marked:
     entry: DirEntry
 
 
-class BrowseScreen(LiferaftScreen):
-    BINDINGS = [
-        Binding("escape", "leave", "Back"),
-        Binding("backspace", "up", "Up"),
-        Binding("space", "mark", "Mark"),
-        Binding("c", "copy", "Copy marked"),
-    ]
+class BrowseScreen(ImageScreen):
+    BINDINGS = keymap.BROWSE
 
     def __init__(self, repo: Repository, ref: str) -> None:
-        super().__init__()
-        self.repo = repo
-        self.ref = ref
+        super().__init__(repo, ref)
         self.image_mount: ImageMount | None = None
         self.closing = False
         self.part: BrowsePartition | None = None  # None: the partition list
@@ -310,7 +303,7 @@ class BrowseScreen(LiferaftScreen):
 class CopyDestinationModal(ModalScreen[str | None]):
     """Where the marked files go: a mounted disk's folder or a typed path."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS = keymap.COPY_TO
 
     def __init__(self, browse_point: str) -> None:
         super().__init__()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
 from rescue_app.engine import RestorePlan, describe_contents
+from rescue_app.tui import keymap
 
 
 def matches_device(typed: str, path: str) -> bool:
@@ -20,7 +20,7 @@ def matches_device(typed: str, path: str) -> bool:
 
 
 class ConfirmEraseModal(ModalScreen[bool]):
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS = keymap.CONFIRM_ERASE
 
     def __init__(self, plan: RestorePlan) -> None:
         super().__init__()

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static
 
 from rescue_app.engine import format_disks_table
+from rescue_app.tui import keymap
 from rescue_app.tui.screens.base import LiferaftScreen
 
 
 class DisksScreen(LiferaftScreen):
-    BINDINGS = [
-        Binding("escape,q", "app.pop_screen", "Back"),
-        Binding("r", "reload", "Refresh"),
-    ]
+    BINDINGS = keymap.DISKS
 
     def compose(self) -> ComposeResult:
         yield Header()

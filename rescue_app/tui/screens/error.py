@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from rescue_app.errors import LiferaftError
+from rescue_app.tui import keymap
 
 
 def explain(error: BaseException) -> tuple[str, str]:
@@ -23,10 +23,7 @@ def explain(error: BaseException) -> tuple[str, str]:
 
 
 class ErrorModal(ModalScreen[None]):
-    BINDINGS = [
-        Binding("escape,enter", "dismiss_error", "Close"),
-        Binding("l", "app.show_log", "Log"),
-    ]
+    BINDINGS = keymap.ERROR
 
     def __init__(self, error: BaseException, title: str | None = None) -> None:
         super().__init__()

@@ -7,12 +7,12 @@ import os
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
 
 from rescue_app.engine import BlockDisk, human_size
 from rescue_app.errors import LiferaftError
+from rescue_app.tui import keymap
 from rescue_app.tui.screens.base import LiferaftScreen
 from rescue_app.tui.sources import ScanContext, discover_sources
 
@@ -36,17 +36,7 @@ def disk_state(disk: BlockDisk) -> str:
 
 
 class HomeScreen(LiferaftScreen):
-    BINDINGS = [
-        Binding("r", "restore", "Restore"),
-        Binding("b", "backup", "Back up"),
-        Binding("v", "verify", "Verify"),
-        Binding("n", "network", "Network"),
-        Binding("d", "disks", "Disks"),
-        Binding("s", "shell", "Shell"),
-        Binding("p", "power", "Power"),
-        Binding("f5", "rescan", "Rescan", show=False),
-        Binding("q", "quit_app", "Quit"),
-    ]
+    BINDINGS = keymap.HOME
 
     def compose(self) -> ComposeResult:
         yield Header()

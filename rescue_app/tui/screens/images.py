@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static
 
 from rescue_app.engine import ImageSummary, Manifest, Method, Repository, human_size
+from rescue_app.tui import keymap
 from rescue_app.tui.screens.base import LiferaftScreen
 
 
@@ -51,11 +51,7 @@ def describe_manifest(m: Manifest) -> str:
 
 
 class ImagesScreen(LiferaftScreen):
-    BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("enter", "choose", "Choose", show=True),
-        Binding("f", "browse", "Browse files"),
-    ]
+    BINDINGS = keymap.IMAGES
 
     def __init__(self, repo: Repository, purpose: str = "restore") -> None:
         super().__init__()

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.widgets import Footer, Header, Log
 
+from rescue_app.tui import keymap
 from rescue_app.tui.screens.base import LiferaftScreen
 
 
 class LogScreen(LiferaftScreen):
-    BINDINGS = [
-        Binding("escape,q,l", "app.pop_screen", "Back"),
-        Binding("r", "reload", "Refresh"),
-    ]
+    BINDINGS = keymap.LOG
 
     def compose(self) -> ComposeResult:
         yield Header()

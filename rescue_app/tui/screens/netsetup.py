@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, RadioButton, RadioSet, Static
 
 from rescue_app.engine import Engine, Interface
 from rescue_app.errors import LiferaftError
+from rescue_app.tui import keymap
 
 # The chosen one also says so in text: with NO_COLOR the radio dot looks the same.
 DHCP_LABEL = "Automatic address (DHCP)"
@@ -33,10 +33,7 @@ class NetSetup:
 
 
 class InterfaceSetupModal(ModalScreen["NetSetup | None"]):
-    BINDINGS = [
-        Binding("escape", "cancel", "Cancel"),
-        Binding("ctrl+o", "apply", "Apply", priority=True),
-    ]
+    BINDINGS = keymap.INTERFACE_SETUP
 
     def __init__(self, iface: Interface, static: bool = False) -> None:
         super().__init__()

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from rescue_app.engine import Interface, NetworkStatus
 from rescue_app.errors import LiferaftError, UsageError
+from rescue_app.tui import keymap
 from rescue_app.tui.screens.base import RepositoryOpeningScreen
 from rescue_app.tui.screens.netsetup import InterfaceSetupModal, NetSetup
 from rescue_app.tui.sources import NetworkSource, url_with_user
@@ -31,13 +31,7 @@ def interface_row(i: Interface) -> tuple[str, str, str, str, str]:
 
 
 class NetworkScreen(RepositoryOpeningScreen):
-    BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("f2", "dhcp", "DHCP"),
-        Binding("f3", "static", "Fixed address"),
-        Binding("f5", "refresh", "Refresh"),
-        Binding("ctrl+o", "open", "Open", priority=True),
-    ]
+    BINDINGS = keymap.NETWORK
 
     def __init__(self, purpose: str = "restore") -> None:
         super().__init__()

@@ -4,14 +4,15 @@ on screen and handed back to the store only, never logged."""
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
+from rescue_app.tui import keymap
+
 
 class PasswordModal(ModalScreen["str | None"]):
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS = keymap.PASSWORD
 
     def __init__(self, who: str) -> None:
         super().__init__()

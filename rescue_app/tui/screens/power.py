@@ -5,16 +5,16 @@ from __future__ import annotations
 import functools
 
 from textual.app import App, ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from rescue_app.errors import LiferaftError
+from rescue_app.tui import keymap
 
 
 class PowerModal(ModalScreen[None]):
-    BINDINGS = [Binding("escape", "dismiss_modal", "Cancel")]
+    BINDINGS = keymap.POWER
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="modal-box"):

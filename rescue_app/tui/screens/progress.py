@@ -16,7 +16,6 @@ from typing import Any
 
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Footer, Header, ProgressBar, Static
@@ -33,6 +32,7 @@ from rescue_app.engine import (
 )
 from rescue_app.errors import CancelledError, LiferaftError
 from rescue_app.progress import CancelToken, Progress, ProgressCallback
+from rescue_app.tui import keymap
 from rescue_app.tui.screens.base import LiferaftScreen
 from rescue_app.tui.screens.error import explain
 from rescue_app.tui.tracking import ProgressTracker
@@ -202,10 +202,7 @@ class JobFinished(Message):
 
 
 class ProgressScreen(LiferaftScreen):
-    BINDINGS = [
-        Binding("escape,c", "cancel_job", "Cancel"),
-        Binding("enter,h", "home", "Home"),
-    ]
+    BINDINGS = keymap.PROGRESS
     clock: Callable[[], float] = staticmethod(time.monotonic)
 
     def __init__(self, job: Job) -> None:

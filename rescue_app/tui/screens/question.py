@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from rescue_app.tui import keymap
+
 
 class QuestionModal(ModalScreen[bool]):
-    BINDINGS = [
-        Binding("escape,n", "answer(False)", "No"),
-        Binding("y", "answer(True)", "Yes"),
-    ]
+    BINDINGS = keymap.QUESTION
 
     def __init__(self, title: str, text: str, yes: str = "Yes", no: str = "No") -> None:
         super().__init__()

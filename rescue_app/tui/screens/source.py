@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.widgets import Footer, Header, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from rescue_app.errors import LiferaftError
+from rescue_app.tui import keymap
 from rescue_app.tui.screens.base import RepositoryOpeningScreen
 from rescue_app.tui.sources import (
     RepositorySource,
@@ -20,12 +20,7 @@ from rescue_app.tui.sources import (
 
 
 class SourceScreen(RepositoryOpeningScreen):
-    BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("f5", "rescan", "Rescan"),
-        Binding("ctrl+t", "focus_path", "Type a path"),
-        Binding("ctrl+n", "network", "Network / URL"),
-    ]
+    BINDINGS = keymap.SOURCE
 
     def __init__(self, purpose: str = "restore") -> None:
         super().__init__()

@@ -13,7 +13,6 @@ from rich.table import Table
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Checkbox, Footer, Header, Select, Static
 
@@ -26,9 +25,10 @@ from rescue_app.engine import (
     human_size,
 )
 from rescue_app.errors import LiferaftError, UsageError
+from rescue_app.tui import keymap
 from rescue_app.tui.checklist import MarkedCheckbox
 from rescue_app.tui.matching import candidate_targets, suggest_targets
-from rescue_app.tui.screens.base import LiferaftScreen
+from rescue_app.tui.screens.base import ImageScreen
 
 
 def plan_table(plan: RestorePlan) -> Table:
@@ -70,16 +70,11 @@ def plan_table(plan: RestorePlan) -> Table:
     return outer
 
 
-class TargetScreen(LiferaftScreen):
-    BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("ctrl+n", "next", "Erase and restore..."),
-    ]
+class TargetScreen(ImageScreen):
+    BINDINGS = keymap.TARGET
 
     def __init__(self, repo: Repository, ref: str) -> None:
-        super().__init__()
-        self.repo = repo
-        self.ref = ref
+        super().__init__(repo, ref)
         self.manifest: Manifest | None = None
         self.candidates: list[BlockDisk] = []
         self.plan: RestorePlan | None = None
