@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 from rescue_app import __version__
@@ -32,6 +32,8 @@ from rescue_app.engine import (
     human_duration,
     human_rate,
     human_size,
+    image_time,
+    last_good_backups,
 )
 from rescue_app.errors import LiferaftError, NotRootError, UsageError
 from rescue_app.profile import installed_trusted_keys
@@ -161,10 +163,21 @@ def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
             "(run 'liferaft verify' for the whole state)",
             file=sys.stderr,
         )
+    now = datetime.now(UTC)
+    last_good = last_good_backups(images, now)
     if args.json:
         print(
             json.dumps(
-                [asdict(i) | {"ref": i.ref, "format": repo.format_name} for i in images], indent=1
+                [
+                    asdict(i)
+                    | {"ref": i.ref, "format": repo.format_name}
+                    | {
+                        "last_good": last_good[i.name].ref == i.ref,
+                        "age_seconds": int((now - image_time(i.created)).total_seconds()),
+                    }
+                    for i in images
+                ],
+                indent=1,
             )
         )
         return 0
@@ -187,6 +200,8 @@ def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
                 print(f"    {lv.name:<20} {human_size(lv.size):>10}  {what}")
         for array in i.md_arrays:
             print(f"  {array}")
+    for good in last_good.values():
+        print(f"{good.name}: {good.describe()} ({good.ref})")
     return 0
 
 
@@ -272,8 +287,13 @@ def _prune(engine: Engine, repo: Repository, grace: timedelta | None) -> int:
             f"{result.pending_chunks} marked chunk(s) are deleted by a prune run after "
             f"{result.deletable_after} (the grace period, longer than any backup)"
         )
-    elif not result.swept:
+    elif not result.swept and not result.locked_chunks:
         print("nothing to prune: every chunk is in use")
+    if result.locked_chunks:
+        print(
+            f"skipped {result.locked_chunks} unused chunk(s) under S3 Object Lock (the store "
+            f"refuses to delete them before {result.locked_until}); a prune after that frees them"
+        )
     return 0
 
 

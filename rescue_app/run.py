@@ -36,6 +36,8 @@ PACKAGE_OF: dict[str, str] = {
         ("pvs", "vgs", "lvs", "pvcreate", "pvresize", "vgcfgbackup", "vgcfgrestore"), "lvm2"
     ),
     **dict.fromkeys(("vgchange", "lvchange", "lvextend"), "lvm2"),
+    "mdadm": "mdadm",
+    "cryptsetup": "cryptsetup-bin",
     "sfdisk": "fdisk",
     "partprobe": "parted",
     "partx": "util-linux",

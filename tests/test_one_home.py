@@ -22,6 +22,8 @@ HOMES = {
         {"engine/lvm.py"},
     ),
     **dict.fromkeys(("vgchange", "lvchange", "pvresize", "lvextend"), {"engine/lvm.py"}),
+    "mdadm": {"engine/mdraid.py"},  # every mdadm command (issue 12)
+    "cryptsetup": {"engine/luks.py"},  # every cryptsetup command (issue 12)
 }
 POWER = {"poweroff", "reboot", "halt", "shutdown"}
 

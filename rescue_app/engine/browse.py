@@ -95,7 +95,7 @@ def browse_partitions(manifest: Manifest) -> list[BrowsePartition]:
     ref, cs = manifest.ref, manifest.chunk_size
     for disk in manifest.disks:
         for p in disk.partitions:
-            if p.method in (Method.NONE, Method.LVM_PV):
+            if p.method in (Method.NONE, Method.LVM_PV, Method.MD_MEMBER):
                 continue
             folder = f"disk{disk.index + 1}/" + (f"p{p.number}" if p.number else "whole")
             name = f"p{p.number}.img" if p.number else "whole.img"

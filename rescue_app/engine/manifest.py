@@ -20,8 +20,9 @@ from rescue_app.errors import ManifestError
 MANIFEST_FORMAT = "liferaft-manifest"
 # The newest version this liferaft reads. A manifest is written with the
 # lowest version that describes it: 1 unless it holds volume groups (a
-# version-1 reader would restore their PVs as empty partitions).
-MANIFEST_VERSION = 2
+# version-1 reader would restore their PVs as empty partitions), 3 when it
+# holds md RAID arrays (a version-2 reader would do the same to their members).
+MANIFEST_VERSION = 3
 
 
 class Method(StrEnum):
@@ -32,6 +33,7 @@ class Method(StrEnum):
     SWAP = "swap"  # nothing stored; recreated with mkswap and the same label/UUID
     NONE = "none"  # nothing to copy (an MBR extended partition's container)
     LVM_PV = "lvm-pv"  # an LVM physical volume: its volume group is in volume_groups
+    MD_MEMBER = "md-member"  # a member of an md RAID array: the array is in md_arrays
 
 
 @dataclass(frozen=True)
@@ -142,8 +144,21 @@ class SegmentImage:
     extents: int
 
 
+@dataclass(frozen=True, kw_only=True)
+class Contents:
+    """What a volume inside a block layer (a logical volume, an md array)
+    holds, captured like a partition: the same fields and chunk grid."""
+
+    filesystem: Filesystem
+    method: str
+    used_bytes: int
+    used_map: ExtentMap
+    chunks: tuple[str | None, ...]
+    note: str = ""
+
+
 @dataclass(frozen=True)
-class LogicalVolumeImage:
+class LogicalVolumeImage(Contents):
     name: str
     uuid: str
     size: int
@@ -152,12 +167,6 @@ class LogicalVolumeImage:
     pool: str  # a thin LV's pool
     hidden: bool  # a pool's metadata or data LV: not shown, not mounted
     holds_root: bool  # an operating system's / (etc/os-release found at capture)
-    filesystem: Filesystem
-    method: str
-    used_bytes: int
-    used_map: ExtentMap
-    chunks: tuple[str | None, ...]
-    note: str = ""
     # Set for LVs written back through the PVs (a thin pool's metadata: it
     # must be in place before the pool can be activated).
     segments: tuple[SegmentImage, ...] = ()
@@ -189,6 +198,56 @@ class VolumeGroupImage:
 
 
 @dataclass(frozen=True)
+class MdMemberImage:
+    """Which captured partition is which slot of an md array."""
+
+    disk: int  # index into Manifest.disks
+    partition: int  # its number (0: the whole disk)
+    role: int  # its slot in the array (mdadm's RaidDevice)
+
+
+@dataclass(frozen=True)
+class MdArrayImage(Contents):
+    """An md RAID array, captured once through the array device; restore
+    recreates it on its members' new partitions (mdraid.create_argv)."""
+
+    name: str  # mdadm's "host:name" ("" for metadata 0.90)
+    uuid: str  # mdadm's spelling, xxxxxxxx:xxxxxxxx:xxxxxxxx:xxxxxxxx
+    level: str  # raid1, raid5, ...
+    metadata: str  # superblock version: 1.2, 1.0, 0.90
+    raid_devices: int  # slots, the missing ones of a degraded array included
+    chunk_size: int  # bytes (0: none)
+    layout: str  # raid5/6/10 layout ("" when none)
+    bitmap: bool  # an internal write-intent bitmap
+    data_offset: int  # bytes from a member's start to the data (0: not recorded)
+    size: int  # bytes of the array device
+    members: tuple[MdMemberImage, ...]
+
+    @property
+    def label(self) -> str:
+        return f"md array {self.name or self.uuid} ({self.filesystem.type or 'no filesystem'})"
+
+    def describe(self) -> str:
+        """One line: the array, its level and UUID, its members, what it holds."""
+        members = ", ".join(
+            f"disk {m.disk + 1} " + (f"partition {m.partition}" if m.partition else "(whole disk)")
+            for m in sorted(self.members, key=lambda m: m.role)
+        )
+        missing = self.raid_devices - len(self.members)
+        degraded = f", degraded: {missing} of {self.raid_devices} missing" if missing > 0 else ""
+        return (
+            f"md array {self.name or '-'} ({self.level}, metadata {self.metadata}, "
+            f"UUID {self.uuid}{degraded}) on {members}: {self.filesystem.type or 'no filesystem'}"
+        )
+
+    def member_of(self, disk: int, partition: int) -> MdMemberImage | None:
+        for m in self.members:
+            if (m.disk, m.partition) == (disk, partition):
+                return m
+        return None
+
+
+@dataclass(frozen=True)
 class Manifest:
     name: str
     id: str  # the capture's UTC time stamp, e.g. 20261125T101500Z
@@ -201,6 +260,7 @@ class Manifest:
     disks: tuple[DiskImage, ...]
     stats: dict[str, int] = field(default_factory=dict)
     volume_groups: tuple[VolumeGroupImage, ...] = ()
+    md_arrays: tuple[MdArrayImage, ...] = ()
 
     @property
     def ref(self) -> str:
@@ -209,13 +269,21 @@ class Manifest:
     @property
     def data_bytes(self) -> int:
         lvs = sum(lv.used_bytes for vg in self.volume_groups for lv in vg.lvs)
-        return lvs + sum(p.used_bytes for d in self.disks for p in d.partitions)
+        arrays = sum(a.used_bytes for a in self.md_arrays)
+        return lvs + arrays + sum(p.used_bytes for d in self.disks for p in d.partitions)
 
     def volume_group_of(self, disk: int, partition: int) -> VolumeGroupImage | None:
         """The volume group a captured partition is a PV of."""
         for vg in self.volume_groups:
             if vg.pv_of(disk, partition) is not None:
                 return vg
+        return None
+
+    def md_array_of(self, disk: int, partition: int) -> MdArrayImage | None:
+        """The md array a captured partition is a member of."""
+        for array in self.md_arrays:
+            if array.member_of(disk, partition) is not None:
+                return array
         return None
 
     def chunk_refs(self) -> list[tuple[str, str, int]]:
@@ -246,16 +314,22 @@ class Manifest:
                         out.append(
                             (digest, f"volume group {vg.name} {lv.label}", i * self.chunk_size)
                         )
+        for array in self.md_arrays:
+            for i, digest in enumerate(array.chunks):
+                if digest is not None:
+                    out.append((digest, array.label, i * self.chunk_size))
         return out
 
     def to_json(self) -> str:
         doc: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
-            "version": 2 if self.volume_groups else 1,
+            "version": 3 if self.md_arrays else 2 if self.volume_groups else 1,
         }
         doc.update(asdict(self))
         if not self.volume_groups:
             del doc["volume_groups"]
+        if not self.md_arrays:
+            del doc["md_arrays"]
         return json.dumps(doc, indent=1, default=_encode) + "\n"
 
 
@@ -286,6 +360,8 @@ class ImageSummary:
     raw: tuple[str, ...] = ()
     # the block layers: which partitions are PVs of which volume group, its LVs
     volume_groups: tuple[VolumeGroupSummary, ...] = ()
+    # md arrays: "md array NAME (raid1, UUID) on disk 1 partition 1, ...: ext4"
+    md_arrays: tuple[str, ...] = ()
 
     @property
     def ref(self) -> str:
@@ -312,8 +388,14 @@ class ImageSummary:
                 for vg in manifest.volume_groups
                 for lv in vg.lvs
                 if lv.method == Method.RAW and not lv.hidden
+            )
+            + tuple(
+                f"{a.label}: {a.note or 'stored raw'}"
+                for a in manifest.md_arrays
+                if a.method == Method.RAW
             ),
             volume_groups=tuple(VolumeGroupSummary.of(vg) for vg in manifest.volume_groups),
+            md_arrays=tuple(a.describe() for a in manifest.md_arrays),
         )
 
 
@@ -515,4 +597,32 @@ def _manifest_from_dict(doc: dict[str, Any]) -> Manifest:
         disks=tuple(_disk(d) for d in doc["disks"]),
         stats={str(k): int(v) for k, v in doc.get("stats", {}).items()},
         volume_groups=tuple(_volume_group(vg) for vg in doc.get("volume_groups", ())),
+        md_arrays=tuple(_md_array(a) for a in doc.get("md_arrays", ())),
     )
+
+
+# md_arrays[] scalar fields: their type, and the default of an optional one
+_MD_FIELDS: dict[str, tuple[type, object]] = {
+    "name": (str, None),
+    "uuid": (str, None),
+    "level": (str, None),
+    "metadata": (str, None),
+    "raid_devices": (int, None),
+    "size": (int, None),
+    "chunk_size": (int, 0),
+    "layout": (str, ""),
+    "bitmap": (bool, False),
+    "data_offset": (int, 0),
+}
+
+
+def _md_array(d: dict[str, Any]) -> MdArrayImage:
+    scalars = {
+        key: kind(d[key] if default is None else d.get(key, default))
+        for key, (kind, default) in _MD_FIELDS.items()
+    }
+    members = tuple(
+        MdMemberImage(disk=int(m["disk"]), partition=int(m["partition"]), role=int(m["role"]))
+        for m in d["members"]
+    )
+    return MdArrayImage(**scalars, members=members, **_contents(d))

@@ -9,19 +9,21 @@ plan is ``restore.apply_plan``'s job.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rescue_app.engine.diskmodel import BlockDisk, ensure_restorable
 from rescue_app.engine.manifest import (
     DiskImage,
     LogicalVolumeImage,
     Manifest,
+    MdArrayImage,
     Method,
     PartitionImage,
     PartitionTable,
     VolumeGroupImage,
 )
 from rescue_app.engine.repository import Repository
+from rescue_app.engine.shrink import parse_choice, shrink_layout
 from rescue_app.engine.table import NewPartition
 from rescue_app.engine.units import human_size
 from rescue_app.errors import TargetRefusedError, UsageError
@@ -31,6 +33,7 @@ GROWABLE = {"ext2", "ext3", "ext4", "xfs", "btrfs", "ntfs", "swap"}
 # need its pool grown first; not done)
 GROWABLE_LV_SEGTYPES = {"linear", "striped"}
 GPT_RESERVED_TAIL_SECTORS = 34  # backup header + entries, and one for rounding
+SEEDABLE = (Method.USED, Method.RAW)  # what is laid back chunk by chunk
 
 
 @dataclass(frozen=True)
@@ -38,10 +41,17 @@ class PartitionStep:
     source: PartitionImage
     new: NewPartition
     grow_fs: bool  # the filesystem is enlarged to the new partition size
+    # Laid back file-level: a new filesystem, the files copied in (shrink.py)
+    files: bool = False
+    why: str = ""  # why it shrinks or moves, for the plan
 
     @property
     def grown(self) -> bool:
-        return self.new.size != self.source.size
+        return self.new.size > self.source.size
+
+    @property
+    def shrunk(self) -> bool:
+        return self.new.size < self.source.size
 
 
 @dataclass(frozen=True)
@@ -51,10 +61,28 @@ class DiskPlan:
     table: PartitionTable
     steps: tuple[PartitionStep, ...]
     notes: tuple[str, ...]
+    # Partitions whose place the target's table already gives them: their
+    # chunks are compared with what the target holds there and only those
+    # that differ are fetched and written (a seed restore, see restore.py).
+    seeded: tuple[int, ...] = ()
 
     @property
     def write_bytes(self) -> int:
         return self.image.head.length + sum(s.source.used_bytes for s in self.steps)
+
+    def seed_line(self) -> str:
+        """What the plan says about seeding this disk; "" when it is not seeded."""
+        if not self.seeded:
+            return ""
+        data = [s.source.number for s in self.steps if s.source.method in SEEDABLE]
+        if self.table.type == "none":
+            which = "the filesystem is in place"
+        elif list(self.seeded) == data:
+            which = "every partition is in place"
+        else:
+            numbers = ", ".join(map(str, self.seeded))
+            which = f"partition{'s' if len(self.seeded) > 1 else ''} {numbers} in place"
+        return f"Seeding from the target: only changed data will be downloaded ({which})"
 
 
 @dataclass(frozen=True)
@@ -103,6 +131,41 @@ class VolumeGroupPlan:
 
 
 @dataclass(frozen=True)
+class MdArrayPlan:
+    """An md array recreated on its members' new partitions (steps of the
+    disk plans) with the same UUID and name, and whether its filesystem
+    grows (every member's partition grew, so the array does)."""
+
+    image: MdArrayImage
+    grow_fs: bool
+
+    @property
+    def write_bytes(self) -> int:
+        return self.image.used_bytes
+
+    def render(self) -> list[str]:
+        a = self.image
+        fs = a.filesystem.type or "raw"
+        if a.filesystem.label:
+            fs += f' "{a.filesystem.label}"'
+        missing = a.raid_devices - len(a.members)
+        lines = [
+            f"md RAID array {a.name or a.uuid} ({a.level}, metadata {a.metadata}), "
+            f"same UUID {a.uuid}:",
+            f"    {human_size(a.size):>10}  {fs[:18]:<18} {human_size(a.used_bytes):>10}"
+            + ("  grows with its members" if self.grow_fs else ""),
+            "  md resyncs the members in the background after the restore (the mirror",
+            "  or parity of the blocks not written); the array works meanwhile",
+        ]
+        if missing > 0:
+            lines.append(
+                f"  Note: degraded as captured: {missing} of {a.raid_devices} members "
+                "missing; add a disk later (mdadm --add)"
+            )
+        return lines
+
+
+@dataclass(frozen=True)
 class RestorePlan:
     repo: Repository
     manifest: Manifest
@@ -110,11 +173,16 @@ class RestorePlan:
     grow: bool
     volume_groups: tuple[VolumeGroupPlan, ...] = ()
     grow_lv: str | None = None  # what was asked (``VG/LV``); None: the default choice
+    shrink: tuple[str, ...] = ()  # partitions the user let shrink (``--shrink``)
+    seed: bool = True  # compare with what the targets hold (False: ``--no-seed``)
+    md_arrays: tuple[MdArrayPlan, ...] = ()
 
     @property
     def write_bytes(self) -> int:
-        return sum(d.write_bytes for d in self.disks) + sum(
-            g.write_bytes for g in self.volume_groups
+        return (
+            sum(d.write_bytes for d in self.disks)
+            + sum(g.write_bytes for g in self.volume_groups)
+            + sum(a.write_bytes for a in self.md_arrays)
         )
 
     def render(self) -> str:
@@ -135,6 +203,8 @@ class RestorePlan:
                 if p.filesystem.label:
                     fs += f' "{p.filesystem.label}"'
                 extra = f"  grown from {human_size(p.size)}" if s.grown else ""
+                if s.shrunk:
+                    extra = f"  shrunk from {human_size(p.size)}"
                 lines.append(
                     f"    {p.number:>2}  {human_size(s.new.start):>10}  "
                     f"{human_size(s.new.size):>10}  {fs[:18]:<18} "
@@ -143,14 +213,33 @@ class RestorePlan:
                 vg = m.volume_group_of(d.image.index, p.number)
                 if p.method == Method.LVM_PV and vg is not None:
                     lines.append(f"        LVM physical volume of volume group {vg.name}")
+                array = m.md_array_of(d.image.index, p.number)
+                if p.method == Method.MD_MEMBER and array is not None:
+                    member = array.member_of(d.image.index, p.number)
+                    role = member.role if member is not None else -1
+                    name = array.name or array.uuid
+                    lines.append(f"        md RAID member (device {role}) of array {name}")
+                if s.why:
+                    lines.append(f"        {s.why}")
             for note in d.notes:
                 lines.append(f"  Note: {note}")
+            if d.seeded:
+                lines.append(f"  {d.seed_line()}")
+        for a in self.md_arrays:
+            lines.append("")
+            lines += a.render()
         for g in self.volume_groups:
             lines.append("")
             lines += g.render()
         lines.append("")
-        lines.append(f"Data to write: {human_size(self.write_bytes)}")
+        lines.append(self.data_line())
         return "\n".join(lines)
+
+    def data_line(self) -> str:
+        size = human_size(self.write_bytes)
+        if any(d.seeded for d in self.disks):
+            return f"Data to write: at most {size} (only what differs from the target)"
+        return f"Data to write: {size}"
 
 
 def _table_name(kind: str) -> str:
@@ -177,7 +266,11 @@ def make_restore_plan(
     *,
     grow: bool = False,
     grow_lv: str | None = None,
+    shrink: Sequence[str] = (),
+    seed: bool = True,
 ) -> RestorePlan:
+    """``seed``: partitions the targets already hold at their place are
+    compared chunk by chunk and only what differs is written."""
     if len(targets) != len(manifest.disks):
         raise UsageError(
             f"image {manifest.ref} holds {len(manifest.disks)} disk(s) but "
@@ -189,10 +282,15 @@ def make_restore_plan(
     if grow_lv is not None and not grow:
         raise UsageError("--grow-lv says which logical volume grows: it needs --grow")
     plans = []
+    chosen = parse_choice(shrink, len(manifest.disks))
     for image, target in zip(manifest.disks, targets, strict=True):
         ensure_restorable(target)
-        plans.append(plan_disk(image, target, grow=grow))
+        planned = plan_disk(image, target, grow=grow, shrink=chosen.get(image.index, ()))
+        if seed:
+            planned = replace(planned, seeded=seeded_partitions(planned))
+        plans.append(planned)
     groups = plan_volume_groups(manifest, plans, grow_lv)
+    arrays = plan_md_arrays(manifest, plans)
     return RestorePlan(
         repo=repo,
         manifest=manifest,
@@ -200,6 +298,54 @@ def make_restore_plan(
         grow=grow,
         volume_groups=groups,
         grow_lv=grow_lv,
+        shrink=tuple(shrink),
+        md_arrays=arrays,
+        seed=seed,
+    )
+
+
+def seeded_partitions(d: DiskPlan) -> tuple[int, ...]:
+    """The partitions a restore may seed from the target: those the target's
+    table, as it is now, already places where the new one does (same number,
+    start and size, the same kind of table). Each chunk is still compared
+    with the target's bytes before it is skipped; this only decides where
+    comparing is worth a read. A whole-disk filesystem is seeded when the
+    target holds no table and the same kind of filesystem (or the mark of an
+    interrupted restore)."""
+    t = d.target
+    steps = [s for s in d.steps if s.source.method in SEEDABLE and not s.files]
+    if d.table.type == "none":
+        whole = not t.pttype and not t.partitions
+        same = bool(steps) and t.fstype == steps[0].source.filesystem.type
+        return (
+            tuple(s.source.number for s in steps)
+            if whole and (same or bool(t.incomplete_restore))
+            else ()
+        )
+    if t.pttype != d.table.type:
+        return ()
+    now = {(p.number, p.start, p.size) for p in t.partitions}
+    return tuple(s.source.number for s in steps if (s.new.number, s.new.start, s.new.size) in now)
+
+
+def plan_md_arrays(manifest: Manifest, disks: Sequence[DiskPlan]) -> tuple[MdArrayPlan, ...]:
+    """Each md array of the image; its filesystem grows when every member's
+    partition grows (the array takes its smallest member's size)."""
+    grown = {
+        (d.image.index, s.source.number)
+        for d in disks
+        for s in d.steps
+        if s.grown and s.source.method == Method.MD_MEMBER
+    }
+    return tuple(
+        MdArrayPlan(
+            a,
+            bool(a.members)
+            and all((m.disk, m.partition) in grown for m in a.members)
+            and a.filesystem.type in GROWABLE - {"swap", "ntfs"}
+            and a.method == Method.USED,
+        )
+        for a in manifest.md_arrays
     )
 
 
@@ -282,7 +428,9 @@ def _position(metadata: str, lv: str) -> int:
     return found if found >= 0 else -1
 
 
-def plan_disk(image: DiskImage, target: BlockDisk, *, grow: bool) -> DiskPlan:
+def plan_disk(
+    image: DiskImage, target: BlockDisk, *, grow: bool, shrink: Sequence[int] = ()
+) -> DiskPlan:
     ss = image.logical_sector_size
     if target.logical_sector_size != ss:
         raise TargetRefusedError(
@@ -291,6 +439,8 @@ def plan_disk(image: DiskImage, target: BlockDisk, *, grow: bool) -> DiskPlan:
             hint="choose a target with the same logical sector size",
         )
     need = image.required_size
+    if target.size < need and image.table.type != "none":
+        return _shrunk_plan(image, target, shrink)
     if target.size < need:
         raise TargetRefusedError(
             f"{target.describe()} is too small: the image's partitions need "
@@ -298,16 +448,7 @@ def plan_disk(image: DiskImage, target: BlockDisk, *, grow: bool) -> DiskPlan:
             f"({target.size} bytes)",
             hint=f"choose a disk of at least {human_size(need)} ({need} bytes)",
         )
-    steps = [
-        PartitionStep(
-            p,
-            NewPartition(
-                p.number, p.start, p.size, p.kind, p.type, p.uuid, p.name, p.attrs, p.bootable
-            ),
-            False,
-        )
-        for p in image.partitions
-    ]
+    steps = [PartitionStep(p, _as_placed(p), False) for p in image.partitions]
     notes: list[str] = []
     if grow and target.size > image.size and steps:
         steps, note = _grow_last(image, target, steps)
@@ -323,6 +464,37 @@ def plan_disk(image: DiskImage, target: BlockDisk, *, grow: bool) -> DiskPlan:
     )
 
 
+def _as_placed(p: PartitionImage) -> NewPartition:
+    """The partition where and as the image has it."""
+    return NewPartition(
+        p.number, p.start, p.size, p.kind, p.type, p.uuid, p.name, p.attrs, p.bootable
+    )
+
+
+def _shrunk_plan(image: DiskImage, target: BlockDisk, chosen: Sequence[int]) -> DiskPlan:
+    """The image on a disk smaller than it needs: see shrink.py."""
+    parts = [_as_placed(p) for p in image.partitions]
+    new, taken, note = shrink_layout(image, target, parts, chosen)
+    steps = []
+    for p, n in zip(image.partitions, new, strict=True):
+        why = ""
+        files = p.number in taken and p.method != Method.SWAP
+        if files:
+            why = (
+                f"shrunk from {human_size(p.size)} to {human_size(n.size)}: a new "
+                f"{p.filesystem.type} with the same UUID, label and features; its files "
+                "are copied from the image"
+            )
+        elif p.number in taken:
+            why = f"swap made anew at {human_size(n.size)} (same UUID and label)"
+        elif n.start != p.start:
+            why = f"moved by {human_size(p.start - n.start)} towards the start; laid back as it is"
+        steps.append(PartitionStep(p, n, False, files, why))
+    return DiskPlan(
+        image=image, target=target, table=image.table, steps=tuple(steps), notes=(note,)
+    )
+
+
 def _grow_last(
     image: DiskImage, target: BlockDisk, steps: list[PartitionStep]
 ) -> tuple[list[PartitionStep], str]:
@@ -334,8 +506,8 @@ def _grow_last(
     data_steps = [s for s in steps if s.source.kind != "extended"]
     last = max(data_steps, key=lambda s: s.source.end)
     fs = last.source.filesystem.type
-    if last.source.method == Method.LVM_PV:
-        pass  # the PV grows (pvresize), then an LV of its volume group
+    if last.source.method in (Method.LVM_PV, Method.MD_MEMBER):
+        pass  # the PV grows (pvresize), then an LV; an md member: its array's filesystem
     elif fs not in GROWABLE or last.source.method not in (Method.USED, Method.RAW, Method.SWAP):
         return steps, (
             f"the last partition ({fs or 'no filesystem'}) cannot be grown; "
@@ -356,7 +528,11 @@ def _grow_last(
                 n.attrs,
                 n.bootable,
             )
-            s = PartitionStep(s.source, n, s is last and s.source.method != Method.LVM_PV)
+            s = PartitionStep(
+                s.source,
+                n,
+                s is last and s.source.method not in (Method.LVM_PV, Method.MD_MEMBER),
+            )
         out.append(s)
     return out, ""
 

@@ -134,6 +134,7 @@ def apply_plan(
     # before the first byte is erased.
     plan.repo.check_chunks_present(plan.manifest)
     check_volume_groups_absent(plan)
+    check_btrfs_uuids_free(plan)
     counter = _Counter(plan.write_bytes, progress, "restore")
     notes: list[str] = []
     for d in plan.disks:
@@ -694,6 +695,34 @@ def _grow_filesystem(node: str, fs: str | None) -> str:
 
 
 # -- volume groups -----------------------------------------------------------
+
+
+def check_btrfs_uuids_free(plan: RestorePlan) -> None:
+    """A Btrfs laid back file-level (restore onto a smaller disk) gets its
+    UUID from btrfstune, which refuses while another disk holds a filesystem
+    with that UUID (and the kernel would take both for one filesystem).
+    Refuse before anything is written; typically the original disk is still
+    attached."""
+    wanted = {
+        s.source.filesystem.uuid: s.source.number
+        for d in plan.disks
+        for s in d.steps
+        if s.files and s.source.filesystem.type == "btrfs" and s.source.filesystem.uuid
+    }
+    if not wanted:
+        return
+    targets = {os.path.realpath(d.target.path) for d in plan.disks}
+    for disk in list_disks():
+        if os.path.realpath(disk.path) in targets:
+            continue
+        for part in disk.partitions:
+            if part.uuid in wanted:
+                raise TargetRefusedError(
+                    f"{part.path} holds Btrfs {part.uuid}, which partition {wanted[part.uuid]} "
+                    "of the image is made anew with on the smaller disk: btrfs refuses a "
+                    "second filesystem with that UUID while it is attached",
+                    hint="detach the original disk (or wipe it with wipefs), then restore",
+                )
 
 
 def check_volume_groups_absent(plan: RestorePlan) -> None:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static
 
-from rescue_app.engine import ImageSummary, Manifest, Method, Repository, human_size
+from rescue_app.engine import (
+    ImageSummary,
+    Manifest,
+    Method,
+    Repository,
+    human_age,
+    human_size,
+    last_good_backups,
+)
 from rescue_app.tui import keymap
 from rescue_app.tui.screens.base import LiferaftScreen
 
@@ -37,6 +47,11 @@ def describe_manifest(m: Manifest) -> str:
             vg = m.volume_group_of(disk.index, p.number)
             if vg is not None:
                 lines.append(f"     LVM physical volume of volume group {vg.name}")
+            array = m.md_array_of(disk.index, p.number)
+            if array is not None:
+                lines.append(f"     md RAID member of array {array.name or array.uuid}")
+    for a in m.md_arrays:
+        lines.append(a.describe())
     for vg in m.volume_groups:
         lines.append(f"Volume group {vg.name} (LVM)")
         for lv in vg.lvs:
@@ -59,11 +74,17 @@ class ImagesScreen(LiferaftScreen):
         self.purpose = purpose
         self.images: list[ImageSummary] = []
 
+    @staticmethod
+    def clock() -> datetime:
+        """Now, for the last good backup's age (snapshots freeze it)."""
+        return datetime.now(UTC)
+
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(
             f"Images in {self.repo.location} (Enter to choose)", classes="section", markup=False
         )
+        yield Static("", id="last-good", markup=False)
         table: DataTable[str] = DataTable(id="images-table", cursor_type="row")
         yield table
         with VerticalScroll(id="image-detail-box"):
@@ -84,6 +105,12 @@ class ImagesScreen(LiferaftScreen):
 
     def show_images(self, images: list[ImageSummary]) -> None:
         self.images = list(reversed(images))  # newest first
+        good = last_good_backups(images, self.clock())
+        self.query_one("#last-good", Static).update(
+            "Last good backup: " + ", ".join(f"{g.name} {human_age(g.age)}" for g in good.values())
+            if good
+            else ""
+        )
         table = self.query_one("#images-table", DataTable)
         table.clear()
         for image in self.images:

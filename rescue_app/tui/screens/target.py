@@ -63,10 +63,15 @@ def plan_table(plan: RestorePlan) -> Table:
         outer.add_row(table)
         for note in d.notes:
             outer.add_row(Text(f"Note: {note}"))
+        if d.seeded:
+            outer.add_row(Text(d.seed_line()))
+    for a in plan.md_arrays:
+        # partition -> md array -> its contents
+        outer.add_row(Text("\n".join(a.render())))
     for g in plan.volume_groups:
         # the stack: partition -> PV -> volume group -> its LVs
         outer.add_row(Text("\n".join(g.render())))
-    outer.add_row(Text(f"Data to write: {human_size(plan.write_bytes)}"))
+    outer.add_row(Text(plan.data_line()))
     return outer
 
 

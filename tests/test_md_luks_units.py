@@ -1,0 +1,222 @@
+"""md RAID and LUKS without md or device-mapper: mdadm's and cryptsetup's
+output as recorded in the rescue system, the manifest's md arrays, restore
+plans over RAID members, and the mdadm --create command (issue 12).
+
+The round trips themselves run in QEMU (tests/guest/test_md_luks_vm.py);
+these are the pure parts, fast and on the host.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rescue_app.engine import luks, mdraid
+from rescue_app.engine import manifest as mf
+from rescue_app.engine.diskmodel import BlockDisk
+from rescue_app.engine.extents import ExtentMap
+from rescue_app.engine.manifest import Filesystem, MdArrayImage, MdMemberImage, Method
+from rescue_app.engine.plan import RestorePlan, make_restore_plan
+
+DATA = Path(__file__).parent / "data"
+MIB = 1024 * 1024
+H = "cd" * 32
+
+
+def _recorded(name: str) -> str:
+    # recorded in the rescue system (Debian 12: mdadm 4.2, cryptsetup 2.6.1)
+    return (DATA / name).read_text()
+
+
+# ---------------------------------------------------------------- mdadm
+
+
+def test_detail_export_of_a_raid1_gives_members_in_role_order():
+    a = mdraid.parse_detail_export(_recorded("mdraid/raid1-detail-export.txt"))
+    assert (a.level, a.raid_devices, a.metadata, a.name) == ("raid1", 2, "1.2", "oldhost:root")
+    assert a.uuid == "62a272c2:43b9fcf4:ed5fb63e:df719fa7"
+    # the export lists vdb1 (role 1) first
+    assert a.members == (mdraid.MdMember("/dev/vda1", 0), mdraid.MdMember("/dev/vdb1", 1))
+    assert a.missing == 0
+    assert mdraid.parse_detail(_recorded("mdraid/raid1-detail.txt")) == {
+        "chunk_size": 0,
+        "layout": "",
+        "bitmap": False,
+    }
+
+
+def test_degraded_raid5_keeps_its_missing_slot_chunk_layout_and_bitmap():
+    a = mdraid.parse_detail_export(_recorded("mdraid/raid5-degraded-detail-export.txt"))
+    assert (a.level, a.raid_devices, a.missing) == ("raid5", 3, 1)
+    assert [m.role for m in a.members] == [0, 1]
+    assert mdraid.parse_detail(_recorded("mdraid/raid5-degraded-detail.txt")) == {
+        "chunk_size": 64 * 1024,
+        "layout": "left-symmetric",
+        "bitmap": True,
+    }
+    assert mdraid.parse_data_offset(_recorded("mdraid/raid5-member-examine.txt")) == 2048 * 512
+
+
+def test_uuid_spellings_of_mdadm_and_blkid_compare_equal():
+    # blkid shows a member's array UUID with dashes, mdadm with colons
+    assert mdraid.uuid_hex("62a272c2:43b9fcf4:ed5fb63e:df719fa7") == mdraid.uuid_hex(
+        "62a272c2-43b9-fcf4-ed5f-b63edf719fa7"
+    )
+
+
+def test_create_repeats_the_array_without_assume_clean():
+    spec = mdraid.MdArray(
+        level="raid5",
+        raid_devices=3,
+        metadata="1.2",
+        uuid="77ea3951:e2d018f0:089f06d9:a5022602",
+        name="web1:data",
+        members=(),
+        chunk_size=64 * 1024,
+        layout="left-symmetric",
+        bitmap=True,
+        data_offset=2048 * 512,
+    )
+    argv = mdraid.create_argv(spec, ["/dev/sdb1", None, "/dev/sdc1"], "/dev/md/x")
+    assert argv[:4] == ["mdadm", "--create", "/dev/md/x", "--run"]
+    for flag in (
+        "--metadata=1.2",
+        "--level=raid5",
+        "--raid-devices=3",
+        "--uuid=77ea3951:e2d018f0:089f06d9:a5022602",
+        "--name=web1:data",
+        "--chunk=64K",
+        "--layout=left-symmetric",
+        "--bitmap=internal",
+        "--data-offset=1024K",
+    ):
+        assert flag in argv
+    assert "--assume-clean" not in argv and "--homehost=<none>" not in argv
+    assert argv[-3:] == ["/dev/sdb1", "missing", "/dev/sdc1"]
+    # a name without a host part stays so; 0.90 has no name; RAID 1 no chunk
+    plain = mdraid.MdArray("raid1", 2, "1.2", "u", "root", ())
+    assert "--homehost=<none>" in mdraid.create_argv(plain, ["a", "b"], "n")
+    old = mdraid.MdArray("raid1", 2, "0.90", "u", "", ())
+    assert not [a for a in mdraid.create_argv(old, ["a", "b"], "n") if a.startswith("--name")]
+
+
+# ---------------------------------------------------------------- cryptsetup
+
+
+def test_luks_dumps_give_version_uuid_and_data_offset():
+    h2 = luks.parse_dump(_recorded("luks/luks2-dump.txt"))
+    assert h2 == luks.LuksHeader(
+        2, "12cb5bec-4053-4b0f-8ce8-5ec4f992810e", 16 * MIB, "aes-xts-plain64"
+    )
+    h1 = luks.parse_dump(_recorded("luks/luks1-dump.txt"))
+    assert h1 == luks.LuksHeader(
+        1, "4fd33c1c-d8cd-4b85-96f1-3190d342a513", 4096 * 512, "aes-xts-plain64"
+    )
+
+
+# ---------------------------------------------------------------- manifest and plans
+
+
+def _member_disk(index: int, size: int = 130 * MIB) -> mf.DiskImage:
+    part = mf.PartitionImage(
+        1, MIB, size - 2 * MIB, "gpt", None, None, None, None, False,
+        Filesystem(mdraid.MEMBER_TYPE, "62a272c2-43b9-fcf4-ed5f-b63edf719fa7"),
+        Method.MD_MEMBER, 0, ExtentMap(), (),
+    )  # fmt: skip
+    return mf.DiskImage(
+        index=index, model="Disk", serial=f"S{index}", wwn=None, size=size,
+        logical_sector_size=512, physical_sector_size=512, transport="sata",
+        table=mf.PartitionTable("gpt", "guid"), head=mf.Region(0, MIB, (None,)),
+        gpt_backup=None, partitions=(part,),
+    )  # fmt: skip
+
+
+def _array(members: tuple[MdMemberImage, ...], devices: int = 2) -> MdArrayImage:
+    return MdArrayImage(
+        name="oldhost:root", uuid="62a272c2:43b9fcf4:ed5fb63e:df719fa7",
+        level="raid1" if devices == 2 else "raid5", metadata="1.2", raid_devices=devices,
+        chunk_size=0, layout="", bitmap=False, data_offset=MIB, size=126 * MIB,
+        members=members, filesystem=Filesystem("ext4", "fs-uuid", "mdroot"),
+        method=Method.USED, used_bytes=8 * MIB, used_map=ExtentMap([(0, 8 * MIB)]),
+        chunks=(H, None),
+    )  # fmt: skip
+
+
+def _manifest(array: MdArrayImage) -> mf.Manifest:
+    return mf.Manifest(
+        "srv", "20260101T000000Z", "2026-01-01T00:00:00Z", "srv1", "0.1.0",
+        4 * MIB, "sha256", "zstd", (_member_disk(0), _member_disk(1)), {"chunks": 1},
+        md_arrays=(array,),
+    )  # fmt: skip
+
+
+RAID1 = _array((MdMemberImage(0, 1, 0), MdMemberImage(1, 1, 1)))
+
+
+def test_manifest_with_md_arrays_round_trips_as_version_3():
+    m = _manifest(RAID1)
+    text = m.to_json()
+    assert json.loads(text)["version"] == 3
+    assert mf.parse_manifest(text, "x") == m
+    # the array's chunks are referenced once (prune and verify keep them)
+    assert [w for _, w, _ in m.chunk_refs()] == ["md array oldhost:root (ext4)"]
+    assert m.data_bytes == 8 * MIB
+    assert m.md_array_of(1, 1) is RAID1 and m.md_array_of(1, 2) is None
+
+
+def test_image_summary_shows_disk_partition_array_contents():
+    summary = mf.ImageSummary.of(_manifest(RAID1))
+    assert summary.md_arrays == (
+        "md array oldhost:root (raid1, metadata 1.2, UUID 62a272c2:43b9fcf4:ed5fb63e:df719fa7) "
+        "on disk 1 partition 1, disk 2 partition 1: ext4",
+    )
+    degraded = mf.ImageSummary.of(_manifest(_array((MdMemberImage(0, 1, 0),), devices=3)))
+    assert "degraded: 2 of 3 missing" in degraded.md_arrays[0]
+
+
+def _target(name: str, size: int) -> BlockDisk:
+    return BlockDisk(
+        path=f"/dev/{name}", name=name, model="Blank", serial=name, wwn=None, size=size,
+        logical_sector_size=512, physical_sector_size=512, transport="sata",
+        removable=False, read_only=False, pttype=None, ptuuid=None, fstype=None,
+        partitions=(), in_use=(), backing_file=None,
+    )  # fmt: skip
+
+
+def _plan(array: MdArrayImage, size: int, grow: bool) -> RestorePlan:
+    targets = [_target("sdy", size), _target("sdz", size)]
+    return make_restore_plan(None, _manifest(array), targets, grow=grow)  # type: ignore[arg-type]
+
+
+def test_plan_shows_members_and_array_and_grows_it_when_every_member_grows():
+    plan = _plan(RAID1, 400 * MIB, grow=True)
+    (a,) = plan.md_arrays
+    steps = [d.steps[0] for d in plan.disks]
+    assert all(s.grown and not s.grow_fs for s in steps)  # the partitions, not a filesystem
+    assert a.grow_fs
+    text = plan.render()
+    assert "md RAID member (device 0) of array oldhost:root" in text
+    assert "md RAID member (device 1) of array oldhost:root" in text
+    assert "md RAID array oldhost:root (raid1, metadata 1.2), same UUID" in text
+    assert "grows with its members" in text
+    assert plan.write_bytes == 2 * MIB + 8 * MIB  # two heads and the array's data, once
+    assert not _plan(RAID1, 400 * MIB, grow=False).md_arrays[0].grow_fs
+
+
+def test_plan_of_a_degraded_array_says_so():
+    text = _plan(_array((MdMemberImage(0, 1, 0), MdMemberImage(1, 1, 2)), 3), 130 * MIB, False)
+    assert "degraded as captured: 1 of 3 members missing" in text.render()
+
+
+def test_the_ui_shows_the_array():
+    from rich.console import Console
+
+    from rescue_app.tui.screens.images import describe_manifest
+    from rescue_app.tui.screens.target import plan_table
+
+    text = describe_manifest(_manifest(RAID1))
+    assert "md RAID member of array oldhost:root" in text
+    assert "md array oldhost:root (raid1" in text
+    console = Console(width=100, record=True)
+    console.print(plan_table(_plan(RAID1, 400 * MIB, grow=True)))
+    assert "md RAID array oldhost:root" in console.export_text()
