@@ -94,6 +94,8 @@ class CredentialEntry:
     access_key_id: str | None = None  # S3
     secret_access_key: str | None = None
     secret_access_key_file: str | None = None
+    object_lock_days: int | None = None  # S3 Object Lock of new objects (stores/s3.py)
+    object_lock_mode: Literal["compliance", "governance"] | None = None
     origin: str = ""  # FILE:LINE that gave the entry (set by the loader)
 
 
@@ -205,6 +207,9 @@ class Profile:
                     item[secret] = text if secret == "ssh_key" else text.rstrip("\r\n")
             if entry.access_key_id is not None:
                 item["access_key_id"] = entry.access_key_id
+            for key in ("object_lock_days", "object_lock_mode"):
+                if getattr(entry, key) is not None:
+                    item[key] = getattr(entry, key)
             if entry.host_keys:
                 item["host_keys"] = list(entry.host_keys)
             out.append(item)

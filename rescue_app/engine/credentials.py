@@ -16,6 +16,8 @@ attached medium) lists one entry per server::
       - match: s3://rescue-images
         access_key_id: AKIA...
         secret_access_key: "..."
+        object_lock_days: 30                     # S3 Object Lock for new objects
+        object_lock_mode: compliance             # or governance
 
 The most specific entry wins: a URL prefix (the longest), then ``user@host``,
 then a bare ``host``. Files an entry names (``password_file``,
@@ -69,8 +71,10 @@ _STRING_KEYS = (
     "secret_access_key_file",
     "passphrase",  # an encrypted repository's (match: its URL or folder)
     "passphrase_file",
+    "object_lock_mode",  # S3: compliance (default) or governance
 )
 _LIST_KEYS = ("host_keys",)
+_INT_KEYS = ("object_lock_days",)  # S3: Object Lock retention of new objects
 # key in the file -> the secret it fills
 _FILE_KEYS = {"password_file": "password", "ssh_key_file": "ssh_key",
               "secret_access_key_file": "secret_access_key",
@@ -97,6 +101,9 @@ class Credential:
     secret_access_key: str | None = field(default=None, repr=False)
     session_token: str | None = field(default=None, repr=False)  # AWS_SESSION_TOKEN only
     passphrase: str | None = field(default=None, repr=False)  # an encrypted repository's
+    # S3 Object Lock for the objects written (stores/s3.py); not secrets
+    object_lock_days: int | None = None
+    object_lock_mode: str | None = None
 
     def private_key(self) -> Any:
         """``ssh_key`` as a paramiko key (ed25519, ECDSA or RSA), None if there is none."""
@@ -307,7 +314,7 @@ def _entry(item: object, index: int, path: str, base: str) -> Credential:
     match = item.get("match")
     if isinstance(match, str) and match:
         where += f" ({match})"
-    allowed = (*_STRING_KEYS, *_LIST_KEYS)
+    allowed = (*_STRING_KEYS, *_LIST_KEYS, *_INT_KEYS)
     values: dict[str, Any] = {}
     for key, value in item.items():
         if key not in allowed:
@@ -319,6 +326,10 @@ def _entry(item: object, index: int, path: str, base: str) -> Credential:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise CredentialsError(f"{where}: key {key!r} must be a list of strings")
             values[key] = tuple(v.strip() for v in value)
+        elif key in _INT_KEYS:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise CredentialsError(f"{where}: key {key!r} must be a whole number of days")
+            values[key] = value
         elif not isinstance(value, str):
             # The value is not shown: it may be a password YAML read as a number.
             raise CredentialsError(

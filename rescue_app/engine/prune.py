@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -74,6 +74,9 @@ class PruneResult:
     pending_chunks: int
     deletable_after: str  # ISO UTC time; "" when nothing is pending
     referenced_chunks: int  # distinct chunks the images need
+    # unused chunks the store will not delete yet (S3 Object Lock): left alone
+    locked_chunks: int = 0
+    locked_until: str = ""  # ISO UTC time the last of their locks ends
 
 
 @dataclass
@@ -186,7 +189,7 @@ def prune(
             )
         freed, freed_bytes, rescued = _sweep(repo, state, progress, cancel)
         swept = True
-    marked, marked_bytes, referenced, pending = _mark(repo, now, progress, cancel)
+    marked, marked_bytes, referenced, pending, locked = _mark(repo, now, progress, cancel)
     return PruneResult(
         swept=swept,
         freed_chunks=freed,
@@ -197,6 +200,8 @@ def prune(
         pending_chunks=pending,
         deletable_after=_iso(now() + grace) if pending else "",
         referenced_chunks=referenced,
+        locked_chunks=len(locked),
+        locked_until=_iso(max(locked.values())) if locked else "",
     )
 
 
@@ -236,12 +241,15 @@ def _mark(
     now: Callable[[], datetime],
     progress: ProgressCallback,
     cancel: CancelToken | None,
-) -> tuple[int, int, int, int]:
+) -> tuple[int, int, int, int, dict[str, datetime]]:
     """Phase 1: rename every chunk no manifest names to a candidate. Returns
-    (marked, their bytes, referenced chunks, candidates now pending)."""
+    (marked, their bytes, referenced chunks, candidates now pending, the
+    unused chunks left alone because the store locks them until a date)."""
     chunks, candidates = _chunk_files(repo)
     wanted = _referenced(repo)  # after the listing: a chunk listed, then used, stays
     unused = {d: s for d, s in chunks.items() if d not in wanted}
+    locked = _locked(repo, unused)
+    unused = {d: s for d, s in unused.items() if d not in locked}
     # Candidates still here (of a mark that crashed before its "marked" time,
     # or listed in a candidates file that was lost) are marked again, their
     # grace counted from this mark: they were renamed before it, which is all
@@ -249,7 +257,7 @@ def _mark(
     left_over = candidates
     if not unused and not left_over:
         repo.store.delete(CANDIDATES_FILE)  # one a crash or damage left: nothing in it now
-        return 0, 0, len(wanted), 0
+        return 0, 0, len(wanted), 0, locked
     state = _Candidates(uuid.uuid4().hex, _iso(now()), None, {**left_over, **unused})
     state.write(repo)  # before any rename: a crash leaves the list of what may be renamed
     for n, digest in enumerate(sorted(unused)):
@@ -270,4 +278,14 @@ def _mark(
         )
     state.marked = _iso(now())  # the grace period counts from the last rename
     state.write(repo)
-    return len(unused), sum(unused.values()), len(wanted), len(state.chunks)
+    return len(unused), sum(unused.values()), len(wanted), len(state.chunks), locked
+
+
+def _locked(repo: Repository, digests: Iterable[str]) -> dict[str, datetime]:
+    """The chunks the store refuses to delete yet, and until when. On S3 a
+    delete of a locked object would only hide it behind a delete marker
+    (versioned buckets), so they are not renamed at all: a later prune takes them."""
+    wanted = sorted(digests)
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="liferaft-lock") as pool:
+        dates = list(pool.map(lambda d: repo.store.locked_until(chunk_rel(d)), wanted))
+    return {d: until for d, until in zip(wanted, dates, strict=True) if until is not None}

@@ -10,6 +10,7 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -85,7 +86,10 @@ class Nginx:
         port: int | None = None,
         tls: tuple[str, str] | None = None,
         limit_rate: str | None = None,
+        methods: bool = False,
     ) -> None:
+        """``methods``: each access log line starts with the request's method
+        (GET, HEAD), for a test that tells downloads from look-ups."""
         self.root = root
         self.dir = directory
         self.port = port or free_port()
@@ -105,7 +109,7 @@ daemon off; master_process off; worker_processes 1; user root root;
 error_log {d}/error.log info; pid {d}/nginx.pid;
 events {{ worker_connections 128; }}
 http {{
-  log_format counted '$request_uri $status $bytes_sent "$http_range"';
+  log_format counted '{"$request_method " if methods else ""}$request_uri $status $bytes_sent "$http_range"';
   access_log {d}/access.log counted;
   client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
   fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
@@ -328,4 +332,25 @@ Subsystem sftp internal-sftp
         for pid in server.sessions():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        stop(proc)
+
+
+@contextlib.contextmanager
+def moto_s3(directory: str) -> Iterator[str]:
+    """moto_server on loopback, its endpoint URL. Its request log goes to a
+    file: a pipe fills after a few hundred requests and moto then stops
+    answering. The caller puts test keys in the environment."""
+    port = free_port()
+    moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    with open(os.path.join(directory, f"moto-{port}.log"), "wb") as log:
+        proc = subprocess.Popen(
+            [moto, "-H", "127.0.0.1", "-p", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_port(port, proc=proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
         stop(proc)

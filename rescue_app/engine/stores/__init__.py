@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, urlsplit
 
@@ -72,6 +73,11 @@ class Store(ABC):
     def sizes(self, rel: str) -> dict[str, int]:
         """Each file in a folder and its size; {} if the folder is not there."""
         raise self.cannot_change()
+
+    def locked_until(self, rel: str) -> datetime | None:
+        """Until when the store refuses to delete the file (S3 Object Lock);
+        None when it may be deleted now."""
+        return None
 
     def check_can_delete(self) -> None:
         """RepositoryError now, before forget or prune change anything, if

@@ -11,14 +11,24 @@ returns, so there is no tmp/ and nothing to sync. Throttling, 5xx and
 connection errors are retried under the stores' one RetryPolicy (boto3's own
 retries are off): an endpoint that never answered fails in seconds, a lost
 one is retried with notices to the running operation until the deadline.
+
+Object Lock: with ``?object-lock=DAYS`` (``&object-lock-mode=governance``;
+default compliance), or ``object_lock_days``/``object_lock_mode`` in the
+bucket's credentials entry, chunks, manifests and signatures are written
+with a retention date DAYS ahead, and a chunk a new image reuses has its
+date moved forward when less than half of it is left; the bucket must have
+been created with Object Lock. ``locked_until`` tells prune what it must
+leave alone (docs/FORMAT.md, "Append-only storage").
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -60,6 +70,9 @@ _AUTH = {
     "InvalidToken",
     "ExpiredToken",
 }
+LOCK_MODES = ("compliance", "governance")
+DEFAULT_LOCK_MODE = "compliance"  # not even the account's root can shorten or lift it
+LOCKED_PREFIXES = ("chunks/", "images/")  # what images are made of (not index.json, prune/)
 
 
 class S3Store(Store):
@@ -92,11 +105,16 @@ class S3Store(Store):
             # S3-compatible servers rarely have a DNS name per bucket.
             s3={"addressing_style": "path" if self.endpoint else "auto"},
         )
+        self._keys: Any = None  # the credentials entry found for this bucket, if any
         self.client: Any = self._session(url).client(
             "s3", endpoint_url=self.endpoint or None, region_name=region, config=config
         )
         self.policy = RetryPolicy.from_environment()
         self._answered = False  # has the endpoint ever answered? (first contact fails fast)
+        # Object Lock retention for new objects: (days, mode) or None
+        self.lock = _lock_setting(query, self._keys, self.location)
+        self._bucket_locks: bool | None = None  # does the bucket have Object Lock on?
+        self._lock_guard = threading.Lock()
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """``fn`` (one request, idempotent) until it succeeds, fails for good,
@@ -152,6 +170,7 @@ class S3Store(Store):
         else boto3's own sources (~/.aws)."""
         bare = url.split("?", 1)[0]
         keys = self.credentials.lookup(SecretRequest(SecretKind.S3_KEYS, url=bare), ask=False)
+        self._keys = keys
         if keys is None:
             return boto3.session.Session()
         if not keys.access_key_id:
@@ -221,16 +240,26 @@ class S3Store(Store):
         )
         return body
 
-    def has(self, rel: str) -> bool:
+    def _head(self, rel: str) -> dict[str, Any] | None:
+        """The object's metadata, None if it is not there."""
         try:
-            head = self._request(
+            head: dict[str, Any] = self._request(
                 f"looking up {rel}",
                 lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(rel)),
                 missing=rel,
             )
         except FileNotFoundError:
+            return None
+        return head
+
+    def has(self, rel: str) -> bool:
+        head = self._head(rel)
+        if head is None:
             return False
-        return int(head.get("ContentLength", 0)) > 0
+        present = int(head.get("ContentLength", 0)) > 0
+        if present and self.lock is not None and rel.startswith("chunks/"):
+            self._keep_locked(rel, head.get("ObjectLockRetainUntilDate"))
+        return present
 
     def _pages(self, rel: str) -> tuple[str, list[dict[str, Any]]]:
         """The key prefix of folder ``rel`` and every page of its listing."""
@@ -257,9 +286,12 @@ class S3Store(Store):
         return sorted(n for n in names if n)
 
     def write(self, rel: str, data: bytes, *, durable: bool) -> None:
+        extra = self._retention_args(rel)
         self._request(
             f"writing {rel}",
-            lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(rel), Body=data),
+            lambda: self.client.put_object(
+                Bucket=self.bucket, Key=self._key(rel), Body=data, **extra
+            ),
         )
 
     def delete(self, rel: str) -> None:
@@ -295,6 +327,63 @@ class S3Store(Store):
     def sync(self) -> None:
         return None  # a PUT is on stable storage when it returns
 
+    # -- Object Lock ---------------------------------------------------------
+    def _retention_args(self, rel: str) -> dict[str, Any]:
+        if self.lock is None or not rel.startswith(LOCKED_PREFIXES):
+            return {}
+        if rel.endswith(".candidate"):
+            return {}
+        days, mode = self.lock
+        return {
+            "ObjectLockMode": mode.upper(),
+            "ObjectLockRetainUntilDate": datetime.now(UTC) + timedelta(days=days),
+        }
+
+    def _keep_locked(self, rel: str, until: datetime | None) -> None:
+        """A chunk a new image reuses stays locked as long as a new one: its
+        date moves forward when less than half the period is left."""
+        assert self.lock is not None
+        days, mode = self.lock
+        if until is not None and until - datetime.now(UTC) > timedelta(days=days / 2):
+            return
+        retention = {
+            "Mode": mode.upper(),
+            "RetainUntilDate": datetime.now(UTC) + timedelta(days=days),
+        }
+        self._request(
+            f"extending the Object Lock of {rel}",
+            lambda: self.client.put_object_retention(
+                Bucket=self.bucket, Key=self._key(rel), Retention=retention
+            ),
+        )
+
+    def has_object_lock(self) -> bool:
+        """Whether the bucket has Object Lock enabled (asked once)."""
+        what = "reading the bucket's Object Lock setting"
+        with self._lock_guard:
+            if self._bucket_locks is None:
+                try:
+                    conf = self._call(
+                        what, lambda: self.client.get_object_lock_configuration(Bucket=self.bucket)
+                    )
+                    enabled = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled")
+                    self._bucket_locks = enabled == "Enabled"
+                except botocore.exceptions.ClientError as exc:
+                    code = str(exc.response.get("Error", {}).get("Code", ""))
+                    if code != "ObjectLockConfigurationNotFoundError":
+                        raise self._error(what, exc) from None
+                    self._bucket_locks = False
+                except botocore.exceptions.BotoCoreError as exc:
+                    raise self._error(what, exc) from None
+            return self._bucket_locks
+
+    def locked_until(self, rel: str) -> datetime | None:
+        head = self._head(rel) if self.has_object_lock() else None
+        until = head.get("ObjectLockRetainUntilDate") if head else None
+        if isinstance(until, datetime) and until > datetime.now(UTC):
+            return until
+        return None
+
     def _check_bucket(self) -> None:
         try:
             self._request(
@@ -307,6 +396,13 @@ class S3Store(Store):
 
     def check_writable(self) -> None:
         self._check_bucket()
+        if self.lock is not None and not self.has_object_lock():
+            raise RepositoryError(
+                f"repository {self.location}: Object Lock was asked for, but bucket "
+                f"{self.bucket!r} does not have it enabled",
+                hint="create the bucket with Object Lock (ObjectLockEnabledForBucket; it "
+                "cannot be switched on later on most servers), or leave out object-lock",
+            )
         probe = f"tmp/.probe-{uuid.uuid4().hex}"
         self.write(probe, b"x", durable=False)
         self._request(
@@ -340,6 +436,36 @@ class S3Store(Store):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _lock_setting(query: dict[str, list[str]], keys: Any, location: str) -> tuple[int, str] | None:
+    """(days, mode) of Object Lock for new objects: the URL's
+    ``object-lock=DAYS`` and ``object-lock-mode``, else the credentials
+    entry's ``object_lock_days`` and ``object_lock_mode``; None: no lock."""
+    days_text = (query.get("object-lock") or [""])[0]
+    mode = (query.get("object-lock-mode") or [""])[0].lower()
+    if not days_text and getattr(keys, "object_lock_days", None):
+        days_text = str(keys.object_lock_days)
+        mode = mode or str(getattr(keys, "object_lock_mode", None) or "").lower()
+    if not days_text:
+        if mode:
+            raise RepositoryError(
+                f"repository {location}: object-lock-mode without object-lock=DAYS",
+                hint="give the retention in days too: ?object-lock=30&object-lock-mode=" + mode,
+            )
+        return None
+    if not days_text.isdigit() or not 1 <= int(days_text) <= 36500:
+        raise RepositoryError(
+            f"repository {location}: object-lock={days_text!r} is not a number of days",
+            hint="give the retention as whole days, 1 to 36500: ?object-lock=30",
+        )
+    mode = mode or DEFAULT_LOCK_MODE
+    if mode not in LOCK_MODES:
+        raise RepositoryError(
+            f"repository {location}: Object Lock mode {mode!r} is not known",
+            hint="use compliance (the default) or governance",
+        )
+    return int(days_text), mode
 
 
 def _check_endpoint(endpoint: str) -> None:
