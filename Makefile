@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 HOST_PYTHON := /usr/bin/python3
 APT_PACKAGES := $(shell sed -e 's/\#.*//' deps/apt-host.txt | tr '\n' ' ')
 
-.PHONY: setup apt venv test test-fast lint bench iso netboot clean
+.PHONY: setup apt venv test test-fast lint bench iso netboot deb clean
 
 setup: apt venv
 
@@ -46,6 +46,10 @@ iso: setup
 
 netboot: setup
 	$(VENV)/bin/liferaft-build netboot --profile $(PROFILE)
+
+# liferaft for a Debian 12 server: dist/liferaft_<version>_all.deb (README "Install on a server")
+deb: setup
+	$(VENV)/bin/liferaft-build deb --profile $(PROFILE)
 
 clean:
 	rm -rf dist build *.egg-info

@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from builder import build
+from builder import build, deb
 from builder.context import REPO, BuildContext
 from builder.log import say
 from builder.profile import PROFILE_DIR, list_profiles, load_profile
@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     every = sub.add_parser("build", help="build every output the profile lists (outputs:)")
     with_profile(every)
     with_dirs(every)
+    package = sub.add_parser(
+        "deb", help="build dist/liferaft_VERSION_all.deb (liferaft for a Debian 12 server)"
+    )
+    with_profile(package)
+    with_dirs(package)
     sub.add_parser("profiles", help="list the profiles")
     show = sub.add_parser("show", help="print a profile merged with what it extends")
     with_profile(show)
@@ -79,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             build.build_iso(_context(args))
         elif args.command == "netboot":
             build.build_netboot(_context(args), base_url=args.base_url)
+        elif args.command == "deb":
+            deb.build_deb(_context(args))
         elif args.command == "build":
             ctx = _context(args)
             if "iso" in ctx.profile.outputs:

@@ -22,6 +22,7 @@ from rescue_app.engine.diskmodel import (
     format_disks_table,
 )
 from rescue_app.engine.facade import Engine
+from rescue_app.engine.freshness import LastGood, human_age, image_time, last_good_backups
 from rescue_app.engine.keychain import CredentialChain, CredentialsFile, TerminalPrompt
 from rescue_app.engine.manifest import DiskImage, ImageSummary, Manifest, Method
 from rescue_app.engine.network import Interface, NetworkStatus
@@ -30,6 +31,7 @@ from rescue_app.engine.prune import PruneResult
 from rescue_app.engine.repository import NAME_RE, REPO_FILE, Repository
 from rescue_app.engine.results import CaptureResult, RestoreResult, VerifyReport
 from rescue_app.engine.retention import ForgetPlan, KeepPolicy
+from rescue_app.engine.schedule import Schedule, ScheduledBackup
 from rescue_app.engine.units import human_duration, human_rate, human_size
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "ImageSummary",
     "Interface",
     "KeepPolicy",
+    "LastGood",
     "Manifest",
     "Method",
     "NetworkStatus",
@@ -58,12 +61,17 @@ __all__ = [
     "RestorePlan",
     "RestoreResult",
     "Role",
+    "Schedule",
+    "ScheduledBackup",
     "TerminalPrompt",
     "VerifyReport",
     "describe_contents",
     "disks_to_json",
     "format_disks_table",
+    "human_age",
     "human_duration",
     "human_rate",
     "human_size",
+    "image_time",
+    "last_good_backups",
 ]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from http.server import ThreadingHTTPServer
 
 from rescue_app import run as _run
@@ -49,6 +49,7 @@ from rescue_app.engine.browse import BrowsePartition, ExtractResult, ImageMount
 from rescue_app.engine.capture import capture as _capture_disks
 from rescue_app.engine.capture import capture_refusals as _capture_refusals
 from rescue_app.engine.diskmodel import BlockDisk
+from rescue_app.engine.freshness import image_time
 from rescue_app.engine.keychain import CallbackPrompt, CredentialChain, PasswordPrompt
 from rescue_app.engine.keychain import CredentialSource as _CredentialSource
 from rescue_app.engine.keychain import SecretKind as _SecretKind
@@ -323,9 +324,7 @@ class Engine:
         every name); with ``dry_run`` only decide. Chunks stay until prune."""
         _refuse_clonezilla(repo, "forget")
         images = [
-            _retention.ImageTime(
-                i.name, i.id, datetime.fromisoformat(i.created.replace("Z", "+00:00"))
-            )
+            _retention.ImageTime(i.name, i.id, image_time(i.created))
             for i in repo.list_images()
             if name is None or i.name == name
         ]

@@ -5,6 +5,7 @@ Update after an intended change: pytest tests/tui/test_snapshots.py --snapshot-u
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from textual.widgets import Input
 
 from rescue_app.tui.app import LiferaftApp
 from rescue_app.tui.profile import ProfileInfo
+from rescue_app.tui.screens.images import ImagesScreen
 from rescue_app.tui.screens.progress import ProgressScreen
 from tests.tui.fake_engine import FakeEngine
 from tests.tui.pilot_helpers import settle
@@ -27,6 +29,10 @@ def make_app(block: bool = False) -> LiferaftApp:
 @pytest.fixture(autouse=True)
 def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ProgressScreen, "clock", staticmethod(lambda: 1000.0))
+    # the image list's "Last good backup": web1's newest image is 3 h old
+    monkeypatch.setattr(
+        ImagesScreen, "clock", staticmethod(lambda: datetime(2026, 11, 25, 13, 20, tzinfo=UTC))
+    )
 
 
 async def to_targets(pilot: Any) -> None:

@@ -1,0 +1,171 @@
+"""liferaft schedule (issue 14): the settings, the timer drop-in and its
+enablement written under a root the test makes (systemd is not PID 1 here:
+``--root``, as ``systemctl --root`` does for a system being prepared), checked
+with the real systemctl and systemd-analyze; refusals leave nothing written.
+The installed package's units are verified in tests/test_deb.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rescue_app.engine import KeepPolicy, Schedule
+from tests.enginekit import REPO_ROOT, assert_one_line_error, liferaft
+
+UNITS = Path(REPO_ROOT) / "packaging" / "systemd"
+WANTS = "etc/systemd/system/timers.target.wants"
+DROPIN = "etc/systemd/system/liferaft-backup@{}.timer.d/schedule.conf"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A system root holding what the Debian package installs: the unit templates."""
+    units = tmp_path / "lib" / "systemd" / "system"
+    units.mkdir(parents=True)
+    for unit in UNITS.iterdir():
+        shutil.copyfile(unit, units / unit.name)
+    return tmp_path
+
+
+def files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir()}
+
+
+def verify(root: Path, *units: str) -> subprocess.CompletedProcess[str]:
+    """systemd-analyze verify with the root's unit folders ahead of the host's
+    (where timers.target and the rest of systemd's own units are)."""
+    path = f"{root}/etc/systemd/system:{root}/lib/systemd/system:/lib/systemd/system"
+    return subprocess.run(
+        ["systemd-analyze", "verify", *units],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SYSTEMD_UNIT_PATH": path},
+    )
+
+
+def test_schedule_list_remove_round_trip(root: Path) -> None:
+    before = files(root)
+    out = liferaft(
+        "schedule",
+        "--root",
+        str(root),
+        "--repo",
+        "backups",
+        "--name",
+        "web",
+        "--every",
+        "hourly",
+        "--keep-daily",
+        "7",
+        "--keep-weekly",
+        "4",
+    ).stdout
+    assert "liferaft-backup@web.timer is enabled under" in out
+    liferaft(
+        "schedule",
+        "--root",
+        str(root),
+        "--repo",
+        "s3://bucket/srv?endpoint=http://x:9000",
+        "--name",
+        "db",
+        "--every",
+        "Mon *-*-* 02:00",
+    )
+    settings = json.loads((root / "etc/liferaft/schedule/web.json").read_text())
+    assert settings["repo"] == f"{REPO_ROOT}/backups"  # the service runs from /
+    assert settings["keep"] == {"daily": 7, "weekly": 4}
+    dropin = (root / DROPIN.format("web")).read_text()
+    assert "OnCalendar=\nOnCalendar=hourly\n" in dropin
+    link = root / WANTS / "liferaft-backup@web.timer"
+    assert os.readlink(link) == "/lib/systemd/system/liferaft-backup@.timer"
+    # the timers systemd would load pass its own check
+    checked = verify(root, "liferaft-backup@web.timer", "liferaft-backup@db.timer")
+    assert checked.returncode == 0, checked.stderr
+
+    listed = liferaft("schedule", "--root", str(root), "--list").stdout.splitlines()
+    assert len(listed) == 2
+    assert listed[0].startswith("db ") and "every Mon *-*-* 02:00" in listed[0]
+    assert "timer enabled" in listed[1] and "keep daily 7, weekly 4" in listed[1]
+
+    out = liferaft("schedule", "--root", str(root), "--remove", "web").stdout
+    assert "liferaft-backup@web.timer is disabled" in out
+    liferaft("schedule", "--root", str(root), "--remove", "db")
+    assert files(root) == before
+    assert liferaft("schedule", "--root", str(root), "--list").stdout == "no scheduled backups\n"
+    proc = liferaft("schedule", "--root", str(root), "--remove", "web", check=False)
+    assert_one_line_error(proc, "no scheduled backup named 'web'")
+
+
+def test_verify_catches_a_bad_timer(root: Path) -> None:
+    """The check above can fail: a drop-in with a time systemd cannot read."""
+    liferaft("schedule", "--root", str(root), "--repo", "/srv/b", "--name", "web")
+    (root / DROPIN.format("web")).write_text("[Timer]\nOnCalendar=\nOnCalendar=bogus\n")
+    checked = verify(root, "liferaft-backup@web.timer")
+    assert checked.returncode != 0 and "bogus" in checked.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--repo", "sftp://backup:s3cret@nas/srv", "--name", "web"], "holds a password"),
+        (["--repo", "/srv/b", "--name", "web", "--every", "bogus"], "not a time systemd"),
+        (["--repo", "/srv/b", "--name", "../web"], "not an image name"),
+        (["--repo", "/srv/b", "--name", "web", "--keep-daily", "-1"], "negative"),
+        (["--name", "web"], "needs --repo and --name"),
+        (["--list", "--repo", "/srv/b"], "take no --repo"),
+        (["--run", "nothing"], "no scheduled backup named 'nothing'"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(root: Path, args: list[str], needle: str) -> None:
+    before = files(root)
+    proc = liferaft("schedule", "--root", str(root), *args, check=False)
+    line = assert_one_line_error(proc, needle)
+    assert "s3cret" not in proc.stdout + proc.stderr
+    assert line and files(root) == before
+
+
+def test_without_the_package_units_nothing_is_written(tmp_path: Path) -> None:
+    proc = liferaft(
+        "schedule", "--root", str(tmp_path), "--repo", "/srv/b", "--name", "web", check=False
+    )
+    assert_one_line_error(proc, "liferaft-backup@.timer is not installed")
+    assert files(tmp_path) == set()
+
+
+def test_a_run_without_the_backup_command_fails_in_one_line(root: Path) -> None:
+    """What the service does today: 'liferaft backup' (the online backup) is
+    not in this liferaft, so the run fails with one line and exit status 2,
+    which systemd records as the unit's failure."""
+    liferaft("schedule", "--root", str(root), "--repo", "/srv/b", "--name", "web")
+    proc = liferaft("schedule", "--root", str(root), "--run", "web", check=False)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "scheduled backup web", "no 'backup' command")
+
+
+def test_damaged_settings_are_one_line(root: Path) -> None:
+    liferaft("schedule", "--root", str(root), "--repo", "/srv/b", "--name", "web")
+    path = root / "etc/liferaft/schedule/web.json"
+    path.write_text(path.read_text().replace('"keep"', '"kept"'))
+    for args in (["--list"], ["--run", "web"]):
+        proc = liferaft("schedule", "--root", str(root), *args, check=False)
+        assert_one_line_error(proc, "web.json is damaged", "unknown key kept")
+
+
+def test_a_run_backs_up_then_forgets_with_the_keep_rules() -> None:
+    s = Schedule("web", "/srv/b", "daily", KeepPolicy(last=3, monthly=6))
+    assert s.commands() == [
+        ["backup", "--repo", "/srv/b", "--name", "web"],
+        ["forget", "--repo", "/srv/b", "--name", "web", "--keep-last", "3",
+         "--keep-monthly", "6", "--prune"],
+    ]  # fmt: skip
+    assert Schedule("web", "/srv/b", "daily").commands() == [
+        ["backup", "--repo", "/srv/b", "--name", "web"]
+    ]
+    again = Schedule.from_json(s.to_json(), "test")
+    assert again == s
