@@ -111,8 +111,8 @@ def test_capture_through_the_server_and_nothing_can_be_destroyed(
     # every earlier image is whole: through the server and on the server's own disk
     assert "3 image(s)" in liferaft("verify", "--repo", served.url).stdout
     assert ": OK" in liferaft("verify", "--repo", served.folder).stdout
-    assert sorted(i.split()[0] for i in liferaft("images", "--repo", served.url).stdout.split(
-        "\n")[1:] if i) == refs  # fmt: skip
+    listed = json.loads(liferaft("images", "--repo", served.url, "--json").stdout)
+    assert sorted(i["ref"] for i in listed) == refs
     target = loopdisk(DISK_BYTES)
     first_web = next(r for r in refs if r.startswith("web@"))
     liferaft("restore", "--repo", served.url, "--image", first_web, "--to", target, "--yes")
@@ -175,3 +175,26 @@ def test_serve_options_are_checked(tmp_path: Path) -> None:
         check=False,
     )  # fmt: skip
     assert_one_line_error(proc, "cannot use the certificate /nonexistent")
+
+
+def test_index_only_grows(tmp_path: Path) -> None:
+    """index.json's lists are merged: a client adds entries (an image only if
+    its manifest is on the server), never removes one."""
+    Path(tmp_path, "images/a").mkdir(parents=True)
+    Path(tmp_path, "images/a/20260101T000000Z.json").write_text("{}")
+    server = make_server(str(tmp_path), "127.0.0.1", 0, ServeOptions(append_only=True))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/index.json"
+    real = {"path": "images/a/20260101T000000Z.json"}
+    try:
+        first = {"format": "liferaft-index", "version": 2, "keys": ["s1"],
+                 "images": [real, {"path": "images/b/none.json"}]}  # fmt: skip
+        assert requests.put(url, data=json.dumps(first), timeout=5).status_code == 204
+        second = {"format": "liferaft-index", "version": 2, "keys": ["s2"], "images": []}
+        assert requests.put(url, data=json.dumps(second), timeout=5).status_code == 204
+        doc = requests.get(url, timeout=5).json()
+        assert doc["images"] == [real] and doc["keys"] == ["s1", "s2"]
+        assert requests.put(url, data=b"[]", timeout=5).status_code == 400
+    finally:
+        server.shutdown()
+        server.server_close()

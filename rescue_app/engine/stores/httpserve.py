@@ -232,31 +232,28 @@ class _Handler(BaseHTTPRequestHandler):
         return 201
 
     def _merge_index(self, tmp: str) -> int:
-        """index.json only grows: the server's entries and the client's, those
-        whose manifest is here; written atomically, under one lock."""
+        """index.json only grows: each of its lists (``images``; an encrypted
+        repository's ``keys``) holds the server's entries and the client's,
+        an image only if its manifest is here; written atomically, under one lock."""
         try:
             with open(tmp, "rb") as f:
                 given = json.loads(f.read())
-            offered = [e for e in given["images"] if isinstance(e, dict)]
-        except (ValueError, KeyError, TypeError):
+            if not isinstance(given, dict) or not isinstance(given.get("images"), list):
+                raise ValueError("not an index")
+        except ValueError:
             return 400
         final = os.path.join(self.root, INDEX)
         with self.index_lock:
             try:
                 with open(final, "rb") as f:
                     doc = json.loads(f.read())
-                current = [e for e in doc["images"] if isinstance(e, dict)]
-            except (OSError, ValueError, KeyError, TypeError):
-                doc, current = {k: v for k, v in given.items() if k != "images"}, []
-            seen = {json.dumps(e, sort_keys=True): e for e in current}
-            for e in offered:
-                path = e.get("path")
-                if isinstance(path, str) and self._manifest_here(path):
-                    seen.setdefault(json.dumps(e, sort_keys=True), e)
-            doc["images"] = sorted(
-                seen.values(), key=lambda e: (str(e.get("name", "")), str(e.get("id", "")),
-                                              str(e.get("path", "")))
-            )  # fmt: skip
+                if not isinstance(doc, dict):
+                    raise ValueError("not an index")
+            except (OSError, ValueError):
+                doc = {k: v if not isinstance(v, list) else [] for k, v in given.items()}
+            for key, offered in given.items():
+                if isinstance(offered, list):
+                    doc[key] = self._merged(key, doc.get(key), offered)
             body = (json.dumps(doc, indent=1) + "\n").encode()
             with open(tmp, "wb") as f:
                 f.write(body)
@@ -265,6 +262,21 @@ class _Handler(BaseHTTPRequestHandler):
             os.rename(tmp, final)
             _sync_dir(self.root)
         return 204
+
+    def _merged(self, key: str, current: object, offered: list[Any]) -> list[Any]:
+        """The server's entries, then those of the client's it lacks."""
+        kept = list(current) if isinstance(current, list) else []
+        seen = {json.dumps(e, sort_keys=True) for e in kept}
+        for e in offered:
+            if key == "images" and not (
+                isinstance(e, dict) and isinstance(e.get("path"), str)
+                and self._manifest_here(e["path"])
+            ):  # fmt: skip
+                continue
+            if json.dumps(e, sort_keys=True) not in seen:
+                seen.add(json.dumps(e, sort_keys=True))
+                kept.append(e)
+        return sorted(kept, key=lambda e: json.dumps(e, sort_keys=True))
 
     def _manifest_here(self, rel: str) -> bool:
         parts = rel.split("/")
