@@ -248,9 +248,19 @@ class MdArrayImage(Contents):
 
 
 @dataclass(frozen=True)
-class Manifest:
+class ImageKey:
+    """How an image is named: its ref ``name@id`` is what users type."""
+
     name: str
     id: str  # the capture's UTC time stamp, e.g. 20261125T101500Z
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.id}"
+
+
+@dataclass(frozen=True)
+class Manifest(ImageKey):
     created: str  # ISO 8601 UTC
     host: str
     liferaft_version: str
@@ -261,10 +271,6 @@ class Manifest:
     stats: dict[str, int] = field(default_factory=dict)
     volume_groups: tuple[VolumeGroupImage, ...] = ()
     md_arrays: tuple[MdArrayImage, ...] = ()
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}@{self.id}"
 
     @property
     def data_bytes(self) -> int:
@@ -347,9 +353,7 @@ def _extent_map(d: dict[str, Any]) -> ExtentMap:
 
 
 @dataclass(frozen=True)
-class ImageSummary:
-    name: str
-    id: str
+class ImageSummary(ImageKey):
     created: str
     host: str
     disks: tuple[str, ...]  # describe() of each captured disk
@@ -362,10 +366,6 @@ class ImageSummary:
     volume_groups: tuple[VolumeGroupSummary, ...] = ()
     # md arrays: "md array NAME (raid1, UUID) on disk 1 partition 1, ...: ext4"
     md_arrays: tuple[str, ...] = ()
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}@{self.id}"
 
     @classmethod
     def of(cls, manifest: Manifest) -> ImageSummary:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from rescue_app.engine.manifest import ImageKey
 from rescue_app.errors import UsageError
 
 
@@ -73,16 +74,10 @@ class KeepPolicy:
 
 
 @dataclass(frozen=True)
-class ImageTime:
+class ImageTime(ImageKey):
     """One image as the policy sees it."""
 
-    name: str
-    id: str
     created: datetime  # UTC
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}@{self.id}"
 
 
 @dataclass(frozen=True)
