@@ -15,6 +15,7 @@ from typing import Any
 import zstandard
 
 from rescue_app.engine.extents import ExtentMap, total
+from rescue_app.engine.lvm import VolumeGroup
 from rescue_app.errors import ManifestError
 
 MANIFEST_FORMAT = "liferaft-manifest"
@@ -177,11 +178,9 @@ class LogicalVolumeImage(Contents):
 
 
 @dataclass(frozen=True)
-class VolumeGroupImage:
-    name: str
-    uuid: str
-    extent_size: int
-    tags: tuple[str, ...]
+class VolumeGroupImage(VolumeGroup):
+    """A volume group as LVM reported it at capture, with what recreates it."""
+
     metadata: str  # vgcfgbackup's text, for pvcreate --restorefile and vgcfgrestore
     pvs: tuple[PhysicalVolumeImage, ...]
     lvs: tuple[LogicalVolumeImage, ...]
