@@ -234,3 +234,19 @@ def test_stick_with_a_baked_key_restores_only_signed_images(
     assert_one_line_error(proc, "is not signed", str(profile))
     assert restore(signed.repo, "web") == 0
     check_restored(captured.source, reread_partitions(target, len(captured.source.nodes)))
+
+
+def test_the_sticks_cli_and_ui_engine_requires_the_baked_keys(keys, tmp_path, monkeypatch):
+    """`liferaft tui` (and every command) gets an Engine holding the profile's
+    keys; --trust-key replaces them; no profile: nothing required."""
+    from rescue_app import cli
+
+    parser = cli.build_parser()
+    monkeypatch.setenv("LIFERAFT_PROFILE", str(tmp_path / "none.yaml"))
+    assert cli._engine(parser.parse_args(["tui"])).trusted is None
+    monkeypatch.setenv("LIFERAFT_PROFILE", str(_baked(tmp_path, keys.pub)))
+    trusted = cli._engine(parser.parse_args(["tui"])).trusted
+    assert trusted is not None and "site.yaml" in trusted.origin
+    args = parser.parse_args(["verify", "--repo", "r", "--trust-key", keys.other_pub])
+    trusted = cli._engine(args).trusted
+    assert trusted is not None and trusted.origin == keys.other_pub
