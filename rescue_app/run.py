@@ -72,6 +72,9 @@ PACKAGE_OF: dict[str, str] = {
     "mkfs.msdos": "dosfstools",
     "qemu-system-x86_64": "qemu-system-x86",
     "efibootmgr": "efibootmgr",
+    # liferaft schedule
+    "systemctl": "systemd",
+    "systemd-analyze": "systemd",
 }
 
 

@@ -204,7 +204,8 @@ def check_restored(image: CzImage, dev: str) -> None:
 @pytest.mark.root
 def test_list_and_restore_gpt_gzip_with_grow(cz: CzSet, loopdisk) -> None:
     listed = liferaft("images", "--repo", cz.root).stdout
-    lines = {ln.split()[0].split("@")[0]: ln for ln in listed.splitlines()[1:]}
+    rows = [ln for ln in listed.splitlines()[1:] if "@" in ln.split()[0]]  # not "NAME: last good"
+    lines = {ln.split()[0].split("@")[0]: ln for ln in rows}
     assert set(lines) == {"gpt-gz", "mbr-zst"}
     assert all(" clonezilla " in ln for ln in lines.values()), listed
     one = liferaft("images", "--repo", cz.gpt.folder).stdout
