@@ -24,12 +24,13 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from rescue_app.errors import CommandError, LiferaftError, NotRootError, UsageError
 from rescue_app.run import have_tool, run
 
 log = logging.getLogger("liferaft.network")
+T = TypeVar("T")
 
 RUNTIME_DIR = "/run/systemd/network"
 DHCP_TIMEOUT = 20.0
@@ -285,12 +286,12 @@ def parse_static(
             f"address {text!r} has no prefix length",
             hint="write it with the prefix, e.g. 192.168.1.20/24",
         )
-    try:
-        addr = ipaddress.ip_interface(text)
-    except ValueError:
-        raise UsageError(
-            f"{text!r} is not an IP address with a prefix", hint="write e.g. 192.168.1.20/24"
-        ) from None
+    addr = _parsed(
+        ipaddress.ip_interface,
+        text,
+        f"{text!r} is not an IP address with a prefix",
+        hint="write e.g. 192.168.1.20/24",
+    )
     net = addr.network
     if addr.ip.is_loopback or addr.ip.is_multicast or addr.ip.is_unspecified:
         raise UsageError(
@@ -309,13 +310,12 @@ def parse_static(
         )
     gw: IpAddress | None = None
     if gateway and gateway.strip():
-        try:
-            gw = ipaddress.ip_address(gateway.strip())
-        except ValueError:
-            raise UsageError(
-                f"gateway {gateway.strip()!r} is not an IP address",
-                hint="write e.g. 192.168.1.1, or leave it empty",
-            ) from None
+        gw = _parsed(
+            ipaddress.ip_address,
+            gateway.strip(),
+            f"gateway {gateway.strip()!r} is not an IP address",
+            hint="write e.g. 192.168.1.1, or leave it empty",
+        )
         if gw.version != addr.version or gw not in net:
             raise UsageError(
                 f"gateway {gw} is outside the subnet {net} of {addr}",
@@ -329,14 +329,23 @@ def parse_static(
     servers = []
     for item in dns:
         for word in item.replace(",", " ").split():
-            try:
-                servers.append(ipaddress.ip_address(word))
-            except ValueError:
-                raise UsageError(
+            servers.append(
+                _parsed(
+                    ipaddress.ip_address,
+                    word,
                     f"DNS server {word!r} is not an IP address",
                     hint="write e.g. 192.168.1.1; separate several by spaces",
-                ) from None
+                )
+            )
     return StaticConfig(iface, addr, gw, tuple(servers))
+
+
+def _parsed(parse: Callable[[str], T], text: str, wrong: str, *, hint: str) -> T:
+    """``parse(text)``, its ValueError as the UsageError ``wrong`` with ``hint``."""
+    try:
+        return parse(text)
+    except ValueError:
+        raise UsageError(wrong, hint=hint) from None
 
 
 # ------------------------------------------------------------------ changing
