@@ -8,6 +8,7 @@ never parse a filesystem ourselves. Reads the partition only.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 
 from rescue_app.engine.extents import Extent, normalize
@@ -99,6 +100,60 @@ def parse_dumpe2fs(text: str) -> list[Extent]:
     return used
 
 
+def parse_btrfs_chunks(text: str) -> list[tuple[int, int, list[int]]]:
+    """(logical start, length, physical offset of each copy) of every
+    metadata and system chunk, from ``btrfs inspect-internal dump-tree -t
+    chunk`` (single device: each stripe is a whole copy)."""
+    out: list[tuple[int, int, list[int]]] = []
+    for block in re.split(r"\n\s*item \d+ key ", text):
+        head = re.match(r"\(FIRST_CHUNK_TREE CHUNK_ITEM (\d+)\)", block)
+        kind = re.search(r"length (\d+) owner \d+ stripe_len \d+ type (\S+)", block)
+        if not head or not kind or not re.search(r"METADATA|SYSTEM", kind.group(2)):
+            continue
+        stripes = [int(x) for x in re.findall(r"stripe \d+ devid \d+ offset (\d+)", block)]
+        out.append((int(head.group(1)), int(kind.group(1)), stripes))
+    return out
+
+
+def parse_btrfs_tree_blocks(text: str, nodesize: int) -> list[Extent]:
+    """Logical (start, length) of every tree block the extent tree lists
+    (``dump-tree -t extent``): METADATA_ITEMs, and EXTENT_ITEMs flagged
+    TREE_BLOCK (filesystems without skinny metadata)."""
+    blocks = [(int(b), nodesize) for b in re.findall(r"key \((\d+) METADATA_ITEM \d+\)", text)]
+    for start, size in re.findall(
+        r"key \((\d+) EXTENT_ITEM (\d+)\)[^\n]*\n[^\n]*flags [^\n]*TREE_BLOCK", text
+    ):
+        blocks.append((int(start), int(size)))
+    return blocks
+
+
+def btrfs_tree_block_map(partition_path: str) -> list[Extent]:
+    """Where on the partition every copy of every Btrfs tree block lies.
+    partclone.btrfs's map misses some (a subvolume's tree, a DUP mirror: its
+    issues #78, #239, #303), and one missing tree block leaves the restored
+    filesystem unreadable; capture adds these to partclone's map."""
+    try:
+        super_text = run(["btrfs", "inspect-internal", "dump-super", partition_path]).stdout
+        chunks = parse_btrfs_chunks(
+            run(["btrfs", "inspect-internal", "dump-tree", "-t", "chunk", partition_path]).stdout
+        )
+        extent_text = run(
+            ["btrfs", "inspect-internal", "dump-tree", "-t", "extent", partition_path]
+        ).stdout
+    except CommandError as exc:
+        raise MapUnavailable(f"btrfs could not list its tree blocks: {exc}") from None
+    size = re.search(r"^nodesize\s+(\d+)", super_text, re.MULTILINE)
+    if size is None:
+        raise MapUnavailable("btrfs dump-super shows no node size")
+    out: list[Extent] = []
+    for logical, length in parse_btrfs_tree_blocks(extent_text, int(size.group(1))):
+        for start, chunk_length, copies in chunks:
+            if start <= logical < start + chunk_length:
+                out += [(copy + logical - start, length) for copy in copies]
+                break
+    return normalize(out)
+
+
 def used_map(partition_path: str, fstype: str) -> list[Extent]:
     if fstype in EXT_FAMILY and have_tool("dumpe2fs", "ext maps come from partclone"):
         # e2fsprogs answers in milliseconds; partclone's progress thread
@@ -109,6 +164,10 @@ def used_map(partition_path: str, fstype: str) -> list[Extent]:
                 return parse_dumpe2fs(proc.stdout)
             except ValueError:
                 pass
+    if fstype == "btrfs":
+        return normalize(
+            [*partclone_map(partition_path, fstype), *btrfs_tree_block_map(partition_path)]
+        )
     return partclone_map(partition_path, fstype)
 
 

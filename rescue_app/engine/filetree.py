@@ -1,0 +1,275 @@
+"""A file tree written onto a new filesystem: liferaft's file-level path.
+
+Owns making a filesystem with a given identity (type, UUID, label and the
+features recorded in the source's superblock: ext2/3/4 features, inode and
+block size; XFS's v5 features; Btrfs's node size and features), and filling
+it with a tree of files with every piece of their metadata. Mounts go through
+engine/mounts.py, commands through run.py; it writes only to the device it is
+given. Used by restore onto a smaller disk (engine/restore.py: the tree is an
+image partition's files, read-only through a browse mount of the image) and
+meant for file-level images (issue 14).
+
+    ident = read_identity(image_file, Filesystem("ext4", uuid, label))
+    with image_tree(image_file, "ext4") as tree:      # read-only, Btrfs from its top
+        write_tree(tree, "/dev/sdb2", ident)          # mkfs, mount, copy, unmount
+    finish_identity("/dev/sdb2", ident)               # Btrfs: its UUID, source gone
+
+The copy is ``cp -a --preserve=all`` (owners, modes, times, hardlinks within
+the tree, sparse files, device nodes, symlinks, xattrs, POSIX ACLs, SELinux
+labels as their security.selinux xattr): the same tool extract uses, on the
+host and in the rescue system (rsync is on neither). Btrfs subvolumes are made
+before the copy (cp then fills them), read-only ones are flagged after it,
+and the default subvolume is set as the source's. Snapshots share no extents
+in the copy: each holds its own data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import uuid as uuidlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from rescue_app.engine import mounts
+from rescue_app.engine.manifest import Filesystem
+from rescue_app.errors import CommandError, DiskError
+from rescue_app.progress import CancelToken
+from rescue_app.run import run
+
+log = logging.getLogger("liferaft.filetree")
+
+SUPPORTED = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs"})
+# ext features mke2fs cannot be asked for: states, not choices
+_EXT_STATES = {"needs_recovery", "orphan_present"}
+# XFS version tokens (xfs_db "version") -> mkfs.xfs -m options (v5 only)
+_XFS_META = {
+    "FINOBT": "finobt",
+    "REFLINK": "reflink",
+    "RMAPBT": "rmapbt",
+    "INOBTCNT": "inobtcount",
+    "BIGTIME": "bigtime",
+}
+# Btrfs superblock flags -> mkfs.btrfs -O features it can be asked for
+_BTRFS_FEATURES = {
+    "EXTENDED_IREF": "extref",
+    "SKINNY_METADATA": "skinny-metadata",
+    "NO_HOLES": "no-holes",
+    "MIXED_GROUPS": "mixed-bg",
+    "RAID56": "raid56",
+    "RAID1C34": "raid1c34",
+}
+
+
+@dataclass(frozen=True)
+class FsIdentity:
+    """What a new filesystem must share with the one it replaces."""
+
+    type: str
+    uuid: str | None
+    label: str | None
+    options: tuple[str, ...] = ()  # mkfs options for the source's features and sizes
+
+
+@dataclass(frozen=True)
+class Subvolume:
+    path: str  # relative to the filesystem's top level
+    read_only: bool
+
+
+def read_identity(device: str, fs: Filesystem) -> FsIdentity:
+    """The identity of the filesystem on ``device`` (a device or an image
+    file, read only): type, UUID and label as captured, features from its
+    superblock."""
+    kind = fs.type or ""
+    if kind not in SUPPORTED:
+        raise DiskError(f"{kind or 'no filesystem'} cannot be made anew and filled with files")
+    if kind == "xfs":
+        options = _xfs_options(device)
+    elif kind == "btrfs":
+        options = _btrfs_options(device)
+    else:
+        options = _ext_options(device)
+    return FsIdentity(kind, fs.uuid, fs.label, options)
+
+
+def _ext_options(device: str) -> tuple[str, ...]:
+    fields = {}
+    for line in run(["dumpe2fs", "-h", device]).stdout.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    features = [f for f in fields.get("Filesystem features", "").split() if f not in _EXT_STATES]
+    out = ["-O", ",".join(["none", *features])]
+    if "Block size" in fields:
+        out += ["-b", fields["Block size"]]
+    if "Inode size" in fields:
+        out += ["-I", fields["Inode size"]]
+    return tuple(out)
+
+
+def _xfs_options(device: str) -> tuple[str, ...]:
+    text = run(["xfs_db", "-r", "-c", "version", "-c", "sb 0", "-c", "p blocksize", device]).stdout
+    match = re.search(r"versionnum \[[^\]]*\] = (\S+)", text)
+    tokens = set(match.group(1).split(",")) if match else set()
+    size = re.search(r"blocksize = (\d+)", text)
+    out = ["-b", f"size={size.group(1)}"] if size else []
+    if "CRC" not in tokens:  # a v4 filesystem: none of the v5 features
+        return (*out, "-m", "crc=0", "-n", f"ftype={int('FTYPE' in tokens)}")
+    meta = ",".join(f"{opt}={int(tok in tokens)}" for tok, opt in _XFS_META.items())
+    return (
+        *out,
+        "-m",
+        f"crc=1,{meta}",
+        "-n",
+        f"ftype={int('FTYPE' in tokens)}",
+        "-i",
+        f"sparse={int('SPARSE_INODES' in tokens)}",
+    )
+
+
+def _btrfs_options(device: str) -> tuple[str, ...]:
+    text = run(["btrfs", "inspect-internal", "dump-super", device]).stdout
+    flags = set(re.findall(r"\b([A-Z][A-Z0-9_]+)\b", text))
+    out = []
+    for key in ("nodesize", "sectorsize"):
+        match = re.search(rf"^{key}\s+(\d+)", text, re.MULTILINE)
+        if match:
+            out += [f"--{key}", match.group(1)]
+    features = [name if flag in flags else f"^{name}" for flag, name in _BTRFS_FEATURES.items()]
+    # zoned and raid features cannot be turned off explicitly on every version
+    features = [f for f in features if f not in ("^raid56", "^raid1c34")]
+    out += ["--features", ",".join(features)]
+    fst = "FREE_SPACE_TREE" in flags
+    out += ["--runtime-features", "free-space-tree" if fst else "^free-space-tree"]
+    return tuple(out)
+
+
+def make_filesystem(node: str, ident: FsIdentity, uuid: str | None = None) -> None:
+    """A new, empty filesystem of ``ident`` on ``node`` (erases it); ``uuid``
+    instead of ``ident.uuid`` when given."""
+    fs_uuid = uuid or ident.uuid
+    label = ident.label
+    if ident.type in ("ext2", "ext3", "ext4"):
+        argv = ["mke2fs", "-F", "-q", "-t", ident.type, *ident.options]
+        argv += ["-U", fs_uuid] if fs_uuid else []
+        argv += ["-L", label] if label else []
+    elif ident.type == "xfs":
+        argv = ["mkfs.xfs", "-f", "-q", *ident.options]
+        argv += ["-m", f"uuid={fs_uuid}"] if fs_uuid else []
+        argv += ["-L", label] if label else []
+    elif ident.type == "btrfs":
+        argv = ["mkfs.btrfs", "-f", "-q", *ident.options]
+        argv += ["-U", fs_uuid] if fs_uuid else []
+        argv += ["-L", label] if label else []
+    else:
+        raise DiskError(f"{ident.type} cannot be made anew and filled with files")
+    run([*argv, node])
+
+
+@contextlib.contextmanager
+def image_tree(image_file: str, fstype: str) -> Iterator[str]:
+    """The files of the filesystem in ``image_file``, read-only on a
+    temporary folder (Btrfs from its top level: every subvolume below it)."""
+    loop = mounts.attach_loop(image_file)
+    try:
+        extra = ["subvolid=5"] if fstype == "btrfs" else []
+        with mounts.mounted(loop, fstype, options=extra, prefix="liferaft-tree-") as point:
+            yield point
+    finally:
+        mounts.detach_loop(loop)
+
+
+def write_tree(
+    source: str, node: str, ident: FsIdentity, *, cancel: CancelToken | None = None
+) -> None:
+    """Make ``ident`` anew on ``node`` and copy the tree at ``source`` into it
+    with all its metadata. A Btrfs gets a temporary UUID here (the kernel
+    keeps one filesystem per UUID, and the source may be mounted with it):
+    ``finish_identity`` gives it the real one once the source is gone."""
+    subvolumes: list[Subvolume] = []
+    default: str | None = None
+    if ident.type == "btrfs":
+        subvolumes, default = btrfs_subvolumes(source)
+    make_filesystem(node, ident, str(uuidlib.uuid4()) if ident.type == "btrfs" else None)
+    # nouuid: the source XFS, mounted from the image, has the same UUID
+    extra = ["nouuid"] if ident.type == "xfs" else []
+    with mounts.mounted(
+        node, ident.type, writable=True, options=extra, prefix="liferaft-files-"
+    ) as point:
+        for sub in sorted(subvolumes, key=lambda s: s.path.count("/")):
+            where = os.path.join(point, sub.path)
+            os.makedirs(os.path.dirname(where), exist_ok=True)
+            run(["btrfs", "subvolume", "create", where])
+        copy_tree(source, point, cancel=cancel)
+        for sub in subvolumes:
+            if sub.read_only:
+                run(
+                    ["btrfs", "property", "set", "-ts", os.path.join(point, sub.path), "ro", "true"]
+                )
+        if default is not None:
+            ids = {path: sid for sid, path in _subvolume_list(point)}
+            run(["btrfs", "subvolume", "set-default", ids[default], point])
+        run(["sync", "-f", point])
+
+
+def copy_tree(source: str, dest: str, *, cancel: CancelToken | None = None) -> None:
+    """Everything below ``source`` into the folder ``dest`` (merged with what
+    is there), with owners, modes, times, hardlinks, holes, device nodes,
+    xattrs, ACLs and SELinux labels; ``dest`` itself takes ``source``'s."""
+    try:
+        run(["cp", "-a", "--preserve=all", "--", source + "/.", dest + "/"], cancel=cancel)
+    except CommandError as exc:
+        raise DiskError(
+            f"copying the files onto the new filesystem failed: {exc.stderr.strip() or exc}",
+            hint="the target disk may be failing or full; run the restore again",
+        ) from None
+
+
+def finish_identity(node: str, ident: FsIdentity) -> None:
+    """Give the filesystem on ``node`` its real UUID where write_tree could
+    not (Btrfs); nothing for the others. The source must be unmounted."""
+    if ident.type != "btrfs" or not ident.uuid:
+        return
+    run(["btrfs", "device", "scan", "--forget", node], check=False)
+    # btrfstune asks libblkid whether another device holds the UUID; libblkid
+    # trusts its cache file for two seconds, which still lists the image's
+    # loop device (detached a moment ago): no cache file, only devices now.
+    run(["btrfstune", "-f", "-U", ident.uuid, node], env={"BLKID_FILE": "/dev/null"})
+
+
+def btrfs_subvolumes(root: str) -> tuple[list[Subvolume], str | None]:
+    """The subvolumes below ``root`` (a Btrfs mounted at its top level) and
+    the path of the default one (None: the top level itself)."""
+    every = _subvolume_list(root)
+    read_only = {path for _, path in _subvolume_list(root, "-r")}
+    subs = [Subvolume(path, path in read_only) for _, path in every]
+    text = run(["btrfs", "subvolume", "get-default", root]).stdout
+    match = re.search(r" path (.+)$", text.strip())
+    return subs, match.group(1) if match else None
+
+
+def _subvolume_list(root: str, *flags: str) -> list[tuple[str, str]]:
+    """(ID, path) of the subvolumes ``btrfs subvolume list`` shows."""
+    out = []
+    for line in run(["btrfs", "subvolume", "list", *flags, root]).stdout.splitlines():
+        match = re.match(r"ID (\d+) .* path (.+)$", line.strip())
+        if match:
+            out.append((match.group(1), match.group(2)))
+    return out
+
+
+__all__ = [
+    "SUPPORTED",
+    "FsIdentity",
+    "Subvolume",
+    "btrfs_subvolumes",
+    "copy_tree",
+    "finish_identity",
+    "image_tree",
+    "make_filesystem",
+    "read_identity",
+    "write_tree",
+]

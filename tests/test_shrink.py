@@ -1,0 +1,117 @@
+"""Restore onto a smaller disk, the plan (no root, no disk): which partitions
+shrink, how each is laid back, what is refused and how it is said."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from rescue_app.engine.manifest import Manifest
+from rescue_app.engine.plan import RestorePlan, plan_disk
+from rescue_app.engine.shrink import minimum_size, parse_choice
+from rescue_app.errors import TargetRefusedError, UsageError
+from tests.test_engine_units import MIB, _image, _part, _target
+
+
+def _used(p, used):
+    return dataclasses.replace(p, used_bytes=used)
+
+
+def _render(d) -> str:
+    m = Manifest(
+        "web",
+        "20260101T000000Z",
+        "2026-01-01T00:00:00Z",
+        "web1",
+        "0.1",
+        4 * MIB,
+        "sha256",
+        "zstd",
+        (d.image,),
+    )
+    return RestorePlan(None, m, (d,), False).render()  # type: ignore[arg-type]
+
+
+ESP_ROOT = _image(
+    [_part(1, MIB, 100 * MIB, "vfat"), _used(_part(2, 101 * MIB, 800 * MIB), 400 * MIB)]
+)
+
+
+def test_last_partition_shrinks_file_level_the_esp_stays():
+    d = plan_disk(ESP_ROOT, _target(700 * MIB), grow=False)
+    esp, root = d.steps
+    assert (esp.new.start, esp.new.size, esp.files, esp.shrunk) == (MIB, 100 * MIB, False, False)
+    assert root.new.start == 101 * MIB and root.files and root.shrunk and not root.grown
+    assert root.new.start + root.new.size == 700 * MIB - 33 * 512  # room for the backup GPT
+    text = _render(d)
+    assert "shrunk from 800.0 MiB" in text
+    assert "a new ext4 with the same UUID, label and features" in text
+    assert "partition(s) 2 by" in text
+
+
+def test_data_larger_than_the_disk_is_refused_naming_partition_data_and_room():
+    with pytest.raises(TargetRefusedError) as err:
+        plan_disk(ESP_ROOT, _target(500 * MIB), grow=False)
+    msg = str(err.value)
+    assert "partition 2 (ext4)" in msg and "400.0 MiB of data" in msg
+    assert "only 399.0 MiB is left" in msg
+    assert "at least" in err.value.hint
+
+
+def test_a_chosen_partition_shrinks_after_the_last_and_the_next_moves():
+    image = _image(
+        [
+            _used(_part(1, MIB, 800 * MIB), 100 * MIB),
+            _used(_part(2, 801 * MIB, 800 * MIB), 700 * MIB),
+        ],
+        size=1700 * MIB,
+    )
+    with pytest.raises(TargetRefusedError) as err:
+        plan_disk(image, _target(1300 * MIB), grow=False)
+    assert "--shrink 1" in err.value.hint
+    d = plan_disk(image, _target(1300 * MIB), grow=False, shrink=[1])
+    first, second = d.steps
+    assert first.files and first.new.start == MIB
+    assert first.new.size % MIB == 0 and first.new.size >= (minimum_size(first.source) or 0)
+    # the last one keeps its size (it could not give any), laid back block-level, moved
+    assert not second.files and second.new.size == 800 * MIB
+    assert second.new.start == first.new.start + first.new.size
+    assert "moved by" in second.why
+    assert second.new.start + second.new.size <= 1300 * MIB - 33 * 512
+
+
+@pytest.mark.parametrize(
+    "fs, why",
+    [("vfat", "vfat is laid back block-level only"), ("ntfs", "ntfsresize")],
+)
+def test_what_cannot_shrink_is_refused_with_the_smallest_disk(fs, why):
+    image = _image([_part(1, MIB, 100 * MIB, "ext4"), _part(2, 101 * MIB, 800 * MIB, fs)])
+    with pytest.raises(TargetRefusedError) as err:
+        plan_disk(image, _target(700 * MIB), grow=False)
+    assert "too small" in str(err.value) and why in str(err.value)
+    assert "partition 2" in str(err.value)
+    assert "at least 902.0 MiB" in err.value.hint
+
+
+def test_mbr_logical_shrinks_with_its_extended_container():
+    image = _image(
+        [
+            _part(1, MIB, 100 * MIB, kind="primary"),
+            _part(2, 101 * MIB, 800 * MIB, None, kind="extended", method="none"),
+            _used(_part(5, 102 * MIB, 799 * MIB, "ext4", kind="logical"), 100 * MIB),
+        ],
+        table="dos",
+    )
+    d = plan_disk(image, _target(600 * MIB), grow=False)
+    ends = {s.source.number: s.new.start + s.new.size for s in d.steps}
+    assert ends == {1: 101 * MIB, 2: 600 * MIB, 5: 600 * MIB}
+
+
+def test_shrink_choice_parsing():
+    assert parse_choice(["2", "p3"], 1) == {0: [2, 3]}
+    assert parse_choice(["disk2/p1"], 2) == {1: [1]}
+    with pytest.raises(UsageError, match="--shrink 1"):
+        parse_choice(["1"], 2)
+    with pytest.raises(UsageError, match="--shrink disk3/p1"):
+        parse_choice(["disk3/p1"], 2)
