@@ -115,3 +115,52 @@ def test_shrink_choice_parsing():
         parse_choice(["1"], 2)
     with pytest.raises(UsageError, match="--shrink disk3/p1"):
         parse_choice(["disk3/p1"], 2)
+
+
+CHUNK_TREE = """chunk tree
+	item 1 key (FIRST_CHUNK_TREE CHUNK_ITEM 13631488) itemoff 16105 itemsize 80
+		length 8388608 owner 2 stripe_len 65536 type DATA|single
+		num_stripes 1 sub_stripes 1
+			stripe 0 devid 1 offset 13631488
+	item 2 key (FIRST_CHUNK_TREE CHUNK_ITEM 22020096) itemoff 15993 itemsize 112
+		length 8388608 owner 2 stripe_len 65536 type SYSTEM|DUP
+		num_stripes 2 sub_stripes 1
+			stripe 0 devid 1 offset 22020096
+			stripe 1 devid 1 offset 30408704
+	item 3 key (FIRST_CHUNK_TREE CHUNK_ITEM 30408704) itemoff 15881 itemsize 112
+		length 53673984 owner 2 stripe_len 65536 type METADATA|DUP
+		num_stripes 2 sub_stripes 1
+			stripe 0 devid 1 offset 38797312
+			stripe 1 devid 1 offset 92471296
+"""
+EXTENT_TREE = """extent tree
+	item 2 key (22036480 METADATA_ITEM 0) itemoff 16202 itemsize 33
+	item 3 key (30425088 EXTENT_ITEM 16384) itemoff 16133 itemsize 51
+		refs 1 gen 6 flags TREE_BLOCK
+	item 4 key (13631488 EXTENT_ITEM 4096) itemoff 16080 itemsize 53
+		refs 1 gen 7 flags DATA
+"""
+
+
+def test_btrfs_tree_blocks_are_found_with_every_copy():
+    """(capture adds these to partclone.btrfs's map, which missed subvolume
+    trees; tests/test_shrink_restore.py restores such a Btrfs)"""
+    from rescue_app.engine.usedmap import (
+        parse_btrfs_chunks,
+        parse_btrfs_tree_blocks,
+        place_tree_blocks,
+    )
+
+    chunks = parse_btrfs_chunks(CHUNK_TREE)
+    assert chunks == [
+        (22020096, 8 * MIB, [22020096, 30408704]),
+        (30408704, 53673984, [38797312, 92471296]),
+    ]
+    blocks = parse_btrfs_tree_blocks(EXTENT_TREE, 16384)
+    assert sorted(blocks) == [(22036480, 16384), (30425088, 16384)]
+    assert place_tree_blocks(chunks, blocks) == [
+        (22036480, 16384),  # the system chunk's two copies
+        (30425088, 16384),
+        (38797312 + 16384, 16384),  # the metadata chunk's two copies
+        (92471296 + 16384, 16384),
+    ]

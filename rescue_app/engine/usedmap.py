@@ -145,8 +145,15 @@ def btrfs_tree_block_map(partition_path: str) -> list[Extent]:
     size = re.search(r"^nodesize\s+(\d+)", super_text, re.MULTILINE)
     if size is None:
         raise MapUnavailable("btrfs dump-super shows no node size")
+    return place_tree_blocks(chunks, parse_btrfs_tree_blocks(extent_text, int(size.group(1))))
+
+
+def place_tree_blocks(
+    chunks: list[tuple[int, int, list[int]]], blocks: list[Extent]
+) -> list[Extent]:
+    """Logical tree blocks -> every physical copy of each, on the device."""
     out: list[Extent] = []
-    for logical, length in parse_btrfs_tree_blocks(extent_text, int(size.group(1))):
+    for logical, length in blocks:
         for start, chunk_length, copies in chunks:
             if start <= logical < start + chunk_length:
                 out += [(copy + logical - start, length) for copy in copies]
