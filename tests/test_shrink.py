@@ -18,19 +18,14 @@ def _used(p, used):
     return dataclasses.replace(p, used_bytes=used)
 
 
+def _plan(d) -> RestorePlan:
+    m = Manifest("web", "20260101T000000Z", "2026-01-01T00:00:00Z", "web1", "0.1", 4 * MIB,
+                 "sha256", "zstd", (d.image,))  # fmt: skip
+    return RestorePlan(None, m, (d,), False)  # type: ignore[arg-type]
+
+
 def _render(d) -> str:
-    m = Manifest(
-        "web",
-        "20260101T000000Z",
-        "2026-01-01T00:00:00Z",
-        "web1",
-        "0.1",
-        4 * MIB,
-        "sha256",
-        "zstd",
-        (d.image,),
-    )
-    return RestorePlan(None, m, (d,), False).render()  # type: ignore[arg-type]
+    return _plan(d).render()
 
 
 ESP_ROOT = _image(
@@ -164,3 +159,17 @@ def test_btrfs_tree_blocks_are_found_with_every_copy():
         (38797312 + 16384, 16384),  # the metadata chunk's two copies
         (92471296 + 16384, 16384),
     ]
+
+
+def test_the_ui_plan_shows_old_and_new_sizes_and_why():
+    from rich.console import Console
+
+    from rescue_app.tui.screens.target import plan_table
+
+    d = plan_disk(ESP_ROOT, _target(700 * MIB), grow=False)
+    console = Console(width=80, record=True)
+    console.print(plan_table(_plan(d)))
+    shown = console.export_text()
+    assert "(was 800.0 MiB)" in shown
+    assert "Partition 2: shrunk from 800.0 MiB" in shown
+    assert "its files are copied from the image" in " ".join(shown.split())

@@ -59,8 +59,13 @@ def plan_table(plan: RestorePlan) -> Table:
             if p.filesystem.label:
                 fs += f" {p.filesystem.label}"
             size = human_size(step.new.size) + (" (grown)" if step.grown else "")
+            if step.shrunk:
+                size = f"{human_size(step.new.size)} (was {human_size(p.size)})"
             table.add_row(str(p.number), now, size, fs, human_size(p.used_bytes))
         outer.add_row(table)
+        for step in d.steps:
+            if step.why:  # a smaller disk: what shrinks or moves, and how
+                outer.add_row(Text(f"Partition {step.source.number}: {step.why}"))
         for note in d.notes:
             outer.add_row(Text(f"Note: {note}"))
         if d.seeded:
