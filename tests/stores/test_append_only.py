@@ -145,6 +145,8 @@ def test_concurrent_uploads_of_one_name(tmp_path: Path) -> None:
         assert sorted(set(ok)) in ([201, 204], [204]) and ok.count(201) <= 1, codes
         assert set(refused) == {409}, codes
         assert not os.listdir(tmp_path / "tmp")
+        for taken in ("chunks", "chunks/ab/x/y"):  # a folder, a file as a folder
+            assert requests.put(base + taken, data=b"x", timeout=5).status_code == 409
     finally:
         server.shutdown()
         server.server_close()

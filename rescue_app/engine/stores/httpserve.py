@@ -223,11 +223,11 @@ class _Handler(BaseHTTPRequestHandler):
         """Link the upload into place unless the name is taken (a link, unlike
         a rename, never replaces): 201; the same bytes already there: 204; others: 409."""
         path = os.path.join(self.root, *rel.split("/"))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
         try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             os.link(tmp, path)
-        except FileExistsError:
-            return 204 if _same_bytes(tmp, path) else 409
+        except (FileExistsError, NotADirectoryError):  # (a file where a folder would be)
+            return 204 if os.path.isfile(path) and _same_bytes(tmp, path) else 409
         _sync_dir(os.path.dirname(path))
         return 201
 
