@@ -324,3 +324,43 @@ def test_restore_through_the_tui(site: DrillSite, backup: Backup, rescue_iso: Pa
     marker_at = _it_lives(site, target, TUI_SERIAL, firmware, backup, "tui")
     print(f"tui: recovery (rescue start -> restored marker, keys typed by the test) "
           f"{marker_at - started:.0f} s")  # fmt: skip
+
+
+SMALL_SIZE = SOURCE_SIZE * 3 // 5  # 60 % of the original disk
+SMALL_SERIAL = "LRDRILLSML"
+
+
+def test_restore_onto_a_smaller_disk_boots(site: DrillSite, backup: Backup, rescue_iso: Path,
+                                           rescue_kernel: tuple[Path, Path]) -> None:  # fmt: skip
+    """Issue 13: the machine restored (unattended, over HTTP) onto a disk 60 %
+    of its size: the root shrinks and is laid back file-level (same UUID, so
+    fstab and GRUB find it), the rest block-level; it boots with the created
+    UEFI entry, with BIOS (GRUB's core in bios_grub reads the new root), and
+    every recorded file is equal."""
+    vmlinuz, initrd = rescue_kernel
+    target = site.work / "small-disk.img"
+    with open(target, "wb") as f:
+        f.truncate(SMALL_SIZE)
+    firmware = _uefi(site.work / "small-machine")
+    with liferaft_serve(backup.repo) as port:
+        cmdline = (
+            f"{RESCUE_CMDLINE} liferaft.poweroff=1 liferaft.action=restore "
+            f"liferaft.image={IMAGE} liferaft.repo=http://10.0.2.2:{port}/ "
+            f"liferaft.target=serial:{SMALL_SERIAL}"
+        )
+        vm = site.vm("restore-small", [*firmware, "-kernel", str(vmlinuz), "-initrd", str(initrd),
+                                       "-append", cmdline, *_rescue_media(rescue_iso), *NIC,
+                                       *_disk(target, SMALL_SERIAL)], 2048)  # fmt: skip
+        restore_s, console = _rescue(vm, "restore")
+    assert "shrunk from" in console, console[-5000:]
+    print(f"small disk: restored in {restore_s:.0f} s from rescue start to power-off")
+    _, line = _boot_to_marker(site.vm("small-uefi", [*firmware, *_disk(target, SMALL_SERIAL)]),
+                              "smaller disk, UEFI, same NVRAM")  # fmt: skip
+    assert "/EFI/debian" in line, "the firmware did not take the created boot entry"
+    _, line = _boot_to_marker(site.vm("small-bios", _disk(target, SMALL_SERIAL)),
+                              "smaller disk, BIOS")  # fmt: skip
+    assert "cmdpath=(hd0)" in line
+    _blocks, _bsize, part_bytes = mk.root_block_count(target)  # e2fsck -f -n clean too
+    assert part_bytes < SMALL_SIZE
+    checksums = mk.file_checksums(target, list(backup.machine.checksums))
+    assert checksums == backup.machine.checksums
