@@ -115,6 +115,10 @@ class PythonDeps:
                     f"{path}:{number}: {name} says nothing about how Debian gets it",
                     hint="give a Debian package, 'vendor' or '-'",
                 )
+            if normalize(name) in entries:
+                raise DebBuildError(
+                    f"{path}:{number}: {name} is listed twice", hint="keep one line for it"
+                )
             entries[normalize(name)] = how.strip()
         return cls(entries)
 
