@@ -401,7 +401,7 @@ class Repository:
             from rescue_app.engine import keys
 
             doc = {"format": "liferaft-index", "version": 2, "images": [
-                {"path": p} for p in self._sealed_listed
+                {"path": p} for p in sorted({*self._sealed_listed, *(e["path"] for e in entries)})
             ], "keys": [s.slot for s in keys.slots(self)]}  # fmt: skip
         self.store.write(INDEX_FILE, (json.dumps(doc, indent=1) + "\n").encode(), durable=True)
 
