@@ -26,7 +26,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
 from rescue_app.engine.capture import commit_image
@@ -528,8 +528,6 @@ def _partition_cells(
 def build_manifest(
     image: CzImage,
     *,
-    name: str | None = None,
-    image_id: str | None = None,
     store: Repository | None = None,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
@@ -611,8 +609,8 @@ def build_manifest(
         )
     created = image.created.isoformat().replace("+00:00", "Z")
     manifest = Manifest(
-        name=name or image.name,
-        id=image_id or image.id,
+        name=image.name,
+        id=image.id,
         created=created,
         host=f"clonezilla:{image.name}",
         liferaft_version=liferaft_version(),
@@ -886,15 +884,10 @@ def import_image(
     target = validate_name(name or _safe_name(image.name))
     repo.ensure_writable()
     image_id, _now = repo.new_image_id(target)
-    manifest, _static, _stats = build_manifest(
-        image,
-        name=target,
-        image_id=image_id,
-        store=repo,
-        progress=progress,
-        cancel=cancel,
-        phase="import",
+    built, _static, _stats = build_manifest(
+        image, store=repo, progress=progress, cancel=cancel, phase="import"
     )
+    manifest = replace(built, name=target, id=image_id)
     return ImportResult(**asdict(commit_image(repo, manifest, started)), source=image.name)
 
 
