@@ -200,6 +200,8 @@ def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
                 print(f"    {lv.name:<20} {human_size(lv.size):>10}  {what}")
         for array in i.md_arrays:
             print(f"  {array}")
+        for volume in i.luks_volumes:
+            print(f"  {volume}")
     for good in last_good.values():
         print(f"{good.name}: {good.describe()} ({good.ref})")
     return 0
@@ -209,9 +211,17 @@ def cmd_capture(engine: Engine, args: argparse.Namespace) -> int:
     _require_root("capture")
     signer = engine.load_signing_key(args.sign_key) if args.sign_key else None
     repo = engine.open_repository(args.repo, create=True)
+    unlock = args.unlock or args.unlock_key_file is not None
+    luks_key = engine.luks_keys(args.unlock_key_file) if unlock else None
     with ProgressBar() as bar:
         result = engine.capture(
-            repo, args.name, args.devices, progress=bar, cancel=_cancel_on_signals(), signer=signer
+            repo,
+            args.name,
+            args.devices,
+            progress=bar,
+            cancel=_cancel_on_signals(),
+            signer=signer,
+            luks_key=luks_key,
         )
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -332,11 +342,13 @@ def cmd_schedule(engine: Engine, args: argparse.Namespace) -> int:
             "--keep-daily 7; or --list, --remove NAME",
         )
     keep = _keep_policy(args) if keeps else None
-    schedule, done = engine.schedule_backup(
+    schedule, done, note = engine.schedule_backup(
         args.name, args.repo, args.every or "daily", keep, root=args.root
     )
     print(f"scheduled {schedule.describe()}")
     print(done)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 
@@ -404,7 +416,13 @@ def cmd_restore(engine: Engine, args: argparse.Namespace) -> int:
         return 0
     _confirm([d.target for d in plan.disks], args)
     with ProgressBar() as bar:
-        result = engine.restore(plan, progress=bar, cancel=_cancel_on_signals(), verify=args.verify)
+        result = engine.restore(
+            plan,
+            progress=bar,
+            cancel=_cancel_on_signals(),
+            verify=args.verify,
+            luks_key=engine.luks_keys(args.unlock_key_file),
+        )
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.json:
@@ -682,6 +700,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="sign the image with this Ed25519 private key (PEM or OpenSSH); restore and "
         "verify check it with --trust-key",
     )
+    p.add_argument(
+        "--unlock",
+        action="store_true",
+        help="open each LUKS volume (passphrase from LIFERAFT_LUKS_PASSPHRASE, the "
+        "credentials file's 'luks:<UUID>' entry, or asked) and capture the filesystem "
+        "inside by its used blocks; only into an encrypted repository",
+    )
+    p.add_argument(
+        "--unlock-key-file", metavar="FILE", help="like --unlock, with this LUKS key file"
+    )
     p.add_argument("devices", nargs="+", metavar="DEV")
     p.set_defaults(func=cmd_capture)
 
@@ -778,6 +806,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     p.add_argument("--verify", action="store_true", help="read back and check what was written")
+    p.add_argument(
+        "--unlock-key-file",
+        metavar="FILE",
+        help="key file of the image's unlocked LUKS volumes (else LIFERAFT_LUKS_PASSPHRASE, "
+        "the credentials file, or asked)",
+    )
     _trust_key_argument(p)
     p.add_argument(
         "--grow",

@@ -169,3 +169,21 @@ def test_a_run_backs_up_then_forgets_with_the_keep_rules() -> None:
     ]
     again = Schedule.from_json(s.to_json(), "test")
     assert again == s
+
+
+def test_a_network_repository_without_credentials_gets_a_note(root: Path) -> None:
+    """The timer has nobody to type a password: say so when the credentials
+    file has nothing for the repository (a note: it may need none)."""
+    args = ["schedule", "--root", str(root), "--name", "web", "--repo"]
+    proc = liferaft(*args, "sftp://backup@nas/srv/liferaft")
+    assert "credentials.yaml does not exist" in proc.stderr
+    creds = root / "etc/liferaft/credentials.yaml"
+    creds.write_text("credentials:\n  - match: backup@files\n    password: s3cret\n")
+    creds.chmod(0o600)
+    proc = liferaft(*args, "sftp://backup@nas/srv/liferaft")
+    assert "has no entry for sftp://backup@nas/srv/liferaft" in proc.stderr
+    assert liferaft(*args, "sftp://backup@files/srv/liferaft").stderr == ""
+    assert liferaft(*args, "/srv/liferaft").stderr == ""  # a folder needs none
+    creds.chmod(0o644)
+    assert "the timer cannot use" in liferaft(*args, "sftp://backup@files/srv").stderr
+    assert "s3cret" not in proc.stdout + proc.stderr

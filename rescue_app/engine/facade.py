@@ -36,6 +36,7 @@ from rescue_app.engine import clonezilla as _clonezilla
 from rescue_app.engine import diskscan as _diskscan
 from rescue_app.engine import imagefs as _imagefs
 from rescue_app.engine import keys as _keys
+from rescue_app.engine import luks as _luks
 from rescue_app.engine import mounts as _mounts
 from rescue_app.engine import network as _network
 from rescue_app.engine import plan as _plan
@@ -50,6 +51,7 @@ from rescue_app.engine.capture import capture as _capture_disks
 from rescue_app.engine.capture import capture_refusals as _capture_refusals
 from rescue_app.engine.diskmodel import BlockDisk
 from rescue_app.engine.freshness import image_time
+from rescue_app.engine.keychain import LUKS_PREFIX as _LUKS_PREFIX
 from rescue_app.engine.keychain import CallbackPrompt, CredentialChain, PasswordPrompt
 from rescue_app.engine.keychain import CredentialSource as _CredentialSource
 from rescue_app.engine.keychain import SecretKind as _SecretKind
@@ -272,11 +274,42 @@ class Engine:
         progress: ProgressCallback = no_progress,
         cancel: CancelToken | None = None,
         verify: bool = False,
+        luks_key: _luks.KeySource | None = None,
     ) -> RestoreResult:
+        """``luks_key``: for an image with unlocked LUKS volumes (``luks_keys``)."""
         # (apply_plan re-plans from the disks as they are now and refuses a
         # plan that no longer matches what was confirmed)
         with _watching(plan.repo, progress, cancel):
-            return apply_plan(plan, progress=progress, cancel=cancel, verify=verify)
+            return apply_plan(
+                plan, progress=progress, cancel=cancel, verify=verify, luks_key=luks_key
+            )
+
+    def luks_keys(self, key_file: str | None = None) -> _luks.KeySource:
+        """Where LUKS volumes' keys come from: ``key_file``'s bytes, else this
+        Engine's credentials (``luks:<UUID>``: LIFERAFT_LUKS_PASSPHRASE, the
+        credentials file, the prompt), asked only when a volume needs one."""
+        if key_file is not None:
+            try:
+                with open(key_file, "rb") as f:
+                    data = f.read()
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot read the key file {key_file}: {exc.strerror}",
+                    hint="give the LUKS volume's key file",
+                ) from None
+            return lambda _shown, _uuid: data
+
+        def ask(shown: str, uuid: str) -> bytes:
+            request = _SecretRequest(_SecretKind.LUKS, url=_LUKS_PREFIX + uuid)
+            answer = self.credentials.lookup(request)
+            if answer is None or not answer.passphrase:
+                raise UsageError(
+                    f"no passphrase for the LUKS volume {shown} was given; nothing was written",
+                    hint=self.credentials.hints(request),
+                )
+            return answer.passphrase.encode()
+
+        return ask
 
     def capture(
         self,
@@ -287,12 +320,16 @@ class Engine:
         progress: ProgressCallback = no_progress,
         cancel: CancelToken | None = None,
         signer: Signer | None = None,
+        luks_key: _luks.KeySource | None = None,
     ) -> CaptureResult:
-        """``signer``: sign the image's manifest with this key (unencrypted repositories)."""
+        """``signer``: sign the image's manifest with this key (unencrypted repositories).
+        ``luks_key``: unlock the LUKS volumes (``luks_keys``; encrypted repositories)."""
         disks = [_diskscan.find_disk(d) for d in devices]
         repo.signer = signer
         with _watching(repo, progress, cancel):
-            return _capture_disks(repo, name, disks, progress=progress, cancel=cancel)
+            return _capture_disks(
+                repo, name, disks, progress=progress, cancel=cancel, luks_key=luks_key
+            )
 
     def capture_refusals(self, disk: BlockDisk, repository: str | None = None) -> tuple[str, ...]:
         """Why ``disk`` may not be captured now (empty: it may), as text for people.
@@ -367,11 +404,13 @@ class Engine:
 
     def schedule_backup(
         self, name: str, repo: str, every: str, keep: KeepPolicy | None, *, root: str = "/"
-    ) -> tuple[Schedule, str]:
-        """Write and enable the timer of a backup of ``name`` into ``repo``;
-        the schedule and what was done, in one sentence."""
+    ) -> tuple[Schedule, str, str | None]:
+        """Write and enable the timer of a backup of ``name`` into ``repo``:
+        the schedule, what was done in one sentence, and a note when the
+        credentials file has nothing for the repository."""
         schedule = _schedule.make_schedule(name, repo, every, keep)
-        return schedule, _schedule.ScheduleHost(root).install(schedule)
+        host = _schedule.ScheduleHost(root)
+        return schedule, host.install(schedule), host.credentials_note(schedule)
 
     def scheduled_backups(self, *, root: str = "/") -> list[ScheduledBackup]:
         return _schedule.ScheduleHost(root).list()

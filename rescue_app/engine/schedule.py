@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from rescue_app.engine import credentials as _credentials
 from rescue_app.engine.repository import NAME_RE
 from rescue_app.engine.retention import KeepPolicy, KeepRule
 from rescue_app.errors import CommandError, LiferaftError, UsageError
@@ -202,6 +203,28 @@ class ScheduleHost:
         if self.root == Path("/"):
             return f"{timer} is enabled; systemd is not running here, so it starts at the next boot"
         return f"{timer} is enabled under {self.root}; it starts when that system boots"
+
+    def credentials_note(self, schedule: Schedule) -> str | None:
+        """Why the timer's run may find no secret for a network repository
+        (nobody is there to type one), or None."""
+        if "://" not in schedule.repo or schedule.repo.startswith("file://"):
+            return None
+        path = self.root / CREDENTIALS_FILE.lstrip("/")
+        if not path.exists():
+            return (
+                f"{path} does not exist: if {schedule.repo} needs a password or key, "
+                "the timer cannot ask for it; put it there"
+            )
+        try:
+            found = _credentials.load(str(path)).find(schedule.repo)
+        except _credentials.CredentialsError as exc:
+            return f"the timer cannot use {path}: {exc}"
+        if found is None:
+            return (
+                f"{path} has no entry for {schedule.repo}: if it needs a password or key, "
+                "the timer cannot ask for it"
+            )
+        return None
 
     def load(self, name: str) -> Schedule:
         path = self.settings(name)
