@@ -98,6 +98,8 @@ def create(repo: Repository, passphrase: str) -> None:
     }
     repo.first_files = [(_env.slot_rel(slot), _env.wrap(keys, passphrase, rid, slot, _now()))]
     repo.create_now()
+    if not repo.store.can_list:  # (a web server) readers find the slot through index.json
+        repo.write_index()
     repo.first_files = []
 
 
@@ -105,12 +107,15 @@ def _slot_ids(repo: Repository) -> list[str]:
     if repo.store.can_list:
         names = repo.store.list(_env.KEYS_DIR)
         return sorted(n.removesuffix(".json") for n in names if n.endswith(".json"))
-    # a plain web server cannot list keys/: index.json names the slots
+    # a plain web server cannot list keys/: index.json names the slots, but
+    # not yet the one a new repository's marker is written with
+    new = [rel for rel, _ in repo.first_files if rel.startswith(f"{_env.KEYS_DIR}/")]
+    ids = {rel.removeprefix(f"{_env.KEYS_DIR}/").removesuffix(".json") for rel in new}
     try:
         doc = json.loads(repo.store.read(INDEX_FILE))
-        return sorted(str(s) for s in doc.get("keys", []))
+        return sorted(ids | {str(s) for s in doc.get("keys", [])})
     except FileNotFoundError:
-        return []
+        return sorted(ids)
     except (ValueError, AttributeError, TypeError):
         raise RepositoryError(f"repository {repo.location}: {INDEX_FILE} is damaged") from None
 

@@ -203,10 +203,6 @@ def test_index_only_grows(tmp_path: Path) -> None:
 
 
 @pytest.mark.root
-@pytest.mark.xfail(
-    reason="init --encrypt on a store that cannot list writes no index.json naming its key "
-    "slot (engine/keys.py create), so the repository cannot be unlocked through HTTP"
-)
 def test_encrypted_repository_through_the_server(
     captured: Captured, loopdisk, workdir: str, monkeypatch: pytest.MonkeyPatch
 ):
