@@ -173,3 +173,26 @@ def test_the_ui_plan_shows_old_and_new_sizes_and_why():
     assert "(was 800.0 MiB)" in shown
     assert "Partition 2: shrunk from 800.0 MiB" in shown
     assert "its files are copied from the image" in " ".join(shown.split())
+
+
+def test_copy_tree_keeps_metadata_and_says_cancelled(tmp_path):
+    """(no root: a user's own files; the root tests check owners, ACLs, devices)"""
+    import os
+
+    from rescue_app.engine.filetree import copy_tree
+    from rescue_app.errors import CancelledError
+    from rescue_app.progress import CancelToken
+
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    (src / "d").mkdir(parents=True)
+    dest.mkdir()
+    (src / "d" / "f").write_bytes(b"x" * 5000)
+    os.link(src / "d" / "f", src / "d" / "g")
+    os.utime(src / "d" / "f", (1_500_000_000, 1_500_000_000))
+    copy_tree(str(src), str(dest))
+    got = os.lstat(dest / "d" / "f")
+    assert got.st_mtime == 1_500_000_000 and got.st_ino == os.lstat(dest / "d" / "g").st_ino
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(CancelledError, match="restore cancelled while copying files"):
+        copy_tree(str(src), str(tmp_path / "other"), cancel=token)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from rescue_app.engine import mounts
 from rescue_app.engine.manifest import Filesystem
-from rescue_app.errors import CommandError, DiskError
+from rescue_app.errors import CancelledError, CommandError, DiskError
 from rescue_app.progress import CancelToken
 from rescue_app.run import run
 
@@ -219,9 +219,18 @@ def copy_tree(source: str, dest: str, *, cancel: CancelToken | None = None) -> N
     """Everything below ``source`` into the folder ``dest`` (merged with what
     is there), with owners, modes, times, hardlinks, holes, device nodes,
     xattrs, ACLs and SELinux labels; ``dest`` itself takes ``source``'s."""
+    cancelled = CancelledError(
+        f"restore cancelled while copying files into {dest}: the disk is only "
+        "partly written and will not work",
+        hint="run the restore again before using this disk",
+    )
+    if cancel is not None and cancel.cancelled:
+        raise cancelled
     try:
         run(["cp", "-a", "--preserve=all", "--", source + "/.", dest + "/"], cancel=cancel)
     except CommandError as exc:
+        if cancel is not None and cancel.cancelled:  # cp was killed for it
+            raise cancelled from None
         raise DiskError(
             f"copying the files onto the new filesystem failed: {exc.stderr.strip() or exc}",
             hint="the target disk may be failing or full; run the restore again",
