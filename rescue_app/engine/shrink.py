@@ -27,7 +27,7 @@ from rescue_app.engine.diskmodel import BlockDisk
 from rescue_app.engine.manifest import DiskImage, Method, PartitionImage
 from rescue_app.engine.table import NewPartition
 from rescue_app.engine.units import human_size
-from rescue_app.errors import TargetRefusedError
+from rescue_app.errors import TargetRefusedError, UsageError
 
 MIB = 1 << 20
 # Filesystems engine/filetree.py can make anew and fill with a file tree.
@@ -87,8 +87,6 @@ def usable_end(image: DiskImage, target: BlockDisk) -> int:
 def parse_choice(specs: Sequence[str], disks: int) -> dict[int, list[int]]:
     """``--shrink`` values (``N`` on a one-disk image, or ``diskD/pN``) as
     {disk index: [partition numbers in the order given]}."""
-    from rescue_app.errors import UsageError
-
     out: dict[int, list[int]] = {}
     for spec in specs:
         text = spec.strip().strip("/")
