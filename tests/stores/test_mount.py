@@ -88,6 +88,8 @@ def test_smb_password_goes_through_a_private_file_only(monkeypatch, tmp_path):
     store.prepare_new()
     store.write("liferaft-repository.json", b"{}", durable=True)
     assert store.read("liferaft-repository.json") == b"{}"
+    problem = str(store.missing(create_hint=False))
+    assert store.location in problem and point not in problem  # messages name the share
     store.close()
     assert calls[-1][0] == ["umount", point]
     store.close()  # twice is harmless (atexit calls it again)

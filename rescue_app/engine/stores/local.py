@@ -32,7 +32,7 @@ class LocalStore(Store):
             os.path.exists(self.root) and not os.path.isdir(self.root)
         ):
             raise RepositoryError(
-                f"{self.root} is a file, not a folder: a repository is a folder",
+                f"{self.location} is a file, not a folder: a repository is a folder",
                 hint="give --repo the folder that holds (or is to hold) the repository",
             )
 
@@ -42,21 +42,23 @@ class LocalStore(Store):
     def error(self, what: str, exc: OSError) -> RepositoryError:
         if exc.errno == errno.EROFS:
             return RepositoryError(
-                f"repository {self.root} is read-only: {what}",
+                f"repository {self.location} is read-only: {what}",
                 hint="remount it read-write or choose another destination",
             )
         if exc.errno in (errno.EACCES, errno.EPERM):
             return RepositoryError(
-                f"repository {self.root} is not readable or writable (permission denied): {what}",
+                f"repository {self.location} is not readable or writable (permission denied): "
+                f"{what}",
                 hint="run as root or fix the folder's permissions",
             )
         if exc.errno == errno.ENOSPC:
             return RepositoryError(
-                f"repository {self.root} is full: {what}", hint="free space or use a larger disk"
+                f"repository {self.location} is full: {what}",
+                hint="free space or use a larger disk",
             )
         if exc.errno == errno.EFBIG:
-            return RepositoryError(f"repository {self.root}: file too large: {what}")
-        return RepositoryError(f"repository {self.root}: {what}: {exc.strerror or exc}")
+            return RepositoryError(f"repository {self.location}: file too large: {what}")
+        return RepositoryError(f"repository {self.location}: {what}: {exc.strerror or exc}")
 
     def read(self, rel: str) -> bytes:
         try:
@@ -66,7 +68,7 @@ class LocalStore(Store):
             raise FileNotFoundError(rel) from None
         except PermissionError:
             raise RepositoryError(
-                f"repository {self.root} is not readable (permission denied)",
+                f"repository {self.location} is not readable (permission denied)",
                 hint="run as root or fix the folder's permissions",
             ) from None
         except OSError as exc:
@@ -170,11 +172,11 @@ class LocalStore(Store):
     def missing(self, create_hint: bool) -> RepositoryError:
         if not os.path.exists(self.root):
             return RepositoryError(
-                f"repository {self.root} does not exist",
+                f"repository {self.location} does not exist",
                 hint="check the path, or mount the disk or share that holds it",
             )
         return RepositoryError(
-            f"{self.root} is not a liferaft repository (no liferaft-repository.json)",
+            f"{self.location} is not a liferaft repository (no liferaft-repository.json)",
             hint="point --repo at the folder that holds liferaft-repository.json",
         )
 
@@ -183,7 +185,7 @@ class LocalStore(Store):
             os.makedirs(self.root, exist_ok=True)
             if os.listdir(self.root):
                 raise RepositoryError(
-                    f"{self.root} is not empty and not a liferaft repository",
+                    f"{self.location} is not empty and not a liferaft repository",
                     hint="choose an empty or new folder for a new repository",
                 )
             for sub in ("chunks", "images", "tmp"):

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from rescue_app.engine import mounts
 from rescue_app.engine.keychain import CredentialChain, SecretKind, SecretRequest
 from rescue_app.engine.mounts import umount
-from rescue_app.engine.stores import Store, reject_password_in_url
+from rescue_app.engine.stores import reject_password_in_url
 from rescue_app.engine.stores.local import LocalStore
 from rescue_app.errors import CommandError, RepositoryError
 
@@ -187,7 +187,9 @@ def _mount_error(plan: MountPlan, stderr: str) -> RepositoryError:
     return RepositoryError(f"{place}: cannot mount the {what}: {line}")
 
 
-class MountStore(Store):
+class MountStore(LocalStore):
+    """A share mounted on a private folder while it is used: a LocalStore there."""
+
     def __init__(self, url: str, credentials: CredentialChain) -> None:
         self.credentials = credentials
         self.plan = plan_mount(url)
@@ -199,7 +201,9 @@ class MountStore(Store):
         except BaseException:
             os.rmdir(self.mountpoint)
             raise
-        self.local = LocalStore(os.path.join(self.mountpoint, self.plan.subdir))
+        # LocalStore does the rest, with the share's URL in its messages.
+        super().__init__(os.path.join(self.mountpoint, self.plan.subdir))
+        self.location = self.plan.location
         # Callers that exit without close() (a CLI command) must not leave
         # the share mounted.
         atexit.register(self.close)
@@ -235,77 +239,6 @@ class MountStore(Store):
             )
         except CommandError as exc:
             raise _mount_error(self.plan, exc.stderr or exc.message) from None
-
-    # LocalStore does the rest, with our location in its messages.
-    def _fix(self, exc: RepositoryError) -> RepositoryError:
-        exc.message = exc.message.replace(self.local.root, self.location)
-        return exc
-
-    def read(self, rel: str) -> bytes:
-        try:
-            return self.local.read(rel)
-        except RepositoryError as exc:
-            raise self._fix(exc) from None
-
-    def has(self, rel: str) -> bool:
-        try:
-            return self.local.has(rel)
-        except RepositoryError as exc:
-            raise self._fix(exc) from None
-
-    def list(self, rel: str) -> list[str]:
-        try:
-            return self.local.list(rel)
-        except RepositoryError as exc:
-            raise self._fix(exc) from None
-
-    def write(self, rel: str, data: bytes, *, durable: bool) -> None:
-        try:
-            self.local.write(rel, data, durable=durable)
-        except RepositoryError as exc:
-            raise self._fix(exc) from None
-
-    def delete(self, rel: str) -> None:
-        try:
-            self.local.delete(rel)
-        except RepositoryError as exc:
-            raise self._fix(exc) from None
-
-    def rename(self, rel: str, new_rel: str) -> None:
-        try:
-            self.local.rename(rel, new_rel)
-        except RepositoryError as exc:
-            raise self._fix(exc) from None
-
-    def sizes(self, rel: str) -> dict[str, int]:
-        try:
-            return self.local.sizes(rel)
-        except RepositoryError as exc:
-            raise self._fix(exc) from None
-
-    def sync(self) -> None:
-        try:
-            self.local.sync()
-        except RepositoryError as exc:
-            raise self._fix(exc) from None
-
-    def check_writable(self) -> None:
-        try:
-            self.local.check_writable()
-        except RepositoryError as exc:
-            raise self._fix(exc) from None
-
-    def missing(self, create_hint: bool) -> RepositoryError:
-        return self._fix(self.local.missing(create_hint))
-
-    def prepare_new(self) -> None:
-        try:
-            self.local.prepare_new()
-        except RepositoryError as exc:
-            raise self._fix(exc) from None
-
-    def clean_tmp(self) -> None:
-        self.local.clean_tmp()
 
     def close(self) -> None:
         if self.mounted:
