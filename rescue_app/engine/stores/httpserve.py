@@ -108,7 +108,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = os.path.join(self.root, *rel.split("/"))
         return path if os.path.isfile(path) else None
 
-    def _error(self, code: int, allow: str = "") -> None:
+    def _answer(self, code: int, allow: str = "") -> None:
+        """An answer without a body (errors, and the outcome of a PUT)."""
         self.send_response(code)
         if allow:
             self.send_header("Allow", allow)
@@ -132,7 +133,7 @@ class _Handler(BaseHTTPRequestHandler):
         if hmac.compare_digest(given.encode(), expected.encode()):
             return True
         self._skip_body()
-        self._error(401)
+        self._answer(401)
         return False
 
     def _skip_body(self) -> None:
@@ -150,40 +151,40 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_OPTIONS(self) -> None:
         if self._authorised():
-            self._error(204, allow=self._allowed())
+            self._answer(204, allow=self._allowed())
 
     def do_DELETE(self) -> None:
         if self._authorised():
             self._skip_body()
-            self._error(405, allow=self._allowed())
+            self._answer(405, allow=self._allowed())
 
     def do_PUT(self) -> None:
         if not self._authorised():
             return
         if not self.options.append_only:
             self._skip_body()
-            self._error(405, allow=self._allowed())
+            self._answer(405, allow=self._allowed())
             return
         rel = self._rel()
         length = self.headers.get("Content-Length", "")
         if rel is None or rel.endswith(CANDIDATE_SUFFIX) or rel.endswith("/"):
             self._skip_body()
-            self._error(403)
+            self._answer(403)
             return
         if not length.isdigit():
             self.close_connection = True
-            self._error(411)
+            self._answer(411)
             return
         if int(length) > MAX_UPLOAD:
             self._skip_body()
-            self._error(413)
+            self._answer(413)
             return
         try:
             tmp = self._receive(int(length))
         except (OSError, ValueError) as exc:
             log.warning("upload of %s failed: %s", rel, exc)
             self.close_connection = True
-            self._error(400 if isinstance(exc, ValueError) else 500)
+            self._answer(400 if isinstance(exc, ValueError) else 500)
             return
         try:
             code = self._merge_index(tmp) if rel == INDEX else self._place(tmp, rel)
@@ -196,7 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
         log.info("PUT %s: %d", rel, code)
-        self._error(code)
+        self._answer(code)
 
     def _receive(self, length: int) -> str:
         """The request's body in a synced file under tmp/ (readers never see tmp/)."""
@@ -287,12 +288,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, body: bool) -> None:
         path = self._file()
         if path is None:
-            self._error(404)
+            self._answer(404)
             return
         try:
             f = open(path, "rb")  # noqa: SIM115 - closed by the with below
         except OSError:
-            self._error(404)
+            self._answer(404)
             return
         with f:
             st = os.fstat(f.fileno())
@@ -305,7 +306,7 @@ class _Handler(BaseHTTPRequestHandler):
             m = _RANGE.match(wanted or "")
             if wanted and (if_range is None or if_range == etag):
                 if not m:
-                    self._error(416)
+                    self._answer(416)
                     return
                 start = int(m.group(1))
                 end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
