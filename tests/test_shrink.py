@@ -196,3 +196,12 @@ def test_copy_tree_keeps_metadata_and_says_cancelled(tmp_path):
     token.cancel()
     with pytest.raises(CancelledError, match="restore cancelled while copying files"):
         copy_tree(str(src), str(tmp_path / "other"), cancel=token)
+
+
+def test_an_unknown_shrink_partition_is_one_line_even_when_nothing_shrinks():
+    from rescue_app.engine.shrink import check_choice
+
+    check_choice(ESP_ROOT, [1, 2])
+    with pytest.raises(UsageError, match="--shrink 7: disk 1 of the image has no such") as err:
+        check_choice(ESP_ROOT, [7])
+    assert err.value.hint == "choose from: 1, 2"

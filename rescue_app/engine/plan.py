@@ -23,7 +23,7 @@ from rescue_app.engine.manifest import (
     VolumeGroupImage,
 )
 from rescue_app.engine.repository import Repository
-from rescue_app.engine.shrink import parse_choice, shrink_layout
+from rescue_app.engine.shrink import check_choice, parse_choice, shrink_layout
 from rescue_app.engine.table import NewPartition
 from rescue_app.engine.units import human_size
 from rescue_app.errors import TargetRefusedError, UsageError
@@ -285,6 +285,7 @@ def make_restore_plan(
     chosen = parse_choice(shrink, len(manifest.disks))
     for image, target in zip(manifest.disks, targets, strict=True):
         ensure_restorable(target)
+        check_choice(image, chosen.get(image.index, ()))
         planned = plan_disk(image, target, grow=grow, shrink=chosen.get(image.index, ()))
         if seed:
             planned = replace(planned, seeded=seeded_partitions(planned))

@@ -105,6 +105,17 @@ def parse_choice(specs: Sequence[str], disks: int) -> dict[int, list[int]]:
     return out
 
 
+def check_choice(image: DiskImage, chosen: Sequence[int]) -> None:
+    """Every ``--shrink`` partition is a data partition of ``image``."""
+    numbers = [p.number for p in image.partitions if p.kind != "extended"]
+    unknown = [n for n in chosen if n not in numbers]
+    if unknown:
+        raise UsageError(
+            f"--shrink {unknown[0]}: disk {image.index + 1} of the image has no such partition",
+            hint="choose from: " + ", ".join(str(n) for n in numbers),
+        )
+
+
 def shrink_layout(
     image: DiskImage,
     target: BlockDisk,
@@ -116,13 +127,7 @@ def shrink_layout(
     note for the plan. TargetRefusedError, naming what does not fit, when it
     cannot be done."""
     sources = {p.number: p for p in image.partitions}
-    unknown = [n for n in chosen if n not in sources or sources[n].kind == "extended"]
-    if unknown:
-        raise TargetRefusedError(
-            f"--shrink {unknown[0]}: the image's disk {image.index + 1} has no such data partition",
-            hint="choose from: "
-            + ", ".join(str(p.number) for p in image.partitions if p.kind != "extended"),
-        )
+    check_choice(image, chosen)
     limit = usable_end(image, target)
     data = [p for p in parts if p.kind != "extended"]
     last = max(data, key=lambda p: p.start + p.size)
@@ -222,6 +227,7 @@ def _room(p: PartitionImage) -> int:
 
 __all__ = [
     "FILE_LEVEL",
+    "check_choice",
     "minimum_size",
     "parse_choice",
     "shrink_layout",
