@@ -220,3 +220,88 @@ def test_the_ui_shows_the_array():
     console = Console(width=100, record=True)
     console.print(plan_table(_plan(RAID1, 400 * MIB, grow=True)))
     assert "md RAID array oldhost:root" in console.export_text()
+
+
+# ---------------------------------------------------------------- LUKS in images and plans
+
+
+def _luks_disk(method: str) -> mf.DiskImage:
+    part = mf.PartitionImage(
+        1, MIB, 62 * MIB, "gpt", None, None, None, None, False,
+        Filesystem(luks.LUKS_TYPE, "12cb5bec-4053-4b0f-8ce8-5ec4f992810e"), method,
+        62 * MIB if method == Method.RAW else 0,
+        ExtentMap(), (H,) * 16 if method == Method.RAW else (),
+    )  # fmt: skip
+    return mf.DiskImage(
+        index=0, model="Disk", serial="S0", wwn=None, size=64 * MIB,
+        logical_sector_size=512, physical_sector_size=512, transport="sata",
+        table=mf.PartitionTable("gpt", "guid"), head=mf.Region(0, MIB, (None,)),
+        gpt_backup=None, partitions=(part,),
+    )  # fmt: skip
+
+
+UNLOCKED = mf.LuksVolumeImage(
+    disk=0, partition=1, uuid="12cb5bec-4053-4b0f-8ce8-5ec4f992810e", version=2,
+    header=mf.Region(0, 16 * MIB, (H, None, None, None)), size=46 * MIB,
+    filesystem=Filesystem("ext4", "inner", "inside"), method=Method.USED,
+    used_bytes=20 * MIB, used_map=ExtentMap([(0, 20 * MIB)]), chunks=(H,) * 5,
+)  # fmt: skip
+
+
+def _luks_manifest(method: str, volumes: tuple[mf.LuksVolumeImage, ...]) -> mf.Manifest:
+    return mf.Manifest(
+        "lap", "20260101T000000Z", "2026-01-01T00:00:00Z", "lap1", "0.1.0",
+        4 * MIB, "sha256", "zstd", (_luks_disk(method),), {"chunks": 1},
+        luks_volumes=volumes,
+    )  # fmt: skip
+
+
+def test_locked_luks_plan_says_no_used_blocks_saving():
+    plan = make_restore_plan(
+        None,  # type: ignore[arg-type]
+        _luks_manifest(Method.RAW, ()),
+        [_target("sdz", 64 * MIB)],
+    )
+    text = plan.render()
+    assert "LUKS (encrypted): laid back byte for byte as ciphertext" in text
+    assert "used-blocks saving is possible without the key" in text
+
+
+def test_unlocked_luks_round_trips_as_version_3_and_plans_header_then_inside():
+    m = _luks_manifest(Method.LUKS, (UNLOCKED,))
+    text = m.to_json()
+    assert json.loads(text)["version"] == 3
+    assert mf.parse_manifest(text, "x") == m
+    where = [w for _, w, _ in m.chunk_refs()]
+    assert where.count("LUKS volume 12cb5bec-4053-4b0f-8ce8-5ec4f992810e (ext4) header") == 1
+    assert where.count("LUKS volume 12cb5bec-4053-4b0f-8ce8-5ec4f992810e (ext4)") == 5
+    assert m.data_bytes == 16 * MIB + 20 * MIB
+    assert mf.ImageSummary.of(m).luks_volumes == (
+        "disk 1 partition 1: LUKS volume 12cb5bec-4053-4b0f-8ce8-5ec4f992810e (ext4), unlocked",
+    )
+    plan = make_restore_plan(None, m, [_target("sdz", 64 * MIB)])  # type: ignore[arg-type]
+    shown = plan.render()
+    assert "LUKS2, unlocked: header as it was (same passphrases)" in shown
+    assert "ext4 inside, 20.0 MiB of data" in shown
+    assert plan.write_bytes == MIB + 16 * MIB + 20 * MIB
+
+
+def test_luks_passphrase_comes_from_its_own_variable_or_a_key_file(tmp_path: Path):
+    from rescue_app.engine.facade import Engine
+    from rescue_app.engine.keychain import CredentialChain, Environment
+    from rescue_app.errors import UsageError
+
+    env = {"LIFERAFT_LUKS_PASSPHRASE": "volume", "LIFERAFT_PASSPHRASE": "repository"}
+    engine = Engine(credentials=CredentialChain(Environment(env)))
+    assert engine.luks_keys()("/dev/sda2", "u") == b"volume"
+    key = tmp_path / "key"
+    key.write_bytes(b"\x00\xffkey bytes")
+    assert engine.luks_keys(str(key))("/dev/sda2", "u") == b"\x00\xffkey bytes"
+    nobody = Engine(credentials=CredentialChain(Environment({"LIFERAFT_PASSPHRASE": "r"})))
+    try:
+        nobody.luks_keys()("/dev/sda2", "u")
+    except UsageError as exc:
+        assert "no passphrase for the LUKS volume /dev/sda2" in exc.message
+        assert "LIFERAFT_LUKS_PASSPHRASE" in exc.hint
+    else:
+        raise AssertionError("a missing LUKS passphrase was not an error")

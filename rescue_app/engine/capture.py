@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from rescue_app.engine import blockio, lvm, mdraid, probe
+from rescue_app.engine import blockio, luks, lvm, mdraid, probe
 from rescue_app.engine.chunkio import WORKERS, pipeline
 from rescue_app.engine.diskmodel import BlockDisk
 from rescue_app.engine.diskscan import disks_holding_path, find_disk, mounts_on_disk
@@ -30,6 +30,7 @@ from rescue_app.engine.manifest import (
     DiskImage,
     Filesystem,
     LogicalVolumeImage,
+    LuksVolumeImage,
     Manifest,
     MdArrayImage,
     MdMemberImage,
@@ -61,6 +62,10 @@ log = logging.getLogger("liferaft.capture")
 # Reads wait on the disk; one worker more than cores keeps both cores busy.
 CAPTURE_WORKERS = WORKERS + 1
 GPT_BACKUP_SECTORS = 33
+LUKS_RAW_NOTE = (
+    "LUKS (encrypted): stored as ciphertext, every byte; no used-blocks saving is "
+    "possible without the key (--unlock, into an encrypted repository)"
+)
 
 
 @dataclass
@@ -74,6 +79,10 @@ class _Volume:
     # the device read and its size, set by each kind from what it describes
     node: str = field(init=False)
     size: int = field(init=False)
+
+    def how(self) -> tuple[Filesystem, str, list[Extent] | None, str]:
+        """What it holds and how it is read: the fields another plan starts from."""
+        return self.fs, self.method, self.extents, self.note
 
     @property
     def read_bytes(self) -> int:
@@ -120,7 +129,10 @@ def capture(
     *,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
+    luks_key: luks.KeySource | None = None,
 ) -> CaptureResult:
+    """``luks_key``: unlock the disks' LUKS volumes with it (``--unlock``) and
+    capture what is inside; only into an encrypted repository."""
     validate_name(name)
     if not disks:
         raise DiskError("no disk to capture")
@@ -132,6 +144,7 @@ def capture(
         refusals = capture_refusals(disk, local)
         if refusals:
             raise DiskError(str(refusals[0]), hint=refusals[0].hint)
+    keys = _luks_keys(repo, disks, luks_key) if luks_key is not None else {}
     repo.ensure_writable()
     started = time.monotonic()
 
@@ -139,6 +152,8 @@ def capture(
     images = []
     notes = []
     with ExitStack() as active:
+        # Unlocked LUKS volumes are open (read-only) until their contents are read.
+        lukses = _plan_luks([parts for _, parts in plans], keys, active, progress)
         # Volume groups are active (read-only) from here to the last LV read,
         # and deactivated again whatever happens.
         # md arrays likewise: assembled read-only, stopped again after.
@@ -148,12 +163,14 @@ def capture(
             total=sum(p.read_bytes for parts in plans for p in parts[1])
             + sum(lv.read_bytes for g in groups for lv in g.lvs)
             + sum(a.read_bytes for a in arrays)
+            + sum(v.read_bytes + v.header.data_offset for v in lukses)
         )
         for index, (disk, (table, parts)) in enumerate(zip(disks, plans, strict=True)):
             images.append(_capture_disk(repo, index, disk, table, parts, stats, progress, cancel))
             notes += [f"{disk.path} partition {p.entry.number}: {p.note}" for p in parts if p.note]
         volume_groups = [_capture_volume_group(repo, g, stats, progress, cancel) for g in groups]
         md_arrays = [_capture_md_array(repo, a, stats, progress, cancel) for a in arrays]
+        luks_volumes = [_capture_luks(repo, v, stats, progress, cancel) for v in lukses]
         notes += [f"md array {a.spec.name or a.spec.uuid}: {a.note}" for a in arrays if a.note]
         notes += [
             f"volume group {g.name} {lv.lv.name}: {lv.note}"
@@ -176,6 +193,7 @@ def capture(
         stats={"chunks": stats.chunks, "new_chunks": stats.new, "stored_bytes": stats.stored},
         volume_groups=tuple(volume_groups),
         md_arrays=tuple(md_arrays),
+        luks_volumes=tuple(luks_volumes),
     )
     return commit_image(repo, manifest, started, notes)
 
@@ -331,6 +349,8 @@ def _choose_method(
     started on ``pool``), anything else raw, with the reason."""
     if fs.type == "swap":
         return Method.SWAP, None, ""
+    if fs.type == luks.LUKS_TYPE:
+        return Method.RAW, None, LUKS_RAW_NOTE
     if fs.type in PARTCLONE_OF:
         progress(
             Progress(
@@ -548,39 +568,152 @@ def _plan_md_arrays(
         if why:
             _leave_raw(ours, why)
             continue
-        found = probe.identify(node)
-        fs = Filesystem(found.get("TYPE"), found.get("UUID"), found.get("LABEL"))
-        with blockio.SourceReader(node) as reader:
-            size = reader.size()
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="liferaft-map") as pool:
-            shown = f"md array {spec.name or spec.uuid}"
-            method, mapping, note = _choose_method(pool, node, shown, fs, progress)
-            if fs.type in (lvm.PV_TYPE, "crypto_LUKS"):
-                note = f"{fs.type} inside an md array is stored raw (every byte, zeros skipped)"
-            plan = _MdPlan(
-                fs,
-                method,
-                [] if method == Method.SWAP else None,
-                note,
-                spec=spec,
-                device=node,
-                device_size=size,
-                members=tuple(
-                    MdMemberImage(index, p.entry.number, slot.get(os.path.realpath(n), -1))
-                    for (index, p), n in zip(ours, nodes, strict=True)
-                ),
-            )
-            if mapping:
-                _await_maps([(mapping, plan)])
+        v = _inside(node, f"md array {spec.name or spec.uuid}", progress)
+        if v.fs.type in (lvm.PV_TYPE, luks.LUKS_TYPE):
+            v.note = f"{v.fs.type} inside an md array is stored raw (every byte, zeros skipped)"
+        plan = _MdPlan(
+            *v.how(),
+            spec=spec,
+            device=node,
+            device_size=v.size,
+            members=tuple(
+                MdMemberImage(index, p.entry.number, slot.get(os.path.realpath(n), -1))
+                for (index, p), n in zip(ours, nodes, strict=True)
+            ),
+        )
         for _, p in ours:
             p.method, p.extents, p.note = Method.MD_MEMBER, [], ""
         plans.append(plan)
     return plans
 
 
+def _inside(node: str, shown: str, progress: ProgressCallback) -> _Volume:
+    """What a volume read through its own device holds (an assembled md
+    array, an opened LUKS volume): its filesystem, size and method, the
+    used-block map already made."""
+    found = probe.identify(node)
+    fs = Filesystem(found.get("TYPE"), found.get("UUID"), found.get("LABEL"))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="liferaft-map") as pool:
+        method, mapping, note = _choose_method(pool, node, shown, fs, progress)
+        v = _Volume(fs, method, [] if method == Method.SWAP else None, note)
+        with blockio.SourceReader(node) as reader:
+            v.node, v.size = node, reader.size()
+        if mapping:
+            _await_maps([(mapping, v)])
+    return v
+
+
 def _leave_raw(members: list[tuple[int, _PartPlan]], why: str) -> None:
     for _, p in members:
         p.note = f"{why}; stored raw (every byte, zeros skipped)"
+
+
+def _luks_keys(
+    repo: Repository, disks: Sequence[BlockDisk], luks_key: luks.KeySource
+) -> dict[str, bytes]:
+    """Each LUKS partition's key, checked before anything is written; an
+    unlocked volume's contents only go into an encrypted repository."""
+    volumes = [p for d in disks for p in d.partitions if p.fstype == luks.LUKS_TYPE]
+    if not volumes:
+        raise DiskError(
+            "--unlock: there is no LUKS volume on " + ", ".join(d.path for d in disks),
+            hint="capture without --unlock",
+        )
+    if not repo.encrypted:
+        raise DiskError(
+            f"--unlock: the contents of an unlocked LUKS volume may only go into an "
+            f"encrypted repository, and {repo.location} is not encrypted; nothing was written",
+            hint="capture without --unlock (the volume is stored as ciphertext), or into "
+            "a repository made with 'liferaft init --encrypt'",
+        )
+    keys = {}
+    for p in volumes:
+        key = luks_key(p.path, p.uuid or "")
+        luks.check_key(p.path, key)
+        keys[os.path.realpath(p.path)] = key
+    return keys
+
+
+@dataclass
+class _LuksPlan(_Volume):
+    disk: int = field(kw_only=True)
+    part: _PartPlan = field(kw_only=True)
+    header: luks.LuksHeader = field(kw_only=True)
+    device: str = field(kw_only=True)  # the opened volume's /dev/mapper path
+    device_size: int = field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        self.node, self.size = self.device, self.device_size
+
+
+def _plan_luks(
+    disks: list[list[_PartPlan]],
+    keys: dict[str, bytes],
+    active: ExitStack,
+    progress: ProgressCallback,
+) -> list[_LuksPlan]:
+    """Each LUKS partition with a key: opened read-only on ``active``, its
+    filesystem inside captured like a partition, its header area kept."""
+    plans = []
+    for index, parts in enumerate(disks):
+        for p in parts:
+            key = keys.get(os.path.realpath(p.entry.node))
+            if key is None:
+                continue
+            header = luks.header(p.entry.node)
+            node = active.enter_context(luks.opened(p.entry.node, key, read_only=True))
+            v = _inside(node, f"LUKS volume {header.uuid}", progress)
+            plan = _LuksPlan(
+                *v.how(), disk=index, part=p, header=header, device=node, device_size=v.size
+            )
+            p.method, p.extents, p.note = Method.LUKS, [], ""
+            plans.append(plan)
+    return plans
+
+
+def _capture_luks(
+    repo: Repository,
+    v: _LuksPlan,
+    stats: _Stats,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+) -> LuksVolumeImage:
+    with blockio.SourceReader(v.part.entry.node) as reader:
+        shown = f"{v.part.node} (LUKS header)"
+        size = v.header.data_offset
+        header = _store_region(
+            repo, reader, 0, size, None, stats, progress, cancel, shown, count_progress=True
+        )
+    return LuksVolumeImage(
+        disk=v.disk,
+        partition=v.part.entry.number,
+        uuid=v.header.uuid,
+        version=v.header.version,
+        header=Region(0, size, tuple(header)),
+        size=v.size,
+        **v.contents(
+            _store_volume(repo, v, stats, progress, cancel, f"LUKS volume {v.header.uuid}")
+        ),
+    )
+
+
+def _store_volume(
+    repo: Repository,
+    v: _Volume,
+    stats: _Stats,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+    shown: str,
+) -> list[str | None]:
+    """The chunks of a volume read through its own device (an md array, an
+    opened LUKS volume): its used blocks, or every byte."""
+    if v.method not in (Method.USED, Method.RAW):
+        return []
+    with blockio.SourceReader(v.node) as reader:
+        item = f"{shown} ({v.fs.type or 'raw'})"
+        return _store_region(
+            repo, reader, 0, v.size, v.extents, stats, progress, cancel, item, count_progress=True
+        )
 
 
 def _capture_md_array(
@@ -590,21 +723,9 @@ def _capture_md_array(
     progress: ProgressCallback,
     cancel: CancelToken | None,
 ) -> MdArrayImage:
-    chunks: list[str | None] = []
-    if a.method in (Method.USED, Method.RAW):
-        with blockio.SourceReader(a.device) as reader:
-            chunks = _store_region(
-                repo,
-                reader,
-                0,
-                a.size,
-                a.extents,
-                stats,
-                progress,
-                cancel,
-                f"md array {a.spec.name or a.spec.uuid} ({a.fs.type or 'raw'})",
-                count_progress=True,
-            )
+    chunks = _store_volume(
+        repo, a, stats, progress, cancel, f"md array {a.spec.name or a.spec.uuid}"
+    )
     s = a.spec
     return MdArrayImage(
         name=s.name,

@@ -44,6 +44,8 @@ log = logging.getLogger("liferaft.keychain")
 
 PASSWORD_VARIABLE = "LIFERAFT_PASSWORD"
 PASSPHRASE_VARIABLE = "LIFERAFT_PASSPHRASE"  # an encrypted repository's
+LUKS_VARIABLE = "LIFERAFT_LUKS_PASSPHRASE"  # a LUKS volume's (capture/restore --unlock)
+LUKS_PREFIX = "luks:"  # a LUKS volume's "URL": luks:<its UUID>
 
 
 class SecretKind(enum.Enum):
@@ -55,6 +57,7 @@ class SecretKind(enum.Enum):
     S3_KEYS = "S3 keys"  # access key id and secret access key
     USER = "user name"  # for a URL that names none (kept with the password)
     PASSPHRASE = "passphrase"  # an encrypted repository's (engine/keys.py), asked by URL
+    LUKS = "LUKS passphrase"  # a LUKS volume's, asked by "luks:<UUID>" (engine/luks.py)
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ def answers(credential: Credential, kind: SecretKind) -> bool:
         return bool(credential.host_keys)
     if kind is SecretKind.S3_KEYS:
         return bool(credential.secret_access_key)
-    if kind is SecretKind.PASSPHRASE:
+    if kind in (SecretKind.PASSPHRASE, SecretKind.LUKS):
         return bool(credential.passphrase)
     return bool(credential.user)
 
@@ -152,7 +155,7 @@ class SessionSecrets:
 
 def _secret_credential(request: SecretRequest, match: str, secret: str) -> Credential:
     """What a typed secret answers: a password, or a repository's passphrase."""
-    if request.kind is SecretKind.PASSPHRASE:
+    if request.kind in (SecretKind.PASSPHRASE, SecretKind.LUKS):
         return Credential(match=match, passphrase=secret)
     return Credential(match=match, password=secret)
 
@@ -180,6 +183,9 @@ class Environment:
         if request.kind is SecretKind.PASSPHRASE:
             phrase = env.get(PASSPHRASE_VARIABLE)
             return Credential(match=PASSPHRASE_VARIABLE, passphrase=phrase) if phrase else None
+        if request.kind is SecretKind.LUKS:
+            phrase = env.get(LUKS_VARIABLE)
+            return Credential(match=LUKS_VARIABLE, passphrase=phrase) if phrase else None
         if request.kind is SecretKind.S3_KEYS and env.get("AWS_ACCESS_KEY_ID"):
             return Credential(
                 match="AWS_ACCESS_KEY_ID",
@@ -194,6 +200,8 @@ class Environment:
             return f"set {PASSWORD_VARIABLE}"
         if request.kind is SecretKind.PASSPHRASE:
             return f"set {PASSPHRASE_VARIABLE}"
+        if request.kind is SecretKind.LUKS:
+            return f"set {LUKS_VARIABLE}"
         if request.kind is SecretKind.S3_KEYS:
             return "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         return None
@@ -288,6 +296,7 @@ class CredentialsFile:
             SecretKind.S3_KEYS: "access_key_id and secret_access_key",
             SecretKind.USER: "user",
             SecretKind.PASSPHRASE: "passphrase_file",
+            SecretKind.LUKS: "passphrase_file",
         }[request.kind]
         match = request.who or request.url or "the server"
         return f"add an entry 'match: {match}' with {key} to the credentials file {self.path}"
@@ -305,6 +314,8 @@ def _asked_for(request: SecretRequest) -> str | None:
         return request.who
     if request.kind is SecretKind.PASSPHRASE and request.url:
         return REPOSITORY_PREFIX + request.url
+    if request.kind is SecretKind.LUKS and request.url:
+        return "the LUKS volume " + request.url.removeprefix(LUKS_PREFIX)
     return None
 
 

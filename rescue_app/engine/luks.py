@@ -1,17 +1,18 @@
 """LUKS: the one home of every cryptsetup command liferaft runs, and of reading luksDump.
 
 A LUKS volume is captured as it lies on the disk (ciphertext, every byte):
-nothing here is needed for that. With ``--unlock`` a capture reads the
-header (``luksHeaderBackup``) and the filesystem inside, opened read-only
-with the passphrase or key file; a restore writes the header back and opens
-the volume to lay the filesystem in. Passphrases reach cryptsetup on its
+nothing here is needed for that. With ``--unlock`` a capture keeps the
+header area (the bytes before the data segment: what ``luksHeaderBackup``
+saves) and reads the filesystem inside, opened read-only with the
+passphrase or key file; a restore writes the header area back and opens the
+volume to lay the filesystem in. Passphrases reach cryptsetup on its
 standard input (``--key-file -``), never on a command line, and are never
 logged. What is read or written is decided by capture.py and restore.py.
 
     parse_dump(text) -> LuksHeader; header(device) -> LuksHeader
     check_key(device, key)                 # one line when it does not open
     with opened(device, key, read_only=True) as node: ...
-    backup_header(device) -> bytes; restore_header(device, data)
+    check_header_key(header_bytes, key, shown)   # before a restore writes
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -32,6 +33,11 @@ log = logging.getLogger("liferaft.luks")
 LUKS_TYPE = "crypto_LUKS"  # blkid's TYPE of a LUKS volume
 SECTOR = 512
 WRONG_KEY_EXIT = 2  # cryptsetup: "No key available with this passphrase."
+
+# The key of a LUKS volume: (its device, for messages; its LUKS UUID) -> the
+# passphrase's or key file's bytes. The Engine makes one from --unlock-key-file
+# or its credential chain; a source that cannot answer raises a LiferaftError.
+KeySource = Callable[[str, str], bytes]
 
 
 @dataclass(frozen=True)
@@ -85,8 +91,10 @@ def header(device: str) -> LuksHeader:
     return parse_dump(_cryptsetup(["luksDump", device]))
 
 
-def check_key(device: str, key: bytes) -> None:
-    """The passphrase (or key file's bytes) opens ``device``; else one line."""
+def check_key(device: str, key: bytes, shown: str = "") -> None:
+    """The passphrase (or key file's bytes) opens ``device`` (a volume or a
+    header file: ``shown`` names it then); else one line."""
+    shown = shown or device
     proc = run(
         ["cryptsetup", "open", "--test-passphrase", "--key-file", "-", device],
         input=key,
@@ -95,13 +103,23 @@ def check_key(device: str, key: bytes) -> None:
     )
     if proc.returncode == WRONG_KEY_EXIT:
         raise DiskError(
-            f"the passphrase does not open the LUKS volume {device}; nothing was written",
+            f"the passphrase does not open the LUKS volume {shown}; nothing was written",
             hint="give the volume's passphrase or key file (--unlock), or capture it "
             "locked (without --unlock: stored as ciphertext)",
         )
     if proc.returncode != 0:
         last = proc.stderr.strip().splitlines()
-        raise DiskError(f"LUKS: {device}: {last[-1] if last else 'cryptsetup failed'}")
+        raise DiskError(f"LUKS: {shown}: {last[-1] if last else 'cryptsetup failed'}")
+
+
+def check_header_key(header: bytes, key: bytes, shown: str) -> None:
+    """The key opens a header kept by ``backup_header`` (a restore asks
+    before it writes anything)."""
+    with tempfile.TemporaryDirectory(prefix="liferaft-luks-") as tmp:
+        path = os.path.join(tmp, "header")
+        with open(path, "wb") as f:
+            f.write(header)
+        check_key(path, key, shown)
 
 
 @contextmanager
@@ -122,21 +140,3 @@ def opened(device: str, key: bytes, *, read_only: bool) -> Iterator[str]:
         except DiskError as exc:
             log.warning("%s: %s", name, exc)
 
-
-def backup_header(device: str) -> bytes:
-    """The volume's header and key slots (``luksHeaderBackup``)."""
-    with tempfile.TemporaryDirectory(prefix="liferaft-luks-") as tmp:
-        path = os.path.join(tmp, "header")
-        _cryptsetup(["luksHeaderBackup", device, "--header-backup-file", path])
-        with open(path, "rb") as f:
-            return f.read()
-
-
-def restore_header(device: str, data: bytes) -> None:
-    """Write a header saved by ``backup_header`` onto ``device`` (the same
-    passphrases open it afterwards)."""
-    with tempfile.TemporaryDirectory(prefix="liferaft-luks-") as tmp:
-        path = os.path.join(tmp, "header")
-        with open(path, "wb") as f:
-            f.write(data)
-        _cryptsetup(["luksHeaderRestore", "-q", device, "--header-backup-file", path])

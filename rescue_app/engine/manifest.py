@@ -22,7 +22,8 @@ MANIFEST_FORMAT = "liferaft-manifest"
 # The newest version this liferaft reads. A manifest is written with the
 # lowest version that describes it: 1 unless it holds volume groups (a
 # version-1 reader would restore their PVs as empty partitions), 3 when it
-# holds md RAID arrays (a version-2 reader would do the same to their members).
+# holds md RAID arrays or unlocked LUKS volumes (a version-2 reader would do
+# the same to their members).
 MANIFEST_VERSION = 3
 
 
@@ -35,6 +36,7 @@ class Method(StrEnum):
     NONE = "none"  # nothing to copy (an MBR extended partition's container)
     LVM_PV = "lvm-pv"  # an LVM physical volume: its volume group is in volume_groups
     MD_MEMBER = "md-member"  # a member of an md RAID array: the array is in md_arrays
+    LUKS = "luks"  # an unlocked LUKS volume: its header and contents are in luks_volumes
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,24 @@ class MdArrayImage(Contents):
 
 
 @dataclass(frozen=True)
+class LuksVolumeImage(Contents):
+    """An unlocked LUKS partition: its header area as it was (restored byte
+    for byte, so the same passphrases open it) and the volume inside,
+    captured like a partition through the opened device."""
+
+    disk: int  # index into Manifest.disks
+    partition: int  # its number (0: the whole disk)
+    uuid: str  # the LUKS UUID
+    version: int  # 1 or 2
+    header: Region  # bytes [0, data offset) of the partition
+    size: int  # bytes of the opened volume
+
+    @property
+    def label(self) -> str:
+        return f"LUKS volume {self.uuid} ({self.filesystem.type or 'no filesystem'})"
+
+
+@dataclass(frozen=True)
 class ImageKey:
     """How an image is named: its ref ``name@id`` is what users type."""
 
@@ -270,12 +290,15 @@ class Manifest(ImageKey):
     stats: dict[str, int] = field(default_factory=dict)
     volume_groups: tuple[VolumeGroupImage, ...] = ()
     md_arrays: tuple[MdArrayImage, ...] = ()
+    luks_volumes: tuple[LuksVolumeImage, ...] = ()
 
     @property
     def data_bytes(self) -> int:
         lvs = sum(lv.used_bytes for vg in self.volume_groups for lv in vg.lvs)
         arrays = sum(a.used_bytes for a in self.md_arrays)
-        return lvs + arrays + sum(p.used_bytes for d in self.disks for p in d.partitions)
+        lukses = sum(v.header.length + v.used_bytes for v in self.luks_volumes)
+        parts = sum(p.used_bytes for d in self.disks for p in d.partitions)
+        return lvs + arrays + lukses + parts
 
     def volume_group_of(self, disk: int, partition: int) -> VolumeGroupImage | None:
         """The volume group a captured partition is a PV of."""
@@ -323,18 +346,33 @@ class Manifest(ImageKey):
             for i, digest in enumerate(array.chunks):
                 if digest is not None:
                     out.append((digest, array.label, i * self.chunk_size))
+        for v in self.luks_volumes:
+            for where, chunks in ((f"{v.label} header", v.header.chunks), (v.label, v.chunks)):
+                out += [
+                    (digest, where, i * self.chunk_size)
+                    for i, digest in enumerate(chunks)
+                    if digest is not None
+                ]
         return out
+
+    def luks_volume_of(self, disk: int, partition: int) -> LuksVolumeImage | None:
+        """The unlocked LUKS volume a captured partition is."""
+        for v in self.luks_volumes:
+            if (v.disk, v.partition) == (disk, partition):
+                return v
+        return None
 
     def to_json(self) -> str:
         doc: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
-            "version": 3 if self.md_arrays else 2 if self.volume_groups else 1,
+            "version": 3 if self.md_arrays or self.luks_volumes else 2 if self.volume_groups else 1,
         }
         doc.update(asdict(self))
         if not self.volume_groups:
             del doc["volume_groups"]
-        if not self.md_arrays:
-            del doc["md_arrays"]
+        for key in ("md_arrays", "luks_volumes"):
+            if not doc[key]:
+                del doc[key]
         return json.dumps(doc, indent=1, default=_encode) + "\n"
 
 
@@ -365,6 +403,7 @@ class ImageSummary(ImageKey):
     volume_groups: tuple[VolumeGroupSummary, ...] = ()
     # md arrays: "md array NAME (raid1, UUID) on disk 1 partition 1, ...: ext4"
     md_arrays: tuple[str, ...] = ()
+    luks_volumes: tuple[str, ...] = ()  # "disk 1 partition 2: LUKS volume U (ext4), unlocked"
 
     @classmethod
     def of(cls, manifest: Manifest) -> ImageSummary:
@@ -395,6 +434,10 @@ class ImageSummary(ImageKey):
             ),
             volume_groups=tuple(VolumeGroupSummary.of(vg) for vg in manifest.volume_groups),
             md_arrays=tuple(a.describe() for a in manifest.md_arrays),
+            luks_volumes=tuple(
+                f"disk {v.disk + 1} partition {v.partition}: {v.label}, unlocked"
+                for v in manifest.luks_volumes
+            ),
         )
 
 
@@ -597,6 +640,21 @@ def _manifest_from_dict(doc: dict[str, Any]) -> Manifest:
         stats={str(k): int(v) for k, v in doc.get("stats", {}).items()},
         volume_groups=tuple(_volume_group(vg) for vg in doc.get("volume_groups", ())),
         md_arrays=tuple(_md_array(a) for a in doc.get("md_arrays", ())),
+        luks_volumes=tuple(_luks_volume(v) for v in doc.get("luks_volumes", ())),
+    )
+
+
+def _luks_volume(d: dict[str, Any]) -> LuksVolumeImage:
+    header = _region(d["header"])
+    assert header is not None
+    return LuksVolumeImage(
+        disk=int(d["disk"]),
+        partition=int(d["partition"]),
+        uuid=str(d["uuid"]),
+        version=int(d["version"]),
+        header=header,
+        size=int(d["size"]),
+        **_contents(d),
     )
 
 

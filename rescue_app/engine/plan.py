@@ -183,6 +183,7 @@ class RestorePlan:
             sum(d.write_bytes for d in self.disks)
             + sum(g.write_bytes for g in self.volume_groups)
             + sum(a.write_bytes for a in self.md_arrays)
+            + sum(v.header.length + v.used_bytes for v in self.manifest.luks_volumes)
         )
 
     def render(self) -> str:
@@ -219,6 +220,7 @@ class RestorePlan:
                     role = member.role if member is not None else -1
                     name = array.name or array.uuid
                     lines.append(f"        md RAID member (device {role}) of array {name}")
+                lines += _luks_lines(m, d.image.index, p)
                 if s.why:
                     lines.append(f"        {s.why}")
             for note in d.notes:
@@ -240,6 +242,23 @@ class RestorePlan:
         if any(d.seeded for d in self.disks):
             return f"Data to write: at most {size} (only what differs from the target)"
         return f"Data to write: {size}"
+
+
+def _luks_lines(m: Manifest, disk: int, p: PartitionImage) -> list[str]:
+    """What a restore does with a LUKS partition, under its row."""
+    if p.filesystem.type != "crypto_LUKS":
+        return []
+    v = m.luks_volume_of(disk, p.number)
+    if p.method == Method.LUKS and v is not None:
+        fs = v.filesystem.type or "raw"
+        return [
+            f"        LUKS{v.version}, unlocked: header as it was (same passphrases), then",
+            f"        {fs} inside, {human_size(v.used_bytes)} of data",
+        ]
+    return [
+        "        LUKS (encrypted): laid back byte for byte as ciphertext; no",
+        ("        used-blocks saving is possible without the key"),
+    ]
 
 
 def _table_name(kind: str) -> str:

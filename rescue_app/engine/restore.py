@@ -23,7 +23,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from rescue_app.engine import blockio, filetree, lvm, mdraid, restoremark
+from rescue_app.engine import blockio, filetree, luks, lvm, mdraid, restoremark
 from rescue_app.engine.bootentry import recreate_boot_entries
 from rescue_app.engine.browse import mount_image
 from rescue_app.engine.chunkio import RESTORE_WORKERS, WORKERS, pipeline
@@ -33,6 +33,7 @@ from rescue_app.engine.kernel import reread_partitions
 from rescue_app.engine.manifest import (
     DiskImage,
     LogicalVolumeImage,
+    LuksVolumeImage,
     Manifest,
     MdArrayImage,
     Method,
@@ -66,7 +67,7 @@ log = logging.getLogger("liferaft.restore")
 MBR_BOOT_CODE = 440  # bytes of boot code before the disk signature
 
 # What is written like a partition: a partition, or a logical volume.
-Volume = PartitionImage | LogicalVolumeImage | MdArrayImage
+Volume = PartitionImage | LogicalVolumeImage | MdArrayImage | LuksVolumeImage
 # A chunk to lay: its index in the region, digest (None: zeros), extents.
 _Chunk = tuple[int, str | None, list[Extent]]
 # Part of a partition's first MiB held back: offset, chunk data (None: zeros), extents.
@@ -127,13 +128,17 @@ def apply_plan(
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
     verify: bool = False,
+    luks_key: luks.KeySource | None = None,
 ) -> RestoreResult:
+    """``luks_key``: the passphrases of the image's unlocked LUKS volumes
+    (the same as when captured: their headers come back as they were)."""
     started = time.monotonic()
     plan = _recheck_plan(plan)
     # The plan may have waited for a confirmation: check the chunks again
     # before the first byte is erased.
     plan.repo.check_chunks_present(plan.manifest)
     check_volume_groups_absent(plan)
+    luks_keys = _luks_keys(plan, luks_key)
     check_btrfs_uuids_free(plan)
     counter = _Counter(plan.write_bytes, progress, "restore")
     notes: list[str] = []
@@ -148,6 +153,8 @@ def apply_plan(
                 f"{exc.message}; {d.target.path} is only partly written and will not work",
                 hint=f"{exc.hint}; {again}" if exc.hint else again,
             ) from None
+    for v, key in zip(plan.manifest.luks_volumes, luks_keys, strict=True):
+        _restore_luks(plan, v, key, counter, progress, cancel, verify)
     for a in plan.md_arrays:
         # After every disk's table: an array's members lie on several disks.
         try:
@@ -784,7 +791,6 @@ def _restore_md_array(
     missing), its contents written through the array device, grown where
     planned; stopped at the end, also on failure. md resyncs the members in
     the background (no --assume-clean: docs/FORMAT.md, "md RAID")."""
-    m = plan.manifest
     img = a.image
     slots: list[str | None] = [None] * img.raid_devices
     for member in img.members:
@@ -804,22 +810,90 @@ def _restore_md_array(
                 "the captured one; nothing of it was written",
                 hint="restore onto larger disks (or with --grow)",
             )
-        where = f"{m.ref} {img.label}"
-        if img.method == Method.SWAP:
-            _mkswap(node, img)
-        elif img.method in (Method.USED, Method.RAW):
-            r = _Region(plan.repo, m, where, img, node, counter, cancel)
-            _lay_held(r, _write_partition(r))
-            _stage("md-array", cancel)
-            if verify:
-                checker = _Counter(img.used_bytes, progress, "verify")
-                _verify_partition(_Region(plan.repo, m, where, img, node, checker, cancel))
+        _write_inside(plan, img, node, counter, progress, cancel, verify)
         if a.grow_fs:
             progress(Progress("grow", node, 0, 0, message=f"growing {img.filesystem.type}"))
             notes.append(_grow_filesystem(node, img.filesystem.type))
     finally:
         mdraid.stop(node)
     return [n for n in notes if n]
+
+
+def _luks_keys(plan: RestorePlan, luks_key: luks.KeySource | None) -> list[bytes]:
+    """The key of each unlocked LUKS volume of the image, checked against its
+    stored header before anything is written."""
+    m = plan.manifest
+    keys = []
+    for v in m.luks_volumes:
+        shown = f"{v.uuid} (disk {v.disk + 1} partition {v.partition} of the image)"
+        if luks_key is None:
+            raise DiskError(
+                f"the image holds the unlocked LUKS volume {shown}: restoring it needs "
+                "its passphrase; nothing was written",
+                hint="give it with --unlock-key-file FILE or LIFERAFT_LUKS_PASSPHRASE",
+            )
+        key = luks_key(shown, v.uuid)
+        luks.check_header_key(_luks_header(plan.repo, m, v), key, shown)
+        keys.append(key)
+    return keys
+
+
+def _luks_header(repo: Repository, m: Manifest, v: LuksVolumeImage) -> bytes:
+    where = f"{m.ref} {v.label} header"
+    pieces = [
+        repo.get_chunk(digest, where)
+        if digest is not None
+        else bytes(min(m.chunk_size, v.header.length - i * m.chunk_size))
+        for i, digest in enumerate(v.header.chunks)
+    ]
+    return b"".join(pieces)
+
+
+def _restore_luks(
+    plan: RestorePlan,
+    v: LuksVolumeImage,
+    key: bytes,
+    counter: _Counter,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+    verify: bool,
+) -> None:
+    """The header area back as it was (so the old passphrases open it), then
+    the volume opened with ``key`` and its contents written inside; closed
+    at the end, also on failure."""
+    m = plan.manifest
+    node = _nodes(plan.disks[v.disk])[v.partition]
+    header = _luks_header(plan.repo, m, v)
+    with blockio.open_device(node, write=True) as fd:
+        blockio.write_all(fd, node, header, 0)
+        blockio.flush(fd, node)
+    counter.add(f"{node} (LUKS header)", len(header), len(header), len(header))
+    with luks.opened(node, key, read_only=False) as inner:
+        _write_inside(plan, v, inner, counter, progress, cancel, verify)
+
+
+def _write_inside(
+    plan: RestorePlan,
+    v: MdArrayImage | LuksVolumeImage,
+    node: str,
+    counter: _Counter,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+    verify: bool,
+) -> None:
+    """A volume written through its own device (a new md array, an opened
+    LUKS volume): swap recreated, else its chunks, read back if asked."""
+    m = plan.manifest
+    where = f"{m.ref} {v.label}"
+    if v.method == Method.SWAP:
+        _mkswap(node, v)
+    elif v.method in (Method.USED, Method.RAW):
+        r = _Region(plan.repo, m, where, v, node, counter, cancel)
+        _lay_held(r, _write_partition(r))
+        _stage(v.label, cancel)
+        if verify:
+            checker = _Counter(v.used_bytes, progress, "verify")
+            _verify_partition(_Region(plan.repo, m, where, v, node, checker, cancel))
 
 
 def _md_spec(img: MdArrayImage) -> mdraid.MdArray:

@@ -50,6 +50,9 @@ def describe_manifest(m: Manifest) -> str:
             array = m.md_array_of(disk.index, p.number)
             if array is not None:
                 lines.append(f"     md RAID member of array {array.name or array.uuid}")
+            volume = m.luks_volume_of(disk.index, p.number)
+            if volume is not None:
+                lines.append(f"     unlocked {volume.label}")
     for a in m.md_arrays:
         lines.append(a.describe())
     for vg in m.volume_groups:
