@@ -139,4 +139,3 @@ def opened(device: str, key: bytes, *, read_only: bool) -> Iterator[str]:
             _cryptsetup(["close", name])
         except DiskError as exc:
             log.warning("%s: %s", name, exc)
-
