@@ -204,7 +204,7 @@ def add_slot(repo: Repository, passphrase: str) -> str:
     slot = _env.new_slot_id()
     raw = _env.wrap(keys, check_new_passphrase(passphrase), _repo_id(repo), slot, _now())
     repo.store.write(_env.slot_rel(slot), raw, durable=True)
-    repo.write_index()
+    repo.write_index(slot=slot)
     return slot
 
 

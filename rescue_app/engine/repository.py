@@ -380,13 +380,15 @@ class Repository:
             self.store.delete(rel + ".sig")
         self._write_index()
 
-    def write_index(self) -> None:
-        self._write_index()
+    def write_index(self, slot: str | None = None) -> None:
+        """``slot``: a key slot just written (see ``_write_index``)."""
+        self._write_index(slot=slot)
 
-    def _write_index(self, added: tuple[str, str] | None = None) -> None:
+    def _write_index(self, added: tuple[str, str] | None = None, slot: str | None = None) -> None:
         """index.json lists every image, for readers that cannot list folders
-        (HTTP). ``added``: the image just committed, which a store that
-        cannot list (an append-only web server) knows only from index.json."""
+        (HTTP). ``added``, ``slot``: the image just committed, the key slot
+        just written, which a store that cannot list (an append-only web
+        server) knows only from index.json."""
         refs = self.manifest_refs()
         if added is not None and added not in refs:
             refs = sorted([*refs, added])
@@ -400,9 +402,10 @@ class Repository:
             # readers that cannot list keys/
             from rescue_app.engine import keys
 
+            slots = {s.slot for s in keys.slots(self)} | ({slot} if slot else set())
             doc = {"format": "liferaft-index", "version": 2, "images": [
                 {"path": p} for p in sorted({*self._sealed_listed, *(e["path"] for e in entries)})
-            ], "keys": [s.slot for s in keys.slots(self)]}  # fmt: skip
+            ], "keys": sorted(slots)}  # fmt: skip
         self.store.write(INDEX_FILE, (json.dumps(doc, indent=1) + "\n").encode(), durable=True)
 
     def manifest_refs(self) -> list[tuple[str, str]]:

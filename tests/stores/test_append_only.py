@@ -220,6 +220,9 @@ def test_encrypted_repository_through_the_server(
         target = loopdisk(DISK_BYTES)
         liferaft("restore", "--repo", url, "--image", "sealed", "--to", target, "--yes")
         check_restored(captured.source, reread_partitions(target, len(captured.source.nodes)))
-        proc = liferaft("key", "list", "--repo", url)
-        assert proc.returncode == 0
+        monkeypatch.setenv("LIFERAFT_NEW_PASSPHRASE", "a second passphrase")
+        liferaft("key", "add", "--repo", url)
+        assert len(liferaft("key", "list", "--repo", url).stdout.strip().splitlines()) >= 2
+        monkeypatch.setenv("LIFERAFT_PASSPHRASE", "a second passphrase")
+        assert ": OK" in liferaft("verify", "--repo", url, "sealed").stdout
         assert "sealed" not in Path(folder, "index.json").read_text()
