@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from rescue_app.errors import CancelledError, RepositoryError
@@ -126,19 +126,14 @@ class Attempts:
         return True
 
 
+@dataclass(eq=False)
 class Watch:
     """Reports a store's waits to the running operation and carries its cancel."""
 
-    def __init__(
-        self,
-        location: str = "",
-        progress: ProgressCallback = no_progress,
-        cancel: CancelToken | None = None,
-    ) -> None:
-        self.location = location
-        self.progress = progress
-        self.cancel = cancel
-        self._waiting = False
+    location: str = ""
+    progress: ProgressCallback = no_progress
+    cancel: CancelToken | None = None
+    _waiting: bool = field(default=False, init=False, repr=False)
 
     def retrying(self, reason: str, waited: float, limit: float) -> None:
         self._waiting = True
