@@ -212,7 +212,9 @@ def test_profile_key_is_checked_when_the_profile_loads(keys, tmp_path):
 def test_stick_with_a_baked_key_restores_only_signed_images(
     signed, keys, captured, loopdisk, tmp_path, monkeypatch
 ):
-    profile = _baked(tmp_path, keys.pub)
+    # what the build writes to the stick's /etc/liferaft/profile.yaml (render_overlay)
+    profile = tmp_path / "installed-profile.yaml"
+    profile.write_text(load_profile_file(_baked(tmp_path, keys.pub)).dump())
     monkeypatch.setattr(unattended, "PROFILE_FILE", profile)
     monkeypatch.setattr(unattended, "LOG_FILE", tmp_path / "u.log")
     target = loopdisk(DISK_BYTES)
