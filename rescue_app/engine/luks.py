@@ -91,9 +91,15 @@ def header(device: str) -> LuksHeader:
     return parse_dump(_cryptsetup(["luksDump", device]))
 
 
-def check_key(device: str, key: bytes, shown: str = "") -> None:
+CAPTURE_HINT = (
+    "give the volume's passphrase or key file (--unlock), or capture it locked "
+    "(without --unlock: stored as ciphertext)"
+)
+
+
+def check_key(device: str, key: bytes, shown: str = "", hint: str = CAPTURE_HINT) -> None:
     """The passphrase (or key file's bytes) opens ``device`` (a volume or a
-    header file: ``shown`` names it then); else one line."""
+    header file: ``shown`` names it then); else one line with ``hint``."""
     shown = shown or device
     proc = run(
         ["cryptsetup", "open", "--test-passphrase", "--key-file", "-", device],
@@ -104,8 +110,7 @@ def check_key(device: str, key: bytes, shown: str = "") -> None:
     if proc.returncode == WRONG_KEY_EXIT:
         raise DiskError(
             f"the passphrase does not open the LUKS volume {shown}; nothing was written",
-            hint="give the volume's passphrase or key file (--unlock), or capture it "
-            "locked (without --unlock: stored as ciphertext)",
+            hint=hint,
         )
     if proc.returncode != 0:
         last = proc.stderr.strip().splitlines()
@@ -119,7 +124,13 @@ def check_header_key(header: bytes, key: bytes, shown: str) -> None:
         path = os.path.join(tmp, "header")
         with open(path, "wb") as f:
             f.write(header)
-        check_key(path, key, shown)
+        check_key(
+            path,
+            key,
+            shown,
+            hint="give a passphrase or key file the volume had when it was captured "
+            "(LIFERAFT_LUKS_PASSPHRASE or --unlock-key-file)",
+        )
 
 
 @contextmanager
