@@ -114,12 +114,28 @@ class _PartPlan(_Volume):
 
 
 @dataclass
-class _Stats:
-    done: int = 0
-    total: int = 0
-    stored: int = 0
+class ChunkTally:
+    """What a new image's chunks cost: how many it refers to, how many of
+    them were new to the repository, their stored bytes (the manifest's stats)."""
+
     chunks: int = 0
     new: int = 0
+    stored: int = 0
+
+    def count(self, digest: str | None, stored: int) -> None:
+        """One chunk: ``digest`` None for zeros (not stored), ``stored`` 0 for a known one."""
+        self.chunks += digest is not None
+        self.new += stored > 0
+        self.stored += stored
+
+    def as_stats(self) -> dict[str, int]:
+        return {"chunks": self.chunks, "new_chunks": self.new, "stored_bytes": self.stored}
+
+
+@dataclass
+class _Stats(ChunkTally):
+    done: int = 0
+    total: int = 0
 
 
 def capture(
@@ -190,7 +206,7 @@ def capture(
         chunk_hash=repo.envelope.chunk_hash,
         compression=COMPRESSION,
         disks=tuple(images),
-        stats={"chunks": stats.chunks, "new_chunks": stats.new, "stored_bytes": stats.stored},
+        stats=stats.as_stats(),
         volume_groups=tuple(volume_groups),
         md_arrays=tuple(md_arrays),
         luks_volumes=tuple(luks_volumes),
@@ -920,9 +936,7 @@ def _store_region(
         nonlocal item_done
         for i, nbytes, digest, stored in done:
             digests[i] = digest
-            stats.chunks += digest is not None
-            stats.new += stored > 0
-            stats.stored += stored
+            stats.count(digest, stored)
             if count_progress:
                 stats.done += nbytes
                 item_done += nbytes

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
-from rescue_app.engine.capture import commit_image
+from rescue_app.engine.capture import ChunkTally, commit_image
 from rescue_app.engine.chunkio import RESTORE_WORKERS
 from rescue_app.engine.extents import Extent, ExtentMap, normalize, total
 from rescue_app.engine.manifest import (
@@ -532,27 +532,24 @@ def build_manifest(
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
     phase: str = "check",
-) -> tuple[Manifest, dict[str, bytes], dict[str, int]]:
+) -> tuple[Manifest, dict[str, bytes]]:
     """Read every partclone image of ``image`` through once, every checksum
     checked, and describe the image as our Manifest. ``store``: put each chunk
-    there as it is read (import). Returns the manifest, the head chunks (held
-    in memory: they are small) and counts (chunks, new chunks, stored bytes)."""
+    there as it is read (import; the manifest's stats count them). Returns the
+    manifest and the head chunks (held in memory: they are small)."""
     scan = _Scan(
         sum(p.entry.size for d in image.disks for p in d.partitions if p.image),
         progress,
         phase,
     )
     static: dict[str, bytes] = {}
-    stats = {"chunks": 0, "new_chunks": 0, "stored_bytes": 0}
+    tally = ChunkTally()
 
     def keep(data: bytes | bytearray) -> str | None:
         digest = _cell_digest(data) if store is None else _cell_digest(data, store.chunk_id)
         if digest is not None:
-            stats["chunks"] += 1
-            if store is not None:
-                put: PutResult = store.put_chunk(bytes(data), digest)
-                stats["new_chunks"] += put.stored_bytes > 0
-                stats["stored_bytes"] += put.stored_bytes
+            stored = 0 if store is None else store.put_chunk(bytes(data), digest).stored_bytes
+            tally.count(digest, stored)
         return digest
 
     disks = []
@@ -618,9 +615,9 @@ def build_manifest(
         chunk_hash=CHUNK_HASH if store is None else store.envelope.chunk_hash,
         compression=COMPRESSION,
         disks=tuple(disks),
-        stats=dict(stats),
+        stats=tally.as_stats(),
     )
-    return manifest, static, stats
+    return manifest, static
 
 
 def summary_of(image: CzImage) -> ImageSummary:
@@ -741,7 +738,7 @@ class ClonezillaSource(Repository):
             return self._loaded[name][1]
         image = read_image(self.folders[name])
         fingerprint = _fingerprint(image.folder, image.files())
-        manifest, static, _ = build_manifest(image, progress=progress, cancel=cancel)
+        manifest, static = build_manifest(image, progress=progress, cancel=cancel)
         self._loaded[name] = (image, manifest, static, fingerprint)
         return manifest
 
@@ -884,7 +881,7 @@ def import_image(
     target = validate_name(name or _safe_name(image.name))
     repo.ensure_writable()
     image_id, _now = repo.new_image_id(target)
-    built, _static, _stats = build_manifest(
+    built, _static = build_manifest(
         image, store=repo, progress=progress, cancel=cancel, phase="import"
     )
     manifest = replace(built, name=target, id=image_id)
