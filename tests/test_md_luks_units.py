@@ -9,6 +9,7 @@ these are the pure parts, fast and on the host.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from rescue_app.engine import luks, mdraid
@@ -305,3 +306,21 @@ def test_luks_passphrase_comes_from_its_own_variable_or_a_key_file(tmp_path: Pat
         assert "LIFERAFT_LUKS_PASSPHRASE" in exc.hint
     else:
         raise AssertionError("a missing LUKS passphrase was not an error")
+
+
+def test_lvm_inside_luks_is_placed_on_the_opened_volume():
+    from rescue_app.engine.manifest import PhysicalVolumeImage, VolumeGroupImage
+
+    inner = mf.LuksVolumeImage(
+        disk=0, partition=1, uuid="u", version=2, header=mf.Region(0, 16 * MIB, (H,)),
+        size=46 * MIB, filesystem=Filesystem("LVM2_member"), method=Method.LVM_PV,
+        used_bytes=0, used_map=ExtentMap(), chunks=(),
+    )  # fmt: skip
+    vg = VolumeGroupImage(
+        name="cryptvg", uuid="vg", extent_size=4 * MIB, tags=(), metadata="cryptvg {\n}\n",
+        pvs=(PhysicalVolumeImage("pv", 0, 1, MIB, 44 * MIB, 1, luks=True),), lvs=(),
+    )  # fmt: skip
+    m = replace(_luks_manifest(Method.LUKS, (inner,)), volume_groups=(vg,))
+    assert mf.parse_manifest(m.to_json(), "x") == m
+    plan = make_restore_plan(None, m, [_target("sdz", 64 * MIB)])  # type: ignore[arg-type]
+    assert "Volume group cryptvg (LVM, on LUKS on disk 1 partition 1)" in plan.render()

@@ -174,7 +174,7 @@ def capture(
         # and deactivated again whatever happens.
         # md arrays likewise: assembled read-only, stopped again after.
         arrays = _plan_md_arrays([parts for _, parts in plans], active, progress)
-        groups = _plan_volume_groups([parts for _, parts in plans], active, progress)
+        groups = _plan_volume_groups([parts for _, parts in plans], active, progress, lukses)
         stats = _Stats(
             total=sum(p.read_bytes for parts in plans for p in parts[1])
             + sum(lv.read_bytes for g in groups for lv in g.lvs)
@@ -409,16 +409,23 @@ class _VgPlan:
 
 
 def _plan_volume_groups(
-    disks: list[list[_PartPlan]], active: ExitStack, progress: ProgressCallback
+    disks: list[list[_PartPlan]],
+    active: ExitStack,
+    progress: ProgressCallback,
+    lukses: Sequence[_LuksPlan] = (),
 ) -> list[_VgPlan]:
-    """Partitions that are LVM PVs: their volume groups, each captured by its
-    LVs (activated read-only on ``active``). A PV whose volume group cannot be
-    recreated from this capture stays raw, with the reason in its note."""
-    members: dict[str, tuple[int, _PartPlan]] = {}
+    """Partitions (and unlocked LUKS volumes) that are LVM PVs: their volume
+    groups, each captured by its LVs (activated read-only on ``active``). A PV
+    whose volume group cannot be recreated from this capture stays raw, with
+    the reason in its note."""
+    members: dict[str, tuple[int, _PartPlan | _LuksPlan]] = {}
     for index, parts in enumerate(disks):
         for p in parts:
             if p.fs.type == lvm.PV_TYPE:
                 members[os.path.realpath(p.entry.node)] = (index, p)
+    for v in lukses:
+        if v.fs.type == lvm.PV_TYPE:
+            members[os.path.realpath(v.node)] = (v.disk, v)
     if not members:
         return []
     try:
@@ -479,6 +486,7 @@ def _plan_volume_groups(
                         pe_start=v.pe_start,
                         size=v.size,
                         metadata_copies=v.metadata_copies,
+                        luks=isinstance(member, _LuksPlan),
                     )
                     for (disk_index, member), v in ours
                 ],
@@ -660,6 +668,11 @@ class _LuksPlan(_Volume):
 
     def __post_init__(self) -> None:
         self.node, self.size = self.device, self.device_size
+
+    @property
+    def entry(self) -> TableEntry:
+        """The partition the volume is (an LVM PV inside is placed by it)."""
+        return self.part.entry
 
 
 def _plan_luks(

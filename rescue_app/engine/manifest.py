@@ -134,6 +134,7 @@ class PhysicalVolumeImage:
     pe_start: int  # bytes from the partition start to the first extent
     size: int  # bytes of the PV as captured
     metadata_copies: int = 1
+    luks: bool = False  # the PV is that partition's unlocked LUKS volume (luks_volumes)
 
 
 @dataclass(frozen=True)
@@ -574,6 +575,7 @@ def _volume_group(d: dict[str, Any]) -> VolumeGroupImage:
                 pe_start=int(p["pe_start"]),
                 size=int(p["size"]),
                 metadata_copies=int(p.get("metadata_copies", 1)),
+                luks=bool(p.get("luks", False)),
             )
             for p in d["pvs"]
         ),

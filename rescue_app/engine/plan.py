@@ -103,9 +103,12 @@ class VolumeGroupPlan:
         g = self
         vg = g.image
         where = ", ".join(
-            f"disk {pv.disk + 1} partition {pv.partition}"
-            if pv.partition
-            else f"disk {pv.disk + 1}"
+            ("LUKS on " if pv.luks else "")
+            + (
+                f"disk {pv.disk + 1} partition {pv.partition}"
+                if pv.partition
+                else f"disk {pv.disk + 1}"
+            )
             for pv in vg.pvs
         )
         lines = [

@@ -153,31 +153,37 @@ def apply_plan(
                 f"{exc.message}; {d.target.path} is only partly written and will not work",
                 hint=f"{exc.hint}; {again}" if exc.hint else again,
             ) from None
-    for v, key in zip(plan.manifest.luks_volumes, luks_keys, strict=True):
-        _restore_luks(plan, v, key, counter, progress, cancel, verify)
-    for a in plan.md_arrays:
-        # After every disk's table: an array's members lie on several disks.
-        try:
-            notes += _restore_md_array(plan, a, counter, progress, cancel, verify)
-        except RepositoryError as exc:
-            paths = ", ".join(d.target.path for d in plan.disks)
-            again = f"run the restore again before using {paths}"
-            raise type(exc)(
-                f"{exc.message}; {a.image.label} is only partly written and will not work",
-                hint=f"{exc.hint}; {again}" if exc.hint else again,
-            ) from None
-    for g in plan.volume_groups:
-        # After every disk's table: a volume group may span several disks.
-        try:
-            notes += _restore_volume_group(plan, g, counter, progress, cancel, verify)
-        except RepositoryError as exc:
-            paths = ", ".join(d.target.path for d in plan.disks)
-            again = f"run the restore again before using {paths}"
-            raise type(exc)(
-                f"{exc.message}; volume group {g.image.name} is only partly written "
-                "and will not work",
-                hint=f"{exc.hint}; {again}" if exc.hint else again,
-            ) from None
+    # Unlocked LUKS volumes stay open until the volume groups inside them are restored.
+    with contextlib.ExitStack() as opened:
+        inner = {
+            (v.disk, v.partition): _restore_luks(
+                plan, v, key, counter, progress, cancel, verify, opened
+            )
+            for v, key in zip(plan.manifest.luks_volumes, luks_keys, strict=True)
+        }
+        for a in plan.md_arrays:
+            # After every disk's table: an array's members lie on several disks.
+            try:
+                notes += _restore_md_array(plan, a, counter, progress, cancel, verify)
+            except RepositoryError as exc:
+                paths = ", ".join(d.target.path for d in plan.disks)
+                again = f"run the restore again before using {paths}"
+                raise type(exc)(
+                    f"{exc.message}; {a.image.label} is only partly written and will not work",
+                    hint=f"{exc.hint}; {again}" if exc.hint else again,
+                ) from None
+        for g in plan.volume_groups:
+            # After every disk's table: a volume group may span several disks.
+            try:
+                notes += _restore_volume_group(plan, g, counter, progress, cancel, verify, inner)
+            except RepositoryError as exc:
+                paths = ", ".join(d.target.path for d in plan.disks)
+                again = f"run the restore again before using {paths}"
+                raise type(exc)(
+                    f"{exc.message}; volume group {g.image.name} is only partly written "
+                    "and will not work",
+                    hint=f"{exc.hint}; {again}" if exc.hint else again,
+                ) from None
     if verify:
         # Before growing: growing rewrites filesystem metadata the image holds.
         checker = _Counter(plan.write_bytes, progress, "verify")
@@ -857,10 +863,11 @@ def _restore_luks(
     progress: ProgressCallback,
     cancel: CancelToken | None,
     verify: bool,
-) -> None:
+    opened: contextlib.ExitStack,
+) -> str:
     """The header area back as it was (so the old passphrases open it), then
-    the volume opened with ``key`` and its contents written inside; closed
-    at the end, also on failure."""
+    the volume opened with ``key`` (on ``opened``, closed when it closes,
+    also on failure) and its contents written inside; its device path."""
     m = plan.manifest
     node = _nodes(plan.disks[v.disk])[v.partition]
     header = _luks_header(plan.repo, m, v)
@@ -868,8 +875,9 @@ def _restore_luks(
         blockio.write_all(fd, node, header, 0)
         blockio.flush(fd, node)
     counter.add(f"{node} (LUKS header)", len(header), len(header), len(header))
-    with luks.opened(node, key, read_only=False) as inner:
-        _write_inside(plan, v, inner, counter, progress, cancel, verify)
+    inner = opened.enter_context(luks.opened(node, key, read_only=False))
+    _write_inside(plan, v, inner, counter, progress, cancel, verify)
+    return inner
 
 
 def _write_inside(
@@ -918,6 +926,7 @@ def _restore_volume_group(
     progress: ProgressCallback,
     cancel: CancelToken | None,
     verify: bool,
+    inner: dict[tuple[int, int], str],
 ) -> list[str]:
     """PVs with their old UUIDs on the new partitions, the volume group from
     its metadata, a thin pool's metadata written back through the PVs, then
@@ -925,9 +934,10 @@ def _restore_volume_group(
     the end, also on failure."""
     m = plan.manifest
     vg = g.image
-    devices: dict[str, str] = {}  # PV UUID -> its new partition
+    devices: dict[str, str] = {}  # PV UUID -> its new partition (or opened LUKS volume)
     for pv in vg.pvs:
-        devices[pv.uuid] = _nodes(plan.disks[pv.disk])[pv.partition]
+        place = (pv.disk, pv.partition)
+        devices[pv.uuid] = inner[place] if pv.luks else _nodes(plan.disks[pv.disk])[pv.partition]
     progress(
         Progress(
             "restore",

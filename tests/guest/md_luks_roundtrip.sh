@@ -6,7 +6,8 @@
 #   vdd 192, vde 192  targets of the RAID1 (larger: --grow grows the array's ext4)
 #   vdf 96, vdg 96    source RAID5 of three slots, one missing (degraded), ext4
 #   vdh 64            source LUKS2 (ext4 inside)
-# Later steps reuse wiped sources as targets: vda+vdb take the RAID5, vdf the LUKS.
+# Later steps reuse wiped sources as targets: vda+vdb take the RAID5, vdf the LUKS;
+# vdh is made again with LVM inside LUKS.
 # Prints "CHECK <name> ok" per passed check and "TIME <name> <seconds>"; exits
 # nonzero at the first failure (set -e), saying which.
 set -euo pipefail
@@ -214,5 +215,40 @@ cryptsetup close dst
 cmp /tmp/sum.luks /tmp/got.luksu || fail "files in the unlocked LUKS volume differ"
 [ ! -e /dev/mapper/liferaft-vdh1 ] && [ ! -e /dev/mapper/liferaft-vdf1 ] || fail "a LUKS volume left open"
 check luks-unlocked-roundtrip
+
+# LVM inside LUKS (the installers' "encrypted LVM"): the PV is the opened volume
+printf %s "$PASS" | cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 \
+    --pbkdf-force-iterations 1000 /dev/vdh1 -
+luks_open "$PASS" /dev/vdh1 src
+pvcreate -q /dev/mapper/src; vgcreate -q cryptvg /dev/mapper/src
+lvcreate -q -y -n root -L 24M cryptvg; mkfs.ext4 -q -m 0 /dev/cryptvg/root
+mount /dev/cryptvg/root /mnt/src; fill /mnt/src/files 8; sums /mnt/src > /tmp/sum.clvm; umount /mnt/src
+lvs --noheadings -o lv_name,lv_uuid cryptvg | sort > /tmp/lv.clvm
+vgchange -q -an cryptvg; cryptsetup close src
+timed capture-luks-lvm liferaft capture --repo $ENC --name clvm --unlock /dev/vdh
+[ ! -e /dev/mapper/liferaft-vdh1 ] || fail "capture left the LUKS volume open"
+liferaft images --repo $ENC --json > /tmp/images.json
+/opt/liferaft/bin/python - <<'PY'
+import json
+image = [i for i in json.load(open("/tmp/images.json")) if i["name"] == "clvm"][0]
+vg = image["volume_groups"][0]
+assert vg["name"] == "cryptvg", vg
+assert [(lv["name"], lv["filesystem"], lv["method"]) for lv in vg["lvs"]] == [
+    ("root", "ext4", "used-blocks")
+], vg
+PY
+wipefs -q -a /dev/vdf1 /dev/vdf
+liferaft restore --repo $ENC --image clvm --to /dev/vdf --dry-run | tee /tmp/planc.txt
+grep -q "Volume group cryptvg (LVM, on LUKS on disk 1 partition 1)" /tmp/planc.txt || fail "plan: no VG in LUKS"
+timed restore-luks-lvm liferaft restore --repo $ENC --image clvm --to /dev/vdf --verify --yes
+[ ! -e /dev/mapper/liferaft-vdf1 ] || fail "restore left the LUKS volume open"
+luks_open "$PASS" /dev/vdf1 dst
+vgchange -q -ay cryptvg
+[ "$(lvs --noheadings -o lv_name,lv_uuid cryptvg | sort)" = "$(cat /tmp/lv.clvm)" ] || fail "LV UUIDs differ"
+e2fsck -fn /dev/cryptvg/root
+mount -o ro /dev/cryptvg/root /mnt/chk; sums /mnt/chk > /tmp/got.clvm; umount /mnt/chk
+vgchange -q -an cryptvg; cryptsetup close dst
+cmp /tmp/sum.clvm /tmp/got.clvm || fail "files of the LV inside LUKS differ"
+check luks-lvm-roundtrip
 umount /mnt/repo
 echo "ALL DONE"

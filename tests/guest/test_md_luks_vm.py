@@ -9,7 +9,8 @@ members missing) captured and restored degraded; a LUKS2 partition captured
 locked (ciphertext, byte for byte, the passphrase opens the copy), refused
 with --unlock into a plain repository, and captured with --unlock into an
 encrypted repository (a wrong passphrase: one line, nothing written, at
-capture and at restore) and restored with its header as it was.
+capture and at restore) and restored with its header as it was; then LVM
+inside LUKS, captured by its logical volume and restored with the same UUIDs.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ CHECKS = (
     "luks-unlock-refused-plain",
     "luks-wrong-passphrase",
     "luks-unlocked-roundtrip",
+    "luks-lvm-roundtrip",
 )
 # Python packages an encrypted repository needs; an ISO built before they
 # were added (python3-argon2, python3-cryptography) gets the test venv's
