@@ -234,6 +234,43 @@ def cmd_capture(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(engine: Engine, args: argparse.Namespace) -> int:
+    _require_root("backup")
+    signer = engine.load_signing_key(args.sign_key) if args.sign_key else None
+    repo = engine.open_repository(args.repo, create=True)
+    with ProgressBar() as bar:
+        result, methods = engine.backup(
+            repo,
+            args.name,
+            args.devices,
+            limit_rate=args.limit_rate,
+            progress=bar,
+            cancel=_cancel_on_signals(),
+            signer=signer,
+        )
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for line in methods:
+        print(line)
+    print(
+        f"backed up {result.ref}: {human_size(result.data_bytes)} of data, "
+        f"{human_size(result.stored_bytes)} newly stored "
+        f"({result.chunks_new} of {result.chunks_total} chunks new) "
+        f"in {human_duration(result.seconds)}"
+    )
+    return 0
+
+
+def _rate(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes per second") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of bytes per second")
+    return value
+
+
 def cmd_verify(engine: Engine, args: argparse.Namespace) -> int:
     repo = engine.open_repository(args.repo)
     with ProgressBar() as bar:
@@ -712,6 +749,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("devices", nargs="+", metavar="DEV")
     p.set_defaults(func=cmd_capture)
+
+    p = sub.add_parser(
+        "backup",
+        help="back up the running system's disks while in use (mounted filesystems file "
+        "by file, Btrfs from snapshots, the rest block by block)",
+    )
+    p.add_argument("--repo", required=True, help="repository (created if missing)")
+    p.add_argument("--name", required=True, help="image name, e.g. the host name")
+    p.add_argument(
+        "--limit-rate",
+        type=_rate,
+        default=0,
+        metavar="BYTES",
+        help="read at most this many bytes per second (default: no limit; I/O is at idle "
+        "priority either way)",
+    )
+    p.add_argument(
+        "--sign-key", metavar="FILE", help="sign the image with this Ed25519 private key"
+    )
+    p.add_argument(
+        "devices",
+        nargs="*",
+        metavar="DISK",
+        help="the disks (default: those holding /, /boot and /boot/efi)",
+    )
+    p.set_defaults(func=cmd_backup)
 
     p = sub.add_parser("init", help="create an empty repository (--encrypt: an encrypted one)")
     p.add_argument("--repo", required=True, help="a new or empty folder, or a URL")

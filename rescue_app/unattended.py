@@ -76,6 +76,7 @@ class UnattendedAction:
     targets: tuple[str, ...]  # restore: target disks; capture: source disks
     poweroff: bool
     grow: bool = False
+    seed: bool = True  # liferaft.seed=0: write every chunk (restore --no-seed)
     credentials: str | None = None  # DEVICE:PATH or a path; None: the image's own
 
     def describe(self) -> str:
@@ -131,6 +132,7 @@ def resolve_action(
         targets=tuple(t for t in str(merged["target"]).split(",") if t),
         poweroff=flag("poweroff", Unattended.poweroff),
         grow=flag("grow", False),
+        seed=flag("seed", True),
         credentials=str(merged["credentials"]) if merged.get("credentials") else None,
     )
 
@@ -356,13 +358,14 @@ def _execute(action: UnattendedAction) -> str:
     progress = _ProgressLog()
     if action.action == "restore":
         repo = engine.open_repository(location)
-        plan = engine.plan_restore(repo, action.image, list(action.targets), grow=action.grow)
+        plan = engine.plan_restore(
+            repo, action.image, list(action.targets), grow=action.grow, seed=action.seed
+        )
         log.info("plan:\n%s", plan.render())
         result = engine.restore(plan, progress=progress, verify=True)
         checked = "verified" if result.verified else "NOT verified"
         return (
-            f"restored {result.ref} to {', '.join(action.targets)}: "
-            f"{human_size(result.written_bytes)} written, {checked}"
+            f"restored {result.ref} to {', '.join(action.targets)}: {result.figures()}, {checked}"
         )
     repo = engine.open_repository(location, create=True)
     captured = engine.capture(repo, action.image, list(action.targets), progress=progress)

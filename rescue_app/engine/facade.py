@@ -39,6 +39,7 @@ from rescue_app.engine import keys as _keys
 from rescue_app.engine import luks as _luks
 from rescue_app.engine import mounts as _mounts
 from rescue_app.engine import network as _network
+from rescue_app.engine import online as _online
 from rescue_app.engine import plan as _plan
 from rescue_app.engine import power as _power
 from rescue_app.engine import probe as _probe
@@ -330,6 +331,26 @@ class Engine:
             return _capture_disks(
                 repo, name, disks, progress=progress, cancel=cancel, luks_key=luks_key
             )
+
+    def backup(
+        self,
+        repo: Repository,
+        name: str,
+        devices: Sequence[str] = (),
+        *,
+        limit_rate: int = 0,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+        signer: Signer | None = None,
+    ) -> tuple[CaptureResult, list[str]]:
+        """The online backup of ``devices`` (default: the running system's
+        disks), and one line per volume saying how it was captured."""
+        repo.signer = signer
+        with _watching(repo, progress, cancel):
+            result = _online.backup(
+                repo, name, devices, limit_rate=limit_rate, progress=progress, cancel=cancel
+            )
+        return result, _online.methods_used(repo.load_manifest(result.ref))
 
     def capture_refusals(self, disk: BlockDisk, repository: str | None = None) -> tuple[str, ...]:
         """Why ``disk`` may not be captured now (empty: it may), as text for people.

@@ -471,7 +471,9 @@ def plan_disk(
             f"({target.size} bytes)",
             hint=f"choose a disk of at least {human_size(need)} ({need} bytes)",
         )
-    steps = [PartitionStep(p, _as_placed(p), False) for p in image.partitions]
+    steps = [
+        PartitionStep(p, _as_placed(p), False, p.method == Method.FILES) for p in image.partitions
+    ]
     notes: list[str] = []
     if grow and target.size > image.size and steps:
         steps, note = _grow_last(image, target, steps)
@@ -502,7 +504,9 @@ def _shrunk_plan(image: DiskImage, target: BlockDisk, chosen: Sequence[int]) -> 
     for p, n in zip(image.partitions, new, strict=True):
         why = ""
         files = p.number in taken and p.method != Method.SWAP
-        if files:
+        if p.method == Method.FILES:
+            files = True
+        elif files:
             why = (
                 f"shrunk from {human_size(p.size)} to {human_size(n.size)}: a new "
                 f"{p.filesystem.type} with the same UUID, label and features; its files "
@@ -554,7 +558,9 @@ def _grow_last(
             s = PartitionStep(
                 s.source,
                 n,
-                s is last and s.source.method not in (Method.LVM_PV, Method.MD_MEMBER),
+                s is last
+                and s.source.method not in (Method.LVM_PV, Method.MD_MEMBER, Method.FILES),
+                s.files,  # (a file-level partition's new filesystem fills it already)
             )
         out.append(s)
     return out, ""

@@ -23,7 +23,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from rescue_app.engine import blockio, filetree, luks, lvm, mdraid, restoremark
+from rescue_app.engine import blockio, filelevel, filetree, luks, lvm, mdraid, restoremark
 from rescue_app.engine.bootentry import recreate_boot_entries
 from rescue_app.engine.browse import mount_image
 from rescue_app.engine.chunkio import RESTORE_WORKERS, WORKERS, pipeline
@@ -327,11 +327,25 @@ def _restore_files(
 ) -> None:
     """Partitions that shrank: each a new filesystem with the old identity,
     filled with the files of the image's partition (read-only, through a
-    browse mount of the image: engine/filetree.py)."""
-    steps = [s for s in d.steps if s.files]
-    if not steps:
-        return
+    browse mount of the image: engine/filetree.py). Partitions captured file
+    by file: the same, filled from their archive (engine/filelevel.py)."""
     finished: list[tuple[str, filetree.FsIdentity]] = []
+    for step in d.steps:
+        p = step.source
+        if p.method == Method.FILES:
+            node = nodes[p.number]
+            item = f"{node} ({p.filesystem.type}, files)"
+            counter.add(item, 0, 0, p.used_bytes)
+            where = f"{m.ref} disk {d.image.index + 1} {p.label}"
+            finished.append((node, filelevel.write_stream(repo, m, p, node, where, cancel)))
+            counter.add(item, p.used_bytes, p.used_bytes, p.used_bytes)
+            counter.moved(fetched=p.used_bytes)
+            _stage(f"files-{p.number}", cancel)
+    steps = [s for s in d.steps if s.files and s.source.method != Method.FILES]
+    if not steps:
+        for node, ident in finished:
+            filetree.finish_identity(node, ident)
+        return
     point = tempfile.mkdtemp(prefix="liferaft-shrink-")
     try:
         with mount_image(repo, m, point, only=[]) as image:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rescue_app.engine.units import human_size
+
 
 @dataclass(frozen=True)
 class JobResult:
@@ -26,8 +28,19 @@ class CaptureResult(JobResult):
 @dataclass(frozen=True)
 class RestoreResult(JobResult):
     targets: tuple[str, ...]
-    written_bytes: int
+    written_bytes: int  # bytes written to the targets
     verified: bool
+    read_bytes: int = 0  # bytes read from the targets to compare (seeding)
+    fetched_bytes: int = 0  # chunk data fetched from the repository
+    seeded: bool = False  # the restore compared with what the targets held
+
+    def figures(self) -> str:
+        """What the restore moved, in words (the CLI's last line, the UI's summary)."""
+        moved = f"{human_size(self.written_bytes)} written, "
+        moved += f"{human_size(self.fetched_bytes)} fetched"
+        if self.seeded:
+            moved += f", {human_size(self.read_bytes)} read from the target (seeded)"
+        return moved
 
 
 @dataclass(frozen=True)

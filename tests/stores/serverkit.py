@@ -101,6 +101,7 @@ class Nginx:
         self.conf = os.path.join(directory, "nginx.conf")
         d = directory
         ssl = ""
+        method = "$request_method " if methods else ""
         if tls:
             ssl = f"ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]};"
         with open(self.conf, "w") as f:
@@ -109,7 +110,7 @@ daemon off; master_process off; worker_processes 1; user root root;
 error_log {d}/error.log info; pid {d}/nginx.pid;
 events {{ worker_connections 128; }}
 http {{
-  log_format counted '{"$request_method " if methods else ""}$request_uri $status $bytes_sent "$http_range"';
+  log_format counted '{method}$request_uri $status $bytes_sent "$http_range"';
   access_log {d}/access.log counted;
   client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
   fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;

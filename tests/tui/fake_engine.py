@@ -225,8 +225,11 @@ class FakeEngine(Engine):
         *,
         grow: bool = False,
         grow_lv: str | None = None,
+        shrink: Sequence[str] = (),
+        seed: bool = True,
     ) -> RestorePlan:
-        return make_restore_plan(repo, MANIFEST, [self.find_disk(t) for t in targets])
+        disks = [self.find_disk(t) for t in targets]
+        return make_restore_plan(repo, MANIFEST, disks, shrink=shrink, seed=seed)
 
     def restore(
         self,
@@ -245,7 +248,9 @@ class FakeEngine(Engine):
                 if cancel is not None and cancel.cancelled:
                     raise CancelledError("restore cancelled")
                 time.sleep(0.05)
-        return RestoreResult(MANIFEST.ref, ("/dev/sda",), total, True, seconds=754.0)
+        return RestoreResult(
+            MANIFEST.ref, ("/dev/sda",), total, True, fetched_bytes=total, seconds=754.0
+        )
 
     def network_status(self) -> NetworkStatus:
         return NETWORK

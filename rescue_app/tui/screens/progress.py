@@ -79,7 +79,7 @@ def restore_job(engine: Engine, plan: RestorePlan) -> ProgressScreen:
         verified = "read back and matches the image" if r.verified else "not checked"
         lines = (
             f"Restored {r.ref} to {', '.join(r.targets)}.",
-            f"Time: {human_duration(r.seconds)}   Written: {human_size(r.written_bytes)}",
+            f"Time: {human_duration(r.seconds)}   {r.figures()}",
             f"Verification: {verified}",
             *(f"Note: {n}" for n in r.notes),
         )
