@@ -242,9 +242,13 @@ class CzImage:
     """A Clonezilla image folder as read from its small files (no partclone data)."""
 
     folder: str
-    name: str
     created: datetime
     disks: tuple[CzDisk, ...]
+
+    @property
+    def name(self) -> str:
+        """The folder's name (what Clonezilla's menus show)."""
+        return os.path.basename(os.path.normpath(self.folder))
 
     @property
     def id(self) -> str:
@@ -307,7 +311,7 @@ def read_image(folder: str) -> CzImage:
                 partitions=parts,
             )
         )
-    return CzImage(folder=folder, name=name, created=_image_time(folder), disks=tuple(disks))
+    return CzImage(folder=folder, created=_image_time(folder), disks=tuple(disks))
 
 
 def _head(folder: str, disk: str, table: PartitionTable, image: str) -> bytes:
