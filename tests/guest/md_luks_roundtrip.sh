@@ -83,9 +83,10 @@ mdadm --assemble /dev/md/chk --uuid="$r1_uuid" /dev/vdd1 /dev/vde1
 check raid1-same-uuid
 mdadm --detail /dev/md/chk
 timed resync mdadm --wait /dev/md/chk || true
-echo check > /sys/block/$(basename "$(readlink -f /dev/md/chk)")/md/sync_action; sleep 1
+md_sys="/sys/block/$(basename "$(readlink -f /dev/md/chk)")/md"
+echo check > "$md_sys/sync_action"; sleep 1
 mdadm --wait /dev/md/chk || true
-mismatch=$(cat /sys/block/$(basename "$(readlink -f /dev/md/chk)")/md/mismatch_cnt)
+mismatch=$(cat "$md_sys/mismatch_cnt")
 [ "$mismatch" = 0 ] || fail "members differ after the resync: mismatch_cnt $mismatch"
 check raid1-members-agree
 e2fsck -fn /dev/md/chk
@@ -149,7 +150,9 @@ mount /dev/mapper/src /mnt/src; fill /mnt/src/files 12; fill /mnt/src/gone 20; s
 rm -rf /mnt/src/gone; sums /mnt/src > /tmp/sum.luks; umount /mnt/src; cryptsetup close src
 
 # locked (default): ciphertext, raw, byte for byte
+chunks_before=$(du -sb $REPO/chunks | cut -f1)
 timed capture-luks-raw liferaft capture --repo $REPO --name luksraw /dev/vdh 2>&1 | tee /tmp/cap.txt
+echo "MEASURE locked $(( $(du -sb $REPO/chunks | cut -f1) - chunks_before ))"
 grep -q "LUKS (encrypted): stored as ciphertext" /tmp/cap.txt || fail "no LUKS note"
 wipefs -q -a /dev/vdf
 liferaft restore --repo $REPO --image luksraw --to /dev/vdf --dry-run | tee /tmp/planl.txt
@@ -194,7 +197,6 @@ echo "$out" | grep -q "does not open the LUKS volume /dev/vdh1; nothing was writ
 check luks-wrong-passphrase
 timed capture-luks-unlocked liferaft capture --repo $ENC --name u --unlock /dev/vdh
 liferaft images --repo $ENC
-echo "MEASURE locked $(du -sb $REPO/chunks | cut -f1) (with the RAID images)"
 echo "MEASURE unlocked $(du -sb $ENC/chunks | cut -f1)"
 wipefs -q -a /dev/vdf1 /dev/vdf
 liferaft restore --repo $ENC --image u --to /dev/vdf --dry-run | tee /tmp/planu.txt
@@ -213,7 +215,9 @@ e2fsck -fn /dev/mapper/dst
 mount -o ro /dev/mapper/dst /mnt/chk; sums /mnt/chk > /tmp/got.luksu; umount /mnt/chk
 cryptsetup close dst
 cmp /tmp/sum.luks /tmp/got.luksu || fail "files in the unlocked LUKS volume differ"
-[ ! -e /dev/mapper/liferaft-vdh1 ] && [ ! -e /dev/mapper/liferaft-vdf1 ] || fail "a LUKS volume left open"
+if [ -e /dev/mapper/liferaft-vdh1 ] || [ -e /dev/mapper/liferaft-vdf1 ]; then
+    fail "a LUKS volume left open"
+fi
 check luks-unlocked-roundtrip
 
 # LVM inside LUKS (the installers' "encrypted LVM"): the PV is the opened volume
