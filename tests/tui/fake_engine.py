@@ -12,6 +12,7 @@ from typing import Any
 from rescue_app.engine import DirEntry, Engine
 from rescue_app.engine.diskmodel import BlockDisk, BlockPartition, Role
 from rescue_app.engine.extents import ExtentMap
+from rescue_app.engine.luks import KeySource
 from rescue_app.engine.manifest import (
     DiskImage,
     Filesystem,
@@ -238,6 +239,7 @@ class FakeEngine(Engine):
         progress: ProgressCallback = no_progress,
         cancel: CancelToken | None = None,
         verify: bool = False,
+        luks_key: KeySource | None = None,
     ) -> RestoreResult:
         total = plan.write_bytes
         progress(

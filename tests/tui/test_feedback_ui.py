@@ -6,6 +6,7 @@ from typing import Any
 
 from textual.widgets import Input, Static
 
+from rescue_app.engine.luks import KeySource
 from rescue_app.engine.plan import RestorePlan
 from rescue_app.progress import CancelToken, Progress, ProgressCallback, no_progress
 from rescue_app.tui.app import LiferaftApp
@@ -44,6 +45,7 @@ class NoticingEngine(FakeEngine):
         progress: ProgressCallback = no_progress,
         cancel: CancelToken | None = None,
         verify: bool = False,
+        luks_key: KeySource | None = None,
     ) -> Any:
         notice = "server unreachable (connection refused), retrying (12 s of 60)"
         progress(Progress("notice", "http://nas/liferaft", 0, 0, notice=notice))
