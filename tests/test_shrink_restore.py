@@ -216,7 +216,14 @@ def test_restore_onto_a_disk_half_the_size(
         run(["wipefs", "--all", "--quiet", src.nodes[1]])
     plan = liferaft("restore", "--repo", src.repo, "--image", fs, "--to", small, "--dry-run").stdout
     assert "shrunk from 3.9 GiB" in plan and f"a new {fs} with the same UUID" in plan, plan
-    TIMES[f"{fs} shrink"] = _restore(src, small)
+    started = time.monotonic()
+    out = liferaft(
+        "restore", "--repo", src.repo, "--image", fs, "--to", small, "--yes", "--json"
+    ).stdout
+    TIMES[f"{fs} shrink"] = time.monotonic() - started
+    result = json.loads(out)
+    # the files copied count as written, the chunks read through the mount as fetched
+    assert result["written_bytes"] > 150 * MIB and result["fetched_bytes"] > 150 * MIB, result
     nodes = reread_partitions(small, 2)
     fsck_clean(nodes[0], "vfat")
     fsck_clean(nodes[1], fs)

@@ -184,11 +184,12 @@ def image_tree(image_file: str, fstype: str) -> Iterator[str]:
 
 def write_tree(
     source: str, node: str, ident: FsIdentity, *, cancel: CancelToken | None = None
-) -> None:
+) -> int:
     """Make ``ident`` anew on ``node`` and copy the tree at ``source`` into it
-    with all its metadata. A Btrfs gets a temporary UUID here (the kernel
-    keeps one filesystem per UUID, and the source may be mounted with it):
-    ``finish_identity`` gives it the real one once the source is gone."""
+    with all its metadata; returns the bytes the new filesystem uses. A Btrfs
+    gets a temporary UUID here (the kernel keeps one filesystem per UUID, and
+    the source may be mounted with it): ``finish_identity`` gives it the real
+    one once the source is gone."""
     subvolumes: list[Subvolume] = []
     default: str | None = None
     if ident.type == "btrfs":
@@ -213,6 +214,8 @@ def write_tree(
             ids = {path: sid for sid, path in _subvolume_list(point)}
             run(["btrfs", "subvolume", "set-default", ids[default], point])
         run(["sync", "-f", point])
+        st = os.statvfs(point)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize
 
 
 def copy_tree(source: str, dest: str, *, cancel: CancelToken | None = None) -> None:

@@ -361,12 +361,13 @@ def _restore_files(
                 ident = filetree.read_identity(source, p.filesystem)
                 counter.add(f"{node} ({ident.type}, files)", 0, 0, p.used_bytes)
                 with filetree.image_tree(source, ident.type) as tree:
-                    filetree.write_tree(tree, node, ident, cancel=cancel)
+                    counter.moved(written=filetree.write_tree(tree, node, ident, cancel=cancel))
                 finished.append((node, ident))
                 counter.add(
                     f"{node} ({ident.type}, files)", p.used_bytes, p.used_bytes, p.used_bytes
                 )
                 _stage(f"files-{p.number}", cancel)
+            counter.moved(fetched=image.fs.cache.fetches * m.chunk_size)
     finally:
         with contextlib.suppress(OSError):
             os.rmdir(point)
