@@ -23,6 +23,7 @@ from typing import TextIO
 
 from rescue_app import __version__
 from rescue_app.engine import (
+    BackupRequest,
     CredentialChain,
     Engine,
     KeepPolicy,
@@ -241,9 +242,7 @@ def cmd_backup(engine: Engine, args: argparse.Namespace) -> int:
     with ProgressBar() as bar:
         result, methods = engine.backup(
             repo,
-            args.name,
-            args.devices,
-            limit_rate=args.limit_rate,
+            BackupRequest(args.name, tuple(args.devices), args.limit_rate),
             progress=bar,
             cancel=_cancel_on_signals(),
             signer=signer,

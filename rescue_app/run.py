@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -222,6 +222,34 @@ def run(
     except subprocess.TimeoutExpired as exc:
         raise CommandError(f"{argv[0]} did not finish within {timeout:.0f} s") from exc
     return _finish(argv, proc, check)
+
+
+def feed(argv: Sequence[str], pieces: Iterable[bytes]) -> None:
+    """Run a command with ``pieces`` written to its stdin as they come (an
+    archive unpacked from a repository's chunks, never whole in memory).
+    An exception from ``pieces`` kills the command and is raised."""
+    args = [which(argv[0]), *argv[1:]]
+    log.debug("run: %s < stream", " ".join(args))
+    with (
+        tempfile.TemporaryFile() as err,
+        subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, env=_env(None)
+        ) as child,
+    ):
+        assert child.stdin is not None
+        try:
+            for piece in pieces:
+                child.stdin.write(piece)
+            child.stdin.close()
+        except BrokenPipeError:
+            pass  # the command stopped early: its status and stderr say why
+        except BaseException:
+            child.kill()
+            raise
+        child.wait()
+        err.seek(0)
+        text = err.read().decode(errors="replace")
+    _finish(argv, subprocess.CompletedProcess(args, child.returncode, "", text), True)
 
 
 def _run_cancellable(

@@ -26,6 +26,7 @@ from rescue_app.engine.freshness import LastGood, human_age, image_time, last_go
 from rescue_app.engine.keychain import CredentialChain, CredentialsFile, TerminalPrompt
 from rescue_app.engine.manifest import DiskImage, ImageSummary, Manifest, Method
 from rescue_app.engine.network import Interface, NetworkStatus
+from rescue_app.engine.online import BackupRequest
 from rescue_app.engine.plan import RestorePlan, describe_contents
 from rescue_app.engine.prune import PruneResult
 from rescue_app.engine.repository import NAME_RE, REPO_FILE, Repository
@@ -35,6 +36,7 @@ from rescue_app.engine.schedule import Schedule, ScheduledBackup
 from rescue_app.engine.units import human_duration, human_rate, human_size
 
 __all__ = [
+    "BackupRequest",
     "NAME_RE",
     "REPO_FILE",
     "BlockDisk",

@@ -95,8 +95,8 @@ def browse_partitions(manifest: Manifest) -> list[BrowsePartition]:
     ref, cs = manifest.ref, manifest.chunk_size
     for disk in manifest.disks:
         for p in disk.partitions:
-            if p.method in (Method.NONE, Method.LVM_PV, Method.MD_MEMBER):
-                continue
+            if p.method in (Method.NONE, Method.LVM_PV, Method.MD_MEMBER, Method.FILES):
+                continue  # (a file-level partition has no image file: not browsed yet)
             folder = f"disk{disk.index + 1}/" + (f"p{p.number}" if p.number else "whole")
             name = f"p{p.number}.img" if p.number else "whole.img"
             what = f"partition {p.number}" if p.number else "whole disk"

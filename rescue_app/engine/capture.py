@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from rescue_app.engine import blockio, luks, lvm, mdraid, probe
+from rescue_app.engine import blockio, filelevel, filetree, luks, lvm, mdraid, probe
 from rescue_app.engine.chunkio import WORKERS, pipeline
 from rescue_app.engine.diskmodel import BlockDisk
 from rescue_app.engine.diskscan import disks_holding_path, find_disk, mounts_on_disk
@@ -29,6 +29,7 @@ from rescue_app.engine.kernel import reread_partitions
 from rescue_app.engine.manifest import (
     DiskImage,
     Filesystem,
+    FileTree,
     LogicalVolumeImage,
     LuksVolumeImage,
     Manifest,
@@ -108,9 +109,17 @@ class _Volume:
 @dataclass
 class _PartPlan(_Volume):
     entry: TableEntry = field(kw_only=True)
+    mountpoint: str = field(default="", kw_only=True)  # Method.FILES: the tree read
 
     def __post_init__(self) -> None:
         self.node, self.size = self.entry.node, self.entry.size
+
+    @property
+    def read_bytes(self) -> int:
+        if self.method == Method.FILES:  # an estimate: the filesystem's used bytes
+            st = os.statvfs(self.mountpoint)
+            return (st.f_blocks - st.f_bfree) * st.f_frsize
+        return super().read_bytes
 
 
 @dataclass
@@ -146,9 +155,13 @@ def capture(
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
     luks_key: luks.KeySource | None = None,
+    online: bool = False,
 ) -> CaptureResult:
     """``luks_key``: unlock the disks' LUKS volumes with it (``--unlock``) and
-    capture what is inside; only into an encrypted repository."""
+    capture what is inside; only into an encrypted repository. ``online``:
+    the disks are in use (``liferaft backup``): a partition mounted
+    read-write is captured file by file from its mounted tree
+    (engine/filelevel.py, Btrfs from snapshots) instead of refused."""
     validate_name(name)
     if not disks:
         raise DiskError("no disk to capture")
@@ -157,14 +170,14 @@ def capture(
         raise DiskError("the same disk is named twice")
     local = repo.local_path()
     for disk in disks:
-        refusals = capture_refusals(disk, local)
+        refusals = [r for r in capture_refusals(disk, local) if not _live(disk, r, online)]
         if refusals:
             raise DiskError(str(refusals[0]), hint=refusals[0].hint)
     keys = _luks_keys(repo, disks, luks_key) if luks_key is not None else {}
     repo.ensure_writable()
     started = time.monotonic()
 
-    plans = [_plan_disk(disk, progress) for disk in disks]
+    plans = [_plan_disk(disk, progress, online) for disk in disks]
     images = []
     notes = []
     with ExitStack() as active:
@@ -184,6 +197,12 @@ def capture(
         for index, (disk, (table, parts)) in enumerate(zip(disks, plans, strict=True)):
             images.append(_capture_disk(repo, index, disk, table, parts, stats, progress, cancel))
             notes += [f"{disk.path} partition {p.entry.number}: {p.note}" for p in parts if p.note]
+            notes += [
+                f"{disk.path} partition {p.number}: {len(p.tree.changing)} file(s) kept "
+                f"changing while read, kept as last read: {', '.join(p.tree.changing)}"
+                for p in images[-1].partitions
+                if p.tree is not None and p.tree.changing
+            ]
         volume_groups = [_capture_volume_group(repo, g, stats, progress, cancel) for g in groups]
         md_arrays = [_capture_md_array(repo, a, stats, progress, cancel) for a in arrays]
         luks_volumes = [_capture_luks(repo, v, stats, progress, cancel) for v in lukses]
@@ -300,8 +319,28 @@ def capture_refusals(disk: BlockDisk, repository: str | None = None) -> list[Cap
     return found
 
 
+def _live(disk: BlockDisk, refusal: CaptureRefusal, online: bool) -> bool:
+    """Whether an online backup takes what ``refusal`` refuses: a partition
+    (or whole-disk filesystem) mounted read-write, read from its mounted
+    tree. A device stacked on the disk (LVM, md, LUKS) mounted read-write
+    is still refused (LVM snapshots: not yet)."""
+    if not online or refusal.kind is not RefusalKind.MOUNTED_READ_WRITE:
+        return False
+    direct = {os.path.realpath(p.path) for p in disk.partitions} | {disk.path}
+    return os.path.realpath(refusal.device) in direct
+
+
+def _live_mounts(disk: BlockDisk) -> dict[str, str]:
+    """realpath of each partition mounted read-write -> one of its mount points."""
+    out: dict[str, str] = {}
+    for m in mounts_on_disk(disk.path.rsplit("/", 1)[-1]):
+        if not m.read_only and m.source.startswith("/dev/"):
+            out.setdefault(os.path.realpath(m.source), m.mountpoint)
+    return out
+
+
 def _plan_disk(
-    disk: BlockDisk, progress: ProgressCallback
+    disk: BlockDisk, progress: ProgressCallback, online: bool = False
 ) -> tuple[PartitionTable, list[_PartPlan]]:
     table, entries = read_table(disk.path)
     if table.type != "none" and len(disk.partitions) < len(entries):
@@ -333,6 +372,7 @@ def _plan_disk(
             )
         ]
     by_number = {p.number: p for p in disk.partitions}
+    live = _live_mounts(disk) if online else {}
     plans: list[_PartPlan] = []
     maps: list[tuple[Future[list[Extent]], _Volume]] = []
     # partclone takes at least two seconds a map, whatever the size: map
@@ -347,7 +387,16 @@ def _plan_disk(
             else:
                 bp = by_number.get(entry.number)
                 fs = Filesystem(bp.fstype, bp.uuid, bp.label) if bp else Filesystem(None)
+            point = live.get(os.path.realpath(entry.node))
+            if point is not None and fs.type in filetree.SUPPORTED:
+                plans.append(_PartPlan(fs, Method.FILES, [], "", entry=entry, mountpoint=point))
+                continue
             method, mapping, note = _choose_method(pool, entry.node, entry.node, fs, progress)
+            if point is not None:
+                note = (
+                    f"mounted read-write on {point}; {fs.type or 'its filesystem'} cannot be "
+                    "captured file by file, so it was read block by block while in use"
+                )
             plans.append(
                 _PartPlan(fs, method, [] if method == Method.SWAP else None, note, entry=entry)
             )
@@ -869,6 +918,7 @@ def _capture_disk(
                 else f"{disk.path} ({p.fs.type or 'raw'})"
             )
             chunks: list[str | None] = []
+            tree = None
             if p.method in (Method.USED, Method.RAW):
                 chunks = _store_region(
                     repo,
@@ -882,12 +932,12 @@ def _capture_disk(
                     item,
                     count_progress=True,
                 )
-            images.append(
-                PartitionImage(
-                    **placement(e),
-                    **p.contents(chunks),
-                )
-            )
+            elif p.method == Method.FILES:
+                chunks, tree = _store_tree(repo, p, stats, progress, cancel, item)
+            contents = p.contents(chunks)
+            if tree is not None:
+                contents["used_bytes"] = tree.length
+            images.append(PartitionImage(**placement(e), **contents, tree=tree))
     return DiskImage(
         index=index,
         model=disk.model,
@@ -902,6 +952,34 @@ def _capture_disk(
         gpt_backup=backup,
         partitions=tuple(images),
     )
+
+
+def _store_tree(
+    repo: Repository,
+    p: _PartPlan,
+    stats: _Stats,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+    item: str,
+) -> tuple[list[str | None], FileTree]:
+    """A partition mounted read-write, file by file (engine/filelevel.py)."""
+    item = f"{item}, files of {p.mountpoint}" + (" (snapshots)" if p.fs.type == "btrfs" else "")
+    item_done = 0
+
+    def store(data: bytes) -> str:
+        digest = repo.chunk_id(data)
+        stats.count(digest, repo.put_chunk(data, digest).stored_bytes)
+        return digest
+
+    def advance(n: int, _path: str) -> None:
+        nonlocal item_done
+        stats.done += n
+        item_done += n
+        progress(Progress("capture", item, stats.done, stats.total, item_done, p.read_bytes))
+
+    progress(Progress("capture", item, stats.done, stats.total, 0, p.read_bytes))
+    digests, tree = filelevel.capture_tree(p.mountpoint, p.entry.node, p.fs, store, advance, cancel)
+    return list(digests), tree
 
 
 @functools.lru_cache(maxsize=8)

@@ -59,6 +59,7 @@ from rescue_app.engine.keychain import SecretKind as _SecretKind
 from rescue_app.engine.keychain import SecretRequest as _SecretRequest
 from rescue_app.engine.manifest import ImageSummary, Manifest
 from rescue_app.engine.network import Interface, NetworkStatus
+from rescue_app.engine.online import BackupRequest
 from rescue_app.engine.plan import RestorePlan
 from rescue_app.engine.prune import PruneResult
 from rescue_app.engine.repository import REPO_FILE, Repository
@@ -335,21 +336,17 @@ class Engine:
     def backup(
         self,
         repo: Repository,
-        name: str,
-        devices: Sequence[str] = (),
+        request: BackupRequest,
         *,
-        limit_rate: int = 0,
         progress: ProgressCallback = no_progress,
         cancel: CancelToken | None = None,
         signer: Signer | None = None,
     ) -> tuple[CaptureResult, list[str]]:
-        """The online backup of ``devices`` (default: the running system's
-        disks), and one line per volume saying how it was captured."""
+        """The online backup (``liferaft backup``), and one line per volume
+        saying how it was captured."""
         repo.signer = signer
         with _watching(repo, progress, cancel):
-            result = _online.backup(
-                repo, name, devices, limit_rate=limit_rate, progress=progress, cancel=cancel
-            )
+            result = _online.backup(repo, request, progress=progress, cancel=cancel)
         return result, _online.methods_used(repo.load_manifest(result.ref))
 
     def capture_refusals(self, disk: BlockDisk, repository: str | None = None) -> tuple[str, ...]:

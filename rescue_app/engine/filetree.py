@@ -30,12 +30,12 @@ import logging
 import os
 import re
 import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from rescue_app.engine import mounts
 from rescue_app.engine.manifest import Filesystem
-from rescue_app.errors import CancelledError, CommandError, DiskError
+from rescue_app.errors import CancelledError, CommandError, DiskError, VerifyError
 from rescue_app.progress import CancelToken
 from rescue_app.run import run
 
@@ -194,6 +194,22 @@ def write_tree(
     default: str | None = None
     if ident.type == "btrfs":
         subvolumes, default = btrfs_subvolumes(source)
+    return write_files(
+        node, ident, subvolumes, default, lambda point: copy_tree(source, point, cancel=cancel)
+    )
+
+
+def write_files(
+    node: str,
+    ident: FsIdentity,
+    subvolumes: Sequence[Subvolume],
+    default: str | None,
+    fill: Callable[[str], None],
+) -> int:
+    """Make ``ident`` anew on ``node``, its Btrfs subvolumes in it, and let
+    ``fill`` write the files into the folder it is mounted on (write_tree
+    copies a tree, engine/filelevel.py unpacks a file-level image); returns
+    the bytes the new filesystem uses."""
     make_filesystem(node, ident, str(uuidlib.uuid4()) if ident.type == "btrfs" else None)
     # nouuid: the source XFS, mounted from the image, has the same UUID
     extra = ["nouuid"] if ident.type == "xfs" else []
@@ -204,7 +220,7 @@ def write_tree(
             where = os.path.join(point, sub.path)
             os.makedirs(os.path.dirname(where), exist_ok=True)
             run(["btrfs", "subvolume", "create", where])
-        copy_tree(source, point, cancel=cancel)
+        fill(point)
         for sub in subvolumes:
             if sub.read_only:
                 run(
@@ -238,6 +254,24 @@ def copy_tree(source: str, dest: str, *, cancel: CancelToken | None = None) -> N
             f"copying the files onto the new filesystem failed: {exc.stderr.strip() or exc}",
             hint="the target disk may be failing or full; run the restore again",
         ) from None
+
+
+def check_filesystem(node: str, fstype: str) -> None:
+    """The filesystem's own checker, changing nothing (a file-level restore's
+    read-back: its blocks differ from the image's, its files were copied by
+    cp, which stops at the first read or write error); VerifyError if unclean."""
+    checker = {
+        "xfs": ["xfs_repair", "-n", node],
+        "btrfs": ["btrfs", "check", "--readonly", node],
+    }.get(fstype, ["e2fsck", "-f", "-n", node])
+    proc = run(checker, check=False)
+    if proc.returncode != 0:
+        lines = (proc.stdout + proc.stderr).strip().splitlines()
+        raise VerifyError(
+            f"verification failed: {checker[0]} finds the new {fstype} on {node} unclean"
+            + (f" ({lines[-1].strip()})" if lines else ""),
+            hint="the target disk may be failing; restore again or use another disk",
+        )
 
 
 def finish_identity(node: str, ident: FsIdentity) -> None:
@@ -278,10 +312,12 @@ __all__ = [
     "FsIdentity",
     "Subvolume",
     "btrfs_subvolumes",
+    "check_filesystem",
     "copy_tree",
     "finish_identity",
     "image_tree",
     "make_filesystem",
     "read_identity",
+    "write_files",
     "write_tree",
 ]

@@ -375,3 +375,88 @@ def _metadata_file(text: str) -> Iterator[str]:
         with open(path, "w") as f:
             f.write(text)
         yield path
+
+
+# ---------------------------------------------------------------- snapshots (online backup)
+
+SNAPSHOT_PREFIX = "liferaft-snap-"
+# Classic snapshots together take at most this share of the VG's free
+# extents: the rest stays free for the running system's own use.
+SNAPSHOT_SHARE = 0.5
+
+
+def snapshot_extents(free_extents: int, origins: Sequence[int]) -> list[int]:
+    """The size in extents of a classic snapshot of each origin (its size in
+    extents): an equal share of ``SNAPSHOT_SHARE`` of the free extents, never
+    more than the origin (a snapshot never needs more). A share under one
+    extent is a DiskError: the volume group is too full for snapshots."""
+    if not origins:
+        return []
+    share = int(free_extents * SNAPSHOT_SHARE) // len(origins)
+    if share < 1:
+        raise DiskError(
+            f"LVM: the volume group has {free_extents} free extent(s): too few for "
+            f"{len(origins)} snapshot(s) without filling it",
+            hint="free some space in the volume group (or add a PV), or back up offline "
+            "from the rescue stick",
+        )
+    return [min(share, size) for size in origins]
+
+
+def snapshot_name(lv: str) -> str:
+    return f"{SNAPSHOT_PREFIX}{lv}"
+
+
+def snapshot_argv(lv: LogicalVolume, extents: int) -> list[str]:
+    """lvcreate for the snapshot of ``lv``: a thin snapshot of a thin LV (no
+    size: it shares the pool; activated despite its activation-skip flag),
+    else a classic one of ``extents`` extents."""
+    argv = ["lvcreate", "--snapshot", "--name", snapshot_name(lv.name)]
+    if lv.segtype == "thin":
+        argv += ["--setactivationskip", "n"]
+    else:
+        argv += ["--extents", str(extents)]
+    return [*argv, f"{lv.vg}/{lv.name}"]
+
+
+def stale_snapshots(lvs: Sequence[LogicalVolume]) -> list[LogicalVolume]:
+    """Snapshots an earlier backup left behind (it crashed or was killed)."""
+    return [lv for lv in lvs if lv.name.startswith(SNAPSHOT_PREFIX)]
+
+
+def free_extents(vg: str) -> int:
+    rows = parse_report(_lvm(["vgs", *_REPORT, "-o", "vg_free_count", vg]), "vg")
+    return _int(rows[0]["vg_free_count"]) if rows else 0
+
+
+def remove_snapshot(vg: str, name: str) -> None:
+    _lvm(["lvremove", "--yes", f"{vg}/{name}"], check=False)
+
+
+@contextmanager
+def snapshots(vg: str, lvs: Sequence[LogicalVolume]) -> Iterator[dict[str, LogicalVolume]]:
+    """Snapshots of ``lvs`` (of ``vg``, in use) for a ``with`` block: {origin
+    name: its snapshot}; removed after, and stale ones from a crashed run
+    removed first."""
+    for old in stale_snapshots(logical_volumes(vg)):
+        log.warning("removing the stale snapshot %s/%s of an earlier backup", vg, old.name)
+        remove_snapshot(vg, old.name)
+    extent = volume_group(vg).extent_size
+    classic = [lv for lv in lvs if lv.segtype != "thin"]
+    sizes = dict(
+        zip(
+            (lv.name for lv in classic),
+            snapshot_extents(free_extents(vg), [lv.size // extent for lv in classic]),
+            strict=True,
+        )
+    )
+    made: list[str] = []
+    try:
+        for lv in lvs:
+            _lvm(snapshot_argv(lv, sizes.get(lv.name, 0)))
+            made.append(snapshot_name(lv.name))
+        now = {x.name: x for x in logical_volumes(vg)}
+        yield {lv.name: now[snapshot_name(lv.name)] for lv in lvs}
+    finally:
+        for name in made:
+            remove_snapshot(vg, name)

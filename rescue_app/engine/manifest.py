@@ -24,7 +24,9 @@ MANIFEST_FORMAT = "liferaft-manifest"
 # version-1 reader would restore their PVs as empty partitions), 3 when it
 # holds md RAID arrays or unlocked LUKS volumes (a version-2 reader would do
 # the same to their members).
-MANIFEST_VERSION = 3
+# 4 when a partition was captured file by file (Method.FILES: a version-3
+# reader would lay its tar stream onto the disk as blocks).
+MANIFEST_VERSION = 4
 
 
 class Method(StrEnum):
@@ -37,6 +39,7 @@ class Method(StrEnum):
     LVM_PV = "lvm-pv"  # an LVM physical volume: its volume group is in volume_groups
     MD_MEMBER = "md-member"  # a member of an md RAID array: the array is in md_arrays
     LUKS = "luks"  # an unlocked LUKS volume: its header and contents are in luks_volumes
+    FILES = "files"  # file by file from the mounted tree (online backup): a tar stream, ``tree``
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,23 @@ class Filesystem:
 
 
 @dataclass(frozen=True)
+class FileTree:
+    """How a partition captured file by file (Method.FILES) is laid back:
+    its chunks, in order, are one archive (docs/FORMAT.md, "File-level
+    partitions"); the filesystem is made anew with these mkfs options and
+    the partition's type, UUID and label."""
+
+    format: str  # "tar-pax"
+    length: int  # bytes of the archive
+    files: int  # inodes in it
+    options: tuple[str, ...]  # mkfs options repeating the source's features and sizes
+    subvolumes: tuple[str, ...] = ()  # Btrfs: every subvolume's path, made before the files
+    read_only: tuple[str, ...] = ()  # Btrfs: those flagged read-only after
+    default_subvolume: str | None = None  # Btrfs: the default subvolume (None: the top)
+    changing: tuple[str, ...] = ()  # files still changing after every re-read (paths)
+
+
+@dataclass(frozen=True)
 class PartitionImage:
     number: int  # 0 for a disk without a partition table (the whole disk)
     start: int  # bytes from the disk start
@@ -73,6 +93,7 @@ class PartitionImage:
     used_map: ExtentMap  # for Method.USED: byte extents within the partition
     chunks: tuple[str | None, ...]  # chunk i covers [i*chunk_size, ...); None = all zeros
     note: str = ""  # why a fallback was taken, shown to the user
+    tree: FileTree | None = None  # Method.FILES: its archive (chunks then are the archive's)
 
     @property
     def end(self) -> int:
@@ -364,11 +385,22 @@ class Manifest(ImageKey):
         return None
 
     def to_json(self) -> str:
+        files = any(p.method == Method.FILES for d in self.disks for p in d.partitions)
         doc: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
-            "version": 3 if self.md_arrays or self.luks_volumes else 2 if self.volume_groups else 1,
+            "version": 4
+            if files
+            else 3
+            if self.md_arrays or self.luks_volumes
+            else 2
+            if self.volume_groups
+            else 1,
         }
         doc.update(asdict(self))
+        for disk in doc["disks"]:
+            for part in disk["partitions"]:
+                if part["tree"] is None:
+                    del part["tree"]
         if not self.volume_groups:
             del doc["volume_groups"]
         for key in ("md_arrays", "luks_volumes"):
@@ -557,6 +589,21 @@ def _partition(d: dict[str, Any]) -> PartitionImage:
         attrs=d.get("attrs"),
         bootable=bool(d.get("bootable", False)),
         **_contents(d),
+        tree=_file_tree(d["tree"]) if d.get("tree") is not None else None,
+    )
+
+
+def _file_tree(d: dict[str, Any]) -> FileTree:
+    default = d.get("default_subvolume")
+    return FileTree(
+        format=str(d["format"]),
+        length=int(d["length"]),
+        files=int(d["files"]),
+        options=tuple(str(o) for o in d["options"]),
+        subvolumes=tuple(str(s) for s in d.get("subvolumes", ())),
+        read_only=tuple(str(s) for s in d.get("read_only", ())),
+        default_subvolume=None if default is None else str(default),
+        changing=tuple(str(s) for s in d.get("changing", ())),
     )
 
 

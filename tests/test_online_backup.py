@@ -1,0 +1,224 @@
+"""The online backup (`liferaft backup`) of mounted loop filesystems, as on a
+running server: file by file while a writer keeps replacing files, restored
+onto another disk (fsck clean, same UUID, no torn file), a second run of an
+unchanged tree storing almost nothing, Btrfs through snapshots, refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from rescue_app.run import run
+from tests.enginekit import assert_one_line_error, liferaft
+from tests.helpers.diskkit import MIB, PartSpec, fsck_clean, make_fs, mounted, partition_disk
+
+pytestmark = pytest.mark.root
+
+# Each file is its payload followed by the payload's sha256 (hex): a torn
+# file (part old, part new) fails its own check.
+WRITER = """
+import hashlib, os, random, sys, time
+root, stop = sys.argv[1], sys.argv[2]
+rnd = random.Random(7)
+n = 0
+while not os.path.exists(stop):
+    payload = rnd.randbytes(rnd.choice([3000, 90_000, 700_000]))
+    body = payload + hashlib.sha256(payload).hexdigest().encode()
+    tmp = os.path.join(root, "live", f".tmp{n}")
+    with open(tmp, "wb") as f:
+        f.write(body)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, os.path.join(root, "live", f"w{n % 25}.dat"))
+    n += 1
+    time.sleep(0.002)
+print(n)
+"""
+
+
+def _checked(body: bytes) -> bool:
+    payload, digest = body[:-64], body[-64:]
+    return hashlib.sha256(payload).hexdigest().encode() == digest
+
+
+def _static_tree(root: str) -> dict[str, str]:
+    """Files that do not change during the backup: {path: sha256}."""
+    rnd = random.Random(3)
+    out = {}
+    for i in range(120):
+        sub = os.path.join(root, "etc", f"d{i % 7}")
+        os.makedirs(sub, exist_ok=True)
+        size = rnd.choice([0, 100, 5000, 200_000, 1_500_000]) if i % 40 else 9 * MIB
+        data = rnd.randbytes(size)
+        path = os.path.join(sub, f"f{i}")
+        Path(path).write_bytes(data)
+        out[os.path.relpath(path, root)] = hashlib.sha256(data).hexdigest()
+    os.link(os.path.join(root, "etc/d1/f1"), os.path.join(root, "etc/hard"))
+    os.symlink("d1/f1", os.path.join(root, "etc/soft"))
+    os.setxattr(os.path.join(root, "etc/d1/f1"), "user.origin", b"\xff\x00binary")
+    os.chmod(os.path.join(root, "etc/d2"), 0o700)
+    os.chown(os.path.join(root, "etc/d2/f2"), 1234, 5678)
+    os.makedirs(os.path.join(root, "live"))
+    return out
+
+
+def _hashes(root: str, names: list[str]) -> dict[str, str]:
+    return {n: hashlib.sha256(Path(root, n).read_bytes()).hexdigest() for n in names}
+
+
+def _uuid(node: str) -> str:
+    return run(["blkid", "-s", "UUID", "-o", "value", node]).stdout.strip()
+
+
+@pytest.fixture
+def source(loopdisk: Callable[[int], str]) -> Iterator[tuple[str, str, str]]:
+    """A GPT loop disk with one ext4 partition mounted read-write: (disk, partition, mount)."""
+    dev = loopdisk(320 * MIB)
+    (part,) = partition_disk(dev, "gpt", [PartSpec(None, "ext4", "root")])
+    make_fs(part, "ext4", "rootfs")
+    with mounted(part, "ext4") as point:
+        yield dev, part, point
+
+
+def test_online_backup_under_a_writer_restores_whole_files(
+    source: tuple[str, str, str], loopdisk: Callable[[int], str], workdir: str
+) -> None:
+    dev, part, point = source
+    static = _static_tree(point)
+    repo = os.path.join(workdir, "repo")
+    stop = os.path.join(workdir, "stop")
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, point, stop], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        first = liferaft("backup", "--repo", repo, "--name", "web", dev)
+        online_seconds = time.monotonic() - started
+    finally:
+        Path(stop).touch()
+        writes = int(writer.communicate(timeout=30)[0])
+    assert writes > 20  # the writer really wrote during the backup
+    assert "disk 1 partition 1 (ext4): file by file from the mounted tree" in first.stdout
+    assert first.stdout.splitlines()[-1].startswith("backed up web@")
+
+    # restore onto another disk: fsck clean, same UUID, static files equal, no torn file
+    target = loopdisk(320 * MIB)
+    liferaft("restore", "--repo", repo, "--image", "web", "--to", target, "--yes")
+    node = target + "p1"
+    fsck_clean(node, "ext4")
+    assert _uuid(node) == _uuid(part)
+    with mounted(node, "ext4", read_only=True) as back:
+        assert _hashes(back, list(static)) == static
+        assert os.stat(f"{back}/etc/hard").st_ino == os.stat(f"{back}/etc/d1/f1").st_ino
+        assert os.readlink(f"{back}/etc/soft") == "d1/f1"
+        assert os.getxattr(f"{back}/etc/d1/f1", "user.origin") == b"\xff\x00binary"
+        assert os.stat(f"{back}/etc/d2").st_mode & 0o777 == 0o700
+        assert (os.stat(f"{back}/etc/d2/f2").st_uid, os.stat(f"{back}/etc/d2/f2").st_gid) == (
+            1234,
+            5678,
+        )
+        live = [n for n in os.listdir(f"{back}/live") if n.endswith(".dat")]
+        assert live
+        for name in live:
+            assert _checked(Path(back, "live", name).read_bytes()), name
+
+    # an unchanged tree: the next run stores under 1 % of its data
+    second = liferaft("backup", "--repo", repo, "--name", "web", dev)
+    third = liferaft("backup", "--repo", repo, "--name", "web", dev)
+    data, new = _figures(third.stdout)
+    assert new < data / 100, third.stdout
+    # figures for the report (pytest -s shows them)
+    offline = _offline_capture(dev, part, point, workdir)
+    print(
+        f"\nonline backup {online_seconds:.1f} s under a writer ({writes} files replaced); "
+        f"second run {second.stdout.splitlines()[-1]}; unchanged run: {new} of {data} bytes "
+        f"new; offline capture: {offline}"
+    )
+
+
+def _figures(stdout: str) -> tuple[int, int]:
+    """(data bytes, newly stored bytes) of the backup's last line."""
+    units = {"B": 1, "KiB": 1024, "MiB": MIB, "GiB": 1024 * MIB}
+    found = re.findall(r"([\d.]+) (B|KiB|MiB|GiB)", stdout.splitlines()[-1])
+    data, new = (float(v) * units[u] for v, u in found[:2])
+    return int(data), int(new)
+
+
+def _offline_capture(dev: str, part: str, point: str, workdir: str) -> str:
+    """The same disk captured offline (unmounted), for the comparison."""
+    run(["umount", point])
+    try:
+        started = time.monotonic()
+        out = liferaft("capture", "--repo", os.path.join(workdir, "off"), "--name", "o", dev)
+        return f"{time.monotonic() - started:.1f} s, {out.stdout.strip()}"
+    finally:
+        run(["mount", part, point])
+
+
+def test_btrfs_subvolumes_are_backed_up_from_snapshots(
+    loopdisk: Callable[[int], str], workdir: str
+) -> None:
+    dev = loopdisk(320 * MIB)
+    (part,) = partition_disk(dev, "gpt", [PartSpec(None, "btrfs", "data")])
+    make_fs(part, "btrfs", "pool")
+    repo = os.path.join(workdir, "repo")
+    with mounted(part, "btrfs") as point:
+        run(["btrfs", "subvolume", "create", f"{point}/@home"])
+        run(["btrfs", "subvolume", "create", f"{point}/@home/nested"])
+        Path(point, "top.txt").write_text("top")
+        Path(point, "@home", "a.txt").write_text("home")
+        Path(point, "@home", "nested", "b.bin").write_bytes(os.urandom(3 * MIB))
+        run(["btrfs", "subvolume", "snapshot", "-r", f"{point}/@home", f"{point}/@ro"])
+        # a snapshot left by a run that crashed is deleted first
+        run(["btrfs", "subvolume", "snapshot", "-r", point, f"{point}/liferaft-snap-9"])
+        expected = hashlib.sha256(Path(point, "@home", "nested", "b.bin").read_bytes()).hexdigest()
+        out = liferaft("backup", "--repo", repo, "--name", "b", dev).stdout
+        assert "file by file from read-only snapshots of each subvolume" in out
+        subs = run(["btrfs", "subvolume", "list", point]).stdout
+        assert "liferaft-snap" not in subs, subs
+    # btrfs takes one filesystem per UUID: the original goes, as a dead machine's would
+    uuid = _uuid(part)
+    run(["wipefs", "-a", "-q", part])
+    target = loopdisk(320 * MIB)
+    liferaft("restore", "--repo", repo, "--image", "b", "--to", target, "--yes")
+    node = target + "p1"
+    fsck_clean(node, "btrfs")
+    assert _uuid(node) == uuid
+    with mounted(node, "btrfs", read_only=True) as back:
+        assert Path(back, "top.txt").read_text() == "top"
+        assert Path(back, "@home", "a.txt").read_text() == "home"
+        got = hashlib.sha256(Path(back, "@home", "nested", "b.bin").read_bytes()).hexdigest()
+        assert got == expected
+        subs = run(["btrfs", "subvolume", "list", back]).stdout
+        assert "@home/nested" in subs and "@ro" in subs and "liferaft-snap" not in subs
+        assert run(["btrfs", "property", "get", f"{back}/@ro", "ro"]).stdout.strip() == "ro=true"
+
+
+def test_refusals_are_one_line(loopdisk: Callable[[int], str], workdir: str) -> None:
+    repo = os.path.join(workdir, "repo")
+    dev = loopdisk(64 * MIB)
+    (part,) = partition_disk(dev, "gpt", [PartSpec(None, "ext4", "root")])
+    proc = liferaft("backup", "--repo", repo, "--name", "x", part, check=False)
+    assert_one_line_error(proc, f"{part} is a partition, not a disk")
+    make_fs(part, "ext4")
+    with mounted(part, "ext4") as point:
+        inside = os.path.join(point, "repo")
+        proc = liferaft("backup", "--repo", inside, "--name", "x", dev, check=False)
+        assert_one_line_error(proc, "the backup would copy itself")
+    proc = liferaft("backup", "--repo", repo, "--name", "x", "/dev/nonexistent", check=False)
+    assert_one_line_error(proc, "/dev/nonexistent")
+    proc = liferaft(
+        "backup", "--repo", repo, "--name", "x", "--limit-rate", "fast", "/dev/x", check=False
+    )
+    assert proc.returncode == 2 and "bytes per second" in proc.stderr
+    assert not os.path.exists(repo)

@@ -1,0 +1,73 @@
+"""The online backup's pure parts, on the host without root or device-mapper:
+LVM snapshot sizing and command lines, the system disks refusal, the file
+stream's chunking, the rate limit."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+
+from rescue_app.engine import lvm, online
+from rescue_app.engine.filelevel import _Stream
+from rescue_app.errors import DiskError
+from rescue_app.progress import Progress
+
+
+def _lv(name: str, segtype: str = "linear", size: int = 0) -> lvm.LogicalVolume:
+    return lvm.LogicalVolume(
+        "vg0", name, "u", size, segtype, (), "pool" if segtype == "thin" else "", "", False, True, 0
+    )
+
+
+def test_classic_snapshots_share_half_the_free_extents_never_more_than_the_origin() -> None:
+    assert lvm.snapshot_extents(100, [1000, 1000]) == [25, 25]
+    assert lvm.snapshot_extents(100, [10, 1000]) == [10, 25]
+    assert lvm.snapshot_extents(7, []) == []
+    with pytest.raises(DiskError, match="too few for 2 snapshot"):
+        lvm.snapshot_extents(3, [10, 10])
+
+
+def test_snapshot_command_lines() -> None:
+    assert lvm.snapshot_argv(_lv("root"), 25) == [
+        "lvcreate", "--snapshot", "--name", "liferaft-snap-root", "--extents", "25", "vg0/root",
+    ]  # fmt: skip
+    assert lvm.snapshot_argv(_lv("home", "thin"), 0) == [
+        "lvcreate", "--snapshot", "--name", "liferaft-snap-home", "--setactivationskip", "n",
+        "vg0/home",
+    ]  # fmt: skip
+    lvs = [_lv("root"), _lv("liferaft-snap-root"), _lv("swap")]
+    assert [lv.name for lv in lvm.stale_snapshots(lvs)] == ["liferaft-snap-root"]
+
+
+def test_no_system_disk_is_one_clear_refusal() -> None:
+    with pytest.raises(DiskError, match="no disk holding the running system") as err:
+        online.system_disks(paths=("/proc",))
+    assert "liferaft backup --repo REPO --name NAME /dev/sdX" in err.value.hint
+
+
+def test_an_unchanged_file_list_cuts_the_same_chunks_and_a_change_stays_local() -> None:
+    def cut(members: list[bytes]) -> list[str]:
+        s = _Stream(lambda data: hashlib.sha256(data).hexdigest())
+        for m in members:
+            s.add(m, boundary_key=m[:4])
+        s.cut()
+        return s.chunks
+
+    members = [i.to_bytes(4, "big") * 2008 for i in range(1200)]
+    first = cut(members)
+    assert cut(members) == first and len(first) > 20
+    changed = list(members)
+    changed[200] = b"x" * 8032
+    second = cut(changed)
+    assert len(set(second) - set(first)) <= 2
+
+
+def test_the_rate_limit_holds_the_capture_back() -> None:
+    seen: list[int] = []
+    limit = online.RateLimit(10_000_000, lambda p: seen.append(p.done))
+    started = time.monotonic()
+    limit(Progress("capture", "x", 3_000_000, 10_000_000))
+    assert time.monotonic() - started >= 0.25
+    assert seen == [3_000_000]
