@@ -218,12 +218,13 @@ def test_restore_onto_a_disk_half_the_size(
     assert "shrunk from 3.9 GiB" in plan and f"a new {fs} with the same UUID" in plan, plan
     started = time.monotonic()
     out = liferaft(
-        "restore", "--repo", src.repo, "--image", fs, "--to", small, "--yes", "--json"
+        "restore", "--repo", src.repo, "--image", fs, "--to", small, "--yes", "--json", "--verify"
     ).stdout
     TIMES[f"{fs} shrink"] = time.monotonic() - started
     result = json.loads(out)
     # the files copied count as written, the chunks read through the mount as fetched
     assert result["written_bytes"] > 150 * MIB and result["fetched_bytes"] > 150 * MIB, result
+    assert result["verified"]  # the ESP against the image, the new root by its own fsck
     nodes = reread_partitions(small, 2)
     fsck_clean(nodes[0], "vfat")
     fsck_clean(nodes[1], fs)
@@ -279,3 +280,15 @@ def test_data_larger_than_the_disk_is_refused_target_untouched(
     )
     assert re.search(r"holds 3\d\d\.\d MiB of data", line), line
     assert disk_bytes_sha256(target, 0, 320 * MIB) == before
+
+
+def test_verify_of_a_file_level_partition_is_its_fsck(loopdisk: Callable[[int], str]) -> None:
+    from rescue_app.engine.filetree import check_filesystem
+    from rescue_app.errors import VerifyError
+
+    dev = loopdisk(64 * MIB)
+    make_fs(dev, "ext4", label="x")
+    check_filesystem(dev, "ext4")
+    run(["debugfs", "-w", "-R", "set_bg 0 free_blocks_count 7", dev])  # a wrong count
+    with pytest.raises(VerifyError, match=f"e2fsck finds the new ext4 on {dev} unclean"):
+        check_filesystem(dev, "ext4")
