@@ -30,7 +30,7 @@ import logging
 import os
 import re
 import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from rescue_app.engine import mounts
@@ -194,6 +194,22 @@ def write_tree(
     default: str | None = None
     if ident.type == "btrfs":
         subvolumes, default = btrfs_subvolumes(source)
+    return write_files(
+        node, ident, subvolumes, default, lambda point: copy_tree(source, point, cancel=cancel)
+    )
+
+
+def write_files(
+    node: str,
+    ident: FsIdentity,
+    subvolumes: Sequence[Subvolume],
+    default: str | None,
+    fill: Callable[[str], None],
+) -> int:
+    """Make ``ident`` anew on ``node``, its Btrfs subvolumes in it, and let
+    ``fill`` write the files into the folder it is mounted on (write_tree
+    copies a tree, engine/filelevel.py unpacks a file-level image); returns
+    the bytes the new filesystem uses."""
     make_filesystem(node, ident, str(uuidlib.uuid4()) if ident.type == "btrfs" else None)
     # nouuid: the source XFS, mounted from the image, has the same UUID
     extra = ["nouuid"] if ident.type == "xfs" else []
@@ -204,7 +220,7 @@ def write_tree(
             where = os.path.join(point, sub.path)
             os.makedirs(os.path.dirname(where), exist_ok=True)
             run(["btrfs", "subvolume", "create", where])
-        copy_tree(source, point, cancel=cancel)
+        fill(point)
         for sub in subvolumes:
             if sub.read_only:
                 run(
@@ -302,5 +318,6 @@ __all__ = [
     "image_tree",
     "make_filesystem",
     "read_identity",
+    "write_files",
     "write_tree",
 ]

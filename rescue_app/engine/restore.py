@@ -74,8 +74,11 @@ _Chunk = tuple[int, str | None, list[Extent]]
 _Piece = tuple[int, bytes | None, list[Extent]]
 # A chunk compared with the target: None (differs), else b"" or its bytes (see _Seed._check).
 _Checked = tuple[_Chunk, bytes | None]
-# How many compared chunks a seed restore's reader may be ahead of the writes.
+# How many compared chunks a seed restore's reader may be ahead of the writes,
+# and how many threads read and hash them (reads in flight keep a disk busy;
+# hashing releases the GIL).
 READ_AHEAD = 64
+SEED_READERS = 4
 
 
 class _Counter:
@@ -337,9 +340,10 @@ def _restore_files(
             item = f"{node} ({p.filesystem.type}, files)"
             counter.add(item, 0, 0, p.used_bytes)
             where = f"{m.ref} disk {d.image.index + 1} {p.label}"
-            finished.append((node, filelevel.write_stream(repo, m, p, node, where, cancel)))
+            ident, written = filelevel.write_stream(repo, m, p, node, where, cancel)
+            finished.append((node, ident))
             counter.add(item, p.used_bytes, p.used_bytes, p.used_bytes)
-            counter.moved(fetched=p.used_bytes)
+            counter.moved(fetched=p.used_bytes, written=written)
             _stage(f"files-{p.number}", cancel)
     steps = [s for s in d.steps if s.files and s.source.method != Method.FILES]
     if not steps:
@@ -652,7 +656,10 @@ class _Seed:
                     continue
 
         try:
-            with blockio.SourceReader(self.r.node) as reader, pipeline(tuple, WORKERS) as pipe:
+            with (
+                blockio.SourceReader(self.r.node) as reader,
+                pipeline(tuple, SEED_READERS) as pipe,
+            ):
                 for chunk in chunks:
                     if stop.is_set():
                         return
@@ -671,8 +678,8 @@ class _Seed:
         m, p = self.r.m, self.r.p
         base = i * m.chunk_size
         length = min(m.chunk_size, p.size - base)
-        seen: bytes | bytearray | memoryview = reader.read(base, length, extents)
-        self.r.counter.moved(read=total(extents))
+        seen: bytes | bytearray | memoryview = reader.read_span(base, length, extents)
+        self.r.counter.moved(read=length)
         first = clip(extents, 0, len(self.head)) if base < len(self.head) else []
         if first:
             seen = bytearray(seen)
