@@ -63,6 +63,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # tests.helpers is not installed with the package
 
 from bench import clonezilla as cz_bench  # noqa: E402
+from bench import seed as seed_bench  # noqa: E402
 from rescue_app.run import run, which  # noqa: E402
 from tests.helpers.diskkit import (  # noqa: E402
     PartSpec,
@@ -681,6 +682,7 @@ def report(ctx: BenchContext) -> bool:
 def main() -> int:
     check_host()
     cz: dict[str, float] = {}
+    seeded: dict[str, float] = {}
     ctx = BenchContext(work=tempfile.mkdtemp(prefix="liferaft-bench-", dir=WORK_PARENT))
     try:
         with contextlib.ExitStack() as stack:
@@ -700,6 +702,9 @@ def main() -> int:
                 http_restores(ctx)
             with step("Clonezilla image (ocs-sr savedisk): ocs-sr restoredisk, liferaft restore"):
                 cz = cz_bench.clonezilla_restores(sys.modules[__name__], ctx, stack)
+            # last: it changes the source disk
+            with step("seed restore (10% of the used data changed) against a full one, over http"):
+                seeded = seed_bench.seed_restores(sys.modules[__name__], ctx, stack)
     except Exception as exc:  # one line, like the CLI; the loop devices are gone by now
         print(f"bench: failed: {exc}", file=sys.stderr)
         return 2
@@ -707,6 +712,7 @@ def main() -> int:
         shutil.rmtree(ctx.work, ignore_errors=True)
     ok = report(ctx)
     cz_bench.report(cz)
+    ok = seed_bench.report(seeded) and ok
     return 0 if ok else 1
 
 

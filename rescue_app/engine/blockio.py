@@ -241,5 +241,20 @@ class SourceReader(_Device):
             view[cursor - base :] = _ZEROS[: base + length - cursor]
         return view
 
+    def read_span(self, base: int, length: int, extents: list[Extent]) -> memoryview:
+        """What ``read`` returns, read in one request for the whole span and
+        zeroed outside ``extents`` afterwards: one large O_DIRECT read instead
+        of one per extent, much faster where a filesystem's many small files
+        make many small extents (a seed restore compares whole chunks)."""
+        view = self.read(base, length, [(base, length)])
+        cursor = base
+        for start, n in extents:
+            if start > cursor:
+                view[cursor - base : start - base] = _ZEROS[: start - cursor]
+            cursor = start + n
+        if cursor < base + length:
+            view[cursor - base :] = _ZEROS[: base + length - cursor]
+        return view
+
 
 _ZEROS = bytes(8 << 20)

@@ -167,7 +167,9 @@ def apply_plan(
         for a in plan.md_arrays:
             # After every disk's table: an array's members lie on several disks.
             try:
-                notes += _restore_md_array(plan, a, counter, progress, cancel, verify)
+                node = _restore_md_array(plan, a, counter, progress, cancel, verify, opened, notes)
+                first = a.image.members[0]
+                inner[(first.disk, first.partition)] = node
             except RepositoryError as exc:
                 paths = ", ".join(d.target.path for d in plan.disks)
                 again = f"run the restore again before using {paths}"
@@ -813,12 +815,15 @@ def _restore_md_array(
     progress: ProgressCallback,
     cancel: CancelToken | None,
     verify: bool,
-) -> list[str]:
+    opened: contextlib.ExitStack,
+    notes: list[str],
+) -> str:
     """The array created anew on its members' new partitions (same UUID,
     name, level, metadata, chunk, layout; a captured missing member stays
     missing), its contents written through the array device, grown where
-    planned; stopped at the end, also on failure. md resyncs the members in
-    the background (no --assume-clean: docs/FORMAT.md, "md RAID")."""
+    planned; its device path. Stopped when ``opened`` closes (after a volume
+    group on it is restored), also on failure. md resyncs the members in the
+    background (no --assume-clean: docs/FORMAT.md, "md RAID")."""
     img = a.image
     slots: list[str | None] = [None] * img.raid_devices
     for member in img.members:
@@ -828,23 +833,21 @@ def _restore_md_array(
         Progress("restore", img.label, counter.done, counter.total, message="creating the md array")
     )
     node = mdraid.create(_md_spec(img), slots)
-    notes: list[str] = []
-    try:
-        with blockio.SourceReader(node) as reader:
-            size = reader.size()
-        if size < img.size:
-            raise DiskError(
-                f"the new {img.label} has {size} bytes, {img.size - size} fewer than "
-                "the captured one; nothing of it was written",
-                hint="restore onto larger disks (or with --grow)",
-            )
-        _write_inside(plan, img, node, counter, progress, cancel, verify)
-        if a.grow_fs:
-            progress(Progress("grow", node, 0, 0, message=f"growing {img.filesystem.type}"))
-            notes.append(_grow_filesystem(node, img.filesystem.type))
-    finally:
-        mdraid.stop(node)
-    return [n for n in notes if n]
+    opened.callback(mdraid.stop, node)
+    with blockio.SourceReader(node) as reader:
+        size = reader.size()
+    if size < img.size:
+        raise DiskError(
+            f"the new {img.label} has {size} bytes, {img.size - size} fewer than "
+            "the captured one; nothing of it was written",
+            hint="restore onto larger disks (or with --grow)",
+        )
+    _write_inside(plan, img, node, counter, progress, cancel, verify)
+    if a.grow_fs:
+        progress(Progress("grow", node, 0, 0, message=f"growing {img.filesystem.type}"))
+        grown = _grow_filesystem(node, img.filesystem.type)
+        notes += [grown] if grown else []
+    return node
 
 
 def _luks_keys(plan: RestorePlan, luks_key: luks.KeySource | None) -> list[bytes]:
@@ -959,7 +962,8 @@ def _restore_volume_group(
     devices: dict[str, str] = {}  # PV UUID -> its new partition (or opened LUKS volume)
     for pv in vg.pvs:
         place = (pv.disk, pv.partition)
-        devices[pv.uuid] = inner[place] if pv.luks else _nodes(plan.disks[pv.disk])[pv.partition]
+        inside = pv.luks or pv.md
+        devices[pv.uuid] = inner[place] if inside else _nodes(plan.disks[pv.disk])[pv.partition]
     progress(
         Progress(
             "restore",
