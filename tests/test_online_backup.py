@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from rescue_app.engine import mounts
 from rescue_app.run import run
 from tests.enginekit import assert_one_line_error, liferaft
 from tests.helpers.diskkit import MIB, PartSpec, fsck_clean, make_fs, mounted, partition_disk
@@ -79,13 +80,15 @@ def _uuid(node: str) -> str:
     return run(["blkid", "-s", "UUID", "-o", "value", node]).stdout.strip()
 
 
-@pytest.fixture
-def source(loopdisk: Callable[[int], str]) -> Iterator[tuple[str, str, str]]:
-    """A GPT loop disk with one ext4 partition mounted read-write: (disk, partition, mount)."""
+@pytest.fixture(params=["ext4", "xfs"])
+def source(
+    loopdisk: Callable[[int], str], request: pytest.FixtureRequest
+) -> Iterator[tuple[str, str, str]]:
+    """A GPT loop disk with one partition mounted read-write: (disk, partition, mount)."""
     dev = loopdisk(320 * MIB)
-    (part,) = partition_disk(dev, "gpt", [PartSpec(None, "ext4", "root")])
-    make_fs(part, "ext4", "rootfs")
-    with mounted(part, "ext4") as point:
+    (part,) = partition_disk(dev, "gpt", [PartSpec(None, request.param, "root")])
+    make_fs(part, request.param, "rootfs")
+    with mounted(part, request.param) as point:
         yield dev, part, point
 
 
@@ -93,6 +96,7 @@ def test_online_backup_under_a_writer_restores_whole_files(
     source: tuple[str, str, str], loopdisk: Callable[[int], str], workdir: str
 ) -> None:
     dev, part, point = source
+    fs = run(["blkid", "-s", "TYPE", "-o", "value", part]).stdout.strip()
     static = _static_tree(point)
     repo = os.path.join(workdir, "repo")
     stop = os.path.join(workdir, "stop")
@@ -108,16 +112,17 @@ def test_online_backup_under_a_writer_restores_whole_files(
         Path(stop).touch()
         writes = int(writer.communicate(timeout=30)[0])
     assert writes > 20  # the writer really wrote during the backup
-    assert "disk 1 partition 1 (ext4): file by file from the mounted tree" in first.stdout
+    assert f"disk 1 partition 1 ({fs}): file by file from the mounted tree" in first.stdout
     assert first.stdout.splitlines()[-1].startswith("backed up web@")
 
     # restore onto another disk: fsck clean, same UUID, static files equal, no torn file
     target = loopdisk(320 * MIB)
     liferaft("restore", "--repo", repo, "--image", "web", "--to", target, "--yes")
     node = target + "p1"
-    fsck_clean(node, "ext4")
+    fsck_clean(node, fs)
     assert _uuid(node) == _uuid(part)
-    with mounted(node, "ext4", read_only=True) as back:
+    # (nouuid: the source XFS, still mounted, has the same UUID)
+    with mounts.mounted(node, fs, options=["nouuid"] if fs == "xfs" else []) as back:
         assert _hashes(back, list(static)) == static
         assert os.stat(f"{back}/etc/hard").st_ino == os.stat(f"{back}/etc/d1/f1").st_ino
         assert os.readlink(f"{back}/etc/soft") == "d1/f1"
@@ -132,11 +137,18 @@ def test_online_backup_under_a_writer_restores_whole_files(
         for name in live:
             assert _checked(Path(back, "live", name).read_bytes()), name
 
-    # an unchanged tree: the next run stores under 1 % of its data
+    liferaft("verify", "--repo", repo)
+
+    # an unchanged tree: the next run stores under 1 % of its data; with
+    # --limit-rate it takes at least its bytes over the rate
     second = liferaft("backup", "--repo", repo, "--name", "web", dev)
-    third = liferaft("backup", "--repo", repo, "--name", "web", dev)
+    started = time.monotonic()
+    rate = 40 * MIB
+    third = liferaft("backup", "--repo", repo, "--name", "web", "--limit-rate", str(rate), dev)
+    paced = time.monotonic() - started
     data, new = _figures(third.stdout)
     assert new < data / 100, third.stdout
+    assert paced >= 0.9 * data / rate, (paced, data)
     # figures for the report (pytest -s shows them)
     offline = _offline_capture(dev, part, point, workdir)
     print(
@@ -222,3 +234,29 @@ def test_refusals_are_one_line(loopdisk: Callable[[int], str], workdir: str) -> 
     )
     assert proc.returncode == 2 and "bytes per second" in proc.stderr
     assert not os.path.exists(repo)
+
+
+# rewrites the file in place without end (its mtime moves, its size stays)
+APPENDER = """
+import os, random, sys
+fd = os.open(sys.argv[1], os.O_WRONLY)
+while not os.path.exists(sys.argv[2]):
+    os.pwrite(fd, os.urandom(4096), random.randrange(0, 24 << 20))
+"""
+
+
+def test_a_file_that_never_stops_changing_is_named(
+    source: tuple[str, str, str], workdir: str
+) -> None:
+    dev, _, point = source
+    Path(point, "busy.log").write_bytes(os.urandom(24 * MIB))
+    Path(point, "quiet.txt").write_text("still")
+    stop = os.path.join(workdir, "stop")
+    appender = subprocess.Popen([sys.executable, "-c", APPENDER, f"{point}/busy.log", stop])
+    try:
+        time.sleep(0.2)
+        proc = liferaft("backup", "--repo", os.path.join(workdir, "repo"), "--name", "b", dev)
+    finally:
+        Path(stop).touch()
+        appender.wait(timeout=30)
+    assert "1 file(s) kept changing while read, kept as last read: busy.log" in proc.stderr

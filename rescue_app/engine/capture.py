@@ -9,11 +9,12 @@ leaves no image behind and never touches earlier ones.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -23,7 +24,12 @@ from typing import Any
 from rescue_app.engine import blockio, filelevel, filetree, luks, lvm, mdraid, probe
 from rescue_app.engine.chunkio import WORKERS, pipeline
 from rescue_app.engine.diskmodel import BlockDisk
-from rescue_app.engine.diskscan import disks_holding_path, find_disk, mounts_on_disk
+from rescue_app.engine.diskscan import (
+    disks_holding_path,
+    find_disk,
+    mounts_on_disk,
+    read_mountinfo,
+)
 from rescue_app.engine.extents import Extent, ExtentMap, clip, total
 from rescue_app.engine.kernel import reread_partitions
 from rescue_app.engine.manifest import (
@@ -57,6 +63,7 @@ from rescue_app.engine.table import TableEntry, placement, read_table
 from rescue_app.engine.usedmap import PARTCLONE_OF, MapUnavailable, used_map
 from rescue_app.errors import CancelledError, DiskError, LiferaftError, ToolMissingError
 from rescue_app.progress import CancelToken, Progress, ProgressCallback, no_progress
+from rescue_app.run import run
 
 log = logging.getLogger("liferaft.capture")
 
@@ -172,7 +179,15 @@ def capture(
     for disk in disks:
         refusals = [r for r in capture_refusals(disk, local) if not _live(disk, r, online)]
         if refusals:
-            raise DiskError(str(refusals[0]), hint=refusals[0].hint)
+            first = refusals[0]
+            hint = first.hint
+            if online and first.kind is RefusalKind.MOUNTED_READ_WRITE:
+                # (a volume stacked on the disk other than LVM)
+                hint = (
+                    f"{first.device} is an md or LUKS volume in use: the online backup "
+                    "does not capture those yet; back it up from the rescue stick"
+                )
+            raise DiskError(str(first), hint=hint)
     keys = _luks_keys(repo, disks, luks_key) if luks_key is not None else {}
     repo.ensure_writable()
     started = time.monotonic()
@@ -187,7 +202,9 @@ def capture(
         # and deactivated again whatever happens.
         # md arrays likewise: assembled read-only, stopped again after.
         arrays = _plan_md_arrays([parts for _, parts in plans], active, progress)
-        groups = _plan_volume_groups([parts for _, parts in plans], active, progress, lukses)
+        groups = _plan_volume_groups(
+            [parts for _, parts in plans], active, progress, [*lukses, *arrays], online=online
+        )
         stats = _Stats(
             total=sum(p.read_bytes for parts in plans for p in parts[1])
             + sum(lv.read_bytes for g in groups for lv in g.lvs)
@@ -322,12 +339,24 @@ def capture_refusals(disk: BlockDisk, repository: str | None = None) -> list[Cap
 def _live(disk: BlockDisk, refusal: CaptureRefusal, online: bool) -> bool:
     """Whether an online backup takes what ``refusal`` refuses: a partition
     (or whole-disk filesystem) mounted read-write, read from its mounted
-    tree. A device stacked on the disk (LVM, md, LUKS) mounted read-write
-    is still refused (LVM snapshots: not yet)."""
+    tree, or an LVM logical volume, read from a snapshot. An md array or a
+    LUKS volume on the disk mounted read-write is still refused."""
     if not online or refusal.kind is not RefusalKind.MOUNTED_READ_WRITE:
         return False
     direct = {os.path.realpath(p.path) for p in disk.partitions} | {disk.path}
-    return os.path.realpath(refusal.device) in direct
+    device = os.path.realpath(refusal.device)
+    return device in direct or _is_logical_volume(device)
+
+
+def _is_logical_volume(device: str) -> bool:
+    """Whether ``device`` (a /dev path) is an LVM logical volume (its
+    device-mapper UUID starts with LVM-)."""
+    uuid = os.path.join("/sys/class/block", os.path.basename(device), "dm", "uuid")
+    try:
+        with open(uuid) as f:
+            return f.read().startswith("LVM-")
+    except OSError:
+        return False
 
 
 def _live_mounts(disk: BlockDisk) -> dict[str, str]:
@@ -443,6 +472,7 @@ class _LvPlan(_Volume):
     lv: lvm.LogicalVolume = field(kw_only=True)
     holds_root: bool = False
     segments: tuple[SegmentImage, ...] = ()
+    snapshot: bool = False  # read from its snapshot (online backup), at ``node``
 
     def __post_init__(self) -> None:
         self.node, self.size = self.lv.dm_path, self.lv.size
@@ -461,20 +491,24 @@ def _plan_volume_groups(
     disks: list[list[_PartPlan]],
     active: ExitStack,
     progress: ProgressCallback,
-    lukses: Sequence[_LuksPlan] = (),
+    inner: Sequence[_LuksPlan | _MdPlan] = (),
+    *,
+    online: bool = False,
 ) -> list[_VgPlan]:
-    """Partitions (and unlocked LUKS volumes) that are LVM PVs: their volume
-    groups, each captured by its LVs (activated read-only on ``active``). A PV
-    whose volume group cannot be recreated from this capture stays raw, with
-    the reason in its note."""
-    members: dict[str, tuple[int, _PartPlan | _LuksPlan]] = {}
+    """Partitions (and unlocked LUKS volumes, md arrays) that are LVM PVs:
+    their volume groups, each captured by its LVs (activated read-only on
+    ``active``). A PV whose volume group cannot be recreated from this
+    capture stays raw, with the reason in its note. ``online``: an LV
+    mounted read-write is read from a snapshot (lvm.snapshots, removed on
+    ``active``'s exit)."""
+    members: dict[str, tuple[int, _PartPlan | _LuksPlan | _MdPlan]] = {}
     for index, parts in enumerate(disks):
         for p in parts:
             if p.fs.type == lvm.PV_TYPE:
                 members[os.path.realpath(p.entry.node)] = (index, p)
-    for v in lukses:
+    for v in inner:
         if v.fs.type == lvm.PV_TYPE:
-            members[os.path.realpath(v.node)] = (v.disk, v)
+            members[os.path.realpath(v.node)] = (v.place[0], v)
     if not members:
         return []
     try:
@@ -503,6 +537,8 @@ def _plan_volume_groups(
         ours = [
             (members[os.path.realpath(v.device)], v) for v in by_vg[pv.vg] if v.device not in others
         ]
+        if online:
+            lvm.remove_stale_snapshots(pv.vg)
         lvs = lvm.logical_volumes(pv.vg)
         odd = sorted(
             {lv.segtype for lv in lvs if lv.segtype not in lvm.SUPPORTED_SEGTYPES}
@@ -513,6 +549,10 @@ def _plan_volume_groups(
             why = f"volume group {pv.vg} also lies on {', '.join(others)}, which is not captured"
         elif odd:
             why = f"volume group {pv.vg} has {', '.join(odd)} volumes, which are not recreated"
+        elif online and any(lv.segtype == "thin-pool" for lv in lvs):
+            # (its metadata changes while read: a consistent copy needs the
+            # pool's metadata snapshot, not done yet)
+            why = f"volume group {pv.vg} has a thin pool in use, not backed up online yet"
         for (_, member), _v in ours:
             if why:
                 member.note = f"{why}; stored raw (every byte, zeros skipped)"
@@ -531,11 +571,14 @@ def _plan_volume_groups(
                     PhysicalVolumeImage(
                         uuid=v.uuid,
                         disk=disk_index,
-                        partition=member.entry.number,
+                        partition=member.place[1]
+                        if isinstance(member, _MdPlan)
+                        else member.entry.number,
                         pe_start=v.pe_start,
                         size=v.size,
                         metadata_copies=v.metadata_copies,
                         luks=isinstance(member, _LuksPlan),
+                        md=isinstance(member, _MdPlan),
                     )
                     for (disk_index, member), v in ours
                 ],
@@ -543,17 +586,54 @@ def _plan_volume_groups(
         )
     for g in groups:
         active.enter_context(lvm.activated(g.name, read_only=True))
-        g.lvs = _plan_logical_volumes(g, progress)
+        via = active.enter_context(_live_snapshots(g.name)) if online else {}
+        g.lvs = _plan_logical_volumes(g, progress, via)
     return groups
 
 
-def _plan_logical_volumes(g: _VgPlan, progress: ProgressCallback) -> list[_LvPlan]:
+@contextlib.contextmanager
+def _live_snapshots(vg: str) -> Iterator[dict[str, str]]:
+    """Snapshots of the volume group's LVs mounted read-write, each made
+    consistent (its journal replayed: the snapshot is writable, the origin
+    untouched): {LV name: the snapshot's device}; removed after."""
+    rw = {os.path.realpath(m.source) for m in read_mountinfo() if not m.read_only}
+    in_use = [
+        lv
+        for lv in lvm.logical_volumes(vg)
+        if lv.active and not lv.hidden and os.path.realpath(lv.dm_path) in rw
+    ]
+    with lvm.snapshots(vg, in_use) as snaps:
+        out = {}
+        for origin, snap in snaps.items():
+            settle_journal(snap.dm_path, probe.identify(snap.dm_path).get("TYPE"))
+            out[origin] = snap.dm_path
+        yield out
+
+
+def settle_journal(node: str, fstype: str | None) -> None:
+    """Replay the journal of a filesystem snapshotted while mounted, on the
+    (writable) snapshot, so that it is clean as captured."""
+    if fstype in ("ext3", "ext4"):
+        run(["e2fsck", "-E", "journal_only", "-p", node], check=False)
+    elif fstype == "xfs":
+        # mounting replays the log; nouuid: the origin is mounted with the same UUID
+        with mounted(node, fstype, writable=True, options=["nouuid"], prefix="liferaft-log-"):
+            pass
+
+
+def _plan_logical_volumes(
+    g: _VgPlan, progress: ProgressCallback, via: dict[str, str] | None = None
+) -> list[_LvPlan]:
+    """``via``: LVs read through another device (their snapshot), by name."""
+    via = via or {}
     uuid_of = {os.path.realpath(lvm_pv.device): lvm_pv.uuid for lvm_pv in lvm.physical_volumes()}
     segments = lvm.segments(g.name)
     plans: list[_LvPlan] = []
     maps: list[tuple[Future[list[Extent]], _Volume]] = []
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="liferaft-map") as pool:
         for lv in lvm.logical_volumes(g.name):
+            if lv.name.startswith(lvm.SNAPSHOT_PREFIX):
+                continue  # ours, of an LV in use: read in its place
             if lv.hidden and lv.name.endswith("_tmeta"):
                 # A thin pool's metadata: written back through the PVs before
                 # the pool is activated on restore, so kept whole, with where it lies.
@@ -570,26 +650,37 @@ def _plan_logical_volumes(g: _VgPlan, progress: ProgressCallback) -> list[_LvPla
                 # the pool and its data: their contents are the thin LVs
                 plans.append(_LvPlan(Filesystem(None), Method.NONE, [], lv=lv))
                 continue
-            found = probe.identify(lv.dm_path)
+            node = via.get(lv.name, lv.dm_path)
+            found = probe.identify(node)
             fs = Filesystem(found.get("TYPE"), found.get("UUID"), found.get("LABEL"))
             # (looked into before partclone maps it: partclone refuses a mounted filesystem)
-            holds_root = _holds_root(lv, fs)
+            holds_root = _holds_root(lv, fs, node)
             shown = f"{g.name}/{lv.name}"
-            method, mapping, note = _choose_method(pool, lv.dm_path, shown, fs, progress)
+            method, mapping, note = _choose_method(pool, node, shown, fs, progress)
             extents: list[Extent] | None = [] if method == Method.SWAP else None
             plans.append(_LvPlan(fs, method, extents, note, lv=lv, holds_root=holds_root))
+            if lv.name in via:
+                plans[-1].node = node  # the snapshot: what is read
+                plans[-1].snapshot = True
+                plans[-1].note = (
+                    f"in use: read from the snapshot {lvm.snapshot_name(lv.name)} "
+                    "(removed after)" + (f"; {note}" if note else "")
+                )
             if mapping:
                 maps.append((mapping, plans[-1]))
         _await_maps(maps)
     return plans
 
 
-def _holds_root(lv: lvm.LogicalVolume, fs: Filesystem) -> bool:
-    """An operating system's / (the LV a restore grows by default)."""
+def _holds_root(lv: lvm.LogicalVolume, fs: Filesystem, node: str = "") -> bool:
+    """An operating system's / (the LV a restore grows by default); ``node``:
+    where it is read (its snapshot when in use)."""
     if fs.type not in ("ext2", "ext3", "ext4", "xfs", "btrfs"):
         return False
+    node = node or lv.dm_path
+    extra = ["nouuid"] if fs.type == "xfs" and node != lv.dm_path else []
     try:
-        with mounted(lv.dm_path, fs.type, prefix="liferaft-probe-") as point:
+        with mounted(node, fs.type, options=extra, prefix="liferaft-probe-") as point:
             return os.path.exists(os.path.join(point, "etc", "os-release")) or os.path.exists(
                 os.path.join(point, "etc", "fstab")
             )
@@ -607,6 +698,12 @@ class _MdPlan(_Volume):
 
     def __post_init__(self) -> None:
         self.node, self.size = self.device, self.device_size
+
+    @property
+    def place(self) -> tuple[int, int]:
+        """Disk index and partition of its first member: where an LVM PV on
+        the array is said to be (restore keeps that key for the array)."""
+        return self.members[0].disk, self.members[0].partition
 
 
 def _plan_md_arrays(
@@ -642,8 +739,8 @@ def _plan_md_arrays(
             _leave_raw(ours, why)
             continue
         v = _inside(node, f"md array {spec.name or spec.uuid}", progress)
-        if v.fs.type in (lvm.PV_TYPE, luks.LUKS_TYPE):
-            v.note = f"{v.fs.type} inside an md array is stored raw (every byte, zeros skipped)"
+        if v.fs.type == luks.LUKS_TYPE:
+            v.note = "LUKS inside an md array is stored raw (ciphertext, zeros skipped)"
         plan = _MdPlan(
             *v.how(),
             spec=spec,
@@ -722,6 +819,10 @@ class _LuksPlan(_Volume):
     def entry(self) -> TableEntry:
         """The partition the volume is (an LVM PV inside is placed by it)."""
         return self.part.entry
+
+    @property
+    def place(self) -> tuple[int, int]:
+        return self.disk, self.part.entry.number
 
 
 def _plan_luks(
@@ -832,7 +933,7 @@ def _capture_volume_group(
     for p in g.lvs:
         chunks: list[str | None] = []
         if p.method in (Method.USED, Method.RAW):
-            with blockio.SourceReader(p.lv.dm_path) as reader:
+            with blockio.SourceReader(p.node) as reader:
                 chunks = _store_region(
                     repo,
                     reader,

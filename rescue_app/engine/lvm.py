@@ -429,6 +429,12 @@ def free_extents(vg: str) -> int:
     return _int(rows[0]["vg_free_count"]) if rows else 0
 
 
+def remove_stale_snapshots(vg: str) -> None:
+    for old in stale_snapshots(logical_volumes(vg)):
+        log.warning("removing the stale snapshot %s/%s of an earlier backup", vg, old.name)
+        remove_snapshot(vg, old.name)
+
+
 def remove_snapshot(vg: str, name: str) -> None:
     _lvm(["lvremove", "--yes", f"{vg}/{name}"], check=False)
 
@@ -438,9 +444,7 @@ def snapshots(vg: str, lvs: Sequence[LogicalVolume]) -> Iterator[dict[str, Logic
     """Snapshots of ``lvs`` (of ``vg``, in use) for a ``with`` block: {origin
     name: its snapshot}; removed after, and stale ones from a crashed run
     removed first."""
-    for old in stale_snapshots(logical_volumes(vg)):
-        log.warning("removing the stale snapshot %s/%s of an earlier backup", vg, old.name)
-        remove_snapshot(vg, old.name)
+    remove_stale_snapshots(vg)
     extent = volume_group(vg).extent_size
     classic = [lv for lv in lvs if lv.segtype != "thin"]
     sizes = dict(

@@ -123,7 +123,9 @@ def methods_used(manifest: Manifest) -> list[str]:
     for vg in manifest.volume_groups:
         for lv in vg.lvs:
             if not lv.hidden:
-                out.append(f"volume group {vg.name} {lv.label}: {how.get(Method(lv.method))}")
+                text = how.get(Method(lv.method), lv.method)
+                text += f" ({lv.note})" if lv.note else ""
+                out.append(f"volume group {vg.name} {lv.label}: {text}")
     return out
 
 
