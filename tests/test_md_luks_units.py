@@ -324,3 +324,22 @@ def test_lvm_inside_luks_is_placed_on_the_opened_volume():
     assert mf.parse_manifest(m.to_json(), "x") == m
     plan = make_restore_plan(None, m, [_target("sdz", 64 * MIB)])  # type: ignore[arg-type]
     assert "Volume group cryptvg (LVM, on LUKS on disk 1 partition 1)" in plan.render()
+
+
+def test_lvm_on_an_md_array_is_placed_on_the_array():
+    from rescue_app.engine.manifest import PhysicalVolumeImage, VolumeGroupImage
+
+    array = replace(
+        RAID1, filesystem=Filesystem("LVM2_member"), method=Method.LVM_PV, used_bytes=0,
+        used_map=ExtentMap(), chunks=(),
+    )  # fmt: skip
+    vg = VolumeGroupImage(
+        name="mdvg", uuid="vg", extent_size=4 * MIB, tags=(), metadata="mdvg {\n}\n",
+        pvs=(PhysicalVolumeImage("pv", 0, 1, MIB, 120 * MIB, 1, md=True),), lvs=(),
+    )  # fmt: skip
+    m = replace(_manifest(array), volume_groups=(vg,))
+    assert mf.parse_manifest(m.to_json(), "x") == m
+    text = _plan(array, 130 * MIB, grow=False)
+    plan = make_restore_plan(None, m, [_target("sdy", 130 * MIB), _target("sdz", 130 * MIB)])  # type: ignore[arg-type]
+    assert "Volume group mdvg (LVM, on md array on disk 1 partition 1)" in plan.render()
+    assert "md RAID array oldhost:root" in text.render()

@@ -156,6 +156,7 @@ class PhysicalVolumeImage:
     size: int  # bytes of the PV as captured
     metadata_copies: int = 1
     luks: bool = False  # the PV is that partition's unlocked LUKS volume (luks_volumes)
+    md: bool = False  # the PV is the md array whose first member is that partition
 
 
 @dataclass(frozen=True)
@@ -623,6 +624,7 @@ def _volume_group(d: dict[str, Any]) -> VolumeGroupImage:
                 size=int(p["size"]),
                 metadata_copies=int(p.get("metadata_copies", 1)),
                 luks=bool(p.get("luks", False)),
+                md=bool(p.get("md", False)),
             )
             for p in d["pvs"]
         ),

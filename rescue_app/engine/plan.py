@@ -103,7 +103,7 @@ class VolumeGroupPlan:
         g = self
         vg = g.image
         where = ", ".join(
-            ("LUKS on " if pv.luks else "")
+            ("LUKS on " if pv.luks else "md array on " if pv.md else "")
             + (
                 f"disk {pv.disk + 1} partition {pv.partition}"
                 if pv.partition

@@ -6,7 +6,8 @@
 #   vdd 192, vde 192  targets of the RAID1 (larger: --grow grows the array's ext4)
 #   vdf 96, vdg 96    source RAID5 of three slots, one missing (degraded), ext4
 #   vdh 64            source LUKS2 (ext4 inside)
-# Later steps reuse wiped sources as targets: vda+vdb take the RAID5, vdf the LUKS;
+# Later steps reuse wiped sources as targets: vda+vdb take the RAID5, vdf+vdg
+# hold LVM on a RAID1 restored onto vdd+vde, vdf takes the LUKS;
 # vdh is made again with LVM inside LUKS.
 # Prints "CHECK <name> ok" per passed check and "TIME <name> <seconds>"; exits
 # nonzero at the first failure (set -e), saying which.
@@ -134,6 +135,35 @@ mount -o ro /dev/md/chk5 /mnt/chk; sums /mnt/chk > /tmp/got.r5; umount /mnt/chk
 cmp /tmp/sum.r5 /tmp/got.r5 || fail "files of the RAID5 differ"
 mdadm --stop /dev/md/chk5
 check raid5-degraded-restored
+
+# ---------------------------------------------------------------- LVM on RAID1
+# vdf+vdg again: RAID1 holding an LVM PV; restored onto vdd+vde
+mdadm --zero-superblock /dev/vda1 /dev/vdb1 2>/dev/null || true  # the RAID5 copy
+one_part /dev/vdf /dev/vdg
+mdadm --create /dev/md/srcl --run --metadata=1.2 --level=1 --raid-devices=2 \
+    --name=oldhost:lvm /dev/vdf1 /dev/vdg1 </dev/null
+pvcreate -q /dev/md/srcl; vgcreate -q mdvg /dev/md/srcl
+lvcreate -q -y -n root -L 48M mdvg; mkfs.ext4 -q -m 0 /dev/mdvg/root
+mount /dev/mdvg/root /mnt/src; fill /mnt/src/files 16; sums /mnt/src > /tmp/sum.mdlvm; umount /mnt/src
+lvs --noheadings -o lv_name,lv_uuid mdvg | sort > /tmp/lv.mdlvm
+rl_uuid=$(md_uuid /dev/md/srcl)
+vgchange -q -an mdvg; mdadm --stop /dev/md/srcl
+timed capture-md-lvm liferaft capture --repo $REPO --name mdlvm /dev/vdf /dev/vdg
+stopped
+mdadm --zero-superblock /dev/vdf1 /dev/vdg1
+liferaft restore --repo $REPO --image mdlvm --to /dev/vdd --to /dev/vde --dry-run | tee /tmp/planm.txt
+grep -q "Volume group mdvg (LVM, on md array on disk 1 partition 1)" /tmp/planm.txt || fail "plan: no VG on md"
+timed restore-md-lvm liferaft restore --repo $REPO --image mdlvm --to /dev/vdd --to /dev/vde --verify --yes
+stopped
+mdadm --assemble /dev/md/chkl --uuid="$rl_uuid" /dev/vdd1 /dev/vde1
+vgchange -q -ay mdvg
+[ "$(lvs --noheadings -o lv_name,lv_uuid mdvg | sort)" = "$(cat /tmp/lv.mdlvm)" ] || fail "LV UUIDs on md differ"
+e2fsck -fn /dev/mdvg/root
+mount -o ro /dev/mdvg/root /mnt/chk; sums /mnt/chk > /tmp/got.mdlvm; umount /mnt/chk
+cmp /tmp/sum.mdlvm /tmp/got.mdlvm || fail "files of the LV on md differ"
+vgchange -q -an mdvg; mdadm --stop /dev/md/chkl
+mdadm --zero-superblock /dev/vdd1 /dev/vde1
+check md-lvm-roundtrip
 
 # ---------------------------------------------------------------- LUKS
 # vdh: GPT, p1 LUKS2 with ext4 inside: 12 MiB of files kept, 20 MiB written

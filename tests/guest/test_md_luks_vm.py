@@ -5,7 +5,8 @@ md_luks_roundtrip.sh builds, in the rescue system: a RAID 1 over two disks
 two larger disks with --grow (same array UUID and name, assembled by UUID,
 members agree after the resync, fsck clean, checksums equal, the array and
 its ext4 grown, each member alone whole); a degraded RAID 5 (one of three
-members missing) captured and restored degraded; a LUKS2 partition captured
+members missing) captured and restored degraded; LVM on a RAID 1 captured
+by its logical volume and restored with the same UUIDs; a LUKS2 partition captured
 locked (ciphertext, byte for byte, the passphrase opens the copy), refused
 with --unlock into a plain repository, and captured with --unlock into an
 encrypted repository (a wrong passphrase: one line, nothing written, at
@@ -44,6 +45,7 @@ CHECKS = (
     "raid1-checksums-equal",
     "raid1-second-member-whole",
     "raid5-degraded-restored",
+    "md-lvm-roundtrip",
     "luks-raw-roundtrip",
     "luks-unlock-refused-plain",
     "luks-wrong-passphrase",
