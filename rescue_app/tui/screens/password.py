@@ -1,5 +1,6 @@
-"""Asks for a password a store needs (``user@host``); the answer is masked
-on screen and handed back to the store only, never logged."""
+"""Asks for a password a store needs (``user@host``) or an encrypted
+repository's passphrase (``repository URL``); the answer is masked on screen
+and handed back to the engine only, never logged."""
 
 from __future__ import annotations
 
@@ -19,11 +20,21 @@ class PasswordModal(ModalScreen["str | None"]):
         self.who = who
 
     def compose(self) -> ComposeResult:
+        # the engine's prompt names "repository URL" for an encrypted
+        # repository's passphrase, "user@host" for a login's password
+        repository = (
+            self.who.removeprefix("repository ") if self.who.startswith("repository ") else None
+        )
+        word = "passphrase" if repository else "password"
         with Vertical(classes="modal-box", id="password-box"):
-            yield Static("Password", classes="modal-title")
-            yield Static(f"The server asks for the password of {self.who}.", markup=False)
+            yield Static(word.capitalize(), classes="modal-title")
+            if repository:
+                text = f"The repository {repository} is encrypted: type its passphrase."
+            else:
+                text = f"The server asks for the password of {self.who}."
+            yield Static(text, markup=False)
             yield Input(
-                password=True, placeholder="password (Enter: OK, Escape: none)", id="password-input"
+                password=True, placeholder=f"{word} (Enter: OK, Escape: none)", id="password-input"
             )
 
     def on_mount(self) -> None:
