@@ -63,6 +63,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # tests.helpers is not installed with the package
 
 from bench import clonezilla as cz_bench  # noqa: E402
+from bench import encrypted as enc_bench  # noqa: E402
 from bench import seed as seed_bench  # noqa: E402
 from rescue_app.run import run, which  # noqa: E402
 from tests.helpers.diskkit import (  # noqa: E402
@@ -683,6 +684,7 @@ def main() -> int:
     check_host()
     cz: dict[str, float] = {}
     seeded: dict[str, float] = {}
+    encrypted: dict[str, float] = {}
     ctx = BenchContext(work=tempfile.mkdtemp(prefix="liferaft-bench-", dir=WORK_PARENT))
     try:
         with contextlib.ExitStack() as stack:
@@ -700,6 +702,8 @@ def main() -> int:
                 "over http from nginx: curl | zstd -dc | partclone.ext4 -r, then liferaft restore"
             ):
                 http_restores(ctx)
+            with step("encrypted repository: liferaft capture, then restore"):
+                encrypted = enc_bench.encrypted_runs(sys.modules[__name__], ctx, stack)
             with step("Clonezilla image (ocs-sr savedisk): ocs-sr restoredisk, liferaft restore"):
                 cz = cz_bench.clonezilla_restores(sys.modules[__name__], ctx, stack)
             # last: it changes the source disk
@@ -713,6 +717,7 @@ def main() -> int:
     ok = report(ctx)
     cz_bench.report(cz)
     ok = seed_bench.report(seeded) and ok
+    ok = enc_bench.report(encrypted) and ok
     return 0 if ok else 1
 
 

@@ -1,0 +1,136 @@
+"""Encrypted repositories without disks: sealing, key slots, the paper key,
+and where the passphrase comes from (no root, a local folder)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from rescue_app.engine import CredentialChain, Engine
+from rescue_app.engine import envelope as env
+from rescue_app.engine.credentials import parse
+from rescue_app.engine.keychain import (
+    CallbackPrompt,
+    CredentialsFile,
+    SecretKind,
+    SecretRequest,
+)
+from rescue_app.errors import ChunkError, RepositoryError
+
+PASSPHRASE = "unit-Passphrase-1"
+
+
+def _sealed() -> env.SealedEnvelope:
+    return env.SealedEnvelope(env.MasterKeys.generate())
+
+
+def test_seal_binds_kind_and_name_and_nonces_differ() -> None:
+    e = _sealed()
+    a = e.seal("chunk", "chunks/ab/ab1", b"data" * 100)
+    b = e.seal("chunk", "chunks/ab/ab1", b"data" * 100)
+    assert a != b and a[:12] != b[:12]  # a fresh nonce each time
+    assert e.open("chunk", "chunks/ab/ab1", a) == b"data" * 100
+    with pytest.raises(env.SealError):
+        e.open("chunk", "chunks/ab/ab2", a)  # moved to another name
+    with pytest.raises(env.SealError):
+        e.open("manifest", "chunks/ab/ab1", a)  # presented as another kind
+    with pytest.raises(env.SealError):
+        _sealed().open("chunk", "chunks/ab/ab1", a)  # another repository's key
+    flipped = bytearray(a)
+    flipped[20] ^= 1
+    with pytest.raises(env.SealError):
+        e.open("chunk", "chunks/ab/ab1", bytes(flipped))
+
+
+def test_chunk_ids_are_keyed_and_stable() -> None:
+    e = _sealed()
+    data = os.urandom(5000)
+    assert e.chunk_id(data) == e.chunk_id(data)  # dedup within the repository
+    assert e.chunk_id(data) != hashlib.sha256(data).hexdigest()
+    assert e.chunk_id(data) != _sealed().chunk_id(data)
+    assert env.PLAIN.chunk_id(data) == hashlib.sha256(data).hexdigest()
+    assert "web1" not in e.manifest_rel("web1", "20261125T101500Z")
+
+
+def test_key_slot_and_paper_key() -> None:
+    keys = env.MasterKeys.generate()
+    raw = env.wrap(keys, PASSPHRASE, "rid", "0123456789abcdef", "now")
+    assert PASSPHRASE.encode() not in raw and keys.encryption not in raw
+    slot = env.parse_slot(raw, "keys/0123456789abcdef.json")
+    assert env.unwrap(slot, PASSPHRASE, "rid") == keys
+    assert env.unwrap(slot, "wrong", "rid") is None
+    assert env.unwrap(slot, PASSPHRASE, "other-repository") is None
+    paper = env.paper_key(keys, "rid")
+    assert env.read_paper_key(paper.lower().replace("-", " ")) == keys
+    with pytest.raises(RepositoryError, match="checksum"):
+        env.read_paper_key(paper.replace(paper.splitlines()[2][:4], "ZZZZ", 1))
+    with pytest.raises(RepositoryError, match="check:"):
+        env.read_paper_key("\n".join(paper.splitlines()[:-1]))
+
+
+def test_repository_in_a_folder(tmp_path: Path) -> None:
+    """Chunks round-trip under keyed ids; a flipped byte is one ChunkError;
+    the repository's objects never hold the plain content."""
+    folder = str(tmp_path / "repo")
+    knows = Engine(
+        credentials=CredentialChain.standard(environ={"LIFERAFT_PASSPHRASE": PASSPHRASE})
+    )
+    repo = knows.init_repository(folder, passphrase=PASSPHRASE)
+    data = os.urandom(300_000)
+    put = repo.put_chunk(data)
+    assert put.digest == repo.chunk_id(data) and put.stored_bytes > 0
+    assert repo.put_chunk(data).stored_bytes == 0  # deduplicated
+    again = knows.open_repository(folder)
+    assert again.encrypted and again.get_chunk(put.digest) == data
+    path = os.path.join(folder, "chunks", put.digest[:2], put.digest)
+    with open(path, "rb") as f:
+        blob = f.read()
+    assert data[1000:1064] not in blob
+    with open(path, "r+b") as f:
+        f.seek(100)
+        f.write(bytes([blob[100] ^ 1]))
+    with pytest.raises(ChunkError, match="tampered with"):
+        again.get_chunk(put.digest, "image x, partition 1")
+    with pytest.raises(RepositoryError, match="already a liferaft repository"):
+        knows.init_repository(folder, passphrase=PASSPHRASE)
+    with pytest.raises(RepositoryError, match="shorter than"):
+        knows.init_repository(str(tmp_path / "r2"), passphrase="short")
+    assert not os.path.exists(tmp_path / "r2")
+    # locked (key management): nothing can be named or sealed
+    locked = knows.open_repository(folder, unlock=False)
+    with pytest.raises(RepositoryError, match="locked"):
+        locked.put_chunk(b"x")
+
+
+def test_passphrase_sources(tmp_path: Path) -> None:
+    secret = tmp_path / "phrase"
+    secret.write_text("from-the-file\n")
+    os.chmod(secret, 0o600)
+    loaded = parse(
+        {"credentials": [{"match": "sftp://nas/backups", "passphrase_file": str(secret)}]},
+        str(tmp_path / "c.yaml"),
+    )
+    request = SecretRequest(SecretKind.PASSPHRASE, url="sftp://nas/backups/site")
+    chain = CredentialChain.standard(file=CredentialsFile.of(loaded), environ={})
+    answer = chain.lookup(request)
+    assert answer is not None and answer.passphrase == "from-the-file"
+    assert "from-the-file" not in repr(answer)
+    env_first = CredentialChain.standard(
+        file=CredentialsFile.of(loaded), environ={"LIFERAFT_PASSPHRASE": "from-env"}
+    )
+    assert (a := env_first.lookup(request)) is not None and a.passphrase == "from-env"
+    # the UI's dialog is asked with "repository URL"; a login's password is not a passphrase
+    asked: list[str] = []
+
+    def ask(who: str) -> str:
+        asked.append(who)
+        return "typed"
+
+    prompt = CallbackPrompt(ask)
+    ui = CredentialChain.standard(environ={"LIFERAFT_PASSWORD": "pw"}, prompt=prompt)
+    got = ui.lookup(SecretRequest(SecretKind.PASSPHRASE, url="/mnt/usb/repo"))
+    assert got is not None and got.passphrase == "typed"
+    assert asked == ["repository /mnt/usb/repo"]
