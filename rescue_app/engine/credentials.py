@@ -16,12 +16,13 @@ attached medium) lists one entry per server::
       - match: s3://rescue-images
         access_key_id: AKIA...
         secret_access_key: "..."
+        passphrase_file: images.key              # an encrypted repository's passphrase
         object_lock_days: 30                     # S3 Object Lock for new objects
         object_lock_mode: compliance             # or governance
 
 The most specific entry wins: a URL prefix (the longest), then ``user@host``,
 then a bare ``host``. Files an entry names (``password_file``,
-``ssh_key_file``, ``secret_access_key_file``) are read when the credentials
+``ssh_key_file``, ``secret_access_key_file``, ``passphrase_file``) are read when the credentials
 file is loaded, so the medium holding them may be unmounted afterwards.
 
 The file, and every file it names, must be owned by root (or the user

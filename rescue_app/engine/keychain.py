@@ -6,8 +6,9 @@ URL. The chain asks its sources in order and the first that knows wins:
 
 1. ``SessionSecrets``: what was typed in this session (the UI's password
    field), held by this chain only;
-2. ``Environment``: LIFERAFT_PASSWORD, AWS_ACCESS_KEY_ID and
-   AWS_SECRET_ACCESS_KEY -- an explicit choice for this run;
+2. ``Environment``: LIFERAFT_PASSWORD, LIFERAFT_PASSPHRASE (an encrypted
+   repository's), AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY -- an explicit
+   choice for this run;
 3. ``CredentialsFile``: the credentials file (rescue_app/engine/credentials.py:
    LIFERAFT_CREDENTIALS, /etc/liferaft/credentials.yaml, or a file unattended
    mode read from a medium);

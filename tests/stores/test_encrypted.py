@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 
 import boto3
@@ -22,10 +21,12 @@ from rescue_app.engine import CredentialChain, Engine
 from rescue_app.engine.kernel import reread_partitions
 from tests.enginekit import assert_one_line_error, check_restored, liferaft
 from tests.helpers.diskkit import _tree_spec
+from tests.stores import test_s3 as s3_tests
 from tests.stores.conftest import DISK_BYTES, Captured
-from tests.stores.serverkit import Nginx, free_port, running, sshd
+from tests.stores.serverkit import Nginx, sshd
 
 pytestmark = pytest.mark.root
+moto_s3 = s3_tests.s3  # its moto_server fixture: the tests ask for it as "s3"
 
 PASSPHRASE = "enc-Passphrase-7f3c"
 NAME = "vault"  # an image name that must appear nowhere in the store
@@ -130,21 +131,7 @@ def test_sftp(captured, loopdisk, workdir, passphrase, monkeypatch):
         _assert_sealed(_local_objects(remote), url)
 
 
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    port = free_port()
-    moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with running([moto, "-H", "127.0.0.1", "-p", str(port)], port):
-        endpoint = f"http://127.0.0.1:{port}"
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="backups")
-        yield endpoint
-
-
-def test_s3(captured, loopdisk, s3, passphrase):
+def test_s3_bucket(captured, loopdisk, s3, passphrase):
     url = f"s3://backups/site/enc?endpoint={s3}"
     _capture_verify_restore(captured, url, loopdisk)
     _assert_sealed(_s3_objects(s3, "site/enc/"), url)
