@@ -309,3 +309,13 @@ def test_seeded_partitions_are_those_at_the_same_place(images):
     assert seeded(_disk("gpt", [(2, p1.start, p1.size), (1, p2.start, p2.size)])) == ()
     assert seeded(_disk("dos", same)) == ()  # another kind of table: nothing is seeded
     assert seeded(_disk(None, [])) == ()
+
+
+def test_unattended_no_seed_from_the_kernel_command_line():
+    from rescue_app.unattended import parse_cmdline, resolve_action
+
+    base = "liferaft.action=restore liferaft.repo=/r liferaft.image=web1 liferaft.target=/dev/sda"
+    action = resolve_action(parse_cmdline(base), None)
+    assert action is not None and action.seed is True
+    action = resolve_action(parse_cmdline(base + " liferaft.seed=0"), None)
+    assert action is not None and action.seed is False
