@@ -26,7 +26,7 @@ from tests.stores.conftest import DISK_BYTES, Captured
 from tests.stores.serverkit import Nginx, sshd
 
 pytestmark = pytest.mark.root
-moto_s3 = s3_tests.s3  # its moto_server fixture: the tests ask for it as "s3"
+moto_s3 = s3_tests.s3  # its moto_server fixture (the endpoint URL), under this name
 
 PASSPHRASE = "enc-Passphrase-7f3c"
 NAME = "vault"  # an image name that must appear nowhere in the store
@@ -131,10 +131,10 @@ def test_sftp(captured, loopdisk, workdir, passphrase, monkeypatch):
         _assert_sealed(_local_objects(remote), url)
 
 
-def test_s3_bucket(captured, loopdisk, s3, passphrase):
-    url = f"s3://backups/site/enc?endpoint={s3}"
+def test_s3_bucket(captured, loopdisk, moto_s3, passphrase):
+    url = f"s3://backups/site/enc?endpoint={moto_s3}"
     _capture_verify_restore(captured, url, loopdisk)
-    _assert_sealed(_s3_objects(s3, "site/enc/"), url)
+    _assert_sealed(_s3_objects(moto_s3, "site/enc/"), url)
 
 
 @pytest.fixture(scope="module")
