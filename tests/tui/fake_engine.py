@@ -209,7 +209,7 @@ class FakeEngine(Engine):
     def find_disk(self, spec: str) -> BlockDisk:
         return next(d for d in DISKS if d.path == spec)
 
-    def open_repository(self, location: str, *, create: bool = False) -> Any:
+    def open_repository(self, location: str, *, create: bool = False, unlock: bool = True) -> Any:
         return FakeRepo()
 
     def list_images(self, repo: Any) -> list[ImageSummary]:
