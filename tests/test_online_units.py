@@ -5,14 +5,29 @@ stream's chunking, the rate limit."""
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 
 import pytest
 
 from rescue_app.engine import lvm, online
+from rescue_app.engine.extents import ExtentMap
 from rescue_app.engine.filelevel import _Stream
+from rescue_app.engine.manifest import (
+    DiskImage,
+    Filesystem,
+    FileTree,
+    Manifest,
+    Method,
+    PartitionImage,
+    PartitionTable,
+    Region,
+    parse_manifest,
+)
 from rescue_app.errors import DiskError
 from rescue_app.progress import Progress
+
+MIB = 1024 * 1024
 
 
 def _lv(name: str, segtype: str = "linear", size: int = 0) -> lvm.LogicalVolume:
@@ -71,3 +86,27 @@ def test_the_rate_limit_holds_the_capture_back() -> None:
     limit(Progress("capture", "x", 3_000_000, 10_000_000))
     assert time.monotonic() - started >= 0.25
     assert seen == [3_000_000]
+
+
+def _manifest(method: Method, tree: FileTree | None) -> Manifest:
+    part = PartitionImage(
+        1, MIB, 64 * MIB, "gpt", None, None, None, None, False,
+        Filesystem("ext4", "u-1", "root"), method, 5000, ExtentMap(()), ("ab" * 32,), "", tree,
+    )  # fmt: skip
+    disk = DiskImage(
+        0, None, None, None, 128 * MIB, 512, 512, None, PartitionTable("gpt", "g"),
+        Region(0, MIB, (None,)), None, (part,),
+    )  # fmt: skip
+    return Manifest("w", "20261204T000000Z", "c", "h", "v", 4 * MIB, "sha256", "zstd", (disk,))
+
+
+def test_a_file_level_partition_makes_a_version_4_manifest_that_reads_back() -> None:
+    tree = FileTree("tar-pax", 5000, 3, ("-O", "none,has_journal"), ("@h",), ("@h",), "@h", ("x",))
+    text = _manifest(Method.FILES, tree).to_json()
+    assert json.loads(text)["version"] == 4
+    back = parse_manifest(text, "m")
+    assert back.disks[0].partitions[0].tree == tree
+    # without one: the version and the JSON as before (no "tree" key)
+    plain = _manifest(Method.USED, None).to_json()
+    assert json.loads(plain)["version"] == 1 and '"tree"' not in plain
+    assert parse_manifest(plain, "m").disks[0].partitions[0].tree is None
