@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
+import pexpect
 import pytest
 
 from rescue_app.engine import CredentialChain, Engine
@@ -19,6 +21,7 @@ from rescue_app.engine.keychain import (
     SecretRequest,
 )
 from rescue_app.errors import ChunkError, RepositoryError
+from tests.enginekit import REPO_ROOT
 
 PASSPHRASE = "unit-Passphrase-1"
 
@@ -134,3 +137,48 @@ def test_passphrase_sources(tmp_path: Path) -> None:
     got = ui.lookup(SecretRequest(SecretKind.PASSPHRASE, url="/mnt/usb/repo"))
     assert got is not None and got.passphrase == "typed"
     assert asked == ["repository /mnt/usb/repo"]
+
+
+def _at_terminal(*args: str) -> pexpect.spawn:
+    env = {k: v for k, v in os.environ.items() if k != "LIFERAFT_PASSPHRASE"}
+    return pexpect.spawn(
+        sys.executable,
+        ["-m", "rescue_app.cli", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        encoding="utf-8",
+        timeout=60,
+    )
+
+
+def test_passphrases_typed_at_the_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """init asks twice (a mismatch writes nothing); opening asks once; nothing echoes."""
+    creds = tmp_path / "credentials.yaml"
+    creds.write_text("credentials: []\n")
+    os.chmod(creds, 0o600)
+    monkeypatch.setenv("LIFERAFT_CREDENTIALS", str(creds))
+    repo = str(tmp_path / "repo")
+    child = _at_terminal("init", "--repo", repo, "--encrypt")
+    child.expect("new passphrase for")
+    child.sendline(PASSPHRASE)
+    child.expect("the same passphrase again")
+    child.sendline(PASSPHRASE + "x")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus != 0 and "differ" in (child.before or "")
+    assert not os.path.exists(repo)
+    child = _at_terminal("init", "--repo", repo, "--encrypt")
+    child.expect("new passphrase for")
+    child.sendline(PASSPHRASE)
+    child.expect("the same passphrase again")
+    child.sendline(PASSPHRASE)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0 and "created the encrypted repository" in (child.before or "")
+    child = _at_terminal("images", "--repo", repo)
+    child.expect(f"passphrase for repository {repo}: ")
+    child.sendline(PASSPHRASE)
+    child.expect(pexpect.EOF)
+    child.close()
+    out = child.before or ""
+    assert child.exitstatus == 0 and "no images" in out and PASSPHRASE not in out
