@@ -182,3 +182,43 @@ def test_passphrases_typed_at_the_terminal(tmp_path: Path, monkeypatch: pytest.M
     child.close()
     out = child.before or ""
     assert child.exitstatus == 0 and "no images" in out and PASSPHRASE not in out
+
+
+def test_forget_prune_verify_in_an_encrypted_folder(tmp_path: Path) -> None:
+    """Retention works on opaque names: forget removes the older image's
+    sealed manifest, prune frees only its chunks, verify finds the rest whole;
+    a manifest that fails to open stops prune."""
+    from datetime import timedelta
+
+    from rescue_app.engine import KeepPolicy
+    from tests.stores.test_retention import WHEN, _chunk, make_image
+
+    engine = Engine(
+        credentials=CredentialChain.standard(environ={"LIFERAFT_PASSPHRASE": PASSPHRASE})
+    )
+    folder = str(tmp_path / "repo")
+    repo = engine.init_repository(folder, passphrase=PASSPHRASE)
+    make_image(repo, "web", WHEN[1], [1, 2, 3])
+    make_image(repo, "web", WHEN[0], [3, 4])
+    assert len(os.listdir(os.path.join(folder, "images"))) == 2
+    plan = engine.forget(repo, KeepPolicy(last=1))
+    assert len(plan.removed) == 1
+    (kept,) = os.listdir(os.path.join(folder, "images"))
+    assert "web" not in kept
+    engine.prune(repo, grace=timedelta(0))  # mark
+    freed = engine.prune(repo, grace=timedelta(0))  # sweep
+    assert freed.freed_chunks == 2
+    gone = {repo.chunk_id(_chunk(s)) for s in (1, 2)}
+    left = {n for _f, _d, names in os.walk(os.path.join(folder, "chunks")) for n in names}
+    assert not gone & left and {repo.chunk_id(_chunk(s)) for s in (3, 4)} <= left
+    assert engine.verify(repo).ok
+    path = os.path.join(folder, "images", kept)
+    with open(path, "r+b") as f:
+        f.seek(30)
+        byte = f.read(1)
+        f.seek(30)
+        f.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(RepositoryError, match="tampered with"):
+        engine.prune(engine.open_repository(folder), grace=timedelta(0))
+    report = engine.verify(engine.open_repository(folder))
+    assert not report.ok and "tampered with" in report.problems[0]
