@@ -142,6 +142,7 @@ mdadm --zero-superblock /dev/vda1 /dev/vdb1 2>/dev/null || true  # the RAID5 cop
 one_part /dev/vdf /dev/vdg
 mdadm --create /dev/md/srcl --run --metadata=1.2 --level=1 --raid-devices=2 \
     --name=oldhost:lvm /dev/vdf1 /dev/vdg1 </dev/null
+wipefs -q -a /dev/md/srcl  # the RAID5's ext4 at the same data offset
 pvcreate -q /dev/md/srcl; vgcreate -q mdvg /dev/md/srcl
 lvcreate -q -y -n root -L 48M mdvg; mkfs.ext4 -q -m 0 /dev/mdvg/root
 mount /dev/mdvg/root /mnt/src; fill /mnt/src/files 16; sums /mnt/src > /tmp/sum.mdlvm; umount /mnt/src
