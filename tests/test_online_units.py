@@ -11,6 +11,7 @@ import time
 import pytest
 
 from rescue_app.engine import lvm, online
+from rescue_app.engine.browse import select_partition
 from rescue_app.engine.extents import ExtentMap
 from rescue_app.engine.filelevel import _Stream
 from rescue_app.engine.manifest import (
@@ -24,7 +25,7 @@ from rescue_app.engine.manifest import (
     Region,
     parse_manifest,
 )
-from rescue_app.errors import DiskError
+from rescue_app.errors import DiskError, UsageError
 from rescue_app.progress import Progress
 
 MIB = 1024 * 1024
@@ -110,3 +111,10 @@ def test_a_file_level_partition_makes_a_version_4_manifest_that_reads_back() -> 
     plain = _manifest(Method.USED, None).to_json()
     assert json.loads(plain)["version"] == 1 and '"tree"' not in plain
     assert parse_manifest(plain, "m").disks[0].partitions[0].tree is None
+
+
+def test_browsing_a_file_level_partition_is_one_clear_refusal() -> None:
+    m = _manifest(Method.FILES, FileTree("tar-pax", 5000, 3, ()))
+    for spec in (None, "1", "disk1/p1"):
+        with pytest.raises(UsageError, match="captured file by file"):
+            select_partition(m, spec)

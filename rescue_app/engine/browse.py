@@ -141,6 +141,23 @@ def _shown(
     )
 
 
+def _refuse_file_level(
+    manifest: Manifest, spec: str | None, with_files: Sequence[BrowsePartition]
+) -> None:
+    """A partition captured file by file (the online backup) is not shown by
+    a browse mount yet: say so when it is the one asked for (or the only one)."""
+    text = (spec or "").strip().strip("/")
+    for disk in manifest.disks:
+        for p in disk.partitions:
+            named = text in (str(p.number), f"disk{disk.index + 1}/p{p.number}")
+            if p.method == Method.FILES and (named or (spec is None and not with_files)):
+                raise UsageError(
+                    f"partition {p.number} of image {manifest.ref} was captured file by file "
+                    "(liferaft backup): browsing and extracting it is not supported yet",
+                    hint="restore the image to a spare disk and read the files there",
+                )
+
+
 def select_partition(
     manifest: Manifest, spec: str | None, parts: Sequence[BrowsePartition] | None = None
 ) -> BrowsePartition:
@@ -150,6 +167,7 @@ def select_partition(
     parts = list(parts if parts is not None else browse_partitions(manifest))
     with_files = [p for p in parts if p.files]
     listing = ", ".join(f"{p.folder} ({p.fstype})" for p in with_files) or "none"
+    _refuse_file_level(manifest, spec, with_files)
     if spec is None:
         if len(with_files) == 1:
             return with_files[0]
