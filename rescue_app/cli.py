@@ -538,6 +538,7 @@ def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
         password_file=args.password_file,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        quiet=args.quiet,
     )
     root = engine.served_folder(args.repo, append_only=args.append_only)
     try:
@@ -923,6 +924,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="TCP port (0: any free port)")
     p.add_argument(
         "--bind", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)"
+    )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no line per request on stderr (client, request, range, status, bytes, time)",
     )
     p.set_defaults(func=cmd_serve)
 

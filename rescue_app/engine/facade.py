@@ -597,10 +597,12 @@ class Engine:
         password_file: str | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        quiet: bool = False,
     ) -> ServeOptions:
         """`liferaft serve`'s settings checked (pairs given together, files
-        readable, the certificate usable); UsageError naming what is wrong."""
-        return _serve_options(append_only, user, password_file, tls_cert, tls_key)
+        readable, the certificate usable); UsageError naming what is wrong.
+        ``quiet``: no line per request on stderr."""
+        return _serve_options(append_only, user, password_file, tls_cert, tls_key, quiet)
 
     # -- the running system's network (the UI's network screen, `liferaft net`)
 

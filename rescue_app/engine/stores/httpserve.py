@@ -3,7 +3,10 @@
 For quick jobs (restore a machine from a laptop on the same switch) and for a
 backup target that its clients cannot destroy. GET and HEAD, ``Range:
 bytes=N-`` and ``N-M`` so interrupted downloads resume, keep-alive, one
-thread per connection. Only files inside the repository are served, never
+thread per connection (a slow client holds only its own thread; a ranged
+read is sent from the file by the kernel, ``sendfile``, never read whole into
+memory). Each request is logged on stderr, one line (client, request, range,
+status, bytes, time), unless ``quiet``. Only files inside the repository are served, never
 ``tmp/`` (writers' half files) and never a folder listing.
 
 ``append_only``: PUT stores a new file (written to ``tmp/``, fsynced, then
@@ -24,11 +27,12 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import ssl
+import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -54,10 +58,12 @@ class ServeOptions:
     password: str = ""
     tls_cert: str | None = None  # PEM files: HTTPS instead of HTTP
     tls_key: str | None = None
+    log_requests: bool = False  # one line per request on stderr (the journal under systemd)
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # (socketserver's 5 drops connections when a lab starts at once)
     tls: ssl.SSLContext | None = None
 
     def finish_request(self, request: Any, client_address: Any) -> None:
@@ -89,9 +95,37 @@ class _Handler(BaseHTTPRequestHandler):
     root = ""
     options = ServeOptions()
     index_lock = threading.Lock()
+    stderr_lock = threading.Lock()
+    _status: int | None = None
+    _sent = 0
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s " + format, self.client_address[0], *args)
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._status = code
+        super().send_response(code, message)
+
+    def handle_one_request(self) -> None:
+        self._status, self._sent, began = None, 0, time.monotonic()
+        super().handle_one_request()
+        if self._status is not None and self.options.log_requests:
+            self._log_request(time.monotonic() - began)
+
+    def _log_request(self, seconds: float) -> None:
+        """The access log: client, request, range asked for, status, body bytes, time."""
+        host, port = self.client_address[:2]
+        wanted = self.headers.get("Range", "-") if self.headers else "-"
+        line = (
+            f"{host}:{port} {self.command or '-'} {self.path or '-'} {wanted} "
+            f"{self._status} {self._sent} {seconds * 1000:.0f}ms\n"
+        )
+        with self.stderr_lock:
+            try:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
 
     def _rel(self) -> str | None:
         """The repository path asked for; None if it is not one a client may name."""
@@ -327,25 +361,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
             self.end_headers()
             if body and length:
-                f.seek(start)
                 try:
-                    shutil.copyfileobj(_Limited(f, length), self.wfile, 256 * 1024)
-                except (BrokenPipeError, ConnectionResetError):
+                    # sendfile (a plain copy over TLS): no file is read into memory
+                    self._sent = self.connection.sendfile(f, start, length)
+                except OSError:  # the client went away
                     self.close_connection = True
-
-
-class _Limited:
-    def __init__(self, f: object, left: int) -> None:
-        self.f = f
-        self.left = left
-
-    def read(self, n: int = -1) -> bytes:
-        if self.left <= 0:
-            return b""
-        n = self.left if n < 0 else min(n, self.left)
-        data: bytes = self.f.read(n)  # type: ignore[attr-defined]
-        self.left -= len(data)
-        return data
+                if self._sent != length:
+                    self.close_connection = True
 
 
 def _same_bytes(a: str, b: str) -> bool:
@@ -372,6 +394,7 @@ def check_options(
     password_file: str | None,
     tls_cert: str | None,
     tls_key: str | None,
+    quiet: bool = False,
 ) -> ServeOptions:
     """ServeOptions from what a person gave; UsageError naming what is wrong."""
     if (user is None) != (password_file is None):
@@ -392,7 +415,7 @@ def check_options(
             ) from None
         if not password:
             raise UsageError(f"the password file {password_file} is empty")
-    options = ServeOptions(append_only, user, password, tls_cert, tls_key)
+    options = ServeOptions(append_only, user, password, tls_cert, tls_key, log_requests=not quiet)
     if tls_cert is not None:
         try:
             _tls_context(options)
