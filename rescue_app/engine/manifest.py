@@ -7,8 +7,11 @@ version is a ManifestError naming the file. Pure: reads and writes no files.
 
 from __future__ import annotations
 
+import functools
 import json
-from dataclasses import asdict, dataclass, field
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -549,10 +552,48 @@ def parse_manifest(text: str | bytes, source: str) -> Manifest:
         ) from None
 
 
+# How a JSON value becomes a field of a plain type (_plain_fields)
+_PLAIN: dict[object, Callable[[Any], object]] = {
+    str: str,
+    int: int,
+    bool: bool,
+    str | None: lambda v: None if v is None else str(v),
+    int | None: lambda v: None if v is None else int(v),
+    tuple[str, ...]: lambda v: tuple(str(s) for s in v),
+}
+
+
+@functools.cache
+def _plain_types(cls: type) -> dict[str, object]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls) if hints[f.name] in _PLAIN}
+
+
+def _plain_fields(cls: type, d: dict[str, Any], **missing: object) -> dict[str, Any]:
+    """The fields of the dataclass ``cls`` that are plain JSON values (str,
+    int, bool, an optional str or int, a tuple of str), read from ``d`` by
+    name and converted to their type. A key ``d`` lacks takes ``missing``'s
+    value (what older manifests did not record), else the field's default,
+    else None for an optional type; otherwise it is a KeyError. The other
+    fields are the caller's."""
+    defaults = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+    out: dict[str, Any] = {}
+    for name, kind in _plain_types(cls).items():
+        if name in d:
+            out[name] = _PLAIN[kind](d[name])
+        elif name in missing or name in defaults:
+            out[name] = missing.get(name, defaults.get(name))
+        elif kind in (str | None, int | None):
+            out[name] = None
+        else:
+            raise KeyError(name)
+    return out
+
+
 def _region(d: dict[str, Any] | None) -> Region | None:
     if d is None:
         return None
-    return Region(offset=int(d["offset"]), length=int(d["length"]), chunks=_chunks(d["chunks"]))
+    return Region(**_plain_fields(Region, d), chunks=_chunks(d["chunks"]))
 
 
 def _chunks(items: list[Any]) -> tuple[str | None, ...]:
@@ -565,112 +606,47 @@ def _chunks(items: list[Any]) -> tuple[str | None, ...]:
 
 
 def _contents(d: dict[str, Any]) -> dict[str, Any]:
-    """What partitions and logical volumes share: the filesystem and the
-    captured bytes (method, used bytes and map, chunks, the fallback's note)."""
-    fs = d["filesystem"]
+    """What partitions and logical volumes share beyond plain fields: the
+    filesystem and the captured bytes' map and chunks."""
     return {
-        "filesystem": Filesystem(type=fs.get("type"), uuid=fs.get("uuid"), label=fs.get("label")),
-        "method": str(d["method"]),
-        "used_bytes": int(d["used_bytes"]),
+        "filesystem": Filesystem(**_plain_fields(Filesystem, d["filesystem"])),
         "used_map": _extent_map(d["used_map"]),
         "chunks": _chunks(d["chunks"]),
-        "note": str(d.get("note", "")),
     }
 
 
 def _partition(d: dict[str, Any]) -> PartitionImage:
     return PartitionImage(
-        number=int(d["number"]),
-        start=int(d["start"]),
-        size=int(d["size"]),
-        kind=str(d["kind"]),
-        type=d.get("type"),
-        uuid=d.get("uuid"),
-        name=d.get("name"),
-        attrs=d.get("attrs"),
-        bootable=bool(d.get("bootable", False)),
+        **_plain_fields(PartitionImage, d, bootable=False),
         **_contents(d),
-        tree=_file_tree(d["tree"]) if d.get("tree") is not None else None,
-    )
-
-
-def _file_tree(d: dict[str, Any]) -> FileTree:
-    default = d.get("default_subvolume")
-    return FileTree(
-        format=str(d["format"]),
-        length=int(d["length"]),
-        files=int(d["files"]),
-        options=tuple(str(o) for o in d["options"]),
-        subvolumes=tuple(str(s) for s in d.get("subvolumes", ())),
-        read_only=tuple(str(s) for s in d.get("read_only", ())),
-        default_subvolume=None if default is None else str(default),
-        changing=tuple(str(s) for s in d.get("changing", ())),
+        tree=FileTree(**_plain_fields(FileTree, d["tree"])) if d.get("tree") is not None else None,
     )
 
 
 def _volume_group(d: dict[str, Any]) -> VolumeGroupImage:
     return VolumeGroupImage(
-        name=str(d["name"]),
-        uuid=str(d["uuid"]),
-        extent_size=int(d["extent_size"]),
-        tags=tuple(str(t) for t in d.get("tags", ())),
-        metadata=str(d["metadata"]),
-        pvs=tuple(
-            PhysicalVolumeImage(
-                uuid=str(p["uuid"]),
-                disk=int(p["disk"]),
-                partition=int(p["partition"]),
-                pe_start=int(p["pe_start"]),
-                size=int(p["size"]),
-                metadata_copies=int(p.get("metadata_copies", 1)),
-                luks=bool(p.get("luks", False)),
-                md=bool(p.get("md", False)),
-            )
-            for p in d["pvs"]
-        ),
+        **_plain_fields(VolumeGroupImage, d, tags=()),
+        pvs=tuple(PhysicalVolumeImage(**_plain_fields(PhysicalVolumeImage, p)) for p in d["pvs"]),
         lvs=tuple(_logical_volume(lv) for lv in d["lvs"]),
     )
 
 
 def _logical_volume(d: dict[str, Any]) -> LogicalVolumeImage:
     return LogicalVolumeImage(
-        name=str(d["name"]),
-        uuid=str(d["uuid"]),
-        size=int(d["size"]),
-        segtype=str(d["segtype"]),
-        tags=tuple(str(t) for t in d.get("tags", ())),
-        pool=str(d.get("pool", "")),
-        hidden=bool(d.get("hidden", False)),
-        holds_root=bool(d.get("holds_root", False)),
+        **_plain_fields(LogicalVolumeImage, d, tags=(), pool="", hidden=False, holds_root=False),
         **_contents(d),
         segments=tuple(
-            SegmentImage(
-                pv=str(s["pv"]), le=int(s["le"]), pe=int(s["pe"]), extents=int(s["extents"])
-            )
-            for s in d.get("segments", ())
+            SegmentImage(**_plain_fields(SegmentImage, s)) for s in d.get("segments", ())
         ),
     )
 
 
 def _disk(d: dict[str, Any]) -> DiskImage:
-    t = d["table"]
     head = _region(d["head"])
     assert head is not None
     return DiskImage(
-        index=int(d["index"]),
-        model=d.get("model"),
-        serial=d.get("serial"),
-        wwn=d.get("wwn"),
-        size=int(d["size"]),
-        logical_sector_size=int(d["logical_sector_size"]),
-        physical_sector_size=int(d["physical_sector_size"]),
-        transport=d.get("transport"),
-        table=PartitionTable(
-            type=str(t["type"]),
-            id=t.get("id"),
-            first_lba=t.get("first_lba"),
-            last_lba=t.get("last_lba"),
-        ),
+        **_plain_fields(DiskImage, d),
+        table=PartitionTable(**_plain_fields(PartitionTable, d["table"])),
         head=head,
         gpt_backup=_region(d.get("gpt_backup")),
         partitions=tuple(_partition(p) for p in d["partitions"]),
@@ -679,14 +655,7 @@ def _disk(d: dict[str, Any]) -> DiskImage:
 
 def _manifest_from_dict(doc: dict[str, Any]) -> Manifest:
     return Manifest(
-        name=str(doc["name"]),
-        id=str(doc["id"]),
-        created=str(doc["created"]),
-        host=str(doc["host"]),
-        liferaft_version=str(doc["liferaft_version"]),
-        chunk_size=int(doc["chunk_size"]),
-        chunk_hash=str(doc["chunk_hash"]),
-        compression=str(doc["compression"]),
+        **_plain_fields(Manifest, doc),
         disks=tuple(_disk(d) for d in doc["disks"]),
         stats={str(k): int(v) for k, v in doc.get("stats", {}).items()},
         volume_groups=tuple(_volume_group(vg) for vg in doc.get("volume_groups", ())),
@@ -698,39 +667,13 @@ def _manifest_from_dict(doc: dict[str, Any]) -> Manifest:
 def _luks_volume(d: dict[str, Any]) -> LuksVolumeImage:
     header = _region(d["header"])
     assert header is not None
-    return LuksVolumeImage(
-        disk=int(d["disk"]),
-        partition=int(d["partition"]),
-        uuid=str(d["uuid"]),
-        version=int(d["version"]),
-        header=header,
-        size=int(d["size"]),
-        **_contents(d),
-    )
-
-
-# md_arrays[] scalar fields: their type, and the default of an optional one
-_MD_FIELDS: dict[str, tuple[type, object]] = {
-    "name": (str, None),
-    "uuid": (str, None),
-    "level": (str, None),
-    "metadata": (str, None),
-    "raid_devices": (int, None),
-    "size": (int, None),
-    "chunk_size": (int, 0),
-    "layout": (str, ""),
-    "bitmap": (bool, False),
-    "data_offset": (int, 0),
-}
+    return LuksVolumeImage(**_plain_fields(LuksVolumeImage, d), header=header, **_contents(d))
 
 
 def _md_array(d: dict[str, Any]) -> MdArrayImage:
-    scalars = {
-        key: kind(d[key] if default is None else d.get(key, default))
-        for key, (kind, default) in _MD_FIELDS.items()
-    }
-    members = tuple(
-        MdMemberImage(disk=int(m["disk"]), partition=int(m["partition"]), role=int(m["role"]))
-        for m in d["members"]
+    members = tuple(MdMemberImage(**_plain_fields(MdMemberImage, m)) for m in d["members"])
+    return MdArrayImage(
+        **_plain_fields(MdArrayImage, d, chunk_size=0, layout="", bitmap=False, data_offset=0),
+        members=members,
+        **_contents(d),
     )
-    return MdArrayImage(**scalars, members=members, **_contents(d))
