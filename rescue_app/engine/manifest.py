@@ -10,10 +10,10 @@ from __future__ import annotations
 import functools
 import json
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import zstandard
 
@@ -148,6 +148,23 @@ class DiskImage:
         return f"{model}{serial}, {human_size(self.size)}"
 
 
+class _OnPartition(Protocol):
+    @property
+    def disk(self) -> int: ...
+    @property
+    def partition(self) -> int: ...
+
+
+_OnPartitionT = TypeVar("_OnPartitionT", bound=_OnPartition)
+
+
+def _on_partition(
+    items: Iterable[_OnPartitionT], disk: int, partition: int
+) -> _OnPartitionT | None:
+    """The one of ``items`` on partition ``partition`` of captured disk ``disk``."""
+    return next((i for i in items if (i.disk, i.partition) == (disk, partition)), None)
+
+
 @dataclass(frozen=True)
 class PhysicalVolumeImage:
     """Which captured partition a PV is, and the layout pvcreate must repeat."""
@@ -218,10 +235,7 @@ class VolumeGroupImage(VolumeGroup):
         return any(lv.segtype == "thin-pool" for lv in self.lvs)
 
     def pv_of(self, disk: int, partition: int) -> PhysicalVolumeImage | None:
-        for pv in self.pvs:
-            if (pv.disk, pv.partition) == (disk, partition):
-                return pv
-        return None
+        return _on_partition(self.pvs, disk, partition)
 
 
 @dataclass(frozen=True)
@@ -268,10 +282,7 @@ class MdArrayImage(Contents):
         )
 
     def member_of(self, disk: int, partition: int) -> MdMemberImage | None:
-        for m in self.members:
-            if (m.disk, m.partition) == (disk, partition):
-                return m
-        return None
+        return _on_partition(self.members, disk, partition)
 
 
 @dataclass(frozen=True)
