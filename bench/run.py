@@ -64,6 +64,7 @@ sys.path.insert(0, str(REPO_ROOT))  # tests.helpers is not installed with the pa
 
 from bench import clonezilla as cz_bench  # noqa: E402
 from bench import encrypted as enc_bench  # noqa: E402
+from bench import fleet as fleet_bench  # noqa: E402
 from bench import seed as seed_bench  # noqa: E402
 from rescue_app.run import run, which  # noqa: E402
 from tests.helpers.diskkit import (  # noqa: E402
@@ -685,6 +686,7 @@ def main() -> int:
     cz: dict[str, float] = {}
     seeded: dict[str, float] = {}
     encrypted: dict[str, float] = {}
+    fleet: dict[str, object] = {}
     ctx = BenchContext(work=tempfile.mkdtemp(prefix="liferaft-bench-", dir=WORK_PARENT))
     try:
         with contextlib.ExitStack() as stack:
@@ -702,6 +704,8 @@ def main() -> int:
                 "over http from nginx: curl | zstd -dc | partclone.ext4 -r, then liferaft restore"
             ):
                 http_restores(ctx)
+            with step("4 restores at once from one server (liferaft serve, nginx) against one"):
+                fleet = fleet_bench.fleet_restores(sys.modules[__name__], ctx, stack)
             with step("encrypted repository: liferaft capture, then restore"):
                 encrypted = enc_bench.encrypted_runs(sys.modules[__name__], ctx, stack)
             with step("Clonezilla image (ocs-sr savedisk): ocs-sr restoredisk, liferaft restore"):
@@ -716,6 +720,7 @@ def main() -> int:
         shutil.rmtree(ctx.work, ignore_errors=True)
     ok = report(ctx)
     cz_bench.report(cz)
+    fleet_bench.report(fleet)
     ok = seed_bench.report(seeded) and ok
     ok = enc_bench.report(encrypted) and ok
     return 0 if ok else 1
