@@ -201,7 +201,7 @@ def test_plan_equal_disk_keeps_layout_and_renders_what_is_erased():
         "zstd",
         (image,),
     )
-    text = RestorePlan(None, manifest, (d,), False).render()  # type: ignore[arg-type]
+    text = RestorePlan(None, manifest, (d,)).render()  # type: ignore[arg-type]
     assert "ERASES everything on /dev/sdz" in text and 'ntfs "Windows"' in text
     assert "Blank, serial T1" in text
 

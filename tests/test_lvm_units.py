@@ -30,7 +30,7 @@ from rescue_app.engine.manifest import (
     VolumeGroupImage,
     parse_manifest,
 )
-from rescue_app.engine.plan import RestorePlan, make_restore_plan
+from rescue_app.engine.plan import RestoreChoices, RestorePlan, make_restore_plan
 from rescue_app.errors import UsageError
 
 DATA = Path(__file__).parent / "data" / "lvm"
@@ -202,7 +202,8 @@ def _target(size: int) -> BlockDisk:
 
 
 def _plan(vg: VolumeGroupImage, size: int, **kw: object) -> RestorePlan:
-    return make_restore_plan(None, _manifest(vg), [_target(size)], **kw)  # type: ignore[arg-type]
+    choices = RestoreChoices(**kw)  # type: ignore[arg-type]
+    return make_restore_plan(None, _manifest(vg), [_target(size)], choices)  # type: ignore[arg-type]
 
 
 def test_grow_extends_the_pv_and_by_default_the_lv_holding_root():

@@ -17,7 +17,7 @@ from rescue_app.engine import manifest as mf
 from rescue_app.engine.diskmodel import BlockDisk
 from rescue_app.engine.extents import ExtentMap
 from rescue_app.engine.manifest import Filesystem, MdArrayImage, MdMemberImage, Method
-from rescue_app.engine.plan import RestorePlan, make_restore_plan
+from rescue_app.engine.plan import RestoreChoices, RestorePlan, make_restore_plan
 
 DATA = Path(__file__).parent / "data"
 MIB = 1024 * 1024
@@ -186,7 +186,7 @@ def _target(name: str, size: int) -> BlockDisk:
 
 def _plan(array: MdArrayImage, size: int, grow: bool) -> RestorePlan:
     targets = [_target("sdy", size), _target("sdz", size)]
-    return make_restore_plan(None, _manifest(array), targets, grow=grow)  # type: ignore[arg-type]
+    return make_restore_plan(None, _manifest(array), targets, RestoreChoices(grow=grow))  # type: ignore[arg-type]
 
 
 def test_plan_shows_members_and_array_and_grows_it_when_every_member_grows():

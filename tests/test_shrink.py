@@ -21,7 +21,7 @@ def _used(p, used):
 def _plan(d) -> RestorePlan:
     m = Manifest("web", "20260101T000000Z", "2026-01-01T00:00:00Z", "web1", "0.1", 4 * MIB,
                  "sha256", "zstd", (d.image,))  # fmt: skip
-    return RestorePlan(None, m, (d,), False)  # type: ignore[arg-type]
+    return RestorePlan(None, m, (d,))  # type: ignore[arg-type]
 
 
 def _render(d) -> str:

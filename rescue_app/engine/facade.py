@@ -258,9 +258,8 @@ class Engine:
         fetched and written (False: every chunk is written)."""
         manifest = repo.load_manifest(ref)
         disks = [_diskscan.find_disk(t) for t in targets]
-        plan = _plan.make_restore_plan(
-            repo, manifest, disks, grow=grow, grow_lv=grow_lv, shrink=shrink, seed=seed
-        )
+        choices = _plan.RestoreChoices(grow=grow, grow_lv=grow_lv, shrink=tuple(shrink), seed=seed)
+        plan = _plan.make_restore_plan(repo, manifest, disks, choices)
         # Before anything is confirmed or erased (and in a dry run): every
         # chunk the image needs must be in the repository, and no PV the
         # image recreates may be on another disk.

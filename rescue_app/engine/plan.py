@@ -169,15 +169,23 @@ class MdArrayPlan:
 
 
 @dataclass(frozen=True)
+class RestoreChoices:
+    """What the user chose for a restore; a plan keeps it, so that it can be
+    made again the same way from the disks as they are when it is applied."""
+
+    grow: bool = False  # ``--grow``: extend the last partition into a larger disk
+    grow_lv: str | None = None  # ``--grow-lv VG/LV``; None: the default choice
+    shrink: tuple[str, ...] = ()  # partitions the user let shrink (``--shrink``)
+    seed: bool = True  # compare with what the targets hold (False: ``--no-seed``)
+
+
+@dataclass(frozen=True)
 class RestorePlan:
     repo: Repository
     manifest: Manifest
     disks: tuple[DiskPlan, ...]
-    grow: bool
+    choices: RestoreChoices = RestoreChoices()
     volume_groups: tuple[VolumeGroupPlan, ...] = ()
-    grow_lv: str | None = None  # what was asked (``VG/LV``); None: the default choice
-    shrink: tuple[str, ...] = ()  # partitions the user let shrink (``--shrink``)
-    seed: bool = True  # compare with what the targets hold (False: ``--no-seed``)
     md_arrays: tuple[MdArrayPlan, ...] = ()
 
     @property
@@ -285,14 +293,11 @@ def make_restore_plan(
     repo: Repository,
     manifest: Manifest,
     targets: Sequence[BlockDisk],
-    *,
-    grow: bool = False,
-    grow_lv: str | None = None,
-    shrink: Sequence[str] = (),
-    seed: bool = True,
+    choices: RestoreChoices = RestoreChoices(),
 ) -> RestorePlan:
-    """``seed``: partitions the targets already hold at their place are
-    compared chunk by chunk and only what differs is written."""
+    """``choices.seed``: partitions the targets already hold at their place
+    are compared chunk by chunk and only what differs is written."""
+    grow, grow_lv, seed = choices.grow, choices.grow_lv, choices.seed
     if len(targets) != len(manifest.disks):
         raise UsageError(
             f"image {manifest.ref} holds {len(manifest.disks)} disk(s) but "
@@ -304,7 +309,7 @@ def make_restore_plan(
     if grow_lv is not None and not grow:
         raise UsageError("--grow-lv says which logical volume grows: it needs --grow")
     plans = []
-    chosen = parse_choice(shrink, len(manifest.disks))
+    chosen = parse_choice(choices.shrink, len(manifest.disks))
     for image, target in zip(manifest.disks, targets, strict=True):
         ensure_restorable(target)
         check_choice(image, chosen.get(image.index, ()))
@@ -318,12 +323,9 @@ def make_restore_plan(
         repo=repo,
         manifest=manifest,
         disks=tuple(plans),
-        grow=grow,
+        choices=choices,
         volume_groups=groups,
-        grow_lv=grow_lv,
-        shrink=tuple(shrink),
         md_arrays=arrays,
-        seed=seed,
     )
 
 

@@ -227,15 +227,7 @@ def _recheck_plan(plan: RestorePlan) -> RestorePlan:
                 hint="list the disks again and confirm the new target",
             )
         targets.append(now)
-    fresh = make_restore_plan(
-        plan.repo,
-        plan.manifest,
-        targets,
-        grow=plan.grow,
-        grow_lv=plan.grow_lv,
-        shrink=plan.shrink,
-        seed=plan.seed,
-    )
+    fresh = make_restore_plan(plan.repo, plan.manifest, targets, plan.choices)
     if fresh.render() != plan.render():
         raise TargetRefusedError(
             "the disks changed after the plan was shown; nothing was written",

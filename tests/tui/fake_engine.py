@@ -24,7 +24,7 @@ from rescue_app.engine.manifest import (
     Region,
 )
 from rescue_app.engine.network import Address, Interface, NetworkStatus
-from rescue_app.engine.plan import RestorePlan, make_restore_plan
+from rescue_app.engine.plan import RestoreChoices, RestorePlan, make_restore_plan
 from rescue_app.engine.results import RestoreResult
 from rescue_app.errors import CancelledError
 from rescue_app.progress import CancelToken, Progress, ProgressCallback, no_progress
@@ -230,7 +230,8 @@ class FakeEngine(Engine):
         seed: bool = True,
     ) -> RestorePlan:
         disks = [self.find_disk(t) for t in targets]
-        return make_restore_plan(repo, MANIFEST, disks, shrink=shrink, seed=seed)
+        choices = RestoreChoices(grow=grow, grow_lv=grow_lv, shrink=tuple(shrink), seed=seed)
+        return make_restore_plan(repo, MANIFEST, disks, choices)
 
     def restore(
         self,
