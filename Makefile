@@ -29,11 +29,11 @@ $(VENV)/.stamp: pyproject.toml
 
 # The fast tests first: a failure there stops the run before the QEMU boots.
 test: setup
-	$(PY) -m pytest -q -m 'not slow'
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m 'not slow' --durations=15
+	$(PY) -m pytest -q -m slow --durations=0
 
 test-fast: setup
-	$(PY) -m pytest -q -m 'not slow'
+	$(PY) -m pytest -q -m 'not slow' --durations=15
 
 lint: setup
 	$(PY) -m pytest -q tests/test_linters.py
