@@ -25,10 +25,12 @@ Every method raises only LiferaftError subclasses for failures a user can meet.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
 from http.server import ThreadingHTTPServer
+from typing import Any, ParamSpec, TypeVar, cast
 
 from rescue_app import run as _run
 from rescue_app.engine import browse as _browse
@@ -68,7 +70,7 @@ from rescue_app.engine.restore import (
     check_btrfs_uuids_free,
     check_volume_groups_absent,
 )
-from rescue_app.engine.results import CaptureResult, RestoreResult, VerifyReport
+from rescue_app.engine.results import CaptureResult
 from rescue_app.engine.retention import ForgetPlan, KeepPolicy
 from rescue_app.engine.schedule import Schedule, ScheduledBackup
 from rescue_app.engine.signing import Signer, TrustedKeys
@@ -80,6 +82,24 @@ from rescue_app.engine.stores.retry import Watch
 from rescue_app.engine.verify import verify_repository
 from rescue_app.errors import ImageNotFoundError, RepositoryError, UsageError
 from rescue_app.progress import CancelToken, ProgressCallback, no_progress
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _watched(operation: Callable[_P, _R], repo_of: Callable[[Any], Repository]) -> Callable[_P, _R]:
+    """``operation`` as an Engine method: while it runs, the store of its
+    repository (``repo_of`` its first argument) reports retries on its
+    ``progress`` and stops them on its ``cancel`` (_watching)."""
+
+    @functools.wraps(operation)
+    def watched(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        progress = cast(ProgressCallback, kwargs.get("progress", no_progress))
+        cancel = cast("CancelToken | None", kwargs.get("cancel"))
+        with _watching(repo_of(args[0]), progress, cancel):
+            return operation(*args, **kwargs)
+
+    return watched
 
 
 class Engine:
@@ -268,22 +288,10 @@ class Engine:
         check_btrfs_uuids_free(plan)
         return plan
 
-    def restore(
-        self,
-        plan: RestorePlan,
-        *,
-        progress: ProgressCallback = no_progress,
-        cancel: CancelToken | None = None,
-        verify: bool = False,
-        luks_key: _luks.KeySource | None = None,
-    ) -> RestoreResult:
-        """``luks_key``: for an image with unlocked LUKS volumes (``luks_keys``)."""
-        # (apply_plan re-plans from the disks as they are now and refuses a
-        # plan that no longer matches what was confirmed)
-        with _watching(plan.repo, progress, cancel):
-            return apply_plan(
-                plan, progress=progress, cancel=cancel, verify=verify, luks_key=luks_key
-            )
+    # ``luks_key``: for an image with unlocked LUKS volumes (``luks_keys``).
+    # (apply_plan re-plans from the disks as they are now and refuses a plan
+    # that no longer matches what was confirmed.)
+    restore = staticmethod(_watched(apply_plan, lambda plan: plan.repo))
 
     def luks_keys(self, key_file: str | None = None) -> _luks.KeySource:
         """Where LUKS volumes' keys come from: ``key_file``'s bytes, else this
@@ -353,16 +361,7 @@ class Engine:
         ``repository``: a local folder the backup would go to."""
         return tuple(str(r) for r in _capture_refusals(disk, repository))
 
-    def verify(
-        self,
-        repo: Repository,
-        ref: str | None = None,
-        *,
-        progress: ProgressCallback = no_progress,
-        cancel: CancelToken | None = None,
-    ) -> VerifyReport:
-        with _watching(repo, progress, cancel):
-            return verify_repository(repo, ref, progress=progress, cancel=cancel)
+    verify = staticmethod(_watched(verify_repository, lambda repo: repo))
 
     # -- retention (engine/retention.py, engine/prune.py)
 
@@ -475,20 +474,9 @@ class Engine:
         one UsageError (not a folder, not writable, cannot be made)."""
         return _browse.check_destination(to, "destination")
 
-    def copy_from_image(
-        self,
-        mount: ImageMount,
-        partition: BrowsePartition,
-        paths: Sequence[str],
-        to: str,
-        *,
-        progress: ProgressCallback = no_progress,
-        cancel: CancelToken | None = None,
-    ) -> ExtractResult:
-        """Copy files and folders of ``partition`` of a live browse mount into
-        ``to`` with their metadata (extract without a second mount)."""
-        with _watching(mount.repo, progress, cancel):
-            return mount.copy_out(partition, paths, to, progress=progress, cancel=cancel)
+    # Files and folders of a partition of a live browse mount copied out
+    # (extract without a second mount): ``copy_from_image(mount, partition, paths, to)``.
+    copy_from_image = staticmethod(_watched(ImageMount.copy_out, lambda mount: mount.repo))
 
     def unmount_image(self, point: str) -> None:
         """End the browse mount on ``point``, whichever process serves it."""
