@@ -223,19 +223,7 @@ class Engine:
         if isinstance(repo, _clonezilla.ClonezillaSource):
             repo.load_manifest(ref, progress=progress, cancel=cancel)
 
-    def import_clonezilla(
-        self,
-        repo: Repository,
-        folder: str,
-        name: str | None = None,
-        *,
-        progress: ProgressCallback = no_progress,
-        cancel: CancelToken | None = None,
-    ) -> _clonezilla.ImportResult:
-        """Convert the Clonezilla image in ``folder`` into an image of ``repo``
-        (every partclone checksum checked; used blocks only, deduplicated)."""
-        with _watching(repo, progress, cancel):
-            return _clonezilla.import_image(repo, folder, name, progress=progress, cancel=cancel)
+    import_clonezilla = staticmethod(_watched(_clonezilla.import_image, lambda repo: repo))
 
     # -- secrets (the UI's password field and dialog)
 
