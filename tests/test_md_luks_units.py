@@ -343,3 +343,17 @@ def test_lvm_on_an_md_array_is_placed_on_the_array():
     plan = make_restore_plan(None, m, [_target("sdy", 130 * MIB), _target("sdz", 130 * MIB)])  # type: ignore[arg-type]
     assert "Volume group mdvg (LVM, on md array on disk 1 partition 1)" in plan.render()
     assert "md RAID array oldhost:root" in text.render()
+
+
+def test_captured_array_describes_the_array_it_recreates():
+    """restore's mdadm --create values are the captured image's (spec_fields)."""
+    image = replace(RAID1, layout="left-symmetric", chunk_size=512 * 1024, bitmap=True)
+    spec = mdraid.MdArray(**mdraid.spec_fields(image), members=())
+    assert (spec.uuid, spec.name, spec.level, spec.metadata) == (
+        RAID1.uuid, "oldhost:root", "raid1", "1.2"
+    )  # fmt: skip
+    assert (spec.layout, spec.chunk_size, spec.bitmap, spec.data_offset) == (
+        "left-symmetric", 512 * 1024, True, MIB
+    )  # fmt: skip
+    back = replace(image, **mdraid.spec_fields(spec))
+    assert back == image

@@ -905,20 +905,8 @@ def _capture_md_array(
     chunks = _store_volume(
         repo, a, stats, progress, cancel, f"md array {a.spec.name or a.spec.uuid}"
     )
-    s = a.spec
     return MdArrayImage(
-        name=s.name,
-        uuid=s.uuid,
-        level=s.level,
-        metadata=s.metadata,
-        raid_devices=s.raid_devices,
-        chunk_size=s.chunk_size,
-        layout=s.layout,
-        bitmap=s.bitmap,
-        data_offset=s.data_offset,
-        size=a.size,
-        members=a.members,
-        **a.contents(chunks),
+        **mdraid.spec_fields(a.spec), size=a.size, members=a.members, **a.contents(chunks)
     )
 
 

@@ -21,7 +21,7 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from rescue_app.errors import CommandError, DiskError
@@ -64,6 +64,13 @@ class MdArray:
     def missing(self) -> int:
         """Slots without an active member (a degraded array)."""
         return self.raid_devices - len({m.role for m in self.members if m.role >= 0})
+
+
+def spec_fields(array: object) -> dict[str, Any]:
+    """What describes an array but its members (level, UUID, metadata, ...),
+    taken by name from ``array``: an MdArray or a captured MdArrayImage,
+    which name these alike, so that either is made from the other."""
+    return {f.name: getattr(array, f.name) for f in fields(MdArray) if f.name != "members"}
 
 
 # ---------------------------------------------------------------- parsing (pure)

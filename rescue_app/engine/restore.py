@@ -922,18 +922,7 @@ def _write_inside(
 
 
 def _md_spec(img: MdArrayImage) -> mdraid.MdArray:
-    return mdraid.MdArray(
-        level=img.level,
-        raid_devices=img.raid_devices,
-        metadata=img.metadata,
-        uuid=img.uuid,
-        name=img.name,
-        members=(),
-        chunk_size=img.chunk_size,
-        layout=img.layout,
-        bitmap=img.bitmap,
-        data_offset=img.data_offset,
-    )
+    return mdraid.MdArray(**mdraid.spec_fields(img), members=())
 
 
 def _restore_volume_group(
