@@ -164,6 +164,10 @@ def cmd_images(engine: Engine, args: argparse.Namespace) -> int:
             "(run 'liferaft verify' for the whole state)",
             file=sys.stderr,
         )
+    for problem in repo.untrusted:
+        print(
+            f"liferaft: warning: skipped an image that is not trusted: {problem}", file=sys.stderr
+        )
     now = datetime.now(UTC)
     last_good = last_good_backups(images, now)
     if args.json:

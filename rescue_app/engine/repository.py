@@ -105,6 +105,7 @@ class Repository:
         self._create_pending = False
         self._create_lock = threading.Lock()
         self.damaged: list[str] = []  # manifests list_images() skipped, as messages
+        self.untrusted: list[str] = []  # images skipped for want of a trusted signature
         # How objects are named and sealed: PLAIN, or (encrypted) the envelope
         # of the unlocked master keys (engine/keys.py unlocks and creates).
         self.envelope: Envelope = PLAIN
@@ -481,11 +482,14 @@ class Repository:
         here (``verify`` and ``restore`` report it)."""
         out: list[ImageSummary] = []
         self.damaged = []
+        self.untrusted = []
         if self._create_pending:
             return out
         for name, image_id in self.manifest_refs():
             try:
                 out.append(ImageSummary.of(self._read_manifest(name, image_id)))
+            except SignatureError as exc:
+                self.untrusted.append(exc.message)
             except ManifestError as exc:
                 self.damaged.append(exc.message)
         self.damaged.extend(self.unreadable)

@@ -234,6 +234,10 @@ def test_stick_with_a_baked_key_restores_only_signed_images(
     monkeypatch.setenv("LIFERAFT_PROFILE", str(profile))
     proc = liferaft("verify", "--repo", captured.repo, "src", check=False)
     assert_one_line_error(proc, "is not signed", str(profile))
+    # its image list says why the image is not shown: not trusted, not "damaged"
+    proc = liferaft("images", "--repo", captured.repo)
+    assert "skipped an image that is not trusted" in proc.stderr and "is not signed" in proc.stderr
+    assert "damaged" not in proc.stderr
     assert restore(signed.repo, "web") == 0
     check_restored(captured.source, reread_partitions(target, len(captured.source.nodes)))
 
