@@ -180,10 +180,14 @@ def test_schedule_in_the_installed_system(system: Path) -> None:
     )
     assert checked.returncode == 0, checked.stderr
     assert "web " in chroot(system, "liferaft", "schedule", "--list").stdout
-    # What the service runs: today one line and exit status 2 (the unit fails).
-    proc = chroot(system, "liferaft", "schedule", "--run", "web", check=False)
-    assert proc.returncode == 2
-    assert_one_line_error(proc, "no 'backup' command")
+    # What the service runs: the backup, here refused in one line before any disk
+    # is looked at (its repository would lie under a file), so the unit fails.
+    chroot(system, "liferaft", "schedule", "--repo", "/etc/passwd/b", "--name", "broken")
+    proc = chroot(system, "liferaft", "schedule", "--run", "broken", check=False)
+    assert proc.returncode == 1
+    assert "liferaft backup --repo /etc/passwd/b --name broken" in proc.stdout
+    assert_one_line_error(proc, "cannot create the repository", "is a file")
+    chroot(system, "liferaft", "schedule", "--remove", "broken")
     proc = chroot(
         system, "liferaft", "schedule", "--repo", "sftp://u:pw@nas/x", "--name", "db", check=False
     )

@@ -416,6 +416,11 @@ def _plan_disk(
             else:
                 bp = by_number.get(entry.number)
                 fs = Filesystem(bp.fstype, bp.uuid, bp.label) if bp else Filesystem(None)
+                if fs.type in (None, mdraid.MEMBER_TYPE):
+                    # udev's database can lag behind the disk (an md array
+                    # just stopped): what groups members must be on the disk
+                    found = probe.identify(entry.node)
+                    fs = Filesystem(found.get("TYPE"), found.get("UUID"), found.get("LABEL"))
             point = live.get(os.path.realpath(entry.node))
             if point is not None and fs.type in filetree.SUPPORTED:
                 plans.append(_PartPlan(fs, Method.FILES, [], "", entry=entry, mountpoint=point))
