@@ -18,7 +18,6 @@ import contextlib
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -89,20 +88,11 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bench import run as bench
 
-    bench.check_host()
-    ctx = bench.BenchContext(work=tempfile.mkdtemp(prefix="liferaft-bench-", dir=bench.WORK_PARENT))
-    try:
-        with contextlib.ExitStack() as stack:
-            with bench.step("build the source disk (4 GiB, ext4 ~80% full)"):
-                bench.build_source_disk(ctx, stack)
-            with bench.step("liferaft capture"):
-                bench.liferaft_capture(ctx)
-            with bench.step("liferaft restore"):
-                bench.liferaft_restore(ctx, stack)
-            with bench.step("encrypted repository: liferaft capture, then restore"):
-                numbers = encrypted_runs(bench, ctx, stack)
-    finally:
-        shutil.rmtree(ctx.work, ignore_errors=True)
+    numbers = bench.run_alone(
+        "encrypted repository: liferaft capture, then restore",
+        lambda ctx, stack: encrypted_runs(bench, ctx, stack),
+        restore=True,
+    )
     return 0 if report(numbers) else 1
 
 

@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -183,18 +181,10 @@ def main() -> int:
         scale = args.disk_mib * bench.MIB / bench.DISK_SIZE
         bench.OS_TREE_BYTES = int(bench.OS_TREE_BYTES * scale)
         bench.DISK_SIZE = args.disk_mib * bench.MIB
-    bench.check_host()
-    ctx = bench.BenchContext(work=tempfile.mkdtemp(prefix="liferaft-bench-", dir=bench.WORK_PARENT))
-    try:
-        with contextlib.ExitStack() as stack:
-            with bench.step(f"build the source disk ({bench.DISK_SIZE // bench.MIB} MiB)"):
-                bench.build_source_disk(ctx, stack)
-            with bench.step("liferaft capture"):
-                bench.liferaft_capture(ctx)
-            with bench.step(f"{args.machines} restores at once against one, over http"):
-                numbers = fleet_restores(bench, ctx, stack, args.machines)
-    finally:
-        shutil.rmtree(ctx.work, ignore_errors=True)
+    numbers = bench.run_alone(
+        f"{args.machines} restores at once against one, over http",
+        lambda ctx, stack: fleet_restores(bench, ctx, stack, args.machines),
+    )
     report(numbers)
     return 0
 

@@ -53,11 +53,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # tests.helpers is not installed with the package
@@ -131,6 +131,8 @@ class BenchContext:
 
 # ---------------------------------------------------------------- helpers
 
+_T = TypeVar("_T")
+
 
 @contextlib.contextmanager
 def step(title: str) -> Iterator[None]:
@@ -139,6 +141,28 @@ def step(title: str) -> Iterator[None]:
     started = time.monotonic()
     yield
     print(f"  done in {time.monotonic() - started:.1f} s", flush=True)
+
+
+def run_alone(title: str, runs: Callable[[BenchContext, contextlib.ExitStack], _T], *,
+              restore: bool = False) -> _T:  # fmt: skip
+    """One bench of its own (``python bench/X.py``): the source disk, its
+    capture (and a plain restore when ``restore``), then ``runs``; the work
+    folder is removed after, whatever happens."""
+    check_host()
+    ctx = BenchContext(work=tempfile.mkdtemp(prefix="liferaft-bench-", dir=WORK_PARENT))
+    try:
+        with contextlib.ExitStack() as stack:
+            with step(f"build the source disk ({DISK_SIZE // MIB} MiB, ext4 ~80% full)"):
+                build_source_disk(ctx, stack)
+            with step("liferaft capture"):
+                liferaft_capture(ctx)
+            if restore:
+                with step("liferaft restore"):
+                    liferaft_restore(ctx, stack)
+            with step(title):
+                return runs(ctx, stack)
+    finally:
+        shutil.rmtree(ctx.work, ignore_errors=True)
 
 
 def drop_caches() -> None:

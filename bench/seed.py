@@ -28,10 +28,8 @@ import contextlib
 import hashlib
 import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -155,18 +153,10 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bench import run as bench
 
-    bench.check_host()
-    ctx = bench.BenchContext(work=tempfile.mkdtemp(prefix="liferaft-bench-", dir=bench.WORK_PARENT))
-    try:
-        with contextlib.ExitStack() as stack:
-            with bench.step("build the source disk (4 GiB, ext4 ~80% full)"):
-                bench.build_source_disk(ctx, stack)
-            with bench.step("liferaft capture"):
-                bench.liferaft_capture(ctx)
-            with bench.step("seed restore against full restore, over http"):
-                numbers = seed_restores(bench, ctx, stack)
-    finally:
-        shutil.rmtree(ctx.work, ignore_errors=True)
+    numbers = bench.run_alone(
+        "seed restore against full restore, over http",
+        lambda ctx, stack: seed_restores(bench, ctx, stack),
+    )
     return 0 if report(numbers) else 1
 
 

@@ -11,7 +11,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -33,7 +32,7 @@ from rescue_app.engine.retention import ImageTime, KeepRule, select
 from rescue_app.errors import RepositoryError, UsageError
 from tests.enginekit import REPO_ROOT, assert_one_line_error, check_restored, cli_argv, liferaft
 from tests.stores.conftest import DISK_BYTES
-from tests.stores.serverkit import free_port, sshd, stop, wait_port
+from tests.stores.serverkit import moto_s3, sshd
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -322,28 +321,13 @@ def test_prune_over_http_is_refused(dated):
 
 @pytest.fixture
 def s3(monkeypatch, workdir):
-    port = free_port()
-    moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    # its request log to a file: serverkit.running's stderr pipe fills after a
-    # few hundred requests and moto then stops answering
-    with open(os.path.join(workdir, "moto.log"), "wb") as log:
-        proc = subprocess.Popen(
-            [moto, "-H", "127.0.0.1", "-p", str(port)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_port(port, proc=proc)
-        endpoint = f"http://127.0.0.1:{port}"
+    with moto_s3(workdir) as endpoint:
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="backups")
         yield endpoint
-    finally:
-        stop(proc)
 
 
 @pytest.fixture
