@@ -445,6 +445,7 @@ def cmd_restore(engine: Engine, args: argparse.Namespace) -> int:
         grow_lv=args.grow_lv,
         shrink=args.shrink,
         seed=not args.no_seed,
+        check_first=not args.no_check_first,
     )
     # (with --json, stdout holds only the JSON: the plan goes to stderr)
     print(plan.render(), file=sys.stderr if args.json else sys.stdout)
@@ -896,6 +897,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write every chunk (default: where the target's table already places a "
         "partition, only the chunks that differ from what it holds are fetched and written)",
+    )
+    p.add_argument(
+        "--no-check-first",
+        action="store_true",
+        help="start writing at once (default: every chunk the restore needs is read and "
+        "checked first, so a damaged or tampered one stops it before the target is touched; "
+        "over a network the checked chunks are kept in a local spool, not fetched twice)",
     )
     p.add_argument(
         "--json", action="store_true", help="print the result as JSON (the plan goes to stderr)"

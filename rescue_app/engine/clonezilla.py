@@ -669,6 +669,7 @@ class ClonezillaSource(Repository):
     read in the order restore asks for them. Writing is refused."""
 
     format_name = FORMAT
+    read_whole_first = True  # (read_image_through; its files' fingerprint is checked again)
     # Chunks read ahead of what restore asked for: its workers ask slightly
     # out of order, by less than the jobs queued and running at once
     # (chunkio: 2 x workers queued, workers running). 4 MiB each.

@@ -257,16 +257,21 @@ class Engine:
         grow_lv: str | None = None,
         shrink: Sequence[str] = (),
         seed: bool = True,
+        check_first: bool = True,
     ) -> RestorePlan:
         """``grow_lv``: with ``grow``, the logical volume (``VG/LV``) that takes
         a grown PV's new space (default: the one holding /, else the last).
         ``shrink``: on a smaller disk, partitions (``N``, ``diskD/pN``) that may
         shrink after the last one. ``seed``: partitions the target already holds
         at their place are compared chunk by chunk and only what differs is
-        fetched and written (False: every chunk is written)."""
+        fetched and written (False: every chunk is written). ``check_first``:
+        every chunk is read and checked before the first write (False: a
+        damaged one stops the restore midway)."""
         manifest = repo.load_manifest(ref)
         disks = [_diskscan.find_disk(t) for t in targets]
-        choices = _plan.RestoreChoices(grow=grow, grow_lv=grow_lv, shrink=tuple(shrink), seed=seed)
+        choices = _plan.RestoreChoices(
+            grow=grow, grow_lv=grow_lv, shrink=tuple(shrink), seed=seed, check_first=check_first
+        )
         plan = _plan.make_restore_plan(repo, manifest, disks, choices)
         # Before anything is confirmed or erased (and in a dry run): every
         # chunk the image needs must be in the repository, and no PV the

@@ -177,6 +177,8 @@ class RestoreChoices:
     grow_lv: str | None = None  # ``--grow-lv VG/LV``; None: the default choice
     shrink: tuple[str, ...] = ()  # partitions the user let shrink (``--shrink``)
     seed: bool = True  # compare with what the targets hold (False: ``--no-seed``)
+    # read and check every chunk before the first write (False: ``--no-check-first``)
+    check_first: bool = True
 
 
 @dataclass(frozen=True)
@@ -246,13 +248,53 @@ class RestorePlan:
             lines += g.render()
         lines.append("")
         lines.append(self.data_line())
+        lines.append(self.check_line())
         return "\n".join(lines)
+
+    def check_line(self) -> str:
+        """What the plan says about checking the chunks before writing."""
+        if not self.choices.check_first:
+            return (
+                "Not checking the chunks before writing (--no-check-first): a damaged "
+                "chunk stops the restore with the disk partly written"
+            )
+        regions = restore_regions(self.manifest)
+        n = len({d for *_place, chunks in regions for d in chunks if d is not None})
+        size = human_size(n * self.manifest.chunk_size)
+        if any(d.seeded for d in self.disks):
+            return f"Checking every chunk before writing: at most {n} chunks, {size}"
+        return f"Checking every chunk before writing: {n} chunks, {size}"
 
     def data_line(self) -> str:
         size = human_size(self.write_bytes)
         if any(d.seeded for d in self.disks):
             return f"Data to write: at most {size} (only what differs from the target)"
         return f"Data to write: {size}"
+
+
+# A region whose chunks a restore fetches: where (in messages), the image's
+# disk index and partition number it belongs to (None, None: inside a LUKS
+# volume, md array or volume group; index, None: a disk's head), chunk ids.
+RestoreRegion = tuple[str, int | None, int | None, tuple[str | None, ...]]
+
+
+def restore_regions(m: Manifest) -> list[RestoreRegion]:
+    """Every region whose chunks a restore fetches. A disk's GPT backup is
+    not among them (the new table is written anew)."""
+    out: list[RestoreRegion] = []
+    for disk in m.disks:
+        out.append((f"{m.ref} disk {disk.index + 1} head", disk.index, None, disk.head.chunks))
+        for p in disk.partitions:
+            out.append((f"{m.ref} disk {disk.index + 1} {p.label}", disk.index, p.number, p.chunks))
+    for v in m.luks_volumes:
+        out.append((f"{m.ref} {v.label} header", None, None, v.header.chunks))
+        out.append((f"{m.ref} {v.label}", None, None, v.chunks))
+    for a in m.md_arrays:
+        out.append((f"{m.ref} {a.label}", None, None, a.chunks))
+    for vg in m.volume_groups:
+        for lv in vg.lvs:
+            out.append((f"{m.ref} volume group {vg.name} {lv.label}", None, None, lv.chunks))
+    return out
 
 
 def _luks_lines(m: Manifest, disk: int, p: PartitionImage) -> list[str]:

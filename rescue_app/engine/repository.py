@@ -29,6 +29,7 @@ from rescue_app.engine.envelope import PLAIN, Envelope, SealError
 from rescue_app.engine.keychain import CredentialChain
 from rescue_app.engine.manifest import ImageSummary, Manifest, parse_manifest
 from rescue_app.engine.signing import SIG_SUFFIX, SignatureError, Signer, TrustedKeys
+from rescue_app.engine.spool import ChunkSpool
 from rescue_app.engine.stores import Store, open_store
 from rescue_app.errors import ChunkError, ImageNotFoundError, ManifestError, RepositoryError
 
@@ -95,6 +96,9 @@ class Repository:
     # what 'liferaft images' shows in its FORMAT column (Clonezilla images:
     # engine/clonezilla.py's read-only subclass)
     format_name = "liferaft"
+    # Read whole and checked before a restore is planned (a Clonezilla image):
+    # the restore need not check its chunks again before writing.
+    read_whole_first = False
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -118,6 +122,8 @@ class Repository:
         self.signer: Signer | None = None
         self.trusted: TrustedKeys | None = None
         self._sealed_listed: list[str] = []  # every sealed manifest's name, opened or not
+        # Chunks a restore checked before writing, kept for get_chunk (engine/spool.py)
+        self.spool: ChunkSpool | None = None
 
     # -- opening ---------------------------------------------------------
     @classmethod
@@ -309,15 +315,33 @@ class Repository:
         )
 
     def get_chunk(self, digest: str, where: str = "") -> bytes:
-        """Read, decompress and check one chunk; ChunkError names ``where``."""
+        """Read, decompress and check one chunk; ChunkError names ``where``.
+        A chunk a restore's check kept in ``spool`` is taken from there."""
         place = f" ({where})" if where else ""
+        blob = self.spool.take(digest) if self.spool is not None else None
+        return self._unseal(digest, blob or self._fetch_chunk(digest, place), place)
+
+    def check_chunk(self, digest: str, where: str = "", keep: ChunkSpool | None = None) -> int:
+        """Read and check one chunk as ``get_chunk`` does, without returning
+        it; its stored form goes to ``keep`` when given (and not full). The
+        chunk's length; ChunkError names ``where``."""
+        place = f" ({where})" if where else ""
+        blob = self._fetch_chunk(digest, place)
+        n = len(self._unseal(digest, blob, place))
+        if keep is not None:
+            keep.keep(digest, blob)
+        return n
+
+    def _fetch_chunk(self, digest: str, place: str) -> bytes:
         try:
-            blob = self._read_chunk_file(digest)
+            return self._read_chunk_file(digest)
         except FileNotFoundError:
             raise ChunkError(
                 f"chunk {digest[:12]}{place} is missing from repository {self.location}",
                 hint="the repository is incomplete; run 'liferaft verify' and use another image",
             ) from None
+
+    def _unseal(self, digest: str, blob: bytes, place: str) -> bytes:
         try:
             blob = self.envelope.open("chunk", chunk_rel(digest), blob)
         except SealError:

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -47,9 +47,11 @@ from rescue_app.engine.plan import (
     RestorePlan,
     VolumeGroupPlan,
     make_restore_plan,
+    restore_regions,
 )
 from rescue_app.engine.repository import Repository
 from rescue_app.engine.results import RestoreResult
+from rescue_app.engine.spool import ChunkSpool, spool_budget
 from rescue_app.engine.table import write_table
 from rescue_app.errors import (
     CancelledError,
@@ -143,6 +145,19 @@ def apply_plan(
     check_volume_groups_absent(plan)
     luks_keys = _luks_keys(plan, luks_key)
     check_btrfs_uuids_free(plan)
+    with _checked_first(plan, progress, cancel):
+        return _apply_checked(plan, luks_keys, started, progress, cancel, verify)
+
+
+def _apply_checked(
+    plan: RestorePlan,
+    luks_keys: list[bytes],
+    started: float,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+    verify: bool,
+) -> RestoreResult:
+    """The writing part of ``apply_plan``, once every chunk is checked."""
     counter = _Counter(plan.write_bytes, progress, "restore")
     notes: list[str] = []
     for d in plan.disks:
@@ -210,6 +225,107 @@ def apply_plan(
         verified=verify,
         notes=tuple(notes),
     )
+
+
+@contextlib.contextmanager
+def _checked_first(
+    plan: RestorePlan, progress: ProgressCallback, cancel: CancelToken | None
+) -> Iterator[None]:
+    """Before the first write to a target: every chunk the restore will fetch
+    is read and checked (AEAD tag and keyed id, or SHA-256), so that a
+    damaged, tampered or vanished chunk stops it while the targets are as
+    they were. Over a network store the checked chunks are kept in a spool
+    (engine/spool.py) for the writes, up to its budget, instead of being
+    fetched twice; a local folder is simply read again. docs/DESIGN.md,
+    "Checking before writing"."""
+    repo = plan.repo
+    if not plan.choices.check_first or repo.read_whole_first:
+        yield
+        return
+    spool = None if repo.local_path() is not None else ChunkSpool(spool_budget())
+    try:
+        try:
+            _check_chunks(plan, spool, progress, cancel)
+        except (RepositoryError, CancelledError) as exc:
+            targets = ", ".join(d.target.path for d in plan.disks)
+            raise type(exc)(
+                f"{exc.message}; nothing was written to {targets}", hint=exc.hint
+            ) from None
+        repo.spool = spool
+        yield
+    finally:
+        repo.spool = None
+        if spool is not None:
+            spool.close()
+
+
+def _check_chunks(
+    plan: RestorePlan,
+    spool: ChunkSpool | None,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+) -> None:
+    """Read and check, once each, the chunks of ``_to_fetch``."""
+    repo, m = plan.repo, plan.manifest
+    needed = _to_fetch(plan, cancel)
+    total_bytes = len(needed) * m.chunk_size
+    done = checked = 0
+
+    def count(results: list[int]) -> None:
+        nonlocal done, checked
+        for n in results:
+            checked += 1
+            done += n
+            item = f"chunk {checked} of {len(needed)}"
+            progress(Progress("check", item, done, max(total_bytes, done)))
+
+    cancelled = CancelledError("restore cancelled while checking the chunks")
+    try:
+        with pipeline(int, RESTORE_WORKERS) as pipe:
+            for digest, where in needed.items():
+                if cancel is not None and cancel.cancelled:
+                    raise cancelled
+                count(pipe.submit(repo.check_chunk, digest, where, spool))
+            count(pipe.drain())
+    except CancelledError:
+        # (a store's wait for its server says what it interrupted: the
+        # user needs to know what it left behind, here nothing)
+        raise cancelled from None
+    progress(Progress("check", f"{len(needed)} chunks checked", done, done))
+
+
+def _to_fetch(plan: RestorePlan, cancel: CancelToken | None) -> dict[str, str]:
+    """Each chunk the restore will fetch, once, and the first place that
+    needs it. Of a seeded disk, only the chunks that differ from what the
+    target holds now: its head compared as ``_head_bytes`` does, a seeded
+    partition by ``_Seed`` over the target's partition as it is (the writes
+    compare again; nothing is written before they start)."""
+    repo, m = plan.repo, plan.manifest
+    scratch = _Counter(0, no_progress, "check")
+    disks = {d.image.index: (d, *_read_heads(d, scratch)) for d in plan.disks}
+    needed: dict[str, str] = {}
+    for where, disk, number, chunks in restore_regions(m):
+        wanted: Iterable[tuple[int, str | None]] = enumerate(chunks)
+        if disk is not None:
+            d, first, heads = disks[disk]
+            if number is None and first:
+                wanted = _head_fetches(repo, m, d.image, first)
+            elif number is not None and number in heads:
+                node = d.target.path
+                if d.table.type != "none":
+                    node = next(t.path for t in d.target.partitions if t.number == number)
+                p = next(s.source for s in d.steps if s.source.number == number)
+                r = _Region(repo, m, where, p, node, scratch, cancel)
+                seed = _Seed(r, heads[number], [])
+                wanted = ((i, digest) for i, digest, _ in seed.changed(_chunks(r), _uncounted))
+        for i, digest in wanted:
+            if digest is not None:
+                needed.setdefault(digest, f"{where} at offset {i * m.chunk_size}")
+    return needed
+
+
+def _uncounted(_: list[int]) -> None:
+    """Progress of chunks a check finds in place: not counted (the writes do)."""
 
 
 def _recheck_plan(plan: RestorePlan) -> RestorePlan:
@@ -421,13 +537,32 @@ def _head_bytes(
         there = seen[start : start + length]
         if digest is None:
             parts.append(bytes(length))
-        elif len(there) == length and repo.chunk_id(there) == digest:
+        elif _holds(repo, there, length, digest):
             parts.append(there)
         else:
             parts.append(repo.get_chunk(digest, f"{m.ref} disk {image.index + 1} head"))
             if counter is not None:
                 counter.moved(fetched=length)
     return b"".join(parts)
+
+
+def _holds(repo: Repository, there: bytes, length: int, digest: str) -> bool:
+    """Whether ``there``, read from the target, is the chunk ``digest`` of ``length`` bytes."""
+    return len(there) == length and repo.chunk_id(there) == digest
+
+
+def _head_fetches(
+    repo: Repository, m: Manifest, image: DiskImage, seen: bytes
+) -> list[tuple[int, str | None]]:
+    """The chunks of the image's head that ``_head_bytes`` fetches, given
+    ``seen``, the target's first bytes: (index, id)."""
+    out: list[tuple[int, str | None]] = []
+    for i, digest in enumerate(image.head.chunks):
+        start = i * m.chunk_size
+        length = min(m.chunk_size, image.head.length - start)
+        if digest is not None and not _holds(repo, seen[start : start + length], length, digest):
+            out.append((i, digest))
+    return out
 
 
 def _head_ranges(image: DiskImage, head: bytes) -> list[Extent]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 
 import boto3
@@ -203,12 +204,18 @@ def test_tampered_chunk(encrypted, loopdisk, workdir, passphrase):
     assert len(problems) == 1, proc.stderr
     assert os.path.basename(victim)[:12] in problems[0]
     assert "tampered with" in problems[0]
-    # restore: the chunk never reaches the disk; the restore stops, saying so
+    # restore: checked before the first write, so the target keeps what it
+    # held (a disk with a filesystem, checksummed whole before and after)
     target = loopdisk(DISK_BYTES)
+    subprocess.run(["mkfs.ext4", "-q", "-L", "old", target], check=True)
+    before = _device_digest(target)
     proc = liferaft(
         "restore", "--repo", repo, "--image", NAME, "--to", target, "--yes", check=False
     )
-    assert_one_line_error(proc, os.path.basename(victim)[:12], "tampered with")
+    assert_one_line_error(
+        proc, os.path.basename(victim)[:12], f"{NAME}@", "tampered with", "nothing was written"
+    )
+    assert _device_digest(target) == before
 
 
 def test_tampered_manifest(encrypted, loopdisk, workdir, passphrase):

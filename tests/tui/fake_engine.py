@@ -228,9 +228,12 @@ class FakeEngine(Engine):
         grow_lv: str | None = None,
         shrink: Sequence[str] = (),
         seed: bool = True,
+        check_first: bool = True,
     ) -> RestorePlan:
         disks = [self.find_disk(t) for t in targets]
-        choices = RestoreChoices(grow=grow, grow_lv=grow_lv, shrink=tuple(shrink), seed=seed)
+        choices = RestoreChoices(
+            grow=grow, grow_lv=grow_lv, shrink=tuple(shrink), seed=seed, check_first=check_first
+        )
         return make_restore_plan(repo, MANIFEST, disks, choices)
 
     def restore(
