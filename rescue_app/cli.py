@@ -674,6 +674,12 @@ def cmd_key(engine: Engine, args: argparse.Namespace) -> int:
     if action == "add":
         phrase = _new_passphrase(repo.location, os.environ.get("LIFERAFT_NEW_PASSPHRASE"))
         print(f"added key slot {engine.add_key(repo, phrase)}")
+        if repo.key_slot:  # (changing a passphrase: add the new one, remove the old one)
+            print(
+                f"note: the passphrase used now opens key slot {repo.key_slot}; to change it "
+                f"rather than add one: liferaft key remove --repo {repo.location} {repo.key_slot}",
+                file=sys.stderr,
+            )
         return 0
     if action == "remove":
         engine.remove_key(repo, args.slot)

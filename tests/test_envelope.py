@@ -3,8 +3,11 @@ and where the passphrase comes from (no root, a local folder)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -222,3 +225,69 @@ def test_forget_prune_verify_in_an_encrypted_folder(tmp_path: Path) -> None:
         engine.prune(engine.open_repository(folder), grace=timedelta(0))
     report = engine.verify(engine.open_repository(folder))
     assert not report.ok and "tampered with" in report.problems[0]
+
+
+def _plain_marker(folder: str) -> None:
+    """The marker an attacker with write access would put in place: version 1,
+    no ``encryption``."""
+    doc = {
+        "format": "liferaft-repository",
+        "version": 1,
+        "chunk_size": 4194304,
+        "chunk_hash": "sha256",
+        "compression": "zstd",
+        "created": "2026-12-04T09:00:00Z",
+    }
+    Path(folder, "liferaft-repository.json").write_text(json.dumps(doc))
+
+
+def test_marker_downgraded_to_plain_is_refused(tmp_path: Path) -> None:
+    """An encrypted repository whose marker was swapped for a plain one: its
+    key slots give it away, and so does a passphrase given for it; without
+    either it cannot be told from a plain repository (docs/FORMAT.md)."""
+    folder = str(tmp_path / "repo")
+    chain = CredentialChain.standard(environ={"LIFERAFT_PASSPHRASE": PASSPHRASE})
+    Engine(credentials=chain).init_repository(folder, passphrase=PASSPHRASE)
+    _plain_marker(folder)
+    blind = Engine(credentials=CredentialChain.standard(environ={}))
+    for engine, why in ((Engine(credentials=chain), "key slot"), (blind, "key slot")):
+        for create in (False, True):
+            with pytest.raises(RepositoryError, match=f"says it is not encrypted.*{why}"):
+                engine.open_repository(folder, create=create)
+    # keys/ gone too: a passphrase given for it still refuses it ...
+    for slot in os.listdir(os.path.join(folder, "keys")):
+        os.unlink(os.path.join(folder, "keys", slot))
+    with pytest.raises(RepositoryError, match=r"a passphrase is given for it \(LIFERAFT_PASS"):
+        Engine(credentials=chain).open_repository(folder)
+    # ... but nothing else can tell it from a plain repository
+    assert not blind.open_repository(folder).encrypted
+    # a plain repository with no passphrase given opens as before
+    plain = str(tmp_path / "plain")
+    blind.open_repository(plain, create=True).create_now()
+    assert not blind.open_repository(plain).encrypted
+
+
+def test_changing_the_passphrase_is_add_then_remove(tmp_path: Path) -> None:
+    """`key add` names the slot the passphrase in use opens; removing it
+    leaves only the new passphrase (there is no master-key re-keying)."""
+    folder = str(tmp_path / "repo")
+    env_vars = {**os.environ, "LIFERAFT_PASSPHRASE": PASSPHRASE}
+    Engine(credentials=CredentialChain.standard(environ=env_vars)).init_repository(
+        folder, passphrase=PASSPHRASE
+    )
+    (old,) = os.listdir(os.path.join(folder, "keys"))
+    new_env = {**env_vars, "LIFERAFT_NEW_PASSPHRASE": "new-Passphrase-2"}
+    argv = [sys.executable, "-m", "rescue_app.cli", "key"]
+    run = functools.partial(
+        subprocess.run, cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    added = run([*argv, "add", "--repo", folder], env=new_env)
+    old_slot = old.removesuffix(".json")
+    assert f"liferaft key remove --repo {folder} {old_slot}" in added.stderr
+    new_slot = added.stdout.split()[-1]
+    run([*argv, "remove", "--repo", folder, old_slot], env=new_env)
+    assert os.listdir(os.path.join(folder, "keys")) == [f"{new_slot}.json"]
+    with pytest.raises(RepositoryError, match="opens none"):
+        Engine(credentials=CredentialChain.standard(environ=env_vars)).open_repository(folder)
+    again = {"LIFERAFT_PASSPHRASE": "new-Passphrase-2"}
+    assert Engine(credentials=CredentialChain.standard(environ=again)).open_repository(folder)

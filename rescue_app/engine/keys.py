@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from rescue_app.engine import envelope as _env
 from rescue_app.engine.envelope import Envelope, KeySlot, MasterKeys, SealedEnvelope
 from rescue_app.engine.keychain import CredentialChain, SecretKind, SecretRequest
-from rescue_app.engine.repository import INDEX_FILE, Repository
+from rescue_app.engine.repository import INDEX_FILE, REPO_FILE, Repository
 from rescue_app.errors import RepositoryError
 
 MIN_PASSPHRASE = 8
@@ -147,6 +147,32 @@ def _require_encrypted(repo: Repository) -> None:
         )
 
 
+def refuse_downgrade(repo: Repository, credentials: CredentialChain) -> None:
+    """A repository whose marker says it is plain, refused where that may be
+    a lie: someone who can write the marker could remove its ``encryption``
+    so that a client writes plaintext next to the ciphertext, or takes
+    manifests planted in the clear for the repository's own (docs/FORMAT.md,
+    "What the marker's authenticity rests on"). Refused when key slots are
+    there, and when a passphrase is given for the repository (nobody gives
+    one for a plain repository). Nothing is read or written after this."""
+    why = ""
+    if slots_present := _slot_ids(repo):
+        why = f"it holds {len(slots_present)} key slot(s) in {_env.KEYS_DIR}/"
+    else:
+        request = SecretRequest(SecretKind.PASSPHRASE, url=repo.location)
+        answer = credentials.lookup(request, ask=False)
+        if answer is not None and answer.passphrase:
+            why = f"a passphrase is given for it ({answer.match})"
+    if why:
+        raise RepositoryError(
+            f"repository {repo.location}: its marker {REPO_FILE} says it is not encrypted, "
+            f"but {why}: the marker may have been altered to make an encrypted repository "
+            "look plain; nothing was read or written",
+            hint=f"restore {REPO_FILE} from a copy of the repository and check who can write "
+            "to it; if it really is a plain repository, give no passphrase for it",
+        )
+
+
 def unlock(repo: Repository, credentials: CredentialChain) -> None:
     """Open the repository's master keys with the passphrase the chain gives;
     one-line RepositoryError when there is none, none fits, or no slot is left."""
@@ -161,23 +187,27 @@ def unlock(repo: Repository, credentials: CredentialChain) -> None:
     answer = credentials.lookup(request)
     if answer is None or not answer.passphrase:
         raise credentials.missing(request, repo.location)
-    keys = unlock_with(repo, found, answer.passphrase)
-    if keys is None:
+    opened = unlock_with(repo, found, answer.passphrase)
+    if opened is None:
         raise RepositoryError(
             f"repository {repo.location}: the passphrase opens none of its "
             f"{len(found)} key slot(s); nothing was read or written",
             hint="check LIFERAFT_PASSPHRASE or the credentials file's passphrase entry; "
             "with the paper key, 'liferaft key import' adds a new passphrase",
         )
-    _use(repo, keys)
+    _use(repo, opened[0])
+    repo.key_slot = opened[1]
 
 
-def unlock_with(repo: Repository, found: list[KeySlot], passphrase: str) -> MasterKeys | None:
+def unlock_with(
+    repo: Repository, found: list[KeySlot], passphrase: str
+) -> tuple[MasterKeys, str] | None:
+    """The master keys and the slot ``passphrase`` opens, else None."""
     rid = _repo_id(repo)
     for slot in found:
         keys = _env.unwrap(slot, passphrase, rid)
         if keys is not None:
-            return keys
+            return keys, slot.slot
     return None
 
 

@@ -114,6 +114,9 @@ class Repository:
         # of the unlocked master keys (engine/keys.py unlocks and creates).
         self.envelope: Envelope = PLAIN
         self.marker: dict[str, Any] = {}  # liferaft-repository.json as read (or to write)
+        # The key slot the passphrase opened ("": none, or not encrypted):
+        # changing a passphrase is a new slot, then this one removed.
+        self.key_slot = ""
         self.first_files: list[tuple[str, bytes]] = []  # written before a new marker
         self.unreadable: list[str] = []  # sealed manifests manifest_refs() could not open
         self._opened: dict[str, Manifest] = {}  # sealed manifests by object name
@@ -148,12 +151,14 @@ class Repository:
             repo._create_pending = True
             return repo
         repo._check_marker(marker)
-        if repo.encrypted:
-            from rescue_app.engine import keys
+        from rescue_app.engine import keys
 
+        if repo.encrypted:
             repo.envelope = keys.LOCKED
             if unlock:
                 keys.unlock(repo, credentials)
+        else:
+            keys.refuse_downgrade(repo, credentials)
         return repo
 
     @property

@@ -10,6 +10,7 @@ missing key slots and paper-key recovery each end in one line.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -316,3 +317,33 @@ def test_engine_in_process_uses_the_chain_only(encrypted):
     blind = CredentialChain.standard(environ={})
     with pytest.raises(Exception, match="no passphrase"):
         Engine(credentials=blind).open_repository(encrypted)
+
+
+def test_marker_swapped_to_plain(encrypted, captured, loopdisk, workdir, monkeypatch):
+    """Someone who can write the store replaces the marker with a plain one,
+    so that a client would write plaintext into the repository or take
+    manifests planted in the clear: capture and restore refuse in one line,
+    and nothing is written to the repository or the target."""
+    repo = _copy(encrypted, workdir)
+    marker = os.path.join(repo, "liferaft-repository.json")
+    doc = json.loads(open(marker).read())
+    plain = {k: v for k, v in doc.items() if k not in ("encryption", "id")}
+    with open(marker, "w") as f:
+        json.dump({**plain, "version": 1, "chunk_hash": "sha256"}, f)
+    before = _local_objects(repo)
+    target = loopdisk(DISK_BYTES)
+    subprocess.run(["mkfs.ext4", "-q", "-L", "old", target], check=True)
+    disk_before = _device_digest(target)
+    for phrase in (PASSPHRASE, None):  # given or not: the key slots give it away
+        if phrase:
+            monkeypatch.setenv("LIFERAFT_PASSPHRASE", phrase)
+        else:
+            monkeypatch.delenv("LIFERAFT_PASSPHRASE", raising=False)
+        proc = liferaft("capture", "--repo", repo, "--name", "x", captured.source.dev, check=False)
+        assert_one_line_error(proc, "says it is not encrypted", "key slot", "nothing was")
+        proc = liferaft(
+            "restore", "--repo", repo, "--image", NAME, "--to", target, "--yes", check=False
+        )
+        assert_one_line_error(proc, "says it is not encrypted", "altered")
+    assert _local_objects(repo) == before
+    assert _device_digest(target) == disk_before
