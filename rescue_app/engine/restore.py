@@ -83,6 +83,20 @@ READ_AHEAD = 64
 SEED_READERS = 4
 
 
+@dataclass
+class _Compared:
+    """What comparing a seeded partition with the target found: the chunks
+    it holds (index -> b"", or the chunk's bytes when some lie in the first
+    MiB; see _Seed._check) and the bytes read to find out."""
+
+    same: dict[int, bytes]
+    read: int
+
+
+# Of each seeded partition, by (disk of the image, partition number).
+_Comparisons = dict[tuple[int, int], _Compared]
+
+
 class _Counter:
     """Progress of one pass (restore or verify), and what the restore moved:
     bytes read from the target (seeding), fetched from the repository (chunk
@@ -145,8 +159,8 @@ def apply_plan(
     check_volume_groups_absent(plan)
     luks_keys = _luks_keys(plan, luks_key)
     check_btrfs_uuids_free(plan)
-    with _checked_first(plan, progress, cancel):
-        return _apply_checked(plan, luks_keys, started, progress, cancel, verify)
+    with _checked_first(plan, progress, cancel) as compared:
+        return _apply_checked(plan, luks_keys, started, progress, cancel, verify, compared)
 
 
 def _apply_checked(
@@ -156,13 +170,15 @@ def _apply_checked(
     progress: ProgressCallback,
     cancel: CancelToken | None,
     verify: bool,
+    compared: _Comparisons,
 ) -> RestoreResult:
-    """The writing part of ``apply_plan``, once every chunk is checked."""
+    """The writing part of ``apply_plan``, once every chunk is checked;
+    ``compared``: what the check found of the seeded partitions."""
     counter = _Counter(plan.write_bytes, progress, "restore")
     notes: list[str] = []
     for d in plan.disks:
         try:
-            _restore_disk(plan.repo, plan.manifest, d, counter, cancel)
+            _restore_disk(plan.repo, plan.manifest, d, counter, cancel, compared)
         except RepositoryError as exc:
             # A chunk that cannot be fetched or is wrong stops the restore
             # midway: say so, the disk must not be trusted as it is.
@@ -230,29 +246,30 @@ def _apply_checked(
 @contextlib.contextmanager
 def _checked_first(
     plan: RestorePlan, progress: ProgressCallback, cancel: CancelToken | None
-) -> Iterator[None]:
+) -> Iterator[_Comparisons]:
     """Before the first write to a target: every chunk the restore will fetch
     is read and checked (AEAD tag and keyed id, or SHA-256), so that a
     damaged, tampered or vanished chunk stops it while the targets are as
     they were. Over a network store the checked chunks are kept in a spool
     (engine/spool.py) for the writes, up to its budget, instead of being
     fetched twice; a local folder is simply read again. docs/DESIGN.md,
-    "Checking before writing"."""
+    "Checking before writing". Yields what it found comparing the seeded
+    partitions with the target, for the writes to reuse."""
     repo = plan.repo
     if not plan.choices.check_first or repo.read_whole_first:
-        yield
+        yield {}
         return
     spool = None if repo.local_path() is not None else ChunkSpool(spool_budget())
     try:
         try:
-            _check_chunks(plan, spool, progress, cancel)
+            compared = _check_chunks(plan, spool, progress, cancel)
         except (RepositoryError, CancelledError) as exc:
             targets = ", ".join(d.target.path for d in plan.disks)
             raise type(exc)(
                 f"{exc.message}; nothing was written to {targets}", hint=exc.hint
             ) from None
         repo.spool = spool
-        yield
+        yield compared
     finally:
         repo.spool = None
         if spool is not None:
@@ -264,10 +281,10 @@ def _check_chunks(
     spool: ChunkSpool | None,
     progress: ProgressCallback,
     cancel: CancelToken | None,
-) -> None:
-    """Read and check, once each, the chunks of ``_to_fetch``."""
+) -> _Comparisons:
+    """Read and check, once each, the chunks of ``_to_fetch``; what it compared."""
     repo, m = plan.repo, plan.manifest
-    needed = _to_fetch(plan, cancel)
+    needed, compared = _to_fetch(plan, cancel)
     total_bytes = len(needed) * m.chunk_size
     done = checked = 0
 
@@ -292,18 +309,22 @@ def _check_chunks(
         # user needs to know what it left behind, here nothing)
         raise cancelled from None
     progress(Progress("check", f"{len(needed)} chunks checked", done, done))
+    return compared
 
 
-def _to_fetch(plan: RestorePlan, cancel: CancelToken | None) -> dict[str, str]:
+def _to_fetch(plan: RestorePlan, cancel: CancelToken | None) -> tuple[dict[str, str], _Comparisons]:
     """Each chunk the restore will fetch, once, and the first place that
     needs it. Of a seeded disk, only the chunks that differ from what the
     target holds now: its head compared as ``_head_bytes`` does, a seeded
-    partition by ``_Seed`` over the target's partition as it is (the writes
-    compare again; nothing is written before they start)."""
+    partition by ``_Seed`` over the target's partition as it is. What the
+    seeded partitions' comparison found goes to the writes, which start
+    right after the check (reading and hashing a large disk twice would
+    double a seed restore's time); nothing is written before they start."""
     repo, m = plan.repo, plan.manifest
     scratch = _Counter(0, no_progress, "check")
     disks = {d.image.index: (d, *_read_heads(d, scratch)) for d in plan.disks}
     needed: dict[str, str] = {}
+    compared: _Comparisons = {}
     for where, disk, number, chunks in restore_regions(m):
         wanted: Iterable[tuple[int, str | None]] = enumerate(chunks)
         if disk is not None:
@@ -317,11 +338,12 @@ def _to_fetch(plan: RestorePlan, cancel: CancelToken | None) -> dict[str, str]:
                 p = next(s.source for s in d.steps if s.source.number == number)
                 r = _Region(repo, m, where, p, node, scratch, cancel)
                 seed = _Seed(r, heads[number], [])
+                compared[(disk, number)] = seed.found
                 wanted = ((i, digest) for i, digest, _ in seed.changed(_chunks(r), _uncounted))
         for i, digest in wanted:
             if digest is not None:
                 needed.setdefault(digest, f"{where} at offset {i * m.chunk_size}")
-    return needed
+    return needed, compared
 
 
 def _uncounted(_: list[int]) -> None:
@@ -372,11 +394,17 @@ def _stage(name: str, cancel: CancelToken | None) -> None:
 
 
 def _restore_disk(
-    repo: Repository, m: Manifest, d: DiskPlan, counter: _Counter, cancel: CancelToken | None
+    repo: Repository,
+    m: Manifest,
+    d: DiskPlan,
+    counter: _Counter,
+    cancel: CancelToken | None,
+    compared: _Comparisons,
 ) -> None:
     """Write one disk so that, wherever it stops, nothing looks restored: the
     mark first, each partition's first MiB after the rest is on the disk, the
-    boot code (over the mark) last. See restoremark."""
+    boot code (over the mark) last. See restoremark. ``compared``: the seeded
+    partitions as the check before writing found them (else compared here)."""
     target = d.target.path
     image = d.image
     started = datetime.now(UTC)
@@ -412,7 +440,8 @@ def _restore_disk(
         if p.method in (Method.USED, Method.RAW) and not step.files:
             where = f"{m.ref} disk {image.index + 1} {p.label}"
             r = _Region(repo, m, where, p, nodes[p.number], counter, cancel)
-            held.append((r, _write_partition(r, heads.get(p.number))))
+            known = compared.get((image.index, p.number))
+            held.append((r, _write_partition(r, heads.get(p.number), known)))
             _stage(f"partition-{p.number}", cancel)
     _stage("data", cancel)
     # The rest of every partition is on the disk: now their first MiB.
@@ -656,14 +685,16 @@ def _lay(
         writer.write_extents(data, base, extents)
 
 
-def _write_partition(r: _Region, head: bytes | None = None) -> list[_Piece]:
+def _write_partition(
+    r: _Region, head: bytes | None = None, known: _Compared | None = None
+) -> list[_Piece]:
     """Write the partition but its first MiB; return what belongs there
     (offset, chunk data or None for zeros, extents) for the caller to write
     once everything else is on the disk. ``head``: the partition's first MiB
     as the target held it before it was zeroed, to seed from the target
     (None: write every chunk)."""
     held: list[_Piece] = []
-    seed = None if head is None else _Seed(r, head, held)
+    seed = None if head is None else _Seed(r, head, held, known)
 
     def job(i: int, digest: str | None, extents: list[Extent]) -> int:
         base = i * r.m.chunk_size
@@ -732,17 +763,45 @@ class _Seed:
     ``head`` (read before) and put back with the other first-MiB pieces, last.
     """
 
-    def __init__(self, r: _Region, head: bytes, held: list[_Piece]) -> None:
+    def __init__(
+        self, r: _Region, head: bytes, held: list[_Piece], known: _Compared | None = None
+    ) -> None:
         self.r = r
         self.head = head
         self.held = held
+        self.known = known
+        # What this comparison found, for the writes to reuse (see _Compared).
+        self.found = _Compared({}, 0)
+        self._lock = threading.Lock()
         self._zero_ids: dict[int, str] = {}
 
     def changed(
         self, chunks: Iterator[_Chunk], count: Callable[[list[int]], None]
     ) -> Generator[_Chunk]:
         """The chunks of ``chunks`` the target does not hold, in order; the
-        others are counted as done, on the caller's thread."""
+        others are counted as done, on the caller's thread. With ``known``
+        (the check before writing compared the same target a moment ago,
+        before anything was written) its answer is used: the target is not
+        read and hashed a second time."""
+        compared = self._compared(chunks) if self.known is None else self._recalled(chunks)
+        for (i, digest, extents), same in compared:
+            if same is None:
+                yield i, digest, extents
+                continue
+            self.found.same[i] = same
+            if same:  # its first-MiB part goes back with the others, last
+                base = i * self.r.m.chunk_size
+                self.held.append((base, same, clip(extents, 0, restoremark.HOLD)))
+            count([total(extents)])
+
+    def _recalled(self, chunks: Iterator[_Chunk]) -> Iterator[_Checked]:
+        assert self.known is not None
+        self.r.counter.moved(read=self.known.read)
+        for chunk in chunks:
+            yield chunk, self.known.same.get(chunk[0])
+
+    def _compared(self, chunks: Iterator[_Chunk]) -> Generator[_Checked]:
+        """``chunks`` each with what ``_check`` found, read and hashed ahead."""
         out: queue.Queue[_Checked | BaseException | None] = queue.Queue(READ_AHEAD)
         stop = threading.Event()
         reader = threading.Thread(
@@ -758,14 +817,7 @@ class _Seed:
                     raise item
                 if self.r.cancel is not None and self.r.cancel.cancelled:
                     raise CancelledError("restore cancelled while comparing with the target")
-                (i, digest, extents), same = item
-                if same is None:
-                    yield i, digest, extents
-                    continue
-                if same:  # its first-MiB part goes back with the others, last
-                    base = i * self.r.m.chunk_size
-                    self.held.append((base, same, clip(extents, 0, restoremark.HOLD)))
-                count([total(extents)])
+                yield item
         finally:
             stop.set()
             reader.join()
@@ -809,6 +861,8 @@ class _Seed:
         length = min(m.chunk_size, p.size - base)
         seen: bytes | bytearray | memoryview = reader.read_span(base, length, extents)
         self.r.counter.moved(read=length)
+        with self._lock:
+            self.found.read += length
         first = clip(extents, 0, len(self.head)) if base < len(self.head) else []
         if first:
             seen = bytearray(seen)
