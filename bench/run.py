@@ -62,6 +62,7 @@ from typing import IO, TypeVar
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # tests.helpers is not installed with the package
 
+from bench import checkfirst as check_bench  # noqa: E402
 from bench import clonezilla as cz_bench  # noqa: E402
 from bench import encrypted as enc_bench  # noqa: E402
 from bench import fleet as fleet_bench  # noqa: E402
@@ -711,6 +712,7 @@ def main() -> int:
     seeded: dict[str, float] = {}
     encrypted: dict[str, float] = {}
     fleet: dict[str, object] = {}
+    checked: dict[str, float] = {}
     ctx = BenchContext(work=tempfile.mkdtemp(prefix="liferaft-bench-", dir=WORK_PARENT))
     try:
         with contextlib.ExitStack() as stack:
@@ -734,6 +736,8 @@ def main() -> int:
                 encrypted = enc_bench.encrypted_runs(sys.modules[__name__], ctx, stack)
             with step("Clonezilla image (ocs-sr savedisk): ocs-sr restoredisk, liferaft restore"):
                 cz = cz_bench.clonezilla_restores(sys.modules[__name__], ctx, stack)
+            with step("check first: liferaft restore with and without, local and over http"):
+                checked = check_bench.checkfirst_runs(sys.modules[__name__], ctx, stack)
             # last: it changes the source disk
             with step("seed restore (10% of the used data changed) against a full one, over http"):
                 seeded = seed_bench.seed_restores(sys.modules[__name__], ctx, stack)
@@ -747,6 +751,7 @@ def main() -> int:
     fleet_bench.report(fleet)
     ok = seed_bench.report(seeded) and ok
     ok = enc_bench.report(encrypted) and ok
+    ok = check_bench.report(checked) and ok
     return 0 if ok else 1
 
 
