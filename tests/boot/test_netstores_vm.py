@@ -35,6 +35,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from builder.context import SERIAL_CMDLINE
 from rescue_app.engine.kernel import reread_partitions
 from tests.enginekit import Layout, build_source, check_restored, liferaft
 from tests.helpers.diskkit import PartSpec, loop_disk
@@ -51,7 +52,7 @@ CREDS_LABEL = "LRCREDS"
 SMB_USER = "lrbackup"
 SMB_URL = f"smb://{SMB_USER}@10.0.2.2/share/repo"
 NFS_URL = "nfs://10.0.2.2/export/repo"
-CMDLINE = "boot=live console=ttyS0,115200n8 quiet liferaft.action=none"
+CMDLINE = f"{SERIAL_CMDLINE} liferaft.action=none"
 BOOT_S = 300
 STEP_S = 600  # one capture or restore under TCG
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from bootkit import REPO
 
+from builder.context import SERIAL_CMDLINE
 from rescue_app.engine.kernel import reread_partitions
 from tests.helpers.diskkit import (
     PartSpec,
@@ -81,7 +82,7 @@ def test_unattended_restore_in_vm(live_kernel, built_iso: Path, vm, tmp_path: Pa
         f.truncate(256 * MIB)
 
     cmdline = (
-        "boot=live console=ttyS0,115200n8 quiet liferaft.action=restore "
+        f"{SERIAL_CMDLINE} liferaft.action=restore "
         f"liferaft.repo=LABEL={REPO_LABEL}:/liferaft liferaft.image=src "
         f"liferaft.target=serial:{TARGET_SERIAL} liferaft.poweroff=1"
     )

@@ -46,6 +46,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from builder.context import SERIAL_CMDLINE
 from tests.boot.bootkit import REPO, Vm, ovmf_args
 from tests.drill import machinekit as mk
 from tests.drill.machinekit import DrillSite
@@ -65,7 +66,7 @@ IMAGE = "drill"
 BOOT_S = 240  # Debian under TCG: ~20-35 s, the rest is headroom for a busy host
 RESCUE_S = 900  # rescue boot + capture or restore of ~400 MB under TCG
 NIC = ["-nic", "user,model=virtio-net-pci"]
-RESCUE_CMDLINE = "boot=live console=ttyS0,115200n8 quiet"
+RESCUE_CMDLINE = SERIAL_CMDLINE
 
 
 def _disk(image: Path, serial: str) -> list[str]:

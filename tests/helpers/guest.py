@@ -55,10 +55,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from builder.context import SERIAL_CMDLINE
 from rescue_app.errors import LiferaftError, UsageError
 
 REPO = Path(__file__).resolve().parents[2]
-CMDLINE = "boot=live console=ttyS0,115200n8 quiet liferaft.guest=1"
+CMDLINE = f"{SERIAL_CMDLINE} liferaft.guest=1"
 MEDIUM_LABEL = "LRGUEST"  # kept in sync with overlay/usr/local/sbin/liferaft-guest
 DISK_SERIAL = "LRDISK{}"
 EXIT_TIMEOUT = 124
