@@ -290,6 +290,24 @@ def test_the_target_is_read_once(images, loopdisk):
 
 
 @pytest.mark.root
+def test_chunks_are_looked_up_once(images, loopdisk):
+    """The plan looks every chunk up (HEAD); the check before writing then
+    reads each one it needs. A second round of look-ups before the writes
+    (seconds over a network for a large image) is left out."""
+    target = loopdisk(DISK)
+    since = len(images.server.log_lines())
+    _restore(images, "old", target, "--no-seed")
+    heads = [
+        line.split()[1]
+        for line in images.server.log_lines()[since:]
+        if line.startswith("HEAD /chunks/")
+    ]
+    every = {d for d, _, _ in images.manifests["old"].chunk_refs()}
+    assert len(heads) == len(set(heads)) == len(every), (len(heads), len(every))
+    check_restored(images.old, reread_partitions(target, 2))
+
+
+@pytest.mark.root
 def test_no_seed_writes_everything(images, loopdisk):
     target = _copy_of(loopdisk, images.holds_old)
     plan = liferaft(

@@ -153,9 +153,12 @@ def apply_plan(
     (the same as when captured: their headers come back as they were)."""
     started = time.monotonic()
     plan = _recheck_plan(plan)
-    # The plan may have waited for a confirmation: check the chunks again
-    # before the first byte is erased.
-    plan.repo.check_chunks_present(plan.manifest)
+    if not _checks_first(plan):
+        # The plan may have waited for a confirmation: check the chunks again
+        # before the first byte is erased. (The check before writing reads
+        # every chunk it needs anyway: over a network a second round of
+        # look-ups for the whole image costs seconds.)
+        plan.repo.check_chunks_present(plan.manifest)
     check_volume_groups_absent(plan)
     luks_keys = _luks_keys(plan, luks_key)
     check_btrfs_uuids_free(plan)
@@ -256,7 +259,7 @@ def _checked_first(
     "Checking before writing". Yields what it found comparing the seeded
     partitions with the target, for the writes to reuse."""
     repo = plan.repo
-    if not plan.choices.check_first or repo.read_whole_first:
+    if not _checks_first(plan):
         yield {}
         return
     spool = None if repo.local_path() is not None else ChunkSpool(spool_budget())
@@ -274,6 +277,12 @@ def _checked_first(
         repo.spool = None
         if spool is not None:
             spool.close()
+
+
+def _checks_first(plan: RestorePlan) -> bool:
+    """Whether the restore reads and checks its chunks before the first write
+    (not asked to skip it, and not a repository read whole in one piece)."""
+    return plan.choices.check_first and not plan.repo.read_whole_first
 
 
 def _check_chunks(
