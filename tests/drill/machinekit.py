@@ -95,8 +95,8 @@ def _run(argv: list[str], timeout: float | None = None) -> str:
 # ---------------------------------------------------------------- root tarball
 
 
-def _customize_script() -> str:
-    prune = " ".join(f'"$1"/lib/modules/*/kernel/{p}' for p in _PRUNE)
+def _customize_script(prune_dirs: tuple[str, ...] = _PRUNE) -> str:
+    prune = " ".join(f'"$1"/lib/modules/*/kernel/{p}' for p in prune_dirs)
     return (
         f"rm -rf {prune}; "
         'for k in "$1"/lib/modules/*; do chroot "$1" depmod "$(basename "$k")"; done; '
@@ -110,27 +110,41 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LIFERAFT_DRILL_CACHE", REPO / "cache" / "drill"))
 
 
-def rootfs_key() -> str:
+def rootfs_key(packages: tuple[str, ...] = PACKAGES, customize: str = "") -> str:
     h = hashlib.sha256()
-    for part in (SUITE, MIRROR, *PACKAGES, _customize_script(), "dpkg-excludes-1"):
+    for part in (SUITE, MIRROR, *packages, customize or _customize_script(), "dpkg-excludes-1"):
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:16]
 
 
-def rootfs_tarball() -> Path:
-    """The cached mmdebstrap root (built once per key; about 1-2 minutes)."""
-    out = cache_dir() / f"rootfs-{rootfs_key()}.tar"
+def rootfs_tarball(
+    packages: tuple[str, ...] = PACKAGES,
+    prune: tuple[str, ...] = _PRUNE,
+    *,
+    name: str = "rootfs",
+    local_debs: tuple[Path, ...] = (),
+    key_extra: str = "",
+) -> Path:
+    """The cached mmdebstrap root (built once per key; about 1-2 minutes).
+
+    ``local_debs`` are installed too (apt brings their Depends); they are not
+    part of the key: ``key_extra`` says what of them the root depends on."""
+    customize = _customize_script(prune)
+    key = rootfs_key((*packages, key_extra) if key_extra else packages, customize)
+    out = cache_dir() / f"{name}-{key}.tar"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.stem}.tmp{os.getpid()}.tar")  # mmdebstrap: .tar -> tarball
     excludes = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*", "/usr/share/info/*")
     started = time.monotonic()
+    includes = ",".join((*packages, *map(str, local_debs)))
+    local = ["--hook-dir=/usr/share/mmdebstrap/hooks/file-mirror-automount"] if local_debs else []
     try:
         _run([
-            "mmdebstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+            "mmdebstrap", "--variant=minbase", f"--include={includes}", *local,
             *[f"--dpkgopt=path-exclude={p}" for p in excludes],
-            f"--customize-hook={_customize_script()}",
+            f"--customize-hook={customize}",
             SUITE, str(tmp), MIRROR,
         ], timeout=1800)  # fmt: skip
         tmp.rename(out)
@@ -229,11 +243,15 @@ def _checksums(root: Path) -> dict[str, str]:
     return out
 
 
-def _grub_cfg(root_uuid: str, root: Path) -> str:
-    kernels = sorted((root / "boot").glob("vmlinuz-*"))
-    initrds = sorted((root / "boot").glob("initrd.img-*"))
+def _grub_cfg(root_uuid: str, root: Path, *, boot: str = "boot", root_arg: str = "") -> str:
+    """GRUB's menu: the kernel in ``root``/``boot`` (``boot`` "" when ``root``
+    is a /boot file system of its own, found by ``root_uuid``); the kernel's
+    root= is ``root_arg``, by default UUID=``root_uuid``."""
+    kernels = sorted((root / boot).glob("vmlinuz-*"))
+    initrds = sorted((root / boot).glob("initrd.img-*"))
     if not kernels or not initrds:
-        raise RuntimeError(f"no kernel or initrd in {root / 'boot'}")
+        raise RuntimeError(f"no kernel or initrd in {root / boot}")
+    where = f"/{boot}/" if boot else "/"
     return (
         "set timeout=0\n"
         "serial --unit=0 --speed=115200\n"
@@ -242,24 +260,24 @@ def _grub_cfg(root_uuid: str, root: Path) -> str:
         'if [ -z "$cmdpath" ]; then set cmdpath=bios; fi\n'
         "menuentry 'Debian (liferaft drill)' {\n"
         f"  search --no-floppy --fs-uuid --set=root {root_uuid}\n"
-        f"  linux /boot/{kernels[-1].name} root=UUID={root_uuid} ro console=ttyS0,115200n8 "
-        'quiet drill.cmdpath="$cmdpath"\n'
-        f"  initrd /boot/{initrds[-1].name}\n"
+        f"  linux {where}{kernels[-1].name} root={root_arg or 'UUID=' + root_uuid} ro "
+        'console=ttyS0,115200n8 quiet drill.cmdpath="$cmdpath"\n'
+        f"  initrd {where}{initrds[-1].name}\n"
         "}\n"
     )
 
 
-def _efi_stub_cfg(root_uuid: str) -> str:
+def _efi_stub_cfg(root_uuid: str, grub: str = "/boot/grub") -> str:
     # What grub-install writes next to the signed GRUB on Debian.
     return (f"search.fs_uuid {root_uuid} root\n"
-            "set prefix=($root)'/boot/grub'\n"
+            f"set prefix=($root)'{grub}'\n"
             "configfile $prefix/grub.cfg\n")  # fmt: skip
 
 
-def _fill_esp(node: str, root_uuid: str, workdir: Path) -> None:
+def _fill_esp(node: str, root_uuid: str, workdir: Path, prefix: str = "/boot/grub") -> None:
     _run(["mkfs.vfat", "-F", "32", "-n", "ESP", node])
     stub = workdir / "grub.cfg"
-    stub.write_text(_efi_stub_cfg(root_uuid))
+    stub.write_text(_efi_stub_cfg(root_uuid, prefix))
     img = f"-i{node}"
     shim = Path("/usr/lib/shim/shimx64.efi.signed")
     grub = Path("/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed")
@@ -272,20 +290,23 @@ def _fill_esp(node: str, root_uuid: str, workdir: Path) -> None:
         _run(["mcopy", "-o", img, str(src), dest])
 
 
-def _install_bios_grub(dev: str, root: Path, root_uuid: str, workdir: Path) -> None:
+def _install_bios_grub(
+    dev: str, root: Path, root_uuid: str, workdir: Path, grub: str = "boot/grub"
+) -> None:
     """What `grub-install --target=i386-pc` does, done by hand: grub-install and
     grub-bios-setup both fail on a loop device's partitions ("cannot find a
     GRUB drive for /dev/loop0p4", "cannot get disk geometry"). The layout is
     GRUB's own: core.img (diskboot + kernel) in the bios_grub partition with
     the blocklist of its remaining sectors, boot.img in the MBR's code area
-    pointing at core.img's first sector (util/setup.c does the same)."""
-    moddir = root / "boot" / "grub" / "i386-pc"
+    pointing at core.img's first sector (util/setup.c does the same). GRUB's
+    folder is ``root``/``grub`` on the file system ``root_uuid`` names."""
+    moddir = root / grub / "i386-pc"
     shutil.copytree("/usr/lib/grub/i386-pc", moddir, dirs_exist_ok=True)
     early = workdir / "early.cfg"
-    early.write_text(f"search.fs_uuid {root_uuid} root\nset prefix=($root)/boot/grub\n")
+    early.write_text(f"search.fs_uuid {root_uuid} root\nset prefix=($root)/{grub}\n")
     core_path = moddir / "core.img"
     _run(["grub-mkimage", "-O", "i386-pc", "-d", str(moddir), "-o", str(core_path),
-          "-c", str(early), "-p", "/boot/grub",
+          "-c", str(early), "-p", f"/{grub}",
           "biosdisk", "part_gpt", "ext2", "search_fs_uuid", "search", "serial"])  # fmt: skip
     lba = int(Path(f"/sys/class/block/{os.path.basename(dev)}p1/start").read_text())
     core = bytearray(core_path.read_bytes())

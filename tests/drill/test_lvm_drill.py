@@ -1,0 +1,178 @@
+"""The LVM drill (issues 12 and 14): a running Debian whose root is on LVM is
+backed up online by the liferaft it has installed, restored by the stick onto
+a bigger disk, grown, and boots again with UEFI and with BIOS.
+
+1. The machine (lvmkit.py): Debian's guided LVM layout (bios_grub, ESP,
+   /boot, a PV with root and swap_1); the LVM part is made in one rescue-ISO
+   guest (no device-mapper here), once: the disk is cached.
+2. It boots (BIOS, GRUB from the disk) with a repository disk attached,
+   installs this tree's liferaft package from it (dpkg -i),
+   systemd as PID 1, a writer service keeps replacing files (each carrying
+   its own checksum), a stale liferaft-snap-root lies around as after a
+   crash, and `liferaft backup` captures the running system: root from an
+   LVM snapshot, /boot and the ESP file by file, swap not stored.
+   Afterwards no liferaft-snap-* LV is left (the stale one too), the writer
+   still runs, root is still mounted read-write.
+3. The disk dies. The stick's unattended restore (UEFI, liferaft.grow=1)
+   lays the image onto a disk 1 GiB bigger; the PV and the root LV grow.
+4. The restored disk boots with UEFI through the boot entry the restore
+   created, then with BIOS: each boot checks, in the machine, fsck of root
+   (from a snapshot), /boot and the ESP, the payload's checksums and that
+   every writer file is whole, and reports the root LV and its file system.
+
+This replaces the rescue-system-only online LVM test (tests/guest/
+online_lvm.sh): every check it made is made here, in a booted machine.
+Printed: machine build, backup, restore and boot times, the image's size.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.drill import lvmkit
+from tests.drill import machinekit as mk
+from tests.drill.machinekit import DrillSite
+from tests.drill.test_drill import NIC, RESCUE_CMDLINE, _disk, _rescue, _rescue_media, _uefi
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+
+GIB = 1024 * mk.MIB
+SOURCE_SIZE = 2560 * mk.MIB
+TARGET_SIZE = SOURCE_SIZE + GIB
+SOURCE_SERIAL = "LRLVMSRC"
+TARGET_SERIAL = "LRLVMNEW"
+REPO_SERIAL = "LRLVMREPO"
+BACKUP_BOOT_S = 1200  # boot + online backup of ~700 MB under TCG
+BOOT_S = 300
+
+
+def _boot(site: DrillSite, name: str, args: list[str], timeout: float) -> dict[str, str]:
+    """Boot to the LVM machine's marker; its key=value figures."""
+    vm = site.vm(name, args)
+    seconds = vm.wait_for(lvmkit.MARKER, timeout=timeout)
+    vm.wait_exit(timeout=120)
+    line = lvmkit.MARKER + vm.text().split(lvmkit.MARKER, 1)[1].splitlines()[0]
+    print(f"{name}: marker after {seconds:.0f} s: {line.strip()}")
+    fields = lvmkit.marker_fields(line)
+    fields["boot_s"] = f"{seconds:.0f}"
+    fields["console"] = str(vm.serial)
+    assert fields["pid1"] == "systemd", line
+    assert fields["root"] == lvmkit.ROOT_DEV, line
+    assert fields["swaps"] == "1", f"the swap LV is not active: {line}"
+    return fields
+
+
+def _whole(fields: dict[str, str]) -> None:
+    """What each boot checks in the machine: fsck clean, files equal and whole."""
+    console = Path(fields["console"]).read_text("utf-8", "replace")[-5000:]
+    assert fields["fsck"] == "ok", console
+    assert fields["static"] == "ok", console
+    assert fields["torn"] == "0", console
+
+
+def _repo_disk(path: Path, deb: Path) -> list[str]:
+    """The repository's disk, holding the liferaft package the machine installs."""
+    with open(path, "wb") as f:
+        f.truncate(3 * GIB)
+    mk._run(["mkfs.ext4", "-q", "-F", "-L", lvmkit.REPO_LABEL, str(path)])
+    with mk.mounted(str(path)) as mnt:
+        shutil.copyfile(deb, mnt / "liferaft.deb")
+    return _disk(path, REPO_SERIAL)
+
+
+def _image_bytes(repo_disk: Path) -> int:
+    """The repository's size and what liferaft lists in it (printed)."""
+    with mk.mounted(str(repo_disk), read_only=True) as mnt:
+        repo = mnt / "repo"
+        size = sum(p.stat().st_size for p in repo.rglob("*") if p.is_file())
+        proc = subprocess.run(
+            [sys.executable, "-m", "rescue_app.cli", "images", "--repo", str(repo)],
+            cwd=mk.REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        print(proc.stdout)
+    return size
+
+
+def test_lvm_root_backed_up_online_restored_grown_and_booting(
+    site: DrillSite, rescue_iso: Path, rescue_kernel: tuple[Path, Path]
+) -> None:
+    vmlinuz, initrd = rescue_kernel
+    work = site.work
+
+    # -- 1. the machine ------------------------------------------------------
+    deb = lvmkit.build_deb(work / "deb")
+    machine = lvmkit.lvm_machine(work / "lvm-machine.img", SOURCE_SIZE, work, rescue_iso, deb)
+
+    # -- 2. running, backed up online -----------------------------------------
+    repo_disk = work / "lvm-repo.img"
+    repo = _repo_disk(repo_disk, deb)
+    src = _boot(site, "lvm-src-bios", [*_disk(machine.image, SOURCE_SERIAL), *repo],
+                BACKUP_BOOT_S)  # fmt: skip
+    _whole(src)
+    console = Path(src["console"]).read_text("utf-8", "replace")
+    assert src["cmdpath"] == "(hd0)", src
+    assert src["backup"] == "0", console[-6000:]
+    assert src["writer"] == "active", "the writer stopped during the backup"
+    assert int(src["writes"]) > 20, src
+    assert src["snaps"] == "0", "a liferaft-snap LV was left (the stale one or the backup's)"
+    assert src["rootrw"] == "rw", "root is no longer mounted read-write"
+    backup_lines = [ln for ln in console.splitlines() if ln.startswith("BACKUP: ")]
+    print("\n".join(backup_lines))
+    summary = "\n".join(backup_lines)
+    assert re.search(
+        r"logical volume root \(ext4\): block level, used blocks \(in use: read from the "
+        r"snapshot liferaft-snap-root",
+        summary,
+    ), summary
+    image_bytes = _image_bytes(repo_disk)
+    print(f"backup: {src['seconds']} s online, repository {image_bytes / 1e6:.0f} MB, "
+          f"writer replaced {src['writes']} files meanwhile")  # fmt: skip
+
+    # -- 3. disaster, restore by the stick ---------------------------------------
+    machine.image.unlink()
+    target = work / "lvm-new-disk.img"
+    with open(target, "wb") as f:
+        f.truncate(TARGET_SIZE)
+    firmware = _uefi(work / "lvm-new-machine")
+    cmdline = (
+        f"{RESCUE_CMDLINE} liferaft.poweroff=1 liferaft.action=restore "
+        f"liferaft.image={lvmkit.IMAGE} liferaft.grow=1 "
+        f"liferaft.repo=LABEL={lvmkit.REPO_LABEL}:/repo liferaft.target=serial:{TARGET_SERIAL}"
+    )
+    vm = site.vm("lvm-restore", [*firmware, "-kernel", str(vmlinuz), "-initrd", str(initrd),
+                                 "-append", cmdline, *_rescue_media(rescue_iso), *NIC,
+                                 *repo, *_disk(target, TARGET_SERIAL)], 2048)  # fmt: skip
+    restore_s, console = _rescue(vm, "restore")
+    assert any("created boot entry" in ln for ln in console.splitlines()), console[-5000:]
+    print(f"restore: {restore_s:.0f} s from rescue start to power-off")
+
+    # -- 4. it lives, grown ---------------------------------------------------------
+    started = time.monotonic()
+    uefi = _boot(site, "lvm-new-uefi", [*firmware, *_disk(target, TARGET_SERIAL)], BOOT_S)
+    bios = _boot(site, "lvm-new-bios", _disk(target, TARGET_SERIAL), BOOT_S)
+    boots_s = time.monotonic() - started
+    grown = int(uefi["rootlv"]) - int(src["rootlv"])
+    print(f"root LV {int(src['rootlv']) / 1e6:.0f} MB -> {int(uefi['rootlv']) / 1e6:.0f} MB, "
+          f"file system {int(uefi['rootfs']) / 1e6:.0f} MB; VG free {src['vgfree']} B -> "
+          f"{uefi['vgfree']} B")  # fmt: skip
+    assert "/EFI/debian" in uefi["cmdpath"], "the firmware did not take the created boot entry"
+    assert bios["cmdpath"] == "(hd0)", bios
+    assert uefi["vgfree"] == src["vgfree"], "the restore did not keep the VG's free space"
+    _whole(uefi)
+    _whole(bios)
+    assert int(uefi["files"]) > 0, "no writer file in the image"
+    assert uefi["backup"] == "none"
+    assert grown > GIB * 9 // 10, "the root LV was not grown"
+    assert int(uefi["rootlv"]) - int(uefi["rootfs"]) < 4 * mk.MIB, "root does not fill its LV"
+    assert bios["rootlv"] == uefi["rootlv"] and bios["files"] == uefi["files"]
+    print(f"LVM DRILL: machine built {machine.seconds:.0f} s; backup {src['seconds']} s online "
+          f"(boot to marker {src['boot_s']} s); image {image_bytes / 1e6:.0f} MB; restore "
+          f"{restore_s:.0f} s; restored boots UEFI {uefi['boot_s']} s, BIOS {bios['boot_s']} s "
+          f"(both {boots_s:.0f} s)")  # fmt: skip
