@@ -179,9 +179,10 @@ def _apply_checked(
     ``compared``: what the check found of the seeded partitions."""
     counter = _Counter(plan.write_bytes, progress, "restore")
     notes: list[str] = []
+    firsts: list[bytes] = []  # each disk's first bytes as they were, for its boot code
     for d in plan.disks:
         try:
-            _restore_disk(plan.repo, plan.manifest, d, counter, cancel, compared)
+            firsts.append(_restore_disk(plan.repo, plan.manifest, d, counter, cancel, compared))
         except RepositoryError as exc:
             # A chunk that cannot be fetched or is wrong stops the restore
             # midway: say so, the disk must not be trusted as it is.
@@ -223,11 +224,17 @@ def _apply_checked(
                     "and will not work",
                     hint=f"{exc.hint}; {again}" if exc.hint else again,
                 ) from None
+    checker = _Counter(plan.write_bytes, progress, "verify")
     if verify:
         # Before growing: growing rewrites filesystem metadata the image holds.
-        checker = _Counter(plan.write_bytes, progress, "verify")
         for d in plan.disks:
             _verify_disk(plan.repo, plan.manifest, d, checker, cancel)
+    # Only now, every layer (md arrays, LUKS contents, volume groups) written
+    # and verified: the boot code over the mark (see restoremark).
+    for d, seen in zip(plan.disks, firsts, strict=True):
+        _finish_disk(plan.repo, plan.manifest, d, seen, counter)
+        if verify:
+            _verify_head(plan.repo, plan.manifest, d, checker)
     for d in plan.disks:
         notes += _grow_disk(d, progress)
     # Under UEFI the restored disk boots only from a firmware entry (or the
@@ -409,11 +416,14 @@ def _restore_disk(
     counter: _Counter,
     cancel: CancelToken | None,
     compared: _Comparisons,
-) -> None:
+) -> bytes:
     """Write one disk so that, wherever it stops, nothing looks restored: the
-    mark first, each partition's first MiB after the rest is on the disk, the
-    boot code (over the mark) last. See restoremark. ``compared``: the seeded
-    partitions as the check before writing found them (else compared here)."""
+    mark first, each partition's first MiB after the rest is on the disk. The
+    boot code (over the mark) comes later, from ``_finish_disk``, once the
+    layers on the disks (md, LUKS, LVM) are written too. See restoremark.
+    ``compared``: the seeded partitions as the check before writing found them
+    (else compared here). Returns the disk's first bytes as they were (a seed
+    restore takes the boot code's chunks it holds from them)."""
     target = d.target.path
     image = d.image
     started = datetime.now(UTC)
@@ -461,6 +471,15 @@ def _restore_disk(
         if step.source.method == Method.SWAP:
             _mkswap(nodes[step.source.number], step.source)
     _restore_files(repo, m, d, nodes, counter, cancel)
+    return first
+
+
+def _finish_disk(
+    repo: Repository, m: Manifest, d: DiskPlan, first: bytes, counter: _Counter
+) -> None:
+    """The last write of a disk's restore: its boot code over the mark."""
+    target = d.target.path
+    image = d.image
     if d.table.type != "none":
         _write_head(repo, m, image, target, first, counter)  # the boot code replaces the mark
         counter.add(f"{target} boot area", image.head.length, image.head.length, image.head.length)
@@ -1231,22 +1250,10 @@ def _write_through_pvs(
 def _verify_disk(
     repo: Repository, m: Manifest, d: DiskPlan, counter: _Counter, cancel: CancelToken | None
 ) -> None:
-    target = d.target.path
+    """Every partition of ``d`` read back and compared with the image (the
+    boot area is ``_verify_head``'s, written after the layers)."""
     image = d.image
     nodes = _nodes(d)
-    if image.head.length:
-        head = _head_bytes(repo, m, image)
-        with blockio.open_device(target) as fd:
-            blockio.drop_cache(fd)
-            for start, length in _head_ranges(image, head):
-                got = blockio.read_exact(fd, target, start, length)
-                if got != head[start : start + length]:
-                    raise VerifyError(
-                        f"verification failed: the boot area of {target} at byte {start} "
-                        "differs from the image",
-                        hint="the disk may be failing; try another",
-                    )
-        counter.add(f"{target} boot area", image.head.length, image.head.length, image.head.length)
     for step in d.steps:
         p = step.source
         if step.files and p.filesystem.type:
@@ -1258,6 +1265,25 @@ def _verify_disk(
             continue
         where = f"{m.ref} disk {image.index + 1} {p.label}"
         _verify_partition(_Region(repo, m, where, p, nodes[p.number], counter, cancel))
+
+
+def _verify_head(repo: Repository, m: Manifest, d: DiskPlan, counter: _Counter) -> None:
+    target = d.target.path
+    image = d.image
+    if not image.head.length:
+        return
+    head = _head_bytes(repo, m, image)
+    with blockio.open_device(target) as fd:
+        blockio.drop_cache(fd)
+        for start, length in _head_ranges(image, head):
+            got = blockio.read_exact(fd, target, start, length)
+            if got != head[start : start + length]:
+                raise VerifyError(
+                    f"verification failed: the boot area of {target} at byte {start} "
+                    "differs from the image",
+                    hint="the disk may be failing; try another",
+                )
+    counter.add(f"{target} boot area", image.head.length, image.head.length, image.head.length)
 
 
 def _verify_partition(r: _Region) -> None:
