@@ -357,3 +357,24 @@ def test_captured_array_describes_the_array_it_recreates():
     )  # fmt: skip
     back = replace(image, **mdraid.spec_fields(spec))
     assert back == image
+
+
+def _md_sysfs(root: Path, action: str, completed: str) -> str:
+    # what the kernel shows under /sys/block/md127/md (recorded in the guest)
+    md = root / "block" / "md127" / "md"
+    md.mkdir(parents=True)
+    (md / "sync_action").write_text(action + "\n")
+    (md / "sync_completed").write_text(completed + "\n")
+    return str(root)
+
+
+def test_restore_says_an_array_is_still_resyncing(tmp_path: Path):
+    sys_root = _md_sysfs(tmp_path / "a", "resync", "65536 / 262144")
+    note = mdraid.resync_note("md array oldhost:root", "/dev/md127", sys_root)
+    assert note is not None
+    assert note.startswith("md array oldhost:root: array resyncing, 25% — do not remove disks")
+    pending = _md_sysfs(tmp_path / "b", "resync", "delayed")
+    assert "resyncing, 0%" in (mdraid.resync_note("a", "/dev/md127", pending) or "")
+    done = _md_sysfs(tmp_path / "c", "idle", "none")
+    assert mdraid.resync_note("a", "/dev/md127", done) is None
+    assert mdraid.resync_note("a", "/dev/md127", str(tmp_path / "none")) is None

@@ -247,3 +247,33 @@ def create(spec: MdArray, devices: Sequence[str | None]) -> str:
 
 def stop(node: str) -> None:
     _mdadm(["--stop", node], check=False)
+
+
+def sync_progress(node: str, sys_root: str = "/sys") -> float | None:
+    """How far md has resynced (or rebuilt) the array ``node``, 0 to 1, as its
+    sysfs says; None when nothing is left to sync (or it cannot be read)."""
+    base = os.path.join(sys_root, "block", os.path.basename(os.path.realpath(node)), "md")
+    try:
+        with open(os.path.join(base, "sync_action")) as f:
+            action = f.read().strip()
+        with open(os.path.join(base, "sync_completed")) as f:
+            completed = f.read().strip()
+    except OSError:
+        return None
+    if action not in ("resync", "recover", "reshape"):
+        return None
+    done, _, size = completed.partition("/")
+    if not done.strip().isdigit() or not size.strip().isdigit() or not int(size):
+        return 0.0  # started but not counted yet (sync_completed "none" or "delayed")
+    return int(done) / int(size)
+
+
+def resync_note(label: str, node: str, sys_root: str = "/sys") -> str | None:
+    """The restore's word on an array md has not finished resyncing."""
+    done = sync_progress(node, sys_root)
+    if done is None:
+        return None
+    return (
+        f"{label}: array resyncing, {int(done * 100)}% — do not remove disks until done "
+        "(md goes on when the restored system assembles it; see /proc/mdstat)"
+    )

@@ -1043,6 +1043,8 @@ def _restore_md_array(
     )
     node = mdraid.create(_md_spec(img), slots)
     opened.callback(mdraid.stop, node)
+    # Before it is stopped, once every layer on it is written: how far md got.
+    opened.callback(lambda: notes.extend(filter(None, [mdraid.resync_note(img.label, node)])))
     with blockio.SourceReader(node) as reader:
         size = reader.size()
     if size < img.size:
