@@ -360,7 +360,7 @@ def test_captured_array_describes_the_array_it_recreates():
 
 
 def _md_sysfs(root: Path, action: str, completed: str) -> str:
-    # what the kernel shows under /sys/block/md127/md (recorded in the guest)
+    # /sys/block/md127/md as the kernel lays it out (Documentation/admin-guide/md.rst)
     md = root / "block" / "md127" / "md"
     md.mkdir(parents=True)
     (md / "sync_action").write_text(action + "\n")
@@ -378,3 +378,11 @@ def test_restore_says_an_array_is_still_resyncing(tmp_path: Path):
     done = _md_sysfs(tmp_path / "c", "idle", "none")
     assert mdraid.resync_note("a", "/dev/md127", done) is None
     assert mdraid.resync_note("a", "/dev/md127", str(tmp_path / "none")) is None
+
+
+def test_plan_says_a_spare_is_left_empty():
+    spare = _array((MdMemberImage(0, 1, 0), MdMemberImage(1, 1, -1)))  # slot 1 missing
+    text = _plan(spare, 400 * MIB, grow=False).render()
+    assert "md RAID member (device 0) of array oldhost:root" in text
+    assert "md RAID spare of array oldhost:root: left empty, not added back" in text
+    assert "device -1" not in text

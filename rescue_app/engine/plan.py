@@ -232,7 +232,14 @@ class RestorePlan:
                     member = array.member_of(d.image.index, p.number)
                     role = member.role if member is not None else -1
                     name = array.name or array.uuid
-                    lines.append(f"        md RAID member (device {role}) of array {name}")
+                    if role < 0:
+                        # mdadm --create takes the array's slots only
+                        lines.append(
+                            f"        md RAID spare of array {name}: left empty, not added "
+                            "back (mdadm --add it after the restore)"
+                        )
+                    else:
+                        lines.append(f"        md RAID member (device {role}) of array {name}")
                 lines += _luks_lines(m, d.image.index, p)
                 if s.why:
                     lines.append(f"        {s.why}")
