@@ -359,9 +359,13 @@ def resize_pv(device: str) -> None:
     _lvm(["pvresize", device])
 
 
-def extend_lv(vg: str, lv: str) -> None:
-    """The LV takes every free extent of its volume group."""
-    _lvm(["lvextend", "--extents", "+100%FREE", f"{vg}/{lv}"])
+def extend_lv(vg: str, lv: str, keep_free: int = 0) -> None:
+    """The LV takes the free extents of its volume group but ``keep_free``:
+    the source's free space stays free (room for the snapshots of the
+    restored machine's next online backup); the LV grows into the new space."""
+    grow = free_extents(vg) - keep_free
+    if grow > 0:
+        _lvm(["lvextend", "--extents", f"+{grow}", f"{vg}/{lv}"])
 
 
 def activate(vg: str) -> None:

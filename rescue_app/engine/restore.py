@@ -1178,6 +1178,7 @@ def _restore_volume_group(
     lvm.restore_vg(vg.name, vg.metadata, force=vg.has_thin_pool)
     notes: list[str] = []
     try:
+        source_free = lvm.free_extents(vg.name)  # as restored: the source's, kept free
         for uuid in g.grown_pvs:
             lvm.resize_pv(devices[uuid])
         for lv in vg.lvs:
@@ -1206,7 +1207,7 @@ def _restore_volume_group(
             grow = next(lv for lv in vg.lvs if lv.name == g.grow_lv)
             node = lvm.dm_path(vg.name, grow.name)
             progress(Progress("grow", node, 0, 0, message=f"growing {vg.name}/{grow.name}"))
-            lvm.extend_lv(vg.name, grow.name)
+            lvm.extend_lv(vg.name, grow.name, keep_free=source_free)
             notes.append(_grow_filesystem(node, grow.filesystem.type))
     finally:
         lvm.deactivate(vg.name)
