@@ -92,7 +92,7 @@ class VolumeGroupPlan:
 
     image: VolumeGroupImage
     grown_pvs: tuple[str, ...]  # UUIDs of PVs whose partition grows (pvresize)
-    grow_lv: str | None  # the LV extended over every free extent, and its filesystem
+    grow_lv: str | None  # the LV extended over the new space, and its filesystem
     notes: tuple[str, ...] = ()
 
     @property
