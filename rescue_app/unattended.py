@@ -362,7 +362,10 @@ def _execute(action: UnattendedAction) -> str:
             repo, action.image, list(action.targets), grow=action.grow, seed=action.seed
         )
         log.info("plan:\n%s", plan.render())
-        result = engine.restore(plan, progress=progress, verify=True)
+        # An unlocked LUKS volume's passphrase: the credentials file's entry
+        # (match: luks:<UUID>, passphrase_file), never the kernel command line.
+        luks_key = engine.luks_keys() if plan.manifest.luks_volumes else None
+        result = engine.restore(plan, progress=progress, verify=True, luks_key=luks_key)
         checked = "verified" if result.verified else "NOT verified"
         return (
             f"restored {result.ref} to {', '.join(action.targets)}: {result.figures()}, {checked}"

@@ -25,11 +25,15 @@ class PasswordModal(ModalScreen["str | None"]):
         repository = (
             self.who.removeprefix("repository ") if self.who.startswith("repository ") else None
         )
-        word = "passphrase" if repository else "password"
+        # (keychain names a LUKS volume "the LUKS volume UUID (disk N partition M ...)")
+        luks = self.who if self.who.startswith("the LUKS volume ") else None
+        word = "passphrase" if repository or luks else "password"
         with Vertical(classes="modal-box", id="password-box"):
             yield Static(word.capitalize(), classes="modal-title")
             if repository:
                 text = f"The repository {repository} is encrypted: type its passphrase."
+            elif luks:
+                text = f"The image holds {luks}, unlocked when captured: type its passphrase."
             else:
                 text = f"The server asks for the password of {self.who}."
             yield Static(text, markup=False)

@@ -73,7 +73,12 @@ def restore_job(engine: Engine, plan: RestorePlan) -> ProgressScreen:
 
     def run(progress: ProgressCallback, cancel: CancelToken) -> RestoreResult:
         # (the engine checks the disks are still those of the confirmed plan)
-        return engine.restore(plan, progress=progress, cancel=cancel, verify=True)
+        # An unlocked LUKS volume's passphrase: the engine's credentials,
+        # then the app's password dialog (asked only when the image has one).
+        luks_key = engine.luks_keys() if plan.manifest.luks_volumes else None
+        return engine.restore(
+            plan, progress=progress, cancel=cancel, verify=True, luks_key=luks_key
+        )
 
     def summarize(r: RestoreResult) -> Summary:
         verified = "read back and matches the image" if r.verified else "not checked"
