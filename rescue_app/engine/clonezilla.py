@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 import threading
 import time
@@ -28,10 +29,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from urllib.parse import unquote
 
 from rescue_app.engine.capture import ChunkTally, commit_image
 from rescue_app.engine.chunkio import RESTORE_WORKERS
 from rescue_app.engine.extents import Extent, ExtentMap, normalize, total
+from rescue_app.engine.keychain import CredentialChain
 from rescue_app.engine.manifest import (
     DiskImage,
     Filesystem,
@@ -51,12 +54,14 @@ from rescue_app.engine.repository import (
     CHUNK_HASH,
     CHUNK_SIZE,
     COMPRESSION,
+    REPO_FILE,
     PutResult,
     Repository,
     chunk_digest,
     liferaft_version,
 )
 from rescue_app.engine.results import CaptureResult
+from rescue_app.engine.stores import ByteStream, Store, open_store
 from rescue_app.engine.stores.local import LocalStore
 from rescue_app.engine.table import TableEntry, parse_sfdisk_json, placement
 from rescue_app.engine.usedmap import ntfs_backup_boot_sector
@@ -77,13 +82,144 @@ _PARTIMAGE_RE = re.compile(r"^(?P<part>[^.]+)\.(?P<fs>[A-Za-z0-9_+-]+)-img\.")
 _FS_NAMES = {"fat12": "vfat", "fat16": "vfat", "fat32": "vfat", "vfat": "vfat", "exfat": "exfat"}
 
 
-def is_image_folder(path: str) -> bool:
-    """A Clonezilla image folder: ``disk`` or ``parts`` and a partition table dump
-    or partclone images."""
+class ImageFiles:
+    """The files of one Clonezilla image folder, read (never written) through a
+    store: a local or mounted folder (USB, SMB, NFS), SFTP, S3, or a web server
+    that lists its folders. ``names`` is the folder's listing."""
+
+    def __init__(self, store: Store, rel: str, names: Iterable[str]) -> None:
+        self.store, self.rel, self.names = store, rel.strip("/"), sorted(names)
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.rel) or posixpath.basename(self.store.location.rstrip("/"))
+
+    def path(self, name: str) -> str:
+        return f"{self.rel}/{name}" if self.rel else name
+
+    def read(self, name: str) -> bytes | None:
+        if name not in self.names:  # (no request for a file the listing lacks)
+            return None
+        try:
+            return self.store.read(self.path(name))
+        except FileNotFoundError:
+            return None
+
+    def open(self, name: str) -> ByteStream:
+        return self.store.open_read(self.path(name))
+
+    def modified(self, name: str) -> datetime | None:
+        """When a file was last changed, where the store tells (a local folder)."""
+        if not isinstance(self.store, LocalStore) or name not in self.names:
+            return None
+        mtime = os.stat(os.path.join(self.store.root, self.path(name))).st_mtime
+        return datetime.fromtimestamp(int(mtime), UTC)
+
+    def fingerprint(self, names: Iterable[str]) -> tuple[tuple[str, int, int], ...]:
+        """Size and time of each file, to tell that the image did not change;
+        a network store gives sizes (S3, SFTP) or nothing (HTTP)."""
+        if isinstance(self.store, LocalStore):
+            out = []
+            for n in names:
+                st = os.stat(os.path.join(self.store.root, self.path(n)))
+                out.append((n, st.st_size, st.st_mtime_ns))
+            return tuple(out)
+        try:
+            sizes = self.store.sizes(self.rel)
+        except RepositoryError:
+            sizes = {}
+        return tuple((n, sizes.get(n, -1), 0) for n in names)
+
+
+def local_files(path: str) -> ImageFiles:
+    """A local image folder."""
+    path = os.path.abspath(path)
+    store = LocalStore(os.path.dirname(path))
+    return ImageFiles(store, os.path.basename(path), store.list(os.path.basename(path)))
+
+
+_HREF = re.compile(r'href="([^"?#]+)"', re.I)
+
+
+def _listing(store: Store, rel: str) -> list[str]:
+    """Names in folder ``rel`` of ``store``; a sub-folder ends with '/' where
+    that is known. A web server cannot be listed by our store: its folder page
+    (nginx autoindex, Apache, lighttpd) is read instead."""
+    if store.can_list:
+        return store.list(rel)
     try:
-        names = os.listdir(path)
+        page = store.read(f"{rel}/" if rel else "")
+    except FileNotFoundError:
+        return []
+    names = set()
+    for href in _HREF.findall(page.decode("utf-8", "replace")):
+        n = unquote(href)
+        if n.strip("/") and "/" not in n.rstrip("/") and not n.startswith("."):
+            names.add(n)
+    return sorted(names)
+
+
+def open_source(location: str, credentials: CredentialChain) -> ClonezillaSource | None:
+    """``location`` (any store) as a source of Clonezilla images: one image
+    folder or a folder of them; None when it holds none (or is a liferaft
+    repository)."""
+    if "://" not in location or location.startswith("file://"):
+        return ClonezillaSource.open_location(location) if looks_like_clonezilla(location) else None
+    store = open_store(location, credentials)
+    try:
+        names = _listing(store, "")
+        if REPO_FILE in names or (not store.can_list and store.has(REPO_FILE)):
+            store.close()
+            return None
+        plain = [n.rstrip("/") for n in names]
+        if _is_image(plain):
+            return ClonezillaSource(store, {"": ImageFiles(store, "", plain)})
+        folders = {}
+        for n in names:
+            if not store.can_list and not n.endswith("/"):
+                continue  # a file on a web server: not read to see if it is a folder
+            try:
+                inner = [m.rstrip("/") for m in _listing(store, n.rstrip("/"))]
+            except RepositoryError:
+                continue  # (a file, over SFTP)
+            if _is_image(inner):
+                folders[n.rstrip("/")] = ImageFiles(store, n.rstrip("/"), inner)
+    except BaseException:
+        store.close()
+        raise
+    if not folders:
+        store.close()
+        return None
+    return ClonezillaSource(store, folders)
+
+
+def image_folder_at(location: str, credentials: CredentialChain) -> ImageFiles:
+    """The one Clonezilla image folder at ``location`` (a path or a store URL)."""
+    if "://" not in location or location.startswith("file://"):
+        files = local_files(location.removeprefix("file://"))
+    else:
+        store = open_store(location, credentials)
+        files = ImageFiles(store, "", [n.rstrip("/") for n in _listing(store, "")])
+    if not _is_image(files.names):
+        files.store.close()
+        raise ClonezillaImageError(
+            f"{location} is not a Clonezilla image folder (no 'disk' or 'parts' file)",
+            hint="give the folder of one image, e.g. /home/partimag/2024-01-01-img",
+        )
+    return files
+
+
+def is_image_folder(path: str) -> bool:
+    """A local Clonezilla image folder."""
+    try:
+        return _is_image(os.listdir(path))
     except OSError:
         return False
+
+
+def _is_image(names: list[str]) -> bool:
+    """A Clonezilla image folder's listing: ``disk`` or ``parts`` and a
+    partition table dump or partclone images."""
     if "disk" not in names and "parts" not in names:
         return False
     return "clonezilla-img" in names or any(
@@ -110,12 +246,9 @@ def looks_like_clonezilla(location: str) -> bool:
 # -- reading the folder --------------------------------------------------------
 
 
-def _read_text(folder: str, name: str) -> str | None:
-    try:
-        with open(os.path.join(folder, name), encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
+def _read_text(folder: ImageFiles, name: str) -> str | None:
+    raw = folder.read(name)
+    return None if raw is None else raw.decode("utf-8", "replace")
 
 
 def parse_sfdisk_dump(text: str, disk: str) -> tuple[PartitionTable, list[TableEntry], int]:
@@ -195,7 +328,9 @@ def parse_blkid_list(text: str) -> dict[str, dict[str, str]]:
     return out
 
 
-def _disk_size(folder: str, disk: str, ss: int, table: PartitionTable, ends: list[int]) -> int:
+def _disk_size(
+    folder: ImageFiles, disk: str, ss: int, table: PartitionTable, ends: list[int]
+) -> int:
     parted = _read_text(folder, f"{disk}-pt.parted") or ""
     m = re.search(r"^Disk /dev/\S+: (\d+)s$", parted, re.M)
     if m:
@@ -205,13 +340,12 @@ def _disk_size(folder: str, disk: str, ss: int, table: PartitionTable, ends: lis
     return max(ends, default=0)
 
 
-def _image_time(folder: str) -> datetime:
+def _image_time(folder: ImageFiles) -> datetime:
     text = _read_text(folder, "clonezilla-img") or ""
     m = re.search(r"saved by Clonezilla at (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC", text)
     if m:
         return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
-    ref = os.path.join(folder, "disk" if os.path.exists(os.path.join(folder, "disk")) else "")
-    return datetime.fromtimestamp(int(os.stat(ref).st_mtime), UTC)
+    return folder.modified("disk") or folder.modified("parts") or datetime.fromtimestamp(0, UTC)
 
 
 @dataclass(frozen=True)
@@ -241,14 +375,14 @@ class CzDisk:
 class CzImage:
     """A Clonezilla image folder as read from its small files (no partclone data)."""
 
-    folder: str
+    folder: ImageFiles
     created: datetime
     disks: tuple[CzDisk, ...]
 
     @property
     def name(self) -> str:
         """The folder's name (what Clonezilla's menus show)."""
-        return os.path.basename(os.path.normpath(self.folder))
+        return self.folder.name
 
     @property
     def id(self) -> str:
@@ -259,7 +393,7 @@ class CzImage:
 
     def files(self) -> list[str]:
         """Every file the image's data comes from (for the unchanged check)."""
-        names = sorted(os.listdir(self.folder))
+        names = self.folder.names
         out = []
         for d in self.disks:
             for p in d.partitions:
@@ -268,10 +402,12 @@ class CzImage:
         return out
 
 
-def read_image(folder: str) -> CzImage:
+def read_image(folder: ImageFiles | str) -> CzImage:
     """Read and check an image folder's description; ClonezillaImageError names
     the first missing or damaged piece."""
-    name = os.path.basename(os.path.normpath(folder))
+    if isinstance(folder, str):
+        folder = local_files(folder)
+    name = folder.name
     disk_text = _read_text(folder, "disk")
     if disk_text is None:
         what = "partitions (saveparts)" if _read_text(folder, "parts") is not None else "no disk"
@@ -283,7 +419,7 @@ def read_image(folder: str) -> CzImage:
     disk_names = disk_text.split()
     if not disk_names:
         raise ClonezillaImageError(f"Clonezilla image {name}: its 'disk' file is empty")
-    names = sorted(os.listdir(folder))
+    names = folder.names
     blkid = parse_blkid_list(_read_text(folder, "blkid.list") or "")
     dev_fs: dict[str, str] = {}
     for line in (_read_text(folder, "dev-fs.list") or "").splitlines():
@@ -314,13 +450,9 @@ def read_image(folder: str) -> CzImage:
     return CzImage(folder=folder, created=_image_time(folder), disks=tuple(disks))
 
 
-def _head(folder: str, disk: str, table: PartitionTable, image: str) -> bytes:
+def _head(folder: ImageFiles, disk: str, table: PartitionTable, image: str) -> bytes:
     def raw(suffix: str) -> bytes | None:
-        try:
-            with open(os.path.join(folder, f"{disk}-{suffix}"), "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            return None
+        return folder.read(f"{disk}-{suffix}")
 
     if table.type == "gpt":
         first = raw("gpt-1st")
@@ -345,7 +477,7 @@ def _bases_of(names: list[str]) -> list[tuple[str, str]]:
 
 
 def _partition(
-    folder: str,
+    folder: ImageFiles,
     names: list[str],
     e: TableEntry,
     blkid: dict[str, dict[str, str]],
@@ -480,7 +612,7 @@ class _Scan:
 def _open_partition(image: CzImage, part: CzPartition, size: int) -> PartcloneReader:
     assert part.image is not None
     where = image.where(part)
-    reader, _kind = open_image(image.folder, part.image, where)
+    reader, _kind = open_image(image.folder.names, part.image, where, image.folder.open)
     h = reader.header
     if h.total_blocks * h.block_size > size:
         reader.close()
@@ -631,7 +763,9 @@ def summary_of(image: CzImage) -> ImageSummary:
     for d in image.disks:
         for p in d.partitions:
             if p.image:
-                reader, _ = open_image(image.folder, p.image, image.where(p))
+                reader, _ = open_image(
+                    image.folder.names, p.image, image.where(p), image.folder.open
+                )
                 reader.close()
                 data += reader.header.used_bytes
     from rescue_app.engine.units import human_size
@@ -653,14 +787,6 @@ def summary_of(image: CzImage) -> ImageSummary:
 # -- the source restore reads from ------------------------------------------------
 
 
-def _fingerprint(folder: str, names: Iterable[str]) -> tuple[tuple[str, int, int], ...]:
-    out = []
-    for n in names:
-        st = os.stat(os.path.join(folder, n))
-        out.append((n, st.st_size, st.st_mtime_ns))
-    return tuple(out)
-
-
 class ClonezillaSource(Repository):
     """Clonezilla images presented as a read-only repository.
 
@@ -675,9 +801,9 @@ class ClonezillaSource(Repository):
     # (chunkio: 2 x workers queued, workers running). 4 MiB each.
     AHEAD = 3 * RESTORE_WORKERS
 
-    def __init__(self, root: str, folders: dict[str, str]) -> None:
-        super().__init__(LocalStore(root))
-        self.folders = folders  # image name -> folder
+    def __init__(self, root: Store | str, folders: dict[str, ImageFiles]) -> None:
+        super().__init__(LocalStore(root) if isinstance(root, str) else root)
+        self.folders = folders  # image name -> its files
         self._loaded: dict[str, tuple[CzImage, Manifest, dict[str, bytes], tuple[object, ...]]] = {}
         self._lock = threading.Lock()
         self._cursor: Iterator[tuple[str, bytes | bytearray]] | None = None
@@ -689,13 +815,14 @@ class ClonezillaSource(Repository):
     def open_location(cls, location: str) -> ClonezillaSource:
         root = os.path.abspath(location.removeprefix("file://"))
         if is_image_folder(root):
-            return cls(os.path.dirname(root), {os.path.basename(root): root})
+            one = local_files(root)
+            return cls(one.store, {one.name: one})
+        store = LocalStore(root)
         folders = {}
-        for n in sorted(os.listdir(root)):
-            path = os.path.join(root, n)
-            if is_image_folder(path):
-                folders[n] = path
-        return cls(root, folders)
+        for n in store.list(""):
+            if is_image_folder(os.path.join(root, n)):
+                folders[n] = ImageFiles(store, n, store.list(n))
+        return cls(store, folders)
 
     # -- listing
     def manifest_refs(self) -> list[tuple[str, str]]:
@@ -742,7 +869,7 @@ class ClonezillaSource(Repository):
         if name in self._loaded:
             return self._loaded[name][1]
         image = read_image(self.folders[name])
-        fingerprint = _fingerprint(image.folder, image.files())
+        fingerprint = image.folder.fingerprint(image.files())
         manifest, static = build_manifest(image, progress=progress, cancel=cancel)
         self._loaded[name] = (image, manifest, static, fingerprint)
         return manifest
@@ -753,7 +880,7 @@ class ClonezillaSource(Repository):
         manifest was made (the plan may have waited for a confirmation)."""
         image, _m, _s, fingerprint = self._entry(manifest)
         try:
-            now: tuple[object, ...] | None = _fingerprint(image.folder, image.files())
+            now: tuple[object, ...] | None = image.folder.fingerprint(image.files())
         except OSError:
             now = None  # a file went away
         if now != fingerprint:
@@ -865,7 +992,7 @@ class ImportResult(CaptureResult):
 
 def import_image(
     repo: Repository,
-    folder: str,
+    folder: ImageFiles | str,
     name: str | None,
     *,
     progress: ProgressCallback = no_progress,
@@ -877,11 +1004,8 @@ def import_image(
     from rescue_app.engine.repository import validate_name
 
     started = time.monotonic()
-    if not is_image_folder(folder):
-        raise ClonezillaImageError(
-            f"{folder} is not a Clonezilla image folder (no 'disk' or 'parts' file)",
-            hint="give the folder of one image, e.g. /home/partimag/2024-01-01-img",
-        )
+    if isinstance(folder, str):
+        folder = image_folder_at(folder, CredentialChain())
     image = read_image(folder)
     target = validate_name(name or _safe_name(image.name))
     repo.ensure_writable()

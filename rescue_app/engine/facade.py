@@ -133,8 +133,8 @@ class Engine:
         Clonezilla images or one Clonezilla image folder. An encrypted one is
         unlocked with the passphrase the credentials give (``unlock=False``:
         left locked, for key management)."""
-        if _clonezilla.looks_like_clonezilla(location):
-            source = _clonezilla.ClonezillaSource.open_location(location)
+        source = _clonezilla.open_source(location, self.credentials)
+        if source is not None:
             if create:  # a backup or an import would put a repository among them
                 raise source.read_only_error()
             if self.trusted is not None:
@@ -223,7 +223,25 @@ class Engine:
         if isinstance(repo, _clonezilla.ClonezillaSource):
             repo.load_manifest(ref, progress=progress, cancel=cancel)
 
-    import_clonezilla = staticmethod(_watched(_clonezilla.import_image, lambda repo: repo))
+    def import_clonezilla(
+        self,
+        repo: Repository,
+        image_dir: str,
+        name: str | None,
+        *,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> _clonezilla.ImportResult:
+        """Convert the Clonezilla image folder ``image_dir`` (a path or a store
+        URL) into an image of ``repo`` (clonezilla.import_image)."""
+        folder = _clonezilla.image_folder_at(image_dir, self.credentials)
+        try:
+            with _watching(repo, progress, cancel):
+                return _clonezilla.import_image(
+                    repo, folder, name, progress=progress, cancel=cancel
+                )
+        finally:
+            folder.store.close()
 
     # -- secrets (the UI's password field and dialog)
 

@@ -29,13 +29,12 @@ import bz2
 import gzip
 import io
 import lzma
-import os
 import re
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, BinaryIO, Protocol, cast
+from typing import IO, Any, Protocol, cast
 
 import zstandard
 
@@ -96,14 +95,24 @@ class Readable(Protocol):
     def close(self) -> None: ...
 
 
+# A file's name -> the file as a stream read from its start (a local path, or a
+# file of a store: engine/stores, Store.open_read).
+Opener = Callable[[str], Readable]
+
+
+def _open_local(path: str) -> Readable:
+    return open(path, "rb")  # noqa: SIM115 (the caller closes it)
+
+
 class VolumeReader(io.RawIOBase):
     """Several files read as one stream (split volumes)."""
 
-    def __init__(self, paths: list[str]) -> None:
+    def __init__(self, paths: list[str], opener: Opener | None = None) -> None:
         super().__init__()
         self.paths = paths
+        self.opener = opener or _open_local
         self._index = 0
-        self._file: BinaryIO | None = None
+        self._file: Readable | None = None
 
     def readable(self) -> bool:
         return True
@@ -111,7 +120,7 @@ class VolumeReader(io.RawIOBase):
     def read(self, n: int = -1, /) -> bytes:
         while self._index < len(self.paths):
             if self._file is None:
-                self._file = open(self.paths[self._index], "rb")  # noqa: SIM115
+                self._file = self.opener(self.paths[self._index])
             data = self._file.read(n if n >= 0 else 1 << 30)
             if data:
                 return data
@@ -154,11 +163,16 @@ def sniff_compression(head: bytes) -> str | None:
     return None
 
 
-def open_decompressed(paths: list[str], where: str) -> tuple[Readable, str]:
+def open_decompressed(
+    paths: list[str], where: str, opener: Opener | None = None
+) -> tuple[Readable, str]:
     """The decompressed stream of a partclone image's volumes, and the
     compression found (by the first bytes; Clonezilla's suffix can lie)."""
-    with open(paths[0], "rb") as f:
-        head = f.read(16)
+    first = (opener or _open_local)(paths[0])
+    try:
+        head = first.read(16)
+    finally:
+        first.close()
     kind = sniff_compression(head)
     if kind is None:
         raise ClonezillaImageError(
@@ -166,7 +180,7 @@ def open_decompressed(paths: list[str], where: str) -> tuple[Readable, str]:
             f"liferaft reads {', '.join(COMPRESSIONS)}",
             hint="convert the image with Clonezilla's ocs-cvtimg-comp to gzip or zstd",
         )
-    raw = VolumeReader(paths)
+    raw = VolumeReader(paths, opener)
     stream: Readable
     if kind == "gzip":
         stream = gzip.GzipFile(fileobj=raw, mode="rb")
@@ -462,11 +476,13 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def open_image(folder: str, base: str, where: str) -> tuple[PartcloneReader, str]:
-    """Open image ``base`` (e.g. ``sda1.ext4-ptcl-img.gz``) in ``folder``;
-    returns the reader and the compression found."""
-    paths = [os.path.join(folder, n) for n in volume_names(sorted(os.listdir(folder)), base)]
-    stream, kind = open_decompressed(paths, where)
+def open_image(
+    names: list[str], base: str, where: str, opener: Opener
+) -> tuple[PartcloneReader, str]:
+    """Open image ``base`` (e.g. ``sda1.ext4-ptcl-img.gz``) of a folder holding
+    ``names``, its files opened by ``opener``; returns the reader and the
+    compression found."""
+    stream, kind = open_decompressed(volume_names(sorted(names), base), where, opener)
     try:
         return PartcloneReader(stream, where), kind
     except BaseException:

@@ -87,9 +87,11 @@ class Nginx:
         tls: tuple[str, str] | None = None,
         limit_rate: str | None = None,
         methods: bool = False,
+        autoindex: bool = False,
     ) -> None:
         """``methods``: each access log line starts with the request's method
-        (GET, HEAD), for a test that tells downloads from look-ups."""
+        (GET, HEAD), for a test that tells downloads from look-ups;
+        ``autoindex``: folders are listed (an HTML page of links)."""
         self.root = root
         self.dir = directory
         self.port = port or free_port()
@@ -120,6 +122,7 @@ http {{
     listen 127.0.0.1:{self.port}{" ssl" if tls else ""};
     {ssl}
     root {root};
+    {"autoindex on;" if autoindex else ""}
     {f"limit_rate {limit_rate};" if limit_rate else ""}
     location /tmp/ {{ return 404; }}
   }}

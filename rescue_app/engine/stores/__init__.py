@@ -10,10 +10,11 @@ RepositoryError that says what failed and what to check.
 
 from __future__ import annotations
 
+import io
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import SplitResult, urlsplit
 
 from rescue_app.engine.stores.retry import Watch
@@ -21,6 +22,45 @@ from rescue_app.errors import RepositoryError
 
 if TYPE_CHECKING:
     from rescue_app.engine.keychain import CredentialChain
+
+
+class ByteStream(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+    def close(self) -> None: ...
+
+
+class ReadStream(io.RawIOBase):
+    """A store's file read from its start (``Store.open_read``): a failure of
+    the connection while reading becomes one RepositoryError naming the file."""
+
+    def __init__(self, raw: ByteStream, location: str, rel: str) -> None:
+        super().__init__()
+        self.raw, self.where, self.rel = raw, location, rel
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1, /) -> bytes:
+        try:
+            return self.raw.read(n)
+        except RepositoryError:
+            raise
+        except Exception as exc:  # requests, urllib3, paramiko, botocore: each its own
+            reason = (str(exc) or exc.__class__.__name__).splitlines()[0]
+            raise RepositoryError(
+                f"repository {self.where}: reading {self.rel} failed: {reason}",
+                hint="check the connection to the server and run it again",
+            ) from None
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.raw.close()
+        super().close()
 
 
 class Store(ABC):
@@ -33,6 +73,12 @@ class Store(ABC):
     @abstractmethod
     def read(self, rel: str) -> bytes:
         """The whole file; FileNotFoundError if it is not there."""
+
+    def open_read(self, rel: str) -> ByteStream:
+        """The file as a stream read from its start, for files too large to
+        hold in memory (a Clonezilla image's volumes); FileNotFoundError if it
+        is not there. This default reads the whole file first."""
+        return io.BytesIO(self.read(rel))
 
     @abstractmethod
     def has(self, rel: str) -> bool:

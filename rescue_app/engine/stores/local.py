@@ -13,7 +13,7 @@ import os
 import time
 import uuid
 
-from rescue_app.engine.stores import Store
+from rescue_app.engine.stores import ByteStream, Store
 from rescue_app.errors import RepositoryError
 
 
@@ -71,6 +71,14 @@ class LocalStore(Store):
                 f"repository {self.location} is not readable (permission denied)",
                 hint="run as root or fix the folder's permissions",
             ) from None
+        except OSError as exc:
+            raise self.error(f"cannot read {rel}", exc) from None
+
+    def open_read(self, rel: str) -> ByteStream:
+        try:
+            return open(self._path(rel), "rb")  # noqa: SIM115 (the caller closes it)
+        except (FileNotFoundError, NotADirectoryError):
+            raise FileNotFoundError(rel) from None
         except OSError as exc:
             raise self.error(f"cannot read {rel}", exc) from None
 

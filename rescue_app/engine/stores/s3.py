@@ -37,7 +37,7 @@ import botocore.exceptions
 from botocore.config import Config
 
 from rescue_app.engine.keychain import CredentialChain, SecretKind, SecretRequest
-from rescue_app.engine.stores import Store, split_url
+from rescue_app.engine.stores import ByteStream, ReadStream, Store, split_url
 from rescue_app.engine.stores.retry import RetryPolicy, network_reason
 from rescue_app.errors import RepositoryError
 
@@ -239,6 +239,14 @@ class S3Store(Store):
             missing=rel,
         )
         return body
+
+    def open_read(self, rel: str) -> ByteStream:
+        body = self._request(
+            f"reading {rel}",
+            lambda: self.client.get_object(Bucket=self.bucket, Key=self._key(rel))["Body"],
+            missing=rel,
+        )
+        return ReadStream(body, self.location, rel)
 
     def _head(self, rel: str) -> dict[str, Any] | None:
         """The object's metadata, None if it is not there."""

@@ -45,7 +45,13 @@ import paramiko
 from paramiko.sftp import CMD_EXTENDED, CMD_INIT, CMD_VERSION
 
 from rescue_app.engine.keychain import CredentialChain, SecretKind, SecretRequest
-from rescue_app.engine.stores import Store, reject_password_in_url, split_url
+from rescue_app.engine.stores import (
+    ByteStream,
+    ReadStream,
+    Store,
+    reject_password_in_url,
+    split_url,
+)
 from rescue_app.engine.stores.hostkeys import HostKeyTrust, describe_key
 from rescue_app.engine.stores.retry import Attempts, RetryPolicy
 from rescue_app.errors import RepositoryError
@@ -368,6 +374,19 @@ class SftpStore(Store):
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise self._error(f"reading {rel}", exc) from None
 
+    def open_read(self, rel: str) -> ByteStream:
+        def op(sftp: _Sftp) -> _SftpStream:
+            f = sftp.open(self._path(rel), "rb")
+            return _SftpStream(f, f.stat().st_size or 0)
+
+        try:
+            stream = self._retrying(f"reading {rel}", op)
+        except FileNotFoundError:
+            raise FileNotFoundError(rel) from None
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise self._error(f"reading {rel}", exc) from None
+        return ReadStream(stream, self.location, rel)
+
     def has(self, rel: str) -> bool:
         try:
             size = self._retrying(
@@ -538,6 +557,33 @@ class SftpStore(Store):
         self._closed = True
         self._drop_channels()
         self._client.close()
+
+
+class _SftpStream:
+    """A remote file read in order, WINDOW bytes of pipelined requests at a
+    time (paramiko's prefetch of a whole file would hold all of it in memory
+    when the reader is slower than the network)."""
+
+    WINDOW = 8 * 1024 * 1024
+
+    def __init__(self, f: paramiko.SFTPFile, size: int) -> None:
+        self.f, self.size, self.offset = f, size, 0
+        self.buffer = b""
+        self.at = 0  # read so far of ``buffer``
+
+    def read(self, n: int = -1, /) -> bytes:
+        if self.at == len(self.buffer) and self.offset < self.size:
+            length = min(self.WINDOW, self.size - self.offset)
+            self.buffer = b"".join(self.f.readv([(self.offset, length)]))
+            self.offset += length
+            self.at = 0
+        end = len(self.buffer) if n < 0 else min(len(self.buffer), self.at + n)
+        data = self.buffer[self.at : end]
+        self.at = end
+        return data
+
+    def close(self) -> None:
+        self.f.close()
 
 
 def _reason(exc: BaseException) -> str:
