@@ -304,6 +304,11 @@ class FuseServer:
                 kernel_cache=True,
                 fsname="liferaft",
                 subtype="liferaft",
+                # libfuse 3.14.0 passes its "unset" idle-thread count (UINT_MAX)
+                # on and prints "Ignoring invalid max threads value 4294967295"
+                # on the user's terminal at every mount (libfuse issue 1003);
+                # an explicit value, libfuse 2's and 3's usual 10, avoids it.
+                max_idle_threads=10,
             )
         except BaseException as exc:  # reported by start() or alive
             self.error = exc
