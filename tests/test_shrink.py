@@ -45,6 +45,21 @@ def test_last_partition_shrinks_file_level_the_esp_stays():
     assert "partition(s) 2 by" in text
 
 
+def test_a_shrunk_btrfs_says_its_snapshots_are_copied_in_full():
+    image = _image(
+        [
+            _part(1, MIB, 100 * MIB, "vfat"),
+            _used(_part(2, 101 * MIB, 800 * MIB, "btrfs"), 400 * MIB),
+        ]
+    )
+    text = " ".join(_render(plan_disk(image, _target(700 * MIB), grow=False)).split())
+    assert "a new btrfs with the same UUID" in text
+    assert "new subvolume UUIDs and each snapshot is copied in full" in text
+    assert "snapshot" not in " ".join(
+        _render(plan_disk(ESP_ROOT, _target(700 * MIB), grow=False)).split()
+    )
+
+
 def test_data_larger_than_the_disk_is_refused_naming_partition_data_and_room():
     with pytest.raises(TargetRefusedError) as err:
         plan_disk(ESP_ROOT, _target(500 * MIB), grow=False)

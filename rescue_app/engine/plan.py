@@ -547,6 +547,15 @@ def _as_placed(p: PartitionImage) -> NewPartition:
     )
 
 
+# btrfs send/receive would keep snapshots' sharing, but it needs the source
+# mounted read-write (read-only snapshots made) and gives the subvolumes new
+# UUIDs all the same; the copy is cp -a per subvolume.
+BTRFS_FILE_LEVEL = (
+    "; its subvolumes get new subvolume UUIDs and each snapshot is copied in full "
+    "(shared extents are not kept)"
+)
+
+
 def _shrunk_plan(image: DiskImage, target: BlockDisk, chosen: Sequence[int]) -> DiskPlan:
     """The image on a disk smaller than it needs: see shrink.py."""
     parts = [_as_placed(p) for p in image.partitions]
@@ -563,6 +572,8 @@ def _shrunk_plan(image: DiskImage, target: BlockDisk, chosen: Sequence[int]) -> 
                 f"{p.filesystem.type} with the same UUID, label and features; its files "
                 "are copied from the image"
             )
+            if p.filesystem.type == "btrfs":
+                why += BTRFS_FILE_LEVEL
         elif p.number in taken:
             why = f"swap made anew at {human_size(n.size)} (same UUID and label)"
         elif n.start != p.start:
