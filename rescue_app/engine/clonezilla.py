@@ -149,8 +149,8 @@ def _listing(store: Store, rel: str) -> list[str]:
         return store.list(rel)
     try:
         page = store.read(f"{rel}/" if rel else "")
-    except FileNotFoundError:
-        return []
+    except (FileNotFoundError, RepositoryError):
+        return []  # (403: the server does not list its folders)
     names = set()
     for href in _HREF.findall(page.decode("utf-8", "replace")):
         n = unquote(href)
@@ -167,10 +167,19 @@ def open_source(location: str, credentials: CredentialChain) -> ClonezillaSource
         return ClonezillaSource.open_location(location) if looks_like_clonezilla(location) else None
     store = open_store(location, credentials)
     try:
+        # A repository (or a store that fails: Repository.open then says
+        # why, as it would without Clonezilla) costs one small read more.
+        store.read(REPO_FILE)
+    except FileNotFoundError:
+        pass
+    except RepositoryError:
+        store.close()
+        return None
+    else:
+        store.close()
+        return None
+    try:
         names = _listing(store, "")
-        if REPO_FILE in names or (not store.can_list and store.has(REPO_FILE)):
-            store.close()
-            return None
         plain = [n.rstrip("/") for n in names]
         if _is_image(plain):
             return ClonezillaSource(store, {"": ImageFiles(store, "", plain)})
