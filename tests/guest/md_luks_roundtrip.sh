@@ -73,9 +73,18 @@ grep -q "md RAID array oldhost:root (raid1, metadata 1.2), same UUID $r1_uuid" /
     || fail "plan: no array"
 grep -q "grows with its members" /tmp/plan.txt || fail "plan: array does not grow"
 check raid1-plan-shows-stack
-timed restore-raid1 liferaft restore --repo $REPO --image raid1 --to /dev/vdd --to /dev/vde --grow --verify --yes
+timed restore-raid1 liferaft restore --repo $REPO --image raid1 --to /dev/vdd --to /dev/vde --grow --verify --yes \
+    | tee /tmp/r1.out
 stopped
 check raid1-restore-stops-array
+# the mark is cleared last, after the array's contents (engine/restoremark.py)
+if liferaft disks | grep -q "incomplete restore"; then fail "restored disks still marked incomplete"; fi
+# a resync md has not finished is in the result, with how far it got
+if grep -q "resyncing" /tmp/r1.out; then
+    grep -q "oldhost:root: array resyncing, [0-9]*% — do not remove disks until done" /tmp/r1.out \
+        || fail "resync note: $(grep resyncing /tmp/r1.out)"
+fi
+check raid1-restore-complete
 # assembles by its UUID, as a restored system's mdadm.conf ARRAY line would say
 mdadm --assemble /dev/md/chk --uuid="$r1_uuid" /dev/vdd1 /dev/vde1
 [ "$(md_uuid /dev/md/chk)" = "$r1_uuid" ] || fail "array UUID differs"

@@ -38,6 +38,7 @@ CHECKS = (
     "raid1-refuses-duplicate",
     "raid1-plan-shows-stack",
     "raid1-restore-stops-array",
+    "raid1-restore-complete",
     "raid1-same-uuid",
     "raid1-members-agree",
     "raid1-fsck-clean",
