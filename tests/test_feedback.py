@@ -141,7 +141,7 @@ def test_no_child_output_leaks_onto_the_terminal(loopdisk, workdir) -> None:
     src = build_source(loopdisk(128 * MIB), Layout("gpt", [PartSpec(None, "ext4", "r")], ["ext4"]))
     target = loopdisk(160 * MIB)
     repo = os.path.join(workdir, "repo")
-    ours = ("map: ", "capture [", "restore [", "verify [", "grow: ", "note: ")
+    ours = ("map: ", "capture [", "check [", "restore [", "verify [", "grow: ", "note: ")
     for args in (
         ["capture", "--repo", repo, "--name", "src", src.dev],
         [

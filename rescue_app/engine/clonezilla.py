@@ -159,13 +159,23 @@ def _listing(store: Store, rel: str) -> list[str]:
     return sorted(names)
 
 
-def open_source(location: str, credentials: CredentialChain) -> ClonezillaSource | None:
+def open_source(
+    location: str, credentials: CredentialChain, store: Store | None = None
+) -> ClonezillaSource | None:
     """``location`` (any store) as a source of Clonezilla images: one image
     folder or a folder of them; None when it holds none (or is a liferaft
-    repository)."""
+    repository). ``store``: ``location`` already opened by the caller, who
+    keeps it (and closes it) unless a ClonezillaSource is returned on it: a
+    repository behind it is then opened without asking for a password twice."""
     if "://" not in location or location.startswith("file://"):
         return ClonezillaSource.open_location(location) if looks_like_clonezilla(location) else None
-    store = open_store(location, credentials)
+    owned = store is None
+    store = store if store is not None else open_store(location, credentials)
+
+    def done() -> None:
+        if owned:
+            store.close()
+
     try:
         # A repository (or a store that fails: Repository.open then says
         # why, as it would without Clonezilla) costs one small read more.
@@ -173,10 +183,10 @@ def open_source(location: str, credentials: CredentialChain) -> ClonezillaSource
     except FileNotFoundError:
         pass
     except RepositoryError:
-        store.close()
+        done()
         return None
     else:
-        store.close()
+        done()
         return None
     try:
         names = _listing(store, "")
@@ -194,10 +204,10 @@ def open_source(location: str, credentials: CredentialChain) -> ClonezillaSource
             if _is_image(inner):
                 folders[n.rstrip("/")] = ImageFiles(store, n.rstrip("/"), inner)
     except BaseException:
-        store.close()
+        done()
         raise
     if not folders:
-        store.close()
+        done()
         return None
     return ClonezillaSource(store, folders)
 

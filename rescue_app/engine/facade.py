@@ -74,6 +74,7 @@ from rescue_app.engine.results import CaptureResult
 from rescue_app.engine.retention import ForgetPlan, KeepPolicy
 from rescue_app.engine.schedule import Schedule, ScheduledBackup
 from rescue_app.engine.signing import Signer, TrustedKeys
+from rescue_app.engine.stores import open_store
 from rescue_app.engine.stores import reject_password_in_url as _reject_password_in_url
 from rescue_app.engine.stores.httpserve import ServeOptions
 from rescue_app.engine.stores.httpserve import check_options as _serve_options
@@ -133,7 +134,15 @@ class Engine:
         Clonezilla images or one Clonezilla image folder. An encrypted one is
         unlocked with the passphrase the credentials give (``unlock=False``:
         left locked, for key management)."""
-        source = _clonezilla.open_source(location, self.credentials)
+        # A network location is opened once, so a password is asked once.
+        remote = "://" in location and not location.startswith("file://")
+        store = open_store(location, self.credentials) if remote else None
+        try:
+            source = _clonezilla.open_source(location, self.credentials, store)
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
         if source is not None:
             if create:  # a backup or an import would put a repository among them
                 raise source.read_only_error()
@@ -145,7 +154,9 @@ class Engine:
                     "machine and capture signed images",
                 )
             return source
-        repo = Repository.open(location, create=create, credentials=self.credentials, unlock=unlock)
+        repo = Repository.open(
+            location, create=create, credentials=self.credentials, unlock=unlock, store=store
+        )
         repo.trusted = self.trusted
         return repo
 

@@ -137,11 +137,14 @@ class Repository:
         credentials: CredentialChain,
         create: bool = False,
         unlock: bool = True,
+        store: Store | None = None,
     ) -> Repository:
         """``credentials``: where a network store gets its secrets (the Engine's)
         and an encrypted repository its passphrase; ``unlock=False`` leaves an
-        encrypted one locked (key management)."""
-        store = open_store(location, credentials)
+        encrypted one locked (key management); ``store``: ``location`` already
+        opened (the repository takes it over)."""
+        if store is None:
+            store = open_store(location, credentials)
         repo = cls(store)
         try:
             marker = store.read(REPO_FILE)
