@@ -61,7 +61,7 @@ from rescue_app.engine.repository import (
     liferaft_version,
 )
 from rescue_app.engine.results import CaptureResult
-from rescue_app.engine.stores import ByteStream, Store, open_store
+from rescue_app.engine.stores import ByteStream, Store, is_remote, open_store
 from rescue_app.engine.stores.local import LocalStore
 from rescue_app.engine.table import TableEntry, parse_sfdisk_json, placement
 from rescue_app.engine.usedmap import ntfs_backup_boot_sector
@@ -167,7 +167,7 @@ def open_source(
     repository). ``store``: ``location`` already opened by the caller, who
     keeps it (and closes it) unless a ClonezillaSource is returned on it: a
     repository behind it is then opened without asking for a password twice."""
-    if "://" not in location or location.startswith("file://"):
+    if not is_remote(location):
         return ClonezillaSource.open_location(location) if looks_like_clonezilla(location) else None
     owned = store is None
     store = store if store is not None else open_store(location, credentials)
@@ -214,7 +214,7 @@ def open_source(
 
 def image_folder_at(location: str, credentials: CredentialChain) -> ImageFiles:
     """The one Clonezilla image folder at ``location`` (a path or a store URL)."""
-    if "://" not in location or location.startswith("file://"):
+    if not is_remote(location):
         files = local_files(location.removeprefix("file://"))
     else:
         store = open_store(location, credentials)
@@ -249,7 +249,7 @@ def _is_image(names: list[str]) -> bool:
 def looks_like_clonezilla(location: str) -> bool:
     """``location`` is a local folder that is a Clonezilla image or holds some,
     and not a liferaft repository."""
-    if "://" in location and not location.startswith("file://"):
+    if is_remote(location):
         return False
     path = location.removeprefix("file://")
     if not os.path.isdir(path) or os.path.exists(os.path.join(path, "liferaft-repository.json")):

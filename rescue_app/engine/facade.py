@@ -74,7 +74,7 @@ from rescue_app.engine.results import CaptureResult
 from rescue_app.engine.retention import ForgetPlan, KeepPolicy
 from rescue_app.engine.schedule import Schedule, ScheduledBackup
 from rescue_app.engine.signing import Signer, TrustedKeys
-from rescue_app.engine.stores import open_store
+from rescue_app.engine.stores import is_remote, open_store
 from rescue_app.engine.stores import reject_password_in_url as _reject_password_in_url
 from rescue_app.engine.stores.httpserve import ServeOptions
 from rescue_app.engine.stores.httpserve import check_options as _serve_options
@@ -135,8 +135,7 @@ class Engine:
         unlocked with the passphrase the credentials give (``unlock=False``:
         left locked, for key management)."""
         # A network location is opened once, so a password is asked once.
-        remote = "://" in location and not location.startswith("file://")
-        store = open_store(location, self.credentials) if remote else None
+        store = open_store(location, self.credentials) if is_remote(location) else None
         try:
             source = _clonezilla.open_source(location, self.credentials, store)
         except BaseException:
@@ -585,7 +584,7 @@ class Engine:
         """The local repository folder `liferaft serve` shares. Append-only, a
         new or empty folder is made ready for the first capture through the
         server, which creates the repository (plain or encrypted) there."""
-        if "://" in location and not location.startswith("file://"):
+        if is_remote(location):
             raise UsageError(
                 "serve shares a local repository folder", hint="give --repo a path on this machine"
             )

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from rescue_app.engine import credentials as _credentials
 from rescue_app.engine.repository import NAME_RE
 from rescue_app.engine.retention import KeepPolicy, KeepRule
+from rescue_app.engine.stores import is_remote
 from rescue_app.errors import CommandError, LiferaftError, UsageError
 from rescue_app.run import run
 
@@ -207,7 +208,7 @@ class ScheduleHost:
     def credentials_note(self, schedule: Schedule) -> str | None:
         """Why the timer's run may find no secret for a network repository
         (nobody is there to type one), or None."""
-        if "://" not in schedule.repo or schedule.repo.startswith("file://"):
+        if not is_remote(schedule.repo):
             return None
         path = self.root / CREDENTIALS_FILE.lstrip("/")
         if not path.exists():

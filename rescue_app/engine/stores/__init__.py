@@ -159,11 +159,16 @@ def register(scheme: str, factory: StoreFactory) -> None:
     SCHEMES[scheme] = factory
 
 
+def is_remote(location: str) -> bool:
+    """``location`` is a URL of a network store (not a path or file://)."""
+    return "://" in location and not location.startswith("file://")
+
+
 def open_store(location: str, credentials: CredentialChain) -> Store:
     """The store for ``location``; a network store asks ``credentials`` for its secrets."""
     from rescue_app.engine.stores.local import LocalStore
 
-    if "://" not in location or location.startswith("file://"):
+    if not is_remote(location):
         return LocalStore(location.removeprefix("file://"))
     scheme = location.split("://", 1)[0].lower()
     factory = SCHEMES.get(scheme)
