@@ -16,6 +16,7 @@ import pytest
 
 from tests.boot.bootkit import PROFILE, REPO, _build
 from tests.drill.machinekit import DrillSite
+from tests.drill.rescuekit import Rescue
 from tests.helpers.guest import extract_live_kernel
 
 BUILD_WAIT_S = 900
@@ -45,6 +46,12 @@ def rescue_iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def rescue_kernel(rescue_iso: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return extract_live_kernel(rescue_iso, tmp_path_factory.mktemp("rescue-kernel"))
+
+
+@pytest.fixture(scope="session")
+def rescue(rescue_iso: Path, rescue_kernel: tuple[Path, Path]) -> Rescue:
+    """The stick: the ISO and its kernel, for the drill's unattended runs."""
+    return Rescue(rescue_iso, *rescue_kernel)
 
 
 @pytest.fixture(scope="module")

@@ -46,10 +46,11 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from builder.context import SERIAL_CMDLINE
-from tests.boot.bootkit import REPO, Vm, ovmf_args
+from tests.boot.bootkit import REPO, Vm
 from tests.drill import machinekit as mk
+from tests.drill import rescuekit as rk
 from tests.drill.machinekit import DrillSite
+from tests.drill.rescuekit import NIC, RESCUE_CMDLINE, Rescue, disk, rescue_media, uefi
 from tests.drill.sftpkit import sftp_server
 from tests.tui.test_tui_vm import SerialScreen
 
@@ -64,14 +65,6 @@ TUI_SERIAL = "LRDRILLTUI"
 KEY_LABEL = "LRDRILLKEY"  # the stick with the credentials file
 IMAGE = "drill"
 BOOT_S = 240  # Debian under TCG: ~20-35 s, the rest is headroom for a busy host
-RESCUE_S = 900  # rescue boot + capture or restore of ~400 MB under TCG
-NIC = ["-nic", "user,model=virtio-net-pci"]
-RESCUE_CMDLINE = SERIAL_CMDLINE
-
-
-def _disk(image: Path, serial: str) -> list[str]:
-    return ["-drive", f"file={image},format=raw,if=none,id=d{serial}",
-            "-device", f"virtio-blk-pci,drive=d{serial},serial={serial}"]  # fmt: skip
 
 
 def _boot_to_marker(vm: Vm, what: str) -> tuple[float, str]:
@@ -82,28 +75,6 @@ def _boot_to_marker(vm: Vm, what: str) -> tuple[float, str]:
     print(f"{what}: marker after {seconds:.0f} s: {line.strip()}")
     assert "swaps=1" in line, f"{what}: swap is not active: {line}"
     return seconds, line
-
-
-def _rescue(vm: Vm, what: str) -> tuple[float, str]:
-    vm.wait_for(f"LIFERAFT UNATTENDED {what.upper()}:", timeout=RESCUE_S)
-    vm.wait_exit(timeout=180)
-    console = vm.text()
-    assert f"LIFERAFT UNATTENDED {what.upper()}: SUCCESS" in console, console[-5000:]
-    return time.monotonic() - vm.started, console
-
-
-def _uefi(nvram_dir: Path) -> list[str]:
-    """OVMF with its own copy of the variable store (the machine's NVRAM) in ``nvram_dir``."""
-    nvram_dir.mkdir(parents=True, exist_ok=True)
-    return ovmf_args(nvram_dir, False)
-
-
-def _rescue_media(iso: Path) -> list[str]:
-    """The ISO as a read-only virtio disk (a stick, to live-boot). Not -cdrom: under
-    OVMF with a direct kernel boot, live-boot gives up before the IDE CD-ROM
-    shows up ("Unable to find a medium containing a live file system")."""
-    return ["-drive", f"file={iso},format=raw,if=none,id=live,readonly=on",
-            "-device", "virtio-blk-pci,drive=live,serial=LIFERAFTISO"]  # fmt: skip
 
 
 def _credentials_stick(image: Path, work: Path, password: str) -> list[str]:
@@ -170,17 +141,16 @@ class Backup:
 
 
 @pytest.fixture(scope="module")
-def backup(site: DrillSite, rescue_iso: Path, rescue_kernel: tuple[Path, Path]) -> Backup:
+def backup(site: DrillSite, rescue: Rescue) -> Backup:
     """Steps 1-3: the real machine boots, is backed up over SFTP, its disk is gone."""
-    vmlinuz, initrd = rescue_kernel
     work = site.work
 
     # -- 1. a real machine -------------------------------------------------
     machine = mk.build_machine(work / "machine.img", SOURCE_SIZE, work)
-    _, line = _boot_to_marker(site.vm("src-bios", _disk(machine.image, SOURCE_SERIAL)), "BIOS")
+    _, line = _boot_to_marker(site.vm("src-bios", disk(machine.image, SOURCE_SERIAL)), "BIOS")
     assert "cmdpath=(hd0)" in line
     _, line = _boot_to_marker(
-        site.vm("src-uefi", [*_uefi(work / "src-uefi"), *_disk(machine.image, SOURCE_SERIAL)]),
+        site.vm("src-uefi", [*uefi(work / "src-uefi"), *disk(machine.image, SOURCE_SERIAL)]),
         "UEFI, fresh NVRAM",
     )  # fmt: skip
     assert "/EFI/BOOT" in line  # no boot entry yet: the removable path
@@ -192,17 +162,15 @@ def backup(site: DrillSite, rescue_iso: Path, rescue_kernel: tuple[Path, Path]) 
     password = secrets.token_hex(12)
     stick = _credentials_stick(work / "credentials-stick.img", work, password)
     with sftp_server(str(served), "drill", password) as sftp:
-        cmdline = (
-            f"{RESCUE_CMDLINE} liferaft.poweroff=1 liferaft.action=capture "
+        options = (
             f"liferaft.image={IMAGE} liferaft.repo=sftp://drill@10.0.2.2:{sftp.port}/repo "
             f"liferaft.target=serial:{SOURCE_SERIAL} "
             f"liferaft.credentials=LABEL={KEY_LABEL}:/liferaft/credentials.yaml"
         )
-        assert password not in cmdline  # so not in the guest's /proc/cmdline either
-        vm = site.vm("backup", ["-kernel", str(vmlinuz), "-initrd", str(initrd),
-                                "-append", cmdline, *_rescue_media(rescue_iso), *NIC,
-                                *_disk(machine.image, SOURCE_SERIAL), *stick], 2048)  # fmt: skip
-        backup_s, console = _rescue(vm, "capture")
+        assert password not in options  # so not in the guest's /proc/cmdline either
+        run = rk.unattended(site, "backup", rescue, "capture", options,
+                            [*disk(machine.image, SOURCE_SERIAL), *stick])  # fmt: skip
+    backup_s, console = run.seconds, run.console
     loaded = f"credentials from LABEL={KEY_LABEL}:/liferaft/credentials.yaml: 1 entry"
     assert loaded in console, console[-5000:]
     assert password not in console, "the password showed up on the serial console"
@@ -220,7 +188,7 @@ def _it_lives(site: DrillSite, target: Path, serial: str, firmware: list[str],
               backup: Backup, name: str) -> float:  # fmt: skip
     """Step 5: boots with the firmware entry, root grown, checksums equal.
     Returns the monotonic time the marker was seen."""
-    _, line = _boot_to_marker(site.vm(f"{name}-uefi", [*firmware, *_disk(target, serial)]),
+    _, line = _boot_to_marker(site.vm(f"{name}-uefi", [*firmware, *disk(target, serial)]),
                               f"{name}: restored, UEFI, same NVRAM")  # fmt: skip
     marker_at = time.monotonic()
     assert "/EFI/debian" in line, "the firmware did not take the created boot entry"
@@ -235,40 +203,28 @@ def _it_lives(site: DrillSite, target: Path, serial: str, firmware: list[str],
     return marker_at
 
 
-def test_unattended_restore_boots_again(site: DrillSite, backup: Backup, rescue_iso: Path,
-                                        rescue_kernel: tuple[Path, Path]) -> None:  # fmt: skip
+def test_unattended_restore_boots_again(site: DrillSite, backup: Backup, rescue: Rescue) -> None:
     """Steps 4-5 in unattended mode, then the restored disk under BIOS and with
     the removable path alone."""
-    vmlinuz, initrd = rescue_kernel
-    target = site.work / "new-disk.img"
-    with open(target, "wb") as f:
-        f.truncate(TARGET_SIZE)
-    firmware = _uefi(site.work / "new-machine")  # this machine's NVRAM, kept for step 5
     with liferaft_serve(backup.repo) as port:
-        cmdline = (
-            f"{RESCUE_CMDLINE} liferaft.poweroff=1 liferaft.action=restore "
-            f"liferaft.image={IMAGE} liferaft.grow=1 liferaft.repo=http://10.0.2.2:{port}/ "
-            f"liferaft.target=serial:{TARGET_SERIAL}"
-        )
-        vm = site.vm("restore", [*firmware, "-kernel", str(vmlinuz), "-initrd", str(initrd),
-                                 "-append", cmdline, *_rescue_media(rescue_iso), *NIC,
-                                 *_disk(target, TARGET_SERIAL)], 2048)  # fmt: skip
-        rescue_started = vm.started
-        restore_s, console = _rescue(vm, "restore")
-    print(f"restore: {restore_s:.0f} s from rescue start to power-off, "
+        new = rk.restore_new_machine(site, "restore", rescue, size=TARGET_SIZE,
+                                     serial=TARGET_SERIAL, repo=f"http://10.0.2.2:{port}/",
+                                     image=IMAGE, grow=True)  # fmt: skip
+    target, firmware, console = new.disk, new.firmware, new.run.console
+    print(f"restore: {new.run.seconds:.0f} s from rescue start to power-off, "
           f"{backup.moved / 1e6:.0f} MB repository read over HTTP")  # fmt: skip
     entry_lines = [ln for ln in console.splitlines() if "boot entry" in ln]
     print("\n".join(entry_lines))
     assert any("created boot entry" in ln for ln in entry_lines), console[-5000:]
 
     recovery_s = _it_lives(site, target, TARGET_SERIAL, firmware, backup, "unattended")
-    recovery_s -= rescue_started
-    _, line = _boot_to_marker(site.vm("new-bios", _disk(target, TARGET_SERIAL)),
+    recovery_s -= new.run.started
+    _, line = _boot_to_marker(site.vm("new-bios", disk(target, TARGET_SERIAL)),
                               "restored, BIOS")  # fmt: skip
     assert "cmdpath=(hd0)" in line
     _, line = _boot_to_marker(
-        site.vm("new-uefi-fresh", [*_uefi(site.work / "new-uefi-fresh"),
-                                   *_disk(target, TARGET_SERIAL)]),
+        site.vm("new-uefi-fresh", [*uefi(site.work / "new-uefi-fresh"),
+                                   *disk(target, TARGET_SERIAL)]),
         "restored, UEFI, fresh NVRAM (removable path alone)",
     )  # fmt: skip
     assert "/EFI/BOOT" in line
@@ -276,21 +232,17 @@ def test_unattended_restore_boots_again(site: DrillSite, backup: Backup, rescue_
           f"recovery (rescue start -> restored marker) {recovery_s:.0f} s")  # fmt: skip
 
 
-def test_restore_through_the_tui(site: DrillSite, backup: Backup, rescue_iso: Path,
-                                 rescue_kernel: tuple[Path, Path]) -> None:  # fmt: skip
+def test_restore_through_the_tui(site: DrillSite, backup: Backup, rescue: Rescue) -> None:
     """Step 4 again, typed into `liferaft tui` on the serial console: the URL of
     the repository, the image, grow, the typed confirmation."""
-    vmlinuz, initrd = rescue_kernel
-    target = site.work / "tui-disk.img"
-    with open(target, "wb") as f:
-        f.truncate(TARGET_SIZE)
-    firmware = _uefi(site.work / "tui-machine")
+    target = rk.blank_disk(site.work / "tui-disk.img", TARGET_SIZE)
+    firmware = uefi(site.work / "tui-machine")
     with liferaft_serve(backup.repo) as port:
         argv = [
             "-accel", "tcg", "-m", "2048", "-smp", "2", "-display", "none", "-monitor", "none",
-            "-no-reboot", "-serial", "stdio", *firmware, "-kernel", str(vmlinuz),
-            "-initrd", str(initrd), "-append", RESCUE_CMDLINE, *_rescue_media(rescue_iso),
-            *NIC, *_disk(target, TUI_SERIAL),
+            "-no-reboot", "-serial", "stdio", *firmware, "-kernel", str(rescue.vmlinuz),
+            "-initrd", str(rescue.initrd), "-append", RESCUE_CMDLINE, *rescue_media(rescue.iso),
+            *NIC, *disk(target, TUI_SERIAL),
         ]  # fmt: skip
         started = time.monotonic()
         child = pexpect.spawn("qemu-system-x86_64", argv, dimensions=(24, 80), timeout=30)
@@ -331,34 +283,23 @@ SMALL_SIZE = SOURCE_SIZE * 3 // 5  # 60 % of the original disk
 SMALL_SERIAL = "LRDRILLSML"
 
 
-def test_restore_onto_a_smaller_disk_boots(site: DrillSite, backup: Backup, rescue_iso: Path,
-                                           rescue_kernel: tuple[Path, Path]) -> None:  # fmt: skip
+def test_restore_onto_a_smaller_disk_boots(site: DrillSite, backup: Backup, rescue: Rescue) -> None:
     """Issue 13: the machine restored (unattended, over HTTP) onto a disk 60 %
     of its size: the root shrinks and is laid back file-level (same UUID, so
     fstab and GRUB find it), the rest block-level; it boots with the created
     UEFI entry, with BIOS (GRUB's core in bios_grub reads the new root), and
     every recorded file is equal."""
-    vmlinuz, initrd = rescue_kernel
-    target = site.work / "small-disk.img"
-    with open(target, "wb") as f:
-        f.truncate(SMALL_SIZE)
-    firmware = _uefi(site.work / "small-machine")
     with liferaft_serve(backup.repo) as port:
-        cmdline = (
-            f"{RESCUE_CMDLINE} liferaft.poweroff=1 liferaft.action=restore "
-            f"liferaft.image={IMAGE} liferaft.repo=http://10.0.2.2:{port}/ "
-            f"liferaft.target=serial:{SMALL_SERIAL}"
-        )
-        vm = site.vm("restore-small", [*firmware, "-kernel", str(vmlinuz), "-initrd", str(initrd),
-                                       "-append", cmdline, *_rescue_media(rescue_iso), *NIC,
-                                       *_disk(target, SMALL_SERIAL)], 2048)  # fmt: skip
-        restore_s, console = _rescue(vm, "restore")
-    assert "shrunk from" in console, console[-5000:]
-    print(f"small disk: restored in {restore_s:.0f} s from rescue start to power-off")
-    _, line = _boot_to_marker(site.vm("small-uefi", [*firmware, *_disk(target, SMALL_SERIAL)]),
+        new = rk.restore_new_machine(site, "restore-small", rescue, size=SMALL_SIZE,
+                                     serial=SMALL_SERIAL, repo=f"http://10.0.2.2:{port}/",
+                                     image=IMAGE, grow=False)  # fmt: skip
+    target, firmware = new.disk, new.firmware
+    assert "shrunk from" in new.run.console, new.run.console[-5000:]
+    print(f"small disk: restored in {new.run.seconds:.0f} s from rescue start to power-off")
+    _, line = _boot_to_marker(site.vm("small-uefi", [*firmware, *disk(target, SMALL_SERIAL)]),
                               "smaller disk, UEFI, same NVRAM")  # fmt: skip
     assert "/EFI/debian" in line, "the firmware did not take the created boot entry"
-    _, line = _boot_to_marker(site.vm("small-bios", _disk(target, SMALL_SERIAL)),
+    _, line = _boot_to_marker(site.vm("small-bios", disk(target, SMALL_SERIAL)),
                               "smaller disk, BIOS")  # fmt: skip
     assert "cmdpath=(hd0)" in line
     _blocks, _bsize, part_bytes = mk.root_block_count(target)  # e2fsck -f -n clean too

@@ -38,8 +38,9 @@ import pytest
 
 from tests.drill import lvmkit
 from tests.drill import machinekit as mk
+from tests.drill import rescuekit as rk
 from tests.drill.machinekit import DrillSite
-from tests.drill.test_drill import NIC, RESCUE_CMDLINE, _disk, _rescue, _rescue_media, _uefi
+from tests.drill.rescuekit import Rescue, disk
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -84,7 +85,7 @@ def _repo_disk(path: Path, deb: Path) -> list[str]:
     mk._run(["mkfs.ext4", "-q", "-F", "-L", lvmkit.REPO_LABEL, str(path)])
     with mk.mounted(str(path)) as mnt:
         shutil.copyfile(deb, mnt / "liferaft.deb")
-    return _disk(path, REPO_SERIAL)
+    return disk(path, REPO_SERIAL)
 
 
 def _image_bytes(repo_disk: Path) -> int:
@@ -101,19 +102,18 @@ def _image_bytes(repo_disk: Path) -> int:
 
 
 def test_lvm_root_backed_up_online_restored_grown_and_booting(
-    site: DrillSite, rescue_iso: Path, rescue_kernel: tuple[Path, Path]
+    site: DrillSite, rescue: Rescue
 ) -> None:
-    vmlinuz, initrd = rescue_kernel
     work = site.work
 
     # -- 1. the machine ------------------------------------------------------
     deb = lvmkit.build_deb(work / "deb")
-    machine = lvmkit.lvm_machine(work / "lvm-machine.img", SOURCE_SIZE, work, rescue_iso, deb)
+    machine = lvmkit.lvm_machine(work / "lvm-machine.img", SOURCE_SIZE, work, rescue.iso, deb)
 
     # -- 2. running, backed up online -----------------------------------------
     repo_disk = work / "lvm-repo.img"
     repo = _repo_disk(repo_disk, deb)
-    src = _boot(site, "lvm-src-bios", [*_disk(machine.image, SOURCE_SERIAL), *repo],
+    src = _boot(site, "lvm-src-bios", [*disk(machine.image, SOURCE_SERIAL), *repo],
                 BACKUP_BOOT_S)  # fmt: skip
     _whole(src)
     console = Path(src["console"]).read_text("utf-8", "replace")
@@ -137,26 +137,17 @@ def test_lvm_root_backed_up_online_restored_grown_and_booting(
 
     # -- 3. disaster, restore by the stick ---------------------------------------
     machine.image.unlink()
-    target = work / "lvm-new-disk.img"
-    with open(target, "wb") as f:
-        f.truncate(TARGET_SIZE)
-    firmware = _uefi(work / "lvm-new-machine")
-    cmdline = (
-        f"{RESCUE_CMDLINE} liferaft.poweroff=1 liferaft.action=restore "
-        f"liferaft.image={lvmkit.IMAGE} liferaft.grow=1 "
-        f"liferaft.repo=LABEL={lvmkit.REPO_LABEL}:/repo liferaft.target=serial:{TARGET_SERIAL}"
-    )
-    vm = site.vm("lvm-restore", [*firmware, "-kernel", str(vmlinuz), "-initrd", str(initrd),
-                                 "-append", cmdline, *_rescue_media(rescue_iso), *NIC,
-                                 *repo, *_disk(target, TARGET_SERIAL)], 2048)  # fmt: skip
-    restore_s, console = _rescue(vm, "restore")
+    new = rk.restore_new_machine(site, "lvm-restore", rescue, size=TARGET_SIZE,
+                                 serial=TARGET_SERIAL, repo=f"LABEL={lvmkit.REPO_LABEL}:/repo",
+                                 image=lvmkit.IMAGE, grow=True, disks=repo)  # fmt: skip
+    target, firmware, restore_s, console = new.disk, new.firmware, new.run.seconds, new.run.console
     assert any("created boot entry" in ln for ln in console.splitlines()), console[-5000:]
     print(f"restore: {restore_s:.0f} s from rescue start to power-off")
 
     # -- 4. it lives, grown ---------------------------------------------------------
     started = time.monotonic()
-    uefi = _boot(site, "lvm-new-uefi", [*firmware, *_disk(target, TARGET_SERIAL)], BOOT_S)
-    bios = _boot(site, "lvm-new-bios", _disk(target, TARGET_SERIAL), BOOT_S)
+    uefi = _boot(site, "lvm-new-uefi", [*firmware, *disk(target, TARGET_SERIAL)], BOOT_S)
+    bios = _boot(site, "lvm-new-bios", disk(target, TARGET_SERIAL), BOOT_S)
     boots_s = time.monotonic() - started
     grown = int(uefi["rootlv"]) - int(src["rootlv"])
     print(f"root LV {int(src['rootlv']) / 1e6:.0f} MB -> {int(uefi['rootlv']) / 1e6:.0f} MB, "
