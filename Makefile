@@ -28,9 +28,13 @@ $(VENV)/.stamp: pyproject.toml
 	@touch $@
 
 # The fast tests first: a failure there stops the run before the QEMU boots.
+# The slow ones on two workers, a file each at a time, longest first
+# (tests/conftest.py SLOW_FIRST): two guests side by side keep both cores busy.
+SLOW_WORKERS ?= 2
 test: setup
 	$(PY) -m pytest -q -m 'not slow' --durations=15
-	$(PY) -m pytest -q -m slow --durations=0
+	$(PY) -m pytest -q -m slow --durations=0 \
+		-n $(SLOW_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: setup
 	$(PY) -m pytest -q -m 'not slow' --durations=15

@@ -88,16 +88,22 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 
 @contextlib.contextmanager
-def build_lock(ctx: BuildContext) -> Iterator[None]:
-    """One build at a time per cache: two would fight over the same layers."""
-    ctx.cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(ctx.cache_dir / ".lock", "w") as f:
+def file_lock(path: Path, waiting_for: str) -> Iterator[None]:
+    """Held while the block runs (flock on ``path``); a second holder waits,
+    saying so, and goes on when the first is done, also when it was killed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            say("waiting for another build using the same cache…")
+            say(f"waiting for {waiting_for}…")
             fcntl.flock(f, fcntl.LOCK_EX)
         yield
+
+
+def build_lock(ctx: BuildContext) -> contextlib.AbstractContextManager[None]:
+    """One build at a time per cache: two would fight over the same layers."""
+    return file_lock(ctx.cache_dir / ".lock", "another build using the same cache")
 
 
 # Bump to invalidate every cached base root.

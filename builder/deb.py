@@ -24,7 +24,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.cache import atomic_path, remove
+from builder.cache import atomic_path, file_lock, remove
 from builder.commands import clean_env, run_logged
 from builder.context import BuildContext
 from builder.layers import fetch_wheels
@@ -256,6 +256,15 @@ def build_deb(ctx: BuildContext) -> Path:
     deps = PythonDeps.load(ctx.repo / PYTHON_DEPS)
     out = deb_path(ctx)
     root = ctx.build_dir / "deb-root"
+    # A second `make deb` on the same folders waits: it would remove this
+    # one's tree and write the same temporary package.
+    with file_lock(ctx.build_dir / ".deb-lock", "another package build in the same folder"):
+        _build_deb(ctx, deps, version, root, out)
+    say(f"built {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+    return out
+
+
+def _build_deb(ctx: BuildContext, deps: PythonDeps, version: str, root: Path, out: Path) -> None:
     remove(root)
     root.mkdir(parents=True)
     try:
@@ -278,5 +287,3 @@ def build_deb(ctx: BuildContext) -> Path:
             )
     finally:
         remove(root)
-    say(f"built {out} ({out.stat().st_size / 2**20:.1f} MiB)")
-    return out

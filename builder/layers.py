@@ -18,6 +18,7 @@ from builder.cache import (
     atomic_path,
     base_key,
     digest,
+    file_lock,
     link_or_copy,
     python_requirements,
     remove,
@@ -114,16 +115,19 @@ def fetch_wheels(ctx: BuildContext) -> Path:
     """The app's Python dependencies as wheels, downloaded on the host once."""
     reqs = python_requirements(ctx.repo)
     wheels = ctx.cache_dir / "wheels" / digest(reqs)
-    if not (wheels / ".complete").exists():
-        wheels.mkdir(parents=True, exist_ok=True)
-        # Same Debian 12 Python 3.11 / x86_64 as the image, so host wheels fit.
-        run_logged(
-            ctx,
-            [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
-             "-d", str(wheels), *reqs],
-            timeout=900,
-        )  # fmt: skip
-        (wheels / ".complete").touch()
+    # `make deb` fetches them without the cache's build lock (it makes no
+    # layer): a second fetch waits for the first, then finds them complete.
+    with file_lock(ctx.cache_dir / "wheels" / ".lock", "another build fetching the wheels"):
+        if not (wheels / ".complete").exists():
+            wheels.mkdir(parents=True, exist_ok=True)
+            # Same Debian 12 Python 3.11 / x86_64 as the image, so host wheels fit.
+            run_logged(
+                ctx,
+                [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
+                 "-d", str(wheels), *reqs],
+                timeout=900,
+            )  # fmt: skip
+            (wheels / ".complete").touch()
     return wheels
 
 

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -62,6 +63,37 @@ def test_every_image_has_the_server_disk_tools(tmp_path: Path) -> None:
     assert (overlay / "udev" / "rules.d" / "64-md-raid-assembly.rules").is_file()
     trim = (REPO / "builder" / "initramfs-trim.sh").read_text()
     assert "*-lvm.rules" in trim and "*-md-raid-*.rules" in trim
+
+
+def test_a_second_build_waits_for_the_wheels_the_first_fetches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make deb` fetches the wheels without the cache's build lock; with
+    `make iso` at once (the slow tests on two workers) the second fetch waits
+    for the first, then finds the wheels complete and downloads nothing."""
+    # Were it not to wait, pip would fail at once: no index, no configured links.
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    ctx = context(tmp_path)
+    wheels = ctx.cache_dir / "wheels" / cache.digest(cache.python_requirements(REPO))
+    wheels.mkdir(parents=True)
+    outcome: list[object] = []
+
+    def second_build() -> None:
+        try:
+            outcome.append(layers.fetch_wheels(ctx))
+        except Exception as exc:  # reported by the assertion below
+            outcome.append(exc)
+
+    with cache.file_lock(ctx.cache_dir / "wheels" / ".lock", "the test"):  # the first build
+        second = threading.Thread(target=second_build)
+        second.start()
+        second.join(2)
+        assert second.is_alive() and outcome == [], f"the second fetch did not wait: {outcome}"
+        (wheels / ".complete").touch()  # the first build's wheels are complete
+    second.join(30)
+    assert outcome == [wheels]
+    assert sorted(p.name for p in wheels.iterdir()) == [".complete"]
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:

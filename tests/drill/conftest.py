@@ -4,11 +4,8 @@ its QEMU VMs, which are always killed at teardown."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,23 +16,13 @@ from tests.drill.machinekit import DrillSite
 from tests.drill.rescuekit import Rescue
 from tests.helpers.guest import extract_live_kernel
 
-BUILD_WAIT_S = 900
-
-
-def _other_build_running() -> bool:
-    proc = subprocess.run(["pgrep", "-f", "liferaft-build|builder.cli"],
-                          capture_output=True, text=True, check=False)  # fmt: skip
-    return any(int(pid) != os.getpid() for pid in proc.stdout.split())
-
 
 @pytest.fixture(scope="session")
 def rescue_iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("qemu-system-x86_64") is None:
         pytest.fail("qemu-system-x86 is not installed (deps/apt-host.txt)")
-    # Another build writes the same dist/ and cache/: let it finish first.
-    deadline = time.monotonic() + BUILD_WAIT_S
-    while _other_build_running() and time.monotonic() < deadline:
-        time.sleep(5)
+    # Another build of the same cache (the other xdist worker's) holds the
+    # builder's lock: this one waits for it and finds the ISO up to date.
     _build("iso", "--profile", PROFILE)
     # A copy: other tests may rebuild dist/ while the drill's VMs read the ISO.
     iso = tmp_path_factory.mktemp("rescue-iso") / "liferaft.iso"
