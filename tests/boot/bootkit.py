@@ -29,8 +29,10 @@ TUI_HOME = "Restore an image onto a disk"
 OVMF = Path("/usr/share/OVMF")
 # The target is 45 s under TCG; the assertion leaves room for a busy
 # CI machine, the measured time is printed and recorded for the closing note.
+# `make test` boots two guests side by side on two cores (xdist workers): a
+# netboot that takes 80 s alone took 150 s with other guests running.
 BOOT_TARGET_S = 45
-BOOT_TIMEOUT_S = 150
+BOOT_TIMEOUT_S = 300
 
 
 def _need(condition: bool, why: str) -> None:
