@@ -258,6 +258,51 @@ def parse_swaps(text: str) -> frozenset[str]:
     return frozenset(unescape(line.split()[0]) for line in lines if line.split())
 
 
+@dataclass(frozen=True)
+class StackedVolume:
+    """An md array or an open LUKS (dm-crypt) volume lying on a disk."""
+
+    kind: str  # "md" or "luks"
+    device: str  # the array or the mapping: /dev/md0, /dev/mapper/cryptroot
+    member: str  # what of the disk it lies on: a partition, or the disk itself
+    use: str  # what uses it ("/dev/mapper/vg-root is mounted on /"), "" when nothing
+
+
+def _stacked_kind(node: Mapping[str, Any]) -> str | None:
+    kind = str(node.get("type") or "")
+    if kind == "crypt":
+        return "luks"
+    if kind.startswith("raid") or kind == "linear":
+        return "md"
+    return None
+
+
+def stacked_volumes(data: Mapping[str, Any], disk_name: str) -> list[StackedVolume]:
+    """The md arrays and open LUKS volumes on the disk ``disk_name`` (its
+    partitions or the disk itself) in ``lsblk --json`` output, each with the
+    first use found on it or above it (a mount, active swap), in lsblk order."""
+    disk = next((n for n in data.get("blockdevices") or [] if n.get("name") == disk_name), None)
+    if disk is None:
+        return []
+    members = [disk, *(c for c in disk.get("children") or [] if c.get("type") == "part")]
+    found = []
+    for member in members:
+        for child in member.get("children") or []:
+            kind = _stacked_kind(child)
+            if kind is None:
+                continue
+            uses = [
+                f"{dev_path(dev)} is mounted on {p}"
+                if p != "[SWAP]"
+                else f"{dev_path(dev)} is active swap"
+                for dev in (child, *descendants(child))
+                for p in _mountpoints(dev)
+            ]
+            use = uses[0] if uses else ""
+            found.append(StackedVolume(kind, dev_path(child), dev_path(member), use))
+    return found
+
+
 def walk(nodes: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
     """Every lsblk node in ``nodes`` and below them."""
     for node in nodes:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from rescue_app.engine.capture import capture
 from rescue_app.engine.diskmodel import BlockDisk
-from rescue_app.engine.diskscan import disks_holding_path, find_disk
+from rescue_app.engine.diskparse import StackedVolume, stacked_volumes
+from rescue_app.engine.diskscan import disks_holding_path, find_disk, read_lsblk
 from rescue_app.engine.manifest import Manifest, Method
 from rescue_app.engine.repository import Repository
 from rescue_app.engine.results import CaptureResult
@@ -94,10 +95,37 @@ def backup(
         raise DiskError("--limit-rate must be a positive number of bytes per second")
     repo.ensure_writable()  # before any disk is looked at
     disks: list[BlockDisk] = [find_disk(d) for d in (request.devices or system_disks())]
+    tree = read_lsblk()
+    for disk in disks:
+        refuse_stacked_in_use(disk.path, stacked_volumes(tree, disk.name))
     idle_io()
     rate = request.limit_rate
     paced = RateLimit(rate, progress) if rate else progress
     return capture(repo, request.name, disks, progress=paced, cancel=cancel, online=True)
+
+
+def refuse_stacked_in_use(disk: str, volumes: Sequence[StackedVolume]) -> None:
+    """An md array or open LUKS volume on ``disk`` that is in use cannot be
+    copied consistently while the system runs (no snapshot below the
+    filesystem): one line saying so and what to do. Idle ones are taken
+    (an active array is read through its device, an idle LUKS volume raw)."""
+    leave_out = f"or leave {disk} out by naming the other disks (liferaft backup ... /dev/sdX)"
+    for v in volumes:
+        if not v.use:
+            continue
+        if v.kind == "md":
+            raise DiskError(
+                f"{v.member} is a member of the md array {v.device}, which is in use "
+                f"({v.use}): an online backup cannot copy an array being written consistently",
+                hint="back this machine up from the rescue stick, which assembles the array "
+                f"read-only; {leave_out}",
+            )
+        raise DiskError(
+            f"{v.member} is a LUKS volume open as {v.device}, which is in use ({v.use}): "
+            "an online backup would copy its encrypted blocks while they change",
+            hint="back this machine up from the rescue stick (liferaft capture --unlock "
+            f"reads what is inside); {leave_out}",
+        )
 
 
 def methods_used(manifest: Manifest) -> list[str]:
@@ -136,5 +164,6 @@ __all__ = [
     "backup",
     "idle_io",
     "methods_used",
+    "refuse_stacked_in_use",
     "system_disks",
 ]
