@@ -154,7 +154,18 @@ mdadm --create /dev/md/srcl --run --metadata=1.2 --level=1 --raid-devices=2 \
 wipefs -q -a /dev/md/srcl  # the RAID5's ext4 at the same data offset
 pvcreate -q /dev/md/srcl; vgcreate -q mdvg /dev/md/srcl
 lvcreate -q -y -n root -L 48M mdvg; mkfs.ext4 -q -m 0 /dev/mdvg/root
-mount /dev/mdvg/root /mnt/src; fill /mnt/src/files 16; sums /mnt/src > /tmp/sum.mdlvm; umount /mnt/src
+mount /dev/mdvg/root /mnt/src; fill /mnt/src/files 16; sums /mnt/src > /tmp/sum.mdlvm
+# an online backup of the array in use (its LV mounted): one line, nothing stored
+if out=$(liferaft backup --repo $REPO --name busy /dev/vdf /dev/vdg 2>&1); then
+    fail "the online backup took an md array in use"
+fi
+echo "$out"
+[ "$(printf '%s\n' "$out" | wc -l)" = 1 ] || fail "the refusal is not one line"
+grep -q "is a member of the md array .* which is in use (/dev/mapper/mdvg-root is mounted on /mnt/src)" \
+    <<< "$out" || fail "the refusal does not name the array in use"
+if liferaft images --repo $REPO | grep -q busy; then fail "the refused backup stored an image"; fi
+check md-in-use-refused
+umount /mnt/src
 lvs --noheadings -o lv_name,lv_uuid mdvg | sort > /tmp/lv.mdlvm
 rl_uuid=$(md_uuid /dev/md/srcl)
 vgchange -q -an mdvg; mdadm --stop /dev/md/srcl

@@ -46,6 +46,7 @@ CHECKS = (
     "raid1-checksums-equal",
     "raid1-second-member-whole",
     "raid5-degraded-restored",
+    "md-in-use-refused",
     "md-lvm-roundtrip",
     "luks-raw-roundtrip",
     "luks-unlock-refused-plain",
