@@ -46,6 +46,8 @@ BASE_PACKAGES: tuple[str, ...] = (
     "xfsprogs",
     "btrfs-progs",
     "dosfstools",
+    # a FAT (EFI system partition) captured file by file is laid back with mcopy
+    "mtools",
     "ntfs-3g",
     "exfatprogs",
     # liferaft mount (browse an image's files): libfuse 3 and fusermount3

@@ -55,7 +55,7 @@ EXTRA_DEPENDS = (
 )
 # Recommends: the timers need systemd; the rest capture and restore more kinds of volume.
 RECOMMENDS = ("systemd", "lvm2", "thin-provisioning-tools", "xfsprogs", "btrfs-progs",
-              "dosfstools", "fuse3")  # fmt: skip
+              "dosfstools", "mtools", "fuse3")  # fmt: skip
 SUGGESTS = ("ntfs-3g", "exfatprogs", "cifs-utils", "nfs-common", "cryptsetup-bin", "mdadm")
 
 LAUNCHER = f'''#!/usr/bin/python3 -I

@@ -2,8 +2,10 @@
 
 Owns making a filesystem with a given identity (type, UUID, label and the
 features recorded in the source's superblock: ext2/3/4 features, inode and
-block size; XFS's v5 features; Btrfs's node size and features), and filling
-it with a tree of files with every piece of their metadata. Mounts go through
+block size; XFS's v5 features; Btrfs's node size and features; a FAT's
+type, sector and cluster size from its boot sector), and filling it with a
+tree of files with every piece of their metadata (a FAT: through mtools,
+unmounted). Mounts go through
 engine/mounts.py, commands through run.py; it writes only to the device it is
 given. Used by restore onto a smaller disk (engine/restore.py: the tree is an
 image partition's files, read-only through a browse mount of the image) and
@@ -29,6 +31,7 @@ import contextlib
 import logging
 import os
 import re
+import tempfile
 import uuid as uuidlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -41,7 +44,10 @@ from rescue_app.run import run
 
 log = logging.getLogger("liferaft.filetree")
 
-SUPPORTED = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs"})
+# mtools on a device or image file: no drive geometry to check
+_MTOOLS = {"MTOOLS_SKIP_CHECK": "1"}
+
+SUPPORTED = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "vfat"})
 # ext features mke2fs cannot be asked for: states, not choices
 _EXT_STATES = {"needs_recovery", "orphan_present"}
 # XFS version tokens (xfs_db "version") -> mkfs.xfs -m options (v5 only)
@@ -88,6 +94,9 @@ def read_identity(device: str, fs: Filesystem) -> FsIdentity:
         raise DiskError(f"{kind or 'no filesystem'} cannot be made anew and filled with files")
     if kind == "xfs":
         options = _xfs_options(device)
+    elif kind == "vfat":
+        with open(device, "rb") as f:
+            options = fat_options(f.read(512))
     elif kind == "btrfs":
         options = _btrfs_options(device)
     else:
@@ -130,6 +139,31 @@ def _xfs_options(device: str) -> tuple[str, ...]:
     )
 
 
+def fat_options(boot_sector: bytes) -> tuple[str, ...]:
+    """mkfs.fat options for the FAT whose boot sector (its first 512 bytes)
+    is given: FAT type, sector and cluster size, reserved sectors, number of
+    FATs, root directory entries (FAT12/16)."""
+    if len(boot_sector) < 512 or boot_sector[510:512] != b"\x55\xaa":
+        raise DiskError("no FAT boot sector (its 0x55AA signature is missing)")
+
+    def number(start: int, end: int) -> int:
+        return int.from_bytes(boot_sector[start:end], "little")
+
+    sector, per_cluster, reserved = number(11, 13), boot_sector[13], number(14, 16)
+    fats, root_entries = boot_sector[16], number(17, 19)
+    total = number(19, 21) or number(32, 36)  # sectors
+    fat_size = number(22, 24) or number(36, 40)  # sectors of one FAT
+    if not (sector and per_cluster and fats):
+        raise DiskError("the FAT boot sector is damaged (a zero sector or cluster size)")
+    root_sectors = (root_entries * 32 + sector - 1) // sector
+    clusters = (total - reserved - fats * fat_size - root_sectors) // per_cluster
+    # the FAT type is the count of clusters (Microsoft's FAT specification)
+    bits = 12 if clusters < 4085 else 16 if clusters < 65525 else 32
+    out = ["-F", str(bits), "-S", str(sector), "-s", str(per_cluster), "-R", str(reserved),
+           "-f", str(fats)]  # fmt: skip
+    return (*out, "-r", str(root_entries)) if bits != 32 else tuple(out)
+
+
 def _btrfs_options(device: str) -> tuple[str, ...]:
     text = run(["btrfs", "inspect-internal", "dump-super", device]).stdout
     flags = set(re.findall(r"\b([A-Z][A-Z0-9_]+)\b", text))
@@ -164,6 +198,11 @@ def make_filesystem(node: str, ident: FsIdentity, uuid: str | None = None) -> No
         argv = ["mkfs.btrfs", "-f", "-q", *ident.options]
         argv += ["-U", fs_uuid] if fs_uuid else []
         argv += ["-L", label] if label else []
+    elif ident.type == "vfat":
+        # the volume ID as blkid shows it (ABCD-1234) is what -i takes without the dash
+        argv = ["mkfs.fat", *ident.options]
+        argv += ["-i", fs_uuid.replace("-", "")] if fs_uuid else []
+        argv += ["-n", label] if label else []
     else:
         raise DiskError(f"{ident.type} cannot be made anew and filled with files")
     run([*argv, node])
@@ -210,6 +249,8 @@ def write_files(
     ``fill`` write the files into the folder it is mounted on (write_tree
     copies a tree, engine/filelevel.py unpacks a file-level image); returns
     the bytes the new filesystem uses."""
+    if ident.type == "vfat":
+        return _write_fat(node, ident, fill)
     make_filesystem(node, ident, str(uuidlib.uuid4()) if ident.type == "btrfs" else None)
     # nouuid: the source XFS, mounted from the image, has the same UUID
     extra = ["nouuid"] if ident.type == "xfs" else []
@@ -232,6 +273,23 @@ def write_files(
         run(["sync", "-f", point])
         st = os.statvfs(point)
         return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def _write_fat(node: str, ident: FsIdentity, fill: Callable[[str], None]) -> int:
+    """A FAT (an EFI system partition) made anew and filled without mounting
+    it: ``fill`` writes the files into a temporary folder, mtools copies them
+    in (names, directories, modification times; a FAT has no owners, modes or
+    links). A kernel without vfat writes it as well. Returns the bytes used."""
+    make_filesystem(node, ident)
+    with tempfile.TemporaryDirectory(prefix="liferaft-fat-") as folder:
+        fill(folder)
+        top = [os.path.join(folder, name) for name in sorted(os.listdir(folder))]
+        if top:
+            run(["mcopy", "-s", "-m", "-Q", "-i", node, *top, "::/"], env=_MTOOLS)
+    text = run(["fsck.fat", "-n", "-v", node], check=False).stdout
+    used = re.search(r"(\d+)/\d+ clusters", text)
+    size = re.search(r"(\d+) bytes per cluster", text)
+    return int(used.group(1)) * int(size.group(1)) if used and size else 0
 
 
 def copy_tree(source: str, dest: str, *, cancel: CancelToken | None = None) -> None:
@@ -263,6 +321,7 @@ def check_filesystem(node: str, fstype: str) -> None:
     checker = {
         "xfs": ["xfs_repair", "-n", node],
         "btrfs": ["btrfs", "check", "--readonly", node],
+        "vfat": ["fsck.fat", "-n", node],
     }.get(fstype, ["e2fsck", "-f", "-n", node])
     proc = run(checker, check=False)
     if proc.returncode != 0:
