@@ -29,7 +29,7 @@ from rescue_app.engine.kernel import reread_partitions
 from rescue_app.engine.manifest import Manifest
 from rescue_app.engine.plan import DiskPlan, seeded_partitions
 from tests.conftest import _disk_backed_tmp
-from tests.enginekit import REPO_ROOT, Layout, Source, check_restored, cli_argv, liferaft
+from tests.enginekit import Layout, Source, check_restored, interrupt_restore, liferaft
 from tests.helpers.diskkit import (
     MIB,
     PartSpec,
@@ -239,24 +239,8 @@ def test_corrupted_block_is_fetched_and_repaired(images, loopdisk):
 @pytest.mark.root
 def test_interrupted_seed_restore_then_rerun_is_identical(images, loopdisk):
     target = _copy_of(loopdisk, images.holds_old)
-    env = dict(os.environ, LIFERAFT_TEST_PAUSE="partition-1")
-    argv = cli_argv("restore", "--repo", images.url, "--image", "new", "--to", target, "--yes")
-    proc = subprocess.Popen(
-        argv,
-        cwd=REPO_ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        assert any(line.startswith("liferaft-test: paused at partition-1") for line in proc.stderr)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    args = ("--repo", images.url, "--image", "new", "--to", target, "--yes")
+    interrupt_restore(args, signal.SIGKILL, stage="partition-1")
     assert "incomplete restore" in liferaft("disks").stdout
     result, _ = _restore(images, "new", target)
     assert result["seeded"] is True
@@ -287,6 +271,25 @@ def test_the_target_is_read_once(images, loopdisk):
     )
     check_restored(images.new, reread_partitions(target, 2))
     assert _whole(target) == _full_restore_of(images, loopdisk, images.holds_old, "new")
+
+
+@pytest.mark.root
+def test_a_table_in_place_is_not_written_again(images, loopdisk):
+    """The target holds the image's table already: it is neither erased
+    (wipefs) nor written again, nor the kernel asked to re-read it. A byte
+    in the GPT header's reserved space (outside its checksum, zeroed by any
+    new table) shows it was left alone."""
+    target = _copy_of(loopdisk, images.holds_old)
+    canary = 512 + 400
+    with open(target, "r+b") as f:
+        f.seek(canary)
+        f.write(b"\x17")
+    result, served = _restore(images, "new", target)
+    assert result["seeded"] is True and served
+    with open(target, "rb") as f:
+        f.seek(canary)
+        assert f.read(1) == b"\x17"
+    check_restored(images.new, reread_partitions(target, 2))
 
 
 @pytest.mark.root
@@ -324,13 +327,14 @@ def test_no_seed_writes_everything(images, loopdisk):
 
 def _disk(pttype: str | None, parts: list[tuple[int, int, int]]) -> BlockDisk:
     return BlockDisk(
-        "/dev/sdz", "sdz", None, None, None, 1 << 30, 512, 512, "sata", False, False,
-        pttype, None, None,
-        tuple(
+        path="/dev/sdz", name="sdz", model=None, serial=None, wwn=None, size=1 << 30,
+        logical_sector_size=512, physical_sector_size=512, transport="sata", removable=False,
+        read_only=False, pttype=pttype, ptuuid=None, fstype=None,
+        partitions=tuple(
             BlockPartition(f"/dev/sdz{n}", n, s, z, "ext4", None, None, None, None, None, ())
             for n, s, z in parts
         ),
-        (), None,
+        in_use=(), backing_file=None,
     )  # fmt: skip
 
 

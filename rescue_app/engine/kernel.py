@@ -90,15 +90,19 @@ def _rescan(disk_path: str) -> None:
         os.close(fd)
 
 
-def reread_partitions(disk_path: str, expected: int, timeout: float = 10) -> list[str]:
+def reread_partitions(
+    disk_path: str, expected: int, timeout: float = 10, *, rescan: bool = True
+) -> list[str]:
     """Make the kernel see the new table and wait for ``expected`` partition nodes.
 
     There is no udev on the host to settle on, so poll sysfs and /dev ourselves.
     ``expected`` counts every node the kernel makes, an msdos extended partition
-    included. Returns the /dev paths ordered by partition number.
+    included. Returns the /dev paths ordered by partition number. ``rescan``
+    False: the kernel already shows the table (only its /dev nodes are made sure of).
     """
     name = os.path.basename(os.path.realpath(disk_path))
-    _rescan(disk_path)
+    if rescan:
+        _rescan(disk_path)
     deadline = time.monotonic() + timeout
     while True:
         nodes = _partition_nodes(name)

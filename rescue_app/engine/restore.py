@@ -52,7 +52,7 @@ from rescue_app.engine.plan import (
 from rescue_app.engine.repository import Repository
 from rescue_app.engine.results import RestoreResult
 from rescue_app.engine.spool import ChunkSpool, spool_budget
-from rescue_app.engine.table import write_table
+from rescue_app.engine.table import table_in_place, write_table
 from rescue_app.errors import (
     CancelledError,
     CommandError,
@@ -443,13 +443,21 @@ def _restore_disk(
                 # (a whole-disk filesystem's one "partition" starts at 0)
                 blockio.zero_range(fd, target, step.new.start, min(restoremark.HOLD, step.new.size))
         blockio.flush(fd, target)
-    # Old signatures at both ends (a GPT backup header, say) would make tools
-    # doubt the new table; on a disk without one, the old filesystem's.
-    run(["wipefs", "--all", "--quiet", target])
+    parts = [s.new for s in d.steps]
     if d.table.type == "none":
+        # an old filesystem's signatures at both ends
+        run(["wipefs", "--all", "--quiet", target])
         nodes[0] = target
+    elif table_in_place(target, d.table, parts, image.logical_sector_size):
+        # The target holds the new table already (a seed restore onto the
+        # disk it came from): neither erased nor written again, and the
+        # kernel asked again only when it shows other partitions.
+        nodes = _partition_nodes(target, d, rescan=not _kernel_shows(d))
     else:
-        write_table(target, d.table, [s.new for s in d.steps], image.logical_sector_size)
+        # Old signatures at both ends (a GPT backup header, say) would make
+        # tools doubt the new table.
+        run(["wipefs", "--all", "--quiet", target])
+        write_table(target, d.table, parts, image.logical_sector_size)
         nodes = _partition_nodes(target, d)
     restoremark.write(target, m.ref, started)
     _stage("marked", cancel)
@@ -560,9 +568,16 @@ def _nodes(d: DiskPlan) -> dict[int, str]:
     return {0: d.target.path} if d.table.type == "none" else _partition_nodes(d.target.path, d)
 
 
-def _partition_nodes(target: str, d: DiskPlan) -> dict[int, str]:
+def _kernel_shows(d: DiskPlan) -> bool:
+    """Whether the kernel, as the plan read it a moment ago, shows exactly
+    the partitions of the new table (number, start, size)."""
+    now = {(p.number, p.start, p.size) for p in d.target.partitions}
+    return now == {(s.new.number, s.new.start, s.new.size) for s in d.steps}
+
+
+def _partition_nodes(target: str, d: DiskPlan, *, rescan: bool = True) -> dict[int, str]:
     wanted = [s.source.number for s in d.steps]
-    paths = reread_partitions(target, len(wanted))
+    paths = reread_partitions(target, len(wanted), rescan=rescan)
     out: dict[int, str] = {}
     for path in paths:
         match = re.search(r"(\d+)$", path)

@@ -1,16 +1,20 @@
-"""Partition tables: read them (sfdisk --json), write them (pyparted).
+"""Partition tables: read them (sfdisk --json), write them (sfdisk, pyparted).
 
-Reading never writes. Writing creates a fresh GPT or MBR label with pyparted
-at exact sector positions, then sets what libparted cannot (disk and
-partition GUIDs, GPT type GUIDs and attribute bits, MBR type bytes) with
-sfdisk, so that PARTUUID= and disk-signature references keep working after a
-restore.
+Reading never writes. Writing creates a fresh label at exact sector
+positions with the source's identifiers (disk and partition GUIDs, GPT type
+GUIDs and attribute bits, MBR type bytes), so that PARTUUID= and
+disk-signature references keep working after a restore. A GPT is one sfdisk
+script (the same bytes libparted writes, in one command: a restore's fixed
+cost); an MBR is made with pyparted, whose placement of logical partitions
+sfdisk does not reproduce, and its identifiers set with sfdisk after.
+``table_in_place`` tells a restore that the target holds the table already.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -19,6 +23,9 @@ from rescue_app.errors import CommandError, DiskError
 from rescue_app.run import library_children, run
 
 EXTENDED_TYPES = {"5", "f", "85"}
+# A GPT's partition entry array as libparted and sfdisk make it (128 entries
+# of 128 bytes): it fixes the first usable sector.
+GPT_ENTRIES_BYTES = 128 * 128
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,21 @@ def write_table(
     path: str, table: PartitionTable, parts: list[NewPartition], sector_size: int
 ) -> None:
     """Write a fresh label holding exactly ``parts``; the disk is erased of its old table."""
+    script = _gpt_script(table, parts, sector_size)
+    if script is not None:
+        try:
+            run(["sfdisk", "--no-reread", "--no-tell-kernel", "--quiet", path], input=script)
+        except CommandError as exc:
+            raise DiskError(f"cannot write the partition table on {path}: {exc}") from None
+    else:
+        _write_parted(path, table, parts, sector_size)
+        _set_identities(path, table, parts)
+
+
+def _write_parted(
+    path: str, table: PartitionTable, parts: list[NewPartition], sector_size: int
+) -> None:
+    """A fresh label holding ``parts`` at their places, written by libparted."""
     # Debian's python3-parted; imported here so pure code needs no libparted.
     import _ped
     import parted
@@ -150,7 +172,81 @@ def write_table(
         finally:
             if device is not None:
                 device.removeFromCache()
-    _set_identities(path, table, parts)
+
+
+def _gpt_first_lba(sector_size: int) -> int:
+    """The first usable sector of a new GPT: after the protective MBR, the
+    header and the entry array (34 with 512-byte sectors)."""
+    return 2 + -(-GPT_ENTRIES_BYTES // sector_size)
+
+
+def _gpt_script(table: PartitionTable, parts: list[NewPartition], sector_size: int) -> bytes | None:
+    """The sfdisk script of a GPT holding exactly ``parts`` with their
+    identifiers; None for an MBR, or a name a script cannot quote."""
+    if table.type != "gpt" or any(p.name and re.search(r'["\\\n]', p.name) for p in parts):
+        return None
+    # first-lba as libparted sets it (sfdisk's own default is 2048): a
+    # restore leaves the bytes a full restore always left.
+    lines = ["label: gpt", "unit: sectors", f"first-lba: {_gpt_first_lba(sector_size)}"]
+    if table.id:
+        lines.append(f"label-id: {table.id}")
+    lines.append("")
+    for p in sorted(parts, key=lambda p: p.number):
+        fields = [f"start={p.start // sector_size}", f"size={p.size // sector_size}"]
+        fields += [f"type={p.type}"] if p.type else []
+        fields += [f"uuid={p.uuid}"] if p.uuid else []
+        fields += [f'name="{p.name}"'] if p.name else []
+        fields += [f'attrs="{" ".join(p.attrs.split())}"'] if p.attrs else []
+        # sfdisk takes the partition's number from the name's last digits
+        lines.append(f"p{p.number} : " + ", ".join(fields))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def table_in_place(
+    path: str, table: PartitionTable, parts: list[NewPartition], sector_size: int
+) -> bool:
+    """Whether ``path`` holds ``table`` with exactly ``parts`` already, and
+    sfdisk reads it without a complaint (a GPT's backup header sound, the
+    protective MBR the disk's size): the same label, disk identifier and
+    first usable sector, each partition's number, place, kind, type,
+    identifier, name, attribute bits and boot flag. Writing it again would
+    change nothing; a restore leaves it (see restore.py)."""
+    proc = run(["sfdisk", "--json", path], check=False)
+    if proc.returncode != 0 or proc.stderr.strip():
+        return False
+    try:
+        now, entries = parse_sfdisk_json(proc.stdout)
+    except DiskError:  # a kind of table a restore does not write
+        return False
+    if now.type == "gpt" and now.first_lba != _gpt_first_lba(sector_size):
+        return False
+    return _identity(now, entries) == _identity(table, parts)
+
+
+def _identity(table: PartitionTable, parts: Sequence[NewPartition]) -> tuple[object, ...]:
+    """What ``table_in_place`` compares, in one spelling (case, attribute order)."""
+
+    def low(text: str | None) -> str | None:
+        return text.lower() if text else None
+
+    return (
+        table.type,
+        low(table.id),
+        sorted(
+            (
+                p.number,
+                p.start,
+                p.size,
+                p.kind,
+                low(p.type),
+                low(p.uuid),
+                p.name or None,
+                tuple(sorted((p.attrs or "").replace(",", " ").split())),
+                p.bootable,
+            )
+            for p in parts
+        ),
+    )
 
 
 def _set_identities(path: str, table: PartitionTable, parts: list[NewPartition]) -> None:
