@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
@@ -27,7 +27,10 @@ from rescue_app.engine import (
     CredentialChain,
     Engine,
     KeepPolicy,
+    PartitionRestorePlan,
     Repository,
+    RestoreChoices,
+    RestorePlan,
     Schedule,
     TerminalPrompt,
     human_duration,
@@ -291,6 +294,37 @@ def cmd_verify(engine: Engine, args: argparse.Namespace) -> int:
 _KEEP_RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 
 
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    func: Callable[[Engine, argparse.Namespace], int],
+    summary: str,
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    """The subcommand ``liferaft X`` run by its handler ``cmd_X``; ``summary``
+    is its line in ``liferaft --help``."""
+    p = sub.add_parser(func.__name__.removeprefix("cmd_"), help=summary, description=description)
+    p.set_defaults(func=func)
+    return p
+
+
+def _switches(p: argparse.ArgumentParser, **helps: str) -> None:
+    """A command's on/off options: ``name=help`` adds ``--name`` (with dashes
+    for underscores), off unless given."""
+    for name, text in helps.items():
+        p.add_argument("--" + name.replace("_", "-"), action="store_true", help=text)
+
+
+def _add_image_args(p: argparse.ArgumentParser, *, cache: bool = False) -> None:
+    """--repo and --image: the image a command reads; ``cache``: and the chunk
+    cache of the commands that read it as files (mount, extract)."""
+    p.add_argument("--repo", required=True)
+    p.add_argument("--image", required=True, metavar="NAME[@DATE]")
+    if cache:
+        p.add_argument(
+            "--cache", type=int, default=64, metavar="MIB", help="chunk cache in MiB (default 64)"
+        )
+
+
 def _add_keep_args(p: argparse.ArgumentParser) -> None:
     for rule in _KEEP_RULES:
         p.add_argument(f"--keep-{rule}", type=int, metavar="N")
@@ -436,17 +470,24 @@ def cmd_restore(engine: Engine, args: argparse.Namespace) -> int:
         _require_root("restore")
     repo = engine.open_repository(args.repo)
     with ProgressBar() as bar:  # a Clonezilla image is read whole first
-        engine.read_image_through(repo, args.image, progress=bar, cancel=_cancel_on_signals())
-    plan = engine.plan_restore(
-        repo,
-        args.image,
-        args.to,
-        grow=args.grow,
-        grow_lv=args.grow_lv,
-        shrink=args.shrink,
-        seed=not args.no_seed,
-        check_first=not args.no_check_first,
-    )
+        engine.load_manifest(repo, args.image, progress=bar, cancel=_cancel_on_signals())
+    plan: RestorePlan | PartitionRestorePlan
+    if engine.holds_partitions_only(repo, args.image):  # a Clonezilla saveparts image
+        if args.grow or args.grow_lv or args.shrink:
+            raise UsageError(
+                "--grow, --grow-lv and --shrink are for whole disks; this image holds partitions",
+                hint="grow the filesystem afterwards (resize2fs, xfs_growfs, ntfsresize)",
+            )
+        plan = engine.plan_partition_restore(repo, args.image, args.to)
+    else:
+        choices = RestoreChoices(
+            grow=args.grow,
+            grow_lv=args.grow_lv,
+            shrink=tuple(args.shrink),
+            seed=not args.no_seed,
+            check_first=not args.no_check_first,
+        )
+        plan = engine.plan_restore(repo, args.image, args.to, choices)
     # (with --json, stdout holds only the JSON: the plan goes to stderr)
     print(plan.render(), file=sys.stderr if args.json else sys.stdout)
     if args.dry_run:
@@ -457,13 +498,18 @@ def cmd_restore(engine: Engine, args: argparse.Namespace) -> int:
         return 0
     _confirm([d.target for d in plan.disks], args)
     with ProgressBar() as bar:
-        result = engine.restore(
-            plan,
-            progress=bar,
-            cancel=_cancel_on_signals(),
-            verify=args.verify,
-            luks_key=engine.luks_keys(args.unlock_key_file),
-        )
+        if isinstance(plan, PartitionRestorePlan):
+            result = engine.restore_partitions(
+                plan, progress=bar, cancel=_cancel_on_signals(), verify=args.verify
+            )
+        else:
+            result = engine.restore(
+                plan,
+                progress=bar,
+                cancel=_cancel_on_signals(),
+                verify=args.verify,
+                luks_key=engine.luks_keys(args.unlock_key_file),
+            )
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.json:
@@ -719,39 +765,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log", metavar="FILE", help="also write a detailed log to FILE")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("disks", help="list disks and partitions")
+    p = _command(sub, cmd_disks, "list disks and partitions")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_disks)
 
-    p = sub.add_parser(
-        "images", help="list the images in a repository (or a folder of Clonezilla images)"
+    p = _command(
+        sub, cmd_images, "list the images in a repository (or a folder of Clonezilla images)"
     )
     p.add_argument("--repo", required=True)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_images)
 
-    p = sub.add_parser(
-        "import",
-        help="convert a Clonezilla image into a repository (every checksum checked)",
+    p = _command(
+        sub, cmd_import, "convert a Clonezilla image into a repository (every checksum checked)"
     )
     p.add_argument("--repo", required=True, help="repository folder (created if missing)")
     p.add_argument("--name", help="image name in the repository (default: the folder's name)")
     p.add_argument("image_dir", metavar="CZDIR", help="the Clonezilla image's folder")
-    p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("capture", help="capture whole disks into a repository")
+    p = _command(sub, cmd_capture, "capture whole disks into a repository")
     p.add_argument("--repo", required=True, help="repository folder (created if missing)")
     p.add_argument("--name", required=True, help="image name, e.g. the host name")
-    p.add_argument(
-        "--sign-key",
-        metavar="FILE",
-        help="sign the image with this Ed25519 private key (PEM or OpenSSH); restore and "
-        "verify check it with --trust-key",
-    )
-    p.add_argument(
-        "--unlock",
-        action="store_true",
-        help="open each LUKS volume (passphrase from LIFERAFT_LUKS_PASSPHRASE, the "
+    _sign_key_argument(p)
+    _switches(
+        p,
+        unlock="open each LUKS volume (passphrase from LIFERAFT_LUKS_PASSPHRASE, the "
         "credentials file's 'luks:<UUID>' entry, or asked) and capture the filesystem "
         "inside by its used blocks; only into an encrypted repository",
     )
@@ -759,11 +795,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--unlock-key-file", metavar="FILE", help="like --unlock, with this LUKS key file"
     )
     p.add_argument("devices", nargs="+", metavar="DEV")
-    p.set_defaults(func=cmd_capture)
 
-    p = sub.add_parser(
-        "backup",
-        help="back up the running system's disks while in use (mounted filesystems file "
+    p = _command(
+        sub,
+        cmd_backup,
+        "back up the running system's disks while in use (mounted filesystems file "
         "by file, Btrfs from snapshots, the rest block by block)",
     )
     p.add_argument("--repo", required=True, help="repository (created if missing)")
@@ -776,28 +812,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="read at most this many bytes per second (default: no limit; I/O is at idle "
         "priority either way)",
     )
-    p.add_argument(
-        "--sign-key", metavar="FILE", help="sign the image with this Ed25519 private key"
-    )
+    _sign_key_argument(p)
     p.add_argument(
         "devices",
         nargs="*",
         metavar="DISK",
         help="the disks (default: those holding /, /boot and /boot/efi)",
     )
-    p.set_defaults(func=cmd_backup)
 
-    p = sub.add_parser("init", help="create an empty repository (--encrypt: an encrypted one)")
+    p = _command(sub, cmd_init, "create an empty repository (--encrypt: an encrypted one)")
     p.add_argument("--repo", required=True, help="a new or empty folder, or a URL")
-    p.add_argument(
-        "--encrypt",
-        action="store_true",
-        help="encrypt everything in it; the passphrase comes from LIFERAFT_PASSPHRASE, "
+    _switches(
+        p,
+        encrypt="encrypt everything in it; the passphrase comes from LIFERAFT_PASSPHRASE, "
         "the credentials file or is asked twice",
     )
-    p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("key", help="the passphrases and paper key of an encrypted repository")
+    p = _command(sub, cmd_key, "the passphrases and paper key of an encrypted repository")
     keys = p.add_subparsers(dest="key_command", required=True, metavar="ACTION")
     q = keys.add_parser("list", help="list the key slots")
     q.add_argument("--repo", required=True)
@@ -812,24 +843,20 @@ def build_parser() -> argparse.ArgumentParser:
     q = keys.add_parser("import", help="regain access with the paper key: a new key slot")
     q.add_argument("--repo", required=True)
     q.add_argument("file", nargs="?", metavar="FILE", help="the paper key's text (default: stdin)")
-    p.set_defaults(func=cmd_key)
 
-    p = sub.add_parser("verify", help="check every chunk of an image (or of all images)")
+    p = _command(sub, cmd_verify, "check every chunk of an image (or of all images)")
     p.add_argument("--repo", required=True)
     p.add_argument("name", nargs="?", metavar="NAME[@DATE]")
     _trust_key_argument(p)
-    p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("forget", help="remove images a retention policy does not keep")
+    p = _command(sub, cmd_forget, "remove images a retention policy does not keep")
     p.add_argument("--repo", required=True)
     p.add_argument("--name", help="only images of this name (default: each name apart)")
     _add_keep_args(p)
-    p.add_argument("--dry-run", action="store_true", help="list kept and removed, remove nothing")
-    p.add_argument("--prune", action="store_true", help="then run 'liferaft prune'")
+    _switches(p, dry_run="list kept and removed, remove nothing", prune="then run 'liferaft prune'")
     p.add_argument("--grace", help="with --prune: see 'liferaft prune --help'")
-    p.set_defaults(func=cmd_forget)
 
-    p = sub.add_parser("prune", help="delete chunks no image needs (safe with running backups)")
+    p = _command(sub, cmd_prune, "delete chunks no image needs (safe with running backups)")
     p.add_argument("--repo", required=True)
     p.add_argument(
         "--grace",
@@ -837,11 +864,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long marked chunks wait before deletion (24h, 30m, 7d); longer than any "
         "backup takes (default 24h)",
     )
-    p.set_defaults(func=cmd_prune)
 
-    p = sub.add_parser(
-        "schedule",
-        help="back this machine up on a schedule (a systemd timer per image name)",
+    p = _command(
+        sub,
+        cmd_schedule,
+        "back this machine up on a schedule (a systemd timer per image name)",
         description="Write and enable liferaft-backup@NAME.timer: it runs 'liferaft backup "
         "--repo REPO --name NAME', then, with --keep-... rules, 'liferaft forget --prune'. "
         "Secrets come from /etc/liferaft/credentials.yaml, never from the command line. "
@@ -865,11 +892,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="write into the system under DIR (an image or chroot being prepared): enabled "
         "there with systemctl --root, nothing started",
     )
-    p.set_defaults(func=cmd_schedule)
 
-    p = sub.add_parser("restore", help="restore an image onto disks (erases them)")
-    p.add_argument("--repo", required=True)
-    p.add_argument("--image", required=True, metavar="NAME[@DATE]")
+    p = _command(sub, cmd_restore, "restore an image onto disks (erases them)")
+    _add_image_args(p)
     p.add_argument(
         "--to",
         action="append",
@@ -877,9 +902,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DEV",
         help="target disk: /dev/X or serial:XYZ; once per disk of the image",
     )
-    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
-    p.add_argument("--verify", action="store_true", help="read back and check what was written")
+    _switches(
+        p,
+        yes="do not ask for confirmation",
+        dry_run="print the plan, write nothing",
+        verify="read back and check what was written",
+        grow="on a larger disk, extend the last partition and its filesystem",
+        no_seed="write every chunk (default: where the target's table already places a "
+        "partition, only the chunks that differ from what it holds are fetched and written)",
+        no_check_first="start writing at once (default: every chunk the restore needs is read "
+        "and checked first, so a damaged or tampered one stops it before the target is touched; "
+        "over a network the checked chunks are kept in a local spool, not fetched twice)",
+        json="print the result as JSON (the plan goes to stderr)",
+    )
     p.add_argument(
         "--unlock-key-file",
         metavar="FILE",
@@ -888,31 +923,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _trust_key_argument(p)
     p.add_argument(
-        "--grow",
-        action="store_true",
-        help="on a larger disk, extend the last partition and its filesystem",
-    )
-    p.add_argument(
         "--grow-lv",
         metavar="VG/LV",
         help="with --grow, when the last partition is an LVM PV: the logical volume "
         "that takes the new space (default: the one holding /, else the last)",
-    )
-    p.add_argument(
-        "--no-seed",
-        action="store_true",
-        help="write every chunk (default: where the target's table already places a "
-        "partition, only the chunks that differ from what it holds are fetched and written)",
-    )
-    p.add_argument(
-        "--no-check-first",
-        action="store_true",
-        help="start writing at once (default: every chunk the restore needs is read and "
-        "checked first, so a damaged or tampered one stops it before the target is touched; "
-        "over a network the checked chunks are kept in a local spool, not fetched twice)",
-    )
-    p.add_argument(
-        "--json", action="store_true", help="print the result as JSON (the plan goes to stderr)"
     )
     p.add_argument(
         "--shrink",
@@ -922,18 +936,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="on a smaller disk, a partition (N, or diskD/pN) that may shrink after the "
         "last one (its files are copied onto a new filesystem); repeatable",
     )
-    p.set_defaults(func=cmd_restore)
 
-    p = sub.add_parser(
-        "serve",
-        help="serve a local repository over HTTP: read-only, or append-only for backups",
+    p = _command(
+        sub, cmd_serve, "serve a local repository over HTTP: read-only, or append-only for backups"
     )
     p.add_argument("--repo", required=True, help="repository folder on this machine")
-    p.add_argument(
-        "--append-only",
-        action="store_true",
-        help="accept captures (PUT of new files); never replace or delete a file: prune "
+    _switches(
+        p,
+        append_only="accept captures (PUT of new files); never replace or delete a file: prune "
         "here, on the folder itself",
+        quiet="no line per request on stderr (client, request, range, status, bytes, time)",
     )
     p.add_argument("--user", help="require HTTP basic auth as this user")
     p.add_argument("--password-file", metavar="FILE", help="the --user's password (first line)")
@@ -943,55 +955,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bind", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)"
     )
-    p.add_argument(
-        "--quiet",
-        action="store_true",
-        help="no line per request on stderr (client, request, range, status, bytes, time)",
-    )
-    p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser(
-        "mount",
-        help="mount an image read-only (FUSE): each partition's files and raw image",
+    p = _command(
+        sub,
+        cmd_mount,
+        "mount an image read-only (FUSE): each partition's files and raw image",
         description="Mount an image read-only on an empty folder: DIR/diskD/pN/pN.img is "
         "the partition, DIR/diskD/pN/files/ its files (ext2/3/4, XFS, Btrfs, and vfat, "
         "NTFS, exFAT where their drivers are installed). Data is fetched chunk by chunk "
         "as it is read. Runs in the foreground until 'liferaft umount DIR', Ctrl-C or "
         "SIGTERM; run it in the background with '&' or another terminal.",
     )
-    p.add_argument("--repo", required=True)
-    p.add_argument("--image", required=True, metavar="NAME[@DATE]")
-    p.add_argument(
-        "--cache", type=int, default=64, metavar="MIB", help="chunk cache in MiB (default 64)"
-    )
+    _add_image_args(p, cache=True)
     p.add_argument("mountpoint", metavar="DIR", help="an empty folder")
-    p.set_defaults(func=cmd_mount)
 
-    p = sub.add_parser("umount", help="end an image mount made by 'liferaft mount'")
+    p = _command(sub, cmd_umount, "end an image mount made by 'liferaft mount'")
     p.add_argument("mountpoint", metavar="DIR")
-    p.set_defaults(func=cmd_umount)
 
-    p = sub.add_parser(
-        "extract",
-        help="copy files out of an image, with owners, modes, times, xattrs and ACLs",
+    p = _command(
+        sub, cmd_extract, "copy files out of an image, with owners, modes, times, xattrs and ACLs"
     )
-    p.add_argument("--repo", required=True)
-    p.add_argument("--image", required=True, metavar="NAME[@DATE]")
+    _add_image_args(p, cache=True)
     p.add_argument(
         "--partition",
         metavar="N",
         help="partition number, or diskD/pN (default: the image's only partition with files)",
     )
     p.add_argument("--to", required=True, metavar="DIR", help="folder to copy into (created)")
-    p.add_argument(
-        "--cache", type=int, default=64, metavar="MIB", help="chunk cache in MiB (default 64)"
-    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="paths inside the partition")
-    p.set_defaults(func=cmd_extract)
 
-    p = sub.add_parser("net", help="show the network; set up DHCP or a static address")
+    p = _command(sub, cmd_net, "show the network; set up DHCP or a static address")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_net, net_command=None)
+    p.set_defaults(net_command=None)
     net = p.add_subparsers(dest="net_command", metavar="ACTION")
     q = net.add_parser("dhcp", help="get an address by DHCP on an interface")
     q.add_argument("iface", metavar="IFACE")
@@ -1005,14 +1000,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
     q.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("tui", help="the terminal user interface")
+    p = _command(sub, cmd_tui, "the terminal user interface")
     p.add_argument("--profile", help="profile YAML (default: the rescue stick's)")
-    p.set_defaults(func=cmd_tui)
 
-    p = sub.add_parser("unattended", help="run the action given on the kernel command line")
+    p = _command(sub, cmd_unattended, "run the action given on the kernel command line")
     p.add_argument("--cmdline", help="use this text instead of /proc/cmdline")
-    p.set_defaults(func=cmd_unattended)
     return parser
+
+
+def _sign_key_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sign-key",
+        metavar="FILE",
+        help="sign the image with this Ed25519 private key (PEM or OpenSSH); restore and "
+        "verify check it with --trust-key",
+    )
 
 
 def _trust_key_argument(p: argparse.ArgumentParser) -> None:

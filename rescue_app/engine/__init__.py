@@ -27,7 +27,8 @@ from rescue_app.engine.keychain import CredentialChain, CredentialsFile, Termina
 from rescue_app.engine.manifest import DiskImage, ImageSummary, Manifest, Method
 from rescue_app.engine.network import Interface, NetworkStatus
 from rescue_app.engine.online import BackupRequest
-from rescue_app.engine.plan import RestorePlan, describe_contents
+from rescue_app.engine.partrestore import PartitionRestorePlan
+from rescue_app.engine.plan import RestoreChoices, RestorePlan, describe_contents
 from rescue_app.engine.prune import PruneResult
 from rescue_app.engine.repository import NAME_RE, REPO_FILE, Repository
 from rescue_app.engine.results import CaptureResult, RestoreResult, VerifyReport
@@ -60,6 +61,8 @@ __all__ = [
     "NetworkStatus",
     "PruneResult",
     "Repository",
+    "PartitionRestorePlan",
+    "RestoreChoices",
     "RestorePlan",
     "RestoreResult",
     "Role",

@@ -45,11 +45,15 @@ from rescue_app.engine.manifest import (
     PartitionTable,
     Region,
 )
+from rescue_app.engine.ntfsclone_dd import DdReader, NtfscloneReader
 from rescue_app.engine.partclone_image import (
+    BlockImage,
     ClonezillaImageError,
-    PartcloneReader,
+    open_decompressed,
     open_image,
+    volume_names,
 )
+from rescue_app.engine.partrestore import SavedPartition, used_end
 from rescue_app.engine.repository import (
     CHUNK_HASH,
     CHUNK_SIZE,
@@ -76,8 +80,8 @@ from rescue_app.progress import CancelToken, Progress, ProgressCallback, no_prog
 
 FORMAT = "clonezilla"
 _IMAGE_RE = re.compile(r"^(?P<part>[^.]+)\.(?P<fs>[A-Za-z0-9_+-]+)-ptcl-img\.(?P<comp>[a-z0-9]+)")
-_NTFSCLONE_RE = re.compile(r"^(?P<part>[^.]+)\.ntfs-img")
-_PARTIMAGE_RE = re.compile(r"^(?P<part>[^.]+)\.(?P<fs>[A-Za-z0-9_+-]+)-img\.")
+# ntfsclone's (ocs-sr -q) and dd's (-q1) images: sda1.ntfs-img.aa, sda1.dd-img
+_OTHER_RE = re.compile(r"^(?P<part>[^.]+)\.(?P<fs>ntfs|dd)-img(?=\.|$)")
 # Clonezilla's file-system names in partclone file names -> lsblk's
 _FS_NAMES = {"fat12": "vfat", "fat16": "vfat", "fat32": "vfat", "vfat": "vfat", "exfat": "exfat"}
 
@@ -397,6 +401,7 @@ class CzImage:
     folder: ImageFiles
     created: datetime
     disks: tuple[CzDisk, ...]
+    partitions_only: bool = False  # ocs-sr saveparts: no disk, restored onto partitions
 
     @property
     def name(self) -> str:
@@ -427,18 +432,23 @@ def read_image(folder: ImageFiles | str) -> CzImage:
     if isinstance(folder, str):
         folder = local_files(folder)
     name = folder.name
+    names = folder.names
     disk_text = _read_text(folder, "disk")
-    if disk_text is None:
-        what = "partitions (saveparts)" if _read_text(folder, "parts") is not None else "no disk"
+    parts_text = _read_text(folder, "parts")
+    saved: list[str] | None = None  # saveparts: the partitions saved
+    if disk_text is not None:
+        disk_names = disk_text.split()
+    elif parts_text is not None:
+        saved = parts_text.split()
+        disk_names = _disks_of_parts(folder, saved)
+    else:
         raise ClonezillaImageError(
-            f"Clonezilla image {name} holds {what}; liferaft restores whole-disk images "
-            "(ocs-sr savedisk)",
-            hint="restore it with Clonezilla, or save the whole disk",
+            f"Clonezilla image {name} has neither a 'disk' nor a 'parts' file",
+            hint="copy the whole image folder again",
         )
-    disk_names = disk_text.split()
     if not disk_names:
         raise ClonezillaImageError(f"Clonezilla image {name}: its 'disk' file is empty")
-    names = folder.names
+    _refuse_layers(folder)
     blkid = parse_blkid_list(_read_text(folder, "blkid.list") or "")
     dev_fs: dict[str, str] = {}
     for line in (_read_text(folder, "dev-fs.list") or "").splitlines():
@@ -454,7 +464,11 @@ def read_image(folder: ImageFiles | str) -> CzImage:
                 hint="copy the whole image folder again",
             )
         table, entries, ss = parse_sfdisk_dump(sf, disk)
-        parts = tuple(_partition(folder, names, e, blkid, dev_fs, name) for e in entries)
+        parts = tuple(
+            _partition(folder, names, e, blkid, dev_fs, name)
+            for e in entries
+            if saved is None or e.node.removeprefix("/dev/") in saved
+        )
         size = _disk_size(folder, disk, ss, table, [e.start + e.size for e in entries])
         disks.append(
             CzDisk(
@@ -462,11 +476,63 @@ def read_image(folder: ImageFiles | str) -> CzImage:
                 table=table,
                 sector_size=ss,
                 size=size,
-                head=_head(folder, disk, table, name),
+                # (saveparts: the disk's table and boot code are not restored)
+                head=_head(folder, disk, table, name) if saved is None else b"",
                 partitions=parts,
             )
         )
-    return CzImage(folder=folder, created=_image_time(folder), disks=tuple(disks))
+    return CzImage(
+        folder=folder,
+        created=_image_time(folder),
+        disks=tuple(disks),
+        partitions_only=saved is not None,
+    )
+
+
+def _disks_of_parts(folder: ImageFiles, saved: list[str]) -> list[str]:
+    """The disks whose table dump (``<disk>-pt.sf``: saveparts keeps it too)
+    lists the saved partitions, in the order the partitions come."""
+    tables: dict[str, set[str]] = {}
+    for n in folder.names:
+        if n.endswith("-pt.sf"):
+            text = _read_text(folder, n) or ""
+            nodes = re.findall(r"^\s*/dev/(\S+)\s*:", text, re.M)
+            tables[n.removesuffix("-pt.sf")] = set(nodes)
+    disks: list[str] = []
+    for part in saved:
+        owner = next((d for d, nodes in sorted(tables.items()) if part in nodes), None)
+        if owner is None:
+            raise ClonezillaImageError(
+                f"Clonezilla image {folder.name}: partition {part} is in no partition "
+                "table file (<disk>-pt.sf)",
+                hint="copy the whole image folder again",
+            )
+        if owner not in disks:
+            disks.append(owner)
+    return disks
+
+
+def _refuse_layers(folder: ImageFiles) -> None:
+    """LVM and LUKS as Clonezilla keeps them are not restored yet: one line
+    that names what was found, before anything is read or written."""
+    pvs = _read_text(folder, "lvm_vg_dev.list")
+    if pvs is not None and pvs.strip():
+        vgs = sorted({ln.split()[0] for ln in pvs.splitlines() if ln.split()})
+        devs = sorted({ln.split()[1] for ln in pvs.splitlines() if len(ln.split()) > 1})
+        raise ClonezillaImageError(
+            f"Clonezilla image {folder.name} holds LVM volume group(s) {', '.join(vgs)} "
+            f"on {', '.join(devs)} (lvm_vg_dev.list); liferaft does not restore LVM from "
+            "Clonezilla images",
+            hint="restore this image with Clonezilla (ocs-sr restoredisk)",
+        )
+    headers = sorted(n for n in folder.names if n.endswith("-luksHeader.bin"))
+    if headers or "luks-dev.list" in folder.names:
+        which = ", ".join(h.removesuffix("-luksHeader.bin") for h in headers) or "luks-dev.list"
+        raise ClonezillaImageError(
+            f"Clonezilla image {folder.name} holds LUKS-encrypted partitions ({which}); "
+            "liferaft does not restore LUKS from Clonezilla images",
+            hint="restore this image with Clonezilla (ocs-sr restoredisk)",
+        )
 
 
 def _head(folder: ImageFiles, disk: str, table: PartitionTable, image: str) -> bytes:
@@ -491,8 +557,13 @@ def _head(folder: ImageFiles, disk: str, table: PartitionTable, image: str) -> b
 
 
 def _bases_of(names: list[str]) -> list[tuple[str, str]]:
-    """(image base name, file system in its name) of every partclone image file."""
-    return [(m.group(0), m.group("fs")) for n in names if (m := _IMAGE_RE.match(n))]
+    """(image base name, file system in its name) of every partclone, ntfsclone
+    and dd image file."""
+    return [
+        (m.group(0), m.group("fs"))
+        for n in names
+        if (m := _IMAGE_RE.match(n) or _OTHER_RE.match(n))
+    ]
 
 
 def _partition(
@@ -542,7 +613,7 @@ def _partition(
 # -- the data --------------------------------------------------------------------
 
 
-def used_pieces(reader: PartcloneReader) -> Iterator[tuple[int, memoryview]]:
+def used_pieces(reader: BlockImage) -> Iterator[tuple[int, memoryview]]:
     """The image's used blocks as (byte offset in the partition, bytes), in order."""
     bs = reader.header.block_size
     for strip in reader.strips():
@@ -628,10 +699,25 @@ class _Scan:
         self.progress(Progress(self.phase, item, self.done, self.total))
 
 
-def _open_partition(image: CzImage, part: CzPartition, size: int) -> PartcloneReader:
+def _open_partition(image: CzImage, part: CzPartition, size: int) -> BlockImage:
     assert part.image is not None
     where = image.where(part)
-    reader, _kind = open_image(image.folder.names, part.image, where, image.folder.open)
+    names, opener = image.folder.names, image.folder.open
+    reader: BlockImage
+    # dd (old Clonezilla: .dd-img) and partclone.dd (.dd-ptcl-img) write the
+    # partition's bytes as they are, no partclone header
+    dd = part.image.endswith(".dd-img") or ".dd-ptcl-img." in part.image
+    if dd or part.image.endswith(".ntfs-img"):
+        stream, _kind = open_decompressed(
+            volume_names(names, part.image), where, opener, plain_ok=dd
+        )
+        try:
+            reader = (DdReader if dd else NtfscloneReader)(stream, where, size)
+        except BaseException:
+            stream.close()
+            raise
+        return reader
+    reader, _kind = open_image(names, part.image, where, opener)
     h = reader.header
     if h.total_blocks * h.block_size > size:
         reader.close()
@@ -650,7 +736,7 @@ def _partition_cells(
     scan: _Scan | None = None,
     cancel: CancelToken | None = None,
     extra: list[Extent] | None = None,
-) -> Iterator[tuple[int, bytes | bytearray, PartcloneReader]]:
+) -> Iterator[tuple[int, bytes | bytearray, BlockImage]]:
     """Open the partition's partclone image and yield its chunk cells, with the
     reader (its used blocks are known once it is open); always closed.
     ``extra``: byte extents written beyond the image's blocks are added here."""
@@ -724,10 +810,13 @@ def build_manifest(
             used_map = ExtentMap()
             if p.image:
                 extra: list[Extent] = []
+                read: BlockImage | None = None
                 for i, data, reader in _partition_cells(image, p, e.size, scan, cancel, extra):
                     if i >= 0:
                         chunks[i] = keep(data)
-                    used_map = used_map or reader.byte_extents()
+                    read = reader
+                # (after the whole image: ntfsclone's used clusters are known then)
+                used_map = read.byte_extents() if read is not None else used_map
                 if extra:
                     used_map = ExtentMap(normalize([*used_map, *extra]))
             parts.append(
@@ -782,9 +871,7 @@ def summary_of(image: CzImage) -> ImageSummary:
     for d in image.disks:
         for p in d.partitions:
             if p.image:
-                reader, _ = open_image(
-                    image.folder.names, p.image, image.where(p), image.folder.open
-                )
+                reader = _open_partition(image, p, p.entry.size)
                 reader.close()
                 data += reader.header.used_bytes
     from rescue_app.engine.units import human_size
@@ -795,7 +882,9 @@ def summary_of(image: CzImage) -> ImageSummary:
         created=image.created.isoformat().replace("+00:00", "Z"),
         host="clonezilla",
         disks=tuple(
-            f"{d.name} ({d.table.type}, {len(d.partitions)} partitions), {human_size(d.size)}"
+            f"partitions {', '.join(p.kernel_name for p in d.partitions)} of {d.name} (saveparts)"
+            if image.partitions_only
+            else f"{d.name} ({d.table.type}, {len(d.partitions)} partitions), {human_size(d.size)}"
             for d in image.disks
         ),
         data_bytes=data,
@@ -814,7 +903,7 @@ class ClonezillaSource(Repository):
     read in the order restore asks for them. Writing is refused."""
 
     format_name = FORMAT
-    read_whole_first = True  # (read_image_through; its files' fingerprint is checked again)
+    read_whole_first = True  # (Engine.load_manifest; its files' fingerprint is checked again)
     # Chunks read ahead of what restore asked for: its workers ask slightly
     # out of order, by less than the jobs queued and running at once
     # (chunkio: 2 x workers queued, workers running). 4 MiB each.
@@ -892,6 +981,26 @@ class ClonezillaSource(Repository):
         manifest, static = build_manifest(image, progress=progress, cancel=cancel)
         self._loaded[name] = (image, manifest, static, fingerprint)
         return manifest
+
+    def saved_partitions(self, ref: str) -> list[SavedPartition] | None:
+        """A saveparts image's partitions (after ``load_manifest``) with the
+        bytes each filesystem spans; None for a whole-disk image."""
+        manifest = self.load_manifest(ref)
+        image = self._entry(manifest)[0]
+        if not image.partitions_only:
+            return None
+        out = []
+        for d, dm in zip(image.disks, manifest.disks, strict=True):
+            for p, pm in zip(d.partitions, dm.partitions, strict=True):
+                needed = used_end(pm.used_map)
+                if p.image:
+                    reader = _open_partition(image, p, p.entry.size)
+                    reader.close()
+                    needed = max(needed, reader.header.total_blocks * reader.header.block_size)
+                elif p.method == Method.SWAP:
+                    needed = p.entry.size
+                out.append(SavedPartition(p.kernel_name, pm, needed))
+        return out
 
     # -- what restore calls
     def check_chunks_present(self, manifest: Manifest) -> None:
@@ -1026,6 +1135,13 @@ def import_image(
     if isinstance(folder, str):
         folder = image_folder_at(folder, CredentialChain())
     image = read_image(folder)
+    if image.partitions_only:
+        raise ClonezillaImageError(
+            f"Clonezilla image {image.name} holds partitions only (ocs-sr saveparts); "
+            "import takes whole-disk images (savedisk)",
+            hint="restore it straight from its folder onto partitions: liferaft restore "
+            "--repo FOLDER --image NAME --to PARTITION",
+        )
     target = validate_name(name or _safe_name(image.name))
     repo.ensure_writable()
     image_id, _now = repo.new_image_id(target)

@@ -7,7 +7,7 @@ Contract (stable; other parts of liferaft are written against it):
     repo = eng.open_repository("/mnt/usb/liferaft")  # Repository (path today, URLs later)
     images = eng.list_images(repo)                   # list[ImageSummary], newest last
     manifest = eng.load_manifest(repo, "web1@20261125T101500Z")   # or just "web1" = newest
-    plan = eng.plan_restore(repo, "web1", ["/dev/sdb"], grow=False)  # RestorePlan, no writes
+    plan = eng.plan_restore(repo, "web1", ["/dev/sdb"], RestoreChoices(grow=True))  # no writes
     print(plan.render())                             # human text: what is erased, new layout
     result = eng.restore(plan, progress=cb, cancel=token, verify=True)
     result = eng.capture(repo, "web1", ["/dev/sda"], progress=cb, cancel=token)
@@ -42,6 +42,7 @@ from rescue_app.engine import luks as _luks
 from rescue_app.engine import mounts as _mounts
 from rescue_app.engine import network as _network
 from rescue_app.engine import online as _online
+from rescue_app.engine import partrestore as _partrestore
 from rescue_app.engine import plan as _plan
 from rescue_app.engine import power as _power
 from rescue_app.engine import probe as _probe
@@ -62,7 +63,7 @@ from rescue_app.engine.keychain import SecretRequest as _SecretRequest
 from rescue_app.engine.manifest import ImageSummary, Manifest
 from rescue_app.engine.network import Interface, NetworkStatus
 from rescue_app.engine.online import BackupRequest
-from rescue_app.engine.plan import RestorePlan
+from rescue_app.engine.plan import RestoreChoices, RestorePlan
 from rescue_app.engine.prune import PruneResult
 from rescue_app.engine.repository import REPO_FILE, Repository
 from rescue_app.engine.restore import (
@@ -101,6 +102,13 @@ def _watched(operation: Callable[_P, _R], repo_of: Callable[[Any], Repository]) 
             return operation(*args, **kwargs)
 
     return watched
+
+
+def _load_manifest(
+    repo: Repository, ref: str, progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+) -> Manifest:  # fmt: skip
+    return repo.load_manifest(ref, progress, cancel)
 
 
 class Engine:
@@ -218,21 +226,6 @@ class Engine:
         that ``open_repository`` opens read-only (the UI's media scan)."""
         return _clonezilla.looks_like_clonezilla(path)
 
-    def read_image_through(
-        self,
-        repo: Repository,
-        ref: str,
-        *,
-        progress: ProgressCallback = no_progress,
-        cancel: CancelToken | None = None,
-    ) -> None:
-        """Read an image that has to be read whole before it can be planned (a
-        Clonezilla image: every partclone checksum, every volume), reporting
-        progress; plan_restore then uses that reading. Nothing for liferaft
-        images (their manifest says everything)."""
-        if isinstance(repo, _clonezilla.ClonezillaSource):
-            repo.load_manifest(ref, progress=progress, cancel=cancel)
-
     def import_clonezilla(
         self,
         repo: Repository,
@@ -272,35 +265,31 @@ class Engine:
     def list_images(self, repo: Repository) -> list[ImageSummary]:
         return repo.list_images()
 
-    def load_manifest(self, repo: Repository, ref: str) -> Manifest:
-        return repo.load_manifest(ref)
+    # The image's manifest. An image that has to be read whole before it can
+    # be planned (a Clonezilla image: every partclone checksum, every volume)
+    # is read here, reporting ``progress``; plan_restore then uses that reading.
+    load_manifest = staticmethod(_watched(_load_manifest, lambda repo: repo))
 
     def plan_restore(
         self,
         repo: Repository,
         ref: str,
         targets: Sequence[str],
-        *,
-        grow: bool = False,
-        grow_lv: str | None = None,
-        shrink: Sequence[str] = (),
-        seed: bool = True,
-        check_first: bool = True,
+        choices: RestoreChoices | None = None,
     ) -> RestorePlan:
-        """``grow_lv``: with ``grow``, the logical volume (``VG/LV``) that takes
-        a grown PV's new space (default: the one holding /, else the last).
-        ``shrink``: on a smaller disk, partitions (``N``, ``diskD/pN``) that may
-        shrink after the last one. ``seed``: partitions the target already holds
-        at their place are compared chunk by chunk and only what differs is
-        fetched and written (False: every chunk is written). ``check_first``:
-        every chunk is read and checked before the first write (False: a
-        damaged one stops the restore midway)."""
+        """Image ``ref`` onto the disks ``targets`` (``/dev/X``, ``serial:...``)
+        as the user chose (``RestoreChoices``: grow, the LV that takes the new
+        space, partitions that may shrink, seeding, the check before writing;
+        None: the defaults)."""
         manifest = repo.load_manifest(ref)
+        if self.holds_partitions_only(repo, ref):
+            raise UsageError(
+                f"{manifest.ref} is a Clonezilla saveparts image: it holds partitions, no "
+                "disk, and is restored onto existing partitions",
+                hint="liferaft restore --repo ... --image ... --to PARTITION (e.g. /dev/sdb2)",
+            )
         disks = [_diskscan.find_disk(t) for t in targets]
-        choices = _plan.RestoreChoices(
-            grow=grow, grow_lv=grow_lv, shrink=tuple(shrink), seed=seed, check_first=check_first
-        )
-        plan = _plan.make_restore_plan(repo, manifest, disks, choices)
+        plan = _plan.make_restore_plan(repo, manifest, disks, choices or RestoreChoices())
         # Before anything is confirmed or erased (and in a dry run): every
         # chunk the image needs must be in the repository, and no PV the
         # image recreates may be on another disk.
@@ -308,6 +297,37 @@ class Engine:
         check_volume_groups_absent(plan)
         check_btrfs_uuids_free(plan)
         return plan
+
+    @staticmethod
+    def holds_partitions_only(repo: Repository, ref: str) -> bool:
+        """The image is a Clonezilla saveparts image (restored onto partitions)."""
+        return (
+            isinstance(repo, _clonezilla.ClonezillaSource)
+            and repo.saved_partitions(ref) is not None
+        )
+
+    @staticmethod
+    def plan_partition_restore(
+        repo: Repository, ref: str, targets: Sequence[str]
+    ) -> _partrestore.PartitionRestorePlan:
+        """A saveparts image onto existing partitions (``targets``: one per
+        saved partition in order, or ``SAVED=PARTITION``); no writes."""
+        saved = (
+            repo.saved_partitions(ref) if isinstance(repo, _clonezilla.ClonezillaSource) else None
+        )
+        if saved is None:
+            raise UsageError(
+                f"{ref} is a whole-disk image: it is restored onto disks",
+                hint="name target disks with --to (e.g. /dev/sdb)",
+            )
+        manifest = repo.load_manifest(ref)
+        plan = _partrestore.plan_partition_restore(repo, manifest, saved, targets)
+        repo.check_chunks_present(manifest)
+        return plan
+
+    restore_partitions = staticmethod(
+        _watched(_partrestore.apply_partition_plan, lambda plan: plan.repo)
+    )
 
     # ``luks_key``: for an image with unlocked LUKS volumes (``luks_keys``).
     # (apply_plan re-plans from the disks as they are now and refuses a plan

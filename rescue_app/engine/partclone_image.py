@@ -156,7 +156,7 @@ def sniff_compression(head: bytes) -> str | None:
         return "bzip2"
     if head.startswith(b"\x04\x22\x4d\x18"):
         return "lz4"
-    if head.startswith(MAGIC):
+    if head.startswith(MAGIC) or head.startswith(b"\x00ntfsclone-image"):
         return "none"
     if head[:1] == b"\x5d" and head[1:3] == b"\x00\x00":
         return "lzma"
@@ -164,16 +164,17 @@ def sniff_compression(head: bytes) -> str | None:
 
 
 def open_decompressed(
-    paths: list[str], where: str, opener: Opener | None = None
+    paths: list[str], where: str, opener: Opener | None = None, *, plain_ok: bool = False
 ) -> tuple[Readable, str]:
     """The decompressed stream of a partclone image's volumes, and the
-    compression found (by the first bytes; Clonezilla's suffix can lie)."""
+    compression found (by the first bytes; Clonezilla's suffix can lie).
+    ``plain_ok``: bytes of no known kind are the data itself (a dd image)."""
     first = (opener or _open_local)(paths[0])
     try:
         head = first.read(16)
     finally:
         first.close()
-    kind = sniff_compression(head)
+    kind = sniff_compression(head) or ("none" if plain_ok else None)
     if kind is None:
         raise ClonezillaImageError(
             f"{where}: unsupported compression (the file starts with {head[:6].hex()}); "
@@ -351,6 +352,18 @@ class Strip:
     data: memoryview
 
 
+class BlockImage(Protocol):
+    """What a reader of one partition image hands out (partclone's here,
+    ntfsclone's and dd's in engine/ntfsclone_dd.py): the used blocks in order."""
+
+    header: PartcloneHeader
+    where: str
+
+    def byte_extents(self) -> ExtentMap: ...
+    def strips(self) -> Iterator[Strip]: ...
+    def close(self) -> None: ...
+
+
 class PartcloneReader:
     """One partclone image, read once from start to end.
 
@@ -380,29 +393,7 @@ class PartcloneReader:
             )
 
     def _read(self, n: int, what: str) -> bytes:
-        try:
-            data = self.stream.read(n)
-            while len(data) < n:
-                more = self.stream.read(n - len(data))
-                if not more:
-                    break
-                data += more
-        except (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as exc:
-            raise ClonezillaImageError(
-                f"{self.where}: cannot read the {what}: {_reason(exc)}",
-                hint="the image is damaged or incomplete (a truncated file or a missing volume)",
-            ) from None
-        except RuntimeError as exc:  # lz4 reports damage as RuntimeError
-            raise ClonezillaImageError(
-                f"{self.where}: cannot read the {what}: {exc}",
-                hint="the image is damaged or incomplete",
-            ) from None
-        if len(data) < n:
-            raise ClonezillaImageError(
-                f"{self.where}: the image ends early, in the {what}",
-                hint="the file is truncated or a split volume (.ab, .ac, ...) is missing",
-            )
-        return data
+        return read_exactly(self.stream, n, self.where, what)
 
     def byte_extents(self) -> ExtentMap:
         bs = self.header.block_size
@@ -469,6 +460,37 @@ class PartcloneReader:
 
     def close(self) -> None:
         self.stream.close()
+
+
+def read_exactly(
+    stream: Readable, n: int, where: str, what: str, *, or_nothing: bool = False
+) -> bytes:
+    """``n`` bytes of ``stream``; a short read or a decompression error is one
+    ClonezillaImageError naming ``where`` and ``what``. ``or_nothing``: the
+    stream may also be at its end (b"")."""
+    try:
+        data = stream.read(n)
+        while len(data) < n:
+            more = stream.read(n - len(data))
+            if not more:
+                break
+            data += more
+    except (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as exc:
+        raise ClonezillaImageError(
+            f"{where}: cannot read the {what}: {_reason(exc)}",
+            hint="the image is damaged or incomplete (a truncated file or a missing volume)",
+        ) from None
+    except RuntimeError as exc:  # lz4 reports damage as RuntimeError
+        raise ClonezillaImageError(
+            f"{where}: cannot read the {what}: {exc}",
+            hint="the image is damaged or incomplete",
+        ) from None
+    if len(data) < n and not (or_nothing and not data):
+        raise ClonezillaImageError(
+            f"{where}: the image ends early, in the {what}",
+            hint="the file is truncated or a split volume (.ab, .ac, ...) is missing",
+        )
+    return data
 
 
 def _reason(exc: BaseException) -> str:
