@@ -184,3 +184,55 @@ def test_spool_keeps_up_to_its_budget(tmp_path):
         assert os.listdir(tmp_path) == []  # unlinked from the start
     finally:
         spool.close()
+
+
+def test_spool_keeps_checked_bytes_in_its_share(tmp_path):
+    """Checked bytes while they fit in PLAIN_SHARE of the budget, then the
+    stored form; each comes back only as what it was kept as."""
+    spool = ChunkSpool(20, str(tmp_path))
+    try:
+        assert spool.keep("a", b"st", b"checked!!!")  # 10 bytes: the plain share
+        assert spool.keep("b", b"stored", b"checked-b")  # no room as checked: stored
+        assert spool.take_checked("a") == b"checked!!!" and spool.take("a") is None
+        assert spool.take("b") == b"stored" and spool.take_checked("b") is None
+        assert (spool.kept, spool.checked, spool.size) == (2, 1, 16)
+    finally:
+        spool.close()
+
+
+@pytest.mark.root
+def test_checked_chunks_are_not_decompressed_and_hashed_again(image, workdir):
+    """What the check kept of a plain repository, the writes take as it is:
+    get_chunk hashes none of it again (before, each chunk was decompressed
+    and hashed a second time: the check cost a restore over HTTP 1.77 x).
+    A chunk kept stored (no room) is still checked when taken."""
+    engine = Engine()
+    repo = engine.open_repository(image.repo)
+    digests = sorted({d for d, _, _ in image.manifest.chunk_refs()})
+    hashed: list[int] = []
+    chunk_id = repo.envelope.chunk_id
+
+    def counted(data: bytes | bytearray | memoryview) -> str:
+        hashed.append(len(data))
+        return chunk_id(data)
+
+    spool = ChunkSpool(1 << 40, workdir)
+    try:
+        wanted = {d: repo.get_chunk(d) for d in digests}
+        for d in digests:
+            repo.check_chunk(d, keep=spool)
+        assert spool.checked == len(digests)
+        repo.spool = spool
+        repo.envelope.chunk_id = counted  # type: ignore[method-assign]
+        assert {d: repo.get_chunk(d) for d in digests} == wanted
+        assert hashed == []
+    finally:
+        spool.close()
+    small = ChunkSpool(1, workdir)  # nothing fits: fetched and checked again
+    try:
+        repo.check_chunk(digests[0], keep=small)
+        hashed.clear()
+        repo.spool = small
+        assert repo.get_chunk(digests[0]) == wanted[digests[0]] and len(hashed) == 1
+    finally:
+        small.close()

@@ -324,21 +324,29 @@ class Repository:
 
     def get_chunk(self, digest: str, where: str = "") -> bytes:
         """Read, decompress and check one chunk; ChunkError names ``where``.
-        A chunk a restore's check kept in ``spool`` is taken from there."""
+        A chunk a restore's check kept in ``spool`` is taken from there: as
+        the check left it (see spool.py), else as stored and checked again."""
         place = f" ({where})" if where else ""
-        blob = self.spool.take(digest) if self.spool is not None else None
+        blob = None
+        if self.spool is not None:
+            data = self.spool.take_checked(digest)
+            if data is not None:
+                return data
+            blob = self.spool.take(digest)
         return self._unseal(digest, blob or self._fetch_chunk(digest, place), place)
 
     def check_chunk(self, digest: str, where: str = "", keep: ChunkSpool | None = None) -> int:
         """Read and check one chunk as ``get_chunk`` does, without returning
-        it; its stored form goes to ``keep`` when given (and not full). The
-        chunk's length; ChunkError names ``where``."""
+        it; it goes to ``keep`` when given (and not full): the checked bytes
+        of a plain repository, the stored (sealed) form of an encrypted one,
+        whose plaintext never goes to the temporary folder (a disk on an
+        installed system). The chunk's length; ChunkError names ``where``."""
         place = f" ({where})" if where else ""
         blob = self._fetch_chunk(digest, place)
-        n = len(self._unseal(digest, blob, place))
+        data = self._unseal(digest, blob, place)
         if keep is not None:
-            keep.keep(digest, blob)
-        return n
+            keep.keep(digest, blob, None if self.envelope.encrypted else data)
+        return len(data)
 
     def _fetch_chunk(self, digest: str, place: str) -> bytes:
         try:
