@@ -176,8 +176,10 @@ painter = threading.Thread(target=draw)
 painter.start()
 try:
     for _ in range(3):
-        write_table(sys.argv[1], PartitionTable("gpt", None),
-                    [NewPartition(1, 1 << 20, 8 << 20, "gpt", None, None, "a", None, False)], 512)
+        # an MBR: libparted writes it (a GPT is one sfdisk command)
+        write_table(sys.argv[1], PartitionTable("dos", None),
+                    [NewPartition(1, 1 << 20, 8 << 20, "primary", "83", None, None, None, False)],
+                    512)
 finally:
     stop.set()
     painter.join()
