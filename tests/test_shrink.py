@@ -4,12 +4,21 @@ shrink, how each is laid back, what is refused and how it is said."""
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 
 import pytest
 
+from rescue_app.engine.extents import ExtentMap
 from rescue_app.engine.manifest import Manifest
-from rescue_app.engine.plan import RestorePlan, plan_disk
-from rescue_app.engine.shrink import minimum_size, parse_choice
+from rescue_app.engine.plan import RestorePlan, plan_disk, seeded_partitions
+from rescue_app.engine.shrink import (
+    SCRATCH_MARGIN,
+    minimum_size,
+    parse_choice,
+    scratch_need,
+    shrinkable,
+)
+from rescue_app.engine.units import human_size
 from rescue_app.errors import TargetRefusedError, UsageError
 from tests.test_engine_units import MIB, _image, _part, _target
 
@@ -92,11 +101,16 @@ def test_a_chosen_partition_shrinks_after_the_last_and_the_next_moves():
 
 
 @pytest.mark.parametrize(
-    "fs, why",
-    [("vfat", "vfat is laid back block-level only"), ("ntfs", "ntfsresize")],
+    "fs, method, why",
+    [
+        ("vfat", "used-blocks", "vfat is laid back block-level only"),
+        ("ntfs", "raw", "an NTFS stored raw cannot be shrunk"),
+    ],
 )
-def test_what_cannot_shrink_is_refused_with_the_smallest_disk(fs, why):
-    image = _image([_part(1, MIB, 100 * MIB, "ext4"), _part(2, 101 * MIB, 800 * MIB, fs)])
+def test_what_cannot_shrink_is_refused_with_the_smallest_disk(fs, method, why):
+    image = _image(
+        [_part(1, MIB, 100 * MIB, "ext4"), _part(2, 101 * MIB, 800 * MIB, fs, method=method)]
+    )
     with pytest.raises(TargetRefusedError) as err:
         plan_disk(image, _target(700 * MIB), grow=False)
     assert "too small" in str(err.value) and why in str(err.value)
@@ -220,3 +234,73 @@ def test_an_unknown_shrink_partition_is_one_line_even_when_nothing_shrinks():
     with pytest.raises(UsageError, match="--shrink 7: disk 1 of the image has no such") as err:
         check_choice(ESP_ROOT, [7])
     assert err.value.hint == "choose from: 1, 2"
+
+
+def test_ntfs_shrinks_with_ntfsresize_and_says_so_with_its_scratch_space():
+    image = _image(
+        [
+            _part(1, MIB, 100 * MIB, "vfat"),
+            _part(2, 101 * MIB, 16 * MIB, None, method="raw"),  # an MSR
+            dataclasses.replace(
+                _part(3, 117 * MIB, 800 * MIB, "ntfs"),
+                used_bytes=200 * MIB,
+                used_map=ExtentMap([(0, 100 * MIB), (700 * MIB, 100 * MIB)]),
+            ),
+        ]
+    )
+    d = plan_disk(image, _target(600 * MIB), grow=False)
+    esp, msr, ntfs = d.steps
+    assert not esp.shrunk and not msr.shrunk
+    assert ntfs.resize and not ntfs.files and ntfs.shrunk
+    assert ntfs.new.start + ntfs.new.size == 600 * MIB - 33 * 512
+    # the 100 MiB beyond the new end are moved below it by ntfsresize: the
+    # scratch copy holds them twice
+    need = scratch_need(ntfs.source, ntfs.new.size)
+    assert need == 300 * MIB + SCRATCH_MARGIN
+    text = " ".join(_render(d).split())
+    assert f"NTFS p3: shrink with ntfsresize 800.0 MiB → {human_size(ntfs.new.size)}" in text
+    assert f"takes up to {human_size(need)} in the temporary folder (TMPDIR)" in text
+    assert seeded_partitions(d) == ()  # its blocks are not the image's
+
+
+def test_ntfs_whose_data_does_not_fit_is_refused_naming_data_and_room():
+    image = _image(
+        [_part(1, MIB, 100 * MIB, "vfat"), _used(_part(2, 101 * MIB, 800 * MIB, "ntfs"), 500 * MIB)]
+    )
+    with pytest.raises(TargetRefusedError) as err:
+        plan_disk(image, _target(500 * MIB), grow=False)
+    assert "partition 2 (ntfs) does not fit" in str(err.value)
+    assert "500.0 MiB of data" in str(err.value) and "at least" in err.value.hint
+
+
+def test_shrinkable_lists_the_partitions_a_user_may_choose():
+    image = _image(
+        [
+            _part(1, MIB, 100 * MIB, "vfat"),
+            _used(_part(2, 101 * MIB, 400 * MIB, "ntfs"), 100 * MIB),
+            _used(_part(3, 501 * MIB, 400 * MIB, "ext4"), 100 * MIB),
+            _used(_part(4, 901 * MIB, 90 * MIB, "ext4"), 10 * MIB),
+        ]
+    )
+    # the ESP cannot shrink, the last one (4) shrinks first anyway
+    assert [p.number for p in shrinkable(image)] == [2, 3]
+
+
+def test_scratch_space_too_small_is_refused_in_one_line(tmp_path, monkeypatch):
+    from rescue_app.engine import ntfsshrink
+
+    gib = 1024 * MIB
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+    big = _image([_used(_part(1, MIB, 800 * gib, "ntfs"), 500 * gib)], size=801 * gib)
+    plan = _plan(plan_disk(big, _target(700 * gib), grow=False))
+    step = plan.disks[0].steps[0]
+    need = scratch_need(step.source, step.new.size)
+    with pytest.raises(TargetRefusedError) as err:  # no test machine has 500 GiB free
+        ntfsshrink.check_scratch_space(plan)
+    msg = str(err.value)
+    assert msg.startswith(f"shrinking NTFS partition 1 needs {human_size(need)} of scratch space")
+    assert f"in {tmp_path}, which has " in msg and "\n" not in msg
+    assert "set TMPDIR to a folder with at least" in err.value.hint
+    small = _image([_used(_part(1, MIB, 800 * MIB, "ntfs"), 8 * MIB)])
+    ntfsshrink.check_scratch_space(_plan(plan_disk(small, _target(600 * MIB), grow=False)))

@@ -62,6 +62,7 @@ from rescue_app.engine.keychain import SecretKind as _SecretKind
 from rescue_app.engine.keychain import SecretRequest as _SecretRequest
 from rescue_app.engine.manifest import ImageSummary, Manifest
 from rescue_app.engine.network import Interface, NetworkStatus
+from rescue_app.engine.ntfsshrink import check_scratch_space
 from rescue_app.engine.online import BackupRequest
 from rescue_app.engine.plan import RestoreChoices, RestorePlan
 from rescue_app.engine.prune import PruneResult
@@ -296,6 +297,7 @@ class Engine:
         repo.check_chunks_present(manifest)
         check_volume_groups_absent(plan)
         check_btrfs_uuids_free(plan)
+        check_scratch_space(plan)
         return plan
 
     @staticmethod

@@ -117,10 +117,12 @@ def mounted(
 # its FUSE tree)
 
 
-def attach_loop(path: str) -> str:
-    """A read-only loop device over the file ``path``; returns its /dev path."""
-    dev = run(["losetup", "--find", "--show", "--read-only", path], timeout=TIMEOUT).stdout
-    log.info("attached %s read-only to %s", path, dev.strip())
+def attach_loop(path: str, *, writable: bool = False) -> str:
+    """A loop device over the file ``path`` (read-only unless ``writable``:
+    a restore's scratch copy); returns its /dev path."""
+    mode = [] if writable else ["--read-only"]
+    dev = run(["losetup", "--find", "--show", *mode, path], timeout=TIMEOUT).stdout
+    log.info("attached %s %s to %s", path, "read-write" if writable else "read-only", dev.strip())
     return dev.strip()
 
 

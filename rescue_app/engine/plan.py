@@ -23,7 +23,13 @@ from rescue_app.engine.manifest import (
     VolumeGroupImage,
 )
 from rescue_app.engine.repository import Repository
-from rescue_app.engine.shrink import check_choice, parse_choice, shrink_layout
+from rescue_app.engine.shrink import (
+    RESIZED,
+    check_choice,
+    parse_choice,
+    scratch_need,
+    shrink_layout,
+)
 from rescue_app.engine.table import NewPartition
 from rescue_app.engine.units import human_size
 from rescue_app.errors import TargetRefusedError, UsageError
@@ -44,6 +50,8 @@ class PartitionStep:
     # Laid back file-level: a new filesystem, the files copied in (shrink.py)
     files: bool = False
     why: str = ""  # why it shrinks or moves, for the plan
+    # Shrunk by ntfsresize in a scratch copy, then copied (ntfsshrink.py)
+    resize: bool = False
 
     @property
     def grown(self) -> bool:
@@ -56,6 +64,9 @@ class PartitionStep:
 
 @dataclass(frozen=True)
 class DiskPlan:
+    """One captured disk onto one target disk: the table it gets and a step
+    per partition (what is laid where, grown, shrunk or copied file-level)."""
+
     image: DiskImage
     target: BlockDisk
     table: PartitionTable
@@ -387,7 +398,7 @@ def seeded_partitions(d: DiskPlan) -> tuple[int, ...]:
     target holds no table and the same kind of filesystem (or the mark of an
     interrupted restore)."""
     t = d.target
-    steps = [s for s in d.steps if s.source.method in SEEDABLE and not s.files]
+    steps = [s for s in d.steps if s.source.method in SEEDABLE and not s.files and not s.resize]
     if d.table.type == "none":
         whole = not t.pttype and not t.partitions
         same = bool(steps) and t.fstype == steps[0].source.filesystem.type
@@ -564,8 +575,16 @@ def _shrunk_plan(image: DiskImage, target: BlockDisk, chosen: Sequence[int]) -> 
     for p, n in zip(image.partitions, new, strict=True):
         why = ""
         files = p.number in taken and p.method != Method.SWAP
+        resize = files and p.filesystem.type in RESIZED
         if p.method == Method.FILES:
             files = True
+        elif resize:
+            files = False
+            why = (
+                f"NTFS p{p.number}: shrink with ntfsresize {human_size(p.size)} → "
+                f"{human_size(n.size)}, in a sparse scratch copy that takes up to "
+                f"{human_size(scratch_need(p, n.size))} in the temporary folder (TMPDIR)"
+            )
         elif files:
             why = (
                 f"shrunk from {human_size(p.size)} to {human_size(n.size)}: a new "
@@ -578,7 +597,7 @@ def _shrunk_plan(image: DiskImage, target: BlockDisk, chosen: Sequence[int]) -> 
             why = f"swap made anew at {human_size(n.size)} (same UUID and label)"
         elif n.start != p.start:
             why = f"moved by {human_size(p.start - n.start)} towards the start; laid back as it is"
-        steps.append(PartitionStep(p, n, False, files, why))
+        steps.append(PartitionStep(p, n, False, files, why, resize))
     return DiskPlan(
         image=image, target=target, table=image.table, steps=tuple(steps), notes=(note,)
     )

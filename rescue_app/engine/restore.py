@@ -23,7 +23,16 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from rescue_app.engine import blockio, filelevel, filetree, luks, lvm, mdraid, restoremark
+from rescue_app.engine import (
+    blockio,
+    filelevel,
+    filetree,
+    luks,
+    lvm,
+    mdraid,
+    ntfsshrink,
+    restoremark,
+)
 from rescue_app.engine.bootentry import recreate_boot_entries
 from rescue_app.engine.browse import mount_image
 from rescue_app.engine.chunkio import RESTORE_WORKERS, WORKERS, pipeline
@@ -162,8 +171,37 @@ def apply_plan(
     check_volume_groups_absent(plan)
     luks_keys = _luks_keys(plan, luks_key)
     check_btrfs_uuids_free(plan)
-    with _checked_first(plan, progress, cancel) as compared:
-        return _apply_checked(plan, luks_keys, started, progress, cancel, verify, compared)
+    ntfsshrink.check_scratch_space(plan)
+    with _checked_first(plan, progress, cancel) as compared, ntfsshrink.Scratch() as scratch:
+        _shrink_ntfs(plan, scratch, progress, cancel)
+        return _apply_checked(plan, luks_keys, started, progress, cancel, verify, compared, scratch)
+
+
+def _shrink_ntfs(
+    plan: RestorePlan,
+    scratch: ntfsshrink.Scratch,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+) -> None:
+    """Each NTFS partition that shrinks, shrunk in its scratch copy before
+    the first write to a target (ntfsshrink.py): one that cannot shrink that
+    far is refused with every target untouched."""
+    steps = ntfsshrink.resized_steps(plan)
+    counter = _Counter(sum(s.source.used_bytes for _, s in steps), progress, "shrink")
+    for d, step in steps:
+        p = step.source
+        where = f"{plan.manifest.ref} disk {d.image.index + 1} {p.label}"
+        try:
+            with scratch.device(d.image.index, p) as dev:
+                r = _Region(plan.repo, plan.manifest, where, p, dev, counter, cancel)
+                _lay_held(r, _write_partition(r))
+        except CancelledError:
+            raise CancelledError(
+                "restore cancelled before anything was written to the target"
+            ) from None
+        progress(Progress("shrink", f"ntfsresize {where}", counter.done, counter.total))
+        ntfsshrink.shrink(scratch.files[(d.image.index, p.number)], p, step.new.size)
+    scratch.fetched = counter.fetched
 
 
 def _apply_checked(
@@ -174,15 +212,20 @@ def _apply_checked(
     cancel: CancelToken | None,
     verify: bool,
     compared: _Comparisons,
+    scratch: ntfsshrink.Scratch,
 ) -> RestoreResult:
     """The writing part of ``apply_plan``, once every chunk is checked;
-    ``compared``: what the check found of the seeded partitions."""
+    ``compared``: what the check found of the seeded partitions;
+    ``scratch``: the NTFS partitions shrunk already."""
     counter = _Counter(plan.write_bytes, progress, "restore")
+    counter.moved(fetched=scratch.fetched)
     notes: list[str] = []
     firsts: list[bytes] = []  # each disk's first bytes as they were, for its boot code
     for d in plan.disks:
         try:
-            firsts.append(_restore_disk(plan.repo, plan.manifest, d, counter, cancel, compared))
+            firsts.append(
+                _restore_disk(plan.repo, plan.manifest, d, counter, cancel, compared, scratch)
+            )
         except RepositoryError as exc:
             # A chunk that cannot be fetched or is wrong stops the restore
             # midway: say so, the disk must not be trusted as it is.
@@ -298,10 +341,14 @@ def _check_chunks(
     progress: ProgressCallback,
     cancel: CancelToken | None,
 ) -> _Comparisons:
-    """Read and check, once each, the chunks of ``_to_fetch``; what it compared."""
+    """Read and check, once each, the chunks of ``_to_fetch`` as it finds
+    them (a seed restore's fetches overlap its reading of the target); what
+    it compared."""
     repo, m = plan.repo, plan.manifest
-    needed, compared = _to_fetch(plan, cancel)
-    total_bytes = len(needed) * m.chunk_size
+    compared: _Comparisons = {}
+    # every distinct chunk (plan.check_line); a seeded disk needs fewer
+    most = len({d for *_place, chunks in restore_regions(m) for d in chunks if d is not None})
+    total_bytes = most * m.chunk_size
     done = checked = 0
 
     def count(results: list[int]) -> None:
@@ -309,13 +356,16 @@ def _check_chunks(
         for n in results:
             checked += 1
             done += n
-            item = f"chunk {checked} of {len(needed)}"
+            item = f"chunk {checked} of {most}"
             progress(Progress("check", item, done, max(total_bytes, done)))
 
     cancelled = CancelledError("restore cancelled while checking the chunks")
     try:
-        with pipeline(int, RESTORE_WORKERS) as pipe:
-            for digest, where in needed.items():
+        with (
+            pipeline(int, RESTORE_WORKERS) as pipe,
+            contextlib.closing(_to_fetch(plan, cancel, compared)) as wanted,
+        ):
+            for digest, where in wanted:
                 if cancel is not None and cancel.cancelled:
                     raise cancelled
                 count(pipe.submit(repo.check_chunk, digest, where, spool))
@@ -324,23 +374,25 @@ def _check_chunks(
         # (a store's wait for its server says what it interrupted: the
         # user needs to know what it left behind, here nothing)
         raise cancelled from None
-    progress(Progress("check", f"{len(needed)} chunks checked", done, done))
+    progress(Progress("check", f"{checked} chunks checked", done, done))
     return compared
 
 
-def _to_fetch(plan: RestorePlan, cancel: CancelToken | None) -> tuple[dict[str, str], _Comparisons]:
-    """Each chunk the restore will fetch, once, and the first place that
-    needs it. Of a seeded disk, only the chunks that differ from what the
-    target holds now: its head compared as ``_head_bytes`` does, a seeded
-    partition by ``_Seed`` over the target's partition as it is. What the
-    seeded partitions' comparison found goes to the writes, which start
-    right after the check (reading and hashing a large disk twice would
-    double a seed restore's time); nothing is written before they start."""
+def _to_fetch(
+    plan: RestorePlan, cancel: CancelToken | None, compared: _Comparisons
+) -> Generator[tuple[str, str]]:
+    """Each chunk the restore will fetch, once, with the first place that
+    needs it, as soon as it is known. Of a seeded disk, only the chunks that
+    differ from what the target holds now: its head compared as
+    ``_head_bytes`` does, a seeded partition by ``_Seed`` over the target's
+    partition as it is. What the seeded partitions' comparison found goes
+    to ``compared``, for the writes, which start right after the check
+    (reading and hashing a large disk twice would double a seed restore's
+    time); nothing is written before they start."""
     repo, m = plan.repo, plan.manifest
     scratch = _Counter(0, no_progress, "check")
     disks = {d.image.index: (d, *_read_heads(d, scratch)) for d in plan.disks}
-    needed: dict[str, str] = {}
-    compared: _Comparisons = {}
+    needed: set[str] = set()
     for where, disk, number, chunks in restore_regions(m):
         wanted: Iterable[tuple[int, str | None]] = enumerate(chunks)
         if disk is not None:
@@ -357,9 +409,9 @@ def _to_fetch(plan: RestorePlan, cancel: CancelToken | None) -> tuple[dict[str, 
                 compared[(disk, number)] = seed.found
                 wanted = ((i, digest) for i, digest, _ in seed.changed(_chunks(r), _uncounted))
         for i, digest in wanted:
-            if digest is not None:
-                needed.setdefault(digest, f"{where} at offset {i * m.chunk_size}")
-    return needed, compared
+            if digest is not None and digest not in needed:
+                needed.add(digest)
+                yield digest, f"{where} at offset {i * m.chunk_size}"
 
 
 def _uncounted(_: list[int]) -> None:
@@ -416,6 +468,7 @@ def _restore_disk(
     counter: _Counter,
     cancel: CancelToken | None,
     compared: _Comparisons,
+    scratch: ntfsshrink.Scratch | None = None,
 ) -> bytes:
     """Write one disk so that, wherever it stops, nothing looks restored: the
     mark first, each partition's first MiB after the rest is on the disk. The
@@ -464,7 +517,7 @@ def _restore_disk(
     held: list[tuple[_Region, list[_Piece]]] = []
     for step in d.steps:
         p = step.source
-        if p.method in (Method.USED, Method.RAW) and not step.files:
+        if p.method in (Method.USED, Method.RAW) and not step.files and not step.resize:
             where = f"{m.ref} disk {image.index + 1} {p.label}"
             r = _Region(repo, m, where, p, nodes[p.number], counter, cancel)
             known = compared.get((image.index, p.number))
@@ -475,6 +528,14 @@ def _restore_disk(
     for r, pieces in held:
         _lay_held(r, pieces)
     _stage("heads", cancel)
+    for step in d.steps:
+        if step.resize and scratch is not None:
+            p = step.source
+            item = f"{nodes[p.number]} (ntfs, shrunk)"
+            counter.add(item, 0, 0, p.used_bytes)
+            path = scratch.files[(image.index, p.number)]
+            counter.moved(written=ntfsshrink.copy_to(path, nodes[p.number], step.new.size, cancel))
+            counter.add(item, p.used_bytes, p.used_bytes, p.used_bytes)
     for step in d.steps:
         if step.source.method == Method.SWAP:
             _mkswap(nodes[step.source.number], step.source)
@@ -1278,6 +1339,10 @@ def _verify_disk(
             # laid back file by file: its blocks are not the image's
             filetree.check_filesystem(nodes[p.number], p.filesystem.type)
             counter.add(f"{nodes[p.number]} (fsck)", p.used_bytes, p.used_bytes, p.used_bytes)
+            continue
+        if step.resize:  # shrunk by ntfsresize: neither
+            ntfsshrink.check(nodes[p.number])
+            counter.add(f"{nodes[p.number]} (ntfsfix)", p.used_bytes, p.used_bytes, p.used_bytes)
             continue
         if p.method not in (Method.USED, Method.RAW):
             continue

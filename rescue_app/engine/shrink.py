@@ -6,14 +6,14 @@ N``), each no further than what its data needs. A partition that keeps its
 size is laid back block-level (partclone's used blocks need the whole old
 filesystem); one that shrinks is laid back file-level: a new filesystem with
 the same type, UUID, label and features, its files copied from the image
-(engine/filetree.py). Partitions after a shrunk one move towards the start
-by as much, keeping the gaps between them (an MBR logical partition's EBR).
+(engine/filetree.py). NTFS shrinks with ntfsresize instead, in a scratch
+copy in the temporary folder (engine/ntfsshrink.py). Partitions after a
+shrunk one move towards the start by as much, keeping the gaps between them
+(an MBR logical partition's EBR).
 
 What cannot shrink, and why:
 - vfat: the host kernel here has no vfat driver to copy files into; an EFI
   system partition is small, so it is kept at its size (block-level).
-- NTFS: ntfsresize shrinks a volume in place, so it needs the whole old
-  volume on a device first, which a smaller disk does not have.
 - anything stored raw (no filesystem liferaft knows), an LVM physical volume,
   an MBR extended partition's container (it follows its logical partitions).
 A shrink that cannot fit is refused before anything is written.
@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rescue_app.engine.diskmodel import BlockDisk
+from rescue_app.engine.extents import clip, total
 from rescue_app.engine.manifest import DiskImage, Method, PartitionImage
 from rescue_app.engine.table import NewPartition
 from rescue_app.engine.units import human_size
@@ -32,6 +33,8 @@ from rescue_app.errors import TargetRefusedError, UsageError
 MIB = 1 << 20
 # Filesystems engine/filetree.py can make anew and fill with a file tree.
 FILE_LEVEL = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs"})
+# Filesystems shrunk by their own resizer in a scratch copy (ntfsshrink.py).
+RESIZED = frozenset({"ntfs"})
 # The smallest filesystem mkfs makes (mkfs.xfs refuses below 300 MiB).
 _FLOOR = {"xfs": 300 * MIB, "btrfs": 256 * MIB}
 _DEFAULT_FLOOR = 16 * MIB
@@ -49,7 +52,7 @@ def minimum_size(p: PartitionImage) -> int | None:
     """The smallest size ``p`` can be laid back into; None: it cannot shrink."""
     if p.method == Method.SWAP:
         return min(p.size, SWAP_MINIMUM)
-    if p.method != Method.USED or p.filesystem.type not in FILE_LEVEL:
+    if p.method != Method.USED or p.filesystem.type not in FILE_LEVEL | RESIZED:
         return None
     need = p.used_bytes + p.used_bytes // 10 + _HEADROOM
     need = max(need, _FLOOR.get(p.filesystem.type, _DEFAULT_FLOOR))
@@ -66,10 +69,23 @@ def why_fixed(p: PartitionImage) -> str:
     if fs == "vfat":
         return "vfat is laid back block-level only (an EFI system partition keeps its size)"
     if fs == "ntfs":
-        return "NTFS can only be shrunk in place (ntfsresize), on a disk that holds it whole"
+        return "an NTFS stored raw cannot be shrunk (ntfsresize needs its used blocks)"
     if p.method == Method.RAW:
         return f"{fs or 'no filesystem'} is stored raw and cannot be copied file by file"
     return f"{fs or 'its content'} cannot be copied file by file"
+
+
+# What a scratch copy needs beyond the data: ntfsresize's own writes (the
+# bitmap, the MFT records it changes) and the filesystem's block rounding.
+SCRATCH_MARGIN = 64 * MIB
+
+
+def scratch_need(p: PartitionImage, new_size: int) -> int:
+    """Bytes the sparse scratch copy of NTFS ``p`` takes when shrunk to
+    ``new_size``: its used blocks, plus those beyond ``new_size`` a second
+    time (ntfsresize copies them below it; the old ones stay in the file)."""
+    beyond = total(clip(p.used_map, new_size, p.size))
+    return p.used_bytes + beyond + SCRATCH_MARGIN
 
 
 def name_of(p: PartitionImage) -> str:
@@ -114,6 +130,16 @@ def check_choice(image: DiskImage, chosen: Sequence[int]) -> None:
             f"--shrink {unknown[0]}: disk {image.index + 1} of the image has no such partition",
             hint="choose from: " + ", ".join(str(n) for n in numbers),
         )
+
+
+def shrinkable(image: DiskImage) -> list[PartitionImage]:
+    """The partitions a user may let shrink besides the last one (which
+    shrinks first anyway): those with at least a MiB to give."""
+    data = [p for p in image.partitions if p.kind != "extended"]
+    if not data:
+        return []
+    last = max(data, key=lambda p: p.end)
+    return [p for p in data if p is not last and _room(p) >= MIB]
 
 
 def shrink_layout(
@@ -227,9 +253,12 @@ def _room(p: PartitionImage) -> int:
 
 __all__ = [
     "FILE_LEVEL",
+    "RESIZED",
     "check_choice",
     "minimum_size",
     "parse_choice",
+    "scratch_need",
+    "shrinkable",
     "shrink_layout",
     "usable_end",
     "why_fixed",
