@@ -934,7 +934,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="PART",
         help="on a smaller disk, a partition (N, or diskD/pN) that may shrink after the "
-        "last one (its files are copied onto a new filesystem); repeatable",
+        "last one (its files are copied onto a new filesystem; NTFS is shrunk by "
+        "ntfsresize in a scratch copy in TMPDIR); repeatable",
     )
 
     p = _command(

@@ -34,6 +34,7 @@ from rescue_app.engine.repository import NAME_RE, REPO_FILE, Repository
 from rescue_app.engine.results import CaptureResult, RestoreResult, VerifyReport
 from rescue_app.engine.retention import ForgetPlan, KeepPolicy
 from rescue_app.engine.schedule import Schedule, ScheduledBackup
+from rescue_app.engine.shrink import shrinkable
 from rescue_app.engine.units import human_duration, human_rate, human_size
 
 __all__ = [
@@ -79,4 +80,5 @@ __all__ = [
     "human_size",
     "image_time",
     "last_good_backups",
+    "shrinkable",
 ]

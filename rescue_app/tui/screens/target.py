@@ -2,6 +2,9 @@
 
 Only disks the engine considers free are listed (``matching.candidate_targets``):
 the running system's disk, the boot medium and mounted disks never appear.
+On a target smaller than the image's disk the last partition shrinks; the
+other partitions that could shrink are listed as checkboxes, and the user
+ticks those that may shrink too (the CLI's ``--shrink``).
 Nothing is written here; the typed confirmation comes next (confirm.py).
 """
 
@@ -13,16 +16,18 @@ from rich.table import Table
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Checkbox, Footer, Header, Select, Static
 
 from rescue_app.engine import (
     BlockDisk,
     Manifest,
     Repository,
+    RestoreChoices,
     RestorePlan,
     describe_contents,
     human_size,
+    shrinkable,
 )
 from rescue_app.errors import LiferaftError, UsageError
 from rescue_app.tui import keymap
@@ -90,11 +95,14 @@ class TargetScreen(ImageScreen):
         self.plan: RestorePlan | None = None
         self.problem = ""  # why there is no plan, for the next key
         self.ready = False
+        # The partitions offered to shrink, as (image disk index, number)
+        self.shrink_offer: tuple[tuple[int, int], ...] = ()
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield VerticalScroll(id="target-selects")
         yield MarkedCheckbox("Grow the last partition to fill a larger disk", id="grow")
+        yield Vertical(id="shrink-choices")
         with VerticalScroll(id="plan-box"):
             yield Static("Reading the image and the disks...", id="plan-view")
         with Horizontal(classes="buttons"):
@@ -141,6 +149,7 @@ class TargetScreen(ImageScreen):
                 id=f"target-{image.index}",
             )
             box.mount(select)
+        self.query_one("#shrink-choices", Vertical).mount_all(self.shrink_boxes(manifest))
         self.ready = True
         self.query_one(Select).focus()
         self.replan()
@@ -176,12 +185,56 @@ class TargetScreen(ImageScreen):
             view.update("Choose a target disk for each disk of the image.")
             return
         view.update("Planning...")
-        self.make_plan(targets, self.query_one("#grow", Checkbox).value)
+        self.offer_shrink(targets)
+        shrink = tuple(
+            f"disk{disk + 1}/p{number}"
+            for disk, number in self.shrink_offer
+            if self.query_one(f"#shrink-{disk}-{number}", Checkbox).value
+        )
+        self.make_plan(targets, self.query_one("#grow", Checkbox).value, shrink)
+
+    def offer_shrink(self, targets: list[str]) -> None:
+        """Show the checkbox of each partition that may shrink besides the
+        last one, on the image disks whose target is smaller (a tick stays
+        while another smaller target is chosen)."""
+        assert self.manifest is not None
+        sizes = {d.path: d.size for d in self.candidates}
+        smaller = {
+            image.index
+            for image, target in zip(self.manifest.disks, targets, strict=True)
+            if sizes.get(target, image.required_size) < image.required_size
+        }
+        offer = []
+        for box in self.query(".shrink").results(Checkbox):
+            disk = int(str(box.id).split("-")[1])
+            box.display = disk in smaller
+            if box.display:
+                offer.append((disk, int(str(box.id).split("-")[2])))
+        self.shrink_offer = tuple(offer)
+        self.query_one("#shrink-choices", Vertical).display = bool(offer)
+
+    def shrink_boxes(self, manifest: Manifest) -> list[Checkbox]:
+        """A hidden checkbox per partition a user may let shrink (see offer_shrink)."""
+        several = len(manifest.disks) > 1
+        boxes: list[Checkbox] = []
+        for image in manifest.disks:
+            for p in shrinkable(image):
+                where = f"disk {image.index + 1} partition" if several else "partition"
+                box = MarkedCheckbox(
+                    f"Let {where} {p.number} shrink too ({p.filesystem.type or 'raw'}, "
+                    f"{human_size(p.used_bytes)} of data in {human_size(p.size)})",
+                    id=f"shrink-{image.index}-{p.number}",
+                    classes="shrink",
+                )
+                box.display = False
+                boxes.append(box)
+        return boxes
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="plan")
-    def make_plan(self, targets: list[str], grow: bool) -> None:
+    def make_plan(self, targets: list[str], grow: bool, shrink: tuple[str, ...] = ()) -> None:
         try:
-            plan = self.lapp.engine.plan_restore(self.repo, self.ref, targets, grow=grow)
+            choices = RestoreChoices(grow=grow, shrink=shrink)
+            plan = self.lapp.engine.plan_restore(self.repo, self.ref, targets, choices)
         except LiferaftError as exc:
             self.app.call_from_thread(self.show_plan, None, str(exc))
             return
@@ -192,7 +245,10 @@ class TargetScreen(ImageScreen):
         self.plan = plan
         self.problem = problem
         if plan is None:
-            view.update(Text(f"Cannot restore there: {problem}"))
+            text = f"Cannot restore there: {problem}"
+            if self.shrink_offer:
+                text += "\nTick a partition above to let it shrink too."
+            view.update(Text(text))
             return
         view.update(plan_table(plan))
         self.query_one("#next", Button).disabled = False
