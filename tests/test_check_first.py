@@ -22,7 +22,7 @@ from rescue_app.engine import Engine
 from rescue_app.engine.kernel import reread_partitions
 from rescue_app.engine.manifest import Manifest
 from rescue_app.engine.repository import chunk_rel
-from rescue_app.engine.spool import ChunkSpool
+from rescue_app.engine.spool import ChunkSpool, in_memory
 from tests.conftest import _disk_backed_tmp
 from tests.enginekit import (
     Layout,
@@ -42,6 +42,7 @@ LAYOUT = Layout(
 # onto them has nothing to seed from.
 OLD = Layout("msdos", [PartSpec(None, "ext4", "old")], ["ext4"])
 DISK = 96 * MIB
+SHM = "/dev/shm"  # tmpfs, as the rescue system's /tmp
 
 
 @dataclass
@@ -186,10 +187,18 @@ def test_spool_keeps_up_to_its_budget(tmp_path):
         spool.close()
 
 
-def test_spool_keeps_checked_bytes_in_its_share(tmp_path):
-    """Checked bytes while they fit in PLAIN_SHARE of the budget, then the
-    stored form; each comes back only as what it was kept as."""
-    spool = ChunkSpool(20, str(tmp_path))
+def test_spool_keeps_checked_bytes_in_its_share(workdir):
+    """In memory (tmpfs): checked bytes while they fit in PLAIN_SHARE of the
+    budget, then the stored form; each comes back only as what it was kept
+    as. On a disk: only the stored form."""
+    assert in_memory(SHM) and not in_memory(workdir)
+    on_disk = ChunkSpool(20, workdir)
+    try:
+        assert on_disk.keep("a", b"st", b"checked!!!")
+        assert on_disk.take("a") == b"st" and on_disk.take_checked("a") is None
+    finally:
+        on_disk.close()
+    spool = ChunkSpool(20, SHM)
     try:
         assert spool.keep("a", b"st", b"checked!!!")  # 10 bytes: the plain share
         assert spool.keep("b", b"stored", b"checked-b")  # no room as checked: stored
@@ -216,7 +225,7 @@ def test_checked_chunks_are_not_decompressed_and_hashed_again(image, workdir):
         hashed.append(len(data))
         return chunk_id(data)
 
-    spool = ChunkSpool(1 << 40, workdir)
+    spool = ChunkSpool(1 << 40, SHM)
     try:
         wanted = {d: repo.get_chunk(d) for d in digests}
         for d in digests:
