@@ -441,6 +441,8 @@ def test_tui_restores_a_clonezilla_image_from_a_url(cz: Images, loopdisk, workdi
             app = LiferaftApp(Engine(), media_filter=lambda d: getattr(d, "path", None) == target)
             async with app.run_test(size=(80, 24)) as pilot:
                 screen = await open_target(pilot, url)
+                # (the image is read whole over HTTP before disks are offered)
+                await wait_until(pilot, lambda: bool(screen.query("#target-0")), "read", 600)
                 screen.query_one("#target-0", Select).value = target
                 await settle(pilot)
                 assert screen.plan is not None, screen_text(pilot)

@@ -195,8 +195,9 @@ def open_source(
     try:
         names = _listing(store, "")
         plain = [n.rstrip("/") for n in names]
-        if _is_image(plain):
-            return ClonezillaSource(store, {"": ImageFiles(store, "", plain)})
+        if _is_image(plain):  # one image folder: known by its own name
+            one = ImageFiles(store, "", plain)
+            return ClonezillaSource(store, {one.name: one})
         folders = {}
         for n in names:
             if not store.can_list and not n.endswith("/"):

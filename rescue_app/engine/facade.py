@@ -694,8 +694,14 @@ def _watching(
 ) -> Iterator[None]:
     """For the length of one operation, the repository's store reports its
     retries on the operation's progress and stops them when it is cancelled."""
+    # Operations on one repository may overlap (the UI's workers): each puts
+    # back what it found, never deleting a watch that is not its own.
+    earlier = vars(repo.store).get("watch")
     repo.store.watch = Watch(repo.location, progress, cancel)
     try:
         yield
     finally:
-        del repo.store.watch  # back to the store's quiet default
+        if earlier is not None:
+            repo.store.watch = earlier
+        else:  # back to the store's quiet default
+            vars(repo.store).pop("watch", None)
