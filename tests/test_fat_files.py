@@ -13,6 +13,7 @@ loop disk."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,7 @@ from rescue_app.engine.manifest import Filesystem, Method
 from rescue_app.engine.repository import Repository
 from rescue_app.errors import DiskError
 from rescue_app.run import run
-from tests.enginekit import liferaft
+from tests.enginekit import assert_one_line_error, liferaft
 from tests.helpers.diskkit import (
     MIB,
     MTOOLS_ENV,
@@ -41,6 +42,10 @@ from tests.helpers.diskkit import (
 
 VOLUME_ID = "4A1B-2C3D"
 LABEL = "EFISYS"
+
+
+def _sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _boot_sector(path: str) -> bytes:
@@ -136,4 +141,24 @@ def test_an_esp_captured_file_by_file_restores_with_its_id_label_and_files(
     assert fat_options(_boot_sector(new_esp)) == before
     assert tree_checksums(new_esp, "vfat") == expected
     fsck_clean(new_esp, "vfat")
-    assert Path(new_esp).exists()
+
+    # extract reads the archive of a partition captured file by file
+    out = os.path.join(workdir, "out")
+    proc = liferaft("extract", "--repo", repo_path, "--image", "espfiles", "--partition", "1",
+                    "/docs", "/data/big-random.bin", "--to", out)  # fmt: skip
+    assert "extracted 2 path(s) of disk1/p1" in proc.stdout, proc.stdout
+    got = {
+        os.path.relpath(os.path.join(d, n), out): _sha256(os.path.join(d, n))
+        for d, _dirs, names in os.walk(out)
+        for n in names
+    }
+    assert got == {
+        "big-random.bin": expected["data/big-random.bin"],
+        **{k: v for k, v in expected.items() if k.startswith("docs/")},
+    }
+    # a path it does not hold: one line, nothing written
+    empty = os.path.join(workdir, "empty")
+    proc = liferaft("extract", "--repo", repo_path, "--image", "espfiles", "--partition", "1",
+                    "/docs", "/no/such", "--to", empty, check=False)  # fmt: skip
+    assert_one_line_error(proc, "/no/such is not in partition disk1/p1 (vfat)")
+    assert os.listdir(empty) == []

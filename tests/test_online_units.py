@@ -95,8 +95,9 @@ def _manifest(method: Method, tree: FileTree | None) -> Manifest:
         Filesystem("ext4", "u-1", "root"), method, 5000, ExtentMap(()), ("ab" * 32,), "", tree,
     )  # fmt: skip
     disk = DiskImage(
-        0, None, None, None, 128 * MIB, 512, 512, None, PartitionTable("gpt", "g"),
-        Region(0, MIB, (None,)), None, (part,),
+        index=0, model=None, serial=None, wwn=None, size=128 * MIB, logical_sector_size=512,
+        physical_sector_size=512, transport=None, table=PartitionTable("gpt", "g"),
+        head=Region(0, MIB, (None,)), gpt_backup=None, partitions=(part,),
     )  # fmt: skip
     return Manifest("w", "20261204T000000Z", "c", "h", "v", 4 * MIB, "sha256", "zstd", (disk,))
 
@@ -116,5 +117,6 @@ def test_a_file_level_partition_makes_a_version_4_manifest_that_reads_back() -> 
 def test_browsing_a_file_level_partition_is_one_clear_refusal() -> None:
     m = _manifest(Method.FILES, FileTree("tar-pax", 5000, 3, ()))
     for spec in (None, "1", "disk1/p1"):
-        with pytest.raises(UsageError, match="captured file by file"):
+        with pytest.raises(UsageError, match="captured file by file") as exc:
             select_partition(m, spec)
+        assert "'liferaft extract --partition disk1/p1 PATH... --to FOLDER'" in exc.value.hint

@@ -26,6 +26,7 @@ import contextlib
 import errno
 import logging
 import os
+import shutil
 import stat
 import tempfile
 import threading
@@ -34,7 +35,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-from rescue_app.engine import mounts
+from rescue_app.engine import filelevel, mounts
 from rescue_app.engine.imagefs import (
     DEFAULT_CACHE_BYTES,
     FUSE_TYPE,
@@ -141,21 +142,39 @@ def _shown(
     )
 
 
+def _file_level(
+    manifest: Manifest, spec: str | None, with_files: Sequence[BrowsePartition]
+) -> tuple[str, PartitionImage] | None:
+    """The partition captured file by file (the online backup) that ``spec``
+    names, or without a spec the image's only one when no other partition
+    has files; its folder (``disk1/p2``) with it."""
+    text = (spec or "").strip().strip("/")
+    found = [
+        (f"disk{disk.index + 1}/p{p.number}", p)
+        for disk in manifest.disks
+        for p in disk.partitions
+        if p.method == Method.FILES
+    ]
+    if spec is None:
+        return found[0] if len(found) == 1 and not with_files else None
+    named = [(folder, p) for folder, p in found if text in (str(p.number), folder)]
+    return named[0] if len(named) == 1 else None
+
+
 def _refuse_file_level(
     manifest: Manifest, spec: str | None, with_files: Sequence[BrowsePartition]
 ) -> None:
-    """A partition captured file by file (the online backup) is not shown by
-    a browse mount yet: say so when it is the one asked for (or the only one)."""
-    text = (spec or "").strip().strip("/")
-    for disk in manifest.disks:
-        for p in disk.partitions:
-            named = text in (str(p.number), f"disk{disk.index + 1}/p{p.number}")
-            if p.method == Method.FILES and (named or (spec is None and not with_files)):
-                raise UsageError(
-                    f"partition {p.number} of image {manifest.ref} was captured file by file "
-                    "(liferaft backup): browsing and extracting it is not supported yet",
-                    hint="restore the image to a spare disk and read the files there",
-                )
+    """A partition captured file by file is not shown by a browse mount yet
+    (extract reads it): say so when it is the one asked for (or the only one)."""
+    found = _file_level(manifest, spec, with_files)
+    if found is not None:
+        folder, p = found
+        raise UsageError(
+            f"partition {p.number} of image {manifest.ref} was captured file by file "
+            "(liferaft backup): a browse mount does not show it yet",
+            hint=f"'liferaft extract --partition {folder} PATH... --to FOLDER' copies its "
+            "files out; or restore the image to a spare disk",
+        )
 
 
 def select_partition(
@@ -363,15 +382,7 @@ class ImageMount:
         started = time.monotonic()
         root = self.files_root(part)
         sources = [_inside(root, p, part, self.manifest) for p in paths]
-        names: dict[str, str] = {}
-        for given in paths:
-            name = os.path.basename(os.path.normpath("/" + given))
-            if name in names:
-                raise UsageError(
-                    f"{names[name]} and {given} would both be copied as {name}",
-                    hint="copy them in two goes, or into two folders",
-                )
-            names[name] = given
+        _copy_names(paths)
         dest = check_destination(to, "destination")
         total = sum(_tree_bytes(s) for s in sources)
         os.makedirs(dest, exist_ok=True)
@@ -526,6 +537,10 @@ def extract(
     require_root("extracting files from an image")
     if not paths:
         raise UsageError("no path to extract", hint="name files or folders of the partition")
+    found = _file_level(manifest, partition, [p for p in browse_partitions(manifest) if p.files])
+    if found is not None:
+        folder, image = found
+        return _extract_archive(repo, manifest, folder, image, paths, to, progress, cancel)
     part = select_partition(manifest, partition)
     dest = check_destination(to)
     point = tempfile.mkdtemp(prefix="liferaft-extract-")
@@ -535,6 +550,67 @@ def extract(
     finally:
         with contextlib.suppress(OSError):
             os.rmdir(point)
+
+
+def _extract_archive(
+    repo: Repository,
+    manifest: Manifest,
+    folder: str,
+    p: PartitionImage,
+    paths: Sequence[str],
+    to: str,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+) -> ExtractResult:
+    """Extract from a partition captured file by file: its archive is read
+    once through GNU tar into a folder made in ``to``, then each path moved
+    into ``to`` (nothing is left there when a path is missing or on cancel)."""
+    started = time.monotonic()
+    _copy_names(paths)
+    dest = check_destination(to)
+    rels = [os.path.normpath("/" + given).lstrip("/") for given in paths]
+    if "" in rels:
+        raise UsageError("extract copies files and folders of a partition, not its top",
+                         hint="name the folders below / to copy")  # fmt: skip
+    for rel in rels:
+        if os.path.lexists(os.path.join(dest, os.path.basename(rel))):
+            raise UsageError(
+                f"{os.path.join(dest, os.path.basename(rel))} exists already",
+                hint="extract into a folder that does not hold it",
+            )
+    where = f"partition {folder} ({p.filesystem.type}) of image {manifest.ref}"
+    length = p.tree.length if p.tree else 0
+    done = 0
+
+    def read(n: int, _where: str) -> None:
+        nonlocal done
+        done += n
+        progress(Progress("extract", where, done, length, done, length))
+
+    os.makedirs(dest, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".liferaft-extract-", dir=dest)
+    try:
+        members = [f"./{rel}" for rel in rels]
+        filelevel.extract_members(repo, p, where, members, staging, read=read, cancel=cancel)
+        size = _tree_bytes(staging)
+        for rel in rels:
+            os.replace(os.path.join(staging, rel), os.path.join(dest, os.path.basename(rel)))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ExtractResult(folder, tuple(paths), dest, size, time.monotonic() - started)
+
+
+def _copy_names(paths: Sequence[str]) -> None:
+    """Each path is copied under its last name: two with the same one clash."""
+    names: dict[str, str] = {}
+    for given in paths:
+        name = os.path.basename(os.path.normpath("/" + given))
+        if name in names:
+            raise UsageError(
+                f"{names[name]} and {given} would both be copied as {name}",
+                hint="copy them in two goes, or into two folders",
+            )
+        names[name] = given
 
 
 @contextlib.contextmanager

@@ -36,6 +36,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import stat
 import tarfile
 from collections.abc import Callable, Iterator
@@ -44,7 +45,7 @@ from dataclasses import dataclass, field
 from rescue_app.engine import filetree, mounts
 from rescue_app.engine.manifest import Filesystem, FileTree, Manifest, PartitionImage
 from rescue_app.engine.repository import CHUNK_SIZE, Repository
-from rescue_app.errors import CancelledError, CommandError, DiskError
+from rescue_app.errors import CancelledError, CommandError, DiskError, UsageError
 from rescue_app.progress import CancelToken
 from rescue_app.run import feed, run
 
@@ -341,6 +342,61 @@ def remove_stale_snapshots(top: str) -> list[str]:
     return stale
 
 
+# GNU tar unpacking an archive of ours (from stdin) with every piece of metadata
+_UNTAR = ["tar", "-x", "-f", "-", "--numeric-owner", "--same-owner", "-p", "--xattrs",
+          "--xattrs-include=*", "--delay-directory-restore"]  # fmt: skip
+
+
+def _archive(
+    repo: Repository,
+    p: PartitionImage,
+    where: str,
+    cancel: CancelToken | None,
+    stopped: CancelledError,
+    read: Advance | None = None,
+) -> Iterator[bytes]:
+    """The partition's archive, chunk by chunk from the repository (``stopped``
+    raised once ``cancel`` is set; ``read`` told each chunk's length)."""
+    for i, digest in enumerate(p.chunks):
+        if cancel is not None and cancel.cancelled:
+            raise stopped
+        if digest is not None:
+            data = repo.get_chunk(digest, f"{where} stream chunk {i}")
+            if read is not None:
+                read(len(data), where)
+            yield data
+
+
+def extract_members(
+    repo: Repository,
+    p: PartitionImage,
+    where: str,
+    members: list[str],
+    into: str,
+    *,
+    read: Advance | None = None,
+    cancel: CancelToken | None = None,
+) -> None:
+    """Unpack ``members`` of the partition's archive (``./etc/fstab``; a folder
+    with everything below it; ``.`` for all) into the folder ``into``: the
+    archive is read once, through GNU tar. A member the archive does not
+    hold: one error naming it."""
+    tree = p.tree
+    if tree is None or tree.format != STREAM_FORMAT:
+        raise DiskError(f"{where}: not a file-level image this liferaft can read")
+    stopped = CancelledError(f"extract cancelled while reading {where}; nothing was copied")
+    try:
+        feed([*_UNTAR, "-C", into, "--", *members], _archive(repo, p, where, cancel, stopped, read))
+    except CommandError as exc:
+        missing = re.findall(r"tar: \./?(.*): Not found in archive", exc.stderr)
+        if missing:
+            raise UsageError(
+                f"/{missing[0]} is not in {where}",
+                hint="check the spelling: paths as on the machine backed up, e.g. /etc/fstab",
+            ) from None
+        raise DiskError(f"reading the files of {where} failed: {exc}") from None
+
+
 def identity(p: PartitionImage) -> filetree.FsIdentity:
     assert p.tree is not None
     fs = p.filesystem
@@ -363,23 +419,15 @@ def write_stream(
         raise DiskError(f"{where}: not a file-level image this liferaft can lay back")
     ident = identity(p)
     subvolumes = [filetree.Subvolume(s, s in tree.read_only) for s in tree.subvolumes]
-
-    def chunks() -> Iterator[bytes]:
-        for i, digest in enumerate(p.chunks):
-            if cancel is not None and cancel.cancelled:
-                raise CancelledError(
-                    f"restore cancelled while writing the files of {node}: the disk is "
-                    "only partly written and will not work",
-                    hint="run the restore again before using this disk",
-                )
-            if digest is not None:
-                yield repo.get_chunk(digest, f"{where} stream chunk {i}")
+    stopped = CancelledError(
+        f"restore cancelled while writing the files of {node}: the disk is "
+        "only partly written and will not work",
+        hint="run the restore again before using this disk",
+    )
 
     def fill(point: str) -> None:
-        argv = ["tar", "-x", "-f", "-", "-C", point, "--numeric-owner", "--same-owner", "-p"]
-        argv += ["--xattrs", "--xattrs-include=*", "--delay-directory-restore"]
         try:
-            feed(argv, chunks())
+            feed(_UNTAR + ["-C", point], _archive(repo, p, where, cancel, stopped))
         except CommandError as exc:
             raise DiskError(
                 f"writing the files of {where} onto {node} failed: {exc}",
@@ -395,6 +443,7 @@ __all__ = [
     "STREAM_FORMAT",
     "btrfs_snapshots",
     "capture_tree",
+    "extract_members",
     "identity",
     "remove_stale_snapshots",
     "write_stream",
