@@ -22,11 +22,13 @@ is paid once; each drill works on a sparse copy.
 At each boot the machine's drill-lvm unit (LVM_SCRIPT) checks what it holds
 (fsck of root from a snapshot, of /boot and the ESP; the payload's checksums;
 every writer file whole), and, when a disk labelled LRREPO is attached,
-installs the liferaft package found there (`dpkg -i`, as an administrator
-would: this tree's, so the cached disk never holds a stale one), starts the
-writer, runs `liferaft backup` into that disk while the writer runs, and
-checks the snapshots are gone. Then it prints one MARKER line of key=value
-figures on ttyS0 and powers off.
+runs the drill's script found there (lvm_backup.sh, not part of the cached
+disk): it installs the liferaft package from that disk (`dpkg -i`, as an
+administrator would: this tree's, so the cached disk never holds a stale
+one), starts the writer, schedules the backup (`liferaft schedule`), starts
+the timer's service while the writer runs, checks the snapshots are gone and
+how a failing scheduled run ends. Then the unit prints one MARKER line of
+key=value figures on ttyS0 and powers off.
 """
 
 from __future__ import annotations
@@ -118,29 +120,17 @@ rootlv=$(blockdev --getsize64 /dev/{VG}/root)
 rootfs=$(dumpe2fs -h /dev/{VG}/root 2>/dev/null \\
     | awk -F: '/^Block count/{{c=$2}} /^Block size/{{s=$2}} END{{printf "%.0f", c*s}}')
 vgfree=$(vgs --noheadings --nosuffix --units b -o vg_free {VG} | tr -d ' ')
-backup=none; seconds=0; writes=0; writer=none; snaps=none; rootrw=none
+backup="backup=none"
 if repo=$(blkid -L {REPO_LABEL}); then
+    # the online backup and its figures: the drill's script on that disk
     mkdir -p /mnt/repo && mount "$repo" /mnt/repo
-    dpkg -i /mnt/repo/liferaft.deb > /dev/null
-    systemctl start drill-writer.service
-    sleep 3
-    # what a backup that crashed leaves behind
-    lvcreate -q -y -s -n liferaft-snap-root -L 32M {VG}/root
-    started=$(date +%s)
-    liferaft backup --repo /mnt/repo/repo --name {IMAGE} 2>&1 | sed 's/^/BACKUP: /'
-    backup=${{PIPESTATUS[0]}}
-    seconds=$(($(date +%s) - started))
-    writer=$(systemctl is-active drill-writer.service)
-    systemctl stop drill-writer.service
-    writes=$(cat /run/drill-writes)
-    snaps=$(lvs --noheadings -o lv_name {VG} | grep -c liferaft-snap)
-    rootrw=$(findmnt -n -o OPTIONS / | cut -d, -f1)
+    bash /mnt/repo/backup.sh /run/drill-backup.fields
+    backup=$(cat /run/drill-backup.fields)
     umount /mnt/repo
 fi
 echo "{MARKER} cmdpath=${{cmdpath:-none}} swaps=$swaps root=$(findmnt -n -o SOURCE /)" \\
     "pid1=$(cat /proc/1/comm) fsck=$fsck static=$static files=$files torn=$torn" \\
-    "rootlv=$rootlv rootfs=$rootfs vgfree=$vgfree backup=$backup seconds=$seconds" \\
-    "writer=$writer writes=$writes snaps=$snaps rootrw=$rootrw"
+    "rootlv=$rootlv rootfs=$rootfs vgfree=$vgfree $backup"
 sync
 systemctl --no-block poweroff
 """
@@ -262,6 +252,10 @@ def lvm_machine(image: Path, size: int, work: Path, iso: Path, deb: Path) -> Lvm
     h = hashlib.sha256(f"{tarball.name}\0{size}\0".encode())
     for code in (__file__, mk.__file__):
         h.update(Path(code).read_bytes())
+    # What this process lays on the disk, too: a run that imported an older
+    # lvmkit.py must not store its disk under the key of the file edited since.
+    for text in (GUEST_SCRIPT, LVM_SCRIPT, LVM_UNIT, WRITER, WRITER_UNIT):
+        h.update(text.encode())
     cached = mk.cache_dir() / f"lvm-machine-{h.hexdigest()[:16]}.img"
     facts = cached.with_suffix(".json")
     if not facts.exists():

@@ -9,10 +9,14 @@ a bigger disk, grown, and boots again with UEFI and with BIOS.
    installs this tree's liferaft package from it (dpkg -i),
    systemd as PID 1, a writer service keeps replacing files (each carrying
    its own checksum), a stale liferaft-snap-root lies around as after a
-   crash, and `liferaft backup` captures the running system: root from an
-   LVM snapshot, /boot and the ESP file by file, swap not stored.
+   crash, `liferaft schedule` enables a daily timer (with --keep-last 3)
+   and its service, started as the timer starts it, captures the running
+   system (lvm_backup.sh): root from an LVM snapshot, /boot and the ESP
+   file by file, swap not stored; then forget --prune runs.
    Afterwards no liferaft-snap-* LV is left (the stale one too), the writer
-   still runs, root is still mounted read-write.
+   still runs, root is still mounted read-write. A second schedule, into an
+   SFTP server that does not answer, fails: its unit's result is exit-code,
+   status 1, with one "liferaft: error:" line in the journal.
 3. The disk dies. The stick's unattended restore (UEFI, liferaft.grow=1)
    lays the image onto a disk 1 GiB bigger; the PV and the root LV grow.
 4. The restored disk boots with UEFI through the boot entry the restore
@@ -52,6 +56,7 @@ TARGET_SERIAL = "LRLVMNEW"
 REPO_SERIAL = "LRLVMREPO"
 BACKUP_BOOT_S = 1200  # boot + online backup of ~700 MB under TCG
 BOOT_S = 300
+BACKUP_SCRIPT = Path(__file__).with_name("lvm_backup.sh")  # run by the machine from that disk
 
 
 def _boot(site: DrillSite, name: str, args: list[str], timeout: float) -> dict[str, str]:
@@ -85,6 +90,7 @@ def _repo_disk(path: Path, deb: Path) -> list[str]:
     mk._run(["mkfs.ext4", "-q", "-F", "-L", lvmkit.REPO_LABEL, str(path)])
     with mk.mounted(str(path)) as mnt:
         shutil.copyfile(deb, mnt / "liferaft.deb")
+        shutil.copyfile(BACKUP_SCRIPT, mnt / "backup.sh")
     return disk(path, REPO_SERIAL)
 
 
@@ -118,19 +124,34 @@ def test_lvm_root_backed_up_online_restored_grown_and_booting(
     _whole(src)
     console = Path(src["console"]).read_text("utf-8", "replace")
     assert src["cmdpath"] == "(hd0)", src
-    assert src["backup"] == "0", console[-6000:]
+    # the scheduled run: the timer enabled and waiting, its service ran the backup
+    assert src["timer"] == "enabled/active", src
+    assert src["next"] != "none", "the timer has no next run: its OnCalendar= was not read"
+    assert (src["backup"], src["result"]) == ("0", "success"), console[-6000:]
     assert src["writer"] == "active", "the writer stopped during the backup"
-    assert int(src["writes"]) > 20, src
+    writer_lines = [ln for ln in console.splitlines() if ln.startswith("WRITER: ")]
+    assert int(src["writes"] or 0) > 20, "\n".join([str(src), *writer_lines])
     assert src["snaps"] == "0", "a liferaft-snap LV was left (the stale one or the backup's)"
     assert src["rootrw"] == "rw", "root is no longer mounted read-write"
     backup_lines = [ln for ln in console.splitlines() if ln.startswith("BACKUP: ")]
     print("\n".join(backup_lines))
+    assert any("liferaft forget --repo /mnt/repo/repo --name drill-lvm --keep-last 3 --prune"
+               in ln for ln in backup_lines), "the schedule's retention did not run"  # fmt: skip
+    # a failing scheduled run: the unit fails with liferaft's status, one error line
+    fail_lines = [ln for ln in console.splitlines() if ln.startswith("FAILLOG: ")]
+    print("\n".join(fail_lines))
+    assert (src["failresult"], src["failstatus"]) == ("exit-code", "1"), src
+    assert src["faillines"] == "1" and "cannot connect to 127.0.0.1 port 2" in fail_lines[0], src
+    assert src["failleft"] == "0", "schedule --remove left the failing schedule"
     summary = "\n".join(backup_lines)
     assert re.search(
         r"logical volume root \(ext4\): block level, used blocks \(in use: read from the "
         r"snapshot liferaft-snap-root",
         summary,
     ), summary
+    # the mounted ESP (vfat: no snapshot) and /boot, file by file
+    for part in ("partition 2 (vfat)", "partition 3 (ext4)"):
+        assert f"{part}: file by file from the mounted tree" in summary, summary
     image_bytes = _image_bytes(repo_disk)
     print(f"backup: {src['seconds']} s online, repository {image_bytes / 1e6:.0f} MB, "
           f"writer replaced {src['writes']} files meanwhile")  # fmt: skip
