@@ -484,6 +484,7 @@ def cmd_restore(engine: Engine, args: argparse.Namespace) -> int:
             grow=args.grow,
             grow_lv=args.grow_lv,
             shrink=tuple(args.shrink),
+            scratch=args.scratch,
             seed=not args.no_seed,
             check_first=not args.no_check_first,
         )
@@ -935,7 +936,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PART",
         help="on a smaller disk, a partition (N, or diskD/pN) that may shrink after the "
         "last one (its files are copied onto a new filesystem; NTFS is shrunk by "
-        "ntfsresize in a scratch copy in TMPDIR); repeatable",
+        "ntfsresize in a scratch copy, see --scratch); repeatable",
+    )
+    p.add_argument(
+        "--scratch",
+        metavar="DIR",
+        help="folder for the scratch copy of an NTFS that shrinks, on a disk that is not "
+        "a target (it takes about the partition's used size; default: TMPDIR, else /tmp)",
     )
 
     p = _command(

@@ -97,23 +97,28 @@ def test_ntfs_shrinks_onto_a_smaller_disk(
     with open(small, "r+b") as f:
         f.write(os.urandom(MIB))
     before = disk_bytes_sha256(small, 0, 512 * MIB)
+    # (TMPDIR in the dry run, --scratch before writing)
     monkeypatch.setenv("TMPDIR", small_tmpfs)
-    for extra in ("--dry-run", "--yes"):
-        proc = liferaft(*restore, "--to", small, extra, check=False)
+    for extra in (["--dry-run"], ["--yes", "--scratch", small_tmpfs]):
+        proc = liferaft(*restore, "--to", small, *extra, check=False)
         assert_one_line_error(
             proc, "shrinking NTFS partition 3 needs", f"of scratch space in {small_tmpfs}"
         )
-        assert "set TMPDIR to a folder with at least" in proc.stderr
+        assert "give a folder with at least" in proc.stderr and "--scratch" in proc.stderr
+    proc = liferaft(*restore, "--to", small, "--dry-run", "--scratch", "/nonexistent", check=False)
+    assert_one_line_error(proc, "cannot use /nonexistent for the NTFS scratch copy")
     assert disk_bytes_sha256(small, 0, 512 * MIB) == before
 
+    # --scratch on a disk-backed folder (TMPDIR still the small one)
     scratch = os.path.join(workdir, "scratch")
     os.mkdir(scratch)
-    monkeypatch.setenv("TMPDIR", scratch)
-    plan = liferaft(*restore, "--to", small, "--dry-run").stdout
+    plan = liferaft(*restore, "--to", small, "--dry-run", "--scratch", scratch).stdout
     assert "NTFS p3: shrink with ntfsresize" in " ".join(plan.split()), plan
     assert disk_bytes_sha256(small, 0, 512 * MIB) == before
     started = time.monotonic()
-    out = liferaft(*restore, "--to", small, "--yes", "--verify", "--json").stdout
+    out = liferaft(
+        *restore, "--to", small, "--yes", "--verify", "--json", "--scratch", scratch
+    ).stdout
     shrink_seconds = time.monotonic() - started
     assert json.loads(out)["verified"]
     assert os.listdir(scratch) == [] and _scratch_loops() == []

@@ -45,9 +45,10 @@ def resized_steps(plan: RestorePlan) -> list[tuple[DiskPlan, PartitionStep]]:
     return [(d, s) for d in plan.disks for s in d.steps if s.resize]
 
 
-def scratch_folder() -> str:
-    """Where the scratch copies go: TMPDIR, else /tmp."""
-    return tempfile.gettempdir()
+def scratch_folder(plan: RestorePlan) -> str:
+    """Where the scratch copies go: the user's choice (``--scratch``), else
+    TMPDIR, else /tmp."""
+    return plan.choices.scratch or tempfile.gettempdir()
 
 
 def check_scratch_space(plan: RestorePlan) -> None:
@@ -57,13 +58,15 @@ def check_scratch_space(plan: RestorePlan) -> None:
     if not steps:
         return
     need = sum(scratch_need(s.source, s.new.size) for _, s in steps)
-    folder = scratch_folder()
+    folder = scratch_folder(plan)
     try:
         st = os.statvfs(folder)
+        if not os.path.isdir(folder):
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder")
     except OSError as exc:
         raise TargetRefusedError(
-            f"cannot use the temporary folder {folder} for the NTFS scratch copy: {exc.strerror}",
-            hint="set TMPDIR to a writable folder on a disk that is not a target",
+            f"cannot use {folder} for the NTFS scratch copy: {exc.strerror}",
+            hint="give a writable folder on a disk that is not a target (--scratch DIR)",
         ) from None
     free = st.f_bavail * st.f_frsize
     if free < need:
@@ -71,16 +74,17 @@ def check_scratch_space(plan: RestorePlan) -> None:
         raise TargetRefusedError(
             f"shrinking NTFS partition {which} needs {human_size(need)} of scratch space in "
             f"{folder}, which has {human_size(free)} free",
-            hint=f"set TMPDIR to a folder with at least {human_size(need)} free on a disk "
-            "that is not a target (e.g. TMPDIR=/mnt/usb liferaft restore ...), or choose a "
-            "disk that holds the NTFS partition at its size",
+            hint=f"give a folder with at least {human_size(need)} free on a disk that is "
+            "not a target (--scratch /mnt/usb, or TMPDIR; in the UI the scratch folder "
+            "field), or choose a disk that holds the NTFS partition at its size",
         )
 
 
 class Scratch:
     """The scratch copies of one restore, removed when it ends."""
 
-    def __init__(self) -> None:
+    def __init__(self, parent: str | None = None) -> None:
+        self.parent = parent  # where the folder is made (None: TMPDIR)
         self.folder: str | None = None
         self.files: dict[tuple[int, int], str] = {}
         self.fetched = 0  # bytes fetched from the repository to fill them
@@ -88,7 +92,7 @@ class Scratch:
     def new_file(self, disk: int, p: PartitionImage) -> str:
         """An empty sparse file of ``p``'s old size for partition ``p`` of ``disk``."""
         if self.folder is None:
-            self.folder = tempfile.mkdtemp(prefix="liferaft-ntfs-")
+            self.folder = tempfile.mkdtemp(prefix="liferaft-ntfs-", dir=self.parent)
         path = os.path.join(self.folder, f"disk{disk + 1}-p{p.number}.ntfs")
         try:
             with open(path, "wb") as f:

@@ -187,6 +187,8 @@ class RestoreChoices:
     grow: bool = False  # ``--grow``: extend the last partition into a larger disk
     grow_lv: str | None = None  # ``--grow-lv VG/LV``; None: the default choice
     shrink: tuple[str, ...] = ()  # partitions the user let shrink (``--shrink``)
+    # where an NTFS that shrinks gets its scratch copy (``--scratch``); None: TMPDIR
+    scratch: str | None = None
     seed: bool = True  # compare with what the targets hold (False: ``--no-seed``)
     # read and check every chunk before the first write (False: ``--no-check-first``)
     check_first: bool = True
@@ -583,7 +585,8 @@ def _shrunk_plan(image: DiskImage, target: BlockDisk, chosen: Sequence[int]) -> 
             why = (
                 f"NTFS p{p.number}: shrink with ntfsresize {human_size(p.size)} → "
                 f"{human_size(n.size)}, in a sparse scratch copy that takes up to "
-                f"{human_size(scratch_need(p, n.size))} in the temporary folder (TMPDIR)"
+                f"{human_size(scratch_need(p, n.size))} in the scratch folder (--scratch, "
+                "else TMPDIR)"
             )
         elif files:
             why = (

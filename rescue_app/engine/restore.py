@@ -172,7 +172,10 @@ def apply_plan(
     luks_keys = _luks_keys(plan, luks_key)
     check_btrfs_uuids_free(plan)
     ntfsshrink.check_scratch_space(plan)
-    with _checked_first(plan, progress, cancel) as compared, ntfsshrink.Scratch() as scratch:
+    with (
+        _checked_first(plan, progress, cancel) as compared,
+        ntfsshrink.Scratch(plan.choices.scratch) as scratch,
+    ):
         _shrink_ntfs(plan, scratch, progress, cancel)
         return _apply_checked(plan, luks_keys, started, progress, cancel, verify, compared, scratch)
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from textual.widgets import Checkbox, Select
+from textual.widgets import Checkbox, Input, Select
 
 from rescue_app.engine import BlockDisk, Manifest
 from rescue_app.engine.manifest import DiskImage, PartitionTable, Region
+from rescue_app.engine.ntfsshrink import check_scratch_space
 from rescue_app.engine.plan import RestoreChoices, RestorePlan, make_restore_plan
 from rescue_app.tui.app import LiferaftApp
 from rescue_app.tui.screens.target import TargetScreen
@@ -30,7 +31,7 @@ IMAGE = Manifest(
                     "partitions": (
                         _pimg(1, MIB, 512 * MIB, "vfat", "EFI", 31 * MIB),
                         _pimg(2, 513 * MIB, 100 * GIB, "ext4", "data", 10 * GIB),
-                        _pimg(3, 513 * MIB + 100 * GIB, 100 * GIB, "ntfs", "Windows", 20 * GIB),
+                        _pimg(3, 513 * MIB + 100 * GIB, 100 * GIB, "ntfs", "Windows", 100 * MIB),
                         _pimg(4, 513 * MIB + 200 * GIB, 40 * GIB, "ext4", "root", 5 * GIB),
                     ),
                     "table": PartitionTable("gpt", "8F3A"),
@@ -63,7 +64,9 @@ class ShrinkEngine(FakeEngine):
         choices: RestoreChoices | None = None,
     ) -> RestorePlan:
         disks = [self.find_disk(t) for t in targets]
-        return make_restore_plan(repo, IMAGE, disks, choices or RestoreChoices())
+        plan = make_restore_plan(repo, IMAGE, disks, choices or RestoreChoices())
+        check_scratch_space(plan)  # as Engine.plan_restore does
+        return plan
 
 
 def _shown(screen: TargetScreen) -> list[str]:
@@ -83,7 +86,7 @@ async def _tick(pilot: Any, screen: TargetScreen, box_id: str) -> None:
 
 
 @run_async
-async def test_user_chooses_which_partitions_shrink_on_a_smaller_disk() -> None:
+async def test_user_chooses_which_partitions_shrink_on_a_smaller_disk(tmp_path: Any) -> None:
     app = LiferaftApp(ShrinkEngine(), profile=PROFILE, media_filter=lambda d: False)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_targets(pilot)
@@ -92,6 +95,7 @@ async def test_user_chooses_which_partitions_shrink_on_a_smaller_disk() -> None:
         # The image's own disk (250 GiB): nothing shrinks, nothing offered.
         assert screen.plan is not None and screen.plan.disks[0].target.path == "/dev/sda"
         assert _shown(screen) == [] and not screen.query_one("#shrink-choices").display
+        assert not screen.query_one("#scratch").display
 
         screen.query_one("#target-0", Select).value = "/dev/sdd"
         await settle(pilot)
@@ -124,10 +128,26 @@ async def test_user_chooses_which_partitions_shrink_on_a_smaller_disk() -> None:
         assert steps[3].resize and not steps[2].shrunk
         text = " ".join(screen_text(pilot).split())
         assert "NTFS p3: shrink with ntfsresize 100.0 GiB →" in text
+        assert screen.plan.choices.scratch is None
+
+        # Its scratch folder: typed, Enter; a bad one is one line, a good one planned.
+        scratch = screen.query_one("#scratch", Input)
+        assert scratch.display
+        scratch.focus()
+        await pilot.press(*"/nonexistent", "enter")
+        await settle(pilot)
+        assert screen.plan is None
+        assert "cannot use /nonexistent for the NTFS scratch copy" in screen.problem
+        scratch.value = ""
+        await pilot.press(*str(tmp_path), "enter")
+        await settle(pilot)
+        assert screen.plan is not None, screen.problem
+        assert screen.plan.choices.scratch == str(tmp_path)
 
         # Back to a disk large enough: the offer goes away, nothing shrinks.
         screen.query_one("#target-0", Select).value = "/dev/sda"
         await settle(pilot)
         assert _shown(screen) == [] and not screen.query_one("#shrink-choices").display
         assert screen.plan is not None and screen.plan.choices.shrink == ()
+        assert screen.plan.choices.scratch is None
         assert not any(s.shrunk for s in screen.plan.disks[0].steps)

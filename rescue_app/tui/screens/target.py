@@ -17,11 +17,12 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Checkbox, Footer, Header, Select, Static
+from textual.widgets import Button, Checkbox, Footer, Header, Input, Select, Static
 
 from rescue_app.engine import (
     BlockDisk,
     Manifest,
+    Method,
     Repository,
     RestoreChoices,
     RestorePlan,
@@ -102,7 +103,12 @@ class TargetScreen(ImageScreen):
         yield Header()
         yield VerticalScroll(id="target-selects")
         yield MarkedCheckbox("Grow the last partition to fill a larger disk", id="grow")
-        yield Vertical(id="shrink-choices")
+        with Vertical(id="shrink-choices"):
+            # an NTFS that shrinks needs a scratch copy of its data (ntfsshrink.py)
+            yield Input(
+                placeholder="scratch folder for the NTFS shrink, Enter (default: /tmp)",
+                id="scratch",
+            )
         with VerticalScroll(id="plan-box"):
             yield Static("Reading the image and the disks...", id="plan-view")
         with Horizontal(classes="buttons"):
@@ -149,7 +155,9 @@ class TargetScreen(ImageScreen):
                 id=f"target-{image.index}",
             )
             box.mount(select)
-        self.query_one("#shrink-choices", Vertical).mount_all(self.shrink_boxes(manifest))
+        self.query_one("#shrink-choices", Vertical).mount_all(
+            self.shrink_boxes(manifest), before=self.query_one("#scratch", Input)
+        )
         self.ready = True
         self.query_one(Select).focus()
         self.replan()
@@ -168,6 +176,11 @@ class TargetScreen(ImageScreen):
     def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()
         if self.ready:
+            self.replan()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if self.ready and event.input.id == "scratch":
             self.replan()
 
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
@@ -191,7 +204,9 @@ class TargetScreen(ImageScreen):
             for disk, number in self.shrink_offer
             if self.query_one(f"#shrink-{disk}-{number}", Checkbox).value
         )
-        self.make_plan(targets, self.query_one("#grow", Checkbox).value, shrink)
+        scratch = self.query_one("#scratch", Input)
+        folder = scratch.value.strip() if scratch.display else ""
+        self.make_plan(targets, self.query_one("#grow", Checkbox).value, shrink, folder or None)
 
     def offer_shrink(self, targets: list[str]) -> None:
         """Show the checkbox of each partition that may shrink besides the
@@ -204,6 +219,13 @@ class TargetScreen(ImageScreen):
             for image, target in zip(self.manifest.disks, targets, strict=True)
             if sizes.get(target, image.required_size) < image.required_size
         }
+        ntfs = any(
+            p.filesystem.type == "ntfs" and p.method == Method.USED
+            for image in self.manifest.disks
+            if image.index in smaller
+            for p in image.partitions
+        )
+        self.query_one("#scratch", Input).display = ntfs
         offer = []
         for box in self.query(".shrink").results(Checkbox):
             disk = int(str(box.id).split("-")[1])
@@ -211,7 +233,7 @@ class TargetScreen(ImageScreen):
             if box.display:
                 offer.append((disk, int(str(box.id).split("-")[2])))
         self.shrink_offer = tuple(offer)
-        self.query_one("#shrink-choices", Vertical).display = bool(offer)
+        self.query_one("#shrink-choices", Vertical).display = bool(offer) or ntfs
 
     def shrink_boxes(self, manifest: Manifest) -> list[Checkbox]:
         """A hidden checkbox per partition a user may let shrink (see offer_shrink)."""
@@ -231,9 +253,15 @@ class TargetScreen(ImageScreen):
         return boxes
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="plan")
-    def make_plan(self, targets: list[str], grow: bool, shrink: tuple[str, ...] = ()) -> None:
+    def make_plan(
+        self,
+        targets: list[str],
+        grow: bool,
+        shrink: tuple[str, ...] = (),
+        scratch: str | None = None,
+    ) -> None:
         try:
-            choices = RestoreChoices(grow=grow, shrink=shrink)
+            choices = RestoreChoices(grow=grow, shrink=shrink, scratch=scratch)
             plan = self.lapp.engine.plan_restore(self.repo, self.ref, targets, choices)
         except LiferaftError as exc:
             self.app.call_from_thread(self.show_plan, None, str(exc))
