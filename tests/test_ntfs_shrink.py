@@ -39,15 +39,23 @@ GIB = 1024 * MIB
 
 
 @pytest.fixture
-def small_tmpfs(workdir: str) -> Iterator[str]:
-    """A 32 MiB tmpfs: a temporary folder too small for the scratch copy."""
-    point = os.path.join(workdir, "small-tmp")
-    os.mkdir(point)
-    run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", point])
+def tmpfs(workdir: str) -> Iterator[Callable[[str, int], str]]:
+    """Factory: ``tmpfs(name, mib)`` mounts a tmpfs of that size (the rescue
+    stick's /tmp is one); all unmounted at teardown."""
+    points: list[str] = []
+
+    def make(name: str, mib: int) -> str:
+        point = os.path.join(workdir, name)
+        os.mkdir(point)
+        run(["mount", "-t", "tmpfs", "-o", f"size={mib}m", "tmpfs", point])
+        points.append(point)
+        return point
+
     try:
-        yield point
+        yield make
     finally:
-        run(["umount", point])
+        for point in points:
+            run(["umount", point], check=False)
 
 
 def _scratch_loops() -> list[str]:
@@ -62,7 +70,7 @@ def _scratch_loops() -> list[str]:
 def test_ntfs_shrinks_onto_a_smaller_disk(
     loopdisk: Callable[[int], str],
     workdir: str,
-    small_tmpfs: str,
+    tmpfs: Callable[[str, int], str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     dev = loopdisk(1 * GIB)
@@ -94,6 +102,7 @@ def test_ntfs_shrinks_onto_a_smaller_disk(
     # A temporary folder too small for the scratch copy: one line naming the
     # space and the folder, in the dry run and before writing.
     small = loopdisk(512 * MIB)
+    small_tmpfs = tmpfs("small-tmp", 32)  # too small for the scratch copy
     with open(small, "r+b") as f:
         f.write(os.urandom(MIB))
     before = disk_bytes_sha256(small, 0, 512 * MIB)
@@ -109,9 +118,9 @@ def test_ntfs_shrinks_onto_a_smaller_disk(
     assert_one_line_error(proc, "cannot use /nonexistent for the NTFS scratch copy")
     assert disk_bytes_sha256(small, 0, 512 * MIB) == before
 
-    # --scratch on a disk-backed folder (TMPDIR still the small one)
-    scratch = os.path.join(workdir, "scratch")
-    os.mkdir(scratch)
+    # --scratch on a tmpfs large enough (TMPDIR still the small one): sparse
+    # there too, and the loop device's writes of zeros punch holes
+    scratch = tmpfs("scratch", 600)
     plan = liferaft(*restore, "--to", small, "--dry-run", "--scratch", scratch).stdout
     assert "NTFS p3: shrink with ntfsresize" in " ".join(plan.split()), plan
     assert disk_bytes_sha256(small, 0, 512 * MIB) == before
