@@ -304,3 +304,25 @@ def test_scratch_space_too_small_is_refused_in_one_line(tmp_path, monkeypatch):
     assert "give a folder with at least" in err.value.hint and "--scratch" in err.value.hint
     small = _image([_used(_part(1, MIB, 800 * MIB, "ntfs"), 8 * MIB)])
     ntfsshrink.check_scratch_space(_plan(plan_disk(small, _target(600 * MIB), grow=False)))
+
+
+def test_windows_layout_with_recovery_last_shrinks_c_when_chosen():
+    # ESP, MSR, C: and a nearly full Recovery partition last (Windows 10/11)
+    image = _image(
+        [
+            _part(1, MIB, 100 * MIB, "vfat"),
+            _part(2, 101 * MIB, 16 * MIB, None, method="raw"),
+            _used(_part(3, 117 * MIB, 800 * MIB, "ntfs"), 200 * MIB),
+            _used(_part(4, 917 * MIB, 80 * MIB, "ntfs"), 70 * MIB),
+        ]
+    )
+    with pytest.raises(TargetRefusedError) as err:
+        plan_disk(image, _target(700 * MIB), grow=False)
+    assert "--shrink 3" in err.value.hint
+    d = plan_disk(image, _target(700 * MIB), grow=False, shrink=[3])
+    steps = {s.source.number: s for s in d.steps}
+    assert steps[3].resize and steps[3].shrunk and "NTFS p3: shrink with ntfsresize" in steps[3].why
+    # the recovery partition keeps its size and bytes, moved towards the start
+    assert not steps[4].resize and not steps[4].shrunk and "moved by" in steps[4].why
+    assert steps[4].new.start == steps[3].new.start + steps[3].new.size
+    assert steps[4].new.start + steps[4].new.size <= 700 * MIB - 33 * 512
