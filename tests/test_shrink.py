@@ -4,6 +4,7 @@ shrink, how each is laid back, what is refused and how it is said."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import tempfile
 
 import pytest
@@ -326,3 +327,23 @@ def test_windows_layout_with_recovery_last_shrinks_c_when_chosen():
     assert not steps[4].resize and not steps[4].shrunk and "moved by" in steps[4].why
     assert steps[4].new.start == steps[3].new.start + steps[3].new.size
     assert steps[4].new.start + steps[4].new.size <= 700 * MIB - 33 * 512
+
+
+def test_ntfsresize_refusing_the_size_is_one_line_naming_its_reason(tmp_path):
+    from rescue_app.engine import ntfsshrink
+    from rescue_app.run import run
+
+    volume = tmp_path / "ntfs.img"
+    with open(volume, "wb") as f:
+        f.truncate(100 * MIB)
+    run(["mkntfs", "-Q", "-F", "-q", str(volume)])
+    p = _used(_part(3, MIB, 100 * MIB, "ntfs"), 3 * MIB)
+    with pytest.raises(TargetRefusedError) as err:  # below what its metadata takes
+        ntfsshrink.shrink(str(volume), p, 2 * MIB)
+    msg = str(err.value)
+    assert msg.startswith("NTFS partition 3 (3.0 MiB of data) cannot shrink to 2.0 MiB: ")
+    assert "ntfsresize says: " in msg and "\n" not in msg
+    ntfsshrink.shrink(str(volume), p, 50 * MIB)  # a size it takes
+    out = run(["ntfsresize", "--info", "--force", str(volume)]).stdout
+    size = re.search(r"Current volume size: (\d+) bytes", out)
+    assert size is not None and 49 * MIB < int(size.group(1)) < 50 * MIB, out
