@@ -346,7 +346,7 @@ def _wait_for_network(timeout: float = 60) -> None:
 
 
 def _execute(action: UnattendedAction) -> str:
-    from rescue_app.engine import Engine
+    from rescue_app.engine import Engine, RestoreChoices
 
     engine = Engine(
         credentials=credential_chain(action.credentials),
@@ -358,9 +358,8 @@ def _execute(action: UnattendedAction) -> str:
     progress = _ProgressLog()
     if action.action == "restore":
         repo = engine.open_repository(location)
-        plan = engine.plan_restore(
-            repo, action.image, list(action.targets), grow=action.grow, seed=action.seed
-        )
+        choices = RestoreChoices(grow=action.grow, seed=action.seed)
+        plan = engine.plan_restore(repo, action.image, list(action.targets), choices)
         log.info("plan:\n%s", plan.render())
         # An unlocked LUKS volume's passphrase: the credentials file's entry
         # (match: luks:<UUID>, passphrase_file), never the kernel command line.

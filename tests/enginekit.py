@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from rescue_app.engine.diskmodel import BlockDisk
 from tests.helpers.diskkit import (
     PartSpec,
     fsck_clean,
@@ -41,6 +45,51 @@ def liferaft(
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"liferaft {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def start_liferaft(
+    *args: str, env: Mapping[str, str] | None = None, stdout: int = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    """The real CLI started in the background, for a test that acts while it
+    runs (kills a server, signals it at a pause); stdin is not a terminal,
+    stderr is a pipe. The caller ends it (``proc.wait``, ``kill``)."""
+    return subprocess.Popen(
+        cli_argv(*args),
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def interrupt_restore(
+    args: Sequence[str], sig: int, *, stage: str | None = None, after: float = 0.0
+) -> subprocess.Popen[str]:
+    """`liferaft restore ARGS` stopped by ``sig``: at its test pause ``stage``
+    (LIFERAFT_TEST_PAUSE, engine/restore.py), else ``after`` seconds from its
+    start. Returns it ended (killed if ``sig`` did not end it in 2 minutes);
+    what it wrote to stderr after the pause is still in ``proc.stderr``."""
+    env = dict(os.environ, LIFERAFT_TEST_PAUSE=stage) if stage else None
+    proc = start_liferaft("restore", *args, env=env, stdout=subprocess.DEVNULL)
+    try:
+        if stage:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if line.startswith(f"liferaft-test: paused at {stage}"):
+                    break
+            else:
+                raise AssertionError(f"the restore ended before {stage}: {proc.wait()}")
+        else:
+            time.sleep(after)
+        proc.send_signal(sig)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     return proc
 
 
@@ -93,6 +142,31 @@ def check_restored(source: Source, nodes: list[str]) -> None:
         fsck_clean(nodes[i], fs)
         if fs != "swap":
             assert tree_checksums(nodes[i], fs) == source.files[i], f"files differ on {nodes[i]}"
+
+
+def block_disk(path: str, size: int, **changes: Any) -> BlockDisk:
+    """The value lsblk gives an empty, unused SATA disk at ``path`` (512-byte
+    sectors, no table), with ``changes`` (any BlockDisk field): for pure
+    tests of plans and rules, no device behind it."""
+    fields: dict[str, Any] = {
+        "path": path, "name": os.path.basename(path), "model": None, "serial": None,
+        "wwn": None, "size": size, "logical_sector_size": 512, "physical_sector_size": 512,
+        "transport": "sata", "removable": False, "read_only": False, "pttype": None,
+        "ptuuid": None, "fstype": None, "partitions": (), "in_use": (), "backing_file": None,
+    }  # fmt: skip
+    return BlockDisk(**{**fields, **changes})
+
+
+def files_below(root: str) -> dict[str, bytes]:
+    """Every file below ``root`` (a repository's folder, say), by its path
+    relative to ``root``, with its bytes: to compare before and after."""
+    out = {}
+    for folder, _dirs, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = f.read()
+    return out
 
 
 def secret_in_process_listing(secret: str) -> bool:

@@ -584,8 +584,10 @@ def _small_manifest() -> Manifest:
         "used-blocks", CHUNK_SIZE, ExtentMap(), ("a" * 64,),
     )  # fmt: skip
     disk = DiskImage(
-        0, None, None, None, 64 * CHUNK_SIZE, 512, 512, None, PartitionTable("gpt", None),
-        Region(0, MIB, ()), None, (part,),
+        index=0, model=None, serial=None, wwn=None, size=64 * CHUNK_SIZE,
+        logical_sector_size=512, physical_sector_size=512, transport=None,
+        table=PartitionTable("gpt", None), head=Region(0, MIB, ()), gpt_backup=None,
+        partitions=(part,),
     )  # fmt: skip
     return Manifest(
         "m", "20260101T000000Z", "2026-01-01T00:00:00Z", "h", "0", CHUNK_SIZE, "sha256",

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from rescue_app.engine.diskmodel import BlockDisk, BlockPartition
+from rescue_app.engine.diskmodel import BlockPartition
 from rescue_app.engine.extents import ExtentMap, chunks_touched, clip, normalize, total
 from rescue_app.engine.manifest import (
     DiskImage,
@@ -23,6 +23,7 @@ from rescue_app.engine.restore import _head_ranges
 from rescue_app.engine.table import parse_sfdisk_json
 from rescue_app.engine.usedmap import ntfs_backup_boot_sector, parse_domain_map
 from rescue_app.errors import ManifestError, TargetRefusedError
+from tests.enginekit import block_disk
 
 MIB = 1 << 20
 H = "ab" * 32
@@ -147,24 +148,15 @@ def _image(parts, size=1000 * MIB, table="gpt"):
 
 
 def _target(size, sector=512, partitions=()):
-    return BlockDisk(
-        path="/dev/sdz",
-        name="sdz",
+    return block_disk(
+        "/dev/sdz",
+        size,
         model="Blank",
         serial="T1",
-        wwn=None,
-        size=size,
         logical_sector_size=sector,
         physical_sector_size=sector,
-        transport="sata",
-        removable=False,
-        read_only=False,
         pttype="dos",
-        ptuuid=None,
-        fstype=None,
         partitions=tuple(partitions),
-        in_use=(),
-        backing_file=None,
     )
 
 

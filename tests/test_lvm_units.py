@@ -32,6 +32,7 @@ from rescue_app.engine.manifest import (
 )
 from rescue_app.engine.plan import RestoreChoices, RestorePlan, make_restore_plan
 from rescue_app.errors import UsageError
+from tests.enginekit import block_disk
 
 DATA = Path(__file__).parent / "data" / "lvm"
 MIB = 1024 * 1024
@@ -193,12 +194,7 @@ def test_image_summary_shows_the_stack():
 
 
 def _target(size: int) -> BlockDisk:
-    return BlockDisk(
-        path="/dev/sdz", name="sdz", model="Blank", serial="T1", wwn=None, size=size,
-        logical_sector_size=512, physical_sector_size=512, transport="sata",
-        removable=False, read_only=False, pttype=None, ptuuid=None, fstype=None,
-        partitions=(), in_use=(), backing_file=None,
-    )  # fmt: skip
+    return block_disk("/dev/sdz", size, model="Blank", serial="T1")
 
 
 def _plan(vg: VolumeGroupImage, size: int, **kw: object) -> RestorePlan:

@@ -18,6 +18,7 @@ from rescue_app.engine.diskmodel import BlockDisk
 from rescue_app.engine.extents import ExtentMap
 from rescue_app.engine.manifest import Filesystem, MdArrayImage, MdMemberImage, Method
 from rescue_app.engine.plan import RestoreChoices, RestorePlan, make_restore_plan
+from tests.enginekit import block_disk
 
 DATA = Path(__file__).parent / "data"
 MIB = 1024 * 1024
@@ -176,12 +177,7 @@ def test_image_summary_shows_disk_partition_array_contents():
 
 
 def _target(name: str, size: int) -> BlockDisk:
-    return BlockDisk(
-        path=f"/dev/{name}", name=name, model="Blank", serial=name, wwn=None, size=size,
-        logical_sector_size=512, physical_sector_size=512, transport="sata",
-        removable=False, read_only=False, pttype=None, ptuuid=None, fstype=None,
-        partitions=(), in_use=(), backing_file=None,
-    )  # fmt: skip
+    return block_disk(f"/dev/{name}", size, model="Blank", serial=name)
 
 
 def _plan(array: MdArrayImage, size: int, grow: bool) -> RestorePlan:

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 
@@ -23,7 +22,7 @@ import pytest
 from rescue_app.engine.kernel import reread_partitions
 from rescue_app.errors import DiskError
 from tests.conftest import _disk_backed_tmp
-from tests.enginekit import REPO_ROOT, Layout, Source, check_restored, cli_argv, liferaft
+from tests.enginekit import Layout, Source, check_restored, interrupt_restore, liferaft
 from tests.helpers.diskkit import (
     MIB,
     PartSpec,
@@ -65,35 +64,8 @@ def _restore_until(
     repo: str, target: str, stage: str | None, sig: int, after: float = 0.0
 ) -> subprocess.Popen[str]:
     """Start a restore, stop it with ``sig`` at ``stage`` (or ``after`` seconds)."""
-    env = dict(os.environ)
-    if stage:
-        env["LIFERAFT_TEST_PAUSE"] = stage
-    proc = subprocess.Popen(
-        cli_argv("restore", "--repo", repo, "--image", "src", "--to", target, "--yes"),
-        cwd=REPO_ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        if stage:
-            assert proc.stderr is not None
-            for line in proc.stderr:
-                if line.startswith(f"liferaft-test: paused at {stage}"):
-                    break
-            else:
-                raise AssertionError(f"the restore ended before {stage}: {proc.wait()}")
-        else:
-            time.sleep(after)
-        proc.send_signal(sig)
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc
+    args = ("--repo", repo, "--image", "src", "--to", target, "--yes")
+    return interrupt_restore(args, sig, stage=stage, after=after)
 
 
 def _recognisable(node: str) -> bool:

@@ -29,7 +29,14 @@ from rescue_app.engine.kernel import reread_partitions
 from rescue_app.engine.manifest import Manifest
 from rescue_app.engine.plan import DiskPlan, seeded_partitions
 from tests.conftest import _disk_backed_tmp
-from tests.enginekit import Layout, Source, check_restored, interrupt_restore, liferaft
+from tests.enginekit import (
+    Layout,
+    Source,
+    block_disk,
+    check_restored,
+    interrupt_restore,
+    liferaft,
+)
 from tests.helpers.diskkit import (
     MIB,
     PartSpec,
@@ -326,16 +333,11 @@ def test_no_seed_writes_everything(images, loopdisk):
 
 
 def _disk(pttype: str | None, parts: list[tuple[int, int, int]]) -> BlockDisk:
-    return BlockDisk(
-        path="/dev/sdz", name="sdz", model=None, serial=None, wwn=None, size=1 << 30,
-        logical_sector_size=512, physical_sector_size=512, transport="sata", removable=False,
-        read_only=False, pttype=pttype, ptuuid=None, fstype=None,
-        partitions=tuple(
-            BlockPartition(f"/dev/sdz{n}", n, s, z, "ext4", None, None, None, None, None, ())
-            for n, s, z in parts
-        ),
-        in_use=(), backing_file=None,
-    )  # fmt: skip
+    partitions = tuple(
+        BlockPartition(f"/dev/sdz{n}", n, s, z, "ext4", None, None, None, None, None, ())
+        for n, s, z in parts
+    )
+    return block_disk("/dev/sdz", 1 << 30, pttype=pttype, partitions=partitions)
 
 
 def test_seeded_partitions_are_those_at_the_same_place(images):

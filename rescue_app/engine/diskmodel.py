@@ -49,16 +49,26 @@ class BlockPartition:
     mountpoints: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class BlockDisk:
-    path: str
-    name: str
+@dataclass(frozen=True, kw_only=True)
+class DiskHardware:
+    """What the drive is: read from the system for a disk here (``BlockDisk``),
+    recorded for each captured disk (``manifest.DiskImage``), compared at
+    restore (same serial, same logical sector size). Keyword-only: the
+    subclasses' own fields keep their order, and the manifest's key order is
+    its own (``Manifest.to_json``)."""
+
     model: str | None
     serial: str | None
     wwn: str | None
-    size: int
+    size: int  # bytes
     logical_sector_size: int
     physical_sector_size: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlockDisk(DiskHardware):
+    path: str
+    name: str
     transport: str  # nvme, sata, usb, virtio, scsi, loop, ...
     removable: bool
     read_only: bool
@@ -176,9 +186,11 @@ def disks_to_json(disks: Iterable[BlockDisk]) -> list[dict[str, Any]]:
     """Plain data for `liferaft disks --json`."""
     out = []
     for disk in disks:
-        item: dict[str, Any] = {
-            k: v for k, v in vars(disk).items() if k not in ("partitions", "in_use", "roles")
-        }
+        # path and name first, as before the hardware fields came from a base class
+        item: dict[str, Any] = {"path": disk.path, "name": disk.name}
+        item.update(
+            (k, v) for k, v in vars(disk).items() if k not in ("partitions", "in_use", "roles")
+        )
         item["in_use"] = list(disk.in_use)
         item["roles"] = sorted(r.name.lower() for r in disk.roles)
         item["restorable"] = disk.restorable

@@ -76,9 +76,12 @@ class PhysicalVolume:
 
 @dataclass(frozen=True)
 class VolumeGroup:
+    """A volume group as ``vgs`` reports it; what a capture records of it
+    (manifest.VolumeGroupImage) adds its PVs, LVs and metadata text."""
+
     name: str
     uuid: str
-    extent_size: int
+    extent_size: int  # bytes
     tags: tuple[str, ...]
 
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 import zstandard
 
+from rescue_app.engine.diskmodel import DiskHardware
 from rescue_app.engine.extents import ExtentMap, total
 from rescue_app.engine.lvm import VolumeGroup
 from rescue_app.errors import ManifestError
@@ -117,15 +118,11 @@ class PartitionTable:
     last_lba: int | None = None
 
 
-@dataclass(frozen=True)
-class DiskImage:
+@dataclass(frozen=True, kw_only=True)
+class DiskImage(DiskHardware):
+    """A captured disk: its hardware as it was, its table, and its partitions."""
+
     index: int
-    model: str | None
-    serial: str | None
-    wwn: str | None
-    size: int
-    logical_sector_size: int
-    physical_sector_size: int
     transport: str | None
     table: PartitionTable
     head: Region
@@ -412,6 +409,9 @@ class Manifest(ImageKey):
             else 1,
         }
         doc.update(asdict(self))
+        # A disk's index comes first, as written before its hardware fields
+        # came from a base class (asdict puts those first): same bytes.
+        doc["disks"] = [{"index": disk["index"], **disk} for disk in doc["disks"]]
         for disk in doc["disks"]:
             for part in disk["partitions"]:
                 if part["tree"] is None:

@@ -32,6 +32,7 @@ from rescue_app.engine.signing import SIG_SUFFIX, SignatureError, Signer, Truste
 from rescue_app.engine.spool import ChunkSpool
 from rescue_app.engine.stores import Store, open_store
 from rescue_app.errors import ChunkError, ImageNotFoundError, ManifestError, RepositoryError
+from rescue_app.progress import CancelToken, ProgressCallback, no_progress
 
 REPO_FORMAT = "liferaft-repository"
 # The newest version this liferaft reads; a repository is written with the
@@ -556,7 +557,11 @@ class Repository:
             )
         return name, max(ids)
 
-    def load_manifest(self, ref: str) -> Manifest:
+    def load_manifest(
+        self, ref: str, progress: ProgressCallback = no_progress, cancel: CancelToken | None = None
+    ) -> Manifest:
+        """Image ``ref``'s manifest: one file here. ``progress`` and ``cancel``
+        are for sources that read a whole image to know it (ClonezillaSource)."""
         name, image_id = self.resolve(ref)
         return self._read_manifest(name, image_id)
 

@@ -39,6 +39,12 @@ class SignatureError(ManifestError):
     """An image's signature is missing, not by a trusted key, or does not match."""
 
 
+def _refused(message: str, hint: str) -> SignatureError:
+    """The error that refuses an image for its signature: it is checked
+    before anything is written, and each refusal says so."""
+    return SignatureError(f"{message}; nothing was written", hint=hint)
+
+
 def key_id(key: Ed25519PublicKey) -> str:
     """The key's fingerprint as ``ssh-keygen -l`` prints it (SHA256:...)."""
     wire = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
@@ -91,34 +97,33 @@ class TrustedKeys:
         ``manifest`` found as image ``name@id``; the host it was signed for."""
         ref = f"{name}@{image_id}"
         if sig is None:
-            raise SignatureError(
+            raise _refused(
                 f"image {ref} is not signed, and only images signed by a key of "
-                f"{self.origin} are accepted; nothing was written",
-                hint="capture it with 'liferaft capture --sign-key', or use a signed image",
+                f"{self.origin} are accepted",
+                "capture it with 'liferaft capture --sign-key', or use a signed image",
             )
         doc = _parse(sig, ref)
         if doc["name"] != name or doc["id"] != image_id:
-            raise SignatureError(
+            raise _refused(
                 f"image {ref} carries the signature of image {doc['name']}@{doc['id']}: "
-                "a renamed, moved or replayed manifest; nothing was written",
-                hint="restore the image under the name and date it was signed with, "
+                "a renamed, moved or replayed manifest",
+                "restore the image under the name and date it was signed with, "
                 "and check who can write to the repository",
             )
         trusted = {key_id(k): k for k in self.keys}
         key = trusted.get(doc["key_id"])
         if key is None:
-            raise SignatureError(
-                f"image {ref} is signed by key {doc['key_id']}, which {self.origin} does "
-                "not trust; nothing was written",
-                hint=f"trusted: {', '.join(trusted)}; give the right --trust-key",
+            raise _refused(
+                f"image {ref} is signed by key {doc['key_id']}, which {self.origin} does not trust",
+                f"trusted: {', '.join(trusted)}; give the right --trust-key",
             )
         try:
             key.verify(doc["signature"], signed_message(name, image_id, doc["host"], manifest))
         except InvalidSignature:
-            raise SignatureError(
+            raise _refused(
                 f"image {ref}: its signature does not match its manifest (the manifest was "
-                "changed after it was signed); nothing was written",
-                hint="use another image or copy of the repository, and check who can write to it",
+                "changed after it was signed)",
+                "use another image or copy of the repository, and check who can write to it",
             ) from None
         return str(doc["host"])
 
@@ -132,10 +137,10 @@ def _parse(sig: bytes, ref: str) -> dict[str, Any]:
             and all(isinstance(doc.get(k), str) for k in ("name", "id", "host", "key_id"))
         )
         if ok and doc.get("scheme") != SCHEME:
-            raise SignatureError(
+            raise _refused(
                 f"image {ref} is signed with scheme {doc.get('scheme')!r}, which this liferaft "
-                "does not know; nothing was written",
-                hint="use a newer liferaft",
+                "does not know",
+                "use a newer liferaft",
             )
         if ok:
             doc["signature"] = base64.b64decode(doc["signature"], validate=True)
@@ -143,9 +148,9 @@ def _parse(sig: bytes, ref: str) -> dict[str, Any]:
     except (ValueError, TypeError, KeyError):
         ok = False
     if not ok:
-        raise SignatureError(
-            f"image {ref}: its signature file is damaged; nothing was written",
-            hint="use another image or copy of the repository",
+        raise _refused(
+            f"image {ref}: its signature file is damaged",
+            "use another image or copy of the repository",
         )
     return dict(doc)
 

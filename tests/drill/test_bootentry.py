@@ -10,7 +10,8 @@ from rescue_app.engine.bootentry import (
     find_loader,
     recreate_boot_entries,
 )
-from rescue_app.engine.diskmodel import BlockDisk, BlockPartition
+from rescue_app.engine.diskmodel import BlockPartition
+from tests.enginekit import block_disk
 
 DEBIAN_ESP = [
     "EFI/debian/shimx64.efi", "EFI/debian/grubx64.efi", "EFI/debian/mmx64.efi",
@@ -98,12 +99,9 @@ def test_esp_is_found_by_gpt_type() -> None:
         _part(3, "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f"),  # swap
         _part(4, None),
     )  # fmt: skip
-    disk = BlockDisk(
-        path="/dev/vda", name="vda", model=None, serial="LRDRILL", wwn=None, size=2**30,
-        logical_sector_size=512, physical_sector_size=512, transport="virtio",
-        removable=False, read_only=False, pttype="gpt", ptuuid=None, fstype=None,
-        partitions=disk_parts, in_use=(), backing_file=None,
-    )  # fmt: skip
+    disk = block_disk(
+        "/dev/vda", 2**30, serial="LRDRILL", transport="virtio", pttype="gpt", partitions=disk_parts
+    )
     assert esp_partitions(disk) == [(2, "/dev/vda2", "uuid-2")]
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from rescue_app.engine import CredentialChain, Engine
 from rescue_app.engine.kernel import reread_partitions
-from tests.enginekit import assert_one_line_error, check_restored, liferaft
+from tests.enginekit import assert_one_line_error, check_restored, files_below, liferaft
 from tests.helpers.diskkit import _tree_spec
 from tests.stores import test_s3 as s3_tests
 from tests.stores.conftest import DISK_BYTES, Captured
@@ -46,16 +46,6 @@ def _known_windows() -> list[bytes]:
     body = _tree_spec(12, 12, 12)["data/big-random.bin"]
     step = len(body) // 300
     return [body[i : i + 64] for i in range(0, len(body) - 64, step)]
-
-
-def _local_objects(root: str) -> dict[str, bytes]:
-    out = {}
-    for folder, _dirs, names in os.walk(root):
-        for name in names:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = f.read()
-    return out
 
 
 def _s3_objects(endpoint: str, prefix: str) -> dict[str, bytes]:
@@ -102,10 +92,10 @@ def _capture_verify_restore(captured: Captured, url: str, loopdisk) -> None:
 def test_the_check_finds_plaintext_in_a_plain_repository(captured: Captured) -> None:
     """What _assert_sealed looks for is there in an unencrypted repository:
     the file's runs and chunks named by their SHA-256."""
-    blob = b"".join(_local_objects(captured.repo).values())
+    blob = b"".join(files_below(captured.repo).values())
     assert sum(w in blob for w in _known_windows()) > 250
     chunk = next(
-        rel for rel in _local_objects(captured.repo) if rel.startswith("chunks/") and "." not in rel
+        rel for rel in files_below(captured.repo) if rel.startswith("chunks/") and "." not in rel
     )
     repo = Engine().open_repository(captured.repo)
     digest = os.path.basename(chunk)
@@ -115,7 +105,7 @@ def test_the_check_finds_plaintext_in_a_plain_repository(captured: Captured) -> 
 def test_local_folder(captured, loopdisk, workdir, passphrase):
     repo = os.path.join(workdir, "enc")
     _capture_verify_restore(captured, repo, loopdisk)
-    objects = _local_objects(repo)
+    objects = files_below(repo)
     _assert_sealed(objects, repo)
     assert PASSPHRASE.encode() not in b"".join(objects.values())
     # dedup within the repository: a second capture stores no new chunk
@@ -130,7 +120,7 @@ def test_sftp(captured, loopdisk, workdir, passphrase, monkeypatch):
         remote = os.path.join(workdir, "remote", "repo")
         url = f"sftp://root@127.0.0.1:{server.port}{remote}"
         _capture_verify_restore(captured, url, loopdisk)
-        _assert_sealed(_local_objects(remote), url)
+        _assert_sealed(files_below(remote), url)
 
 
 def test_s3_bucket(captured, loopdisk, moto_s3, passphrase):
@@ -238,7 +228,7 @@ def test_tampered_manifest(encrypted, loopdisk, workdir, passphrase):
 
 def test_passphrase_slots_and_paper_key(encrypted, loopdisk, workdir, captured, monkeypatch):
     repo = _copy(encrypted, workdir)
-    before = _local_objects(repo)
+    before = files_below(repo)
     # none given (stdin is no terminal): one line saying where to put it
     monkeypatch.delenv("LIFERAFT_PASSPHRASE", raising=False)
     creds = os.path.join(workdir, "credentials.yaml")
@@ -256,7 +246,7 @@ def test_passphrase_slots_and_paper_key(encrypted, loopdisk, workdir, captured, 
     assert "not-the" not in line
     proc = liferaft("capture", "--repo", repo, "--name", "x", captured.source.dev, check=False)
     assert_one_line_error(proc, "passphrase opens none")
-    assert _local_objects(repo) == before
+    assert files_below(repo) == before
 
     # from the credentials file: passphrase_file, for this repository's folder
     secret = os.path.join(workdir, "phrase")
@@ -330,7 +320,7 @@ def test_marker_swapped_to_plain(encrypted, captured, loopdisk, workdir, monkeyp
     plain = {k: v for k, v in doc.items() if k not in ("encryption", "id")}
     with open(marker, "w") as f:
         json.dump({**plain, "version": 1, "chunk_hash": "sha256"}, f)
-    before = _local_objects(repo)
+    before = files_below(repo)
     target = loopdisk(DISK_BYTES)
     subprocess.run(["mkfs.ext4", "-q", "-L", "old", target], check=True)
     disk_before = _device_digest(target)
@@ -345,5 +335,5 @@ def test_marker_swapped_to_plain(encrypted, captured, loopdisk, workdir, monkeyp
             "restore", "--repo", repo, "--image", NAME, "--to", target, "--yes", check=False
         )
         assert_one_line_error(proc, "says it is not encrypted", "altered")
-    assert _local_objects(repo) == before
+    assert files_below(repo) == before
     assert _device_digest(target) == disk_before

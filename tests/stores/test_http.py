@@ -19,7 +19,14 @@ from rescue_app.engine.stores import open_store
 from rescue_app.engine.stores.http import HttpStore
 from rescue_app.errors import CancelledError, RepositoryError
 from rescue_app.progress import CancelToken, Progress
-from tests.enginekit import REPO_ROOT, assert_one_line_error, check_restored, cli_argv, liferaft
+from tests.enginekit import (
+    REPO_ROOT,
+    assert_one_line_error,
+    check_restored,
+    cli_argv,
+    liferaft,
+    start_liferaft,
+)
 from tests.helpers.diskkit import MIB
 from tests.stores.conftest import DISK_BYTES, Captured
 from tests.stores.serverkit import CountingProxy, Nginx, free_port, self_signed_cert, stop
@@ -66,14 +73,8 @@ def test_restore_resumes_after_server_restart_without_downloading_again(
     target = loopdisk(DISK_BYTES)
     with nginx, CountingProxy(nginx.port) as proxy:
         url = f"http://127.0.0.1:{proxy.port}/"
-        argv = cli_argv("restore", "--repo", url, "--image", "src", "--to", target, "--yes")
-        restore = subprocess.Popen(
-            argv,
-            cwd=REPO_ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        restore = start_liferaft(
+            "restore", "--repo", url, "--image", "src", "--to", target, "--yes"
         )
         try:
             while proxy.served < 0.4 * captured.chunk_bytes:
@@ -297,15 +298,7 @@ def test_store_basics(tmp_path, monkeypatch):
 @pytest.mark.root
 def test_liferaft_serve(captured):
     port = free_port()
-    argv = cli_argv("serve", "--repo", captured.repo, "--port", str(port))
-    proc = subprocess.Popen(
-        argv,
-        cwd=REPO_ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_liferaft("serve", "--repo", captured.repo, "--port", str(port))
     try:
         assert proc.stdout is not None and proc.stderr is not None
         line = proc.stdout.readline()

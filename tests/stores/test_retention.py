@@ -30,7 +30,14 @@ from rescue_app.engine.repository import (
 )
 from rescue_app.engine.retention import ImageTime, KeepRule, select
 from rescue_app.errors import RepositoryError, UsageError
-from tests.enginekit import REPO_ROOT, assert_one_line_error, check_restored, cli_argv, liferaft
+from tests.enginekit import (
+    REPO_ROOT,
+    assert_one_line_error,
+    check_restored,
+    cli_argv,
+    files_below,
+    liferaft,
+)
 from tests.stores.conftest import DISK_BYTES
 from tests.stores.serverkit import moto_s3, sshd
 
@@ -125,18 +132,18 @@ def make_image(repo: Repository, name: str, when: datetime, seeds: list[int]) ->
         compression="zstd",
         disks=(
             DiskImage(
-                0,
-                "test disk",
-                "T1",
-                None,
-                1 << 30,
-                512,
-                512,
-                None,
-                PartitionTable("gpt", None),
-                Region(0, len(digests) * CHUNK_SIZE, digests),
-                None,
-                (),
+                index=0,
+                model="test disk",
+                serial="T1",
+                wwn=None,
+                size=1 << 30,
+                logical_sector_size=512,
+                physical_sector_size=512,
+                transport=None,
+                table=PartitionTable("gpt", None),
+                head=Region(0, len(digests) * CHUNK_SIZE, digests),
+                gpt_backup=None,
+                partitions=(),
             ),
         ),
     )
@@ -146,16 +153,6 @@ def make_image(repo: Repository, name: str, when: datetime, seeds: list[int]) ->
 
 def _open(location: str, create: bool = False) -> Repository:
     return Repository.open(location, credentials=CredentialChain.standard(), create=create)
-
-
-def _tree(root: str) -> dict[str, bytes]:
-    out = {}
-    for folder, _dirs, names in os.walk(root):
-        for n in names:
-            p = os.path.join(folder, n)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, root)] = f.read()
-    return out
 
 
 @pytest.fixture
@@ -170,7 +167,7 @@ def dated(workdir) -> tuple[str, dict[int, str]]:
 
 def test_forget_dry_run_lists_and_changes_nothing(dated):
     path, refs = dated
-    before = _tree(path)
+    before = files_below(path)
     out = liferaft(
         "forget",
         "--repo",
@@ -191,12 +188,12 @@ def test_forget_dry_run_lists_and_changes_nothing(dated):
     assert f"keep   {refs[0]}  (last, daily, weekly, monthly, yearly)" in out
     assert f"remove {refs[8]}" in out
     assert "6 image(s) kept, 6 to remove" in out and "dry run: nothing was removed" in out
-    assert _tree(path) == before
+    assert files_below(path) == before
 
 
 def test_forget_without_a_rule_is_one_line_and_removes_nothing(dated):
     path, _refs = dated
-    before = _tree(path)
+    before = files_below(path)
     proc = liferaft("forget", "--repo", path, check=False)
     assert proc.returncode == 2
     assert_one_line_error(proc, "at least one --keep")
@@ -206,7 +203,7 @@ def test_forget_without_a_rule_is_one_line_and_removes_nothing(dated):
     assert_one_line_error(proc, "not a duration")
     proc = liferaft("forget", "--repo", path, "--name", "nobody", "--keep-last", "1", check=False)
     assert_one_line_error(proc, "no image named 'nobody'")
-    assert _tree(path) == before
+    assert files_below(path) == before
 
 
 def test_forget_then_prune_frees_only_what_forgotten_images_used(dated):
@@ -283,7 +280,8 @@ def test_candidates_whose_list_was_lost_are_marked_again(dated):
     again = prune(repo, grace=timedelta(0))  # a fresh mark takes them in
     assert not again.swept and again.pending_chunks == 3
     swept = prune(repo, grace=timedelta(0))
-    assert swept.freed_chunks == 3 and not any(n.endswith(CANDIDATE_SUFFIX) for n in _tree(path))
+    assert swept.freed_chunks == 3
+    assert not any(n.endswith(CANDIDATE_SUFFIX) for n in files_below(path))
     assert not os.path.exists(os.path.join(path, CANDIDATES_FILE))
     assert Engine().verify(repo).ok
 
@@ -293,10 +291,10 @@ def test_prune_refuses_a_damaged_manifest(dated):
     name, image_id = refs[3].split("@")
     with open(os.path.join(path, "images", name, f"{image_id}.json"), "w") as f:
         f.write('{"format": "liferaft-manifest", "vers')
-    before = _tree(path)
+    before = files_below(path)
     proc = liferaft("prune", "--repo", path, "--grace", "0", check=False)
     assert_one_line_error(proc, "nothing was deleted", "corrupt")
-    assert _tree(path) == before
+    assert files_below(path) == before
 
 
 def test_prune_over_http_is_refused(dated):

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 
 import pytest
 
 from rescue_app.engine.kernel import reread_partitions
 from tests.enginekit import (
-    REPO_ROOT,
     assert_one_line_error,
     check_restored,
-    cli_argv,
     liferaft,
     secret_in_process_listing,
+    start_liferaft,
 )
 from tests.stores.conftest import DISK_BYTES
 from tests.stores.serverkit import sshd
@@ -41,16 +39,8 @@ def test_capture_list_verify_restore_over_sftp(captured, server, loopdisk, workd
     # nowhere: not in process listings, the log, or the repository.
     monkeypatch.setenv("LIFERAFT_PASSWORD", SECRET)
     logfile = os.path.join(workdir, "liferaft.log")
-    argv = cli_argv(
+    proc = start_liferaft(
         "--log", logfile, "capture", "--repo", url, "--name", "net", captured.source.dev
-    )
-    proc = subprocess.Popen(
-        argv,
-        cwd=REPO_ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
     )
     seen = False
     while proc.poll() is None:

@@ -31,7 +31,12 @@ from rescue_app.engine.stores.retry import Watch
 from rescue_app.engine.stores.sftp import SftpStore
 from rescue_app.errors import CancelledError, RepositoryError
 from rescue_app.progress import CancelToken, Progress
-from tests.enginekit import REPO_ROOT, assert_one_line_error, check_restored, liferaft
+from tests.enginekit import (
+    assert_one_line_error,
+    check_restored,
+    liferaft,
+    start_liferaft,
+)
 from tests.stores.conftest import DISK_BYTES, Captured
 from tests.stores.serverkit import CountingProxy, Sshd, free_port, sshd
 
@@ -220,18 +225,9 @@ def test_restore_goes_on_after_the_ssh_session_is_killed(captured, server, loopd
             server.known_hosts_for(proxy.port, os.path.join(workdir, "kh")),
         )
         target = loopdisk(DISK_BYTES)
-        argv = [os.path.join(REPO_ROOT, ".venv", "bin", "python"), "-m", "rescue_app.cli",
-                "restore", "--repo", f"sftp://root@127.0.0.1:{proxy.port}{remote}",
-                "--image", "src", "--to", target, "--yes"]  # fmt: skip
+        url = f"sftp://root@127.0.0.1:{proxy.port}{remote}"
         started = time.monotonic()
-        proc = subprocess.Popen(
-            argv,
-            cwd=REPO_ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = start_liferaft("restore", "--repo", url, "--image", "src", "--to", target, "--yes")
         killed: list[int] = []
         while proc.poll() is None and not killed:
             if proxy.served > captured.chunk_bytes // 2:

@@ -28,6 +28,7 @@ from rescue_app.engine.plan import RestoreChoices, RestorePlan, make_restore_pla
 from rescue_app.engine.results import RestoreResult
 from rescue_app.errors import CancelledError
 from rescue_app.progress import CancelToken, Progress, ProgressCallback, no_progress
+from tests.enginekit import block_disk
 
 GIB = 1024**3
 MIB = 1024**2
@@ -54,24 +55,14 @@ def _disk(
     in_use: tuple[str, ...] = (),
     roles: frozenset[Role] = frozenset(),
 ) -> BlockDisk:
-    return BlockDisk(
+    return block_disk(
         path,
-        path.rsplit("/", 1)[-1],
-        model,
-        serial,
-        None,
         size,
-        512,
-        512,
-        "sata",
-        False,
-        False,
-        "gpt",
-        None,
-        None,
-        parts,
-        in_use,
-        None,
+        model=model,
+        serial=serial,
+        pttype="gpt",
+        partitions=parts,
+        in_use=in_use,
         roles=roles,
     )
 
@@ -215,7 +206,9 @@ class FakeEngine(Engine):
     def list_images(self, repo: Any) -> list[ImageSummary]:
         return list(IMAGES)
 
-    def load_manifest(self, repo: Any, ref: str) -> Manifest:
+    def load_manifest(
+        self, repo: Any, ref: str, progress: Any = None, cancel: Any = None
+    ) -> Manifest:
         return MANIFEST
 
     def plan_restore(
@@ -223,18 +216,10 @@ class FakeEngine(Engine):
         repo: Any,
         ref: str,
         targets: Sequence[str],
-        *,
-        grow: bool = False,
-        grow_lv: str | None = None,
-        shrink: Sequence[str] = (),
-        seed: bool = True,
-        check_first: bool = True,
+        choices: RestoreChoices | None = None,
     ) -> RestorePlan:
         disks = [self.find_disk(t) for t in targets]
-        choices = RestoreChoices(
-            grow=grow, grow_lv=grow_lv, shrink=tuple(shrink), seed=seed, check_first=check_first
-        )
-        return make_restore_plan(repo, MANIFEST, disks, choices)
+        return make_restore_plan(repo, MANIFEST, disks, choices or RestoreChoices())
 
     def restore(
         self,

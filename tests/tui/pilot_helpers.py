@@ -68,21 +68,29 @@ def run_async(test: Any) -> Any:
     return wrapper
 
 
-async def open_target(pilot: Pilot[Any], repository: str) -> Any:
-    """From the home screen: restore from the typed ``repository``, its first image:
-    the target screen."""
+async def type_source(pilot: Pilot[Any], key: str, location: str) -> None:
+    """From the home screen: the action ``key`` ("r" restore, "v" verify), its
+    source typed as ``location`` and entered; the caller waits for what opens."""
     from textual.widgets import Input
 
     from rescue_app.tui.screens.source import SourceScreen
-    from rescue_app.tui.screens.target import TargetScreen
 
     await settle(pilot)
-    await pilot.press("r")
-    await wait_for_screen(pilot, SourceScreen)
+    await pilot.press(key)
+    source = await wait_for_screen(pilot, SourceScreen)
     await settle(pilot)
-    pilot.app.screen.query_one("#source-path", Input).value = repository
-    pilot.app.screen.query_one("#source-path", Input).focus()
-    await pilot.press("enter")  # the repository: its images
+    field = source.query_one("#source-path", Input)
+    field.value = location
+    field.focus()
+    await pilot.press("enter")
+
+
+async def open_target(pilot: Pilot[Any], repository: str) -> Any:
+    """From the home screen: restore from the typed ``repository``, its first image:
+    the target screen."""
+    from rescue_app.tui.screens.target import TargetScreen
+
+    await type_source(pilot, "r", repository)  # the repository: its images
     await settle(pilot)
     await pilot.press("enter")  # the first image
     return await wait_for_screen(pilot, TargetScreen)

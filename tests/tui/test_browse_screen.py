@@ -32,7 +32,14 @@ from rescue_app.tui.screens.source import SourceScreen
 from tests.helpers.diskkit import mounted
 from tests.tui.conftest import CapturedImage
 from tests.tui.fake_engine import MANIFEST
-from tests.tui.pilot_helpers import run_async, screen_text, settle, wait_for_screen, wait_until
+from tests.tui.pilot_helpers import (
+    run_async,
+    screen_text,
+    settle,
+    type_source,
+    wait_for_screen,
+    wait_until,
+)
 
 
 def fuse_mounts_under(point: str) -> list[str]:
@@ -49,14 +56,7 @@ def assert_released(point: str) -> None:
 
 
 async def open_browse(pilot: Any, repo: str) -> BrowseScreen:
-    await settle(pilot)
-    await pilot.press("r")
-    source = await wait_for_screen(pilot, SourceScreen)
-    await settle(pilot)
-    path = source.query_one("#source-path", Input)
-    path.focus()
-    path.value = repo
-    await pilot.press("enter")
+    await type_source(pilot, "r", repo)
     await wait_for_screen(pilot, ImagesScreen)
     await settle(pilot)
     await pilot.press("f")

@@ -15,9 +15,15 @@ from rescue_app.tui.screens.error import ErrorModal
 from rescue_app.tui.screens.images import ImagesScreen
 from rescue_app.tui.screens.password import PasswordModal
 from rescue_app.tui.screens.progress import ProgressScreen
-from rescue_app.tui.screens.source import SourceScreen
 from tests.tui.conftest import make_source_disk
-from tests.tui.pilot_helpers import run_async, screen_text, settle, wait_for_screen, wait_until
+from tests.tui.pilot_helpers import (
+    run_async,
+    screen_text,
+    settle,
+    type_source,
+    wait_for_screen,
+    wait_until,
+)
 
 pytestmark = pytest.mark.root
 
@@ -40,13 +46,7 @@ def encrypted(loopdisk: Callable[[int], str], workdir: str) -> str:
 
 
 async def _open(pilot, repo: str) -> None:
-    await settle(pilot)
-    await pilot.press("v")
-    source = await wait_for_screen(pilot, SourceScreen)
-    await settle(pilot)
-    source.query_one("#source-path", Input).value = repo
-    source.query_one("#source-path", Input).focus()
-    await pilot.press("enter")
+    await type_source(pilot, "v", repo)
     await wait_for_screen(pilot, PasswordModal)
     await pilot.pause(0.2)  # not settle(): the opening worker waits for the dialog
 

@@ -35,6 +35,7 @@ from tests.tui.pilot_helpers import (
     run_async,
     screen_text,
     settle,
+    type_source,
     wait_for_screen,
     wait_until,
 )
@@ -48,14 +49,7 @@ def only(*devices: str) -> Callable[[object], bool]:
 
 
 async def open_target_screen(pilot, repo: str) -> TargetScreen:
-    await settle(pilot)
-    await pilot.press("r")
-    source = await wait_for_screen(pilot, SourceScreen)
-    await settle(pilot)
-    path = source.query_one("#source-path", Input)
-    path.focus()
-    path.value = repo
-    await pilot.press("enter")
+    await type_source(pilot, "r", repo)
     images = await wait_for_screen(pilot, ImagesScreen)
     await settle(pilot)
     assert "tuihost" in screen_text(pilot) or images.images
@@ -239,13 +233,7 @@ class CrashingEngine(Engine):
 async def test_worker_crash_becomes_error_modal(captured: CapturedImage) -> None:
     app = LiferaftApp(CrashingEngine(), media_filter=only())
     async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        await pilot.press("r")
-        source = await wait_for_screen(pilot, SourceScreen)
-        await settle(pilot)
-        source.query_one("#source-path", Input).value = captured.repo
-        source.query_one("#source-path", Input).focus()
-        await pilot.press("enter")
+        await type_source(pilot, "r", captured.repo)
         await wait_for_screen(pilot, ErrorModal)
         assert "boom in a worker" in screen_text(pilot)
         assert "What to do" in screen_text(pilot)
@@ -261,13 +249,7 @@ async def test_worker_crash_becomes_error_modal(captured: CapturedImage) -> None
 async def test_verify_flow(captured: CapturedImage) -> None:
     app = LiferaftApp(Engine(), media_filter=only(captured.source))
     async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        await pilot.press("v")
-        source = await wait_for_screen(pilot, SourceScreen)
-        await settle(pilot)
-        source.query_one("#source-path", Input).value = captured.repo
-        source.query_one("#source-path", Input).focus()
-        await pilot.press("enter")
+        await type_source(pilot, "v", captured.repo)
         await wait_for_screen(pilot, ImagesScreen)
         await settle(pilot)
         await pilot.press("enter")
