@@ -104,7 +104,7 @@ def test_a_chosen_partition_shrinks_after_the_last_and_the_next_moves():
 @pytest.mark.parametrize(
     "fs, method, why",
     [
-        ("vfat", "used-blocks", "vfat is laid back block-level only"),
+        ("vfat", "raw", "vfat is stored raw and cannot be copied file by file"),
         ("ntfs", "raw", "an NTFS stored raw cannot be shrunk"),
     ],
 )
@@ -283,8 +283,8 @@ def test_shrinkable_lists_the_partitions_a_user_may_choose():
             _used(_part(4, 901 * MIB, 90 * MIB, "ext4"), 10 * MIB),
         ]
     )
-    # the ESP cannot shrink, the last one (4) shrinks first anyway
-    assert [p.number for p in shrinkable(image)] == [2, 3]
+    # the ESP may shrink too (made anew with mtools); the last one (4) shrinks first anyway
+    assert [p.number for p in shrinkable(image)] == [1, 2, 3]
 
 
 def test_scratch_space_too_small_is_refused_in_one_line(tmp_path, monkeypatch):
@@ -347,3 +347,38 @@ def test_ntfsresize_refusing_the_size_is_one_line_naming_its_reason(tmp_path):
     out = run(["ntfsresize", "--info", "--force", str(volume)]).stdout
     size = re.search(r"Current volume size: (\d+) bytes", out)
     assert size is not None and 49 * MIB < int(size.group(1)) < 50 * MIB, out
+
+
+def test_a_chosen_esp_is_made_anew_with_its_volume_id_and_says_so():
+    image = _image(
+        [
+            _used(_part(1, MIB, 300 * MIB, "vfat"), 20 * MIB),
+            _used(_part(2, 301 * MIB, 600 * MIB), 400 * MIB),
+        ]
+    )
+    with pytest.raises(TargetRefusedError) as err:
+        plan_disk(image, _target(560 * MIB), grow=False)
+    assert "--shrink 1" in err.value.hint
+    d = plan_disk(image, _target(560 * MIB), grow=False, shrink=[1])
+    esp, root = d.steps
+    assert esp.files and esp.shrunk and not esp.resize and root.files
+    # 20 MiB of data: 10% and 4 MiB above it, at least the 33 MiB a FAT32 needs
+    assert minimum_size(esp.source) == 33 * MIB and esp.new.size >= 33 * MIB
+    text = " ".join(_render(d).split())
+    assert f"vfat p1: made anew at {human_size(esp.new.size)} (was 300.0 MiB)" in text
+    assert "same volume ID, label and FAT type" in text and "with mtools" in text
+    # of 4096-byte sectors a FAT32 needs eight times the room
+    assert minimum_size(esp.source, 4096) == 264 * MIB
+
+
+def test_the_refusal_suggests_the_partition_that_gives_the_most():
+    image = _image(
+        [
+            _part(1, MIB, 200 * MIB, "vfat"),  # 100 MiB used: gives 86 MiB
+            _used(_part(2, 201 * MIB, 500 * MIB), 100 * MIB),  # gives 326 MiB
+            _used(_part(3, 701 * MIB, 200 * MIB), 190 * MIB),
+        ]
+    )
+    with pytest.raises(TargetRefusedError) as err:
+        plan_disk(image, _target(600 * MIB), grow=False)
+    assert "(--shrink 2)" in err.value.hint

@@ -85,10 +85,11 @@ class Subvolume:
     read_only: bool
 
 
-def read_identity(device: str, fs: Filesystem) -> FsIdentity:
+def read_identity(device: str, fs: Filesystem, size: int | None = None) -> FsIdentity:
     """The identity of the filesystem on ``device`` (a device or an image
     file, read only): type, UUID and label as captured, features from its
-    superblock."""
+    superblock; ``size``: the smaller partition a FAT is made anew on (see
+    fat_options)."""
     kind = fs.type or ""
     if kind not in SUPPORTED:
         raise DiskError(f"{kind or 'no filesystem'} cannot be made anew and filled with files")
@@ -96,7 +97,7 @@ def read_identity(device: str, fs: Filesystem) -> FsIdentity:
         options = _xfs_options(device)
     elif kind == "vfat":
         with open(device, "rb") as f:
-            options = fat_options(f.read(512))
+            options = fat_options(f.read(512), size)
     elif kind == "btrfs":
         options = _btrfs_options(device)
     else:
@@ -139,10 +140,12 @@ def _xfs_options(device: str) -> tuple[str, ...]:
     )
 
 
-def fat_options(boot_sector: bytes) -> tuple[str, ...]:
+def fat_options(boot_sector: bytes, size: int | None = None) -> tuple[str, ...]:
     """mkfs.fat options for the FAT whose boot sector (its first 512 bytes)
     is given: FAT type, sector and cluster size, reserved sectors, number of
-    FATs, root directory entries (FAT12/16)."""
+    FATs, root directory entries (FAT12/16). ``size``: the bytes of a smaller
+    partition it is made on; the cluster size is then the largest (up to the
+    source's) that keeps the FAT type (an EFI system partition stays FAT32)."""
     if len(boot_sector) < 512 or boot_sector[510:512] != b"\x55\xaa":
         raise DiskError("no FAT boot sector (its 0x55AA signature is missing)")
 
@@ -159,9 +162,37 @@ def fat_options(boot_sector: bytes) -> tuple[str, ...]:
     clusters = (total - reserved - fats * fat_size - root_sectors) // per_cluster
     # the FAT type is the count of clusters (Microsoft's FAT specification)
     bits = 12 if clusters < 4085 else 16 if clusters < 65525 else 32
+    if size is not None:
+        per_cluster = _fat_cluster(bits, size // sector, sector, per_cluster, reserved,
+                                   fats * bits / 8, root_sectors)  # fmt: skip
     out = ["-F", str(bits), "-S", str(sector), "-s", str(per_cluster), "-R", str(reserved),
            "-f", str(fats)]  # fmt: skip
     return (*out, "-r", str(root_entries)) if bits != 32 else tuple(out)
+
+
+# The fewest clusters mkfs.fat makes a FAT16 / FAT32 of (MIN_CLUST_16/32 in
+# dosfstools), with a margin for its alignment of the data area to a cluster.
+_FAT_LEAST = {16: 4087 + 64, 32: 65529 + 64}
+
+
+def _fat_cluster(
+    bits: int, sectors: int, sector: int, most: int, reserved: int, fat_bytes: float, root: int
+) -> int:
+    """Sectors per cluster for a FAT``bits`` of ``sectors``: the largest power
+    of two up to ``most`` that leaves it enough clusters to stay that type
+    (``fat_bytes``: bytes of FAT per cluster, all FATs). DiskError if none."""
+    per_cluster = most
+    while per_cluster >= 1:
+        room = (sectors - reserved - root - per_cluster) * sector  # bytes of FAT and data
+        clusters = room // (per_cluster * sector + fat_bytes)
+        if clusters >= _FAT_LEAST.get(bits, 0):
+            return per_cluster
+        per_cluster //= 2
+    raise DiskError(
+        f"a FAT{bits} cannot be made in {sectors * sector} bytes: too few clusters even "
+        f"of {sector} bytes",
+        hint="choose a larger disk, or let the vfat partition keep its size",
+    )
 
 
 def _btrfs_options(device: str) -> tuple[str, ...]:
@@ -211,7 +242,14 @@ def make_filesystem(node: str, ident: FsIdentity, uuid: str | None = None) -> No
 @contextlib.contextmanager
 def image_tree(image_file: str, fstype: str) -> Iterator[str]:
     """The files of the filesystem in ``image_file``, read-only on a
-    temporary folder (Btrfs from its top level: every subvolume below it)."""
+    temporary folder (Btrfs from its top level: every subvolume below it). A
+    FAT is not mounted (the kernel may have no vfat driver): mtools copies
+    its files into a temporary folder (an EFI system partition's few MiB)."""
+    if fstype == "vfat":
+        with tempfile.TemporaryDirectory(prefix="liferaft-fat-") as folder:
+            run(["mcopy", "-s", "-m", "-Q", "-i", image_file, "::", folder], env=_MTOOLS)
+            yield folder
+        return
     loop = mounts.attach_loop(image_file)
     try:
         extra = ["subvolid=5"] if fstype == "btrfs" else []
@@ -231,6 +269,9 @@ def write_tree(
     one once the source is gone."""
     subvolumes: list[Subvolume] = []
     default: str | None = None
+    if ident.type == "vfat":  # the tree is a temporary folder already (image_tree)
+        make_filesystem(node, ident)
+        return _fill_fat(node, source)
     if ident.type == "btrfs":
         subvolumes, default = btrfs_subvolumes(source)
     return write_files(
@@ -283,9 +324,15 @@ def _write_fat(node: str, ident: FsIdentity, fill: Callable[[str], None]) -> int
     make_filesystem(node, ident)
     with tempfile.TemporaryDirectory(prefix="liferaft-fat-") as folder:
         fill(folder)
-        top = [os.path.join(folder, name) for name in sorted(os.listdir(folder))]
-        if top:
-            run(["mcopy", "-s", "-m", "-Q", "-i", node, *top, "::/"], env=_MTOOLS)
+        return _fill_fat(node, folder)
+
+
+def _fill_fat(node: str, folder: str) -> int:
+    """The files below ``folder`` copied onto the new FAT on ``node`` with
+    mtools; returns the bytes it uses."""
+    top = [os.path.join(folder, name) for name in sorted(os.listdir(folder))]
+    if top:
+        run(["mcopy", "-s", "-m", "-Q", "-i", node, *top, "::/"], env=_MTOOLS)
     text = run(["fsck.fat", "-n", "-v", node], check=False).stdout
     used = re.search(r"(\d+)/\d+ clusters", text)
     size = re.search(r"(\d+) bytes per cluster", text)

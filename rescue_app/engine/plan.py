@@ -588,6 +588,12 @@ def _shrunk_plan(image: DiskImage, target: BlockDisk, chosen: Sequence[int]) -> 
                 f"{human_size(scratch_need(p, n.size))} in the scratch folder (--scratch, "
                 "else TMPDIR)"
             )
+        elif files and p.filesystem.type == "vfat":
+            why = (
+                f"vfat p{p.number}: made anew at {human_size(n.size)} (was "
+                f"{human_size(p.size)}) with the same volume ID, label and FAT type; its "
+                "files are copied from the image with mtools"
+            )
         elif files:
             why = (
                 f"shrunk from {human_size(p.size)} to {human_size(n.size)}: a new "

@@ -601,7 +601,7 @@ def _restore_files(
                 )
                 source = os.path.join(point, part.image)
                 node = nodes[p.number]
-                ident = filetree.read_identity(source, p.filesystem)
+                ident = filetree.read_identity(source, p.filesystem, step.new.size)
                 counter.add(f"{node} ({ident.type}, files)", 0, 0, p.used_bytes)
                 with filetree.image_tree(source, ident.type) as tree:
                     counter.moved(written=filetree.write_tree(tree, node, ident, cancel=cancel))

@@ -11,9 +11,12 @@ copy in the temporary folder (engine/ntfsshrink.py). Partitions after a
 shrunk one move towards the start by as much, keeping the gaps between them
 (an MBR logical partition's EBR).
 
+A vfat (an EFI system partition) is made anew with mkfs.fat, keeping its
+volume ID, label and FAT type (a smaller cluster size where needed: an ESP
+stays FAT32, which every UEFI firmware reads), and filled with mtools, never
+mounted (the host kernel may have no vfat driver).
+
 What cannot shrink, and why:
-- vfat: the host kernel here has no vfat driver to copy files into; an EFI
-  system partition is small, so it is kept at its size (block-level).
 - anything stored raw (no filesystem liferaft knows), an LVM physical volume,
   an MBR extended partition's container (it follows its logical partitions).
 A shrink that cannot fit is refused before anything is written.
@@ -32,30 +35,39 @@ from rescue_app.errors import TargetRefusedError, UsageError
 
 MIB = 1 << 20
 # Filesystems engine/filetree.py can make anew and fill with a file tree.
-FILE_LEVEL = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs"})
+FILE_LEVEL = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "vfat"})
 # Filesystems shrunk by their own resizer in a scratch copy (ntfsshrink.py).
 RESIZED = frozenset({"ntfs"})
 # The smallest filesystem mkfs makes (mkfs.xfs refuses below 300 MiB).
-_FLOOR = {"xfs": 300 * MIB, "btrfs": 256 * MIB}
+# A FAT32 needs 65525 clusters: of 512 bytes, 33 MiB with its FATs (of
+# 4096-byte sectors eight times that: minimum_size scales it).
+_FLOOR = {"xfs": 300 * MIB, "btrfs": 256 * MIB, "vfat": 33 * MIB}
 _DEFAULT_FLOOR = 16 * MIB
 SWAP_MINIMUM = 16 * MIB
 # Room above the data a new filesystem needs: its own metadata (journal,
 # inode tables, log, trees) and some free space for the system to start.
 _HEADROOM = 64 * MIB
+# A FAT has no journal or inode tables: its FATs are in the used blocks.
+_FAT_HEADROOM = 4 * MIB
 
 
 def _round_up(n: int, unit: int) -> int:
     return -(-n // unit) * unit
 
 
-def minimum_size(p: PartitionImage) -> int | None:
-    """The smallest size ``p`` can be laid back into; None: it cannot shrink."""
+def minimum_size(p: PartitionImage, sector_size: int = 512) -> int | None:
+    """The smallest size ``p`` can be laid back into; None: it cannot shrink.
+    ``sector_size``: the disk's logical sectors (a FAT's are the same)."""
     if p.method == Method.SWAP:
         return min(p.size, SWAP_MINIMUM)
     if p.method != Method.USED or p.filesystem.type not in FILE_LEVEL | RESIZED:
         return None
-    need = p.used_bytes + p.used_bytes // 10 + _HEADROOM
-    need = max(need, _FLOOR.get(p.filesystem.type, _DEFAULT_FLOOR))
+    headroom = _FAT_HEADROOM if p.filesystem.type == "vfat" else _HEADROOM
+    need = p.used_bytes + p.used_bytes // 10 + headroom
+    floor = _FLOOR.get(p.filesystem.type, _DEFAULT_FLOOR)
+    if p.filesystem.type == "vfat":
+        floor = floor * max(sector_size, 512) // 512
+    need = max(need, floor)
     return min(p.size, _round_up(need, MIB))
 
 
@@ -66,8 +78,6 @@ def why_fixed(p: PartitionImage) -> str:
         return "an LVM physical volume is laid back as it is"
     if p.method == Method.MD_MEMBER:
         return "an md RAID member is laid back as it is"
-    if fs == "vfat":
-        return "vfat is laid back block-level only (an EFI system partition keeps its size)"
     if fs == "ntfs":
         return "an NTFS stored raw cannot be shrunk (ntfsresize needs its used blocks)"
     if p.method == Method.RAW:
@@ -139,7 +149,8 @@ def shrinkable(image: DiskImage) -> list[PartitionImage]:
     if not data:
         return []
     last = max(data, key=lambda p: p.end)
-    return [p for p in data if p is not last and _room(p) >= MIB]
+    ss = image.logical_sector_size
+    return [p for p in data if p is not last and _room(p, ss) >= MIB]
 
 
 def shrink_layout(
@@ -164,7 +175,7 @@ def shrink_layout(
         if deficit <= 0:
             break
         src = sources[number]
-        least = minimum_size(src)
+        least = minimum_size(src, image.logical_sector_size)
         if least is None:
             continue
         room = src.size - least
@@ -221,14 +232,16 @@ def _refusal(
     the hint: the smallest disk that would do, and who else could shrink."""
     src = sources[last.number]
     smallest = _round_up(target.size + deficit, MIB)
+    ss = image.logical_sector_size
+    # the one that can give the most first (an ESP gives little)
     others = [
         p.number
-        for p in image.partitions
-        if p.number not in order and p.kind != "extended" and _room(p) >= MIB
+        for p in sorted(image.partitions, key=lambda p: _room(p, ss), reverse=True)
+        if p.number not in order and p.kind != "extended" and _room(p, ss) >= MIB
     ]
     more = f", or let partition {others[0]} shrink too (--shrink {others[0]})" if others else ""
     hint = f"choose a disk of at least {human_size(smallest)} ({smallest} bytes){more}"
-    least = minimum_size(src)
+    least = minimum_size(src, ss)
     if least is None:
         return TargetRefusedError(
             f"{target.describe()} is too small: the image's partitions need "
@@ -246,8 +259,8 @@ def _refusal(
     )
 
 
-def _room(p: PartitionImage) -> int:
-    least = minimum_size(p)
+def _room(p: PartitionImage, sector_size: int) -> int:
+    least = minimum_size(p, sector_size)
     return 0 if least is None else p.size - least
 
 

@@ -99,11 +99,13 @@ async def test_user_chooses_which_partitions_shrink_on_a_smaller_disk(tmp_path: 
 
         screen.query_one("#target-0", Select).value = "/dev/sdd"
         await settle(pilot)
-        # The last partition alone cannot give 90 GiB: refused, and the two
-        # that could shrink too are offered (not the ESP, not the last one).
+        # The last partition alone cannot give 90 GiB: refused, and the three
+        # that could shrink too are offered (the ESP too, not the last one).
         assert screen.plan is None
         assert "partition 4 (ext4) does not fit" in screen.problem
-        assert _shown(screen) == ["shrink-0-2", "shrink-0-3"]
+        assert _shown(screen) == ["shrink-0-1", "shrink-0-2", "shrink-0-3"]
+        label = str(screen.query_one("#shrink-0-1", Checkbox).label)
+        assert label == "Let partition 1 shrink too (vfat, 31.0 MiB of data in 512.0 MiB)"
         label = str(screen.query_one("#shrink-0-2", Checkbox).label)
         assert label == "Let partition 2 shrink too (ext4, 10.0 GiB of data in 100.0 GiB)"
         text = screen_text(pilot)
