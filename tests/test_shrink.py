@@ -343,6 +343,19 @@ def test_ntfsresize_refusing_the_size_is_one_line_naming_its_reason(tmp_path):
     msg = str(err.value)
     assert msg.startswith("NTFS partition 3 (3.0 MiB of data) cannot shrink to 2.0 MiB: ")
     assert "ntfsresize says: " in msg and "\n" not in msg
+    # with the target's size: the smallest disk that would do, from what
+    # ntfsresize --info says it might resize at (a few MiB for an empty volume)
+    least = ntfsshrink.smallest_size(str(volume))
+    assert least is not None and 2 * MIB < least <= 16 * MIB
+    with pytest.raises(TargetRefusedError) as err:
+        ntfsshrink.shrink(str(volume), p, 2 * MIB, 500 * MIB)
+    disk = 500 * MIB + least - 2 * MIB
+    assert str(err.value).startswith("NTFS partition 3 (3.0 MiB of data) cannot shrink to 2.0 MiB")
+    assert (
+        f"by data; it shrinks to {human_size(least)} at the least: the smallest disk that would "
+        f"do is {human_size(disk)} ({disk} bytes)"
+    ) in str(err.value)
+    assert f"choose a disk of at least {human_size(disk)}" in err.value.hint
     ntfsshrink.shrink(str(volume), p, 50 * MIB)  # a size it takes
     out = run(["ntfsresize", "--info", "--force", str(volume)]).stdout
     size = re.search(r"Current volume size: (\d+) bytes", out)

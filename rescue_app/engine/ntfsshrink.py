@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ from rescue_app.errors import CancelledError, TargetRefusedError, VerifyError
 from rescue_app.progress import CancelToken
 from rescue_app.run import run
 
+MIB = 1 << 20
 SECTOR = 512  # NTFS keeps its backup boot sector in the partition's last 512 bytes
 _PIECE = 4 << 20
 
@@ -127,25 +129,46 @@ class Scratch:
         self.close()
 
 
-def shrink(path: str, p: PartitionImage, size: int) -> None:
+def shrink(path: str, p: PartitionImage, size: int, disk_size: int | None = None) -> None:
     """ntfsresize the scratch copy ``path`` of ``p`` to ``size`` bytes: a
     test run first, so a volume that cannot shrink that far is refused in
-    one line (the target is not written yet)."""
+    one line (the target is not written yet), naming the smallest disk that
+    would do when ``disk_size`` (the target's) is given."""
     size_arg = ["--size", str(size), path]
     test = run(["ntfsresize", "--no-action", "--force", *size_arg], check=False)
     if test.returncode != 0:
-        raise TargetRefusedError(
+        msg = (
             f"NTFS partition {p.number} ({human_size(p.used_bytes)} of data) cannot shrink "
-            f"to {human_size(size)}: ntfsresize says: {_reason(test.stdout + test.stderr)}",
-            hint="choose a larger disk, or let another partition shrink too (--shrink)",
+            f"to {human_size(size)}: ntfsresize says: {_reason(test.stdout + test.stderr)}"
+        )
+        least = smallest_size(path)
+        if least is None or disk_size is None or least <= size:
+            raise TargetRefusedError(
+                msg, hint="choose a larger disk, or let another partition shrink too (--shrink)"
+            )
+        disk = -(-(disk_size + least - size) // MIB) * MIB
+        raise TargetRefusedError(
+            f"{msg}; it shrinks to {human_size(least)} at the least: the smallest disk that "
+            f"would do is {human_size(disk)} ({disk} bytes)",
+            hint=f"choose a disk of at least {human_size(disk)}, or let another partition "
+            "shrink too (--shrink)",
         )
     run(["ntfsresize", "--force", "--force", *size_arg])
+
+
+def smallest_size(path: str) -> int | None:
+    """The smallest partition the NTFS in ``path`` shrinks into: what
+    ``ntfsresize --info`` says it might resize at, and the backup boot
+    sector after it (None: it does not say)."""
+    info = run(["ntfsresize", "--info", "--no-action", "--force", path], check=False)
+    match = re.search(r"You might resize at (\d+) bytes", info.stdout)
+    return None if match is None else -(-(int(match.group(1)) + SECTOR) // MIB) * MIB
 
 
 def _reason(output: str) -> str:
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("ERROR")]
-    return (errors or lines or ["no reason given"])[0].removeprefix("ERROR: ")
+    return (errors or lines or ["no reason given"])[0].removeprefix("ERROR: ").rstrip(".")
 
 
 def _data_runs(fd: int, end: int) -> Iterator[tuple[int, int]]:
@@ -207,4 +230,12 @@ def check(node: str) -> None:
         )
 
 
-__all__ = ["Scratch", "check", "check_scratch_space", "copy_to", "resized_steps", "shrink"]
+__all__ = [
+    "Scratch",
+    "check",
+    "check_scratch_space",
+    "copy_to",
+    "resized_steps",
+    "shrink",
+    "smallest_size",
+]

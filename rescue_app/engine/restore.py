@@ -203,7 +203,8 @@ def _shrink_ntfs(
                 "restore cancelled before anything was written to the target"
             ) from None
         progress(Progress("shrink", f"ntfsresize {where}", counter.done, counter.total))
-        ntfsshrink.shrink(scratch.files[(d.image.index, p.number)], p, step.new.size)
+        path = scratch.files[(d.image.index, p.number)]
+        ntfsshrink.shrink(path, p, step.new.size, d.target.size)
     scratch.fetched = counter.fetched
 
 
