@@ -70,6 +70,10 @@ class Unattended:
     image: str | None = None
     target: str | None = None  # device path or serial:XYZ
     poweroff: bool = True
+    # capture: open each LUKS volume to store the used blocks inside (the
+    # passphrase from the credentials file's luks:<UUID> entry; an encrypted
+    # repository only), as `liferaft capture --unlock`
+    unlock: bool = False
     # A credentials file on an attached medium (DEVICE:PATH) or a path; None:
     # the image's own (the `credentials` section).
     credentials: str | None = None

@@ -2,8 +2,8 @@
 
 The action comes from the kernel command line (``liferaft.action=restore``,
 ``liferaft.repo=...``, ``liferaft.image=...``, ``liferaft.target=...``,
-``liferaft.poweroff=1``, ``liferaft.grow=1``) or, for any key the command
-line does not give, from the profile's ``unattended`` section
+``liferaft.poweroff=1``, ``liferaft.grow=1``, ``liferaft.unlock=1``) or, for
+any key the command line does not give, from the profile's ``unattended`` section
 (/etc/liferaft/profile.yaml on the stick, read with the one profile loader,
 rescue_app/profile.py: its defaults are the builder's, so the machine powers
 off afterwards unless the profile or ``liferaft.poweroff=0`` says otherwise).
@@ -77,6 +77,7 @@ class UnattendedAction:
     poweroff: bool
     grow: bool = False
     seed: bool = True  # liferaft.seed=0: write every chunk (restore --no-seed)
+    unlock: bool = False  # capture: liferaft.unlock=1 opens LUKS volumes (capture --unlock)
     credentials: str | None = None  # DEVICE:PATH or a path; None: the image's own
 
     def describe(self) -> str:
@@ -97,7 +98,11 @@ def parse_cmdline(text: str) -> dict[str, str]:
         if word.startswith("liferaft.") and "=" in word:
             key, value = word[len("liferaft.") :].split("=", 1)
             out[key] = value
-        elif word.startswith("liferaft.") and word[len("liferaft.") :] in ("poweroff", "grow"):
+        elif word.startswith("liferaft.") and word[len("liferaft.") :] in (
+            "poweroff",
+            "grow",
+            "unlock",
+        ):
             out[word[len("liferaft.") :]] = "1"
     return out
 
@@ -133,6 +138,7 @@ def resolve_action(
         poweroff=flag("poweroff", Unattended.poweroff),
         grow=flag("grow", False),
         seed=flag("seed", True),
+        unlock=flag("unlock", False),
         credentials=str(merged["credentials"]) if merged.get("credentials") else None,
     )
 
@@ -370,7 +376,12 @@ def _execute(action: UnattendedAction) -> str:
             f"restored {result.ref} to {', '.join(action.targets)}: {result.figures()}, {checked}"
         )
     repo = engine.open_repository(location, create=True)
-    captured = engine.capture(repo, action.image, list(action.targets), progress=progress)
+    # liferaft.unlock=1: each LUKS volume's passphrase from the credentials
+    # file (match: luks:<UUID>), as for a restore
+    luks_key = engine.luks_keys() if action.unlock else None
+    captured = engine.capture(
+        repo, action.image, list(action.targets), progress=progress, luks_key=luks_key
+    )
     return (
         f"captured {', '.join(action.targets)} as {captured.ref}: "
         f"{human_size(captured.data_bytes)} of data, "

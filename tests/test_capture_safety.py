@@ -17,6 +17,7 @@ from tests.helpers.diskkit import (
     disk_bytes_sha256,
     make_fs,
     mounted,
+    partition_disk,
     populate,
     tree_checksums,
 )
@@ -246,3 +247,19 @@ def test_new_repository_on_a_read_only_filesystem_is_one_line(loopdisk, workdir)
         )
         assert_one_line_error(proc, "read-only filesystem", "remount it read-write")
         assert os.listdir(point) == ["lost+found"]
+
+
+def test_firmware_raid_member_is_refused(loopdisk, workdir):
+    """A disk of an Intel IMSM (RST) set: the set's metadata sits in the disk's
+    last sectors (blkid reads the signature there). A capture by partitions
+    would drop it, so the disk is refused in one line, nothing written."""
+    dev = loopdisk(64 * MIB)
+    (part,) = partition_disk(dev, "msdos", [PartSpec(None, "ext4")])
+    make_fs(part, "ext4")
+    with open(dev, "r+b") as f:
+        f.seek(64 * MIB - 2 * 512)  # where the IMSM anchor lives
+        f.write(b"Intel Raid ISM Cfg Sig. 1.3.00")
+    repo = os.path.join(workdir, "repo")
+    proc = liferaft("capture", "--repo", repo, "--name", "rst", dev, check=False)
+    assert_one_line_error(proc, dev, "Intel IMSM/RST firmware RAID", "AHCI")
+    assert not os.path.exists(repo)

@@ -63,3 +63,35 @@ def test_unattended_luks_restore_names_the_credentials_entry(
     assert f"credentials file {creds}" in detail and "luks:12cb5bec" in detail, detail
     assert "passphrase_file" in detail, detail
     assert disk_bytes_sha256(target, 0, 80 * MIB) == before  # nothing written
+
+
+def test_unattended_capture_unlock_reaches_the_engine(
+    loopdisk, workdir, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``unlock: true`` in the profile's unattended section (or liferaft.unlock=1)
+    is capture --unlock: on a disk without LUKS it fails like the CLI, in one
+    line, and no repository is written (the unlocked capture itself: guest)."""
+    from tests.helpers.diskkit import make_fs
+
+    source = loopdisk(64 * MIB)
+    make_fs(source, "ext4")
+    repo = os.path.join(workdir, "repo")
+    monkeypatch.setattr(unattended, "LOG_FILE", Path(workdir) / "u.log")
+    code = unattended.run_unattended(
+        f"liferaft.action=capture liferaft.repo={repo} liferaft.image=lap liferaft.target={source}",
+        Unattended(unlock=True),
+        power_off=lambda: None,
+    )
+    out = capsys.readouterr().out
+    assert code != 0 and "CAPTURE: FAILED" in out, out
+    detail = out.split("CAPTURE: FAILED", 1)[1].splitlines()[1]
+    assert f"--unlock: there is no LUKS volume on {source}" in detail, detail
+    assert not any(os.scandir(repo)) if os.path.isdir(repo) else True
+    action = unattended.resolve_action(
+        unattended.parse_cmdline(
+            "liferaft.action=capture liferaft.repo=r liferaft.image=i "
+            "liferaft.target=/dev/sdz liferaft.unlock"
+        ),
+        None,
+    )
+    assert action is not None and action.unlock

@@ -24,6 +24,7 @@ from rescue_app.engine.diskmodel import (
 from rescue_app.engine.facade import Engine
 from rescue_app.engine.freshness import LastGood, human_age, image_time, last_good_backups
 from rescue_app.engine.keychain import CredentialChain, CredentialsFile, TerminalPrompt
+from rescue_app.engine.luks import LUKS_TYPE
 from rescue_app.engine.manifest import DiskImage, ImageSummary, Manifest, Method
 from rescue_app.engine.network import Interface, NetworkStatus
 from rescue_app.engine.online import BackupRequest
@@ -39,6 +40,7 @@ from rescue_app.engine.units import human_duration, human_rate, human_size
 
 __all__ = [
     "BackupRequest",
+    "LUKS_TYPE",
     "NAME_RE",
     "REPO_FILE",
     "BlockDisk",

@@ -273,6 +273,14 @@ class RefusalKind(Enum):
     MOUNTED_READ_WRITE = "mounted read-write"
     HOLDS_REPOSITORY = "holds the repository"
     INCOMPLETE_RESTORE = "holds an incomplete restore"
+    FIRMWARE_RAID = "a firmware RAID member"
+
+
+# blkid's TYPE of a whole disk in a firmware ("fake") RAID set: Intel
+# IMSM/RST and SNIA DDF keep the set's metadata in the disk's last sectors.
+# A capture by partitions would drop it (the restored disks no longer form
+# the set) and a raw copy puts it at the wrong place on a larger disk: refused.
+FIRMWARE_RAID_TYPES = {"isw_raid_member": "Intel IMSM/RST", "ddf_raid_member": "DDF"}
 
 
 @dataclass(frozen=True)
@@ -295,6 +303,11 @@ class CaptureRefusal:
                 f"{self.disk} holds an {self.where}: its partitions are not whole, "
                 "an image of it would not work"
             )
+        if self.kind is RefusalKind.FIRMWARE_RAID:
+            return (
+                f"{self.disk} is a member of an {self.where} firmware RAID set: liferaft "
+                "cannot recreate the set's metadata, a restore would not form the set"
+            )
         return (
             f"the repository {self.where} is on {self.disk}, the disk being captured: "
             "the backup would copy itself"
@@ -309,6 +322,11 @@ class CaptureRefusal:
             )
         if self.kind is RefusalKind.INCOMPLETE_RESTORE:
             return "run the restore again to completion first"
+        if self.kind is RefusalKind.FIRMWARE_RAID:
+            return (
+                "set the firmware (BIOS) RAID mode to AHCI and use Linux md RAID, "
+                "or back up the machine from its running system"
+            )
         return "choose a repository on another disk"
 
 
@@ -329,6 +347,9 @@ def capture_refusals(disk: BlockDisk, repository: str | None = None) -> list[Cap
                 RefusalKind.INCOMPLETE_RESTORE, disk.path, disk.path, disk.incomplete_restore
             )
         )
+    firmware = FIRMWARE_RAID_TYPES.get(disk.fstype or "")
+    if firmware:
+        found.append(CaptureRefusal(RefusalKind.FIRMWARE_RAID, disk.path, disk.path, firmware))
     if repository is not None and name in disks_holding_path(repository):
         found.insert(
             0, CaptureRefusal(RefusalKind.HOLDS_REPOSITORY, disk.path, disk.path, repository)

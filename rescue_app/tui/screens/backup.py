@@ -10,10 +10,10 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Footer, Header, Input, Select, Static
 from textual.widgets.selection_list import Selection
 
-from rescue_app.engine import NAME_RE, BlockDisk, Repository
+from rescue_app.engine import LUKS_TYPE, NAME_RE, BlockDisk, Repository
 from rescue_app.errors import LiferaftError, UsageError
 from rescue_app.tui import keymap
-from rescue_app.tui.checklist import CheckList
+from rescue_app.tui.checklist import CheckList, MarkedCheckbox
 from rescue_app.tui.screens.base import LiferaftScreen
 from rescue_app.tui.screens.question import QuestionModal
 from rescue_app.tui.sources import (
@@ -52,6 +52,12 @@ class BackupScreen(LiferaftScreen):
             yield Input(placeholder="or a folder path, e.g. /mnt/nas/liferaft", id="backup-path")
             yield Static("Image name:", classes="section")
             yield Input(value=default_name(), id="backup-name")
+            # shown when a disk holds a LUKS volume (capture --unlock)
+            yield MarkedCheckbox(
+                "Open LUKS volumes and store the used blocks inside "
+                "(asks the passphrase; encrypted repository only)",
+                id="backup-unlock",
+            )
         with Horizontal(classes="buttons"):
             yield Button("Start backup (ctrl+n)", id="start", variant="primary")
         yield Footer()
@@ -95,6 +101,8 @@ class BackupScreen(LiferaftScreen):
             picker.add_option(
                 Selection(disk.describe() + note, disk.path, False, disabled=bool(refused))
             )
+        unlock = self.query_one("#backup-unlock", MarkedCheckbox)
+        unlock.display = any(p.fstype == LUKS_TYPE for d in self.disks for p in d.partitions)
         dest = self.query_one("#backup-dest", Select)
         dest.set_options([(f"{s.label} ({s.kind})", i) for i, s in enumerate(sources)])
 
@@ -138,12 +146,15 @@ class BackupScreen(LiferaftScreen):
 
         app = self.lapp
         chosen = [d for d in self.disks if d.path in devices]
+        box = self.query_one("#backup-unlock", MarkedCheckbox)
+        unlock = bool(box.display and box.value)
         summary = "\n".join(
             [
                 "Disks to read (nothing is written to them):",
                 *[f"  [x] {d.describe()}" for d in chosen],
                 f"Repository: {source.label} ({source.kind})",
                 f"Image name: {name}",
+                *(["LUKS volumes: opened, used blocks inside stored"] if unlock else []),
             ]
         )
 
@@ -154,7 +165,7 @@ class BackupScreen(LiferaftScreen):
 
         def answered(start: bool | None) -> None:
             if start:
-                self.app.push_screen(backup_job(app.engine, open_repo, name, devices))
+                self.app.push_screen(backup_job(app.engine, open_repo, name, devices, unlock))
 
         self.app.push_screen(
             QuestionModal("Start this backup?", summary, yes="Back up", no="Change"), answered

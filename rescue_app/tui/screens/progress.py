@@ -112,13 +112,23 @@ def restore_job(engine: Engine, plan: RestorePlan) -> ProgressScreen:
 
 
 def backup_job(
-    engine: Engine, open_repo: Callable[[], Repository], name: str, devices: list[str]
+    engine: Engine,
+    open_repo: Callable[[], Repository],
+    name: str,
+    devices: list[str],
+    unlock: bool = False,
 ) -> ProgressScreen:
+    """``unlock``: open the LUKS volumes (capture --unlock); their passphrase
+    comes from the engine's credentials chain, the app's password dialog."""
+
     def run(
         progress: ProgressCallback, cancel: CancelToken
     ) -> tuple[CaptureResult, VerifyReport, str]:
         repo = open_repo()
-        result = engine.capture(repo, name, devices, progress=progress, cancel=cancel)
+        luks_key = engine.luks_keys() if unlock else None
+        result = engine.capture(
+            repo, name, devices, progress=progress, cancel=cancel, luks_key=luks_key
+        )
         report = engine.verify(repo, result.ref, progress=progress, cancel=cancel)
         return result, report, repo.location
 
