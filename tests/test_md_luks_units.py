@@ -339,6 +339,13 @@ def test_lvm_on_an_md_array_is_placed_on_the_array():
     plan = make_restore_plan(None, m, [_target("sdy", 130 * MIB), _target("sdz", 130 * MIB)])  # type: ignore[arg-type]
     assert "Volume group mdvg (LVM, on md array on disk 1 partition 1)" in plan.render()
     assert "md RAID array oldhost:root" in text.render()
+    # a larger pair of disks with --grow: the array is created at the new
+    # members' size, so its PV grows (pvresize) and the VG's plan says so
+    targets = [_target("sdy", 400 * MIB), _target("sdz", 400 * MIB)]
+    grown = make_restore_plan(None, m, targets, RestoreChoices(grow=True))  # type: ignore[arg-type]
+    assert grown.volume_groups[0].grown_pvs == ("pv",)
+    assert "no logical volume of mdvg can be grown" in grown.render()
+    assert make_restore_plan(None, m, targets).volume_groups[0].grown_pvs == ()  # type: ignore[arg-type]
 
 
 def test_captured_array_describes_the_array_it_recreates():

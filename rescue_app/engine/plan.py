@@ -415,15 +415,20 @@ def seeded_partitions(d: DiskPlan) -> tuple[int, ...]:
     return tuple(s.source.number for s in steps if (s.new.number, s.new.start, s.new.size) in now)
 
 
-def plan_md_arrays(manifest: Manifest, disks: Sequence[DiskPlan]) -> tuple[MdArrayPlan, ...]:
-    """Each md array of the image; its filesystem grows when every member's
-    partition grows (the array takes its smallest member's size)."""
-    grown = {
+def _grown_places(disks: Sequence[DiskPlan], method: Method) -> set[tuple[int, int]]:
+    """(image disk, partition number) of each partition with ``method`` that grows."""
+    return {
         (d.image.index, s.source.number)
         for d in disks
         for s in d.steps
-        if s.grown and s.source.method == Method.MD_MEMBER
+        if s.grown and s.source.method == method
     }
+
+
+def plan_md_arrays(manifest: Manifest, disks: Sequence[DiskPlan]) -> tuple[MdArrayPlan, ...]:
+    """Each md array of the image; its filesystem grows when every member's
+    partition grows (the array takes its smallest member's size)."""
+    grown = _grown_places(disks, Method.MD_MEMBER)
     return tuple(
         MdArrayPlan(
             a,
@@ -442,13 +447,15 @@ def plan_volume_groups(
     """Which PVs grow with their partitions, and which LV then takes the new
     extents: ``grow_lv`` (``VG/LV`` or ``LV``), else the LV holding an
     operating system's /, else the last one created; linear or striped, with
-    a filesystem liferaft can grow."""
-    grown = {
-        (d.image.index, s.source.number)
-        for d in disks
-        for s in d.steps
-        if s.grown and s.source.method == Method.LVM_PV
-    }
+    a filesystem liferaft can grow. A PV on an md array grows when every
+    member's partition grows (the array is created anew at its smallest
+    member's size, so only pvresize is needed)."""
+    grown = _grown_places(disks, Method.LVM_PV)
+    members = _grown_places(disks, Method.MD_MEMBER)
+    for a in manifest.md_arrays:
+        places = {(m.disk, m.partition) for m in a.members}
+        if places and places <= members:
+            grown |= places  # a PV on the array names its first member's place
     out = []
     chosen_somewhere = grow_lv is None
     for vg in manifest.volume_groups:
