@@ -234,6 +234,10 @@ def test_grow_lv_mistakes_are_one_line_errors():
     with pytest.raises(UsageError, match="no such logical volume") as err:
         _plan(vg, 4000 * MIB, grow=True, grow_lv="vg0/swap")
     assert "vg0/home" in err.value.hint
+    # a thin LV or its pool keeps its size (docs/FORMAT.md): refused by name
+    for thin in ("vg0/thin", "vg0/pool"):
+        with pytest.raises(UsageError, match="no such logical volume that can grow"):
+            _plan(_thin_vg(), 4000 * MIB, grow=True, grow_lv=thin)
     with pytest.raises(UsageError, match="needs --grow"):
         _plan(vg, 4000 * MIB, grow_lv="vg0/home")
 
