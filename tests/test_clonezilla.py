@@ -281,15 +281,7 @@ def test_tui_restores_a_clonezilla_image_from_a_typed_folder(cz: CzSet, loopdisk
 
     from rescue_app.engine import Engine
     from rescue_app.tui.app import LiferaftApp
-    from rescue_app.tui.screens.confirm import ConfirmEraseModal
-    from rescue_app.tui.screens.progress import ProgressScreen
-    from tests.tui.pilot_helpers import (
-        open_target,
-        screen_text,
-        settle,
-        wait_for_screen,
-        wait_until,
-    )
+    from tests.tui.pilot_helpers import confirm_restore, open_target, screen_text, settle
 
     target = loopdisk(cz.gpt.disk_size)
 
@@ -301,14 +293,7 @@ def test_tui_restores_a_clonezilla_image_from_a_typed_folder(cz: CzSet, loopdisk
             await settle(pilot)
             assert screen.plan is not None, screen_text(pilot)
             assert "gpt-gz@" in screen_text(pilot) and 'xfs "xfs4"' in screen.plan.render()
-            await pilot.press("ctrl+n")
-            await wait_for_screen(pilot, ConfirmEraseModal)
-            await pilot.press(*target)
-            await pilot.press("enter")
-            progress = await wait_for_screen(pilot, ProgressScreen)
-            await wait_until(pilot, lambda: progress.finished, "the restore has finished")
-            await settle(pilot)
-            assert "Done." in str(progress.query_one("#summary").render())
+            assert "Done." in await confirm_restore(pilot, target)
 
     asyncio.run(body())
     check_restored(cz.gpt, target)

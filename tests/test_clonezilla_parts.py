@@ -422,14 +422,12 @@ def test_tui_restores_a_clonezilla_image_from_a_url(cz: Images, loopdisk, workdi
 
     from rescue_app.engine import Engine
     from rescue_app.tui.app import LiferaftApp
-    from rescue_app.tui.screens.confirm import ConfirmEraseModal
-    from rescue_app.tui.screens.progress import ProgressScreen
     from tests.stores.serverkit import Nginx
     from tests.tui.pilot_helpers import (
+        confirm_restore,
         open_target,
         screen_text,
         settle,
-        wait_for_screen,
         wait_until,
     )
 
@@ -447,14 +445,7 @@ def test_tui_restores_a_clonezilla_image_from_a_url(cz: Images, loopdisk, workdi
                 await settle(pilot)
                 assert screen.plan is not None, screen_text(pilot)
                 assert "q-ntfs@" in screen_text(pilot)
-                await pilot.press("ctrl+n")
-                await wait_for_screen(pilot, ConfirmEraseModal)
-                await pilot.press(*target)
-                await pilot.press("enter")
-                progress = await wait_for_screen(pilot, ProgressScreen)
-                await wait_until(pilot, lambda: progress.finished, "the restore has finished")
-                await settle(pilot)
-                assert "Done." in str(progress.query_one("#summary").render())
+                assert "Done." in await confirm_restore(pilot, target)
 
         asyncio.run(body())
     _check_files(cz, _nodes(target))

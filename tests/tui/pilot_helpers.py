@@ -96,6 +96,23 @@ async def open_target(pilot: Pilot[Any], repository: str) -> Any:
     return await wait_for_screen(pilot, TargetScreen)
 
 
+async def confirm_restore(pilot: Pilot[Any], typed: str) -> str:
+    """From a target screen with a plan: start the restore, confirm it by
+    typing ``typed`` (the disk's name), wait until it has finished; the
+    summary's text."""
+    from rescue_app.tui.screens.confirm import ConfirmEraseModal
+    from rescue_app.tui.screens.progress import ProgressScreen
+
+    await pilot.press("ctrl+n")
+    await wait_for_screen(pilot, ConfirmEraseModal)
+    await pilot.press(*typed, "enter")
+    progress = await wait_for_screen(pilot, ProgressScreen)
+    await settle(pilot)
+    await wait_until(pilot, lambda: progress.finished, "the restore has finished")
+    await settle(pilot)
+    return str(progress.query_one("#summary").render())
+
+
 async def open_backup(pilot: Pilot[Any]) -> Any:
     """From the home screen: the backup form, its lists filled."""
     from rescue_app.tui.screens.backup import BackupScreen

@@ -31,6 +31,7 @@ from tests.helpers.diskkit import (
 )
 from tests.tui.conftest import DISK_SIZE, CapturedImage
 from tests.tui.pilot_helpers import (
+    confirm_restore,
     open_backup,
     run_async,
     screen_text,
@@ -79,15 +80,7 @@ async def test_restore_really_happens(captured: CapturedImage, loopdisk) -> None
         screen = await open_target_screen(pilot, captured.repo)
         await pick_target(pilot, screen, target)
         assert f"ERASES everything on {target}" in screen_text(pilot)
-        await pilot.press("ctrl+n")
-        await wait_for_screen(pilot, ConfirmEraseModal)
-        await pilot.press(*target)
-        await pilot.press("enter")
-        progress = await wait_for_screen(pilot, ProgressScreen)
-        await settle(pilot)
-        await wait_until(pilot, lambda: progress.finished, "the restore has finished")
-        await settle(pilot)
-        text = str(progress.query_one("#summary").render())
+        text = await confirm_restore(pilot, target)
         assert "Done." in text, text
         assert "read back and matches the image" in text
         assert "reboot" in text
@@ -291,14 +284,7 @@ async def test_restore_from_a_repository_found_on_attached_media(loopdisk, workd
         # The stick is mounted while it is read: it cannot be a target.
         assert stick not in offered(screen)
         await pick_target(pilot, screen, target)
-        await pilot.press("ctrl+n")
-        await wait_for_screen(pilot, ConfirmEraseModal)
-        await pilot.press(*os.path.basename(target), "enter")
-        progress = await wait_for_screen(pilot, ProgressScreen)
-        await settle(pilot)
-        await wait_until(pilot, lambda: progress.finished, "the restore has finished")
-        await settle(pilot)
-        assert "Done." in str(progress.query_one("#summary").render())
+        assert "Done." in await confirm_restore(pilot, os.path.basename(target))
         # Unmounted before the summary tells the user to remove the stick.
         assert stick_part not in open("/proc/self/mounts").read()
     for n, part in enumerate(reread_partitions(target, 2), 1):
