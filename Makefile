@@ -28,11 +28,21 @@ $(VENV)/.stamp: pyproject.toml
 	@touch $@
 
 # The fast tests first: a failure there stops the run before the QEMU boots.
-# The slow ones on two workers, a file each at a time, longest first
-# (tests/conftest.py SLOW_FIRST): two guests side by side keep both cores busy.
+# Meanwhile tests/prebuild.py builds the rescue ISO and the drill's roots in
+# the background (its own session, killed if the fast tests fail; its log is
+# build/prebuild.log). The slow tests on two workers, a file each at a time,
+# longest first (tests/conftest.py SLOW_FIRST): two guests side by side keep
+# both cores busy.
 SLOW_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q -m 'not slow' --durations=15
+	@mkdir -p build
+	@setsid $(PY) -m tests.prebuild > build/prebuild.log 2>&1 & prebuild=$$!; \
+	trap 'kill -- -$$prebuild 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
+	$(PY) -m pytest -q -m 'not slow' --durations=15 || exit 1; \
+	echo "make test: waiting for tests/prebuild.py (build/prebuild.log)"; \
+	wait $$prebuild || tail -n 40 build/prebuild.log; \
+	trap - EXIT INT TERM; \
+	grep '^prebuild:' build/prebuild.log; \
 	$(PY) -m pytest -q -m slow --durations=0 \
 		-n $(SLOW_WORKERS) --dist loadfile --no-loadscope-reorder
 
