@@ -348,6 +348,83 @@ def test_lvm_on_an_md_array_is_placed_on_the_array():
     assert make_restore_plan(None, m, targets).volume_groups[0].grown_pvs == ()  # type: ignore[arg-type]
 
 
+def test_unlocked_luks_grows_partition_volume_and_filesystem_with_grow():
+    m = _luks_manifest(Method.LUKS, (UNLOCKED,))
+    plan = make_restore_plan(None, m, [_target("sdz", 256 * MIB)], RestoreChoices(grow=True))  # type: ignore[arg-type]
+    (step,) = plan.disks[0].steps
+    assert step.grown and not step.grow_fs  # the partition; crypto_LUKS itself is not resized
+    (v,) = plan.luks_volumes
+    assert (v.grows, v.grow_fs) == (True, True)  # the opened volume spans it, ext4 grows
+    assert "grows: partition → LUKS volume → ext4" in plan.render()
+    assert "cannot be grown" not in plan.render()
+    from rich.console import Console
+
+    from rescue_app.tui.screens.target import plan_table
+
+    console = Console(width=100, record=True)
+    console.print(plan_table(plan))
+    assert "grows: partition → LUKS volume → ext4" in console.export_text()
+    # without --grow: the partition, the volume and ext4 keep their sizes
+    kept = make_restore_plan(None, m, [_target("sdz", 256 * MIB)])  # type: ignore[arg-type]
+    assert not kept.disks[0].steps[0].grown
+    assert (kept.luks_volumes[0].grows, kept.luks_volumes[0].grow_fs) == (False, False)
+    assert "grows:" not in kept.render()
+    # a filesystem liferaft does not grow inside (vfat): the volume grows, it keeps its size
+    vfat = replace(UNLOCKED, filesystem=Filesystem("vfat"))
+    other = make_restore_plan(
+        None, _luks_manifest(Method.LUKS, (vfat,)), [_target("sdz", 256 * MIB)],  # type: ignore[arg-type]
+        RestoreChoices(grow=True),
+    )  # fmt: skip
+    assert not other.luks_volumes[0].grow_fs
+    assert "grows: partition → LUKS volume → vfat, which keeps its size" in other.render()
+
+
+def test_locked_luks_partition_grows_but_the_volume_keeps_its_size():
+    plan = make_restore_plan(
+        None, _luks_manifest(Method.RAW, ()), [_target("sdz", 256 * MIB)],  # type: ignore[arg-type]
+        RestoreChoices(grow=True),
+    )  # fmt: skip
+    (step,) = plan.disks[0].steps
+    assert step.grown and not step.grow_fs
+    text = plan.render()
+    assert ("the partition grows; the LUKS volume and its contents keep their size") in text
+    assert "cannot be grown" not in text
+
+
+def test_lvm_inside_luks_grows_pv_then_the_chosen_lv():
+    """The Debian "encrypted LVM" layout on a larger disk with --grow:
+    partition -> LUKS volume -> PV (pvresize) -> the LV holding / and its ext4."""
+    from rescue_app.engine.manifest import PhysicalVolumeImage, VolumeGroupImage
+    from tests.test_lvm_units import _lv
+
+    inner = mf.LuksVolumeImage(
+        disk=0, partition=1, uuid="u", version=2, header=mf.Region(0, 16 * MIB, (H,)),
+        size=46 * MIB, filesystem=Filesystem("LVM2_member"), method=Method.LVM_PV,
+        used_bytes=0, used_map=ExtentMap(), chunks=(),
+    )  # fmt: skip
+    metadata = "cryptvg {\n\tlogical_volumes {\n\n\t\troot {\n\t\t}\n\n\t\tswap {\n\t\t}\n}\n"
+    vg = VolumeGroupImage(
+        name="cryptvg", uuid="vg", extent_size=4 * MIB, tags=(), metadata=metadata,
+        pvs=(PhysicalVolumeImage("pv", 0, 1, MIB, 44 * MIB, 1, luks=True),),
+        lvs=(
+            _lv("root", "ext4", Method.USED, holds_root=True, size=32 * MIB),
+            _lv("swap", "swap", Method.SWAP, size=8 * MIB),
+        ),
+    )  # fmt: skip
+    m = replace(_luks_manifest(Method.LUKS, (inner,)), volume_groups=(vg,))
+    big = [_target("sdz", 256 * MIB)]
+    plan = make_restore_plan(None, m, big, RestoreChoices(grow=True))  # type: ignore[arg-type]
+    (g,) = plan.volume_groups
+    assert (g.grown_pvs, g.grow_lv) == (("pv",), "root")
+    (v,) = plan.luks_volumes
+    assert v.grows and not v.grow_fs  # the PV is resized by the volume group's restore
+    text = plan.render()
+    assert "grows: partition → LUKS volume → LVM physical volume (pvresize" in text
+    assert "grows into the new space" in text
+    same = make_restore_plan(None, m, big)  # type: ignore[arg-type]
+    assert (same.volume_groups[0].grown_pvs, same.volume_groups[0].grow_lv) == ((), None)
+
+
 def test_captured_array_describes_the_array_it_recreates():
     """restore's mdadm --create values are the captured image's (spec_fields)."""
     image = replace(RAID1, layout="left-symmetric", chunk_size=512 * 1024, bitmap=True)

@@ -12,9 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from rescue_app.engine.diskmodel import BlockDisk, ensure_restorable
+from rescue_app.engine.luks import LUKS_TYPE
 from rescue_app.engine.manifest import (
     DiskImage,
     LogicalVolumeImage,
+    LuksVolumeImage,
     Manifest,
     MdArrayImage,
     Method,
@@ -40,6 +42,10 @@ GROWABLE = {"ext2", "ext3", "ext4", "xfs", "btrfs", "ntfs", "swap"}
 GROWABLE_LV_SEGTYPES = {"linear", "striped"}
 GPT_RESERVED_TAIL_SECTORS = 34  # backup header + entries, and one for rounding
 SEEDABLE = (Method.USED, Method.RAW)  # what is laid back chunk by chunk
+# Partitions whose grown space is used by what lies on them (a PV, an md
+# array, a LUKS volume) or that are made anew already (file-level): no
+# filesystem of their own to grow
+INSIDE_GROWS = (Method.LVM_PV, Method.MD_MEMBER, Method.LUKS, Method.FILES)
 
 
 @dataclass(frozen=True)
@@ -180,6 +186,32 @@ class MdArrayPlan:
 
 
 @dataclass(frozen=True)
+class LuksVolumePlan:
+    """An unlocked LUKS volume laid back on its new partition: the header as
+    it was, then the contents through the opened volume. When the partition
+    grows, the opened volume spans the new size (LUKS1 and LUKS2 data
+    segments reach the partition's end), and what is inside grows with it."""
+
+    image: LuksVolumeImage
+    grows: bool  # its partition grows, and with it the opened volume
+    grow_fs: bool  # the filesystem inside is grown to the opened volume's size
+
+    def grow_line(self) -> str:
+        """What grows, for the plan; "" when the partition keeps its size."""
+        v = self.image
+        if not self.grows:
+            return ""
+        if v.method == Method.LVM_PV:
+            inside = "LVM physical volume (pvresize; the volume group below says which LV grows)"
+        elif self.grow_fs or v.method == Method.SWAP:
+            inside = f"{v.filesystem.type}"
+        else:
+            fs = v.filesystem.type
+            inside = f"{fs}, which keeps its size" if fs else "raw contents, which keep their size"
+        return f"        grows: partition → LUKS volume → {inside}"
+
+
+@dataclass(frozen=True)
 class RestoreChoices:
     """What the user chose for a restore; a plan keeps it, so that it can be
     made again the same way from the disks as they are when it is applied."""
@@ -202,6 +234,7 @@ class RestorePlan:
     choices: RestoreChoices = RestoreChoices()
     volume_groups: tuple[VolumeGroupPlan, ...] = ()
     md_arrays: tuple[MdArrayPlan, ...] = ()
+    luks_volumes: tuple[LuksVolumePlan, ...] = ()
 
     @property
     def write_bytes(self) -> int:
@@ -253,7 +286,7 @@ class RestorePlan:
                         )
                     else:
                         lines.append(f"        md RAID member (device {role}) of array {name}")
-                lines += _luks_lines(m, d.image.index, p)
+                lines += self.luks_lines(d.image.index, s)
                 if s.why:
                     lines.append(f"        {s.why}")
             for note in d.notes:
@@ -270,6 +303,35 @@ class RestorePlan:
         lines.append(self.data_line())
         lines.append(self.check_line())
         return "\n".join(lines)
+
+    def luks_lines(self, disk: int, s: PartitionStep) -> list[str]:
+        """What a restore does with a LUKS partition, under its row (the
+        dry run's and the TUI's plan)."""
+        p = s.source
+        if p.filesystem.type != LUKS_TYPE:
+            return []
+        v = next(
+            (v for v in self.luks_volumes if (v.image.disk, v.image.partition) == (disk, p.number)),
+            None,
+        )
+        if p.method == Method.LUKS and v is not None:
+            inside = v.image
+            lines = [
+                f"        LUKS{inside.version}, unlocked: header as it was (same passphrases), "
+                "then",
+                f"        {inside.filesystem.type or 'raw'} inside, "
+                f"{human_size(inside.used_bytes)} of data",
+            ]
+            return lines + ([v.grow_line()] if v.grows else [])
+        lines = [
+            "        LUKS (encrypted): laid back byte for byte as ciphertext; no",
+            ("        used-blocks saving is possible without the key"),
+        ]
+        if s.grown:
+            lines.append(
+                "        the partition grows; the LUKS volume and its contents keep their size"
+            )
+        return lines
 
     def check_line(self) -> str:
         """What the plan says about checking the chunks before writing."""
@@ -315,23 +377,6 @@ def restore_regions(m: Manifest) -> list[RestoreRegion]:
         for lv in vg.lvs:
             out.append((f"{m.ref} volume group {vg.name} {lv.label}", None, None, lv.chunks))
     return out
-
-
-def _luks_lines(m: Manifest, disk: int, p: PartitionImage) -> list[str]:
-    """What a restore does with a LUKS partition, under its row."""
-    if p.filesystem.type != "crypto_LUKS":
-        return []
-    v = m.luks_volume_of(disk, p.number)
-    if p.method == Method.LUKS and v is not None:
-        fs = v.filesystem.type or "raw"
-        return [
-            f"        LUKS{v.version}, unlocked: header as it was (same passphrases), then",
-            f"        {fs} inside, {human_size(v.used_bytes)} of data",
-        ]
-    return [
-        "        LUKS (encrypted): laid back byte for byte as ciphertext; no",
-        ("        used-blocks saving is possible without the key"),
-    ]
 
 
 def _table_name(kind: str) -> str:
@@ -381,6 +426,7 @@ def make_restore_plan(
         plans.append(planned)
     groups = plan_volume_groups(manifest, plans, grow_lv)
     arrays = plan_md_arrays(manifest, plans)
+    volumes = plan_luks_volumes(manifest, plans)
     return RestorePlan(
         repo=repo,
         manifest=manifest,
@@ -388,6 +434,7 @@ def make_restore_plan(
         choices=choices,
         volume_groups=groups,
         md_arrays=arrays,
+        luks_volumes=volumes,
     )
 
 
@@ -441,6 +488,19 @@ def plan_md_arrays(manifest: Manifest, disks: Sequence[DiskPlan]) -> tuple[MdArr
     )
 
 
+def plan_luks_volumes(manifest: Manifest, disks: Sequence[DiskPlan]) -> tuple[LuksVolumePlan, ...]:
+    """Each unlocked LUKS volume of the image; it grows with its partition,
+    and so does a filesystem inside that liferaft can grow (a PV inside is
+    in its volume group's grown PVs, see plan_volume_groups)."""
+    grown = _grown_places(disks, Method.LUKS)
+    out = []
+    for v in manifest.luks_volumes:
+        grows = (v.disk, v.partition) in grown
+        fs = grows and v.method == Method.USED and v.filesystem.type in GROWABLE - {"swap"}
+        out.append(LuksVolumePlan(v, grows, fs))
+    return tuple(out)
+
+
 def plan_volume_groups(
     manifest: Manifest, disks: Sequence[DiskPlan], grow_lv: str | None
 ) -> tuple[VolumeGroupPlan, ...]:
@@ -449,8 +509,9 @@ def plan_volume_groups(
     operating system's /, else the last one created; linear or striped, with
     a filesystem liferaft can grow. A PV on an md array grows when every
     member's partition grows (the array is created anew at its smallest
-    member's size, so only pvresize is needed)."""
-    grown = _grown_places(disks, Method.LVM_PV)
+    member's size, so only pvresize is needed); so does a PV inside an
+    unlocked LUKS volume whose partition grows (the opened volume spans it)."""
+    grown = _grown_places(disks, Method.LVM_PV) | _grown_places(disks, Method.LUKS)
     members = _grown_places(disks, Method.MD_MEMBER)
     for a in manifest.md_arrays:
         places = {(m.disk, m.partition) for m in a.members}
@@ -630,8 +691,12 @@ def _grow_last(
     data_steps = [s for s in steps if s.source.kind != "extended"]
     last = max(data_steps, key=lambda s: s.source.end)
     fs = last.source.filesystem.type
-    if last.source.method in (Method.LVM_PV, Method.MD_MEMBER):
-        pass  # the PV grows (pvresize), then an LV; an md member: its array's filesystem
+    if last.source.method in (Method.LVM_PV, Method.MD_MEMBER, Method.LUKS):
+        # the PV grows (pvresize), then an LV; an md member: its array's
+        # filesystem; an unlocked LUKS volume: what is inside (plan_luks_volumes)
+        pass
+    elif fs == LUKS_TYPE:
+        pass  # ciphertext: the partition grows, the volume keeps its size (the plan says so)
     elif fs not in GROWABLE or last.source.method not in (Method.USED, Method.RAW, Method.SWAP):
         return steps, (
             f"the last partition ({fs or 'no filesystem'}) cannot be grown; "
@@ -655,8 +720,7 @@ def _grow_last(
             s = PartitionStep(
                 s.source,
                 n,
-                s is last
-                and s.source.method not in (Method.LVM_PV, Method.MD_MEMBER, Method.FILES),
+                s is last and s.source.method not in INSIDE_GROWS and fs != LUKS_TYPE,
                 s.files,  # (a file-level partition's new filesystem fills it already)
             )
         out.append(s)

@@ -72,6 +72,11 @@ def plan_table(plan: RestorePlan) -> Table:
         for step in d.steps:
             if step.why:  # a smaller disk: what shrinks or moves, and how
                 outer.add_row(Text(f"Partition {step.source.number}: {step.why}"))
+        for step in d.steps:
+            # partition -> LUKS volume -> its contents, and what grows
+            lines = plan.luks_lines(d.image.index, step)
+            if lines:
+                outer.add_row(Text(f"Partition {step.source.number}:\n" + "\n".join(lines)))
         for note in d.notes:
             outer.add_row(Text(f"Note: {note}"))
         if d.seeded:
