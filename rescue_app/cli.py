@@ -636,7 +636,8 @@ def cmd_mount(engine: Engine, args: argparse.Namespace) -> int:
     with engine.mount_image(repo, args.image, args.mountpoint, cache_bytes=cache) as m:
         print(f"mounted {m.manifest.ref} read-only on {m.point}:")
         for part in m.partitions:
-            shown = f"{part.image}" + (f", {part.files}/" if part.folder in m.mounted else "")
+            files = f"{part.files}/" if part.folder in m.mounted else ""
+            shown = ", ".join(x for x in (part.image, files) if x) or "(its files cannot be shown)"
             swap = " (swap: nothing stored)" if part.swap else ""
             print(f"  {part.folder}/  {part.describe()}{swap}: {shown}")
         for note in m.notes:

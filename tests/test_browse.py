@@ -152,11 +152,14 @@ def _loops_under(point: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def mounted_image(repo: str, point: str, *extra: str) -> Iterator[subprocess.Popen[str]]:
-    """`liferaft mount` in a process of its own, until it says it serves;
-    always ended (umount, then the process), also when the test fails."""
+def mounted_image(
+    repo: str, point: str, *extra: str, name: str = "src"
+) -> Iterator[subprocess.Popen[str]]:
+    """`liferaft mount` of the image ``name`` in a process of its own, until
+    it says it serves; always ended (umount, then the process), also when
+    the test fails."""
     os.makedirs(point, exist_ok=True)
-    argv = cli_argv("mount", "--repo", repo, "--image", "src")
+    argv = cli_argv("mount", "--repo", repo, "--image", name)
     proc = subprocess.Popen(
         [*argv, *extra, point],
         cwd=REPO_ROOT,

@@ -9,6 +9,7 @@ import hashlib
 import os
 import random
 import re
+import stat
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from rescue_app.engine import mounts
 from rescue_app.run import run
 from tests.enginekit import assert_one_line_error, liferaft
 from tests.helpers.diskkit import MIB, PartSpec, fsck_clean, make_fs, mounted, partition_disk
+from tests.test_browse import mounted_image
 
 pytestmark = pytest.mark.root
 
@@ -156,6 +158,52 @@ def test_online_backup_under_a_writer_restores_whole_files(
         f"second run {second.stdout.splitlines()[-1]}; unchanged run: {new} of {data} bytes "
         f"new; offline capture: {offline}"
     )
+
+
+def _metadata(root: str) -> dict[str, tuple[object, ...]]:
+    """Every entry below ``root``: (mode, owner, group, mtime ns, size, its
+    sha256 or symlink target)."""
+    out: dict[str, tuple[object, ...]] = {}
+    for folder, dirs, names in os.walk(root):
+        for name in ["", *dirs, *names] if folder == root else [*dirs, *names]:
+            path = os.path.join(folder, name) if name else folder
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode):
+                what = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            else:
+                what = os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
+            size = st.st_size if not stat.S_ISDIR(st.st_mode) else 0
+            out[os.path.relpath(path, root)] = (
+                stat.filemode(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, size, what,
+            )  # fmt: skip
+    return out
+
+
+def test_liferaft_mount_shows_a_partition_backed_up_file_by_file(
+    source: tuple[str, str, str], workdir: str
+) -> None:
+    """The files of a partition the online backup stored file by file, under
+    `liferaft mount` (served from its archive, no image file): equal to the
+    mounted tree in content, mode, owners, times, symlinks, hard links and
+    xattrs; `liferaft umount` leaves nothing mounted."""
+    dev, _part, point = source
+    _static_tree(point)
+    os.utime(f"{point}/etc/d3", ns=(0, 1_500_000_000_123_456_789))
+    os.mkfifo(f"{point}/etc/fifo", 0o640)
+    expected = _metadata(point)
+    repo = os.path.join(workdir, "repo")
+    liferaft("backup", "--repo", repo, "--name", "src", dev)
+    mnt = os.path.join(workdir, "mnt")
+    with mounted_image(repo, mnt) as proc:
+        assert os.listdir(f"{mnt}/disk1/p1") == ["files"]  # no p1.img: nothing raw stored
+        files = f"{mnt}/disk1/p1/files"
+        assert _metadata(files) == expected
+        assert os.stat(f"{files}/etc/hard").st_ino == os.stat(f"{files}/etc/d1/f1").st_ino
+        assert os.stat(f"{files}/etc/hard").st_nlink == 2
+        assert os.getxattr(f"{files}/etc/d1/f1", "user.origin") == b"\xff\x00binary"
+        assert liferaft("umount", mnt).returncode == 0
+        assert proc.wait(20) == 0
+    assert mounts.mounts_under(mnt) == [] and mounts.loops_backed_under(mnt) == []
 
 
 def _figures(stdout: str) -> tuple[int, int]:

@@ -25,7 +25,7 @@ from rescue_app.engine.manifest import (
     Region,
     parse_manifest,
 )
-from rescue_app.errors import DiskError, UsageError
+from rescue_app.errors import DiskError
 from rescue_app.progress import Progress
 
 MIB = 1024 * 1024
@@ -114,9 +114,11 @@ def test_a_file_level_partition_makes_a_version_4_manifest_that_reads_back() -> 
     assert parse_manifest(plain, "m").disks[0].partitions[0].tree is None
 
 
-def test_browsing_a_file_level_partition_is_one_clear_refusal() -> None:
+def test_a_file_level_partition_is_browsed_by_its_files_without_an_image_file() -> None:
     m = _manifest(Method.FILES, FileTree("tar-pax", 5000, 3, ()))
     for spec in (None, "1", "disk1/p1"):
-        with pytest.raises(UsageError, match="captured file by file") as exc:
-            select_partition(m, spec)
-        assert "'liferaft extract --partition disk1/p1 PATH... --to FOLDER'" in exc.value.hint
+        part = select_partition(m, spec)
+        assert (part.folder, part.files, part.image, part.volume) == (
+            "disk1/p1", "disk1/p1/files", "", None,
+        )  # fmt: skip
+        assert part.archive is m.disks[0].partitions[0]

@@ -7,6 +7,9 @@ down (mounts and loop devices themselves are engine/mounts.py's):
     MOUNTPOINT/disk1/p2/p2.img    -> losetup --read-only      (mounts.attach_loop)
     MOUNTPOINT/disk1/p2/files     <- mount -o ro,noload|norecovery of that loop device
     MOUNTPOINT/lvm/vg0/root/root.img, .../files   the same for an LVM logical volume
+    MOUNTPOINT/disk1/p3/files     a partition captured file by file (``liferaft
+                                  backup``): served by the FUSE thread itself from
+                                  its archive (engine/archivetree.py); no image file
 
 The kernel reads a partition's filesystem through the loop device, which
 reads p2.img, which the FUSE thread assembles from chunks: the thread that
@@ -17,7 +20,8 @@ ends the FUSE thread). ``unmount_image`` does the same from another process
 
 Extract mounts one partition on a temporary folder and copies with
 ``cp -a --preserve=all`` (modes, owners, times, symlinks, hardlinks, xattrs,
-ACLs). Nothing here writes to an image or a repository.
+ACLs); from a partition captured file by file, GNU tar unpacks its archive.
+Nothing here writes to an image or a repository.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from rescue_app.engine import filelevel, mounts
+from rescue_app.engine.archivetree import index_archive
 from rescue_app.engine.imagefs import (
     DEFAULT_CACHE_BYTES,
     FUSE_TYPE,
@@ -49,6 +54,7 @@ from rescue_app.engine.units import human_size
 from rescue_app.errors import (
     CancelledError,
     CommandError,
+    DiskError,
     LiferaftError,
     NotRootError,
     UsageError,
@@ -75,11 +81,12 @@ class BrowsePartition:
     size: int
     used_bytes: int
     folder: str  # "disk1/p2"
-    image: str  # "disk1/p2/p2.img"
+    image: str  # "disk1/p2/p2.img"; "" for a partition captured file by file
     files: str | None  # "disk1/p2/files" when its filesystem can be mounted
     swap: bool = False
     lv: str = ""  # "vg0/root" for a logical volume
     volume: VolumeFile | None = None  # what p2.img serves
+    archive: PartitionImage | None = None  # captured file by file: its files/ come from here
 
     def describe(self) -> str:
         fs = self.fstype or "no filesystem"
@@ -91,14 +98,18 @@ def browse_partitions(manifest: Manifest) -> list[BrowsePartition]:
     """The volumes a browse mount shows (pure): partitions in disk order
     (``disk1/p2``; ``disk1/whole`` for a disk without a partition table),
     then LVM logical volumes (``lvm/vg0/root``). An extended partition's
-    container and an LVM physical volume hold no data of their own there."""
+    container and an LVM physical volume hold no data of their own there.
+    A partition captured file by file shows its files and no image file."""
     out = []
     ref, cs = manifest.ref, manifest.chunk_size
     for disk in manifest.disks:
         for p in disk.partitions:
-            if p.method in (Method.NONE, Method.LVM_PV, Method.MD_MEMBER, Method.FILES):
-                continue  # (a file-level partition has no image file: not browsed yet)
+            if p.method in (Method.NONE, Method.LVM_PV, Method.MD_MEMBER):
+                continue
             folder = f"disk{disk.index + 1}/" + (f"p{p.number}" if p.number else "whole")
+            if p.method == Method.FILES:
+                out.append(_archived(p, folder, disk.index + 1))
+                continue
             name = f"p{p.number}.img" if p.number else "whole.img"
             what = f"partition {p.number}" if p.number else "whole disk"
             where = f"image {ref}, disk {disk.index + 1} {what}"
@@ -142,39 +153,20 @@ def _shown(
     )
 
 
-def _file_level(
-    manifest: Manifest, spec: str | None, with_files: Sequence[BrowsePartition]
-) -> tuple[str, PartitionImage] | None:
-    """The partition captured file by file (the online backup) that ``spec``
-    names, or without a spec the image's only one when no other partition
-    has files; its folder (``disk1/p2``) with it."""
-    text = (spec or "").strip().strip("/")
-    found = [
-        (f"disk{disk.index + 1}/p{p.number}", p)
-        for disk in manifest.disks
-        for p in disk.partitions
-        if p.method == Method.FILES
-    ]
-    if spec is None:
-        return found[0] if len(found) == 1 and not with_files else None
-    named = [(folder, p) for folder, p in found if text in (str(p.number), folder)]
-    return named[0] if len(named) == 1 else None
-
-
-def _refuse_file_level(
-    manifest: Manifest, spec: str | None, with_files: Sequence[BrowsePartition]
-) -> None:
-    """A partition captured file by file is not shown by a browse mount yet
-    (extract reads it): say so when it is the one asked for (or the only one)."""
-    found = _file_level(manifest, spec, with_files)
-    if found is not None:
-        folder, p = found
-        raise UsageError(
-            f"partition {p.number} of image {manifest.ref} was captured file by file "
-            "(liferaft backup): a browse mount does not show it yet",
-            hint=f"'liferaft extract --partition {folder} PATH... --to FOLDER' copies its "
-            "files out; or restore the image to a spare disk",
-        )
+def _archived(p: PartitionImage, folder: str, disk: int) -> BrowsePartition:
+    """A partition captured file by file as the mount shows it."""
+    return BrowsePartition(
+        disk=disk,
+        number=p.number,
+        fstype=p.filesystem.type,
+        label=p.filesystem.label,
+        size=p.size,
+        used_bytes=p.used_bytes,
+        folder=folder,
+        image="",
+        files=f"{folder}/files",
+        archive=p,
+    )
 
 
 def select_partition(
@@ -186,7 +178,6 @@ def select_partition(
     parts = list(parts if parts is not None else browse_partitions(manifest))
     with_files = [p for p in parts if p.files]
     listing = ", ".join(f"{p.folder} ({p.fstype})" for p in with_files) or "none"
-    _refuse_file_level(manifest, spec, with_files)
     if spec is None:
         if len(with_files) == 1:
             return with_files[0]
@@ -291,6 +282,9 @@ class ImageMount:
     # -- setting up --------------------------------------------------------
     def _start(self, only: Sequence[BrowsePartition] | None) -> None:
         wanted = [p for p in (only if only is not None else self.partitions) if p.files]
+        archived = [p for p in wanted if p.archive is not None]
+        wanted = [p for p in wanted if p.archive is None]
+        archived = [p for p in archived if self._index_archive(p)]
         for p in wanted:
             self.fs.add_files_dir(p.folder)
         try:
@@ -301,6 +295,36 @@ class ImageMount:
             raise
         for p in wanted:
             self._mount_files(p)
+        for p in archived:
+            self.mounted[p.folder] = os.path.join(self.point, f"{p.folder}/files")
+
+    def _index_archive(self, p: BrowsePartition) -> bool:
+        """Read the headers of a file-level partition's archive; its files/
+        folder is then served from them (engine/archivetree.py). False (and
+        a note) if the archive cannot be read."""
+        assert p.archive is not None
+        where = f"image {self.manifest.ref}, disk {p.disk} partition {p.number}"
+        chunks = p.archive.chunks
+        started = time.monotonic()
+
+        def get(i: int) -> bytes:
+            digest = chunks[i]
+            if digest is None:
+                raise DiskError(f"{where}: archive chunk {i} is not stored")
+            return self.fs.cache.get(digest, f"{where}, archive chunk {i}")
+
+        try:
+            tree = index_archive(chunks, get)
+        except LiferaftError as exc:
+            self.notes.append(f"{p.folder} ({p.fstype}): its files cannot be shown ({exc.message})")
+            log.info("%s", self.notes[-1])
+            return False
+        log.info(
+            "%s: %d entries indexed from %d of %d archive chunks in %.1f s",
+            where, len(tree.entries), tree.fetched, len(chunks), time.monotonic() - started,
+        )  # fmt: skip
+        self.fs.add_archive(p.folder, where, chunks, tree)
+        return True
 
     def _mount_files(self, p: BrowsePartition) -> None:
         assert p.files is not None
@@ -537,11 +561,10 @@ def extract(
     require_root("extracting files from an image")
     if not paths:
         raise UsageError("no path to extract", hint="name files or folders of the partition")
-    found = _file_level(manifest, partition, [p for p in browse_partitions(manifest) if p.files])
-    if found is not None:
-        folder, image = found
-        return _extract_archive(repo, manifest, folder, image, paths, to, progress, cancel)
     part = select_partition(manifest, partition)
+    if part.archive is not None:  # GNU tar reads its archive once: faster, every hard link
+        return _extract_archive(repo, manifest, part.folder, part.archive, paths, to, progress,
+                                cancel)  # fmt: skip
     dest = check_destination(to)
     point = tempfile.mkdtemp(prefix="liferaft-extract-")
     try:

@@ -5,7 +5,9 @@ the layout: ``disk1/p2/p2.img``, ``lvm/vg0/root/root.img``, each with an
 empty ``files/`` folder that browse mounts the volume's filesystem on) and
 the path from a byte range of a volume (a partition, an LVM logical volume)
 to the chunks that hold it: zeros where the image holds no data (unused
-blocks, swap).
+blocks, swap). A partition captured file by file has no volume file: its
+``files/`` folder is served here from its archive's index
+(engine/archivetree.py), each file's bytes read from the chunks holding them.
 
 Every chunk comes through ``Repository.get_chunk`` (any store, hash-checked)
 into a bounded LRU cache of decompressed chunks; concurrent readers of one
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from rescue_app.engine.archivetree import ArchiveTree, Entry
 from rescue_app.engine.repository import Repository
 from rescue_app.errors import LiferaftError, ToolMissingError
 
@@ -127,6 +130,26 @@ class VolumeFile:
         return bytes(out)
 
 
+@dataclass(frozen=True)
+class ArchiveFiles:
+    """The files of a partition captured file by file, as its archive's
+    index found them."""
+
+    where: str  # for log lines: "image web1@..., disk 1 partition 2"
+    chunks: tuple[str | None, ...]  # the archive
+    tree: ArchiveTree
+    base: int  # added to the tree's inode numbers: unique in the mount
+
+    def chunk(self, cache: ChunkCache, index: int) -> bytes:
+        digest = self.chunks[index]
+        if digest is None:
+            raise LiferaftError(f"{self.where}: archive chunk {index} is not stored")
+        return cache.get(digest, f"{self.where}, archive chunk {index}")
+
+    def read(self, cache: ChunkCache, entry: Entry, offset: int, size: int) -> bytes:
+        return self.tree.read(entry, offset, size, lambda i: self.chunk(cache, i), self.where)
+
+
 def _load_fuse() -> Any:
     """mfusepy, bound to libfuse 3 when it is there (it would take libfuse 2,
     which needs the old fusermount, first)."""
@@ -146,7 +169,10 @@ def _load_fuse() -> Any:
 class ImageFS:
     """The FUSE operations (mfusepy's Operations protocol): a fixed tree of
     folders and partition files; ``hide`` drops a partition's files/ folder
-    when its filesystem could not be mounted."""
+    when its filesystem could not be mounted; ``add_archive`` serves a
+    file-level partition's files/ folder from its archive. Every entry has
+    an inode number of its own (hard links of an archive share one), so
+    ``cp -a`` and ``du`` see hard links as such."""
 
     use_ns = True  # times in nanoseconds (mfusepy)
 
@@ -164,6 +190,8 @@ class ImageFS:
         self.cache = ChunkCache(self._fetch, cache_bytes)
         self.files: dict[str, VolumeFile] = {}  # "/disk1/p2/p2.img" -> volume
         self.dirs: dict[str, list[str]] = {"/": []}
+        self.inos: dict[str, int] = {"/": 1}
+        self.archives: dict[str, ArchiveFiles] = {}  # "/disk1/p2/files" -> its files
         self.ready = threading.Event()
         self._bad: set[str] = set()
         self._lock = threading.Lock()
@@ -177,6 +205,7 @@ class ImageFS:
             self._add_dir(folder)
             self.dirs[folder].append(name)
             self.files[f"{folder}/{name}"] = volume
+            self.inos[f"{folder}/{name}"] = len(self.inos) + 1
 
     def _add_dir(self, path: str) -> None:
         if path in self.dirs:
@@ -186,6 +215,7 @@ class ImageFS:
         self._add_dir(parent)
         self.dirs[parent].append(name)
         self.dirs[path] = []
+        self.inos[path] = len(self.inos) + 1
 
     def _fetch(self, digest: str, where: str) -> bytes:
         return self._fetchers.submit(self.repo.get_chunk, digest, where).result()
@@ -197,6 +227,27 @@ class ImageFS:
         """Show ``folder/files`` (``folder`` as "disk1/p2"), the inner mount's point."""
         with self._lock:
             self._add_dir(f"/{folder}/files")
+
+    def add_archive(
+        self, folder: str, where: str, chunks: Sequence[str | None], tree: ArchiveTree
+    ) -> None:
+        """Serve ``folder/files`` from a file-level partition's archive."""
+        with self._lock:
+            self._add_dir("/" + folder)
+            self.dirs["/" + folder].append("files")
+            base = (len(self.archives) + 1) << 40
+            self.archives[f"/{folder}/files"] = ArchiveFiles(where, tuple(chunks), tree, base)
+
+    def _archive_entry(self, path: str) -> tuple[ArchiveFiles, str, Entry] | None:
+        """The archive and entry ``path`` names, if it is inside one."""
+        for root, files in self.archives.items():
+            if path == root or path.startswith(root + "/"):
+                rel = path[len(root) + 1 :]
+                entry = files.tree.lookup(rel)
+                if entry is None:
+                    raise _fuse_error(errno.ENOENT)
+                return files, rel, entry
+        return None
 
     def hide(self, folder: str) -> None:
         with self._lock:
@@ -210,48 +261,116 @@ class ImageFS:
         self.ready.set()
 
     def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
+        found = self._archive_entry(path)
+        if found is not None:
+            files, _rel, e = found
+            return {
+                "st_mode": e.mode,
+                "st_ino": files.base + e.ino,
+                "st_nlink": e.nlink,
+                "st_uid": e.uid,
+                "st_gid": e.gid,
+                "st_size": e.size or len(e.target.encode("utf-8", "surrogateescape")),
+                "st_blocks": (e.size + 511) // 512,
+                "st_rdev": e.rdev,
+                "st_atime": e.mtime_ns,
+                "st_mtime": e.mtime_ns,
+                "st_ctime": e.mtime_ns,
+            }
         times = {"st_atime": self.time_ns, "st_mtime": self.time_ns, "st_ctime": self.time_ns}
+        ino = self.inos.get(path)
         if path in self.dirs:
-            return {"st_mode": stat.S_IFDIR | 0o555, "st_nlink": 2, **times}
+            return {"st_mode": stat.S_IFDIR | 0o555, "st_nlink": 2, "st_ino": ino or 0, **times}
         f = self.files.get(path)
-        if f is None:
+        if f is None or ino is None:
             raise _fuse_error(errno.ENOENT)
         # The raw partition holds every file of it, whoever owns them: root only.
         return {
             "st_mode": stat.S_IFREG | 0o400,
+            "st_ino": ino,
             "st_nlink": 1,
             "st_size": f.size,
             "st_blocks": (f.used_bytes + 511) // 512,
             **times,
         }
 
-    def readdir(self, path: str, fh: int) -> list[str]:
-        with self._lock:
-            names = self.dirs.get(path)
-            if names is None:
-                raise _fuse_error(errno.ENOENT)
-            return [".", "..", *names]
+    def readlink(self, path: str) -> str:
+        found = self._archive_entry(path)
+        if found is None or not stat.S_ISLNK(found[2].mode):
+            raise _fuse_error(errno.EINVAL)
+        return found[2].target
+
+    def listxattr(self, path: str) -> list[str]:
+        found = self._archive_entry(path)
+        return sorted(found[2].xattrs) if found is not None else []
+
+    def getxattr(self, path: str, name: str, *_position: int) -> bytes:
+        found = self._archive_entry(path)
+        value = found[2].xattrs.get(name) if found is not None else None
+        if value is None:
+            raise _fuse_error(errno.ENODATA)
+        return value
+
+    def readdir(self, path: str, fh: int) -> list[tuple[str, dict[str, int], int]]:
+        """The entries with their type and inode number (with use_ino, a name
+        without one would be inode 0, which readdir(3) leaves out)."""
+        found = self._archive_entry(path)
+        if found is not None:
+            files, rel, entry = found
+            if not stat.S_ISDIR(entry.mode):
+                raise _fuse_error(errno.ENOTDIR)
+            names = list(files.tree.children.get(rel, []))
+        else:
+            with self._lock:
+                listed = self.dirs.get(path)
+                if listed is None:
+                    raise _fuse_error(errno.ENOENT)
+                names = list(listed)
+        out = []
+        for name in [".", "..", *names]:
+            full = (
+                path
+                if name == "."
+                else os.path.dirname(path)
+                if name == ".."
+                else path.rstrip("/") + "/" + name
+            )
+            attrs = self.getattr(full)
+            out.append((name, {"st_mode": attrs["st_mode"], "st_ino": attrs["st_ino"]}, 0))
+        return out
 
     def open(self, path: str, flags: int) -> int:
-        if path not in self.files:
+        found = self._archive_entry(path)
+        if found is not None and not stat.S_ISREG(found[2].mode):
+            raise _fuse_error(errno.EISDIR if stat.S_ISDIR(found[2].mode) else errno.EACCES)
+        if found is None and path not in self.files:
             raise _fuse_error(errno.ENOENT)
         if flags & (os.O_WRONLY | os.O_RDWR):
             raise _fuse_error(errno.EROFS)
         return 0
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        found = self._archive_entry(path)
+        if found is not None:
+            files, rel, entry = found
+            where = f"{files.where}, file /{rel}"
+            return self._reading(where, offset, lambda: files.read(self.cache, entry, offset, size))
         f = self.files.get(path)
         if f is None:
             raise _fuse_error(errno.ENOENT)
+        return self._reading(f.where, offset, lambda: f.read(self.cache, offset, size))
+
+    def _reading(self, where: str, offset: int, read: Callable[[], bytes]) -> bytes:
+        """``read()``, or EIO and one log line per bad chunk, however often
+        the kernel retries it."""
         try:
-            return f.read(self.cache, offset, size)
+            return read()
         except LiferaftError as exc:
-            # One line per bad chunk, however often the kernel retries it.
             with self._lock:
                 first = str(exc) not in self._bad
                 self._bad.add(str(exc))
             if first:
-                log.error("read of %s at offset %d failed: %s", f.where, offset, exc)
+                log.error("read of %s at offset %d failed: %s", where, offset, exc)
             raise _fuse_error(errno.EIO) from None
 
     def statfs(self, path: str) -> dict[str, int]:
@@ -309,6 +428,7 @@ class FuseServer:
                 # on the user's terminal at every mount (libfuse issue 1003);
                 # an explicit value, libfuse 2's and 3's usual 10, avoids it.
                 max_idle_threads=10,
+                use_ino=True,  # ImageFS gives every entry its own (hard links share one)
             )
         except BaseException as exc:  # reported by start() or alive
             self.error = exc

@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -29,7 +30,8 @@ from rescue_app.tui.screens.images import ImagesScreen
 from rescue_app.tui.screens.progress import ProgressScreen
 from rescue_app.tui.screens.question import QuestionModal
 from rescue_app.tui.screens.source import SourceScreen
-from tests.helpers.diskkit import mounted
+from tests.enginekit import liferaft
+from tests.helpers.diskkit import MIB, PartSpec, make_fs, mounted, partition_disk
 from tests.tui.conftest import CapturedImage
 from tests.tui.fake_engine import MANIFEST
 from tests.tui.pilot_helpers import (
@@ -327,3 +329,55 @@ def test_a_clonezilla_image_is_not_browsed(tmp_path) -> None:
         with pytest.raises(UsageError, match="cannot be browsed or extracted directly"):
             call()
     assert sorted(os.listdir(tmp_path)) == ["2026-01-01-img"]
+
+
+@pytest.mark.root
+@run_async
+async def test_browse_shows_a_partition_backed_up_file_by_file(loopdisk, workdir) -> None:
+    """An image of the online backup (its partition stored file by file, no
+    image file): the partition is listed with its files, a folder opens, a
+    marked file copies out equal, and the mount is released."""
+    dev = loopdisk(128 * MIB)
+    (part,) = partition_disk(dev, "gpt", [PartSpec(None, "ext4", "root")])
+    make_fs(part, "ext4", "rootfs")
+    data = os.urandom(5 * MIB + 123)
+    with mounted(part, "ext4") as point:
+        os.makedirs(f"{point}/etc/conf")
+        Path(point, "etc/conf/big.bin").write_bytes(data)
+        Path(point, "etc/hosts").write_text("127.0.0.1 localhost\n")
+        repo = os.path.join(workdir, "repo")
+        liferaft("backup", "--repo", repo, "--name", "web", dev)
+    app = LiferaftApp(Engine(), scan_media=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_browse(pilot, repo)
+        assert screen.image_mount is not None
+        point = screen.image_mount.point
+        options = screen.query_one("#browse-list", OptionList)
+        lines = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+        assert [ln.split()[:2] for ln in lines] == [["disk1/p1", "ext4"]]
+        assert "cannot" not in lines[0]
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.part is not None, "partition 1 is listed")
+        await settle(pilot)
+        await open_entry(pilot, screen, "etc", "/etc")
+        assert [e.name for e in screen.entries] == ["conf", "hosts"]
+        await open_entry(pilot, screen, "conf", "/etc/conf")
+        await highlight(pilot, screen, "big.bin")
+        await pilot.press("space")
+        await pilot.press("c")
+        modal = await wait_for_screen(pilot, CopyDestinationModal)
+        await settle(pilot)
+        out = os.path.join(workdir, "out")
+        modal.query_one("#copy-path", Input).value = out
+        modal.query_one("#copy-path", Input).focus()
+        await pilot.press("enter")
+        progress = await wait_for_screen(pilot, ProgressScreen)
+        await wait_until(pilot, lambda: progress.finished, "the copy has finished")
+        await settle(pilot)
+        assert "Done." in str(progress.query_one("#summary").render())
+        await pilot.press("enter")
+        await wait_for_screen(pilot, HomeScreen)
+        await wait_until(pilot, lambda: not app.image_mounts, "the mount is released")
+        await settle(pilot)
+        assert_released(point)
+    assert Path(out, "big.bin").read_bytes() == data
