@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from rescue_app.engine import filelevel
+from rescue_app.engine import fatattrs, filelevel
 from rescue_app.engine.extents import ExtentMap
 from rescue_app.engine.filetree import fat_options, read_identity
 from rescue_app.engine.keychain import CredentialChain
@@ -31,8 +31,9 @@ from rescue_app.run import run
 from tests.enginekit import assert_one_line_error, liferaft
 from tests.helpers.diskkit import (
     MIB,
-    MTOOLS_ENV,
+    MTOOLS_UTF8,
     PartSpec,
+    fat_attribute_listing,
     fsck_clean,
     make_fs,
     partition_disk,
@@ -96,8 +97,19 @@ def test_an_esp_captured_file_by_file_restores_with_its_id_label_and_files(
     esp, data = partition_disk(src, "gpt", [PartSpec(48, "vfat", "esp"), PartSpec(None, "ext4")])
     run(["mkfs.fat", "-F", "32", "-s", "1", "-n", LABEL, "-i", VOLUME_ID.replace("-", ""), esp])
     make_fs(data, "ext4")
-    expected = populate(esp, "vfat", seed=5, n_files=20, big_mib=2)
-    assert tree_checksums(esp, "vfat") == expected
+    populate(esp, "vfat", seed=5, n_files=20, big_mib=2)
+    # a name outside ASCII, and DOS attributes a tar archive has no place for
+    greeting = os.path.join(workdir, "greeting")
+    Path(greeting).write_text("Grüße\n")
+    run(["mcopy", "-i", esp, greeting, "::/docs/Grüße.txt"], env=MTOOLS_UTF8)
+    for flags, path in [(["+h", "+s"], "data/big-random.bin"), (["+r", "-a"], "docs/Grüße.txt"),
+                        (["+h"], "docs")]:  # fmt: skip
+        run(["mattrib", "-i", esp, *flags, f"::/{path}"], env=MTOOLS_UTF8)
+    attributes = fat_attribute_listing(esp)
+    assert "     SH      ::/data/big-random.bin" not in attributes  # (archive stays)
+    assert "  A  SH      ::/data/big-random.bin" in attributes, attributes
+    assert "       R     ::/docs/Grüße.txt" in attributes, attributes
+    expected = tree_checksums(esp, "vfat")
     before = fat_options(_boot_sector(esp))
 
     repo_path = os.path.join(workdir, "repo")
@@ -105,7 +117,7 @@ def test_an_esp_captured_file_by_file_restores_with_its_id_label_and_files(
     # what the online backup does for a vfat mounted read-write: its tree, file by file
     tree = os.path.join(workdir, "mounted-esp")
     os.mkdir(tree)
-    run(["mcopy", "-s", "-m", "-i", esp, "::/*", tree + "/"], env=MTOOLS_ENV)
+    run(["mcopy", "-s", "-m", "-i", esp, "::/*", tree + "/"], env=MTOOLS_UTF8)
     repo = Repository.open(repo_path, credentials=CredentialChain())
     m = repo.load_manifest("esp")
     stored: list[str] = []
@@ -120,6 +132,13 @@ def test_an_esp_captured_file_by_file_restores_with_its_id_label_and_files(
     assert read_identity(esp, fs).options == before
     chunks, files = filelevel.capture_tree(tree, esp, fs, store, lambda _n, _p: None)
     assert files.files >= 20 and files.options == before and not files.changing
+    # The attributes come from FAT_IOCTL_GET_ATTRIBUTES on a mounted vfat; the
+    # stand-in folder is not one (none read): mattrib reads the same FAT.
+    assert files.fat_attributes == ()
+    files = dataclasses.replace(
+        files, fat_attributes=fatattrs.to_text(fatattrs.from_image(esp, tree))
+    )
+    assert files.fat_attributes == ("-HSA data/big-random.bin", "-H-- docs", "R--- docs/Grüße.txt")
     disk = m.disks[0]
     part = dataclasses.replace(
         disk.partitions[0], method=Method.FILES, chunks=tuple(chunks), tree=files,
@@ -140,6 +159,7 @@ def test_an_esp_captured_file_by_file_restores_with_its_id_label_and_files(
     assert "TYPE=vfat" in probe and f"UUID={VOLUME_ID}" in probe and f"LABEL={LABEL}" in probe
     assert fat_options(_boot_sector(new_esp)) == before
     assert tree_checksums(new_esp, "vfat") == expected
+    assert fat_attribute_listing(new_esp) == attributes
     fsck_clean(new_esp, "vfat")
 
     # extract reads the archive of a partition captured file by file

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from rescue_app.engine import lvm, online
+from rescue_app.engine import fatattrs, lvm, online
 from rescue_app.engine.browse import select_partition
 from rescue_app.engine.extents import ExtentMap
 from rescue_app.engine.filelevel import _Stream
@@ -122,3 +122,21 @@ def test_a_file_level_partition_is_browsed_by_its_files_without_an_image_file() 
             "disk1/p1", "disk1/p1/files", "", None,
         )  # fmt: skip
         assert part.archive is m.disks[0].partitions[0]
+
+
+def test_fat_attributes_have_a_text_form_in_the_manifest() -> None:
+    attributes = {"EFI/Boot/BCD": fatattrs.HIDDEN | fatattrs.SYSTEM | fatattrs.ARCHIVE,
+                  "docs/Grüße.txt": fatattrs.READ_ONLY, "EFI": fatattrs.HIDDEN}  # fmt: skip
+    text = fatattrs.to_text(attributes)
+    assert text == ("-H-- EFI", "-HSA EFI/Boot/BCD", "R--- docs/Grüße.txt")
+    assert fatattrs.from_text(text) == attributes
+    tree = FileTree("tar-pax", 5000, 3, ("-F", "32"), fat_attributes=text)
+    back = parse_manifest(_manifest(Method.FILES, tree).to_json(), "m")
+    assert back.disks[0].partitions[0].tree == tree
+    # none: no key, the manifest as before
+    assert (
+        '"fat_attributes"' not in _manifest(Method.FILES, FileTree("tar-pax", 1, 1, ())).to_json()
+    )
+    for bad in ("HS EFI", "-H-X EFI", "-H--"):
+        with pytest.raises(DiskError, match="is not 'RHSA path'"):
+            fatattrs.from_text([bad])

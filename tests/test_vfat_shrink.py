@@ -24,6 +24,7 @@ from tests.helpers.diskkit import (
     MTOOLS_ENV,
     PartSpec,
     disk_bytes_sha256,
+    fat_attribute_listing,
     fsck_clean,
     make_fs,
     partition_disk,
@@ -89,6 +90,13 @@ def test_esp_shrinks_file_level_keeping_volume_id_label_and_fat32(
     run(["mcopy", "-m", "-i", nodes[0], boot, "::/EFI/BOOT/"], env=MTOOLS_ENV)
     esp = tree_checksums(nodes[0], "vfat")
     assert "EFI/BOOT/BOOTX64.EFI" in esp and len(esp) == len(written) + 1
+    # DOS attributes a folder would drop: kept by the shrink (set again with mattrib)
+    data = sorted(p for p in esp if p.startswith("data/"))[0]
+    for flags, path in [(["+h", "+s", "+r"], "EFI/BOOT/BOOTX64.EFI"), (["+h"], "EFI"),
+                        (["-a"], data)]:  # fmt: skip
+        run(["mattrib", "-i", nodes[0], *flags, f"::/{path}"], env=MTOOLS_ENV)
+    attributes = fat_attribute_listing(nodes[0])
+    assert "  A  SHR     ::/EFI/BOOT/BOOTX64.EFI" in attributes, attributes
     make_fs(nodes[1], "ext4", label="rootfs")
     root = populate(nodes[1], "ext4", seed=5, n_files=20, big_mib=8)
     identity = _identity(dev, nodes)
@@ -126,4 +134,5 @@ def test_esp_shrinks_file_level_keeping_volume_id_label_and_fat32(
         options = fat_options(f.read(512))
     assert options[:2] == ("-F", "32") and options[options.index("-s") + 1] != "8"
     assert tree_checksums(got[0], "vfat") == esp
+    assert fat_attribute_listing(got[0]) == attributes
     assert tree_checksums(got[1], "ext4") == root

@@ -42,7 +42,7 @@ import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from rescue_app.engine import filetree, mounts
+from rescue_app.engine import fatattrs, filetree, mounts
 from rescue_app.engine.manifest import Filesystem, FileTree, Manifest, PartitionImage
 from rescue_app.engine.repository import CHUNK_SIZE, Repository
 from rescue_app.errors import CancelledError, CommandError, DiskError, UsageError
@@ -299,6 +299,10 @@ def capture_tree(
         read_only=tuple(s.path for s in subvolumes if s.read_only),
         default_subvolume=default,
         changing=tuple(os.path.relpath(p, mountpoint) for p in w.changing),
+        # a tar archive has no place for a FAT's DOS attributes (hidden, system, ...)
+        fat_attributes=fatattrs.to_text(fatattrs.from_mounted(mountpoint))
+        if fs.type == "vfat"
+        else (),
     )
 
 
@@ -434,7 +438,10 @@ def write_stream(
                 hint="the target disk may be failing or full; run the restore again",
             ) from None
 
-    written = filetree.write_files(node, ident, subvolumes, tree.default_subvolume, fill)
+    attributes = fatattrs.from_text(tree.fat_attributes)
+    written = filetree.write_files(
+        node, ident, subvolumes, tree.default_subvolume, fill, attributes
+    )
     return ident, written
 
 

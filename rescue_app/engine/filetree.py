@@ -33,10 +33,10 @@ import os
 import re
 import tempfile
 import uuid as uuidlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from rescue_app.engine import mounts
+from rescue_app.engine import fatattrs, mounts
 from rescue_app.engine.manifest import Filesystem
 from rescue_app.errors import CancelledError, CommandError, DiskError, VerifyError
 from rescue_app.progress import CancelToken
@@ -45,7 +45,7 @@ from rescue_app.run import run
 log = logging.getLogger("liferaft.filetree")
 
 # mtools on a device or image file: no drive geometry to check
-_MTOOLS = {"MTOOLS_SKIP_CHECK": "1"}
+_MTOOLS = fatattrs.MTOOLS_ENV
 
 SUPPORTED = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "vfat"})
 # ext features mke2fs cannot be asked for: states, not choices
@@ -260,18 +260,24 @@ def image_tree(image_file: str, fstype: str) -> Iterator[str]:
 
 
 def write_tree(
-    source: str, node: str, ident: FsIdentity, *, cancel: CancelToken | None = None
+    source: str,
+    node: str,
+    ident: FsIdentity,
+    *,
+    cancel: CancelToken | None = None,
+    fat_attributes: Mapping[str, int] | None = None,
 ) -> int:
     """Make ``ident`` anew on ``node`` and copy the tree at ``source`` into it
     with all its metadata; returns the bytes the new filesystem uses. A Btrfs
     gets a temporary UUID here (the kernel keeps one filesystem per UUID, and
     the source may be mounted with it): ``finish_identity`` gives it the real
-    one once the source is gone."""
+    one once the source is gone. A FAT's entries then get ``fat_attributes``
+    (fatattrs.from_image: a folder drops them)."""
     subvolumes: list[Subvolume] = []
     default: str | None = None
     if ident.type == "vfat":  # the tree is a temporary folder already (image_tree)
         make_filesystem(node, ident)
-        return _fill_fat(node, source)
+        return _fill_fat(node, source, fat_attributes or {})
     if ident.type == "btrfs":
         subvolumes, default = btrfs_subvolumes(source)
     return write_files(
@@ -285,13 +291,14 @@ def write_files(
     subvolumes: Sequence[Subvolume],
     default: str | None,
     fill: Callable[[str], None],
+    fat_attributes: Mapping[str, int] | None = None,
 ) -> int:
     """Make ``ident`` anew on ``node``, its Btrfs subvolumes in it, and let
     ``fill`` write the files into the folder it is mounted on (write_tree
     copies a tree, engine/filelevel.py unpacks a file-level image); returns
-    the bytes the new filesystem uses."""
+    the bytes the new filesystem uses; a FAT's entries get ``fat_attributes``."""
     if ident.type == "vfat":
-        return _write_fat(node, ident, fill)
+        return _write_fat(node, ident, fill, fat_attributes or {})
     make_filesystem(node, ident, str(uuidlib.uuid4()) if ident.type == "btrfs" else None)
     # nouuid: the source XFS, mounted from the image, has the same UUID
     extra = ["nouuid"] if ident.type == "xfs" else []
@@ -316,23 +323,27 @@ def write_files(
         return (st.f_blocks - st.f_bfree) * st.f_frsize
 
 
-def _write_fat(node: str, ident: FsIdentity, fill: Callable[[str], None]) -> int:
+def _write_fat(
+    node: str, ident: FsIdentity, fill: Callable[[str], None], attributes: Mapping[str, int]
+) -> int:
     """A FAT (an EFI system partition) made anew and filled without mounting
     it: ``fill`` writes the files into a temporary folder, mtools copies them
     in (names, directories, modification times; a FAT has no owners, modes or
-    links). A kernel without vfat writes it as well. Returns the bytes used."""
+    links), then the DOS attributes set. A kernel without vfat writes it as
+    well. Returns the bytes used."""
     make_filesystem(node, ident)
     with tempfile.TemporaryDirectory(prefix="liferaft-fat-") as folder:
         fill(folder)
-        return _fill_fat(node, folder)
+        return _fill_fat(node, folder, attributes)
 
 
-def _fill_fat(node: str, folder: str) -> int:
+def _fill_fat(node: str, folder: str, attributes: Mapping[str, int]) -> int:
     """The files below ``folder`` copied onto the new FAT on ``node`` with
-    mtools; returns the bytes it uses."""
+    mtools, their DOS attributes set; returns the bytes it uses."""
     top = [os.path.join(folder, name) for name in sorted(os.listdir(folder))]
     if top:
         run(["mcopy", "-s", "-m", "-Q", "-i", node, *top, "::/"], env=_MTOOLS)
+    fatattrs.apply(node, attributes)
     text = run(["fsck.fat", "-n", "-v", node], check=False).stdout
     used = re.search(r"(\d+)/\d+ clusters", text)
     size = re.search(r"(\d+) bytes per cluster", text)

@@ -78,6 +78,8 @@ class FileTree:
     read_only: tuple[str, ...] = ()  # Btrfs: those flagged read-only after
     default_subvolume: str | None = None  # Btrfs: the default subvolume (None: the top)
     changing: tuple[str, ...] = ()  # files still changing after every re-read (paths)
+    # vfat: the DOS attributes that are not a new entry's, "RHSA path" (engine/fatattrs.py)
+    fat_attributes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -416,6 +418,8 @@ class Manifest(ImageKey):
             for part in disk["partitions"]:
                 if part["tree"] is None:
                     del part["tree"]
+                elif not part["tree"]["fat_attributes"]:  # (as before it was recorded)
+                    del part["tree"]["fat_attributes"]
         if not self.volume_groups:
             del doc["volume_groups"]
         for key in ("md_arrays", "luks_volumes"):

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 
 from rescue_app.engine import (
     blockio,
+    fatattrs,
     filelevel,
     filetree,
     luks,
@@ -605,7 +606,11 @@ def _restore_files(
                 ident = filetree.read_identity(source, p.filesystem, step.new.size)
                 counter.add(f"{node} ({ident.type}, files)", 0, 0, p.used_bytes)
                 with filetree.image_tree(source, ident.type) as tree:
-                    counter.moved(written=filetree.write_tree(tree, node, ident, cancel=cancel))
+                    attrs = fatattrs.from_image(source, tree) if ident.type == "vfat" else None
+                    written = filetree.write_tree(
+                        tree, node, ident, cancel=cancel, fat_attributes=attrs
+                    )
+                    counter.moved(written=written)
                 finished.append((node, ident))
                 counter.add(
                     f"{node} ({ident.type}, files)", p.used_bytes, p.used_bytes, p.used_bytes

@@ -34,6 +34,7 @@ from rescue_app.run import run
 MIB = 1024 * 1024
 # mtools refuses partitions whose size is not a whole number of "tracks".
 MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1"}
+MTOOLS_UTF8 = {**MTOOLS_ENV, "LC_ALL": "C.UTF-8"}
 FSTYPES = ("ext4", "ext3", "ext2", "xfs", "btrfs", "vfat", "ntfs", "exfat", "swap")
 KERNEL_FS = ("ext4", "ext3", "ext2", "xfs", "btrfs")
 # parted's fs-type hints (they only set the partition type code).
@@ -271,13 +272,21 @@ def populate(
     return expected
 
 
+def fat_attribute_listing(part: str) -> list[str]:
+    """Every entry of the FAT on ``part`` with its DOS attributes, as
+    ``mattrib -/`` lists them (names in UTF-8), by path (not in the order
+    of the folders' entries, which a copy may change)."""
+    lines = run(["mattrib", "-/", "-i", part, "::/"], env=MTOOLS_UTF8).stdout.splitlines()
+    return sorted(lines, key=lambda line: line.partition("::/")[2])
+
+
 def tree_checksums(part: str, fstype: str) -> dict[str, str]:
     """{relative path: sha256} of every file on ``part``, read without changing it."""
     if fstype == "vfat":
         with tempfile.TemporaryDirectory(prefix="diskkit-read-") as out:
             proc = run(
-                ["mcopy", "-s", "-n", "-i", part, "::/*", out + "/"], env=MTOOLS_ENV, check=False
-            )
+                ["mcopy", "-s", "-n", "-i", part, "::/*", out + "/"], env=MTOOLS_UTF8, check=False
+            )  # (UTF-8: in the C locale mtools gives a non-ASCII name as "_")
             # An empty root makes "::/*" match nothing, which mcopy calls an error.
             if proc.returncode != 0 and not (os.listdir(out) == [] and "not found" in proc.stderr):
                 raise AssertionError(f"mcopy could not read {part}: {proc.stderr.strip()}")
