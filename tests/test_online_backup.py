@@ -5,6 +5,7 @@ unchanged tree storing almost nothing, Btrfs through snapshots, refusals."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
@@ -19,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from rescue_app.engine import mounts
+from rescue_app.engine.keychain import CredentialChain
+from rescue_app.engine.repository import CHUNK_SIZE, Repository, chunk_rel
 from rescue_app.run import run
 from tests.enginekit import assert_one_line_error, liferaft
 from tests.helpers.diskkit import MIB, PartSpec, fsck_clean, make_fs, mounted, partition_disk
@@ -204,6 +207,28 @@ def test_liferaft_mount_shows_a_partition_backed_up_file_by_file(
         assert liferaft("umount", mnt).returncode == 0
         assert proc.wait(20) == 0
     assert mounts.mounts_under(mnt) == [] and mounts.loops_backed_under(mnt) == []
+
+    # A damaged data chunk of a large file: EIO for that read and a log line
+    # naming the file, never wrong bytes; the rest reads.
+    big = Path(point, "etc/d0/f0").read_bytes()  # 9 MiB: its second 4 MiB is one chunk
+    store = Repository.open(repo, credentials=CredentialChain())
+    damaged = os.path.join(repo, chunk_rel(store.chunk_id(big[CHUNK_SIZE : 2 * CHUNK_SIZE])))
+    with open(damaged, "r+b") as f:
+        f.seek(os.path.getsize(damaged) // 2)
+        f.write(b"\xff" * 64)
+    with mounted_image(repo, mnt) as proc:
+        files = f"{mnt}/disk1/p1/files"
+        assert os.path.getsize(f"{files}/etc/d0/f0") == len(big)
+        with open(f"{files}/etc/d0/f0", "rb") as f, pytest.raises(OSError) as caught:
+            f.seek(CHUNK_SIZE + 4096)
+            f.read(4096)
+        assert caught.value.errno == errno.EIO
+        assert Path(files, "etc/d1/f1").read_bytes() == Path(point, "etc/d1/f1").read_bytes()
+        assert liferaft("umount", mnt).returncode == 0
+        proc.wait(20)
+        err = proc.stderr.read() if proc.stderr else ""
+    line = next(ln for ln in err.splitlines() if "damaged" in ln)
+    assert "disk 1 partition 1, file /etc/d0/f0" in line, line
 
 
 def _figures(stdout: str) -> tuple[int, int]:
