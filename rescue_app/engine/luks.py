@@ -13,6 +13,7 @@ logged. What is read or written is decided by capture.py and restore.py.
     check_key(device, key)                 # one line when it does not open
     with opened(device, key, read_only=True) as node: ...
     check_header_key(header_bytes, key, shown)   # before a restore writes
+    resize(node, key)                      # an opened volume to its device's end
 """
 
 from __future__ import annotations
@@ -150,3 +151,13 @@ def opened(device: str, key: bytes, *, read_only: bool) -> Iterator[str]:
             _cryptsetup(["close", name])
         except DiskError as exc:
             log.warning("%s: %s", name, exc)
+
+
+def resize(node: str, key: bytes) -> None:
+    """The opened volume ``node`` (/dev/mapper/NAME) to the end of its
+    device, after its partition grew. Only a LUKS2 volume whose header gives
+    its data segment a fixed length needs it (LUKS1 payloads and LUKS2
+    "dynamic" segments span the device when opened); cryptsetup refuses
+    that fixed length, which then stays. The key: LUKS2 volumes keep their
+    volume key in the kernel keyring, and resize asks for it again."""
+    _cryptsetup(["resize", "--key-file", "-", os.path.basename(node)], key=key)

@@ -53,6 +53,7 @@ from rescue_app.engine.manifest import (
 from rescue_app.engine.mounts import mounted
 from rescue_app.engine.plan import (
     DiskPlan,
+    LuksVolumePlan,
     MdArrayPlan,
     RestorePlan,
     VolumeGroupPlan,
@@ -243,7 +244,7 @@ def _apply_checked(
     with contextlib.ExitStack() as opened:
         inner = {
             (v.disk, v.partition): _restore_luks(
-                plan, v, key, counter, progress, cancel, verify, opened
+                plan, v, key, counter, progress, cancel, verify, opened, notes
             )
             for v, key in zip(plan.manifest.luks_volumes, luks_keys, strict=True)
         }
@@ -1185,10 +1186,12 @@ def _restore_luks(
     cancel: CancelToken | None,
     verify: bool,
     opened: contextlib.ExitStack,
+    notes: list[str],
 ) -> str:
     """The header area back as it was (so the old passphrases open it), then
     the volume opened with ``key`` (on ``opened``, closed when it closes,
-    also on failure) and its contents written inside; its device path."""
+    also on failure) and its contents written inside, grown where planned;
+    its device path."""
     m = plan.manifest
     node = _nodes(plan.disks[v.disk])[v.partition]
     header = _luks_header(plan.repo, m, v)
@@ -1198,7 +1201,41 @@ def _restore_luks(
     counter.add(f"{node} (LUKS header)", len(header), len(header), len(header))
     inner = opened.enter_context(luks.opened(node, key, read_only=False))
     _write_inside(plan, v, inner, counter, progress, cancel, verify)
+    grow = next((g for g in plan.luks_volumes if g.image == v and g.grows), None)
+    if grow is not None:
+        notes += _grow_luks(grow, node, inner, key, progress)
     return inner
+
+
+def _grow_luks(
+    v: LuksVolumePlan, node: str, inner: str, key: bytes, progress: ProgressCallback
+) -> list[str]:
+    """The opened volume on its grown partition, made to span it (it does
+    already unless its header fixes the data segment's length), then the
+    filesystem inside grown (a PV inside: its volume group's restore runs
+    pvresize)."""
+    span = _device_size(node) - v.image.header.length
+    if _device_size(inner) < span:
+        try:
+            luks.resize(inner, key)
+        except DiskError as exc:
+            log.warning("%s: %s", inner, exc)
+    now = _device_size(inner)
+    if now <= v.image.size:
+        return [
+            f"{v.image.label}: the partition grew but the LUKS volume keeps its size "
+            f"({now} bytes; its header fixes the data segment's length)"
+        ]
+    if not v.grow_fs:
+        return []
+    progress(Progress("grow", inner, 0, 0, message=f"growing {v.image.filesystem.type}"))
+    grown = _grow_filesystem(inner, v.image.filesystem.type)
+    return [grown] if grown else []
+
+
+def _device_size(node: str) -> int:
+    with blockio.open_device(node) as fd:
+        return blockio.device_size(fd)
 
 
 def _write_inside(

@@ -7,8 +7,9 @@
 #   vdf 96, vdg 96    source RAID5 of three slots, one missing (degraded), ext4
 #   vdh 64            source LUKS2 (ext4 inside)
 # Later steps reuse wiped sources as targets: vda+vdb take the RAID5, vdf+vdg
-# hold LVM on a RAID1 restored onto vdd+vde, vdf takes the LUKS;
-# vdh is made again with LVM inside LUKS.
+# hold LVM on a RAID1 restored onto vdd+vde with --grow, vdf takes the LUKS
+# (larger than vdh: each LUKS restore uses --grow); vdh is made again with
+# LVM inside LUKS.
 # Prints "CHECK <name> ok" per passed check and "TIME <name> <seconds>"; exits
 # nonzero at the first failure (set -e), saying which.
 set -euo pipefail
@@ -29,6 +30,9 @@ timed() { local name=$1 t0; shift; t0=$(date +%s); "$@"; echo "TIME $name $(( $(
 one_part() { for d in "$@"; do parted -s "$d" mklabel gpt mkpart r 1MiB 100% set 1 raid on; done; partprobe "$@"; udevadm settle; }
 md_uuid() { mdadm --detail --export "$1" | sed -n 's/^MD_UUID=//p'; }
 md_name() { mdadm --detail --export "$1" | sed -n 's/^MD_NAME=//p'; }
+ext_size() { dumpe2fs -h "$1" 2>/dev/null | awk -F: '/^Block count/ {c=$2} /^Block size/ {b=$2} END {print c*b}'; }
+pv_size() { pvs --noheadings --units b --nosuffix -o pv_size -S vg_name="$1" | tr -d ' '; }
+lv_size() { lvs --noheadings --units b --nosuffix -o lv_size "$1" | tr -d ' '; }
 stopped() { ! grep -q '^md' /proc/mdstat || fail "arrays left running: $(cat /proc/mdstat)"; }
 mkdir -p /mnt/src /mnt/repo /mnt/chk
 mkfs.ext4 -q /dev/vdc; mount /dev/vdc /mnt/repo
@@ -168,18 +172,30 @@ check md-in-use-refused
 umount /mnt/src
 lvs --noheadings -o lv_name,lv_uuid mdvg | sort > /tmp/lv.mdlvm
 rl_uuid=$(md_uuid /dev/md/srcl)
+rl_pv=$(pv_size mdvg)
+rl_lv=$(lv_size mdvg/root)
 vgchange -q -an mdvg; mdadm --stop /dev/md/srcl
 timed capture-md-lvm liferaft capture --repo $REPO --name mdlvm /dev/vdf /dev/vdg
 stopped
 mdadm --zero-superblock /dev/vdf1 /dev/vdg1
-liferaft restore --repo $REPO --image mdlvm --to /dev/vdd --to /dev/vde --dry-run | tee /tmp/planm.txt
+# onto the larger vdd+vde with --grow: members -> array -> PV (pvresize) -> LV root -> ext4
+liferaft restore --repo $REPO --image mdlvm --to /dev/vdd --to /dev/vde --grow --dry-run | tee /tmp/planm.txt
 grep -q "Volume group mdvg (LVM, on md array on disk 1 partition 1)" /tmp/planm.txt || fail "plan: no VG on md"
-timed restore-md-lvm liferaft restore --repo $REPO --image mdlvm --to /dev/vdd --to /dev/vde --verify --yes
+grep -q "root .* grows into the new space" /tmp/planm.txt || fail "plan: LV root does not grow"
+timed restore-md-lvm liferaft restore --repo $REPO --image mdlvm --to /dev/vdd --to /dev/vde --grow --verify --yes
 stopped
 mdadm --assemble /dev/md/chkl --uuid="$rl_uuid" /dev/vdd1 /dev/vde1
 vgchange -q -ay mdvg
 [ "$(lvs --noheadings -o lv_name,lv_uuid mdvg | sort)" = "$(cat /tmp/lv.mdlvm)" ] || fail "LV UUIDs on md differ"
 e2fsck -fn /dev/mdvg/root
+pv_now=$(pv_size mdvg)
+lv_now=$(lv_size mdvg/root)
+fs_now=$(ext_size /dev/mdvg/root)
+echo "md+LVM grown: PV $rl_pv -> $pv_now, LV root $rl_lv -> $lv_now, ext4 $fs_now"
+[ "$pv_now" -gt $((rl_pv + 64 * MIB)) ] || fail "the PV on md did not grow: $pv_now"
+[ "$lv_now" -gt $((rl_lv + 64 * MIB)) ] || fail "LV root did not grow: $lv_now"
+[ "$fs_now" -gt $((rl_lv + 64 * MIB)) ] || fail "ext4 in LV root did not grow: $fs_now"
+check md-lvm-grown
 mount -o ro /dev/mdvg/root /mnt/chk; sums /mnt/chk > /tmp/got.mdlvm; umount /mnt/chk
 cmp /tmp/sum.mdlvm /tmp/got.mdlvm || fail "files of the LV on md differ"
 vgchange -q -an mdvg; mdadm --stop /dev/md/chkl
@@ -198,7 +214,8 @@ luks_uuid=$(cryptsetup luksUUID /dev/vdh1)
 luks_open "$PASS" /dev/vdh1 src
 mkfs.ext4 -q -m 0 -L inside /dev/mapper/src
 mount /dev/mapper/src /mnt/src; fill /mnt/src/files 12; fill /mnt/src/gone 20; sync
-rm -rf /mnt/src/gone; sums /mnt/src > /tmp/sum.luks; umount /mnt/src; cryptsetup close src
+rm -rf /mnt/src/gone; sums /mnt/src > /tmp/sum.luks; umount /mnt/src
+luks_fs=$(blockdev --getsize64 /dev/mapper/src); cryptsetup close src
 
 # locked (default): ciphertext, raw, byte for byte
 chunks_before=$(du -sb $REPO/chunks | cut -f1)
@@ -206,13 +223,21 @@ timed capture-luks-raw liferaft capture --repo $REPO --name luksraw /dev/vdh 2>&
 echo "MEASURE locked $(( $(du -sb $REPO/chunks | cut -f1) - chunks_before ))"
 grep -q "LUKS (encrypted): stored as ciphertext" /tmp/cap.txt || fail "no LUKS note"
 wipefs -q -a /dev/vdf
-liferaft restore --repo $REPO --image luksraw --to /dev/vdf --dry-run | tee /tmp/planl.txt
+# onto the larger vdf with --grow: the partition grows, the ciphertext keeps its size
+liferaft restore --repo $REPO --image luksraw --to /dev/vdf --grow --dry-run | tee /tmp/planl.txt
 grep -q "no used-blocks saving" /tmp/planl.txt \
     || grep -q "used-blocks saving is possible without the key" /tmp/planl.txt || fail "plan: no LUKS line"
-timed restore-luks-raw liferaft restore --repo $REPO --image luksraw --to /dev/vdf --yes
-cmp /dev/vdh1 /dev/vdf1 || fail "the LUKS partition differs"
+grep -q "the partition grows; the LUKS volume and its contents keep their size" /tmp/planl.txt \
+    || fail "plan: no line on the locked LUKS volume's size"
+timed restore-luks-raw liferaft restore --repo $REPO --image luksraw --to /dev/vdf --grow --yes
+[ "$(blockdev --getsize64 /dev/vdf1)" -gt $(( $(blockdev --getsize64 /dev/vdh1) + 16 * MIB )) ] \
+    || fail "the locked LUKS partition did not grow"
+cmp -n "$(blockdev --getsize64 /dev/vdh1)" /dev/vdh1 /dev/vdf1 || fail "the LUKS partition differs"
 luks_open "$PASS" /dev/vdf1 dst
 e2fsck -fn /dev/mapper/dst
+inside=$(ext_size /dev/mapper/dst)
+[ "$inside" -le "$luks_fs" ] || fail "ext4 in the locked LUKS volume changed size: $inside"
+check luks-raw-grow-keeps-volume
 mount -o ro /dev/mapper/dst /mnt/chk; sums /mnt/chk > /tmp/got.luks; umount /mnt/chk
 cryptsetup close dst
 cmp /tmp/sum.luks /tmp/got.luks || fail "files in the LUKS volume differ"
@@ -252,17 +277,25 @@ echo "MEASURE unlocked $(du -sb $ENC/chunks | cut -f1)"
 wipefs -q -a /dev/vdf1 /dev/vdf
 liferaft restore --repo $ENC --image u --to /dev/vdf --dry-run | tee /tmp/planu.txt
 grep -q "LUKS2, unlocked: header as it was" /tmp/planu.txt || fail "plan: no unlocked LUKS line"
+! grep -q "grows:" /tmp/planu.txt || fail "plan: grows without --grow"
+liferaft restore --repo $ENC --image u --to /dev/vdf --grow --dry-run | tee /tmp/planu.txt
+grep -q "grows: partition → LUKS volume → ext4" /tmp/planu.txt || fail "plan: the LUKS volume does not grow"
 # wrong passphrase at restore: one line, the target untouched
 if LIFERAFT_LUKS_PASSPHRASE=wrong liferaft restore --repo $ENC --image u --to /dev/vdf --yes; then
     fail "restore with a wrong passphrase went on"
 fi
 [ -z "$(blkid -p /dev/vdf || true)" ] || fail "the refused restore wrote to /dev/vdf"
-timed restore-luks-unlocked liferaft restore --repo $ENC --image u --to /dev/vdf --verify --yes
+timed restore-luks-unlocked liferaft restore --repo $ENC --image u --to /dev/vdf --grow --verify --yes
 [ "$(cryptsetup luksUUID /dev/vdf1)" = "$luks_uuid" ] || fail "LUKS UUID differs"
 luks_open "$PASS" /dev/vdf1 dst
 [ "$(blkid -o value -s UUID /dev/mapper/dst)" = "$(luks_open "$PASS" /dev/vdh1 src2; blkid -o value -s UUID /dev/mapper/src2; cryptsetup close src2)" ] \
     || fail "the filesystem UUID inside differs"
 e2fsck -fn /dev/mapper/dst
+grown=$(ext_size /dev/mapper/dst)
+echo "LUKS grown: volume $luks_fs -> $(blockdev --getsize64 /dev/mapper/dst), ext4 $grown"
+[ "$(blockdev --getsize64 /dev/mapper/dst)" -gt $((luks_fs + 16 * MIB)) ] || fail "the LUKS volume did not grow"
+[ "$grown" -gt $((luks_fs + 16 * MIB)) ] || fail "ext4 in the LUKS volume did not grow: $grown"
+check luks-unlocked-grown
 mount -o ro /dev/mapper/dst /mnt/chk; sums /mnt/chk > /tmp/got.luksu; umount /mnt/chk
 cryptsetup close dst
 cmp /tmp/sum.luks /tmp/got.luksu || fail "files in the unlocked LUKS volume differ"
@@ -279,6 +312,8 @@ pvcreate -q /dev/mapper/src; vgcreate -q cryptvg /dev/mapper/src
 lvcreate -q -y -n root -L 24M cryptvg; mkfs.ext4 -q -m 0 /dev/cryptvg/root
 mount /dev/cryptvg/root /mnt/src; fill /mnt/src/files 8; sums /mnt/src > /tmp/sum.clvm; umount /mnt/src
 lvs --noheadings -o lv_name,lv_uuid cryptvg | sort > /tmp/lv.clvm
+cl_pv=$(pv_size cryptvg)
+cl_uuid=$(cryptsetup luksUUID /dev/vdh1)
 vgchange -q -an cryptvg; cryptsetup close src
 timed capture-luks-lvm liferaft capture --repo $ENC --name clvm --unlock /dev/vdh
 [ ! -e /dev/mapper/liferaft-vdh1 ] || fail "capture left the LUKS volume open"
@@ -293,14 +328,26 @@ assert [(lv["name"], lv["filesystem"], lv["method"]) for lv in vg["lvs"]] == [
 ], vg
 PY
 wipefs -q -a /dev/vdf1 /dev/vdf
-liferaft restore --repo $ENC --image clvm --to /dev/vdf --dry-run | tee /tmp/planc.txt
+# onto the larger vdf with --grow: partition -> LUKS volume -> PV (pvresize) -> LV root -> ext4
+liferaft restore --repo $ENC --image clvm --to /dev/vdf --grow --dry-run | tee /tmp/planc.txt
 grep -q "Volume group cryptvg (LVM, on LUKS on disk 1 partition 1)" /tmp/planc.txt || fail "plan: no VG in LUKS"
-timed restore-luks-lvm liferaft restore --repo $ENC --image clvm --to /dev/vdf --verify --yes
+grep -q "grows: partition → LUKS volume → LVM physical volume" /tmp/planc.txt || fail "plan: the PV does not grow"
+grep -q "root .* grows into the new space" /tmp/planc.txt || fail "plan: LV root does not grow"
+timed restore-luks-lvm liferaft restore --repo $ENC --image clvm --to /dev/vdf --grow --verify --yes
 [ ! -e /dev/mapper/liferaft-vdf1 ] || fail "restore left the LUKS volume open"
 luks_open "$PASS" /dev/vdf1 dst
 vgchange -q -ay cryptvg
 [ "$(lvs --noheadings -o lv_name,lv_uuid cryptvg | sort)" = "$(cat /tmp/lv.clvm)" ] || fail "LV UUIDs differ"
 e2fsck -fn /dev/cryptvg/root
+[ "$(cryptsetup luksUUID /dev/vdf1)" = "$cl_uuid" ] || fail "LUKS UUID (LVM inside) differs"
+pv_now=$(pv_size cryptvg)
+lv_now=$(lv_size cryptvg/root)
+fs_now=$(ext_size /dev/cryptvg/root)
+echo "LUKS+LVM grown: PV $cl_pv -> $pv_now, LV root $((24 * MIB)) -> $lv_now, ext4 $fs_now"
+[ "$pv_now" -gt $((cl_pv + 16 * MIB)) ] || fail "the PV in LUKS did not grow: $pv_now"
+[ "$lv_now" -gt $((40 * MIB)) ] || fail "LV root in LUKS did not grow: $lv_now"
+[ "$fs_now" -gt $((40 * MIB)) ] || fail "ext4 in LV root in LUKS did not grow: $fs_now"
+check luks-lvm-grown
 mount -o ro /dev/cryptvg/root /mnt/chk; sums /mnt/chk > /tmp/got.clvm; umount /mnt/chk
 vgchange -q -an cryptvg; cryptsetup close dst
 cmp /tmp/sum.clvm /tmp/got.clvm || fail "files of the LV inside LUKS differ"

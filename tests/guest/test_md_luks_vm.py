@@ -6,12 +6,16 @@ two larger disks with --grow (same array UUID and name, assembled by UUID,
 members agree after the resync, fsck clean, checksums equal, the array and
 its ext4 grown, each member alone whole); a degraded RAID 5 (one of three
 members missing) captured and restored degraded; LVM on a RAID 1 captured
-by its logical volume and restored with the same UUIDs; a LUKS2 partition captured
-locked (ciphertext, byte for byte, the passphrase opens the copy), refused
+by its logical volume and restored onto larger members with --grow (same
+UUIDs; the PV, LV root and its ext4 grown); a LUKS2 partition captured
+locked (ciphertext, byte for byte, the passphrase opens the copy; with
+--grow the partition grows and the volume keeps its size), refused
 with --unlock into a plain repository, and captured with --unlock into an
 encrypted repository (a wrong passphrase: one line, nothing written, at
-capture and at restore) and restored with its header as it was; then LVM
-inside LUKS, captured by its logical volume and restored with the same UUIDs.
+capture and at restore) and restored onto a larger disk with --grow with its
+header as it was (same LUKS UUID and passphrase; the opened volume and its
+ext4 grown); then LVM inside LUKS, captured by its logical volume and restored
+with --grow with the same UUIDs (partition -> LUKS -> PV -> LV root -> ext4 grown).
 """
 
 from __future__ import annotations
@@ -47,11 +51,15 @@ CHECKS = (
     "raid1-second-member-whole",
     "raid5-degraded-restored",
     "md-in-use-refused",
+    "md-lvm-grown",
     "md-lvm-roundtrip",
+    "luks-raw-grow-keeps-volume",
     "luks-raw-roundtrip",
     "luks-unlock-refused-plain",
     "luks-wrong-passphrase",
+    "luks-unlocked-grown",
     "luks-unlocked-roundtrip",
+    "luks-lvm-grown",
     "luks-lvm-roundtrip",
 )
 # Python packages an encrypted repository needs; an ISO built before they
