@@ -341,7 +341,7 @@ def test_restore_over_a_disk_with_another_layout(loopdisk, workdir):
 
 def test_read_back_catches_a_byte_the_disk_got_wrong(loopdisk, workdir):
     from rescue_app.engine import Engine
-    from rescue_app.engine.restore import _Counter, _verify_disk
+    from rescue_app.engine.restore import Counter, _verify_disk
     from rescue_app.errors import VerifyError
     from rescue_app.progress import no_progress
 
@@ -363,7 +363,7 @@ def test_read_back_catches_a_byte_the_disk_got_wrong(loopdisk, workdir):
         f.write(bytes([byte[0] ^ 0xFF]))
     chunk_start = bad // (4 * MIB) * 4 * MIB
     with pytest.raises(VerifyError, match=f"differs from the image at offset {chunk_start}"):
-        _verify_disk(repo, plan.manifest, plan.disks[0], _Counter(1, no_progress, "verify"), None)
+        _verify_disk(repo, plan.manifest, plan.disks[0], Counter(1, no_progress, "verify"), None)
 
 
 def test_table_written_on_a_device_whose_size_changed_in_this_process(loopdisk, workdir):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rescue_app.engine.diskmodel import BlockDisk, BlockPartition, Role
 from rescue_app.engine.diskparse import parse_swaps
@@ -26,14 +26,7 @@ from rescue_app.engine.diskscan import SYS_BLOCK, list_disks, read_text
 from rescue_app.engine.extents import Extent
 from rescue_app.engine.manifest import Manifest, Method, PartitionImage
 from rescue_app.engine.repository import Repository
-from rescue_app.engine.restore import (
-    _Counter,
-    _lay_held,
-    _mkswap,
-    _Region,
-    _verify_partition,
-    _write_partition,
-)
+from rescue_app.engine.restore import Counter, Region, verify_volume, write_volume
 from rescue_app.engine.results import RestoreResult
 from rescue_app.engine.units import human_size
 from rescue_app.errors import TargetRefusedError
@@ -256,23 +249,21 @@ def apply_partition_plan(
     plan.repo.check_chunks_present(plan.manifest)
     m = plan.manifest
     used = sum(s.saved.image.used_bytes for s in plan.steps)
-    counter = _Counter(used, progress, "restore")
-    checker = _Counter(used, progress, "verify")
+    counter = Counter(used, progress, "restore")
+    checker = Counter(used, progress, "verify")
     notes = []
     for step in plan.steps:
         p, node = step.saved.image, step.target.path
-        where = f"{m.ref} {step.saved.name}"
-        region = _Region(plan.repo, m, where, p, node, counter, cancel)
+        region = Region(plan.repo, m, f"{m.ref} {step.saved.name}", p, node, counter, cancel)
         if p.method == Method.SWAP:
-            _mkswap(node, p)
+            write_volume(region)
             continue
         # Old signatures out first: until the first MiB (written last) is
         # there, the partition holds no filesystem any tool recognises.
         run(["wipefs", "--all", "--quiet", node])
-        held = _write_partition(region)
-        _lay_held(region, held)
+        write_volume(region)
         if verify:
-            _verify_partition(_Region(plan.repo, m, where, p, node, checker, cancel))
+            verify_volume(replace(region, counter=checker))
         spare = step.target.partition.size - step.saved.needed
         if spare > 0:
             notes.append(

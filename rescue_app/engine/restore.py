@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from rescue_app.engine import (
@@ -108,7 +108,7 @@ class _Compared:
 _Comparisons = dict[tuple[int, int], _Compared]
 
 
-class _Counter:
+class Counter:
     """Progress of one pass (restore or verify), and what the restore moved:
     bytes read from the target (seeding), fetched from the repository (chunk
     data) and written to the target. The chunk threads add to the latter."""
@@ -135,16 +135,20 @@ class _Counter:
 
 
 @dataclass(frozen=True)
-class _Region:
+class Region:
     """One partition or logical volume of the image and the node that holds
-    it on the target: what writing it and reading it back share."""
+    it on the target: what writing it and reading it back share.
+
+    With ``Counter``, ``write_volume`` and ``verify_volume`` the interface
+    for writing one volume onto a node of its own, which partrestore.py
+    (a Clonezilla saveparts image onto named partitions) shares."""
 
     repo: Repository
     m: Manifest
     where: str  # the image's name for it, in messages
     p: Volume
     node: str
-    counter: _Counter
+    counter: Counter
     cancel: CancelToken | None
 
     @property
@@ -192,14 +196,13 @@ def _shrink_ntfs(
     the first write to a target (ntfsshrink.py): one that cannot shrink that
     far is refused with every target untouched."""
     steps = ntfsshrink.resized_steps(plan)
-    counter = _Counter(sum(s.source.used_bytes for _, s in steps), progress, "shrink")
+    counter = Counter(sum(s.source.used_bytes for _, s in steps), progress, "shrink")
     for d, step in steps:
         p = step.source
         where = f"{plan.manifest.ref} disk {d.image.index + 1} {p.label}"
         try:
             with scratch.device(d.image.index, p) as dev:
-                r = _Region(plan.repo, plan.manifest, where, p, dev, counter, cancel)
-                _lay_held(r, _write_partition(r))
+                write_volume(Region(plan.repo, plan.manifest, where, p, dev, counter, cancel))
         except CancelledError:
             raise CancelledError(
                 "restore cancelled before anything was written to the target"
@@ -223,7 +226,7 @@ def _apply_checked(
     """The writing part of ``apply_plan``, once every chunk is checked;
     ``compared``: what the check found of the seeded partitions;
     ``scratch``: the NTFS partitions shrunk already."""
-    counter = _Counter(plan.write_bytes, progress, "restore")
+    counter = Counter(plan.write_bytes, progress, "restore")
     counter.moved(fetched=scratch.fetched)
     notes: list[str] = []
     firsts: list[bytes] = []  # each disk's first bytes as they were, for its boot code
@@ -273,7 +276,7 @@ def _apply_checked(
                     "and will not work",
                     hint=f"{exc.hint}; {again}" if exc.hint else again,
                 ) from None
-    checker = _Counter(plan.write_bytes, progress, "verify")
+    checker = Counter(plan.write_bytes, progress, "verify")
     if verify:
         # Before growing: growing rewrites filesystem metadata the image holds.
         for d in plan.disks:
@@ -396,7 +399,7 @@ def _to_fetch(
     (reading and hashing a large disk twice would double a seed restore's
     time); nothing is written before they start."""
     repo, m = plan.repo, plan.manifest
-    scratch = _Counter(0, no_progress, "check")
+    scratch = Counter(0, no_progress, "check")
     disks = {d.image.index: (d, *_read_heads(d, scratch)) for d in plan.disks}
     needed: set[str] = set()
     for where, disk, number, chunks in restore_regions(m):
@@ -410,7 +413,7 @@ def _to_fetch(
                 if d.table.type != "none":
                     node = next(t.path for t in d.target.partitions if t.number == number)
                 p = next(s.source for s in d.steps if s.source.number == number)
-                r = _Region(repo, m, where, p, node, scratch, cancel)
+                r = Region(repo, m, where, p, node, scratch, cancel)
                 seed = _Seed(r, heads[number], [])
                 compared[(disk, number)] = seed.found
                 wanted = ((i, digest) for i, digest, _ in seed.changed(_chunks(r), _uncounted))
@@ -471,7 +474,7 @@ def _restore_disk(
     repo: Repository,
     m: Manifest,
     d: DiskPlan,
-    counter: _Counter,
+    counter: Counter,
     cancel: CancelToken | None,
     compared: _Comparisons,
     scratch: ntfsshrink.Scratch | None = None,
@@ -520,12 +523,12 @@ def _restore_disk(
         nodes = _partition_nodes(target, d)
     restoremark.write(target, m.ref, started)
     _stage("marked", cancel)
-    held: list[tuple[_Region, list[_Piece]]] = []
+    held: list[tuple[Region, list[_Piece]]] = []
     for step in d.steps:
         p = step.source
         if p.method in (Method.USED, Method.RAW) and not step.files and not step.resize:
             where = f"{m.ref} disk {image.index + 1} {p.label}"
-            r = _Region(repo, m, where, p, nodes[p.number], counter, cancel)
+            r = Region(repo, m, where, p, nodes[p.number], counter, cancel)
             known = compared.get((image.index, p.number))
             held.append((r, _write_partition(r, heads.get(p.number), known)))
             _stage(f"partition-{p.number}", cancel)
@@ -550,7 +553,7 @@ def _restore_disk(
 
 
 def _finish_disk(
-    repo: Repository, m: Manifest, d: DiskPlan, first: bytes, counter: _Counter
+    repo: Repository, m: Manifest, d: DiskPlan, first: bytes, counter: Counter
 ) -> None:
     """The last write of a disk's restore: its boot code over the mark."""
     target = d.target.path
@@ -567,7 +570,7 @@ def _restore_files(
     m: Manifest,
     d: DiskPlan,
     nodes: dict[int, str],
-    counter: _Counter,
+    counter: Counter,
     cancel: CancelToken | None,
 ) -> None:
     """Partitions that shrank: each a new filesystem with the old identity,
@@ -668,7 +671,7 @@ def _head_bytes(
     m: Manifest,
     image: DiskImage,
     seen: bytes = b"",
-    counter: _Counter | None = None,
+    counter: Counter | None = None,
 ) -> bytes:
     """The image's first bytes of the disk. ``seen``: the target's, read
     before the restore wrote anything (a seed restore); a chunk of them that
@@ -727,7 +730,7 @@ def _head_ranges(image: DiskImage, head: bytes) -> list[Extent]:
 
 
 def _write_head(
-    repo: Repository, m: Manifest, image: DiskImage, target: str, seen: bytes, counter: _Counter
+    repo: Repository, m: Manifest, image: DiskImage, target: str, seen: bytes, counter: Counter
 ) -> None:
     if not image.head.length:
         return
@@ -746,7 +749,7 @@ def _chunk_extents(p: Volume, chunk_size: int, i: int) -> list[Extent]:
     return clip(p.used_map, start, end)
 
 
-def _chunks(r: _Region) -> Generator[_Chunk]:
+def _chunks(r: Region) -> Generator[_Chunk]:
     """Every chunk of the region that has bytes to write: (index, digest, extents)."""
     for i, digest in enumerate(r.p.chunks):
         extents = _chunk_extents(r.p, r.m.chunk_size, i)
@@ -755,7 +758,7 @@ def _chunks(r: _Region) -> Generator[_Chunk]:
 
 
 def _each_chunk(
-    r: _Region,
+    r: Region,
     cancelled: CancelledError,
     job: Callable[[int, str | None, list[Extent]], int],
     workers: int = WORKERS,
@@ -800,7 +803,7 @@ def _lay(
 
 
 def _write_partition(
-    r: _Region, head: bytes | None = None, known: _Compared | None = None
+    r: Region, head: bytes | None = None, known: _Compared | None = None
 ) -> list[_Piece]:
     """Write the partition but its first MiB; return what belongs there
     (offset, chunk data or None for zeros, extents) for the caller to write
@@ -834,7 +837,18 @@ def _write_partition(
     return held
 
 
-def _lay_held(r: _Region, pieces: list[_Piece]) -> None:
+def write_volume(r: Region) -> None:
+    """One volume onto a node of its own, whole: swap made anew with its UUID
+    and label; used blocks (or every block) with each chunk's hash checked,
+    the first MiB last (see restoremark). A volume of another method (laid
+    file by file, not saved) is not written here."""
+    if r.p.method == Method.SWAP:
+        _mkswap(r.node, r.p)
+    elif r.p.method in (Method.USED, Method.RAW):
+        _lay_held(r, _write_partition(r))
+
+
+def _lay_held(r: Region, pieces: list[_Piece]) -> None:
     """The first MiB of a partition, last (see restoremark)."""
     with blockio.TargetWriter(r.node) as writer:
         for base, data, extents in pieces:
@@ -843,7 +857,7 @@ def _lay_held(r: _Region, pieces: list[_Piece]) -> None:
         writer.flush()
 
 
-def _read_heads(d: DiskPlan, counter: _Counter) -> tuple[bytes, dict[int, bytes]]:
+def _read_heads(d: DiskPlan, counter: Counter) -> tuple[bytes, dict[int, bytes]]:
     """What a seed restore compares with but overwrites before it gets there:
     the disk's boot area, and the first MiB of every seeded partition, as the
     target holds them now."""
@@ -878,7 +892,7 @@ class _Seed:
     """
 
     def __init__(
-        self, r: _Region, head: bytes, held: list[_Piece], known: _Compared | None = None
+        self, r: Region, head: bytes, held: list[_Piece], known: _Compared | None = None
     ) -> None:
         self.r = r
         self.head = head
@@ -1106,7 +1120,7 @@ def _check_md_arrays_absent(plan: RestorePlan) -> None:
 def _restore_md_array(
     plan: RestorePlan,
     a: MdArrayPlan,
-    counter: _Counter,
+    counter: Counter,
     progress: ProgressCallback,
     cancel: CancelToken | None,
     verify: bool,
@@ -1181,7 +1195,7 @@ def _restore_luks(
     plan: RestorePlan,
     v: LuksVolumeImage,
     key: bytes,
-    counter: _Counter,
+    counter: Counter,
     progress: ProgressCallback,
     cancel: CancelToken | None,
     verify: bool,
@@ -1242,7 +1256,7 @@ def _write_inside(
     plan: RestorePlan,
     v: MdArrayImage | LuksVolumeImage,
     node: str,
-    counter: _Counter,
+    counter: Counter,
     progress: ProgressCallback,
     cancel: CancelToken | None,
     verify: bool,
@@ -1251,15 +1265,12 @@ def _write_inside(
     LUKS volume): swap recreated, else its chunks, read back if asked."""
     m = plan.manifest
     where = f"{m.ref} {v.label}"
-    if v.method == Method.SWAP:
-        _mkswap(node, v)
-    elif v.method in (Method.USED, Method.RAW):
-        r = _Region(plan.repo, m, where, v, node, counter, cancel)
-        _lay_held(r, _write_partition(r))
+    r = Region(plan.repo, m, where, v, node, counter, cancel)
+    write_volume(r)
+    if v.method in (Method.USED, Method.RAW):
         _stage(v.label, cancel)
         if verify:
-            checker = _Counter(v.used_bytes, progress, "verify")
-            _verify_partition(_Region(plan.repo, m, where, v, node, checker, cancel))
+            verify_volume(replace(r, counter=Counter(v.used_bytes, progress, "verify")))
 
 
 def _md_spec(img: MdArrayImage) -> mdraid.MdArray:
@@ -1269,7 +1280,7 @@ def _md_spec(img: MdArrayImage) -> mdraid.MdArray:
 def _restore_volume_group(
     plan: RestorePlan,
     g: VolumeGroupPlan,
-    counter: _Counter,
+    counter: Counter,
     progress: ProgressCallback,
     cancel: CancelToken | None,
     verify: bool,
@@ -1312,19 +1323,17 @@ def _restore_volume_group(
                 continue
             node = lvm.dm_path(vg.name, lv.name)
             where = f"{m.ref} volume group {vg.name} {lv.label}"
-            if lv.method == Method.SWAP:
-                _mkswap(node, lv)
-            elif lv.method in (Method.USED, Method.RAW) and not lv.segments:
-                r = _Region(plan.repo, m, where, lv, node, counter, cancel)
-                _lay_held(r, _write_partition(r))
+            if lv.method == Method.SWAP or not lv.segments:
+                write_volume(Region(plan.repo, m, where, lv, node, counter, cancel))
+            if lv.method in (Method.USED, Method.RAW) and not lv.segments:
                 _stage(f"lv-{lv.name}", cancel)
         if verify:
-            checker = _Counter(g.write_bytes, progress, "verify")
+            checker = Counter(g.write_bytes, progress, "verify")
             for lv in vg.lvs:
                 if lv.method in (Method.USED, Method.RAW) and not lv.segments:
                     node = lvm.dm_path(vg.name, lv.name)
                     where = f"{m.ref} volume group {vg.name} {lv.label}"
-                    _verify_partition(_Region(plan.repo, m, where, lv, node, checker, cancel))
+                    verify_volume(Region(plan.repo, m, where, lv, node, checker, cancel))
         if g.grow_lv is not None:
             grow = next(lv for lv in vg.lvs if lv.name == g.grow_lv)
             node = lvm.dm_path(vg.name, grow.name)
@@ -1342,7 +1351,7 @@ def _write_through_pvs(
     vg: VolumeGroupImage,
     lv: LogicalVolumeImage,
     devices: dict[str, str],
-    counter: _Counter,
+    counter: Counter,
 ) -> None:
     """An LV written at its extents' places on the PVs, before the volume
     group is active (a thin pool's metadata: the pool cannot be activated
@@ -1373,7 +1382,7 @@ def _write_through_pvs(
 
 
 def _verify_disk(
-    repo: Repository, m: Manifest, d: DiskPlan, counter: _Counter, cancel: CancelToken | None
+    repo: Repository, m: Manifest, d: DiskPlan, counter: Counter, cancel: CancelToken | None
 ) -> None:
     """Every partition of ``d`` read back and compared with the image (the
     boot area is ``_verify_head``'s, written after the layers)."""
@@ -1393,10 +1402,10 @@ def _verify_disk(
         if p.method not in (Method.USED, Method.RAW):
             continue
         where = f"{m.ref} disk {image.index + 1} {p.label}"
-        _verify_partition(_Region(repo, m, where, p, nodes[p.number], counter, cancel))
+        verify_volume(Region(repo, m, where, p, nodes[p.number], counter, cancel))
 
 
-def _verify_head(repo: Repository, m: Manifest, d: DiskPlan, counter: _Counter) -> None:
+def _verify_head(repo: Repository, m: Manifest, d: DiskPlan, counter: Counter) -> None:
     target = d.target.path
     image = d.image
     if not image.head.length:
@@ -1415,7 +1424,12 @@ def _verify_head(repo: Repository, m: Manifest, d: DiskPlan, counter: _Counter) 
     counter.add(f"{target} boot area", image.head.length, image.head.length, image.head.length)
 
 
-def _verify_partition(r: _Region) -> None:
+def verify_volume(r: Region) -> None:
+    """Read a volume ``write_volume`` wrote back and compare every chunk with
+    the image (swap and other methods: nothing to compare)."""
+    if r.p.method not in (Method.USED, Method.RAW):
+        return
+
     def job(i: int, digest: str | None, extents: list[Extent]) -> int:
         start = i * r.m.chunk_size
         length = min(r.m.chunk_size, r.p.size - start)
