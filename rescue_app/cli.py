@@ -473,12 +473,12 @@ def cmd_restore(engine: Engine, args: argparse.Namespace) -> int:
         engine.load_manifest(repo, args.image, progress=bar, cancel=_cancel_on_signals())
     plan: RestorePlan | PartitionRestorePlan
     if engine.holds_partitions_only(repo, args.image):  # a Clonezilla saveparts image
-        if args.grow or args.grow_lv or args.shrink:
+        if args.grow_lv or args.shrink:
             raise UsageError(
-                "--grow, --grow-lv and --shrink are for whole disks; this image holds partitions",
-                hint="grow the filesystem afterwards (resize2fs, xfs_growfs, ntfsresize)",
+                "--grow-lv and --shrink are for whole disks; this image holds partitions",
+                hint="--grow grows each filesystem to fill its partition",
             )
-        plan = engine.plan_partition_restore(repo, args.image, args.to)
+        plan = engine.plan_partition_restore(repo, args.image, args.to, grow=args.grow)
     else:
         choices = RestoreChoices(
             grow=args.grow,
@@ -909,7 +909,8 @@ def build_parser() -> argparse.ArgumentParser:
         yes="do not ask for confirmation",
         dry_run="print the plan, write nothing",
         verify="read back and check what was written",
-        grow="on a larger disk, extend the last partition and its filesystem",
+        grow="on a larger disk, extend the last partition and its filesystem (of a "
+        "Clonezilla saveparts image: each filesystem fills its target partition)",
         no_seed="write every chunk (default: where the target's table already places a "
         "partition, only the chunks that differ from what it holds are fetched and written)",
         no_check_first="start writing at once (default: every chunk the restore needs is read "

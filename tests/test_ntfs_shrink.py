@@ -67,13 +67,10 @@ def _scratch_loops() -> list[str]:
     return found
 
 
-def test_ntfs_shrinks_onto_a_smaller_disk(
-    loopdisk: Callable[[int], str],
-    workdir: str,
-    tmpfs: Callable[[str, int], str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    dev = loopdisk(1 * GIB)
+def windows_disk(dev: str, big_mib: int = 150) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """A Windows-like GPT disk on ``dev``: ESP (vfat), MSR (no filesystem),
+    NTFS "Windows" filling the rest, files written through ntfs-3g. Returns
+    the partition nodes and the sha256 of each file of the ESP and the NTFS."""
     nodes = partition_disk(
         dev,
         "gpt",
@@ -86,7 +83,30 @@ def test_ntfs_shrinks_onto_a_smaller_disk(
     make_fs(nodes[0], "vfat", label="ESP")
     esp = populate(nodes[0], "vfat", seed=3, n_files=4, big_mib=1)
     make_fs(nodes[2], "ntfs", label="Windows")
-    files = populate(nodes[2], "ntfs", seed=5, n_files=60, big_mib=150)
+    files = populate(nodes[2], "ntfs", seed=5, n_files=60, big_mib=big_mib)
+    return nodes, esp, files
+
+
+def ntfs_checks_clean(node: str) -> str:
+    """ntfsfix -n ($MFT, $MFTMirr, the alternate boot sector in the device's
+    last sector) and ntfsresize --info find the NTFS on ``node`` clean;
+    returns ntfsresize's output."""
+    fsck_clean(node, "ntfs")
+    info = subprocess.run(
+        ["ntfsresize", "--info", "--force", node], capture_output=True, text=True, check=False
+    )
+    assert info.returncode == 0, info.stdout + info.stderr
+    return info.stdout
+
+
+def test_ntfs_shrinks_onto_a_smaller_disk(
+    loopdisk: Callable[[int], str],
+    workdir: str,
+    tmpfs: Callable[[str, int], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dev = loopdisk(1 * GIB)
+    nodes, esp, files = windows_disk(dev)
     identity = _identity(dev, nodes)
     repo = os.path.join(workdir, "repo")
     liferaft("capture", "--repo", repo, "--name", "win", dev)
@@ -134,11 +154,7 @@ def test_ntfs_shrinks_onto_a_smaller_disk(
 
     got = reread_partitions(small, 3)
     fsck_clean(got[0], "vfat")
-    fsck_clean(got[2], "ntfs")  # ntfsfix -n: $MFT, $MFTMirr, the backup boot sector
-    info = subprocess.run(
-        ["ntfsresize", "--info", "--force", got[2]], capture_output=True, text=True, check=False
-    )
-    assert info.returncode == 0, info.stdout + info.stderr
+    ntfs_checks_clean(got[2])
     assert _identity(small, got) == identity
     table = json.loads(run(["sfdisk", "--json", small]).stdout)["partitiontable"]
     ends = [p["start"] + p["size"] for p in table["partitions"]]

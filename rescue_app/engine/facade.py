@@ -310,10 +310,11 @@ class Engine:
 
     @staticmethod
     def plan_partition_restore(
-        repo: Repository, ref: str, targets: Sequence[str]
+        repo: Repository, ref: str, targets: Sequence[str], *, grow: bool = False
     ) -> _partrestore.PartitionRestorePlan:
         """A saveparts image onto existing partitions (``targets``: one per
-        saved partition in order, or ``SAVED=PARTITION``); no writes."""
+        saved partition in order, or ``SAVED=PARTITION``; ``grow``: each
+        filesystem fills its partition); no writes."""
         saved = (
             repo.saved_partitions(ref) if isinstance(repo, _clonezilla.ClonezillaSource) else None
         )
@@ -323,7 +324,7 @@ class Engine:
                 hint="name target disks with --to (e.g. /dev/sdb)",
             )
         manifest = repo.load_manifest(ref)
-        plan = _partrestore.plan_partition_restore(repo, manifest, saved, targets)
+        plan = _partrestore.plan_partition_restore(repo, manifest, saved, targets, grow=grow)
         repo.check_chunks_present(manifest)
         return plan
 

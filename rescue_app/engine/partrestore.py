@@ -10,7 +10,11 @@ chunk's hash checked, the first MiB last). Before writing, the old
 signatures of the target partition are wiped, so a restore stopped midway
 leaves a partition no tool takes for a filesystem (the partition-level
 counterpart of the whole disk's incomplete-restore mark); the filesystem's
-first MiB, written last, makes it one again.
+first MiB, written last, makes it one again. With ``grow`` a filesystem in
+a larger partition is grown to fill it afterwards (restore.grow_filesystem,
+as a whole disk's last partition with --grow); else it keeps its size, and an
+NTFS gets a copy of its boot sector in the partition's last sector, where
+ntfsfix looks for the backup.
 """
 
 from __future__ import annotations
@@ -25,12 +29,20 @@ from rescue_app.engine.diskparse import parse_swaps
 from rescue_app.engine.diskscan import SYS_BLOCK, list_disks, read_text
 from rescue_app.engine.extents import Extent
 from rescue_app.engine.manifest import Manifest, Method, PartitionImage
+from rescue_app.engine.plan import GROWABLE
 from rescue_app.engine.repository import Repository
-from rescue_app.engine.restore import Counter, Region, verify_volume, write_volume
+from rescue_app.engine.restore import (
+    Counter,
+    Region,
+    grow_filesystem,
+    place_ntfs_backup_boot_sector,
+    verify_volume,
+    write_volume,
+)
 from rescue_app.engine.results import RestoreResult
 from rescue_app.engine.units import human_size
 from rescue_app.errors import TargetRefusedError
-from rescue_app.progress import CancelToken, ProgressCallback, no_progress
+from rescue_app.progress import CancelToken, Progress, ProgressCallback, no_progress
 from rescue_app.run import run
 
 
@@ -69,6 +81,11 @@ class PartitionStep:
     saved: SavedPartition
     target: PartitionTarget
 
+    @property
+    def spare(self) -> int:
+        """The bytes of the target partition after the saved filesystem."""
+        return self.target.partition.size - self.saved.needed
+
 
 @dataclass(frozen=True)
 class PartitionRestorePlan:
@@ -77,6 +94,11 @@ class PartitionRestorePlan:
     repo: Repository
     manifest: Manifest
     steps: tuple[PartitionStep, ...]
+    grow: bool = False  # filesystems grow to fill larger partitions
+
+    def grows(self, step: PartitionStep) -> bool:
+        fs = step.saved.image.filesystem.type
+        return self.grow and step.spare > 0 and fs in GROWABLE - {"swap"}
 
     @property
     def disks(self) -> tuple[PartitionStep, ...]:
@@ -97,11 +119,12 @@ class PartitionRestorePlan:
                 f"  {s.saved.name} ({what}, {human_size(s.saved.needed)}, "
                 f"{human_size(s.saved.image.used_bytes)} used) -> {s.target.describe()}"
             )
-            spare = s.target.partition.size - s.saved.needed
-            if spare > 0 and s.saved.image.method != Method.SWAP:
+            if self.grows(s):
+                lines.append(f"    the filesystem grows by {human_size(s.spare)} to fill it")
+            elif s.spare > 0 and s.saved.image.method != Method.SWAP:
                 lines.append(
                     f"    the filesystem stays {human_size(s.saved.needed)}: "
-                    f"{human_size(spare)} of the partition after it is left unused"
+                    f"{human_size(s.spare)} of the partition after it is left unused"
                 )
         lines.append("  ERASES: " + ", ".join(s.target.path for s in self.steps))
         return "\n".join(lines)
@@ -113,9 +136,12 @@ def plan_partition_restore(
     saved: Sequence[SavedPartition],
     targets: Sequence[str],
     disks: list[BlockDisk] | None = None,
+    *,
+    grow: bool = False,
 ) -> PartitionRestorePlan:
     """``targets``: one partition per saved partition, in order, or
-    ``SAVED=PARTITION`` (e.g. ``sda2=/dev/sdb3``) for those to restore."""
+    ``SAVED=PARTITION`` (e.g. ``sda2=/dev/sdb3``) for those to restore;
+    ``grow``: filesystems grow to fill larger partitions."""
     disks = list_disks() if disks is None else disks
     by_name = {s.name: s for s in saved}
     names = ", ".join(by_name)
@@ -163,7 +189,7 @@ def plan_partition_restore(
         raise TargetRefusedError(
             "the same partition is named twice as a target", hint="name each target once"
         )
-    return PartitionRestorePlan(repo, manifest, tuple(steps))
+    return PartitionRestorePlan(repo, manifest, tuple(steps), grow)
 
 
 def find_partition(spec: str, disks: list[BlockDisk]) -> PartitionTarget:
@@ -243,7 +269,8 @@ def apply_partition_plan(
     verify: bool = False,
 ) -> RestoreResult:
     """Write each saved partition onto its target partition (a Clonezilla
-    image's LUKS volumes are refused when it is read: no keys are needed)."""
+    image's LUKS volumes are refused when it is read: no keys are needed),
+    read it back if asked, then grow its filesystem if planned."""
     started = time.monotonic()
     _recheck(plan)
     plan.repo.check_chunks_present(plan.manifest)
@@ -263,12 +290,18 @@ def apply_partition_plan(
         run(["wipefs", "--all", "--quiet", node])
         write_volume(region)
         if verify:
+            # (before growing: growing rewrites metadata the image holds)
             verify_volume(replace(region, counter=checker))
-        spare = step.target.partition.size - step.saved.needed
-        if spare > 0:
+        fs = p.filesystem.type
+        if plan.grows(step):
+            progress(Progress("grow", node, 0, 0, message=f"growing {fs}"))
+            notes.append(grow_filesystem(node, fs))
+        elif step.spare > 0:
+            if fs == "ntfs":
+                place_ntfs_backup_boot_sector(node)
             notes.append(
                 f"{node}: the filesystem of {step.saved.name} was not grown into the "
-                f"partition's other {human_size(spare)}"
+                f"partition's other {human_size(step.spare)} (--grow grows it)"
             )
     return RestoreResult(
         m.ref,
@@ -277,7 +310,7 @@ def apply_partition_plan(
         verified=verify,
         fetched_bytes=counter.fetched,
         seconds=time.monotonic() - started,
-        notes=tuple(notes),
+        notes=tuple(n for n in notes if n),
     )
 
 

@@ -33,6 +33,7 @@ from rescue_app.engine import (
     mdraid,
     ntfsshrink,
     restoremark,
+    usedmap,
 )
 from rescue_app.engine.bootentry import recreate_boot_entries
 from rescue_app.engine.browse import mount_image
@@ -634,7 +635,7 @@ def _grow_disk(d: DiskPlan, progress: ProgressCallback) -> list[str]:
         if step.grow_fs and step.source.method != Method.SWAP:
             node = _nodes(d)[step.source.number]
             progress(Progress("grow", node, 0, 0, message=f"growing {step.source.filesystem.type}"))
-            notes.append(_grow_filesystem(node, step.source.filesystem.type))
+            notes.append(grow_filesystem(node, step.source.filesystem.type))
     return [n for n in notes if n]
 
 
@@ -1014,7 +1015,9 @@ def _mkswap(node: str, p: Volume) -> None:
     run([*args, node])
 
 
-def _grow_filesystem(node: str, fs: str | None) -> str:
+def grow_filesystem(node: str, fs: str | None) -> str:
+    """Grow the filesystem on ``node`` to fill it; a note when that fails
+    (the data is restored: the filesystem keeps its size), else ""."""
     try:
         if fs in ("ext2", "ext3", "ext4"):
             # resize2fs insists on a freshly checked filesystem; 1 = fixed, fine.
@@ -1029,6 +1032,8 @@ def _grow_filesystem(node: str, fs: str | None) -> str:
             with mounted(node, "btrfs", writable=True, prefix="liferaft-grow-") as mnt:
                 run(["btrfs", "filesystem", "resize", "max", mnt])
         elif fs == "ntfs":
+            # (should ntfsresize fail, the volume still checks clean)
+            place_ntfs_backup_boot_sector(node)
             run(["ntfsresize", "--force", "--force", node], input=b"y\n")
         else:
             return ""
@@ -1038,6 +1043,31 @@ def _grow_filesystem(node: str, fs: str | None) -> str:
             "the filesystem keeps its old size"
         )
     return ""
+
+
+def place_ntfs_backup_boot_sector(node: str) -> None:
+    """A copy of an NTFS's boot sector into the last sector of ``node``.
+
+    NTFS keeps its backup boot sector just after the volume's last sector,
+    which is the partition's last sector when the volume fills it. In a
+    larger partition that copy (the image's) sits further in, and ntfsfix
+    looks for it in the device's last sector: "alternate boot sector BAD".
+    ntfsresize, growing the volume, writes it there itself; this puts it
+    there for a volume that stays smaller than its partition. The sector
+    lies outside the volume: nothing of it is overwritten."""
+    with blockio.open_device(node, write=True) as fd:
+        boot = blockio.read_exact(fd, node, 0, 512)
+        found = usedmap.ntfs_backup_boot_sector(boot)
+        if found is None:
+            return
+        sector = found[1]
+        end = blockio.device_size(fd)
+        if end - sector <= found[0]:
+            return  # the volume fills the partition: its own copy is there
+        if sector != 512:
+            boot = blockio.read_exact(fd, node, 0, sector)
+        blockio.write_all(fd, node, boot, end - sector)
+        blockio.flush(fd, node)
 
 
 # -- volume groups -----------------------------------------------------------
@@ -1156,7 +1186,7 @@ def _restore_md_array(
     _write_inside(plan, img, node, counter, progress, cancel, verify)
     if a.grow_fs:
         progress(Progress("grow", node, 0, 0, message=f"growing {img.filesystem.type}"))
-        grown = _grow_filesystem(node, img.filesystem.type)
+        grown = grow_filesystem(node, img.filesystem.type)
         notes += [grown] if grown else []
     return node
 
@@ -1243,7 +1273,7 @@ def _grow_luks(
     if not v.grow_fs:
         return []
     progress(Progress("grow", inner, 0, 0, message=f"growing {v.image.filesystem.type}"))
-    grown = _grow_filesystem(inner, v.image.filesystem.type)
+    grown = grow_filesystem(inner, v.image.filesystem.type)
     return [grown] if grown else []
 
 
@@ -1339,7 +1369,7 @@ def _restore_volume_group(
             node = lvm.dm_path(vg.name, grow.name)
             progress(Progress("grow", node, 0, 0, message=f"growing {vg.name}/{grow.name}"))
             lvm.extend_lv(vg.name, grow.name, keep_free=source_free)
-            notes.append(_grow_filesystem(node, grow.filesystem.type))
+            notes.append(grow_filesystem(node, grow.filesystem.type))
     finally:
         lvm.deactivate(vg.name)
     return [n for n in notes if n]
