@@ -302,6 +302,81 @@ def test_saveparts_restored_onto_named_partitions(cz: Images, loopdisk, workdir:
     _check_files(cz, {3: t3})
 
 
+def test_tui_restores_saveparts_onto_a_chosen_partition(cz: Images, loopdisk) -> None:
+    """The TUI offers a saveparts image's partitions a target partition each
+    (one left out here), plans with --grow's checkbox, and the confirmation
+    names the partition and its disk (model or loop file, serial, size)."""
+    import asyncio
+
+    from textual.widgets import Checkbox, Select
+
+    from rescue_app.engine import Engine
+    from rescue_app.tui.app import LiferaftApp
+    from rescue_app.tui.matching import candidate_partitions
+    from rescue_app.tui.screens.confirm import ConfirmEraseModal
+    from rescue_app.tui.screens.parttarget import PartitionTargetScreen
+    from tests.tui.pilot_helpers import (
+        confirm_restore,
+        screen_text,
+        settle,
+        type_source,
+        wait_for_screen,
+        wait_until,
+    )
+
+    dev = loopdisk(DISK)
+    t1, t2, t3 = partition_disk(dev, "gpt", TARGET_LAYOUT)
+    make_fs(t1, "ext4", label="keep")
+    kept = populate(t1, "ext4", seed=98)
+    table = subprocess.check_output(["sfdisk", "--dump", dev], text=True)
+    confirm_text: list[str] = []
+
+    async def body() -> None:
+        app = LiferaftApp(Engine(), media_filter=lambda d: getattr(d, "path", None) == dev)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await type_source(pilot, "r", cz.folder("parts-gz"))
+            await settle(pilot)
+            await pilot.press("enter")  # the image
+            screen = await wait_for_screen(pilot, PartitionTargetScreen)
+            await wait_until(pilot, lambda: bool(screen.query("#part-1")), "offered", 300)
+            await settle(pilot)
+            text = screen_text(pilot)
+            assert f"Saved {cz.disk}p1 (ext4" in text and f"Saved {cz.disk}p3 (ext4" in text
+            offered = [p.path for _, p in candidate_partitions(app.disks)]
+            assert t3 in offered and t1 in offered, offered
+            screen.query_one("#part-1", Select).value = t3  # p3 onto t3; p1 left out
+            await settle(pilot)
+            assert screen.plan is not None, screen_text(pilot)
+            assert "left unused" in screen.plan.render()
+            screen.query_one("#grow", Checkbox).value = True
+            await settle(pilot)
+            assert screen.plan is not None and screen.plan.grow, screen_text(pilot)
+            assert "grows by" in screen.plan.render(), screen.plan.render()
+            # the confirmation names the partition and its disk
+            await pilot.press("ctrl+n")
+            modal = await wait_for_screen(pilot, ConfirmEraseModal)
+            confirm_text.append(screen_text(pilot))
+            await pilot.press("escape")
+            await settle(pilot)
+            assert not isinstance(app.screen, ConfirmEraseModal) and modal.paths == [t3]
+            summary = await confirm_restore(pilot, os.path.basename(t3))
+            assert "Done." in summary and "read back and matches" in summary, summary
+
+    asyncio.run(body())
+    shown = " ".join(confirm_text[0].split())
+    assert f"ERASES partition 3 ({t3}" in shown and "of loop over" in shown, shown
+    assert f"({dev})" in shown and "partition tables and the other partitions stay" in shown
+    _check_files(cz, {3: t3})
+    # grown into the whole partition
+    size = int(subprocess.check_output(["blockdev", "--getsize64", t3]))
+    info = subprocess.check_output(["dumpe2fs", "-h", t3], text=True, stderr=subprocess.DEVNULL)
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    count, block = int(fields["Block count"]), int(fields["Block size"])
+    assert count * block > size - 4 * MIB, (count, block, size)
+    assert subprocess.check_output(["sfdisk", "--dump", dev], text=True) == table
+    assert tree_checksums(t1, "ext4") == kept
+
+
 # -- LVM and LUKS as Clonezilla describes them --------------------------------------------
 
 

@@ -28,7 +28,7 @@ from rescue_app.engine.luks import LUKS_TYPE
 from rescue_app.engine.manifest import DiskImage, ImageSummary, Manifest, Method
 from rescue_app.engine.network import Interface, NetworkStatus
 from rescue_app.engine.online import BackupRequest
-from rescue_app.engine.partrestore import PartitionRestorePlan
+from rescue_app.engine.partrestore import PartitionRestorePlan, SavedPartition
 from rescue_app.engine.plan import RestoreChoices, RestorePlan, describe_contents
 from rescue_app.engine.prune import PruneResult
 from rescue_app.engine.repository import NAME_RE, REPO_FILE, Repository
@@ -69,6 +69,7 @@ __all__ = [
     "RestorePlan",
     "RestoreResult",
     "Role",
+    "SavedPartition",
     "Schedule",
     "ScheduledBackup",
     "TerminalPrompt",

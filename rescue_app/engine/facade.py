@@ -309,6 +309,14 @@ class Engine:
         )
 
     @staticmethod
+    def saved_partitions(repo: Repository, ref: str) -> list[_partrestore.SavedPartition]:
+        """A saveparts image's partitions, in order (each is restored onto a
+        partition the user names); empty for a whole-disk image."""
+        if not isinstance(repo, _clonezilla.ClonezillaSource):
+            return []
+        return repo.saved_partitions(ref) or []
+
+    @staticmethod
     def plan_partition_restore(
         repo: Repository, ref: str, targets: Sequence[str], *, grow: bool = False
     ) -> _partrestore.PartitionRestorePlan:

@@ -9,11 +9,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rescue_app.engine import BlockDisk, DiskImage
+from rescue_app.engine import BlockDisk, BlockPartition, DiskImage
 
 
 def candidate_targets(disks: Sequence[BlockDisk]) -> list[BlockDisk]:
     return [d for d in disks if not d.in_use and not d.read_only]
+
+
+def candidate_partitions(
+    disks: Sequence[BlockDisk],
+) -> list[tuple[BlockDisk, BlockPartition]]:
+    """Partitions that may receive a saved partition (a Clonezilla saveparts
+    image): none of the running system's disk, the boot medium or a
+    read-only disk, none mounted or active swap. Other partitions of their
+    disk may be in use: only the chosen one is written (the engine checks
+    it again, holders included)."""
+    return [
+        (d, p)
+        for d in disks
+        if not d.ours and not d.read_only
+        for p in d.partitions
+        if not p.mountpoints
+    ]
 
 
 def suggest_targets(

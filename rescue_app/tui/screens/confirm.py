@@ -1,4 +1,6 @@
-"""The last gate before a restore: type the target's device name to erase it."""
+"""The last gate before a restore: type the target's device name to erase it
+(of a Clonezilla saveparts image: each target partition's name; each is
+shown with its disk's model, serial and size)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
-from rescue_app.engine import RestorePlan, describe_contents
+from rescue_app.engine import PartitionRestorePlan, RestorePlan, describe_contents
 from rescue_app.tui import keymap
 
 
@@ -22,19 +24,30 @@ def matches_device(typed: str, path: str) -> bool:
 class ConfirmEraseModal(ModalScreen[bool]):
     BINDINGS = keymap.CONFIRM_ERASE
 
-    def __init__(self, plan: RestorePlan) -> None:
+    def __init__(self, plan: RestorePlan | PartitionRestorePlan) -> None:
         super().__init__()
         self.plan = plan
         self.paths = [d.target.path for d in plan.disks]
 
+    def erased(self) -> tuple[list[str], str]:
+        """What each target loses, and what the user types the names of."""
+        if isinstance(self.plan, PartitionRestorePlan):
+            lines = [f"ERASES {s.target.describe()}" for s in self.plan.steps]
+            lines.append("The partition tables and the other partitions stay as they are.")
+            return lines, "target partition"
+        return [
+            f"ERASES {d.target.describe()}\n  now: {describe_contents(d.target)}"
+            for d in self.plan.disks
+        ], "target disk"
+
     def compose(self) -> ComposeResult:
+        lines, kind = self.erased()
         with Vertical(classes="modal-box", id="confirm-box"):
             yield Static("Erase and restore?", classes="modal-title")
-            for d in self.plan.disks:
-                t = d.target
-                yield Static(f"ERASES {t.describe()}\n  now: {describe_contents(t)}", markup=False)
+            for line in lines:
+                yield Static(line, markup=False)
             yield Static(
-                f"To go on, type the name of each target disk ({', '.join(self.paths)}):",
+                f"To go on, type the name of each {kind} ({', '.join(self.paths)}):",
                 markup=False,
             )
             for i, path in enumerate(self.paths):

@@ -23,6 +23,7 @@ from textual.widgets import Footer, Header, ProgressBar, Static
 from rescue_app.engine import (
     CaptureResult,
     Engine,
+    PartitionRestorePlan,
     Repository,
     RestorePlan,
     RestoreResult,
@@ -68,11 +69,13 @@ def _verdict(report: VerifyReport, lines: tuple[str, ...], if_ok: str, if_not: s
     return Summary(report.ok, lines, if_ok if report.ok else if_not)
 
 
-def restore_job(engine: Engine, plan: RestorePlan) -> ProgressScreen:
+def restore_job(engine: Engine, plan: RestorePlan | PartitionRestorePlan) -> ProgressScreen:
     targets = ", ".join(d.target.path for d in plan.disks)
 
     def run(progress: ProgressCallback, cancel: CancelToken) -> RestoreResult:
         # (the engine checks the disks are still those of the confirmed plan)
+        if isinstance(plan, PartitionRestorePlan):  # a Clonezilla saveparts image
+            return engine.restore_partitions(plan, progress=progress, cancel=cancel, verify=True)
         # An unlocked LUKS volume's passphrase: the engine's credentials,
         # then the app's password dialog (asked only when the image has one).
         luks_key = engine.luks_keys() if plan.manifest.luks_volumes else None

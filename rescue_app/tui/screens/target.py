@@ -23,6 +23,7 @@ from rescue_app.engine import (
     BlockDisk,
     Manifest,
     Method,
+    PartitionRestorePlan,
     Repository,
     RestoreChoices,
     RestorePlan,
@@ -91,16 +92,76 @@ def plan_table(plan: RestorePlan) -> Table:
     return outer
 
 
-class TargetScreen(ImageScreen):
-    BINDINGS = keymap.TARGET
+class RestoreTargetScreen(ImageScreen):
+    """What the target screens share (this one's disks, parttarget.py's
+    partitions): the plan made from the choices, and the key that takes it
+    to the typed confirmation and then the restore."""
 
+    BINDINGS = keymap.TARGET
+    missing = "choose a target disk for each disk of the image first"
+    another = "choose another target disk"
+
+    def __init__(self, repo: Repository, ref: str) -> None:
+        super().__init__(repo, ref)
+        self.plan: RestorePlan | PartitionRestorePlan | None = None
+        self.problem = ""  # why there is no plan, for the next key
+        self.ready = False
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        if self.ready:
+            self.replan()
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        event.stop()
+        if self.ready:
+            self.replan()
+
+    def replan(self) -> None:
+        """Plan again from the choices as they are now (in a worker)."""
+        raise NotImplementedError
+
+    def compose_plan(self) -> ComposeResult:
+        """Under the choices: the plan, the button that goes on, the footer."""
+        with VerticalScroll(id="plan-box"):
+            yield Static("Reading the image and the disks...", id="plan-view")
+        with Horizontal(classes="buttons"):
+            yield Button("Erase and restore... (ctrl+n)", id="next", variant="error", disabled=True)
+        yield Footer()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "next":
+            self.action_next()
+
+    def action_next(self) -> None:
+        if self.plan is None:
+            # Say why nothing happens: no target yet, too small, in use...
+            self.lapp.show_error(
+                UsageError(
+                    f"cannot restore there: {self.problem}" if self.problem else self.missing,
+                    hint=self.another,
+                )
+            )
+            return
+        from rescue_app.tui.screens.confirm import ConfirmEraseModal
+
+        plan = self.plan
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                from rescue_app.tui.screens.progress import restore_job
+
+                self.app.push_screen(restore_job(self.lapp.engine, plan))
+
+        self.app.push_screen(ConfirmEraseModal(plan), callback=confirmed)
+
+
+class TargetScreen(RestoreTargetScreen):
     def __init__(self, repo: Repository, ref: str) -> None:
         super().__init__(repo, ref)
         self.manifest: Manifest | None = None
         self.candidates: list[BlockDisk] = []
-        self.plan: RestorePlan | None = None
-        self.problem = ""  # why there is no plan, for the next key
-        self.ready = False
         # The partitions offered to shrink, as (image disk index, number)
         self.shrink_offer: tuple[tuple[int, int], ...] = ()
 
@@ -114,11 +175,7 @@ class TargetScreen(ImageScreen):
                 placeholder="scratch folder for the NTFS shrink, Enter (default: /tmp)",
                 id="scratch",
             )
-        with VerticalScroll(id="plan-box"):
-            yield Static("Reading the image and the disks...", id="plan-view")
-        with Horizontal(classes="buttons"):
-            yield Button("Erase and restore... (ctrl+n)", id="next", variant="error", disabled=True)
-        yield Footer()
+        yield from self.compose_plan()
 
     def on_mount(self) -> None:
         self.sub_title = f"Restore {self.ref}: target"
@@ -128,6 +185,14 @@ class TargetScreen(ImageScreen):
     def load(self) -> None:
         engine = self.lapp.engine
         manifest = engine.load_manifest(self.repo, self.ref)
+        if engine.holds_partitions_only(self.repo, self.ref):
+            # a Clonezilla saveparts image: onto partitions, not disks
+            from rescue_app.tui.screens.parttarget import PartitionTargetScreen
+
+            self.app.call_from_thread(
+                self.app.switch_screen, PartitionTargetScreen(self.repo, self.ref)
+            )
+            return
         disks = engine.list_disks()
         self.app.call_from_thread(self.show_choices, manifest, disks)
 
@@ -178,19 +243,9 @@ class TargetScreen(ImageScreen):
             out.append(value)
         return out
 
-    def on_select_changed(self, event: Select.Changed) -> None:
-        event.stop()
-        if self.ready:
-            self.replan()
-
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         if self.ready and event.input.id == "scratch":
-            self.replan()
-
-    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
-        event.stop()
-        if self.ready:
             self.replan()
 
     def replan(self) -> None:
@@ -285,32 +340,3 @@ class TargetScreen(ImageScreen):
             return
         view.update(plan_table(plan))
         self.query_one("#next", Button).disabled = False
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "next":
-            self.action_next()
-
-    def action_next(self) -> None:
-        if self.plan is None:
-            # Say why nothing happens: no target yet, too small, in use...
-            self.lapp.show_error(
-                UsageError(
-                    f"cannot restore there: {self.problem}"
-                    if self.problem
-                    else "choose a target disk for each disk of the image first",
-                    hint="choose another target disk",
-                )
-            )
-            return
-        from rescue_app.tui.screens.confirm import ConfirmEraseModal
-
-        plan = self.plan
-
-        def confirmed(ok: bool | None) -> None:
-            if ok:
-                from rescue_app.tui.screens.progress import restore_job
-
-                self.app.push_screen(restore_job(self.lapp.engine, plan))
-
-        self.app.push_screen(ConfirmEraseModal(plan), callback=confirmed)
