@@ -8,11 +8,12 @@ the pure parts, fast and on the host.
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from rescue_app.engine import lvm
+from rescue_app.engine import lvm, thinpool
 from rescue_app.engine.diskmodel import BlockDisk
 from rescue_app.engine.extents import ExtentMap
 from rescue_app.engine.manifest import (
@@ -275,3 +276,26 @@ def test_the_ui_shows_the_stack():
     shown = console.export_text()
     assert "Volume group vg0 (LVM, on disk 1 partition 2)" in shown
     assert "data" in shown and "grows into the new space" in shown
+
+
+def test_a_pool_metadata_copy_keeps_only_the_volume_groups_thin_devices() -> None:
+    """thin_dump --metadata-snap XML (its nr_data_blocks is 0): the backup's
+    own snapshot (dev_id 2) goes, the transaction id is the VG text's."""
+    dump = (
+        '<superblock uuid="" time="1" transaction="2" version="2" data_block_size="128" '
+        'nr_data_blocks="0">\n'
+        '  <device dev_id="1" mapped_blocks="3" transaction="0" creation_time="0" snap_time="1">\n'
+        '    <range_mapping origin_begin="0" data_begin="0" length="2" time="0"/>\n'
+        '    <single_mapping origin_block="9" data_block="5" time="1"/>\n'
+        "  </device>\n"
+        '  <device dev_id="2" mapped_blocks="2" transaction="1" creation_time="1" snap_time="1">\n'
+        '    <range_mapping origin_begin="0" data_begin="0" length="2" time="0"/>\n'
+        "  </device>\n"
+        "</superblock>\n"
+    )
+    out = ET.fromstring(thinpool.only_devices(dump, {1}, 1, 768 << 20))
+    assert out.get("transaction") == "1" and out.get("data_block_size") == "128"
+    assert out.get("nr_data_blocks") == "12288"  # 768 MiB of 64 KiB blocks
+    assert [d.get("dev_id") for d in out.findall("device")] == ["1"]
+    assert len(out.find("device")) == 2  # type: ignore[arg-type]  # its mappings kept
+    assert thinpool.dm_name("vg-0", "my-pool", "tpool") == "vg--0-my--pool-tpool"

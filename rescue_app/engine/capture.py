@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from rescue_app.engine import blockio, filelevel, filetree, luks, lvm, mdraid, probe
+from rescue_app.engine import blockio, filelevel, filetree, luks, lvm, mdraid, probe, thinpool
 from rescue_app.engine.chunkio import WORKERS, pipeline
 from rescue_app.engine.diskmodel import BlockDisk
 from rescue_app.engine.diskscan import (
@@ -511,6 +511,7 @@ class _VgPlan:
     metadata: str
     pvs: list[PhysicalVolumeImage]
     lvs: list[_LvPlan] = field(default_factory=list)
+    thin: lvm.ThinState | None = None  # online, with a thin pool: as ``metadata`` records it
 
 
 def _plan_volume_groups(
@@ -575,10 +576,6 @@ def _plan_volume_groups(
             why = f"volume group {pv.vg} also lies on {', '.join(others)}, which is not captured"
         elif odd:
             why = f"volume group {pv.vg} has {', '.join(odd)} volumes, which are not recreated"
-        elif online and any(lv.segtype == "thin-pool" for lv in lvs):
-            # (its metadata changes while read: a consistent copy needs the
-            # pool's metadata snapshot, not done yet)
-            why = f"volume group {pv.vg} has a thin pool in use, not backed up online yet"
         for (_, member), _v in ours:
             if why:
                 member.note = f"{why}; stored raw (every byte, zeros skipped)"
@@ -593,6 +590,10 @@ def _plan_volume_groups(
                 name=pv.vg,
                 group=lvm.volume_group(pv.vg),
                 metadata=lvm.backup_metadata(pv.vg),
+                # (read with the text: the pools' metadata copies must match it)
+                thin=lvm.thin_state(pv.vg)
+                if online and any(lv.segtype == "thin-pool" for lv in lvs)
+                else None,
                 pvs=[
                     PhysicalVolumeImage(
                         uuid=v.uuid,
@@ -613,6 +614,8 @@ def _plan_volume_groups(
     for g in groups:
         active.enter_context(lvm.activated(g.name, read_only=True))
         via = active.enter_context(_live_snapshots(g.name)) if online else {}
+        if g.thin is not None:
+            via |= _pool_metadata_copies(g, active)
         g.lvs = _plan_logical_volumes(g, progress, via)
     return groups
 
@@ -634,6 +637,23 @@ def _live_snapshots(vg: str) -> Iterator[dict[str, str]]:
             settle_journal(snap.dm_path, probe.identify(snap.dm_path).get("TYPE"))
             out[origin] = snap.dm_path
         yield out
+
+
+def _pool_metadata_copies(g: _VgPlan, active: ExitStack) -> dict[str, str]:
+    """{metadata LV name: a consistent copy of it} for each thin pool of the
+    volume group, made after the backup's snapshots (engine/thinpool.py)."""
+    assert g.thin is not None
+    sizes = {lv.name: lv.size for lv in lvm.logical_volumes(g.name)}
+    out = {}
+    for pool, transaction in g.thin.transactions.items():
+        keep = {thin_id for owner, thin_id in g.thin.devices.values() if owner == pool}
+        meta = f"{pool}_tmeta"
+        out[meta] = active.enter_context(
+            thinpool.metadata_copy(
+                g.name, pool, (sizes[meta], sizes[f"{pool}_tdata"]), keep, transaction
+            )
+        )
+    return out
 
 
 def settle_journal(node: str, fstype: str | None) -> None:
@@ -671,6 +691,9 @@ def _plan_logical_volumes(
                     for s in own
                 )
                 plans.append(_LvPlan(Filesystem(None), Method.RAW, None, lv=lv, segments=placed))
+                if lv.name in via:  # a pool in use: its metadata at one moment
+                    plans[-1].node = via[lv.name]
+                    plans[-1].note = "in use: read from a metadata snapshot of the pool"
                 continue
             if lv.hidden or lv.segtype == "thin-pool":
                 # the pool and its data: their contents are the thin LVs

@@ -471,3 +471,27 @@ def snapshots(vg: str, lvs: Sequence[LogicalVolume]) -> Iterator[dict[str, Logic
     finally:
         for name in made:
             remove_snapshot(vg, name)
+
+
+@dataclass(frozen=True)
+class ThinState:
+    """A volume group's thin pools at one moment, as its text metadata
+    records them: each pool's transaction id, each thin LV's device id."""
+
+    transactions: dict[str, int]  # pool name -> transaction_id
+    devices: dict[str, tuple[str, int]]  # thin LV name -> (its pool, its thin_id there)
+
+
+def thin_state(vg: str) -> ThinState:
+    fields = "lv_name,segtype,pool_lv,transaction_id,thin_id"
+    rows = parse_report(_lvm(["lvs", "-a", *_REPORT, "-o", fields, vg]), "lv")
+    return ThinState(
+        transactions={
+            r["lv_name"]: _int(r["transaction_id"]) for r in rows if r["segtype"] == "thin-pool"
+        },
+        devices={
+            r["lv_name"]: (r["pool_lv"].strip("[]"), _int(r["thin_id"]))
+            for r in rows
+            if r["segtype"] == "thin"
+        },
+    )

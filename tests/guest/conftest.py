@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.guest import GuestResult, run_in_guest
+from tests.helpers.guest import GuestResult, run_in_guest, sparse_disk
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = "default"
@@ -44,5 +44,26 @@ def guest(guest_iso: Path) -> Callable[..., GuestResult]:
 
     def run(script: str, disks: Sequence[Path] = (), **options: object) -> GuestResult:
         return run_in_guest(guest_iso, disks, script, stream=sys.stdout, **options)  # type: ignore[arg-type]
+
+    return run
+
+
+@pytest.fixture
+def guest_checks(guest: Callable[..., GuestResult], workdir: str) -> Callable[..., str]:
+    """``guest_checks(script, disks, checks, **options)``: the script
+    tests/guest/SCRIPT run with this tree's engine (--app) on new sparse
+    disks (``disks``: MiB each, in order: vda, vdb, ...); it must exit 0 and
+    print "CHECK <name> ok" for each of ``checks``. Returns its output."""
+
+    def run(script: str, disks: Sequence[int], checks: Sequence[str], **options: object) -> str:
+        files = [
+            sparse_disk(Path(workdir) / f"disk{i}.img", mib << 20) for i, mib in enumerate(disks)
+        ]
+        text = (Path(__file__).resolve().parent / script).read_text()
+        result = guest(text, files, app=True, **options)
+        assert result.exit_code == 0, result.output[-3000:]
+        for name in checks:
+            assert f"CHECK {name} ok" in result.output, name
+        return result.output
 
     return run
