@@ -389,6 +389,22 @@ def test_extract_keeps_owner_mode_times_xattrs_acls_links(image: Image) -> None:
 
 
 @pytest.mark.root
+def test_extract_while_the_source_filesystem_is_mounted(image: Image) -> None:
+    """One file back on the running server: its XFS is mounted while its own
+    image is read. XFS refuses a second filesystem with a mounted one's UUID
+    unless told not to check (the image's copy is read-only)."""
+    out = os.path.join(image.workdir, "while-mounted")
+    with mounts.mounted(image.nodes[1], "xfs"):
+        liferaft(
+            "extract", "--repo", image.repo, "--image", "src", "--partition", "2",
+            "filler.bin", "--to", out,
+        )  # fmt: skip
+    with open(f"{out}/filler.bin", "rb") as f:
+        assert hashlib.file_digest(f, "sha256").hexdigest() == image.files[1]["filler.bin"]
+    shutil.rmtree(out)
+
+
+@pytest.mark.root
 def test_extract_of_a_missing_path_names_it_and_writes_nothing(image: Image) -> None:
     out = os.path.join(image.workdir, "never")
     proc = liferaft(

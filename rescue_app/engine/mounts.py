@@ -44,7 +44,7 @@ def options_for(fstype: str | None, writable: bool) -> list[str]:
     extra = {
         "ext4": ["noload"],
         "ext3": ["noload"],
-        "xfs": ["norecovery"],
+        "xfs": ["norecovery", "nouuid"],  # a copy of a mounted XFS (its image) mounts too
         "btrfs": ["rescue=nologreplay"],
     }
     return ["ro", *extra.get(fstype or "", [])]
