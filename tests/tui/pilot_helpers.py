@@ -93,7 +93,10 @@ async def open_target(pilot: Pilot[Any], repository: str) -> Any:
     await type_source(pilot, "r", repository)  # the repository: its images
     await settle(pilot)
     await pilot.press("enter")  # the first image
-    return await wait_for_screen(pilot, TargetScreen)
+    screen = await wait_for_screen(pilot, TargetScreen)
+    # its disks are listed by a worker: on a busy machine that takes a while
+    await wait_until(pilot, lambda: screen.ready, "the target screen offers its disks")
+    return screen
 
 
 async def confirm_restore(pilot: Pilot[Any], typed: str) -> str:
