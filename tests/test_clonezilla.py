@@ -42,6 +42,7 @@ from rescue_app.engine.partclone_image import (
     PartcloneReader,
     bitmap_runs,
     open_decompressed,
+    open_image,
     volume_names,
 )
 from tests.enginekit import assert_one_line_error, liferaft
@@ -424,6 +425,14 @@ def test_damaged_images_are_refused_in_one_line_and_the_target_untouched(
         rw.write(bytes([b[0] ^ 0xFF]))
     refused(root, f"{disk}p5")
 
+    # 7. a partition image in partclone's old format 0001 (old Clonezilla)
+    root = _copy(cz.mbr, workdir, "v1")
+    folder = os.path.join(root, "mbr-zst")
+    (img,) = _ptcl(folder, f"{disk}p5")
+    with open(os.path.join(folder, img), "wb") as f:
+        f.write(zstandard.ZstdCompressor().compress(partclone_v1()))
+    refused(root, img.removesuffix(".aa"), "format 0001", "reads format 0002 only")
+
     assert disk_bytes_sha256(dev, 0, cz.mbr.disk_size) == zero, "the target was written"
 
 
@@ -597,6 +606,27 @@ def test_a_strip_larger_than_the_memory_bound_is_read_in_pieces(monkeypatch, tmp
 )
 def test_bitmap_runs(bitmap: bytes, total: int, runs: list) -> None:
     assert bitmap_runs(bitmap, total) == runs
+
+
+def partclone_v1(blocks: int = 64, block_size: int = 4096) -> bytes:
+    """The start of an image as partclone before 0.3.0 wrote it (format
+    0001, image.h's image_head_v1, file_system_info_v1, image_options_v1 and
+    a byte per block of bitmap): Debian's partclone writes 0002 only."""
+    head = b"partclone-image" + b"EXTFS".ljust(15, b"\0") + b"0001" + b"\0\0"
+    info = struct.pack("<iQQQ", block_size, blocks * block_size, blocks, blocks // 2)
+    bitmap = bytes([1] * (blocks // 2) + [0] * (blocks - blocks // 2))
+    return head + info + bytes(4096) + bitmap + b"BiTmAgIc" + bytes(block_size)
+
+
+def test_a_partclone_v1_image_is_refused_in_one_line(tmp_path) -> None:
+    path = tmp_path / "sda1.ext4-ptcl-img.gz"
+    path.write_bytes(gzip.compress(partclone_v1()))
+    with pytest.raises(ClonezillaImageError) as caught:
+        where = f"Clonezilla image old, partition sda1 ({path})"
+        open_image([str(path)], str(path), where, lambda name: open(name, "rb"))
+    line = str(caught.value)
+    assert "\n" not in line and str(path) in line, line
+    assert "format 0001" in line and "reads format 0002 only" in line, line
 
 
 def test_volume_names() -> None:

@@ -20,7 +20,9 @@ Format facts (partclone's IMAGE_FORMATS.md and src/checksum.c):
 - the data section holds the used blocks in order; after every
   ``blocks_per_checksum`` blocks, and after the last partial strip, comes the
   checksum of that strip (of everything so far when reseeding is off).
-Format 0001 (partclone < 0.3.0, before 2017) is refused with a clear line.
+Format 0001 (partclone < 0.3.0, before 2017) is refused with a clear line
+naming the file and the format read (0002): Debian's partclone 0.3 writes
+0002 only, so a reader of 0001 could not be tested against real images.
 """
 
 from __future__ import annotations
@@ -244,8 +246,8 @@ def parse_header(raw: bytes, where: str) -> PartcloneHeader:
     version = raw[30:34]
     if version == b"0001":
         raise ClonezillaImageError(
-            f"{where} is in partclone's old image format 0001 (partclone before 0.3.0), "
-            "which liferaft does not read",
+            f"{where} is in partclone's old image format 0001 (partclone before 0.3.0, "
+            "Clonezilla before 2017); liferaft reads format 0002 only",
             hint="convert it with a newer Clonezilla (restore, then save again)",
         )
     if version != b"0002" or len(raw) < HEADER_V2:
