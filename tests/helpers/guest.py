@@ -16,6 +16,9 @@ one script in it, so LVM, LUKS and RAID work can be tested for real:
   output (stdout and stderr) streams to this command's stdout and the command
   exits with the script's exit code. The guest has user networking: the host's
   loopback servers are at 10.0.2.2.
+- ``--file PATH`` (repeatable) copies PATH onto the medium's files/ folder
+  ($LIFERAFT_GUEST_MEDIUM/files/NAME): e.g. .debs of a tool the ISO lacks, to
+  dpkg -i into the guest's RAM root (the ISO keeps its size).
 - ``--app`` copies this working tree's rescue_app/ onto the medium and puts it
   first on PYTHONPATH, so `liferaft ...` and `/opt/liferaft/bin/python -m
   rescue_app...` in the script run the engine as it is now, without rebuilding
@@ -110,12 +113,19 @@ def extract_live_kernel(iso: Path, out: Path) -> tuple[Path, Path]:
     return out / "vmlinuz", out / "initrd.img"
 
 
-def make_medium(workdir: Path, script: str, nonce: str, app: bool) -> Path:
-    """The runner's medium: script.sh, the nonce and, with ``app``, rescue_app/."""
+def make_medium(
+    workdir: Path, script: str, nonce: str, app: bool, files: Sequence[Path] = ()
+) -> Path:
+    """The runner's medium: script.sh, the nonce, ``files`` in files/ and,
+    with ``app``, rescue_app/."""
     stage = workdir / "medium"
     stage.mkdir()
     (stage / "script.sh").write_text(script)
     (stage / "nonce").write_text(nonce + "\n")
+    if files:
+        (stage / "files").mkdir()
+        for f in files:
+            shutil.copy(f, stage / "files" / f.name)
     if app:
         shutil.copytree(REPO / "rescue_app", stage / "app" / "rescue_app",
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))  # fmt: skip
@@ -279,6 +289,7 @@ def run_in_guest(
     memory_mb: int = 1536,
     timeout: float = 900,
     app: bool = False,
+    files: Sequence[Path] = (),
     stream: TextIO | None = None,
     console_log: Path | None = None,
 ) -> GuestResult:
@@ -286,12 +297,16 @@ def run_in_guest(
 
     ``script`` is the script's text, or a Path to read it from. Its output is
     written to ``stream`` as it arrives (whole lines) and returned in the result;
-    ``console_log`` keeps the first serial port (kernel, systemd) in that file.
+    ``console_log`` keeps the first serial port (kernel, systemd) in that file;
+    ``files`` are copied onto the medium's files/ folder.
     Raises UsageError for bad arguments, GuestTimeout after ``timeout`` seconds
     (boot included), GuestError when the guest stops before the script's end.
     """
     iso, disks = Path(iso), [Path(d) for d in disks]
     check_arguments(iso, disks, memory_mb, timeout)
+    for f in files:
+        if not Path(f).is_file():
+            raise UsageError(f"no file at {f}", hint="give files that exist to --file")
     if isinstance(script, Path):
         if not script.is_file():
             raise UsageError(f"no script at {script}", hint="give a shell script to run")
@@ -300,7 +315,7 @@ def run_in_guest(
     with tempfile.TemporaryDirectory(prefix="liferaft-guest-", dir=_scratch_dir()) as tmp:
         work = Path(tmp)
         kernel = extract_live_kernel(iso, work)
-        medium = make_medium(work, script, nonce, app)
+        medium = make_medium(work, script, nonce, app, [Path(f) for f in files])
         console, channel_file = work / "console.log", work / "channel.log"
         console.write_bytes(b"")
         channel_file.write_bytes(b"")
@@ -366,6 +381,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds for boot and script together (default 900)")  # fmt: skip
     parser.add_argument("--app", action="store_true",
                         help="run this tree's rescue_app/ (first on PYTHONPATH)")  # fmt: skip
+    parser.add_argument("--file", type=Path, action="append", default=[],
+                        help="a file for the medium's files/ folder; repeat for more")  # fmt: skip
     parser.add_argument("--console", type=Path, metavar="FILE",
                         help="keep the serial console (kernel, systemd) in FILE")  # fmt: skip
     parser.add_argument("script", type=Path, help="shell script to run as root in the guest")
@@ -380,8 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if exc.code else 0
     try:
         result = run_in_guest(args.iso, args.disk, args.script, memory_mb=args.memory,
-                              timeout=args.timeout, app=args.app, stream=sys.stdout,
-                              console_log=args.console)  # fmt: skip
+                              timeout=args.timeout, app=args.app, files=args.file,
+                              stream=sys.stdout, console_log=args.console)  # fmt: skip
     except LiferaftError as exc:
         print(f"guest: {exc}", file=sys.stderr)
         return exc.exit_code
