@@ -249,7 +249,7 @@ def cmd_backup(engine: Engine, args: argparse.Namespace) -> int:
     with ProgressBar() as bar:
         result, methods = engine.backup(
             repo,
-            BackupRequest(args.name, tuple(args.devices), args.limit_rate),
+            BackupRequest(args.name, tuple(args.devices), args.limit_rate, args.thin_delta),
             progress=bar,
             cancel=_cancel_on_signals(),
             signer=signer,
@@ -389,7 +389,7 @@ def cmd_prune(engine: Engine, args: argparse.Namespace) -> int:
 def cmd_schedule(engine: Engine, args: argparse.Namespace) -> int:
     keeps = any(getattr(args, f"keep_{rule}") is not None for rule in _KEEP_RULES)
     action = args.list or args.remove or args.run
-    if action and (args.repo or args.name or args.every or keeps):
+    if action and (args.repo or args.name or args.every or keeps or args.thin_delta):
         raise UsageError(
             "--list, --remove and --run take no --repo, --name, --every or --keep-...",
             hint="give one of them alone, or --repo and --name to schedule a backup",
@@ -417,8 +417,9 @@ def cmd_schedule(engine: Engine, args: argparse.Namespace) -> int:
         )
     keep = _keep_policy(args) if keeps else None
     schedule, done, note = engine.schedule_backup(
-        args.name, args.repo, args.every or "daily", keep, root=args.root
-    )
+        args.name, args.repo, args.every or "daily", keep, root=args.root,
+        thin_delta=args.thin_delta,
+    )  # fmt: skip
     print(f"scheduled {schedule.describe()}")
     print(done)
     if note:
@@ -814,6 +815,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="read at most this many bytes per second (default: no limit; I/O is at idle "
         "priority either way)",
     )
+    p.add_argument(
+        "--thin-delta",
+        action="store_true",
+        help="keep each thin LV's snapshot (liferaft-base-LV) after the backup and, next time, "
+        "read only the blocks thin_delta reports changed since it (the kept snapshot holds "
+        "pool space for what changes until then)",
+    )
     _sign_key_argument(p)
     p.add_argument(
         "devices",
@@ -884,6 +892,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="daily (default), hourly, weekly, or a systemd OnCalendar value ('*-*-* 02:30')",
     )
     _add_keep_args(p)
+    p.add_argument(
+        "--thin-delta",
+        action="store_true",
+        help="the backups run with --thin-delta (see liferaft backup --help)",
+    )
     p.add_argument("--list", action="store_true", help="list the scheduled backups")
     p.add_argument("--remove", metavar="NAME", help="disable and delete a scheduled backup")
     p.add_argument("--run", metavar="NAME", help="run a scheduled backup now (what the timer does)")

@@ -175,6 +175,14 @@ def test_a_run_backs_up_then_forgets_with_the_keep_rules() -> None:
     assert again == s
 
 
+def test_a_thin_delta_schedule_runs_the_backup_with_thin_delta() -> None:
+    s = Schedule("web", "/srv/b", "daily", thin_delta=True)
+    assert s.commands() == [["backup", "--repo", "/srv/b", "--name", "web", "--thin-delta"]]
+    assert Schedule.from_json(s.to_json(), "test") == s
+    assert "thin LVs by thin_delta" in s.describe()
+    assert '"thin_delta"' not in Schedule("web", "/srv/b", "daily").to_json()
+
+
 def test_a_network_repository_without_credentials_gets_a_note(root: Path) -> None:
     """The timer has nobody to type a password: say so when the credentials
     file has nothing for the repository (a note: it may need none)."""

@@ -14,7 +14,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -61,7 +61,13 @@ from rescue_app.engine.repository import (
 from rescue_app.engine.results import CaptureResult
 from rescue_app.engine.table import TableEntry, placement, read_table
 from rescue_app.engine.usedmap import PARTCLONE_OF, MapUnavailable, used_map
-from rescue_app.errors import CancelledError, DiskError, LiferaftError, ToolMissingError
+from rescue_app.errors import (
+    CancelledError,
+    DiskError,
+    ImageNotFoundError,
+    LiferaftError,
+    ToolMissingError,
+)
 from rescue_app.progress import CancelToken, Progress, ProgressCallback, no_progress
 from rescue_app.run import run
 
@@ -163,12 +169,16 @@ def capture(
     cancel: CancelToken | None = None,
     luks_key: luks.KeySource | None = None,
     online: bool = False,
+    thin_delta: bool = False,
 ) -> CaptureResult:
     """``luks_key``: unlock the disks' LUKS volumes with it (``--unlock``) and
     capture what is inside; only into an encrypted repository. ``online``:
     the disks are in use (``liferaft backup``): a partition mounted
     read-write is captured file by file from its mounted tree
-    (engine/filelevel.py, Btrfs from snapshots) instead of refused."""
+    (engine/filelevel.py, Btrfs from snapshots) instead of refused.
+    ``thin_delta`` (online): each thin LV's snapshot is kept as the base of
+    the next backup, and a thin LV whose base matches the last image of
+    ``name`` is read only where thin_delta says it changed."""
     validate_name(name)
     if not disks:
         raise DiskError("no disk to capture")
@@ -202,9 +212,11 @@ def capture(
         # and deactivated again whatever happens.
         # md arrays likewise: assembled read-only, stopped again after.
         arrays = _plan_md_arrays([parts for _, parts in plans], active, progress)
+        previous = _last_image(repo, name) if thin_delta else None
         groups = _plan_volume_groups(
-            [parts for _, parts in plans], active, progress, [*lukses, *arrays], online=online
-        )
+            [parts for _, parts in plans], active, progress, [*lukses, *arrays],
+            online=online, thin_delta=thin_delta, previous=previous,
+        )  # fmt: skip
         stats = _Stats(
             total=sum(p.read_bytes for parts in plans for p in parts[1])
             + sum(lv.read_bytes for g in groups for lv in g.lvs)
@@ -499,6 +511,8 @@ class _LvPlan(_Volume):
     holds_root: bool = False
     segments: tuple[SegmentImage, ...] = ()
     snapshot: bool = False  # read from its snapshot (online backup), at ``node``
+    thin_base: str = ""  # --thin-delta: the UUID of its snapshot, kept as the next base
+    reuse: dict[int, str | None] = field(default_factory=dict)  # chunk -> the previous digest
 
     def __post_init__(self) -> None:
         self.node, self.size = self.lv.dm_path, self.lv.size
@@ -521,13 +535,17 @@ def _plan_volume_groups(
     inner: Sequence[_LuksPlan | _MdPlan] = (),
     *,
     online: bool = False,
+    thin_delta: bool = False,
+    previous: Manifest | None = None,
 ) -> list[_VgPlan]:
     """Partitions (and unlocked LUKS volumes, md arrays) that are LVM PVs:
     their volume groups, each captured by its LVs (activated read-only on
     ``active``). A PV whose volume group cannot be recreated from this
     capture stays raw, with the reason in its note. ``online``: an LV
     mounted read-write is read from a snapshot (lvm.snapshots, removed on
-    ``active``'s exit)."""
+    ``active``'s exit; with ``thin_delta`` a thin LV's is kept as its base,
+    and ``previous``, the last image of this name, gives the chunks of what
+    did not change since that base)."""
     members: dict[str, tuple[int, _PartPlan | _LuksPlan | _MdPlan]] = {}
     for index, parts in enumerate(disks):
         for p in parts:
@@ -569,7 +587,7 @@ def _plan_volume_groups(
         lvs = lvm.logical_volumes(pv.vg)
         odd = sorted(
             {lv.segtype for lv in lvs if lv.segtype not in lvm.SUPPORTED_SEGTYPES}
-            | {"snapshot" for lv in lvs if lv.origin}
+            | {"snapshot" for lv in lvs if lv.origin and not lvm.ours(lv)}
         )
         why = ""
         if others:
@@ -613,25 +631,34 @@ def _plan_volume_groups(
         )
     for g in groups:
         active.enter_context(lvm.activated(g.name, read_only=True))
-        via = active.enter_context(_live_snapshots(g.name)) if online else {}
+        via = active.enter_context(_live_snapshots(g.name, thin_delta)) if online else {}
+        changed: dict[str, list[tuple[int, int]]] = {}
+        bases: dict[str, str] = {}
         if g.thin is not None:
-            via |= _pool_metadata_copies(g, active)
-        g.lvs = _plan_logical_volumes(g, progress, via)
+            pairs, bases = _thin_bases(g, previous) if thin_delta else ({}, {})
+            copies, changed = _pool_metadata_copies(g, active, pairs)
+            via |= copies
+        g.lvs = _plan_logical_volumes(g, progress, via, bases.keys())
+        for plan in g.lvs:
+            plan.thin_base = bases.get(plan.lv.name, "")
+            if plan.lv.name in changed and previous is not None:
+                _reuse_unchanged(plan, changed[plan.lv.name], previous)
     return groups
 
 
 @contextlib.contextmanager
-def _live_snapshots(vg: str) -> Iterator[dict[str, str]]:
+def _live_snapshots(vg: str, keep: bool = False) -> Iterator[dict[str, str]]:
     """Snapshots of the volume group's LVs mounted read-write, each made
     consistent (its journal replayed: the snapshot is writable, the origin
-    untouched): {LV name: the snapshot's device}; removed after."""
+    untouched): {LV name: the snapshot's device}; removed after (``keep``:
+    a thin LV's kept as its base, lvm.snapshots)."""
     rw = {os.path.realpath(m.source) for m in read_mountinfo() if not m.read_only}
     in_use = [
         lv
         for lv in lvm.logical_volumes(vg)
         if lv.active and not lv.hidden and os.path.realpath(lv.dm_path) in rw
     ]
-    with lvm.snapshots(vg, in_use) as snaps:
+    with lvm.snapshots(vg, in_use, keep) as snaps:
         out = {}
         for origin, snap in snaps.items():
             settle_journal(snap.dm_path, probe.identify(snap.dm_path).get("TYPE"))
@@ -639,21 +666,91 @@ def _live_snapshots(vg: str) -> Iterator[dict[str, str]]:
         yield out
 
 
-def _pool_metadata_copies(g: _VgPlan, active: ExitStack) -> dict[str, str]:
-    """{metadata LV name: a consistent copy of it} for each thin pool of the
-    volume group, made after the backup's snapshots (engine/thinpool.py)."""
+def _pool_metadata_copies(
+    g: _VgPlan, active: ExitStack, pairs: dict[str, tuple[str, int, int]]
+) -> tuple[dict[str, str], dict[str, list[tuple[int, int]]]]:
+    """({metadata LV name: a consistent copy of it}, {thin LV: byte extents
+    changed since its base}) for each thin pool of the volume group, made
+    after the backup's snapshots (engine/thinpool.py); ``pairs``: thin LV ->
+    (its pool, its base's thin id, its new snapshot's)."""
     assert g.thin is not None
     sizes = {lv.name: lv.size for lv in lvm.logical_volumes(g.name)}
-    out = {}
+    copies: dict[str, str] = {}
+    changed: dict[str, list[tuple[int, int]]] = {}
     for pool, transaction in g.thin.transactions.items():
+        # (bases included: the volume group's text, taken before, lists them)
         keep = {thin_id for owner, thin_id in g.thin.devices.values() if owner == pool}
         meta = f"{pool}_tmeta"
-        out[meta] = active.enter_context(
+        deltas = {lv: (base, new) for lv, (owner, base, new) in pairs.items() if owner == pool}
+        copy = active.enter_context(
             thinpool.metadata_copy(
-                g.name, pool, (sizes[meta], sizes[f"{pool}_tdata"]), keep, transaction
+                g.name, pool, (sizes[meta], sizes[f"{pool}_tdata"]), keep, transaction, deltas
             )
         )
-    return out
+        copies[meta] = copy.device
+        changed |= copy.changed
+    return copies, changed
+
+
+def _thin_bases(
+    g: _VgPlan, previous: Manifest | None
+) -> tuple[dict[str, tuple[str, int, int]], dict[str, str]]:
+    """--thin-delta, after the snapshots: (thin LV -> (its pool, its base's
+    thin id, its snapshot's) for each whose base is the one the last image
+    recorded, with the same size; thin LV -> the UUID of its snapshot, the
+    next base)."""
+    now = {lv.name: lv for lv in lvm.logical_volumes(g.name)}
+    devices = lvm.thin_state(g.name).devices
+    last = {}
+    if previous is not None:
+        last = {lv.name: lv for vg in previous.volume_groups if vg.name == g.name for lv in vg.lvs}
+    pairs: dict[str, tuple[str, int, int]] = {}
+    bases: dict[str, str] = {}
+    for name, lv in now.items():
+        snap, base = now.get(lvm.snapshot_name(name)), now.get(lvm.base_name(name))
+        if lv.segtype != "thin" or lvm.ours(lv) or snap is None:
+            continue
+        bases[name] = snap.uuid
+        before = last.get(name)
+        if base is None or before is None or before.thin_base != base.uuid:
+            continue
+        if before.size == lv.size and base.name in devices and snap.name in devices:
+            pairs[name] = (devices[snap.name][0], devices[base.name][1], devices[snap.name][1])
+    return pairs, bases
+
+
+def _reuse_unchanged(p: _LvPlan, changed: list[tuple[int, int]], previous: Manifest) -> None:
+    """The chunks of ``p`` that thin_delta says did not change since its base
+    and whose used blocks are those of the last image: that image's digests."""
+    before = next(
+        lv
+        for vg in previous.volume_groups
+        if vg.name == p.lv.vg
+        for lv in vg.lvs
+        if lv.name == p.lv.name
+    )
+    if p.method != Method.USED or before.method != Method.USED or p.extents is None:
+        return
+    old = list(before.used_map)
+    count = (p.lv.size + CHUNK_SIZE - 1) // CHUNK_SIZE
+    read = 0
+    for i in range(min(count, len(before.chunks))):
+        start, end = i * CHUNK_SIZE, min((i + 1) * CHUNK_SIZE, p.lv.size)
+        used = clip(p.extents, start, end)
+        if clip(changed, start, end) or used != clip(old, start, end):
+            read += bool(used)
+            continue
+        p.reuse[i] = before.chunks[i]
+    why = f"thin_delta since {previous.ref}: {read} of {count} chunks read"
+    p.note = f"{p.note}; {why}" if p.note else why
+
+
+def _last_image(repo: Repository, name: str) -> Manifest | None:
+    """The newest image of ``name`` (--thin-delta's reference), if any."""
+    try:
+        return repo.load_manifest(name)
+    except ImageNotFoundError:
+        return None
 
 
 def settle_journal(node: str, fstype: str | None) -> None:
@@ -668,9 +765,13 @@ def settle_journal(node: str, fstype: str | None) -> None:
 
 
 def _plan_logical_volumes(
-    g: _VgPlan, progress: ProgressCallback, via: dict[str, str] | None = None
+    g: _VgPlan,
+    progress: ProgressCallback,
+    via: dict[str, str] | None = None,
+    kept: Collection[str] = (),
 ) -> list[_LvPlan]:
-    """``via``: LVs read through another device (their snapshot), by name."""
+    """``via``: LVs read through another device (their snapshot), by name;
+    ``kept``: those whose snapshot is kept as a base (--thin-delta)."""
     via = via or {}
     uuid_of = {os.path.realpath(lvm_pv.device): lvm_pv.uuid for lvm_pv in lvm.physical_volumes()}
     segments = lvm.segments(g.name)
@@ -678,8 +779,8 @@ def _plan_logical_volumes(
     maps: list[tuple[Future[list[Extent]], _Volume]] = []
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="liferaft-map") as pool:
         for lv in lvm.logical_volumes(g.name):
-            if lv.name.startswith(lvm.SNAPSHOT_PREFIX):
-                continue  # ours, of an LV in use: read in its place
+            if lvm.ours(lv):
+                continue  # ours, of an LV in use: read in its place (or a kept base)
             if lv.hidden and lv.name.endswith("_tmeta"):
                 # A thin pool's metadata: written back through the PVs before
                 # the pool is activated on restore, so kept whole, with where it lies.
@@ -711,9 +812,14 @@ def _plan_logical_volumes(
             if lv.name in via:
                 plans[-1].node = node  # the snapshot: what is read
                 plans[-1].snapshot = True
+                after = (
+                    f"kept as {lvm.base_name(lv.name)} for the next --thin-delta backup"
+                    if lv.name in kept
+                    else "removed after"
+                )
                 plans[-1].note = (
-                    f"in use: read from the snapshot {lvm.snapshot_name(lv.name)} "
-                    "(removed after)" + (f"; {note}" if note else "")
+                    f"in use: read from the snapshot {lvm.snapshot_name(lv.name)} ({after})"
+                    + (f"; {note}" if note else "")
                 )
             if mapping:
                 maps.append((mapping, plans[-1]))
@@ -982,6 +1088,7 @@ def _capture_volume_group(
                     cancel,
                     f"{g.name}/{p.lv.name} ({p.fs.type or 'raw'})",
                     count_progress=True,
+                    reuse=p.reuse,
                 )
         images.append(
             LogicalVolumeImage(
@@ -995,6 +1102,7 @@ def _capture_volume_group(
                 holds_root=p.holds_root,
                 **p.contents(chunks),
                 segments=p.segments,
+                thin_base=p.thin_base,
             )
         )
     return VolumeGroupImage(
@@ -1137,12 +1245,14 @@ def _store_region(
     item: str,
     *,
     count_progress: bool = False,
+    reuse: Mapping[int, str | None] | None = None,
 ) -> list[str | None]:
     """Store ``[base, base+size)`` of the device as chunks.
 
     ``extents`` (relative to ``base``) limits what is read; bytes outside them
     are stored as zeros. None means every byte. Returns one digest per chunk
-    of the grid, None for a chunk that is all zeros.
+    of the grid, None for a chunk that is all zeros. ``reuse``: chunks known
+    unchanged (--thin-delta), taken as they are without reading.
     """
     n_chunks = (size + CHUNK_SIZE - 1) // CHUNK_SIZE
     digests: list[str | None] = [None] * n_chunks
@@ -1179,7 +1289,11 @@ def _store_region(
                 raise CancelledError("capture cancelled; no image was written")
             if extents is not None:
                 start = i * CHUNK_SIZE
-                if not clip(extents, start, min(start + CHUNK_SIZE, size)):
+                inside = clip(extents, start, min(start + CHUNK_SIZE, size))
+                if not inside:
+                    continue
+                if reuse is not None and i in reuse:
+                    collect([(i, total(inside), reuse[i], 0)])
                     continue
             collect(pipe.submit(job, i))
         collect(pipe.drain())

@@ -471,12 +471,19 @@ class Engine:
     # -- scheduled backups (engine/schedule.py); root: "/" or a system being prepared
 
     def schedule_backup(
-        self, name: str, repo: str, every: str, keep: KeepPolicy | None, *, root: str = "/"
+        self,
+        name: str,
+        repo: str,
+        every: str,
+        keep: KeepPolicy | None,
+        *,
+        root: str = "/",
+        thin_delta: bool = False,
     ) -> tuple[Schedule, str, str | None]:
         """Write and enable the timer of a backup of ``name`` into ``repo``:
         the schedule, what was done in one sentence, and a note when the
         credentials file has nothing for the repository."""
-        schedule = _schedule.make_schedule(name, repo, every, keep)
+        schedule = _schedule.make_schedule(name, repo, every, keep, thin_delta)
         host = _schedule.ScheduleHost(root)
         return schedule, host.install(schedule), host.credentials_note(schedule)
 

@@ -281,7 +281,9 @@ def activated(vg: str, *, read_only: bool) -> Iterator[list[LogicalVolume]]:
     table ("reload ioctl failed: Invalid argument"), and lvm activates a thin
     LV's pool with the LV's own read-only setting. So a pool and its thin LVs
     are activated read-write, nothing writing to them, and each thin LV's
-    device is then made read-only (``blockdev --setro``).
+    device is then made read-only (``blockdev --setro``): each that this
+    call activated, never one that was active already (the online backup:
+    the running system writes to it).
     """
     lvs = logical_volumes(vg)
     before = {lv.name for lv in lvs if lv.active}
@@ -301,7 +303,7 @@ def activated(vg: str, *, read_only: bool) -> Iterator[list[LogicalVolume]]:
         now = logical_volumes(vg)
         if read_only:
             for lv in now:
-                if lv.segtype == "thin" and lv.active:
+                if lv.segtype == "thin" and lv.active and lv.name not in before:
                     run(["blockdev", "--setro", lv.dm_path])
         yield now
     finally:
@@ -387,6 +389,8 @@ def _metadata_file(text: str) -> Iterator[str]:
 # ---------------------------------------------------------------- snapshots (online backup)
 
 SNAPSHOT_PREFIX = "liferaft-snap-"
+# --thin-delta: a thin LV's snapshot kept after a backup, the next one's base
+BASE_PREFIX = "liferaft-base-"
 # Classic snapshots together take at most this share of the VG's free
 # extents: the rest stays free for the running system's own use.
 SNAPSHOT_SHARE = 0.5
@@ -426,6 +430,25 @@ def snapshot_argv(lv: LogicalVolume, extents: int) -> list[str]:
     return [*argv, f"{lv.vg}/{lv.name}"]
 
 
+def base_name(lv: str) -> str:
+    return f"{BASE_PREFIX}{lv}"
+
+
+def ours(lv: LogicalVolume) -> bool:
+    """A snapshot of liferaft's (a backup's, or a kept base): not captured."""
+    return lv.name.startswith((SNAPSHOT_PREFIX, BASE_PREFIX))
+
+
+def keep_as_base(vg: str, origin: str) -> None:
+    """The backup's snapshot of the thin LV ``origin`` becomes its base for
+    the next backup (``liferaft-base-LV``, skipped at activation, inactive);
+    the previous base goes."""
+    remove_snapshot(vg, base_name(origin))
+    _lvm(["lvrename", vg, snapshot_name(origin), base_name(origin)])
+    _lvm(["lvchange", "--activate", "n", f"{vg}/{base_name(origin)}"])
+    _lvm(["lvchange", "--setactivationskip", "y", f"{vg}/{base_name(origin)}"])
+
+
 def stale_snapshots(lvs: Sequence[LogicalVolume]) -> list[LogicalVolume]:
     """Snapshots an earlier backup left behind (it crashed or was killed)."""
     return [lv for lv in lvs if lv.name.startswith(SNAPSHOT_PREFIX)]
@@ -447,10 +470,13 @@ def remove_snapshot(vg: str, name: str) -> None:
 
 
 @contextmanager
-def snapshots(vg: str, lvs: Sequence[LogicalVolume]) -> Iterator[dict[str, LogicalVolume]]:
+def snapshots(
+    vg: str, lvs: Sequence[LogicalVolume], keep: bool = False
+) -> Iterator[dict[str, LogicalVolume]]:
     """Snapshots of ``lvs`` (of ``vg``, in use) for a ``with`` block: {origin
     name: its snapshot}; removed after, and stale ones from a crashed run
-    removed first."""
+    removed first. ``keep``: a thin LV's snapshot is kept as its base
+    (keep_as_base) when the block ends without an error."""
     remove_stale_snapshots(vg)
     extent = volume_group(vg).extent_size
     classic = [lv for lv in lvs if lv.segtype != "thin"]
@@ -461,16 +487,24 @@ def snapshots(vg: str, lvs: Sequence[LogicalVolume]) -> Iterator[dict[str, Logic
             strict=True,
         )
     )
-    made: list[str] = []
+    made: list[LogicalVolume] = []
+    done = False
     try:
         for lv in lvs:
             _lvm(snapshot_argv(lv, sizes.get(lv.name, 0)))
-            made.append(snapshot_name(lv.name))
+            made.append(lv)
         now = {x.name: x for x in logical_volumes(vg)}
         yield {lv.name: now[snapshot_name(lv.name)] for lv in lvs}
+        done = True
     finally:
-        for name in made:
-            remove_snapshot(vg, name)
+        for lv in made:
+            if done and keep and lv.segtype == "thin":
+                try:
+                    keep_as_base(vg, lv.name)
+                    continue
+                except DiskError as exc:  # the next backup reads it whole
+                    log.warning("%s/%s: no base kept for the next backup: %s", vg, lv.name, exc)
+            remove_snapshot(vg, snapshot_name(lv.name))
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,9 @@ class LogicalVolumeImage(Contents):
     # Set for LVs written back through the PVs (a thin pool's metadata: it
     # must be in place before the pool can be activated).
     segments: tuple[SegmentImage, ...] = ()
+    # --thin-delta: the UUID of the snapshot this capture read, kept as
+    # liferaft-base-NAME; the next backup reads only what changed since it
+    thin_base: str = ""
 
     @property
     def label(self) -> str:
@@ -420,6 +423,10 @@ class Manifest(ImageKey):
                     del part["tree"]
                 elif not part["tree"]["fat_attributes"]:  # (as before it was recorded)
                     del part["tree"]["fat_attributes"]
+        for vg in doc["volume_groups"]:
+            for lv in vg["lvs"]:
+                if not lv["thin_base"]:  # (as before it was recorded)
+                    del lv["thin_base"]
         if not self.volume_groups:
             del doc["volume_groups"]
         for key in ("md_arrays", "luks_volumes"):

@@ -81,6 +81,7 @@ class BackupRequest:
     name: str  # the image name
     devices: tuple[str, ...] = ()  # the disks; empty: the running system's (system_disks)
     limit_rate: int = 0  # bytes per second read at most; 0: no limit
+    thin_delta: bool = False  # keep thin LVs' snapshots; read only what changed since them
 
 
 def backup(
@@ -101,7 +102,15 @@ def backup(
     idle_io()
     rate = request.limit_rate
     paced = RateLimit(rate, progress) if rate else progress
-    return capture(repo, request.name, disks, progress=paced, cancel=cancel, online=True)
+    return capture(
+        repo,
+        request.name,
+        disks,
+        progress=paced,
+        cancel=cancel,
+        online=True,
+        thin_delta=request.thin_delta,
+    )
 
 
 def refuse_stacked_in_use(disk: str, volumes: Sequence[StackedVolume]) -> None:

@@ -55,17 +55,21 @@ def timer_unit(name: str) -> str:
 @dataclass(frozen=True)
 class Schedule:
     """One scheduled backup: ``liferaft backup`` of ``name`` into ``repo``
-    ``every`` (an OnCalendar value), then ``forget --prune`` with ``keep``."""
+    ``every`` (an OnCalendar value), then ``forget --prune`` with ``keep``;
+    ``thin_delta``: the backup runs with --thin-delta."""
 
     name: str
     repo: str
     every: str
     keep: KeepPolicy | None = None
+    thin_delta: bool = False
 
     def commands(self) -> list[list[str]]:
         """The liferaft command lines a run executes, in order; each runs only
         if the one before succeeded."""
         out = [["backup", "--repo", self.repo, "--name", self.name]]
+        if self.thin_delta:
+            out[0].append("--thin-delta")
         if self.keep is not None:
             rules = [
                 arg
@@ -90,6 +94,8 @@ class Schedule:
         keep = {r.value: self.keep.count(r) for r in KeepRule if self.keep and self.keep.count(r)}
         doc = {"format": FORMAT, "version": 1, "name": self.name, "repo": self.repo,
                "every": self.every, "keep": keep}  # fmt: skip
+        if self.thin_delta:  # (absent otherwise: files as before it existed)
+            doc["thin_delta"] = True
         return json.dumps(doc, indent=1) + "\n"
 
     @classmethod
@@ -98,7 +104,8 @@ class Schedule:
             doc = json.loads(text)
             if doc.get("format") != FORMAT or doc.get("version") != 1:
                 raise ValueError("not a liferaft schedule")
-            unknown = set(doc) - {"format", "version", "name", "repo", "every", "keep"}
+            unknown = set(doc) - {"format", "version", "name", "repo", "every", "keep",
+                                  "thin_delta"}  # fmt: skip
             if unknown:
                 raise ValueError(f"unknown key {sorted(unknown)[0]}")
             keep = {str(k): int(v) for k, v in dict(doc["keep"]).items()}
@@ -107,6 +114,7 @@ class Schedule:
                 repo=str(doc["repo"]),
                 every=str(doc["every"]),
                 keep=KeepPolicy(**keep) if keep else None,
+                thin_delta=bool(doc.get("thin_delta", False)),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ScheduleError(
@@ -116,10 +124,13 @@ class Schedule:
 
     def describe(self) -> str:
         keep = self.keep.describe() if self.keep else "all"
-        return f"{self.name}: every {self.every} into {self.repo}, keep {keep}"
+        delta = ", thin LVs by thin_delta" if self.thin_delta else ""
+        return f"{self.name}: every {self.every} into {self.repo}, keep {keep}{delta}"
 
 
-def make_schedule(name: str, repo: str, every: str, keep: KeepPolicy | None) -> Schedule:
+def make_schedule(
+    name: str, repo: str, every: str, keep: KeepPolicy | None, thin_delta: bool = False
+) -> Schedule:
     """Check what ``liferaft schedule`` was given; nothing is written."""
     if not NAME_RE.match(name):
         raise UsageError(
@@ -135,7 +146,7 @@ def make_schedule(name: str, repo: str, every: str, keep: KeepPolicy | None) -> 
             )
     else:
         repo = os.path.abspath(repo)  # the service runs from /
-    return Schedule(name, repo, check_calendar(every), keep)
+    return Schedule(name, repo, check_calendar(every), keep, thin_delta)
 
 
 def check_calendar(every: str) -> str:

@@ -14,6 +14,12 @@ devices are left out (their blocks then are free in the copy) and the
 transaction id is the one that text records, which LVM checks when the
 restored pool is activated. Writes only its temporary file (through its loop
 device).
+
+``liferaft backup --thin-delta``: in the same metadata snapshot,
+``thin_delta`` lists the blocks in which a thin LV's new snapshot differs
+from its base (the snapshot kept by the previous backup, engine/lvm.py
+``liferaft-base-LV``), as byte extents of the LV; capture reads only the
+chunks that hold them.
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ from __future__ import annotations
 import os
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from rescue_app.engine import mounts
 from rescue_app.errors import CommandError, DiskError
@@ -55,14 +62,41 @@ def only_devices(dump: str, keep: Collection[int], transaction: int, data_bytes:
     return ET.tostring(root, encoding="unicode")
 
 
+def changed_extents(delta: str) -> list[tuple[int, int]]:
+    """``thin_delta`` XML -> (byte offset, length) of every range that is not
+    the same in both devices (its units: the pool's data blocks)."""
+    root = ET.fromstring(delta)
+    block = int(root.get("data_block_size", "0")) * 512
+    if block <= 0:
+        raise DiskError("thin_delta gave no data block size")
+    out = []
+    for kind in ("different", "left_only", "right_only"):
+        for r in root.iter(kind):
+            out.append((int(r.get("begin", "0")) * block, int(r.get("length", "0")) * block))
+    return sorted(out)
+
+
+@dataclass(frozen=True)
+class PoolCopy:
+    device: str  # the metadata copy, to read in place of the metadata LV
+    changed: dict[str, list[tuple[int, int]]]  # thin LV -> byte extents changed since its base
+
+
 @contextmanager
 def metadata_copy(
-    vg: str, pool: str, sizes: tuple[int, int], keep: Collection[int], transaction: int
-) -> Iterator[str]:
+    vg: str,
+    pool: str,
+    sizes: tuple[int, int],
+    keep: Collection[int],
+    transaction: int,
+    deltas: Mapping[str, tuple[int, int]] | None = None,
+) -> Iterator[PoolCopy]:
     """A loop device holding the metadata of the thin pool
     ``vg/pool`` (active, in use) as it was at one moment, with only the
     thin devices ``keep`` and the transaction id ``transaction``; ``sizes``:
-    the metadata LV's and the data LV's. Detached and removed after."""
+    the metadata LV's and the data LV's; ``deltas``: thin LV -> (its base's
+    thin id, its new snapshot's): their changed extents from thin_delta.
+    Detached and removed after."""
     size, data_bytes = sizes
     tpool = "/dev/mapper/" + dm_name(vg, pool, "tpool")
     tmeta = "/dev/mapper/" + dm_name(vg, f"{pool}_tmeta")
@@ -71,6 +105,22 @@ def metadata_copy(
         run(["dmsetup", "message", tpool, "0", "reserve_metadata_snap"])
         try:
             dump = run(["thin_dump", "--metadata-snap", tmeta]).stdout
+            changed = {
+                lv: changed_extents(
+                    run(
+                        [
+                            "thin_delta",
+                            "--metadata-snap",
+                            "--snap1",
+                            str(base),
+                            "--snap2",
+                            str(new),
+                            tmeta,
+                        ]
+                    ).stdout  # fmt: skip
+                )
+                for lv, (base, new) in (deltas or {}).items()
+            }
         finally:
             run(["dmsetup", "message", tpool, "0", "release_metadata_snap"], check=False)
     except CommandError as exc:
@@ -91,9 +141,9 @@ def metadata_copy(
         loop = mounts.attach_loop(copy, writable=True)
         try:
             run(["thin_restore", "-i", source, "-o", loop])
-            yield loop
+            yield PoolCopy(loop, changed)
         finally:
             mounts.detach_loop(loop)
 
 
-__all__ = ["dm_name", "metadata_copy", "only_devices"]
+__all__ = ["PoolCopy", "changed_extents", "dm_name", "metadata_copy", "only_devices"]

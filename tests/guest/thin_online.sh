@@ -52,6 +52,8 @@ grep -q "stored raw" /tmp/out && fail "something was stored raw"
 grep -q '"in use: read from a metadata snapshot of the pool"' /mnt/repo/r/images/t/*.json \
     || fail "the pool metadata was not read from a metadata snapshot"
 lvs -a vg0 | grep -q liferaft && fail "a snapshot was left: $(lvs -a vg0)"
+[ "$(blockdev --getro /dev/vg0/thin)" = 0 ] || fail "the backup left the thin LV in use read-only"
+echo still-writable > /mnt/src/after-backup; sync || fail "the thin LV in use cannot be written after the backup"
 check backed-up-online
 
 umount /mnt/src
