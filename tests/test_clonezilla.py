@@ -331,6 +331,7 @@ def test_tui_media_scan_finds_a_clonezilla_stick(cz: CzSet, loopdisk) -> None:
             await wait_for_screen(pilot, ImagesScreen)
             await settle(pilot)
             assert "gpt-gz@" in screen_text(pilot), screen_text(pilot)
+            assert "Clonezilla images in " in screen_text(pilot), screen_text(pilot)
 
     asyncio.run(body())
 

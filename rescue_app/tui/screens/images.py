@@ -84,8 +84,10 @@ class ImagesScreen(LiferaftScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        fmt = self.repo.format_name  # a Clonezilla folder says so
+        title = "Images" if fmt == "liferaft" else f"{fmt.capitalize()} images"
         yield Static(
-            f"Images in {self.repo.location} (Enter to choose)", classes="section", markup=False
+            f"{title} in {self.repo.location} (Enter to choose)", classes="section", markup=False
         )
         yield Static("", id="last-good", markup=False)
         table: DataTable[str] = DataTable(id="images-table", cursor_type="row")
