@@ -1,6 +1,6 @@
 """Clonezilla images beyond partclone savedisk (issue 16): ntfsclone and dd
 partition images, saveparts images restored onto partitions the user names,
-LVM/LUKS descriptions refused, a network read that breaks midway, and the
+damaged LVM and LUKS descriptions refused, a network read that breaks midway, and the
 TUI opening a Clonezilla image at a URL.
 
 The images are made once per module by Debian's ocs-sr on a loop disk, in
@@ -35,6 +35,7 @@ import zstandard
 
 from rescue_app.engine import restoremark
 from rescue_app.engine.kernel import reread_partitions
+from rescue_app.engine.lvmtext import layout
 from tests.enginekit import assert_one_line_error, liferaft
 from tests.helpers.devjail import only_devices
 from tests.helpers.diskkit import (
@@ -51,6 +52,9 @@ from tests.helpers.diskkit import (
 )
 
 pytestmark = pytest.mark.root
+
+# an lvm_vg0.conf as ocs-sr keeps it (vgcfgbackup's text; tests/test_clonezilla_lvm.py)
+LVM_DATA = os.path.join(os.path.dirname(__file__), "data", "clonezilla-lvm")
 
 LAYOUT = [PartSpec(64, "ext4", "root"), PartSpec(96, "ntfs", "win"), PartSpec(None, "ext4", "srv")]
 FS = {1: "ext4", 2: "ntfs", 3: "ext4"}
@@ -380,20 +384,31 @@ def test_tui_restores_saveparts_onto_a_chosen_partition(cz: Images, loopdisk) ->
 # -- LVM and LUKS as Clonezilla describes them --------------------------------------------
 
 
-def test_lvm_and_luks_descriptions_are_refused_in_one_line(
+def test_damaged_lvm_and_luks_descriptions_are_refused_in_one_line(
     cz: Images, loopdisk, workdir: str
 ) -> None:
+    """LVM descriptions liferaft cannot restore from (a missing or damaged
+    lvm_<vg>.conf, a thin pool) and LUKS: one line naming what, nothing written."""
     dev = loopdisk(DISK)
     zero = disk_bytes_sha256(dev, 0, 4 * MIB)
-    cases = {
-        "lvm": {
-            "lvm_vg_dev.list": f"vg0 /dev/{cz.disk}p3 qdlt6U-M4bo-xExy-XG9Q-U7pg-bOXN-n54i5Y\n",
-            "lvm_logv.list": "/dev/vg0/root Linux rev 1.0 ext4 filesystem data\n",
-            "lvm_vg0.conf": "vg0 {\n}\n",
-        },
-        "luks": {f"{cz.disk}p2-luksHeader.bin": "LUKS\xba\xbe"},
+    with open(os.path.join(LVM_DATA, "lvm_vg0.conf")) as f:
+        real = f.read()
+    pv = layout(real).pvs[0].uuid
+    lists = {
+        "lvm_vg_dev.list": f"vg0 /dev/{cz.disk}p3 {pv}\n",
+        "lvm_logv.list": "/dev/vg0/root Linux rev 1.0 ext4 filesystem data\n",
     }
-    for tag, extra in cases.items():
+    thin = real.replace('type = "striped"', 'type = "thin-pool"', 1)
+    cases: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
+        "lvm-missing": (lists, ("lvm_vg0.conf", "missing")),
+        "lvm-damaged": (
+            {**lists, "lvm_vg0.conf": "vg0 {\n}\n"},
+            ("lvm_vg0.conf", "no extent_size"),
+        ),
+        "lvm-thin": ({**lists, "lvm_vg0.conf": thin}, ("vg0 has thin-pool", "linear")),
+        "luks": ({f"{cz.disk}p2-luksHeader.bin": "LUKS\xba\xbe"}, ("LUKS", f"{cz.disk}p2")),
+    }
+    for tag, (extra, needles) in cases.items():
         root = os.path.join(workdir, tag)
         shutil.copytree(cz.folder("q-ntfs"), os.path.join(root, "q-ntfs"))
         for name, text in extra.items():
@@ -402,13 +417,10 @@ def test_lvm_and_luks_descriptions_are_refused_in_one_line(
         proc = liferaft(
             "restore", "--repo", root, "--image", "q-ntfs", "--to", dev, "--yes", check=False
         )
-        if tag == "lvm":
-            assert_one_line_error(proc, "LVM volume group(s) vg0", f"/dev/{cz.disk}p3")
-        else:
-            assert_one_line_error(proc, "LUKS", f"{cz.disk}p2")
+        assert_one_line_error(proc, *needles)
         # listing says why too, and goes on
         listed = liferaft("images", "--repo", root, check=False)
-        assert tag.upper() in (listed.stdout + listed.stderr).upper()
+        assert tag.split("-")[0].upper() in (listed.stdout + listed.stderr).upper()
     assert disk_bytes_sha256(dev, 0, 4 * MIB) == zero
 
 

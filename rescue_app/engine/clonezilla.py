@@ -9,6 +9,15 @@ Owns what the files of a Clonezilla image folder (``ocs-sr savedisk``) mean:
 (disks, table, partitions with filesystem, UUID and label, used blocks), so
 plan, confirmation, safety rules, boot repair and --grow work unchanged.
 
+LVM (``ocs-functions`` save_logv): ``lvm_vg_dev.list`` ("VG /dev/PART
+PV-UUID" per PV), ``lvm_logv.list`` ("/dev/VG/LV" and what ``file -Ls`` said
+of it), ``lvm_<VG>.conf`` (vgcfgbackup's text) and one image per LV named
+after /dev/VG/LV with the slashes as dashes (``vg0-root.ext4-ptcl-img.gz``;
+a swap LV: ``swappt-vg0-swap.info``). They become the Manifest's volume
+groups, so restore recreates the PVs with their UUIDs and the VG from its
+metadata (pvcreate --restorefile, vgcfgrestore) and writes each LV, as for
+a liferaft image.
+
 ``ClonezillaSource`` stands where restore expects a Repository: it lists the
 images of an image root (or one image folder), builds a Manifest by reading
 every partclone image through once (every checksum checked; the chunk hashes
@@ -29,21 +38,27 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import unquote
 
 from rescue_app.engine.capture import ChunkTally, commit_image
 from rescue_app.engine.chunkio import RESTORE_WORKERS
 from rescue_app.engine.extents import Extent, ExtentMap, normalize, total
 from rescue_app.engine.keychain import CredentialChain
+from rescue_app.engine.lvmtext import LvLayout, MetadataError, VgLayout, layout
 from rescue_app.engine.manifest import (
     DiskImage,
     Filesystem,
     ImageSummary,
+    LogicalVolumeImage,
     Manifest,
     Method,
     PartitionImage,
     PartitionTable,
+    PhysicalVolumeImage,
     Region,
+    VolumeGroupImage,
+    VolumeGroupSummary,
 )
 from rescue_app.engine.ntfsclone_dd import DdReader, NtfscloneReader
 from rescue_app.engine.partclone_image import (
@@ -396,6 +411,27 @@ class CzDisk:
 
 
 @dataclass(frozen=True)
+class CzLogicalVolume:
+    """One LV of a saved volume group and what Clonezilla kept of it."""
+
+    layout: LvLayout
+    kernel_name: str  # vg0/root (how messages name it)
+    image: str | None  # vg0-root.ext4-ptcl-img.gz
+    fs: str | None
+    uuid: str | None
+    label: str | None
+    method: str
+
+
+@dataclass(frozen=True)
+class CzVolumeGroup:
+    layout: VgLayout
+    metadata: str  # lvm_<vg>.conf, vgcfgbackup's text
+    pvs: tuple[tuple[str, str], ...]  # (the partition's kernel name, PV UUID)
+    lvs: tuple[CzLogicalVolume, ...]
+
+
+@dataclass(frozen=True)
 class CzImage:
     """A Clonezilla image folder as read from its small files (no partclone data)."""
 
@@ -403,6 +439,7 @@ class CzImage:
     created: datetime
     disks: tuple[CzDisk, ...]
     partitions_only: bool = False  # ocs-sr saveparts: no disk, restored onto partitions
+    volume_groups: tuple[CzVolumeGroup, ...] = ()
 
     @property
     def name(self) -> str:
@@ -413,17 +450,22 @@ class CzImage:
     def id(self) -> str:
         return self.created.strftime("%Y%m%dT%H%M%SZ")
 
-    def where(self, part: CzPartition) -> str:
-        return f"Clonezilla image {self.name}, partition {part.kernel_name} ({part.image})"
+    def where(self, part: CzPartition | CzLogicalVolume) -> str:
+        what = "logical volume" if isinstance(part, CzLogicalVolume) else "partition"
+        return f"Clonezilla image {self.name}, {what} {part.kernel_name} ({part.image})"
+
+    def volumes(self) -> list[CzPartition | CzLogicalVolume]:
+        """Every partition and LV, in the order restore writes them."""
+        out: list[CzPartition | CzLogicalVolume] = [p for d in self.disks for p in d.partitions]
+        return out + [lv for vg in self.volume_groups for lv in vg.lvs]
 
     def files(self) -> list[str]:
         """Every file the image's data comes from (for the unchanged check)."""
         names = self.folder.names
         out = []
-        for d in self.disks:
-            for p in d.partitions:
-                if p.image:
-                    out += [n for n in names if n == p.image or n.startswith(p.image + ".")]
+        for p in self.volumes():
+            if p.image:
+                out += [n for n in names if n == p.image or n.startswith(p.image + ".")]
         return out
 
 
@@ -451,6 +493,8 @@ def read_image(folder: ImageFiles | str) -> CzImage:
         raise ClonezillaImageError(f"Clonezilla image {name}: its 'disk' file is empty")
     _refuse_layers(folder)
     blkid = parse_blkid_list(_read_text(folder, "blkid.list") or "")
+    groups = _volume_groups(folder, blkid)
+    pv_parts = {part for vg in groups for part, _uuid in vg.pvs}
     dev_fs: dict[str, str] = {}
     for line in (_read_text(folder, "dev-fs.list") or "").splitlines():
         fields = line.split()
@@ -466,7 +510,7 @@ def read_image(folder: ImageFiles | str) -> CzImage:
             )
         table, entries, ss = parse_sfdisk_dump(sf, disk)
         parts = tuple(
-            _partition(folder, names, e, blkid, dev_fs, name)
+            _partition(folder, names, e, blkid, dev_fs, name, pv_parts)
             for e in entries
             if saved is None or e.node.removeprefix("/dev/") in saved
         )
@@ -482,11 +526,26 @@ def read_image(folder: ImageFiles | str) -> CzImage:
                 partitions=parts,
             )
         )
+    if groups and saved is not None:
+        raise ClonezillaImageError(
+            f"Clonezilla image {name} holds partitions (ocs-sr saveparts) with LVM volume "
+            f"group(s) {', '.join(vg.layout.name for vg in groups)}; liferaft restores LVM "
+            "from whole-disk images (savedisk)",
+            hint="restore this image with Clonezilla (ocs-sr restoreparts)",
+        )
+    found = {p.kernel_name for d in disks for p in d.partitions}
+    for part in sorted(pv_parts - found):
+        raise ClonezillaImageError(
+            f"Clonezilla image {name}: the LVM physical volume {part} (lvm_vg_dev.list) is "
+            "not a partition of the saved disks; liferaft restores PVs on partitions",
+            hint="restore this image with Clonezilla (ocs-sr restoredisk)",
+        )
     return CzImage(
         folder=folder,
         created=_image_time(folder),
         disks=tuple(disks),
         partitions_only=saved is not None,
+        volume_groups=groups,
     )
 
 
@@ -513,19 +572,114 @@ def _disks_of_parts(folder: ImageFiles, saved: list[str]) -> list[str]:
     return disks
 
 
-def _refuse_layers(folder: ImageFiles) -> None:
-    """LVM and LUKS as Clonezilla keeps them are not restored yet: one line
-    that names what was found, before anything is read or written."""
-    pvs = _read_text(folder, "lvm_vg_dev.list")
-    if pvs is not None and pvs.strip():
-        vgs = sorted({ln.split()[0] for ln in pvs.splitlines() if ln.split()})
-        devs = sorted({ln.split()[1] for ln in pvs.splitlines() if len(ln.split()) > 1})
-        raise ClonezillaImageError(
-            f"Clonezilla image {folder.name} holds LVM volume group(s) {', '.join(vgs)} "
-            f"on {', '.join(devs)} (lvm_vg_dev.list); liferaft does not restore LVM from "
-            "Clonezilla images",
-            hint="restore this image with Clonezilla (ocs-sr restoredisk)",
+# LV segment types recreated and written back from a Clonezilla image (its
+# partclone image of a thin pool or a RAID LV's parts is not a volume liferaft
+# can lay back)
+_CZ_SEGTYPES = frozenset({"linear", "striped"})
+
+
+def _volume_groups(
+    folder: ImageFiles, blkid: dict[str, dict[str, str]]
+) -> tuple[CzVolumeGroup, ...]:
+    """The volume groups of lvm_vg_dev.list, each with its metadata
+    (lvm_<vg>.conf) and the LVs of lvm_logv.list; one line names the first
+    missing or unreadable piece."""
+    name = folder.name
+    pv_lines = [ln.split() for ln in (_read_text(folder, "lvm_vg_dev.list") or "").splitlines()]
+    pv_lines = [f for f in pv_lines if f]
+    if not pv_lines:
+        return ()
+    logv = [ln.split() for ln in (_read_text(folder, "lvm_logv.list") or "").splitlines()]
+    names = folder.names
+    out = []
+    for vg_name in dict.fromkeys(f[0] for f in pv_lines):
+        if vg_name == "/NOT_FOUND" or any(len(f) < 3 for f in pv_lines):
+            raise ClonezillaImageError(
+                f"Clonezilla image {name}: lvm_vg_dev.list names a PV without a volume group "
+                "or UUID",
+                hint="Clonezilla could not save this LVM either; save it again",
+            )
+        text = _read_text(folder, f"lvm_{vg_name}.conf")
+        if text is None:
+            raise ClonezillaImageError(
+                f"Clonezilla image {name}: lvm_{vg_name}.conf (volume group {vg_name}'s "
+                "metadata) is missing",
+                hint="copy the whole image folder again",
+            )
+        try:
+            vg = layout(text)
+        except MetadataError as exc:
+            raise ClonezillaImageError(
+                f"Clonezilla image {name}: lvm_{vg_name}.conf: {exc.message}",
+                hint="copy the whole image folder again",
+            ) from None
+        pvs = tuple((f[1].removeprefix("/dev/"), f[2]) for f in pv_lines if f[0] == vg_name)
+        unknown = sorted({u for _p, u in pvs} - {pv.uuid for pv in vg.pvs})
+        if unknown or vg.name != vg_name:
+            raise ClonezillaImageError(
+                f"Clonezilla image {name}: lvm_{vg_name}.conf does not describe the PVs "
+                f"of lvm_vg_dev.list ({', '.join(unknown) or vg.name})",
+                hint="copy the whole image folder again",
+            )
+        missing = sorted({pv.uuid for pv in vg.pvs} - {u for _p, u in pvs})
+        if missing:
+            raise ClonezillaImageError(
+                f"Clonezilla image {name}: volume group {vg_name} also lies on PVs that were "
+                f"not saved ({', '.join(missing)})",
+                hint="save every disk of the volume group in one image",
+            )
+        odd = sorted({lv.segtype for lv in vg.lvs} - _CZ_SEGTYPES)
+        if odd:
+            raise ClonezillaImageError(
+                f"Clonezilla image {name}: LVM volume group {vg_name} has {', '.join(odd)} "
+                "logical volumes; liferaft restores linear and striped ones from Clonezilla "
+                "images",
+                hint="restore this image with Clonezilla (ocs-sr restoredisk)",
+            )
+        listed = {f[0].removeprefix("/dev/") for f in logv if f and f[0].startswith("/dev/")}
+        lvs = tuple(
+            _logical_volume(folder, names, vg_name, lv, blkid)
+            for lv in vg.lvs
+            if lv.visible and f"{vg_name}/{lv.name}" in listed
         )
+        out.append(CzVolumeGroup(vg, text, pvs, lvs))
+    return tuple(out)
+
+
+def _logical_volume(
+    folder: ImageFiles,
+    names: list[str],
+    vg: str,
+    lv: LvLayout,
+    blkid: dict[str, dict[str, str]],
+) -> CzLogicalVolume:
+    """What Clonezilla kept of an LV: its image is named by to_ocs_dev_img_name
+    (/dev/vg0/root -> vg0-root), its swap by swappt-vg0-root.info."""
+    kname = f"{vg}/{lv.name}"
+    base_name = f"{vg}-{lv.name}"
+    mapper = f"mapper/{vg.replace('-', '--')}-{lv.name.replace('-', '--')}"
+    info = blkid.get(kname, {}) or blkid.get(mapper, {})
+    bases = sorted({(b, f) for b, f in _bases_of(names) if b.startswith(base_name + ".")})
+    if bases:
+        base, fs_from_name = bases[0]
+        fs: str | None = info.get("TYPE") or _FS_NAMES.get(fs_from_name, fs_from_name)
+        if fs_from_name == "dd":
+            fs = info.get("TYPE")
+        return CzLogicalVolume(
+            lv, kname, base, fs, info.get("UUID"), info.get("LABEL"), Method.USED
+        )
+    swap_info = _read_text(folder, f"swappt-{base_name}.info")
+    if swap_info is not None:
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', swap_info))
+        return CzLogicalVolume(
+            lv, kname, None, "swap", fields.get("UUID"), fields.get("LABEL"), Method.SWAP
+        )
+    return CzLogicalVolume(lv, kname, None, info.get("TYPE"), None, None, Method.NONE)
+
+
+def _refuse_layers(folder: ImageFiles) -> None:
+    """LUKS as Clonezilla keeps it is not restored yet: one line that names
+    what was found, before anything is read or written."""
     headers = sorted(n for n in folder.names if n.endswith("-luksHeader.bin"))
     if headers or "luks-dev.list" in folder.names:
         which = ", ".join(h.removesuffix("-luksHeader.bin") for h in headers) or "luks-dev.list"
@@ -574,9 +728,13 @@ def _partition(
     blkid: dict[str, dict[str, str]],
     dev_fs: dict[str, str],
     image: str,
+    pv_parts: set[str],
 ) -> CzPartition:
     kname = e.node.removeprefix("/dev/")
     info = blkid.get(kname, {})
+    if kname in pv_parts:  # its volume group is restored from lvm_<vg>.conf
+        uuid = info.get("UUID")
+        return CzPartition(e, kname, None, info.get("TYPE"), uuid, None, Method.LVM_PV)
     # (base name, file system in the name) of this partition's partclone image
     bases = sorted({(b, f) for b, f in _bases_of(names) if b.startswith(kname + ".")})
     swap_info = _read_text(folder, f"swappt-{kname}.info")
@@ -700,7 +858,7 @@ class _Scan:
         self.progress(Progress(self.phase, item, self.done, self.total))
 
 
-def _open_partition(image: CzImage, part: CzPartition, size: int) -> BlockImage:
+def _open_partition(image: CzImage, part: CzPartition | CzLogicalVolume, size: int) -> BlockImage:
     assert part.image is not None
     where = image.where(part)
     names, opener = image.folder.names, image.folder.open
@@ -732,7 +890,7 @@ def _open_partition(image: CzImage, part: CzPartition, size: int) -> BlockImage:
 
 def _partition_cells(
     image: CzImage,
-    part: CzPartition,
+    part: CzPartition | CzLogicalVolume,
     size: int,
     scan: _Scan | None = None,
     cancel: CancelToken | None = None,
@@ -780,7 +938,8 @@ def build_manifest(
     there as it is read (import; the manifest's stats count them). Returns the
     manifest and the head chunks (held in memory: they are small)."""
     scan = _Scan(
-        sum(p.entry.size for d in image.disks for p in d.partitions if p.image),
+        sum(p.entry.size for d in image.disks for p in d.partitions if p.image)
+        + sum(lv.layout.size for vg in image.volume_groups for lv in vg.lvs if lv.image),
         progress,
         phase,
     )
@@ -806,31 +965,11 @@ def build_manifest(
         parts = []
         for p in d.partitions:
             e = p.entry
-            n_chunks = -(-e.size // CHUNK_SIZE)
-            chunks: list[str | None] = [None] * n_chunks
-            used_map = ExtentMap()
-            if p.image:
-                extra: list[Extent] = []
-                read: BlockImage | None = None
-                for i, data, reader in _partition_cells(image, p, e.size, scan, cancel, extra):
-                    if i >= 0:
-                        chunks[i] = keep(data)
-                    read = reader
-                # (after the whole image: ntfsclone's used clusters are known then)
-                used_map = read.byte_extents() if read is not None else used_map
-                if extra:
-                    used_map = ExtentMap(normalize([*used_map, *extra]))
+            chunks, used_map = _volume_chunks(image, p, e.size, keep, scan, cancel)
             parts.append(
                 PartitionImage(
                     **placement(e),
-                    filesystem=Filesystem(type=p.fs, uuid=p.uuid, label=p.label),
-                    method=p.method,
-                    used_bytes=total(used_map),
-                    used_map=used_map,
-                    chunks=tuple(chunks),
-                    note=""
-                    if p.method != Method.NONE or e.kind == "extended"
-                    else ("Clonezilla saved no data of this partition; it is recreated empty"),
+                    **_contents(p, chunks, used_map, "partition", e.kind == "extended"),
                 )
             )
         disks.append(
@@ -849,6 +988,12 @@ def build_manifest(
                 partitions=tuple(parts),
             )
         )
+    groups = tuple(
+        _volume_group_image(
+            image, vg, lambda lv: _volume_chunks(image, lv, lv.layout.size, keep, scan, cancel)
+        )
+        for vg in image.volume_groups
+    )
     created = image.created.isoformat().replace("+00:00", "Z")
     manifest = Manifest(
         name=image.name,
@@ -861,20 +1006,116 @@ def build_manifest(
         compression=COMPRESSION,
         disks=tuple(disks),
         stats=tally.as_stats(),
+        volume_groups=groups,
     )
     return manifest, static
+
+
+def _contents(
+    p: CzPartition | CzLogicalVolume,
+    chunks: tuple[str | None, ...],
+    used_map: ExtentMap,
+    what: str,
+    container: bool = False,
+) -> dict[str, Any]:
+    """The fields a partition and an LV share (manifest.Contents)."""
+    empty = p.method == Method.NONE and not container
+    return {
+        "filesystem": Filesystem(type=p.fs, uuid=p.uuid, label=p.label),
+        "method": p.method,
+        "used_bytes": total(used_map),
+        "used_map": used_map,
+        "chunks": chunks,
+        "note": f"Clonezilla saved no data of this {what}; it is recreated empty" if empty else "",
+    }
+
+
+def _volume_chunks(
+    image: CzImage,
+    p: CzPartition | CzLogicalVolume,
+    size: int,
+    keep: Callable[[bytes | bytearray], str | None],
+    scan: _Scan,
+    cancel: CancelToken | None,
+) -> tuple[tuple[str | None, ...], ExtentMap]:
+    """A partition's or LV's chunk ids (``keep`` each cell) and used bytes."""
+    chunks: list[str | None] = [None] * -(-size // CHUNK_SIZE)
+    used_map = ExtentMap()
+    if p.image:
+        extra: list[Extent] = []
+        read: BlockImage | None = None
+        for i, data, reader in _partition_cells(image, p, size, scan, cancel, extra):
+            if i >= 0:
+                chunks[i] = keep(data)
+            read = reader
+        # (after the whole image: ntfsclone's used clusters are known then)
+        used_map = read.byte_extents() if read is not None else used_map
+        if extra:
+            used_map = ExtentMap(normalize([*used_map, *extra]))
+    return tuple(chunks), used_map
+
+
+def _volume_group_image(
+    image: CzImage,
+    vg: CzVolumeGroup,
+    contents: Callable[[CzLogicalVolume], tuple[tuple[str | None, ...], ExtentMap]],
+) -> VolumeGroupImage:
+    """A saved volume group as the Manifest keeps one: its PVs on the
+    partitions lvm_vg_dev.list names, its metadata, each LV with its chunks
+    and used bytes (``contents``)."""
+    places = {
+        p.kernel_name: (index, p.entry.number)
+        for index, d in enumerate(image.disks)
+        for p in d.partitions
+    }
+    by_uuid = {pv.uuid: pv for pv in vg.layout.pvs}
+    pvs = tuple(
+        PhysicalVolumeImage(
+            uuid=uuid,
+            disk=places[part][0],
+            partition=places[part][1],
+            pe_start=by_uuid[uuid].pe_start,
+            size=by_uuid[uuid].dev_size,
+        )
+        for part, uuid in vg.pvs
+    )
+    lvs = []
+    for lv in vg.lvs:
+        chunks, used_map = contents(lv)
+        lvs.append(
+            LogicalVolumeImage(
+                **_contents(lv, chunks, used_map, "logical volume"),
+                name=lv.layout.name,
+                uuid=lv.layout.uuid,
+                size=lv.layout.size,
+                segtype=lv.layout.segtype,
+                tags=lv.layout.tags,
+                pool="",
+                hidden=False,
+                holds_root=False,
+            )
+        )
+    return VolumeGroupImage(
+        name=vg.layout.name,
+        uuid=vg.layout.uuid,
+        extent_size=vg.layout.extent_size,
+        tags=vg.layout.tags,
+        metadata=vg.metadata,
+        pvs=pvs,
+        lvs=tuple(lvs),
+    )
 
 
 def summary_of(image: CzImage) -> ImageSummary:
     """What ``liferaft images`` shows, from the small files and the partclone
     headers only (no data is read)."""
     data = 0
-    for d in image.disks:
-        for p in d.partitions:
-            if p.image:
-                reader = _open_partition(image, p, p.entry.size)
-                reader.close()
-                data += reader.header.used_bytes
+    for p in image.volumes():
+        if p.image:
+            size = p.layout.size if isinstance(p, CzLogicalVolume) else p.entry.size
+            reader = _open_partition(image, p, size)
+            reader.close()
+            data += reader.header.used_bytes
     from rescue_app.engine.units import human_size
 
     return ImageSummary(
@@ -890,7 +1131,13 @@ def summary_of(image: CzImage) -> ImageSummary:
         ),
         data_bytes=data,
         disk_bytes=sum(d.size for d in image.disks),
+        volume_groups=tuple(_group_summary(image, vg) for vg in image.volume_groups),
     )
+
+
+def _group_summary(image: CzImage, vg: CzVolumeGroup) -> VolumeGroupSummary:
+    """disk -> partition -> PV -> VG -> LVs from the small files (no data read)."""
+    return VolumeGroupSummary.of(_volume_group_image(image, vg, lambda _lv: ((), ExtentMap())))
 
 
 # -- the source restore reads from ------------------------------------------------
@@ -1070,20 +1317,30 @@ class ClonezillaSource(Repository):
 
     @staticmethod
     def _stream(image: CzImage, manifest: Manifest) -> Iterator[tuple[str, bytes | bytearray]]:
-        for d, dm in zip(image.disks, manifest.disks, strict=True):
-            for p, pm in zip(d.partitions, dm.partitions, strict=True):
-                if not p.image:
+        """The chunks of every partition, then of every LV (restore's order)."""
+        volumes: list[tuple[CzPartition | CzLogicalVolume, int, tuple[str | None, ...]]] = [
+            (p, p.entry.size, pm.chunks)
+            for d, dm in zip(image.disks, manifest.disks, strict=True)
+            for p, pm in zip(d.partitions, dm.partitions, strict=True)
+        ]
+        volumes += [
+            (lv, lv.layout.size, lvm_.chunks)
+            for vg, vgm in zip(image.volume_groups, manifest.volume_groups, strict=True)
+            for lv, lvm_ in zip(vg.lvs, vgm.lvs, strict=True)
+        ]
+        for p, size, chunks in volumes:
+            if not p.image:
+                continue
+            for i, data, _reader in _partition_cells(image, p, size):
+                digest = _cell_digest(data) if i >= 0 else None
+                if digest is None:
                     continue
-                for i, data, _reader in _partition_cells(image, p, p.entry.size):
-                    digest = _cell_digest(data) if i >= 0 else None
-                    if digest is None:
-                        continue
-                    if digest != pm.chunks[i]:
-                        raise ChunkError(
-                            f"{image.where(p)}: chunk {i} differs from when the image was checked",
-                            hint="the image changed while it was read; use a stable copy",
-                        )
-                    yield digest, data
+                if digest != chunks[i]:
+                    raise ChunkError(
+                        f"{image.where(p)}: chunk {i} differs from when the image was checked",
+                        hint="the image changed while it was read; use a stable copy",
+                    )
+                yield digest, data
 
     # -- writing is not ours
     def put_chunk(
