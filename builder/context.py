@@ -85,7 +85,14 @@ DPKG_EXCLUDES: tuple[str, ...] = (
 # kernel zeroes each page it hands out, and the first programs of the live root
 # (systemd, python3) spent 10-15 s of a 45 s TCG boot doing it; the rescue system
 # runs nothing but its own app, so this hardening buys little here.
-LIVE_BOOT = "boot=live init_on_alloc=0"
+# nonetworking: live-boot would re-trigger every udev device and wait for them
+# (udevadm trigger + settle, seconds under TCG) only to write an
+# /etc/network/interfaces that nothing reads (systemd-networkd configures the
+# network; netboot's fetch= brings its interface up before, unaffected).
+# modprobe.blacklist=floppy: udev loads the floppy driver wherever the
+# firmware reports a controller (QEMU's default machine always does) and then
+# probes the empty drive; `modprobe floppy` by hand still loads it.
+LIVE_BOOT = "boot=live init_on_alloc=0 nonetworking modprobe.blacklist=floppy"
 
 # Netboot and ISO share these kernel arguments; the profile appends its own.
 LIVE_CMDLINE = f"{LIVE_BOOT} console=tty0 console=ttyS0,115200n8"

@@ -41,3 +41,14 @@ rm -f "$DESTDIR"/usr/lib/udev/rules.d/*-lvm.rules "$DESTDIR"/lib/udev/rules.d/*-
     "$DESTDIR"/sbin/mdmon "$DESTDIR"/scripts/local-top/lvm2 "$DESTDIR"/scripts/local-block/lvm2 \
     "$DESTDIR"/scripts/local-block/mdadm "$DESTDIR"/scripts/local-bottom/mdadm
 rm -rf "$DESTDIR/etc/lvm" "$DESTDIR/etc/mdadm"
+# mdadm's hook also lists the md personalities in conf/modules, which the
+# initrd loads one by one before it looks for the medium: eight modprobes, and
+# raid456 pulls in raid6_pq and xor, which benchmark the CPU when loaded. The
+# real root loads them when an array is assembled.
+if [ -f "$DESTDIR/conf/modules" ]; then
+    sed -i -E '/^(linear|multipath|raid0|raid1|raid456|raid5|raid6|raid10)$/d' "$DESTDIR/conf/modules"
+fi
+for dir in "$DESTDIR"/usr/lib/modules/*/kernel; do
+    [ -d "$dir" ] || continue
+    rm -rf "$dir/drivers/md" "$dir/lib/raid6" "$dir/crypto/async_tx"
+done
