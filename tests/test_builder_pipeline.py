@@ -65,6 +65,26 @@ def test_every_image_has_the_server_disk_tools(tmp_path: Path) -> None:
     assert "*-lvm.rules" in trim and "*-md-raid-*.rules" in trim
 
 
+def test_nothing_at_boot_holds_the_consoles_or_scans_disks(tmp_path: Path) -> None:
+    # Issue 17 (boot to the UI in 30 s): systemd-pcrphase.service orders itself
+    # after remote-fs.target and before systemd-user-sessions, which the gettys
+    # wait for: the consoles waited for DHCP, resolved and the NFS client.
+    # Generators that find nothing on a live system only cost a start each.
+    system = REPO / "overlay" / "etc" / "systemd" / "system"
+    for unit in ("systemd-pcrphase.service", "systemd-pcrphase-sysinit.service"):
+        assert os.readlink(system / unit) == "/dev/null", unit
+    generators = REPO / "overlay" / "etc" / "systemd" / "system-generators"
+    masked = {p.name for p in generators.iterdir() if os.readlink(p) == "/dev/null"}
+    assert "systemd-gpt-auto-generator" in masked and "systemd-sysv-generator" in masked
+    # The serial console's getty and the live root's /tmp come from these.
+    assert not masked & {"systemd-getty-generator", "systemd-fstab-generator"}
+    # No md personalities loaded (nor raid6 benchmarked) before the medium is found.
+    trim = (REPO / "builder" / "initramfs-trim.sh").read_text()
+    assert "conf/modules" in trim and "drivers/md" in trim
+    cmdline = context(tmp_path).kernel_cmdline.split()
+    assert "nonetworking" in cmdline and "modprobe.blacklist=floppy" in cmdline
+
+
 def test_a_second_build_waits_for_the_wheels_the_first_fetches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
