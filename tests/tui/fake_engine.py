@@ -187,6 +187,7 @@ NETWORK = NetworkStatus(
 
 class FakeRepo:
     location = "/media/backups/liferaft"
+    format_name = "liferaft"
 
 
 class FakeEngine(Engine):
