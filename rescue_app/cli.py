@@ -19,19 +19,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from rescue_app import __version__
 from rescue_app.engine import (
-    BackupRequest,
     CredentialChain,
     Engine,
-    KeepPolicy,
-    PartitionRestorePlan,
     Repository,
     RestoreChoices,
     RestorePlan,
-    Schedule,
     TerminalPrompt,
     human_duration,
     human_rate,
@@ -42,6 +38,9 @@ from rescue_app.engine import (
 from rescue_app.errors import LiferaftError, NotRootError, UsageError
 from rescue_app.profile import installed_trusted_keys
 from rescue_app.progress import CancelToken, Progress
+
+if TYPE_CHECKING:  # imported by the commands that use them: `liferaft tui` starts faster
+    from rescue_app.engine import KeepPolicy, PartitionRestorePlan, Schedule
 
 log = logging.getLogger("liferaft")
 
@@ -243,6 +242,8 @@ def cmd_capture(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def cmd_backup(engine: Engine, args: argparse.Namespace) -> int:
+    from rescue_app.engine import BackupRequest
+
     _require_root("backup")
     signer = engine.load_signing_key(args.sign_key) if args.sign_key else None
     repo = engine.open_repository(args.repo, create=True)
@@ -331,6 +332,8 @@ def _add_keep_args(p: argparse.ArgumentParser) -> None:
 
 
 def _keep_policy(args: argparse.Namespace) -> KeepPolicy:
+    from rescue_app.engine import KeepPolicy
+
     return KeepPolicy(**{rule: getattr(args, f"keep_{rule}") or 0 for rule in _KEEP_RULES})
 
 
@@ -500,17 +503,17 @@ def cmd_restore(engine: Engine, args: argparse.Namespace) -> int:
         return 0
     _confirm([d.target for d in plan.disks], args)
     with ProgressBar() as bar:
-        if isinstance(plan, PartitionRestorePlan):
-            result = engine.restore_partitions(
-                plan, progress=bar, cancel=_cancel_on_signals(), verify=args.verify
-            )
-        else:
+        if isinstance(plan, RestorePlan):
             result = engine.restore(
                 plan,
                 progress=bar,
                 cancel=_cancel_on_signals(),
                 verify=args.verify,
                 luks_key=engine.luks_keys(args.unlock_key_file),
+            )
+        else:
+            result = engine.restore_partitions(
+                plan, progress=bar, cancel=_cancel_on_signals(), verify=args.verify
             )
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)

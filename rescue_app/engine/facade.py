@@ -29,30 +29,13 @@ import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
-from http.server import ThreadingHTTPServer
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from rescue_app import run as _run
-from rescue_app.engine import browse as _browse
-from rescue_app.engine import clonezilla as _clonezilla
 from rescue_app.engine import diskscan as _diskscan
-from rescue_app.engine import imagefs as _imagefs
-from rescue_app.engine import keys as _keys
-from rescue_app.engine import luks as _luks
 from rescue_app.engine import mounts as _mounts
 from rescue_app.engine import network as _network
-from rescue_app.engine import online as _online
-from rescue_app.engine import partrestore as _partrestore
 from rescue_app.engine import plan as _plan
-from rescue_app.engine import power as _power
-from rescue_app.engine import probe as _probe
-from rescue_app.engine import prune as _prune
-from rescue_app.engine import retention as _retention
-from rescue_app.engine import schedule as _schedule
-from rescue_app.engine import signing as _signing
-from rescue_app.engine.browse import BrowsePartition, ExtractResult, ImageMount
-from rescue_app.engine.capture import capture as _capture_disks
-from rescue_app.engine.capture import capture_refusals as _capture_refusals
 from rescue_app.engine.diskmodel import BlockDisk
 from rescue_app.engine.freshness import image_time
 from rescue_app.engine.keychain import LUKS_PREFIX as _LUKS_PREFIX
@@ -60,31 +43,69 @@ from rescue_app.engine.keychain import CallbackPrompt, CredentialChain, Password
 from rescue_app.engine.keychain import CredentialSource as _CredentialSource
 from rescue_app.engine.keychain import SecretKind as _SecretKind
 from rescue_app.engine.keychain import SecretRequest as _SecretRequest
+from rescue_app.engine.later import Later, deferred
 from rescue_app.engine.manifest import ImageSummary, Manifest
 from rescue_app.engine.network import Interface, NetworkStatus
-from rescue_app.engine.ntfsshrink import check_scratch_space
-from rescue_app.engine.online import BackupRequest
 from rescue_app.engine.plan import RestoreChoices, RestorePlan
-from rescue_app.engine.prune import PruneResult
 from rescue_app.engine.repository import REPO_FILE, Repository
-from rescue_app.engine.restore import (
-    apply_plan,
-    check_btrfs_uuids_free,
-    check_volume_groups_absent,
-)
 from rescue_app.engine.results import CaptureResult
-from rescue_app.engine.retention import ForgetPlan, KeepPolicy
-from rescue_app.engine.schedule import Schedule, ScheduledBackup
-from rescue_app.engine.signing import Signer, TrustedKeys
 from rescue_app.engine.stores import is_remote, open_store
 from rescue_app.engine.stores import reject_password_in_url as _reject_password_in_url
-from rescue_app.engine.stores.httpserve import ServeOptions
-from rescue_app.engine.stores.httpserve import check_options as _serve_options
-from rescue_app.engine.stores.httpserve import make_server as _make_server
 from rescue_app.engine.stores.retry import Watch
-from rescue_app.engine.verify import verify_repository
 from rescue_app.errors import ImageNotFoundError, RepositoryError, UsageError
 from rescue_app.progress import CancelToken, ProgressCallback, no_progress
+
+# What the rescue app's first screen does not need is imported when first
+# used: the app starts without capture, restore, browse, the Clonezilla reader
+# or the HTTP server in memory (boot time, issue 17;
+# tests/tui/test_import_hygiene.py checks).
+if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
+
+    from rescue_app.engine import browse as _browse
+    from rescue_app.engine import capture as _capture
+    from rescue_app.engine import clonezilla as _clonezilla
+    from rescue_app.engine import imagefs as _imagefs
+    from rescue_app.engine import keys as _keys
+    from rescue_app.engine import luks as _luks
+    from rescue_app.engine import ntfsshrink as _ntfsshrink
+    from rescue_app.engine import online as _online
+    from rescue_app.engine import partrestore as _partrestore
+    from rescue_app.engine import power as _power
+    from rescue_app.engine import probe as _probe
+    from rescue_app.engine import prune as _prune
+    from rescue_app.engine import restore as _restore
+    from rescue_app.engine import retention as _retention
+    from rescue_app.engine import schedule as _schedule
+    from rescue_app.engine import signing as _signing
+    from rescue_app.engine import verify as _verify
+    from rescue_app.engine.browse import BrowsePartition, ExtractResult, ImageMount
+    from rescue_app.engine.online import BackupRequest
+    from rescue_app.engine.prune import PruneResult
+    from rescue_app.engine.retention import ForgetPlan, KeepPolicy
+    from rescue_app.engine.schedule import Schedule, ScheduledBackup
+    from rescue_app.engine.signing import Signer, TrustedKeys
+    from rescue_app.engine.stores import httpserve as _httpserve
+    from rescue_app.engine.stores.httpserve import ServeOptions
+else:
+    _browse = Later("rescue_app.engine.browse")
+    _clonezilla = Later("rescue_app.engine.clonezilla")
+    _imagefs = Later("rescue_app.engine.imagefs")
+    _keys = Later("rescue_app.engine.keys")
+    _luks = Later("rescue_app.engine.luks")
+    _online = Later("rescue_app.engine.online")
+    _partrestore = Later("rescue_app.engine.partrestore")
+    _power = Later("rescue_app.engine.power")
+    _probe = Later("rescue_app.engine.probe")
+    _prune = Later("rescue_app.engine.prune")
+    _retention = Later("rescue_app.engine.retention")
+    _schedule = Later("rescue_app.engine.schedule")
+    _signing = Later("rescue_app.engine.signing")
+    _capture = Later("rescue_app.engine.capture")
+    _ntfsshrink = Later("rescue_app.engine.ntfsshrink")
+    _restore = Later("rescue_app.engine.restore")
+    _verify = Later("rescue_app.engine.verify")
+    _httpserve = Later("rescue_app.engine.stores.httpserve")
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -295,9 +316,9 @@ class Engine:
         # chunk the image needs must be in the repository, and no PV the
         # image recreates may be on another disk.
         repo.check_chunks_present(manifest)
-        check_volume_groups_absent(plan)
-        check_btrfs_uuids_free(plan)
-        check_scratch_space(plan)
+        _restore.check_volume_groups_absent(plan)
+        _restore.check_btrfs_uuids_free(plan)
+        _ntfsshrink.check_scratch_space(plan)
         return plan
 
     @staticmethod
@@ -337,13 +358,13 @@ class Engine:
         return plan
 
     restore_partitions = staticmethod(
-        _watched(_partrestore.apply_partition_plan, lambda plan: plan.repo)
+        _watched(deferred(lambda: _partrestore.apply_partition_plan), lambda plan: plan.repo)
     )
 
     # ``luks_key``: for an image with unlocked LUKS volumes (``luks_keys``).
     # (apply_plan re-plans from the disks as they are now and refuses a plan
     # that no longer matches what was confirmed.)
-    restore = staticmethod(_watched(apply_plan, lambda plan: plan.repo))
+    restore = staticmethod(_watched(deferred(lambda: _restore.apply_plan), lambda plan: plan.repo))
 
     def luks_keys(self, key_file: str | None = None) -> _luks.KeySource:
         """Where LUKS volumes' keys come from: ``key_file``'s bytes, else this
@@ -388,7 +409,7 @@ class Engine:
         disks = [_diskscan.find_disk(d) for d in devices]
         repo.signer = signer
         with _watching(repo, progress, cancel):
-            return _capture_disks(
+            return _capture.capture(
                 repo, name, disks, progress=progress, cancel=cancel, luks_key=luks_key
             )
 
@@ -411,9 +432,9 @@ class Engine:
     def capture_refusals(self, disk: BlockDisk, repository: str | None = None) -> tuple[str, ...]:
         """Why ``disk`` may not be captured now (empty: it may), as text for people.
         ``repository``: a local folder the backup would go to."""
-        return tuple(str(r) for r in _capture_refusals(disk, repository))
+        return tuple(str(r) for r in _capture.capture_refusals(disk, repository))
 
-    verify = staticmethod(_watched(verify_repository, lambda repo: repo))
+    verify = staticmethod(_watched(deferred(lambda: _verify.verify_repository), lambda repo: repo))
 
     # -- retention (engine/retention.py, engine/prune.py)
 
@@ -508,7 +529,7 @@ class Engine:
         ref: str,
         point: str,
         *,
-        cache_bytes: int = _imagefs.DEFAULT_CACHE_BYTES,
+        cache_bytes: int | None = None,
         partitions: Sequence[BrowsePartition] | None = None,
     ) -> ImageMount:
         """Mount image ``ref`` read-only on the empty folder ``point`` (root):
@@ -516,7 +537,8 @@ class Engine:
         (or use it in a ``with``); it lists folders (``list_dir``) meanwhile."""
         _refuse_clonezilla_files(repo, ref)
         manifest = repo.load_manifest(ref)
-        return _browse.mount_image(repo, manifest, point, cache_bytes=cache_bytes, only=partitions)
+        cache = cache_bytes or _imagefs.DEFAULT_CACHE_BYTES
+        return _browse.mount_image(repo, manifest, point, cache_bytes=cache, only=partitions)
 
     def check_mount_point(self, point: str) -> None:
         """Before anything is opened: root, and ``point`` an empty, unmounted folder."""
@@ -535,7 +557,9 @@ class Engine:
 
     # Files and folders of a partition of a live browse mount copied out
     # (extract without a second mount): ``copy_from_image(mount, partition, paths, to)``.
-    copy_from_image = staticmethod(_watched(ImageMount.copy_out, lambda mount: mount.repo))
+    copy_from_image = staticmethod(
+        _watched(deferred(lambda: _browse.ImageMount.copy_out), lambda mount: mount.repo)
+    )
 
     def unmount_image(self, point: str) -> None:
         """End the browse mount on ``point``, whichever process serves it."""
@@ -549,7 +573,7 @@ class Engine:
         to: str,
         *,
         partition: str | None = None,
-        cache_bytes: int = _imagefs.DEFAULT_CACHE_BYTES,
+        cache_bytes: int | None = None,
         progress: ProgressCallback = no_progress,
         cancel: CancelToken | None = None,
     ) -> ExtractResult:
@@ -564,7 +588,7 @@ class Engine:
                 paths,
                 to,
                 partition=partition,
-                cache_bytes=cache_bytes,
+                cache_bytes=cache_bytes or _imagefs.DEFAULT_CACHE_BYTES,
                 progress=progress,
                 cancel=cancel,
             )
@@ -616,7 +640,7 @@ class Engine:
         """An HTTP server (not yet serving) that shares the repository folder
         ``root`` read-only (or as ``options`` say), for `liferaft serve`.
         OSError if it cannot listen."""
-        return _make_server(root, bind, port, options)
+        return _httpserve.make_server(root, bind, port, options)
 
     def served_folder(self, location: str, *, append_only: bool = False) -> str:
         """The local repository folder `liferaft serve` shares. Append-only, a
@@ -648,7 +672,7 @@ class Engine:
         """`liferaft serve`'s settings checked (pairs given together, files
         readable, the certificate usable); UsageError naming what is wrong.
         ``quiet``: no line per request on stderr."""
-        return _serve_options(append_only, user, password_file, tls_cert, tls_key, quiet)
+        return _httpserve.check_options(append_only, user, password_file, tls_cert, tls_key, quiet)
 
     # -- the running system's network (the UI's network screen, `liferaft net`)
 

@@ -16,17 +16,20 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.app import App
 
-from rescue_app.engine import BlockDisk, Engine, ImageMount
+from rescue_app.engine import BlockDisk, Engine
 from rescue_app.errors import LiferaftError
 from rescue_app.tui import keymap
 from rescue_app.tui.logbuffer import MemoryLogHandler
 from rescue_app.tui.profile import ProfileInfo, load_profile_info
 from rescue_app.tui.sources import DiskFilter, RepositorySource
+
+if TYPE_CHECKING:  # the browse code is imported when an image is first browsed
+    from rescue_app.engine import ImageMount
 
 log = logging.getLogger("liferaft.tui")
 

@@ -153,3 +153,31 @@ def test_the_engine_package_offers_no_module() -> None:
         if type(getattr(rescue_app.engine, name)).__name__ == "module"
     ]
     assert modules == []
+
+
+# Imported only when their action is first used: the rescue app's home screen
+# comes up without them (boot time under emulation, issue 17).
+NOT_AT_START = (
+    "rescue_app.engine.browse",
+    "rescue_app.engine.capture",
+    "rescue_app.engine.clonezilla",
+    "rescue_app.engine.filelevel",
+    "rescue_app.engine.imagefs",
+    "rescue_app.engine.partrestore",
+    "rescue_app.engine.restore",
+    "rescue_app.engine.verify",
+    "http.server",
+)
+
+
+def test_the_app_starts_without_the_engine_it_does_not_use_yet() -> None:
+    probe = (
+        "import sys, rescue_app.tui.app, rescue_app.cli\n"
+        f"print(' '.join(m for m in {NOT_AT_START!r} if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.split()
+    assert out == [], f"imported before they are needed (make the import lazy): {out}"
+    # Every name of the surface has a home the package can import it from.
+    assert sorted(rescue_app.engine._HOMES) == sorted(rescue_app.engine.__all__)

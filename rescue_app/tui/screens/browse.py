@@ -14,6 +14,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import work
@@ -23,23 +24,15 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Header, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from rescue_app.engine import (
-    BlockDisk,
-    BrowsePartition,
-    DirEntry,
-    Engine,
-    ExtractResult,
-    ImageMount,
-    Repository,
-    Role,
-    human_duration,
-    human_size,
-)
+from rescue_app.engine import BlockDisk, Engine, Repository, Role, human_duration, human_size
 from rescue_app.errors import LiferaftError
 from rescue_app.progress import CancelToken, ProgressCallback
 from rescue_app.tui import keymap
 from rescue_app.tui.screens.base import ImageScreen
 from rescue_app.tui.screens.progress import Job, ProgressScreen, Summary
+
+if TYPE_CHECKING:  # the browse code is imported when an image is first browsed
+    from rescue_app.engine import BrowsePartition, DirEntry, ExtractResult, ImageMount
 
 
 def why_no_files(part: BrowsePartition, mount: ImageMount | None) -> str:
