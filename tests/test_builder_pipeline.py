@@ -83,6 +83,10 @@ def test_nothing_at_boot_holds_the_consoles_or_scans_disks(tmp_path: Path) -> No
     assert "conf/modules" in trim and "drivers/md" in trim
     cmdline = context(tmp_path).kernel_cmdline.split()
     assert "nonetworking" in cmdline and "modprobe.blacklist=floppy" in cmdline
+    # The app's consoles skip login(1) and its PAM stack: agetty runs liferaft-start.
+    for dropin in ("getty@tty1.service.d", "serial-getty@ttyS0.service.d"):
+        conf = (system / dropin / "autologin.conf").read_text()
+        assert "--login-program /usr/local/sbin/liferaft-start" in conf, dropin
 
 
 def test_a_second_build_waits_for_the_wheels_the_first_fetches(
