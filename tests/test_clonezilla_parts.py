@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -242,15 +243,37 @@ def test_damaged_ntfsclone_and_dd_images_refused(cz: Images, loopdisk, workdir: 
 TARGET_LAYOUT = [PartSpec(32, "ext4", "keep"), PartSpec(80, None), PartSpec(None, None)]
 
 
+@dataclass
+class Target:
+    """A disk to restore partitions onto: its first partition holds files
+    that must stay, the other two are the targets."""
+
+    dev: str
+    parts: list[str]
+    kept: dict[str, str]  # the first partition's files
+    table: str  # sfdisk --dump
+
+    def unchanged(self) -> bool:
+        return (
+            subprocess.check_output(["sfdisk", "--dump", self.dev], text=True) == self.table
+            and tree_checksums(self.parts[0], "ext4") == self.kept
+        )
+
+
+def _target(loopdisk, seed: int) -> Target:
+    dev = loopdisk(DISK)
+    parts = partition_disk(dev, "gpt", TARGET_LAYOUT)
+    make_fs(parts[0], "ext4", label="keep")
+    kept = populate(parts[0], "ext4", seed=seed)
+    return Target(dev, parts, kept, subprocess.check_output(["sfdisk", "--dump", dev], text=True))
+
+
 def test_saveparts_restored_onto_named_partitions(cz: Images, loopdisk, workdir: str) -> None:
     listed = liferaft("images", "--repo", cz.folder("parts-gz")).stdout
     assert f"partitions {cz.disk}p1, {cz.disk}p3 of {cz.disk} (saveparts)" in listed, listed
 
-    dev = loopdisk(DISK)
-    t1, t2, t3 = partition_disk(dev, "gpt", TARGET_LAYOUT)
-    make_fs(t1, "ext4", label="keep")
-    kept = populate(t1, "ext4", seed=99)
-    table = subprocess.check_output(["sfdisk", "--dump", dev], text=True)
+    target = _target(loopdisk, 99)
+    dev, (t1, t2, t3) = target.dev, target.parts
     before = {n: disk_bytes_sha256(n, 0, 4 * MIB) for n in (t1, t2, t3)}
     root = cz.root
 
@@ -269,10 +292,6 @@ def test_saveparts_restored_onto_named_partitions(cz: Images, loopdisk, workdir:
     make_fs(t2, "ext4", label="busy")
     with mounted(t2, "ext4"):
         assert_one_line_error(restore(t2, t3, check=False), "refusing", "mounted")
-    proc = liferaft(
-        "import", "--repo", os.path.join(workdir, "repo"), cz.folder("parts-gz"), check=False
-    )
-    assert_one_line_error(proc, "partitions only", "saveparts")
     # the whole-disk plan (what the UI asks for) refuses it in one line too
     from rescue_app.engine import Engine
     from rescue_app.errors import UsageError
@@ -295,8 +314,7 @@ def test_saveparts_restored_onto_named_partitions(cz: Images, loopdisk, workdir:
     assert "was not grown" in out.stderr, out.stderr
     _check_files(cz, {1: t2, 3: t3})
     # the table and the other partition are as they were
-    assert subprocess.check_output(["sfdisk", "--dump", dev], text=True) == table
-    assert tree_checksums(t1, "ext4") == kept
+    assert target.unchanged()
     assert disk_bytes_sha256(t1, 0, 4 * MIB) == before[t1]
 
     # one saved partition by name, onto another partition
@@ -304,6 +322,84 @@ def test_saveparts_restored_onto_named_partitions(cz: Images, loopdisk, workdir:
     out = restore(f"{cz.disk}p3={t3}")
     assert f"to {t3}:" in out.stdout, out.stdout
     _check_files(cz, {3: t3})
+
+
+def test_saveparts_imported_verified_and_restored_from_the_repository(
+    cz: Images, loopdisk, workdir: str
+) -> None:
+    """A saveparts image imported stays one of partitions: used blocks only,
+    deduplicated, listed as partitions, verified, restored onto partitions
+    from the repository as from its folder, refused onto a whole disk."""
+    repo = os.path.join(workdir, "repo")
+    out = liferaft("import", "--repo", repo, cz.folder("parts-gz")).stdout
+    assert "imported Clonezilla image parts-gz as parts-gz@" in out, out
+    (name,) = os.listdir(os.path.join(repo, "images", "parts-gz"))
+    doc = json.loads(open(os.path.join(repo, "images", "parts-gz", name)).read())
+    assert doc["version"] == 5
+    p1, p3 = f"{cz.disk}p1", f"{cz.disk}p3"
+    assert [s["name"] for s in doc["partitions_only"]] == [p1, p3]
+    (disk,) = doc["disks"]
+    assert disk["head"]["length"] == 0 and [p["number"] for p in disk["partitions"]] == [1, 3]
+    for part in disk["partitions"]:  # used blocks only: p3 holds 24 MiB of files
+        assert part["method"] == "used-blocks"
+        assert part["used_bytes"] < cz.sizes[part["number"]] // 2, part["used_bytes"]
+    # imported again under another name: every chunk is already there
+    out = liferaft("import", "--repo", repo, "--name", "again", cz.folder("parts-gz")).stdout
+    assert "(0 of " in out and "as again@" in out, out
+    assert "OK" in liferaft("verify", "--repo", repo).stdout
+    listed = liferaft("images", "--repo", repo).stdout
+    assert f"partitions {p1}, {p3} of disk 1 (saveparts)" in listed, listed
+
+    target = _target(loopdisk, 98)
+    dev, (_t1, t2, t3) = target.dev, target.parts
+    before = disk_bytes_sha256(dev, 0, DISK)
+    # onto a whole disk: refused in one line (its other partitions were not
+    # saved; ocs-sr restoreparts writes no table either), nothing written
+    proc = liferaft("restore", "--repo", repo, "--image", "parts-gz", "--to", dev, "--yes",
+                    check=False)  # fmt: skip
+    assert_one_line_error(proc, "whole disk", "partitions only")
+    from rescue_app.engine import Engine
+    from rescue_app.errors import UsageError
+
+    engine = Engine()
+    with pytest.raises(UsageError, match="saveparts image"):
+        engine.plan_restore(engine.open_repository(repo), "parts-gz", [dev])
+    assert disk_bytes_sha256(dev, 0, DISK) == before
+
+    argv = ["restore", "--repo", repo, "--image", "parts-gz", "--to", t2, "--to", t3]
+    dry = liferaft(*argv, "--dry-run").stdout
+    assert f"{p1} (ext4" in dry and f"-> partition 2 ({t2}" in dry, dry
+    assert disk_bytes_sha256(dev, 0, DISK) == before
+    done = liferaft(*argv, "--yes", "--verify").stdout
+    assert "restored parts-gz@" in done and "verified" in done, done
+    _check_files(cz, {1: t2, 3: t3})
+    assert target.unchanged()
+    # one saved partition by name, from the second import
+    make_fs(t3, "ext4", label="other")
+    done = liferaft("restore", "--repo", repo, "--image", "again", "--to", f"{p3}={t3}",
+                    "--yes").stdout  # fmt: skip
+    assert f"to {t3}:" in done, done
+    _check_files(cz, {3: t3})
+
+
+def test_a_damaged_saveparts_image_is_not_imported(cz: Images, workdir: str) -> None:
+    """One byte of partclone data changed inside a valid gzip stream: the
+    import stops on partclone's checksum, naming the partition, and the
+    repository holds no image."""
+    folder = os.path.join(workdir, "flipped", "parts-gz")
+    shutil.copytree(cz.folder("parts-gz"), folder)
+    vols = _volumes(folder, f"{cz.disk}p3.ext4-ptcl-img.gz")
+    data = bytearray(b"".join(_decompressed(vols)))
+    data[len(data) // 2] ^= 0x40
+    for v in vols:
+        os.unlink(v)
+    with open(os.path.join(folder, f"{cz.disk}p3.ext4-ptcl-img.gz"), "wb") as f:
+        f.write(gzip.compress(bytes(data), compresslevel=1))
+    repo = os.path.join(workdir, "repo")
+    proc = liferaft("import", "--repo", repo, folder, check=False)
+    assert_one_line_error(proc, "checksum mismatch", f"{cz.disk}p3")
+    assert not os.path.exists(os.path.join(repo, "images", "parts-gz"))
+    assert "parts-gz" not in liferaft("images", "--repo", repo, check=False).stdout
 
 
 def test_tui_restores_saveparts_onto_a_chosen_partition(cz: Images, loopdisk) -> None:

@@ -2,7 +2,8 @@
 written byte for byte as before (key order included): tests/data/manifest
 holds one of each version (partitions; a volume group; an md array; an
 unlocked LUKS volume; a file-level partition), written by liferaft before
-the disk models shared their hardware fields (diskmodel.DiskHardware)."""
+the disk models shared their hardware fields (diskmodel.DiskHardware), and
+one of partitions only (version 5, a Clonezilla saveparts image imported)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def test_a_stored_manifest_opens_and_is_written_the_same(path: Path) -> None:
 def test_every_manifest_version_has_a_fixture() -> None:
     versions = {parse_manifest(p.read_text(), p.name).to_json().split('"version": ')[1][0]
                 for p in FIXTURES}  # fmt: skip
-    assert versions == {"1", "2", "3", "4"}
+    assert versions == {"1", "2", "3", "4", "5"}
 
 
 def test_the_image_of_a_disk_records_its_hardware_fields() -> None:

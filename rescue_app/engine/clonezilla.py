@@ -57,8 +57,10 @@ from rescue_app.engine.manifest import (
     PartitionTable,
     PhysicalVolumeImage,
     Region,
+    SavedPartitionImage,
     VolumeGroupImage,
     VolumeGroupSummary,
+    partitions_only_line,
 )
 from rescue_app.engine.ntfsclone_dd import DdReader, NtfscloneReader
 from rescue_app.engine.partclone_image import (
@@ -68,7 +70,7 @@ from rescue_app.engine.partclone_image import (
     open_image,
     volume_names,
 )
-from rescue_app.engine.partrestore import SavedPartition, used_end
+from rescue_app.engine.partrestore import used_end
 from rescue_app.engine.repository import (
     CHUNK_HASH,
     CHUNK_SIZE,
@@ -995,6 +997,15 @@ def build_manifest(
         for vg in image.volume_groups
     )
     created = image.created.isoformat().replace("+00:00", "Z")
+    saved = (
+        tuple(
+            SavedPartitionImage(index, pm.number, p.kernel_name, _needed(image, p, pm))
+            for index, (d, dm) in enumerate(zip(image.disks, disks, strict=True))
+            for p, pm in zip(d.partitions, dm.partitions, strict=True)
+        )
+        if image.partitions_only
+        else ()
+    )
     manifest = Manifest(
         name=image.name,
         id=image.id,
@@ -1007,8 +1018,23 @@ def build_manifest(
         disks=tuple(disks),
         stats=tally.as_stats(),
         volume_groups=groups,
+        partitions_only=saved,
     )
     return manifest, static
+
+
+def _needed(image: CzImage, p: CzPartition, pm: PartitionImage) -> int:
+    """The bytes a saveparts partition's filesystem spans (the smallest
+    partition it can be restored onto): its used bytes' end, at least the
+    size partclone's header gives it; a swap's whole partition."""
+    needed = used_end(pm.used_map)
+    if p.image:
+        reader = _open_partition(image, p, p.entry.size)
+        reader.close()
+        needed = max(needed, reader.header.total_blocks * reader.header.block_size)
+    elif p.method == Method.SWAP:
+        needed = p.entry.size
+    return needed
 
 
 def _contents(
@@ -1124,7 +1150,7 @@ def summary_of(image: CzImage) -> ImageSummary:
         created=image.created.isoformat().replace("+00:00", "Z"),
         host="clonezilla",
         disks=tuple(
-            f"partitions {', '.join(p.kernel_name for p in d.partitions)} of {d.name} (saveparts)"
+            partitions_only_line((p.kernel_name for p in d.partitions), d.name)
             if image.partitions_only
             else f"{d.name} ({d.table.type}, {len(d.partitions)} partitions), {human_size(d.size)}"
             for d in image.disks
@@ -1229,26 +1255,6 @@ class ClonezillaSource(Repository):
         manifest, static = build_manifest(image, progress=progress, cancel=cancel)
         self._loaded[name] = (image, manifest, static, fingerprint)
         return manifest
-
-    def saved_partitions(self, ref: str) -> list[SavedPartition] | None:
-        """A saveparts image's partitions (after ``load_manifest``) with the
-        bytes each filesystem spans; None for a whole-disk image."""
-        manifest = self.load_manifest(ref)
-        image = self._entry(manifest)[0]
-        if not image.partitions_only:
-            return None
-        out = []
-        for d, dm in zip(image.disks, manifest.disks, strict=True):
-            for p, pm in zip(d.partitions, dm.partitions, strict=True):
-                needed = used_end(pm.used_map)
-                if p.image:
-                    reader = _open_partition(image, p, p.entry.size)
-                    reader.close()
-                    needed = max(needed, reader.header.total_blocks * reader.header.block_size)
-                elif p.method == Method.SWAP:
-                    needed = p.entry.size
-                out.append(SavedPartition(p.kernel_name, pm, needed))
-        return out
 
     # -- what restore calls
     def check_chunks_present(self, manifest: Manifest) -> None:
@@ -1386,20 +1392,15 @@ def import_image(
 ) -> ImportResult:
     """Convert the Clonezilla image in ``folder`` into an image of ``repo``:
     used blocks only, deduplicated chunks, every partclone checksum checked.
-    The manifest is committed last, so a damaged image leaves no image."""
+    The manifest is committed last, so a damaged image leaves no image. A
+    saveparts image stays one of partitions only (``partitions_only``):
+    restored onto partitions the user names, as from its folder."""
     from rescue_app.engine.repository import validate_name
 
     started = time.monotonic()
     if isinstance(folder, str):
         folder = image_folder_at(folder, CredentialChain())
     image = read_image(folder)
-    if image.partitions_only:
-        raise ClonezillaImageError(
-            f"Clonezilla image {image.name} holds partitions only (ocs-sr saveparts); "
-            "import takes whole-disk images (savedisk)",
-            hint="restore it straight from its folder onto partitions: liferaft restore "
-            "--repo FOLDER --image NAME --to PARTITION",
-        )
     target = validate_name(name or _safe_name(image.name))
     repo.ensure_writable()
     image_id, _now = repo.new_image_id(target)

@@ -304,10 +304,11 @@ class Engine:
         space, partitions that may shrink, seeding, the check before writing;
         None: the defaults)."""
         manifest = repo.load_manifest(ref)
-        if self.holds_partitions_only(repo, ref):
+        if manifest.partitions_only:
             raise UsageError(
                 f"{manifest.ref} is a Clonezilla saveparts image: it holds partitions, no "
-                "disk, and is restored onto existing partitions",
+                "disk, and is restored onto existing partitions (its disk's other "
+                "partitions were not saved)",
                 hint="liferaft restore --repo ... --image ... --to PARTITION (e.g. /dev/sdb2)",
             )
         disks = [_diskscan.find_disk(t) for t in targets]
@@ -323,19 +324,15 @@ class Engine:
 
     @staticmethod
     def holds_partitions_only(repo: Repository, ref: str) -> bool:
-        """The image is a Clonezilla saveparts image (restored onto partitions)."""
-        return (
-            isinstance(repo, _clonezilla.ClonezillaSource)
-            and repo.saved_partitions(ref) is not None
-        )
+        """The image holds partitions only (a Clonezilla saveparts image, from
+        its folder or imported): it is restored onto partitions."""
+        return bool(repo.load_manifest(ref).partitions_only)
 
     @staticmethod
     def saved_partitions(repo: Repository, ref: str) -> list[_partrestore.SavedPartition]:
         """A saveparts image's partitions, in order (each is restored onto a
         partition the user names); empty for a whole-disk image."""
-        if not isinstance(repo, _clonezilla.ClonezillaSource):
-            return []
-        return repo.saved_partitions(ref) or []
+        return _partrestore.saved_partitions(repo.load_manifest(ref)) or []
 
     @staticmethod
     def plan_partition_restore(
@@ -344,9 +341,7 @@ class Engine:
         """A saveparts image onto existing partitions (``targets``: one per
         saved partition in order, or ``SAVED=PARTITION``; ``grow``: each
         filesystem fills its partition); no writes."""
-        saved = (
-            repo.saved_partitions(ref) if isinstance(repo, _clonezilla.ClonezillaSource) else None
-        )
+        saved = _partrestore.saved_partitions(repo.load_manifest(ref))
         if saved is None:
             raise UsageError(
                 f"{ref} is a whole-disk image: it is restored onto disks",

@@ -30,7 +30,10 @@ MANIFEST_FORMAT = "liferaft-manifest"
 # the same to their members).
 # 4 when a partition was captured file by file (Method.FILES: a version-3
 # reader would lay its tar stream onto the disk as blocks).
-MANIFEST_VERSION = 4
+# 5 when it holds partitions only (``partitions_only``, a Clonezilla saveparts
+# image: a version-4 reader would write its disks' tables with the other
+# partitions gone).
+MANIFEST_VERSION = 5
 
 
 class Method(StrEnum):
@@ -306,6 +309,18 @@ class LuksVolumeImage(Contents):
 
 
 @dataclass(frozen=True)
+class SavedPartitionImage:
+    """A partition of an image that holds partitions only (a Clonezilla
+    saveparts image): restored onto an existing partition the user names,
+    never with its disk's table."""
+
+    disk: int  # index into disks
+    partition: int  # its number there
+    name: str  # its kernel name when saved (sda2): what --to SAVED=PARTITION names
+    needed: int  # bytes its filesystem spans: the smallest partition it goes onto
+
+
+@dataclass(frozen=True)
 class ImageKey:
     """How an image is named: its ref ``name@id`` is what users type."""
 
@@ -330,6 +345,8 @@ class Manifest(ImageKey):
     volume_groups: tuple[VolumeGroupImage, ...] = ()
     md_arrays: tuple[MdArrayImage, ...] = ()
     luks_volumes: tuple[LuksVolumeImage, ...] = ()
+    # Not empty: the image holds these partitions only, no disk (docs/FORMAT.md)
+    partitions_only: tuple[SavedPartitionImage, ...] = ()
 
     @property
     def data_bytes(self) -> int:
@@ -405,7 +422,9 @@ class Manifest(ImageKey):
         files = any(p.method == Method.FILES for d in self.disks for p in d.partitions)
         doc: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
-            "version": 4
+            "version": 5
+            if self.partitions_only
+            else 4
             if files
             else 3
             if self.md_arrays or self.luks_volumes
@@ -429,7 +448,7 @@ class Manifest(ImageKey):
                     del lv["thin_base"]
         if not self.volume_groups:
             del doc["volume_groups"]
-        for key in ("md_arrays", "luks_volumes"):
+        for key in ("md_arrays", "luks_volumes", "partitions_only"):
             if not doc[key]:
                 del doc[key]
         return json.dumps(doc, indent=1, default=_encode) + "\n"
@@ -471,7 +490,15 @@ class ImageSummary(ImageKey):
             id=manifest.id,
             created=manifest.created,
             host=manifest.host,
-            disks=tuple(d.describe() for d in manifest.disks),
+            disks=tuple(
+                partitions_only_line(
+                    [p.name for p in manifest.partitions_only if p.disk == d.index],
+                    d.model or f"disk {d.index + 1}",
+                )
+                if manifest.partitions_only
+                else d.describe()
+                for d in manifest.disks
+            ),
             data_bytes=manifest.data_bytes,
             disk_bytes=sum(d.size for d in manifest.disks),
             raw=tuple(
@@ -498,6 +525,11 @@ class ImageSummary(ImageKey):
                 for v in manifest.luks_volumes
             ),
         )
+
+
+def partitions_only_line(names: Iterable[str], disk: str) -> str:
+    """What ``images`` shows of a disk an image holds some partitions of."""
+    return f"partitions {', '.join(names)} of {disk} (saveparts)"
 
 
 @dataclass(frozen=True)
@@ -683,6 +715,10 @@ def _manifest_from_dict(doc: dict[str, Any]) -> Manifest:
         volume_groups=tuple(_volume_group(vg) for vg in doc.get("volume_groups", ())),
         md_arrays=tuple(_md_array(a) for a in doc.get("md_arrays", ())),
         luks_volumes=tuple(_luks_volume(v) for v in doc.get("luks_volumes", ())),
+        partitions_only=tuple(
+            SavedPartitionImage(**_plain_fields(SavedPartitionImage, p))
+            for p in doc.get("partitions_only", ())
+        ),
     )
 
 

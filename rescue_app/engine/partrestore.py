@@ -41,7 +41,7 @@ from rescue_app.engine.restore import (
 )
 from rescue_app.engine.results import RestoreResult
 from rescue_app.engine.units import human_size
-from rescue_app.errors import TargetRefusedError
+from rescue_app.errors import ManifestError, TargetRefusedError
 from rescue_app.progress import CancelToken, Progress, ProgressCallback, no_progress
 from rescue_app.run import run
 
@@ -54,6 +54,25 @@ class SavedPartition:
     name: str
     image: PartitionImage
     needed: int
+
+
+def saved_partitions(manifest: Manifest) -> list[SavedPartition] | None:
+    """The partitions of an image that holds partitions only (its
+    ``partitions_only``), in order; None for an image of whole disks."""
+    if not manifest.partitions_only:
+        return None
+    out = []
+    for s in manifest.partitions_only:
+        disk = next((d for d in manifest.disks if d.index == s.disk), None)
+        part = next((p for p in disk.partitions if p.number == s.partition), None) if disk else None
+        if part is None:
+            raise ManifestError(
+                f"manifest {manifest.ref} is damaged: its saved partition {s.name} "
+                f"(disk {s.disk + 1} partition {s.partition}) is not among its partitions",
+                hint="this image cannot be used; restore an earlier one",
+            )
+        out.append(SavedPartition(s.name, part, s.needed))
+    return out
 
 
 @dataclass(frozen=True)
