@@ -18,6 +18,14 @@ groups, so restore recreates the PVs with their UUIDs and the VG from its
 metadata (pvcreate --restorefile, vgcfgrestore) and writes each LV, as for
 a liferaft image.
 
+LUKS (``ocs-sr -luks yes``): ``luks-dev.list`` ("/dev/PART LUKS-UUID
+ocs_luks_XXX" per opened partition), ``<part>-luksHeader.bin``
+(luksHeaderBackup) and the opened volume's image named after its mapping
+(``ocs_luks_XXX.ext4-ptcl-img.gz``; a PV inside: ``/dev/mapper/ocs_luks_XXX``
+in ``lvm_vg_dev.list``). They become the Manifest's unlocked LUKS volumes:
+restore writes the header back, opens the volume with its old passphrase and
+writes what was inside into it.
+
 ``ClonezillaSource`` stands where restore expects a Repository: it lists the
 images of an image root (or one image folder), builds a Manifest by reading
 every partclone image through once (every checksum checked; the chunk hashes
@@ -45,12 +53,14 @@ from rescue_app.engine.capture import ChunkTally, commit_image
 from rescue_app.engine.chunkio import RESTORE_WORKERS
 from rescue_app.engine.extents import Extent, ExtentMap, normalize, total
 from rescue_app.engine.keychain import CredentialChain
+from rescue_app.engine.luks import LUKS_TYPE, LuksHeader, binary_length, parse_binary
 from rescue_app.engine.lvmtext import LvLayout, MetadataError, VgLayout, layout
 from rescue_app.engine.manifest import (
     DiskImage,
     Filesystem,
     ImageSummary,
     LogicalVolumeImage,
+    LuksVolumeImage,
     Manifest,
     Method,
     PartitionImage,
@@ -401,6 +411,10 @@ class CzPartition:
     label: str | None
     method: str
 
+    @property
+    def size(self) -> int:
+        return self.entry.size
+
 
 @dataclass(frozen=True)
 class CzDisk:
@@ -424,12 +438,40 @@ class CzLogicalVolume:
     label: str | None
     method: str
 
+    @property
+    def size(self) -> int:
+        return self.layout.size
+
+
+@dataclass(frozen=True)
+class CzLuksVolume:
+    """An opened LUKS partition (``luks-dev.list``): its header as
+    ``cryptsetup luksHeaderBackup`` kept it (``<part>-luksHeader.bin``) and
+    the volume inside, saved like a partition under the name Clonezilla
+    opened it as (``ocs_luks_XXX.ext4-ptcl-img.gz``), or a PV of a VG."""
+
+    partition: str  # the LUKS partition's kernel name (vda2)
+    header_file: str  # vda2-luksHeader.bin
+    header: LuksHeader
+    size: int  # bytes of the opened volume: the partition's, less the header area
+    kernel_name: str  # ocs_luks_XXX: its /dev/mapper name when saved
+    image: str | None  # ocs_luks_XXX.ext4-ptcl-img.gz
+    fs: str | None
+    uuid: str | None
+    label: str | None
+    method: str
+
+
+CzVolume = CzPartition | CzLogicalVolume | CzLuksVolume
+
 
 @dataclass(frozen=True)
 class CzVolumeGroup:
     layout: VgLayout
     metadata: str  # lvm_<vg>.conf, vgcfgbackup's text
-    pvs: tuple[tuple[str, str], ...]  # (the partition's kernel name, PV UUID)
+    # (the partition's kernel name, or mapper/ocs_luks_XXX for a PV inside
+    # an opened LUKS volume; the PV's UUID)
+    pvs: tuple[tuple[str, str], ...]
     lvs: tuple[CzLogicalVolume, ...]
 
 
@@ -442,6 +484,7 @@ class CzImage:
     disks: tuple[CzDisk, ...]
     partitions_only: bool = False  # ocs-sr saveparts: no disk, restored onto partitions
     volume_groups: tuple[CzVolumeGroup, ...] = ()
+    luks_volumes: tuple[CzLuksVolume, ...] = ()
 
     @property
     def name(self) -> str:
@@ -452,19 +495,24 @@ class CzImage:
     def id(self) -> str:
         return self.created.strftime("%Y%m%dT%H%M%SZ")
 
-    def where(self, part: CzPartition | CzLogicalVolume) -> str:
-        what = "logical volume" if isinstance(part, CzLogicalVolume) else "partition"
-        return f"Clonezilla image {self.name}, {what} {part.kernel_name} ({part.image})"
+    def where(self, part: CzVolume) -> str:
+        if isinstance(part, CzLuksVolume):
+            what = f"the LUKS volume on {part.partition}"
+        else:
+            kind = "logical volume" if isinstance(part, CzLogicalVolume) else "partition"
+            what = f"{kind} {part.kernel_name}"
+        return f"Clonezilla image {self.name}, {what} ({part.image})"
 
-    def volumes(self) -> list[CzPartition | CzLogicalVolume]:
-        """Every partition and LV, in the order restore writes them."""
-        out: list[CzPartition | CzLogicalVolume] = [p for d in self.disks for p in d.partitions]
+    def volumes(self) -> list[CzVolume]:
+        """Every partition, LUKS volume and LV, in the order restore writes them."""
+        out: list[CzVolume] = [p for d in self.disks for p in d.partitions]
+        out += self.luks_volumes
         return out + [lv for vg in self.volume_groups for lv in vg.lvs]
 
     def files(self) -> list[str]:
         """Every file the image's data comes from (for the unchanged check)."""
         names = self.folder.names
-        out = []
+        out = [v.header_file for v in self.luks_volumes]
         for p in self.volumes():
             if p.image:
                 out += [n for n in names if n == p.image or n.startswith(p.image + ".")]
@@ -493,7 +541,7 @@ def read_image(folder: ImageFiles | str) -> CzImage:
         )
     if not disk_names:
         raise ClonezillaImageError(f"Clonezilla image {name}: its 'disk' file is empty")
-    _refuse_layers(folder)
+    opened = _luks_dev_list(folder)
     blkid = parse_blkid_list(_read_text(folder, "blkid.list") or "")
     groups = _volume_groups(folder, blkid)
     pv_parts = {part for vg in groups for part, _uuid in vg.pvs}
@@ -512,7 +560,7 @@ def read_image(folder: ImageFiles | str) -> CzImage:
             )
         table, entries, ss = parse_sfdisk_dump(sf, disk)
         parts = tuple(
-            _partition(folder, names, e, blkid, dev_fs, name, pv_parts)
+            _partition(folder, names, e, blkid, dev_fs, name, pv_parts, opened)
             for e in entries
             if saved is None or e.node.removeprefix("/dev/") in saved
         )
@@ -535,7 +583,14 @@ def read_image(folder: ImageFiles | str) -> CzImage:
             "from whole-disk images (savedisk)",
             hint="restore this image with Clonezilla (ocs-sr restoreparts)",
         )
+    lukses = tuple(
+        _luks_volume(folder, p, opened[p.kernel_name][1], blkid, dev_fs, pv_parts)
+        for d in disks
+        for p in d.partitions
+        if p.method == Method.LUKS
+    )
     found = {p.kernel_name for d in disks for p in d.partitions}
+    found |= {f"mapper/{v.kernel_name}" for v in lukses}
     for part in sorted(pv_parts - found):
         raise ClonezillaImageError(
             f"Clonezilla image {name}: the LVM physical volume {part} (lvm_vg_dev.list) is "
@@ -548,6 +603,7 @@ def read_image(folder: ImageFiles | str) -> CzImage:
         disks=tuple(disks),
         partitions_only=saved is not None,
         volume_groups=groups,
+        luks_volumes=lukses,
     )
 
 
@@ -658,38 +714,113 @@ def _logical_volume(
     """What Clonezilla kept of an LV: its image is named by to_ocs_dev_img_name
     (/dev/vg0/root -> vg0-root), its swap by swappt-vg0-root.info."""
     kname = f"{vg}/{lv.name}"
-    base_name = f"{vg}-{lv.name}"
     mapper = f"mapper/{vg.replace('-', '--')}-{lv.name.replace('-', '--')}"
     info = blkid.get(kname, {}) or blkid.get(mapper, {})
+    return CzLogicalVolume(lv, kname, *_saved_as(folder, names, f"{vg}-{lv.name}", info))
+
+
+def _saved_as(
+    folder: ImageFiles, names: list[str], base_name: str, info: dict[str, str]
+) -> tuple[str | None, str | None, str | None, str | None, str]:
+    """(image, file system, UUID, label, method) of a device Clonezilla saved
+    under ``base_name`` (an LV, an opened LUKS volume): its partclone image,
+    or its swap's ``swappt-<base>.info``, or nothing; ``info``: its blkid."""
     bases = sorted({(b, f) for b, f in _bases_of(names) if b.startswith(base_name + ".")})
     if bases:
         base, fs_from_name = bases[0]
         fs: str | None = info.get("TYPE") or _FS_NAMES.get(fs_from_name, fs_from_name)
         if fs_from_name == "dd":
             fs = info.get("TYPE")
-        return CzLogicalVolume(
-            lv, kname, base, fs, info.get("UUID"), info.get("LABEL"), Method.USED
-        )
+        return base, fs, info.get("UUID"), info.get("LABEL"), Method.USED
     swap_info = _read_text(folder, f"swappt-{base_name}.info")
     if swap_info is not None:
         fields = dict(re.findall(r'(\w+)="([^"]*)"', swap_info))
-        return CzLogicalVolume(
-            lv, kname, None, "swap", fields.get("UUID"), fields.get("LABEL"), Method.SWAP
-        )
-    return CzLogicalVolume(lv, kname, None, info.get("TYPE"), None, None, Method.NONE)
+        return None, "swap", fields.get("UUID"), fields.get("LABEL"), Method.SWAP
+    return None, info.get("TYPE"), None, None, Method.NONE
 
 
-def _refuse_layers(folder: ImageFiles) -> None:
-    """LUKS as Clonezilla keeps it is not restored yet: one line that names
-    what was found, before anything is read or written."""
-    headers = sorted(n for n in folder.names if n.endswith("-luksHeader.bin"))
-    if headers or "luks-dev.list" in folder.names:
-        which = ", ".join(h.removesuffix("-luksHeader.bin") for h in headers) or "luks-dev.list"
+def _luks_dev_list(folder: ImageFiles) -> dict[str, tuple[str, str]]:
+    """The LUKS partitions Clonezilla opened (``luks-dev.list``: "/dev/PART
+    LUKS-UUID ocs_luks_XXX" each), as {partition: (LUKS UUID, mapper name)};
+    each must have its header file, and every header file its line."""
+    opened = {}
+    for line in (_read_text(folder, "luks-dev.list") or "").splitlines():
+        fields = line.split()
+        if fields and not fields[0].startswith("#"):
+            if len(fields) < 3 or not fields[0].startswith("/dev/"):
+                raise ClonezillaImageError(
+                    f"Clonezilla image {folder.name}: luks-dev.list has a line that is not "
+                    f"'/dev/PARTITION UUID NAME': {line.strip()!r}",
+                    hint="copy the whole image folder again",
+                )
+            opened[fields[0].removeprefix("/dev/")] = (fields[1], fields[2])
+    headers = {
+        n.removesuffix("-luksHeader.bin") for n in folder.names if n.endswith("-luksHeader.bin")
+    }
+    for part in sorted(opened.keys() - headers):
         raise ClonezillaImageError(
-            f"Clonezilla image {folder.name} holds LUKS-encrypted partitions ({which}); "
-            "liferaft does not restore LUKS from Clonezilla images",
-            hint="restore this image with Clonezilla (ocs-sr restoredisk)",
+            f"Clonezilla image {folder.name}: {part}-luksHeader.bin (the LUKS header of "
+            f"{part}) is missing",
+            hint="copy the whole image folder again",
         )
+    for part in sorted(headers - opened.keys()):
+        raise ClonezillaImageError(
+            f"Clonezilla image {folder.name}: {part}-luksHeader.bin (a LUKS header) is not in "
+            "luks-dev.list, so the name its volume was saved under is unknown",
+            hint="copy the whole image folder again",
+        )
+    return opened
+
+
+def _luks_volume(
+    folder: ImageFiles,
+    part: CzPartition,
+    mapper: str,
+    blkid: dict[str, dict[str, str]],
+    dev_fs: dict[str, str],
+    pv_parts: set[str],
+) -> CzLuksVolume:
+    """The opened volume of LUKS partition ``part``, saved as ``mapper``: its
+    header read from the header file's first bytes (the size inside follows
+    from its data offset), its contents as saved (an image, a swap, a PV)."""
+    name = f"{part.kernel_name}-luksHeader.bin"
+    where = f"Clonezilla image {folder.name}: {name}"
+    first = _read_start(folder, name, 16)
+    try:
+        header = parse_binary(_read_start(folder, name, binary_length(first)))
+    except DiskError as exc:
+        raise ClonezillaImageError(
+            f"{where}: {exc.message}", hint="copy the whole image folder again"
+        ) from None
+    size = part.entry.size - header.data_offset
+    if size <= 0 or header.uuid.lower() != (part.uuid or header.uuid).lower():
+        raise ClonezillaImageError(
+            f"{where} does not belong to partition {part.kernel_name} (LUKS UUID "
+            f"{header.uuid}, data at {header.data_offset} bytes of {part.entry.size})",
+            hint="copy the whole image folder again",
+        )
+    if f"mapper/{mapper}" in pv_parts:  # its volume group is restored from lvm_<vg>.conf
+        saved: tuple[str | None, str | None, str | None, str | None, str] = (
+            None, "LVM2_member", None, None, Method.LVM_PV,
+        )  # fmt: skip
+    else:
+        info = blkid.get(f"mapper/{mapper}", {})
+        if "TYPE" not in info and f"mapper/{mapper}" in dev_fs:
+            info = {**info, "TYPE": dev_fs[f"mapper/{mapper}"]}
+        saved = _saved_as(folder, folder.names, mapper, info)
+    return CzLuksVolume(part.kernel_name, name, header, size, mapper, *saved)
+
+
+def _read_start(folder: ImageFiles, name: str, n: int) -> bytes:
+    """The first ``n`` bytes of a file of the folder (fewer: it is shorter)."""
+    stream = folder.open(name)
+    try:
+        out = b""
+        while len(out) < n and (piece := stream.read(n - len(out))):
+            out += piece
+        return out
+    finally:
+        stream.close()
 
 
 def _head(folder: ImageFiles, disk: str, table: PartitionTable, image: str) -> bytes:
@@ -731,12 +862,15 @@ def _partition(
     dev_fs: dict[str, str],
     image: str,
     pv_parts: set[str],
+    opened: dict[str, tuple[str, str]],
 ) -> CzPartition:
     kname = e.node.removeprefix("/dev/")
     info = blkid.get(kname, {})
     if kname in pv_parts:  # its volume group is restored from lvm_<vg>.conf
         uuid = info.get("UUID")
         return CzPartition(e, kname, None, info.get("TYPE"), uuid, None, Method.LVM_PV)
+    if kname in opened:  # its header and the volume inside: CzImage.luks_volumes
+        return CzPartition(e, kname, None, LUKS_TYPE, opened[kname][0], None, Method.LUKS)
     # (base name, file system in the name) of this partition's partclone image
     bases = sorted({(b, f) for b, f in _bases_of(names) if b.startswith(kname + ".")})
     swap_info = _read_text(folder, f"swappt-{kname}.info")
@@ -860,7 +994,7 @@ class _Scan:
         self.progress(Progress(self.phase, item, self.done, self.total))
 
 
-def _open_partition(image: CzImage, part: CzPartition | CzLogicalVolume, size: int) -> BlockImage:
+def _open_partition(image: CzImage, part: CzVolume, size: int) -> BlockImage:
     assert part.image is not None
     where = image.where(part)
     names, opener = image.folder.names, image.folder.open
@@ -892,7 +1026,7 @@ def _open_partition(image: CzImage, part: CzPartition | CzLogicalVolume, size: i
 
 def _partition_cells(
     image: CzImage,
-    part: CzPartition | CzLogicalVolume,
+    part: CzVolume,
     size: int,
     scan: _Scan | None = None,
     cancel: CancelToken | None = None,
@@ -939,12 +1073,7 @@ def build_manifest(
     checked, and describe the image as our Manifest. ``store``: put each chunk
     there as it is read (import; the manifest's stats count them). Returns the
     manifest and the head chunks (held in memory: they are small)."""
-    scan = _Scan(
-        sum(p.entry.size for d in image.disks for p in d.partitions if p.image)
-        + sum(lv.layout.size for vg in image.volume_groups for lv in vg.lvs if lv.image),
-        progress,
-        phase,
-    )
+    scan = _Scan(sum(p.size for p in image.volumes() if p.image), progress, phase)
     static: dict[str, bytes] = {}
     tally = ChunkTally()
 
@@ -955,15 +1084,19 @@ def build_manifest(
             tally.count(digest, stored)
         return digest
 
-    disks = []
-    for index, d in enumerate(image.disks):
-        head_chunks = []
-        for start in range(0, len(d.head), CHUNK_SIZE):
-            piece = d.head[start : start + CHUNK_SIZE]
+    def region(data: bytes) -> Region:
+        """Bytes kept in memory (a disk's head, a LUKS header) as a Region."""
+        chunks = []
+        for start in range(0, len(data), CHUNK_SIZE):
+            piece = data[start : start + CHUNK_SIZE]
             digest = keep(piece)
             if digest is not None:
                 static[digest] = piece
-            head_chunks.append(digest)
+            chunks.append(digest)
+        return Region(offset=0, length=len(data), chunks=tuple(chunks))
+
+    disks = []
+    for index, d in enumerate(image.disks):
         parts = []
         for p in d.partitions:
             e = p.entry
@@ -985,11 +1118,24 @@ def build_manifest(
                 physical_sector_size=d.sector_size,
                 transport=None,
                 table=d.table,
-                head=Region(offset=0, length=len(d.head), chunks=tuple(head_chunks)),
+                head=region(d.head),
                 gpt_backup=None,
                 partitions=tuple(parts),
             )
         )
+    lukses = tuple(
+        LuksVolumeImage(
+            **_contents(v, *_volume_chunks(image, v, v.size, keep, scan, cancel), "LUKS volume"),
+            disk=place[0],
+            partition=place[1],
+            uuid=v.header.uuid,
+            version=v.header.version,
+            header=region(_luks_header_area(image, v)),
+            size=v.size,
+        )
+        for v in image.luks_volumes
+        for place in [_places(image)[v.partition]]
+    )
     groups = tuple(
         _volume_group_image(
             image, vg, lambda lv: _volume_chunks(image, lv, lv.layout.size, keep, scan, cancel)
@@ -1018,9 +1164,34 @@ def build_manifest(
         disks=tuple(disks),
         stats=tally.as_stats(),
         volume_groups=groups,
+        luks_volumes=lukses,
         partitions_only=saved,
     )
     return manifest, static
+
+
+def _places(image: CzImage) -> dict[str, tuple[int, int]]:
+    """Each partition's (disk index, partition number), by kernel name."""
+    return {
+        p.kernel_name: (index, p.entry.number)
+        for index, d in enumerate(image.disks)
+        for p in d.partitions
+    }
+
+
+def _luks_header_area(image: CzImage, v: CzLuksVolume) -> bytes:
+    """The bytes before a LUKS volume's data, from its header file: as long as
+    the data offset (a LUKS1 backup stops short of it; zeros follow, as
+    luksHeaderRestore leaves them unused)."""
+    data = image.folder.read(v.header_file) or b""
+    offset = v.header.data_offset
+    if len(data) > offset or parse_binary(data[: binary_length(data)]) != v.header:
+        raise ClonezillaImageError(
+            f"Clonezilla image {image.name}: {v.header_file} changed or is damaged "
+            f"({len(data)} bytes for a header area of {offset})",
+            hint="copy the whole image folder again",
+        )
+    return data + bytes(offset - len(data))
 
 
 def _needed(image: CzImage, p: CzPartition, pm: PartitionImage) -> int:
@@ -1038,7 +1209,7 @@ def _needed(image: CzImage, p: CzPartition, pm: PartitionImage) -> int:
 
 
 def _contents(
-    p: CzPartition | CzLogicalVolume,
+    p: CzVolume,
     chunks: tuple[str | None, ...],
     used_map: ExtentMap,
     what: str,
@@ -1058,7 +1229,7 @@ def _contents(
 
 def _volume_chunks(
     image: CzImage,
-    p: CzPartition | CzLogicalVolume,
+    p: CzVolume,
     size: int,
     keep: Callable[[bytes | bytearray], str | None],
     scan: _Scan,
@@ -1089,11 +1260,8 @@ def _volume_group_image(
     """A saved volume group as the Manifest keeps one: its PVs on the
     partitions lvm_vg_dev.list names, its metadata, each LV with its chunks
     and used bytes (``contents``)."""
-    places = {
-        p.kernel_name: (index, p.entry.number)
-        for index, d in enumerate(image.disks)
-        for p in d.partitions
-    }
+    places = _places(image)
+    places |= {f"mapper/{v.kernel_name}": places[v.partition] for v in image.luks_volumes}
     by_uuid = {pv.uuid: pv for pv in vg.layout.pvs}
     pvs = tuple(
         PhysicalVolumeImage(
@@ -1102,6 +1270,7 @@ def _volume_group_image(
             partition=places[part][1],
             pe_start=by_uuid[uuid].pe_start,
             size=by_uuid[uuid].dev_size,
+            luks=part.startswith("mapper/"),
         )
         for part, uuid in vg.pvs
     )
@@ -1138,8 +1307,7 @@ def summary_of(image: CzImage) -> ImageSummary:
     data = 0
     for p in image.volumes():
         if p.image:
-            size = p.layout.size if isinstance(p, CzLogicalVolume) else p.entry.size
-            reader = _open_partition(image, p, size)
+            reader = _open_partition(image, p, p.size)
             reader.close()
             data += reader.header.used_bytes
     from rescue_app.engine.units import human_size
@@ -1158,6 +1326,12 @@ def summary_of(image: CzImage) -> ImageSummary:
         data_bytes=data,
         disk_bytes=sum(d.size for d in image.disks),
         volume_groups=tuple(_group_summary(image, vg) for vg in image.volume_groups),
+        luks_volumes=tuple(
+            f"disk {place[0] + 1} partition {place[1]}: LUKS{v.header.version} volume "
+            f"{v.header.uuid} ({v.fs or 'no filesystem'}), opened by Clonezilla"
+            for v in image.luks_volumes
+            for place in [_places(image)[v.partition]]
+        ),
     )
 
 
@@ -1323,11 +1497,16 @@ class ClonezillaSource(Repository):
 
     @staticmethod
     def _stream(image: CzImage, manifest: Manifest) -> Iterator[tuple[str, bytes | bytearray]]:
-        """The chunks of every partition, then of every LV (restore's order)."""
-        volumes: list[tuple[CzPartition | CzLogicalVolume, int, tuple[str | None, ...]]] = [
+        """The chunks of every partition, then of every LUKS volume, then of
+        every LV (restore's order)."""
+        volumes: list[tuple[CzVolume, int, tuple[str | None, ...]]] = [
             (p, p.entry.size, pm.chunks)
             for d, dm in zip(image.disks, manifest.disks, strict=True)
             for p, pm in zip(d.partitions, dm.partitions, strict=True)
+        ]
+        volumes += [
+            (v, v.size, vm.chunks)
+            for v, vm in zip(image.luks_volumes, manifest.luks_volumes, strict=True)
         ]
         volumes += [
             (lv, lv.layout.size, lvm_.chunks)
@@ -1403,6 +1582,14 @@ def import_image(
     image = read_image(folder)
     target = validate_name(name or _safe_name(image.name))
     repo.ensure_writable()
+    if image.luks_volumes and not repo.encrypted:
+        parts = ", ".join(v.partition for v in image.luks_volumes)
+        raise ClonezillaImageError(
+            f"Clonezilla image {image.name} holds what was inside the LUKS volume(s) on "
+            f"{parts}, unencrypted: it may only go into an encrypted repository, and "
+            f"{repo.location} is not encrypted; nothing was written",
+            hint="import it into a repository made with 'liferaft init --encrypt'",
+        )
     image_id, _now = repo.new_image_id(target)
     built, _static = build_manifest(
         image, store=repo, progress=progress, cancel=cancel, phase="import"

@@ -10,6 +10,7 @@ standard input (``--key-file -``), never on a command line, and are never
 logged. What is read or written is decided by capture.py and restore.py.
 
     parse_dump(text) -> LuksHeader; header(device) -> LuksHeader
+    parse_binary(first_bytes) -> LuksHeader   # a header (file) read without cryptsetup
     check_key(device, key)                 # one line when it does not open
     with opened(device, key, read_only=True) as node: ...
     check_header_key(header_bytes, key, shown)   # before a restore writes
@@ -18,6 +19,7 @@ logged. What is read or written is decided by capture.py and restore.py.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -72,6 +74,43 @@ def parse_dump(text: str) -> LuksHeader:
     else:
         raise DiskError(f"LUKS: cryptsetup luksDump shows an unknown version {version!r}")
     return LuksHeader(int(version), _value(text, "UUID"), offset, cipher)
+
+
+MAGIC = b"LUKS\xba\xbe"
+BINARY_HEADER = 4096  # LUKS2: the binary header before its JSON area
+
+
+def parse_binary(data: bytes) -> LuksHeader:
+    """A LUKS1 or LUKS2 header from its first bytes (LUKS2: up to the end of
+    its JSON area, ``binary_length``), as ``luksHeaderBackup`` writes them:
+    read without cryptsetup, so a header file on any store can be planned
+    with. DiskError when the bytes are not a LUKS header."""
+    if len(data) < 592 or data[:6] != MAGIC:
+        raise DiskError("not a LUKS header (no LUKS magic at its start)")
+    version = int.from_bytes(data[6:8], "big")
+    uuid = data[168:208].split(b"\0")[0].decode("ascii", "replace")
+    if version == 1:
+        name, mode = (data[a : a + 32].split(b"\0")[0].decode("ascii", "replace") for a in (8, 40))
+        offset = int.from_bytes(data[104:108], "big") * SECTOR
+        return LuksHeader(1, uuid, offset, f"{name}-{mode}")
+    if version != 2:
+        raise DiskError(f"LUKS header of unknown version {version}")
+    end = binary_length(data)
+    if len(data) < end:
+        raise DiskError(f"LUKS2 header cut short ({len(data)} of {end} bytes)")
+    try:
+        doc = json.loads(data[BINARY_HEADER:end].split(b"\0")[0])
+        segment = min(doc["segments"].items(), key=lambda kv: int(kv[0]))[1]
+        return LuksHeader(2, uuid, int(segment["offset"]), str(segment.get("encryption", "")))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise DiskError("LUKS2 header whose JSON area has no data segment") from None
+
+
+def binary_length(first: bytes) -> int:
+    """How many bytes ``parse_binary`` needs, from the header's first 16."""
+    if first[6:8] == b"\0\2":
+        return int.from_bytes(first[8:16], "big")
+    return 592
 
 
 # ---------------------------------------------------------------- commands

@@ -132,5 +132,102 @@ lvs = {lv["name"]: lv for lv in vg["lvs"]}
 assert lvs["root"]["filesystem"] == "ext4" and lvs["swap"]["method"] == "swap", lvs
 EOF
 check import-verify
+
+# -- LUKS: ocs-sr -luks yes opens each LUKS partition (its passphrase read from
+# stdin), keeps its header (vda2-luksHeader.bin) and saves what is inside as
+# ocs_luks_XXX.<fs>-ptcl-img.gz, or the PV inside (vda3: LUKS1 holding vgl).
+# vda2 (LUKS2) holds ext4. The same passphrase opens both, as it would have to
+# with ocs-sr restoredisk.
+luksid() { cryptsetup luksUUID "$1"; }
+pw=clonezilla-luks
+limg=/mnt/cz/lukimg
+lbefore=/mnt/cz/lbefore
+if [ ! -e "$limg/luks-dev.list" ]; then
+mkdir -p $lbefore
+wipefs -q -a /dev/vda
+parted -s /dev/vda mklabel gpt mkpart boot ext4 1MiB 17MiB mkpart enc 17MiB 97MiB \
+    mkpart encl 97MiB 100%
+partprobe /dev/vda; udevadm settle
+mkfs.ext4 -q -L lboot /dev/vda1
+printf '%s' $pw | cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 \
+    --pbkdf-force-iterations 1000 --key-file - /dev/vda2
+printf '%s' $pw | cryptsetup luksFormat -q --type luks1 --pbkdf-force-iterations 1000 \
+    --key-file - /dev/vda3
+printf '%s' $pw | cryptsetup open --key-file - /dev/vda2 src2
+printf '%s' $pw | cryptsetup open --key-file - /dev/vda3 src3
+mkfs.ext4 -q -L secret /dev/mapper/src2
+pvcreate -q /dev/mapper/src3; vgcreate -q vgl /dev/mapper/src3
+lvcreate -q -y -n root -L 40M vgl; lvcreate -q -y -n swap -L 8M vgl
+mkfs.ext4 -q -L lroot /dev/vgl/root; mkswap -q -L lswap /dev/vgl/swap
+for dev in /dev/mapper/src2 /dev/vgl/root /dev/vda1; do
+    mount "$dev" /mnt/src
+    head -c $((3 * MIB)) /dev/urandom > /mnt/src/f; mkdir -p /mnt/src/d; echo "$dev" > /mnt/src/d/n
+    sums /mnt/src > "$lbefore/sum.$(basename "$dev")"; umount /mnt/src
+done
+{ luksid /dev/vda2; luksid /dev/vda3; blkid -o export /dev/mapper/src2 | grep -E '^(UUID|LABEL)=';
+  pvs --noheadings -o pv_uuid,vg_name | tr -s ' '; } > $lbefore/ids
+vgchange -q -an vgl; cryptsetup close src2; cryptsetup close src3
+printf '%s\n%s\n' $pw $pw | ocs-sr -b -q2 -j2 -z1p -sfsck -scs -senc -nogui -luks yes -p true \
+    -or /mnt/cz savedisk lukimg vda > /tmp/ocs-luks.log 2>&1 \
+    || { tail -30 /tmp/ocs-luks.log; fail "ocs-sr savedisk (LUKS)"; }
+ls -l "$limg"; cat "$limg/luks-dev.list"
+for f in luks-dev.list vda2-luksHeader.bin vda3-luksHeader.bin lvm_vgl.conf vgl-root.ext4-ptcl-img.gz; do
+    [ -e "$limg/$f" ] || fail "ocs-sr did not write $f"
+done
+ls "$limg"/ocs_luks_*.ext4-ptcl-img.gz > /dev/null || fail "ocs-sr did not save the LUKS2 volume"
+check ocs-sr-saved-luks
+dd if=/dev/zero of=/dev/vda bs=1M status=none || true
+sync; partprobe /dev/vda 2>/dev/null || true; udevadm settle
+fi
+wipefs -q -a /dev/vdc; partprobe /dev/vdc; udevadm settle
+
+liferaft images --repo /mnt/cz | tee /tmp/images.txt
+grep -q "LUKS2 volume .* (ext4), opened by Clonezilla" /tmp/images.txt \
+    || fail "the listing does not show the LUKS volume"
+LIFERAFT_LUKS_PASSPHRASE=$pw liferaft restore --repo /mnt/cz --image lukimg --to /dev/vdc \
+    --grow --dry-run | tee /tmp/plan.txt
+grep -q "LUKS2, unlocked: header as it was" /tmp/plan.txt || fail "the plan does not show LUKS2"
+grep -q "LUKS1, unlocked: header as it was" /tmp/plan.txt || fail "the plan does not show LUKS1"
+grep -q "Volume group vgl" /tmp/plan.txt || fail "the plan does not show vgl inside LUKS"
+check luks-plan
+if out=$(LIFERAFT_LUKS_PASSPHRASE=wrong liferaft restore --repo /mnt/cz --image lukimg \
+        --to /dev/vdc --yes 2>&1); then
+    fail "a wrong passphrase restored"
+fi
+echo "$out" | tail -2
+[ "$(echo "$out" | grep -c '^liferaft: error')" = 1 ] || fail "not one error line: $out"
+! echo "$out" | grep -q Traceback || fail "a traceback: $out"
+echo "$out" | grep -q "passphrase does not open" || fail "the error does not say why: $out"
+[ -z "$(blkid -p /dev/vdc || true)" ] || fail "a wrong passphrase wrote: $(blkid -p /dev/vdc)"
+check luks-wrong-passphrase
+started=$(date +%s)
+LIFERAFT_LUKS_PASSPHRASE=$pw liferaft restore --repo /mnt/cz --image lukimg --to /dev/vdc \
+    --grow --verify --yes
+echo "MEASURE luks_restore $(( $(date +%s) - started ))"
+[ -z "$(dmsetup ls | grep -v '^No devices' || true)" ] || fail "restore left: $(dmsetup ls)"
+printf '%s' $pw | cryptsetup open --key-file - /dev/vdc2 dst2
+printf '%s' $pw | cryptsetup open --key-file - /dev/vdc3 dst3
+vgchange -q -ay vgl
+{ luksid /dev/vdc2; luksid /dev/vdc3; blkid -o export /dev/mapper/dst2 | grep -E '^(UUID|LABEL)=';
+  pvs --noheadings -o pv_uuid,vg_name | tr -s ' '; } > /tmp/lids
+diff $lbefore/ids /tmp/lids || fail "LUKS, filesystem or PV UUIDs differ"
+e2fsck -fn /dev/mapper/dst2; e2fsck -fn /dev/vgl/root; e2fsck -fn /dev/vdc1
+for pair in src2:/dev/mapper/dst2 root:/dev/vgl/root vda1:/dev/vdc1; do
+    mount -o ro "${pair#*:}" /mnt/chk; sums /mnt/chk > /tmp/lgot; umount /mnt/chk
+    cmp "$lbefore/sum.${pair%%:*}" /tmp/lgot || fail "files of ${pair#*:} differ"
+done
+[ "$(blkid -o value -s LABEL /dev/vgl/swap)" = lswap ] || fail "the swap LV inside LUKS lost its label"
+vgchange -q -an vgl; cryptsetup close dst2; cryptsetup close dst3
+check luks-restored
+
+# import: what was inside the LUKS volumes only into an encrypted repository
+if liferaft import --repo /mnt/cz/plain "$limg" 2>/tmp/err; then fail "imported into a plain repository"; fi
+grep -q "encrypted repository" /tmp/err || fail "import refusal does not say why: $(cat /tmp/err)"
+export LIFERAFT_PASSPHRASE=repo-secret
+liferaft init --repo /mnt/cz/sealed --encrypt
+liferaft import --repo /mnt/cz/sealed "$limg" --name luks
+liferaft verify --repo /mnt/cz/sealed
+liferaft images --repo /mnt/cz/sealed | grep -q "LUKS volume .*unlocked" || fail "imported LUKS not shown"
+check luks-import-verify
 umount /mnt/cz
 echo "ALL DONE"

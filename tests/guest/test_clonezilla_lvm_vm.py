@@ -10,6 +10,14 @@ equal, the data LV and its ext4 grown, nothing left active. A damaged LV
 image stops the restore with a line naming the LV before anything is
 written; `liferaft import` of the image, then `liferaft verify`, pass
 (clonezilla_lvm.sh).
+
+Then, in the same boot, LUKS: ocs-sr -luks yes saves a disk holding ext4,
+ext4 inside LUKS2 and an LVM PV inside LUKS1 (a root LV and a swap LV), its
+headers and what was inside the opened volumes; liferaft lists it, plans it
+(header as it was, then what is inside), refuses a wrong passphrase in one
+line before writing, restores it (same LUKS, PV and filesystem UUIDs, the
+old passphrase opens it, fsck clean, checksums equal) and imports it only
+into an encrypted repository, where verify passes.
 """
 
 from __future__ import annotations
@@ -39,6 +47,11 @@ CHECKS = (
     "grown",
     "damaged-lv-image",
     "import-verify",
+    "ocs-sr-saved-luks",
+    "luks-plan",
+    "luks-wrong-passphrase",
+    "luks-restored",
+    "luks-import-verify",
 )
 
 
@@ -67,4 +80,5 @@ def test_clonezilla_lvm_image_restores_with_same_uuids(
     out = guest_checks("clonezilla_lvm.sh", [256, 512, 384], CHECKS, files=clonezilla_debs,
                        timeout=2700, memory_mb=2048)  # fmt: skip
     measured = dict(re.findall(r"^MEASURE (\w+) (\d+)$", out, re.M))
-    print(f"\nocs-sr savedisk {measured['savedisk']} s, liferaft restore {measured['restore']} s")
+    print(f"\nocs-sr savedisk {measured['savedisk']} s, liferaft restore {measured['restore']} s,"
+          f" LUKS image {measured['luks_restore']} s")  # fmt: skip
