@@ -5,7 +5,7 @@ The bench's source disk is saved once with ``ocs-sr savedisk`` (partclone,
 zstd, like a current Clonezilla); then, the page cache dropped before each:
 
     ocs-sr restoredisk  ocs-sr -b ... restoredisk NAME DISK; sync
-    liferaft            liferaft restore --repo ROOT --image NAME --to DISK --yes; sync
+    liferaft            liferaft restore --repo ROOT --image NAME --to DISK --yes --no-seed; sync
 
 on one target disk, first ocs-sr, then liferaft over it. Then the same at
 partition level: the source partition saved with ``ocs-sr saveparts`` and,
@@ -93,8 +93,11 @@ def clonezilla_restores(bench: Any, ctx: Any, stack: contextlib.ExitStack) -> di
     bench.drop_caches()
     lf = bench.timed_pipeline(
         "liferaft restore (cz)",
-        [[bench.LIFERAFT, "restore", "--repo", root, "--image", IMAGE, "--to", target, "--yes"]],
-    )
+        # --no-seed: the target holds what ocs-sr just wrote, the same table
+        # and data, which liferaft would otherwise compare and not write
+        [[bench.LIFERAFT, "restore", "--repo", root, "--image", IMAGE, "--to", target, "--yes",
+          "--no-seed"]],
+    )  # fmt: skip
     bench.check_restored(ctx, f"{target}p1")
     ctx.results["liferaft_cz_restore"] = lf
     out = {
