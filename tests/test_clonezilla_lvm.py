@@ -155,3 +155,70 @@ def test_an_lvm_image_is_listed_imported_and_verified(tmp_path: Path, workdir: s
     (kept,) = json.loads(liferaft("images", "--repo", repo, "--json").stdout)
     assert [lv["name"] for lv in kept["volume_groups"][0]["lvs"]] == ["root", "swap", "data"]
     assert kept["volume_groups"][0]["lvs"][0]["data_bytes"] > 0
+
+
+WHOLE = Path(__file__).parent / "data" / "clonezilla-wholedisk"
+
+
+@pytest.mark.root
+def test_a_pv_on_a_whole_disk_is_a_disk_without_a_table(tmp_path: Path, workdir: str) -> None:
+    """tests/data/clonezilla-wholedisk/: what ocs-sr savedisk wrote for a
+    256 MiB disk that is one LVM PV (vgw: root ext4), no partition table
+    (vdc-pt.sf empty). It becomes a disk without a table whose one entry is
+    the PV, as capture describes such a disk; listed, imported, verified."""
+    folder = tmp_path / "wimg"
+    shutil.copytree(WHOLE, folder)
+    _partclone_gz(tmp_path, 40 * MIB, "wroot", folder / "vgw-root.ext4-ptcl-img.gz")
+    image = read_image(str(folder))
+    (disk,) = image.disks
+    assert (disk.table.type, disk.size, disk.head) == ("none", 256 * MIB, b"")
+    (pv,) = disk.partitions
+    assert (pv.entry.kind, pv.entry.size, pv.method) == ("whole-disk", 256 * MIB, Method.LVM_PV)
+    (listed,) = json.loads(liferaft("images", "--repo", str(folder), "--json").stdout)
+    assert listed["volume_groups"][0]["pvs"] == ["disk 1 (whole disk)"]
+    repo = os.path.join(workdir, "repo")
+    liferaft("import", "--repo", repo, str(folder), "--name", "whole")
+    liferaft("verify", "--repo", repo)
+    # without its size (vdc-pt.parted), such a disk cannot be planned: one line
+    (folder / "vdc-pt.parted").unlink()
+    with pytest.raises(ClonezillaImageError, match="vdc-pt.parted") as caught:
+        read_image(str(folder))
+    assert "\n" not in caught.value.message
+
+
+THIN = Path(__file__).parent / "data" / "clonezilla-thin"
+
+
+@pytest.mark.root
+def test_a_thin_pool_gets_fresh_metadata_naming_its_thin_lvs(tmp_path: Path, workdir: str) -> None:
+    """tests/data/clonezilla-thin/: what ocs-sr savedisk wrote for vda1 ext4
+    and vda2 the PV of vgt: lin (linear ext4), the thin pool tp (64 MiB,
+    tp_tmeta, tp_tdata, lvol0_pmspare) and thin1 (100 MiB thin ext4).
+    Clonezilla saves each thin LV, not the pool's metadata: the image gets
+    metadata made with thin_restore (thin1's device id, the pool's
+    transaction id), written through the PVs where tp_tmeta lies, so the
+    pool activates and thin1 is written through it. Listed, imported,
+    verified (the restore: the guest test)."""
+    folder = tmp_path / "timg"
+    shutil.copytree(THIN, folder)
+    _partclone_gz(tmp_path, 16 * MIB, "boot", folder / "vda1.ext4-ptcl-img.gz")
+    _partclone_gz(tmp_path, 32 * MIB, "lin", folder / "vgt-lin.ext4-ptcl-img.gz")
+    _partclone_gz(tmp_path, 100 * MIB, "thin1", folder / "vgt-thin1.ext4-ptcl-img.gz")
+    image = read_image(str(folder))
+    (vg,) = image.volume_groups
+    lvs = {lv.layout.name: lv for lv in vg.lvs}
+    assert set(lvs) == {"lin", "tp", "thin1", "lvol0_pmspare", "tp_tmeta", "tp_tdata"}
+    assert lvs["thin1"].pool == "tp" and lvs["thin1"].image == "vgt-thin1.ext4-ptcl-img.gz"
+    meta = lvs["tp_tmeta"]
+    (seg,) = meta.segments
+    assert meta.hidden and meta.method == Method.RAW and (seg.le, seg.pe, seg.extents) == (0, 25, 1)
+    assert 'transaction="1"' in meta.pool_xml and 'dev_id="1"' in meta.pool_xml
+    assert lvs["tp_tdata"].hidden and lvs["lvol0_pmspare"].hidden and not lvs["tp"].hidden
+    (listed,) = json.loads(liferaft("images", "--repo", str(folder), "--json").stdout)
+    shown = {lv["name"]: lv for lv in listed["volume_groups"][0]["lvs"]}
+    assert set(shown) == {"lin", "tp", "thin1"} and shown["thin1"]["size"] == 100 * MIB
+    repo = os.path.join(workdir, "repo")
+    liferaft("import", "--repo", repo, str(folder), "--name", "thin")
+    liferaft("verify", "--repo", repo)
+    (kept,) = json.loads(liferaft("images", "--repo", repo, "--json").stdout)
+    assert {lv["name"] for lv in kept["volume_groups"][0]["lvs"]} == {"lin", "tp", "thin1"}

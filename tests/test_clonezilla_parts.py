@@ -484,7 +484,8 @@ def test_damaged_lvm_and_luks_descriptions_are_refused_in_one_line(
     cz: Images, loopdisk, workdir: str
 ) -> None:
     """LVM descriptions liferaft cannot restore from (a missing or damaged
-    lvm_<vg>.conf, a thin pool) and LUKS: one line naming what, nothing written."""
+    lvm_<vg>.conf, a RAID LV, a thin pool described wrongly) and a LUKS header
+    luks-dev.list does not name: one line naming what, nothing written."""
     dev = loopdisk(DISK)
     zero = disk_bytes_sha256(dev, 0, 4 * MIB)
     with open(os.path.join(LVM_DATA, "lvm_vg0.conf")) as f:
@@ -494,6 +495,8 @@ def test_damaged_lvm_and_luks_descriptions_are_refused_in_one_line(
         "lvm_vg_dev.list": f"vg0 /dev/{cz.disk}p3 {pv}\n",
         "lvm_logv.list": "/dev/vg0/root Linux rev 1.0 ext4 filesystem data\n",
     }
+    raid = real.replace('type = "striped"', 'type = "raid1"', 1)
+    # a thin pool whose segment lacks its metadata LV
     thin = real.replace('type = "striped"', 'type = "thin-pool"', 1)
     cases: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
         "lvm-missing": (lists, ("lvm_vg0.conf", "missing")),
@@ -501,7 +504,8 @@ def test_damaged_lvm_and_luks_descriptions_are_refused_in_one_line(
             {**lists, "lvm_vg0.conf": "vg0 {\n}\n"},
             ("lvm_vg0.conf", "no extent_size"),
         ),
-        "lvm-thin": ({**lists, "lvm_vg0.conf": thin}, ("vg0 has thin-pool", "linear")),
+        "lvm-raid": ({**lists, "lvm_vg0.conf": raid}, ("vg0 has raid1", "linear, striped")),
+        "lvm-thin": ({**lists, "lvm_vg0.conf": thin}, ("lvm_vg0.conf", "thin pool")),
         "luks": ({f"{cz.disk}p2-luksHeader.bin": "LUKS\xba\xbe"}, ("LUKS", f"{cz.disk}p2")),
     }
     for tag, (extra, needles) in cases.items():

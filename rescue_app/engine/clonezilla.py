@@ -49,12 +49,13 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
+from rescue_app.engine import thinpool
 from rescue_app.engine.capture import ChunkTally, commit_image
 from rescue_app.engine.chunkio import RESTORE_WORKERS
 from rescue_app.engine.extents import Extent, ExtentMap, normalize, total
 from rescue_app.engine.keychain import CredentialChain
 from rescue_app.engine.luks import LUKS_TYPE, LuksHeader, binary_length, parse_binary
-from rescue_app.engine.lvmtext import LvLayout, MetadataError, VgLayout, layout
+from rescue_app.engine.lvmtext import LvLayout, MetadataError, VgLayout, layout, parse_config
 from rescue_app.engine.manifest import (
     DiskImage,
     Filesystem,
@@ -68,6 +69,7 @@ from rescue_app.engine.manifest import (
     PhysicalVolumeImage,
     Region,
     SavedPartitionImage,
+    SegmentImage,
     VolumeGroupImage,
     VolumeGroupSummary,
     partitions_only_line,
@@ -437,6 +439,13 @@ class CzLogicalVolume:
     uuid: str | None
     label: str | None
     method: str
+    pool: str = ""  # a thin LV's pool
+    hidden: bool = False  # a pool's metadata or data LV, the pool's spare
+    # A thin pool's metadata LV: where it lies on the PVs, and the metadata
+    # to make for it (thinpool.fresh_pool_xml): Clonezilla saves each thin LV,
+    # not the pool's metadata.
+    segments: tuple[SegmentImage, ...] = ()
+    pool_xml: str = ""
 
     @property
     def size(self) -> int:
@@ -558,7 +567,10 @@ def read_image(folder: ImageFiles | str) -> CzImage:
                 f"Clonezilla image {name}: {disk}-pt.sf (the partition table) is missing",
                 hint="copy the whole image folder again",
             )
-        table, entries, ss = parse_sfdisk_dump(sf, disk)
+        if not sf.strip() and disk in pv_parts:  # an LVM PV on the whole disk
+            table, entries, ss = _whole_disk(folder, disk)
+        else:
+            table, entries, ss = parse_sfdisk_dump(sf, disk)
         parts = tuple(
             _partition(folder, names, e, blkid, dev_fs, name, pv_parts, opened)
             for e in entries
@@ -594,7 +606,7 @@ def read_image(folder: ImageFiles | str) -> CzImage:
     for part in sorted(pv_parts - found):
         raise ClonezillaImageError(
             f"Clonezilla image {name}: the LVM physical volume {part} (lvm_vg_dev.list) is "
-            "not a partition of the saved disks; liferaft restores PVs on partitions",
+            "not on the saved disks (a partition, a whole disk or an opened LUKS volume)",
             hint="restore this image with Clonezilla (ocs-sr restoredisk)",
         )
     return CzImage(
@@ -605,6 +617,35 @@ def read_image(folder: ImageFiles | str) -> CzImage:
         volume_groups=groups,
         luks_volumes=lukses,
     )
+
+
+def _whole_disk(folder: ImageFiles, disk: str) -> tuple[PartitionTable, list[TableEntry], int]:
+    """A disk without a partition table (its ``<disk>-pt.sf`` empty; ocs-sr
+    saves an LVM PV on the whole disk so): one entry spanning the disk, as
+    capture describes such a disk; its size from ``<disk>-pt.parted``."""
+    parted = _read_text(folder, f"{disk}-pt.parted") or ""
+    size = re.search(r"^Disk /dev/\S+: (\d+)s$", parted, re.M)
+    if size is None:
+        raise ClonezillaImageError(
+            f"Clonezilla image {folder.name}: {disk}-pt.parted (the size of {disk}, an LVM "
+            "PV without a partition table) is missing or unreadable",
+            hint="copy the whole image folder again",
+        )
+    sector = re.search(r"^Sector size \(logical/physical\): (\d+)B", parted, re.M)
+    ss = int(sector.group(1)) if sector else 512
+    entry = TableEntry(
+        number=0,
+        start=0,
+        size=int(size.group(1)) * ss,
+        kind="whole-disk",
+        type=None,
+        uuid=None,
+        name=None,
+        attrs=None,
+        bootable=False,
+        node=f"/dev/{disk}",
+    )
+    return PartitionTable(type="none", id=None), [entry], ss
 
 
 def _disks_of_parts(folder: ImageFiles, saved: list[str]) -> list[str]:
@@ -633,7 +674,7 @@ def _disks_of_parts(folder: ImageFiles, saved: list[str]) -> list[str]:
 # LV segment types recreated and written back from a Clonezilla image (its
 # partclone image of a thin pool or a RAID LV's parts is not a volume liferaft
 # can lay back)
-_CZ_SEGTYPES = frozenset({"linear", "striped"})
+_CZ_SEGTYPES = frozenset({"linear", "striped", "thin-pool", "thin"})
 
 
 def _volume_groups(
@@ -690,18 +731,89 @@ def _volume_groups(
         if odd:
             raise ClonezillaImageError(
                 f"Clonezilla image {name}: LVM volume group {vg_name} has {', '.join(odd)} "
-                "logical volumes; liferaft restores linear and striped ones from Clonezilla "
-                "images",
+                "logical volumes; liferaft restores linear, striped and thin ones from "
+                "Clonezilla images",
                 hint="restore this image with Clonezilla (ocs-sr restoredisk)",
             )
         listed = {f[0].removeprefix("/dev/") for f in logv if f and f[0].startswith("/dev/")}
+        try:
+            thin = _thin_roles(vg, parse_config(text)[vg_name].get("logical_volumes", {}))
+        except (KeyError, TypeError, ValueError, AttributeError, MetadataError):
+            raise ClonezillaImageError(
+                f"Clonezilla image {name}: lvm_{vg_name}.conf: its thin pool is not "
+                "described as LVM describes one",
+                hint="copy the whole image folder again",
+            ) from None
         lvs = tuple(
-            _logical_volume(folder, names, vg_name, lv, blkid)
+            _logical_volume(folder, names, vg_name, lv, blkid, thin.get(lv.name))
             for lv in vg.lvs
-            if lv.visible and f"{vg_name}/{lv.name}" in listed
+            if (lv.visible and f"{vg_name}/{lv.name}" in listed) or lv.name in thin
         )
         out.append(CzVolumeGroup(vg, text, pvs, lvs))
     return tuple(out)
+
+
+@dataclass(frozen=True)
+class _ThinRole:
+    """What an LV is to a thin pool (``_thin_roles``)."""
+
+    pool: str = ""  # a thin LV: its pool
+    hidden: bool = False
+    segments: tuple[SegmentImage, ...] = ()  # the metadata LV: where it lies
+    pool_xml: str = ""  # the metadata LV: the metadata to make for it
+
+
+def _thin_roles(vg: VgLayout, lvs: dict[str, Any]) -> dict[str, _ThinRole]:
+    """The LVs of ``vg``'s thin pools (``lvs``: the metadata's
+    logical_volumes section): each pool, its metadata LV (placed by its
+    segments, with fresh metadata naming every thin LV's device id and the
+    pool's transaction id), its data LV, the spare, its thin LVs. Empty
+    without a thin pool."""
+    pv_uuid = {pv.key: pv.uuid for pv in vg.pvs}
+    size = {lv.name: lv.size for lv in vg.lvs}
+    out: dict[str, _ThinRole] = {}
+    for pool, d in lvs.items():
+        seg = d.get("segment1", {}) if isinstance(d, dict) else {}
+        if seg.get("type") != "thin-pool":
+            continue
+        meta, data = str(seg["metadata"]), str(seg["pool"])
+        thins = {
+            name: t["segment1"]
+            for name, t in lvs.items()
+            if isinstance(t, dict)
+            and t.get("segment1", {}).get("type") == "thin"
+            and t["segment1"].get("thin_pool") == pool
+        }
+        devices = {int(t["device_id"]): int(t.get("transaction_id", 0)) for t in thins.values()}
+        xml = thinpool.fresh_pool_xml(
+            int(seg.get("transaction_id", 0)), int(seg["chunk_size"]), size[data], devices
+        )
+        placed = []
+        for key, part in sorted(lvs[meta].items()):
+            if not (key.startswith("segment") and isinstance(part, dict)):
+                continue
+            stripes = part["stripes"]
+            if len(stripes) != 2:
+                raise ValueError("the thin pool's metadata LV is not linear")
+            placed.append(
+                SegmentImage(
+                    pv_uuid[str(stripes[0])],
+                    int(part["start_extent"]),
+                    int(stripes[1]),
+                    int(part["extent_count"]),
+                )
+            )
+        out[pool] = _ThinRole()
+        out[meta] = _ThinRole(hidden=True, segments=tuple(placed), pool_xml=xml)
+        out[data] = _ThinRole(hidden=True)
+        out |= {name: _ThinRole(pool=pool) for name in thins}
+    if out:  # the pool's spare metadata LV (lvol0_pmspare)
+        out |= {
+            lv.name: _ThinRole(hidden=True)
+            for lv in vg.lvs
+            if not lv.visible and lv.name not in out
+        }
+    return out
 
 
 def _logical_volume(
@@ -710,13 +822,21 @@ def _logical_volume(
     vg: str,
     lv: LvLayout,
     blkid: dict[str, dict[str, str]],
+    thin: _ThinRole | None = None,
 ) -> CzLogicalVolume:
     """What Clonezilla kept of an LV: its image is named by to_ocs_dev_img_name
-    (/dev/vg0/root -> vg0-root), its swap by swappt-vg0-root.info."""
+    (/dev/vg0/root -> vg0-root), its swap by swappt-vg0-root.info; ``thin``:
+    its part in a thin pool."""
     kname = f"{vg}/{lv.name}"
     mapper = f"mapper/{vg.replace('-', '--')}-{lv.name.replace('-', '--')}"
     info = blkid.get(kname, {}) or blkid.get(mapper, {})
-    return CzLogicalVolume(lv, kname, *_saved_as(folder, names, f"{vg}-{lv.name}", info))
+    if thin is not None and thin.pool_xml:  # made, not read: written through the PVs
+        return CzLogicalVolume(
+            lv, kname, None, None, None, None, Method.RAW, hidden=True,
+            segments=thin.segments, pool_xml=thin.pool_xml,
+        )  # fmt: skip
+    saved = CzLogicalVolume(lv, kname, *_saved_as(folder, names, f"{vg}-{lv.name}", info))
+    return saved if thin is None else replace(saved, pool=thin.pool, hidden=thin.hidden)
 
 
 def _saved_as(
@@ -827,6 +947,8 @@ def _head(folder: ImageFiles, disk: str, table: PartitionTable, image: str) -> b
     def raw(suffix: str) -> bytes | None:
         return folder.read(f"{disk}-{suffix}")
 
+    if table.type == "none":
+        return b""
     if table.type == "gpt":
         first = raw("gpt-1st")
         if first is None:
@@ -1084,16 +1206,30 @@ def build_manifest(
             tally.count(digest, stored)
         return digest
 
-    def region(data: bytes) -> Region:
-        """Bytes kept in memory (a disk's head, a LUKS header) as a Region."""
-        chunks = []
-        for start in range(0, len(data), CHUNK_SIZE):
-            piece = data[start : start + CHUNK_SIZE]
+    def region(data: bytes | Iterable[bytes]) -> Region:
+        """Bytes made or read whole (a disk's head, a LUKS header, a thin
+        pool's metadata; or its pieces of CHUNK_SIZE) as a Region, their
+        chunks kept in memory (the zeros not)."""
+        pieces = (
+            [data[i : i + CHUNK_SIZE] for i in range(0, len(data), CHUNK_SIZE)]
+            if isinstance(data, bytes)
+            else data
+        )
+        chunks, length = [], 0
+        for piece in pieces:
             digest = keep(piece)
             if digest is not None:
                 static[digest] = piece
             chunks.append(digest)
-        return Region(offset=0, length=len(data), chunks=tuple(chunks))
+            length += len(piece)
+        return Region(offset=0, length=length, chunks=tuple(chunks))
+
+    def lv_contents(lv: CzLogicalVolume) -> tuple[tuple[str | None, ...], ExtentMap]:
+        if not lv.pool_xml:
+            return _volume_chunks(image, lv, lv.layout.size, keep, scan, cancel)
+        with thinpool.fresh_metadata(lv.pool_xml, lv.layout.size) as path, open(path, "rb") as f:
+            made = region(iter(lambda: f.read(CHUNK_SIZE), b""))
+        return made.chunks, ExtentMap([(0, lv.layout.size)])
 
     disks = []
     for index, d in enumerate(image.disks):
@@ -1136,12 +1272,7 @@ def build_manifest(
         for v in image.luks_volumes
         for place in [_places(image)[v.partition]]
     )
-    groups = tuple(
-        _volume_group_image(
-            image, vg, lambda lv: _volume_chunks(image, lv, lv.layout.size, keep, scan, cancel)
-        )
-        for vg in image.volume_groups
-    )
+    groups = tuple(_volume_group_image(image, vg, lv_contents) for vg in image.volume_groups)
     created = image.created.isoformat().replace("+00:00", "Z")
     saved = (
         tuple(
@@ -1279,15 +1410,23 @@ def _volume_group_image(
         chunks, used_map = contents(lv)
         lvs.append(
             LogicalVolumeImage(
-                **_contents(lv, chunks, used_map, "logical volume"),
+                # (a pool and its hidden LVs hold the thin LVs: no "recreated empty" note)
+                **_contents(
+                    lv,
+                    chunks,
+                    used_map,
+                    "logical volume",
+                    lv.hidden or lv.layout.segtype == "thin-pool",
+                ),
                 name=lv.layout.name,
                 uuid=lv.layout.uuid,
                 size=lv.layout.size,
                 segtype=lv.layout.segtype,
                 tags=lv.layout.tags,
-                pool="",
-                hidden=False,
+                pool=lv.pool,
+                hidden=lv.hidden,
                 holds_root=False,
+                segments=lv.segments,
             )
         )
     return VolumeGroupImage(

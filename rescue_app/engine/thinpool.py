@@ -146,4 +146,65 @@ def metadata_copy(
             mounts.detach_loop(loop)
 
 
-__all__ = ["PoolCopy", "changed_extents", "dm_name", "metadata_copy", "only_devices"]
+def fresh_pool_xml(
+    transaction: int, block_sectors: int, data_bytes: int, devices: Mapping[int, int]
+) -> str:
+    """``thin_restore`` XML of a pool whose thin devices (``devices``: thin
+    id -> its transaction id) map no block yet; ``transaction``: the pool's,
+    as the volume group's text records it (LVM checks it on activation)."""
+    root = ET.Element(
+        "superblock",
+        uuid="",
+        time="0",
+        transaction=str(transaction),
+        flags="0",
+        version="2",
+        data_block_size=str(block_sectors),
+        nr_data_blocks=str(data_bytes // (block_sectors * 512)),
+    )
+    for dev_id, tx in sorted(devices.items()):
+        device = ET.SubElement(
+            root,
+            "device",
+            dev_id=str(dev_id),
+            mapped_blocks="0",
+            transaction=str(tx),
+            creation_time="0",
+            snap_time="0",
+        )
+        device.text = "\n"
+    return ET.tostring(root, encoding="unicode")
+
+
+@contextmanager
+def fresh_metadata(xml: str, size: int) -> Iterator[str]:
+    """A file of ``size`` bytes (the pool's metadata LV) holding the thin pool
+    metadata ``xml`` describes (``fresh_pool_xml``), made by thin_restore;
+    removed after. A pool whose thin LVs were saved one by one (Clonezilla)
+    starts from it: their data is written through the active pool after."""
+    with tempfile.TemporaryDirectory(prefix="liferaft-tmeta-") as folder:
+        source = os.path.join(folder, "metadata.xml")
+        with open(source, "w") as f:
+            f.write(xml)
+        copy = os.path.join(folder, "tmeta")
+        with open(copy, "wb") as f:
+            f.truncate(size)
+        loop = mounts.attach_loop(copy, writable=True)  # (O_DIRECT: see metadata_copy)
+        try:
+            run(["thin_restore", "-i", source, "-o", loop])
+        except CommandError as exc:
+            raise DiskError(f"thin pool metadata could not be made: {exc.message}") from None
+        finally:
+            mounts.detach_loop(loop)
+        yield copy
+
+
+__all__ = [
+    "PoolCopy",
+    "changed_extents",
+    "dm_name",
+    "fresh_metadata",
+    "fresh_pool_xml",
+    "metadata_copy",
+    "only_devices",
+]

@@ -229,5 +229,88 @@ liferaft import --repo /mnt/cz/sealed "$limg" --name luks
 liferaft verify --repo /mnt/cz/sealed
 liferaft images --repo /mnt/cz/sealed | grep -q "LUKS volume .*unlocked" || fail "imported LUKS not shown"
 check luks-import-verify
+
+# -- an LVM PV on the whole disk (no partition table: ocs-sr leaves vda-pt.sf
+# empty and names /dev/vda in lvm_vg_dev.list), restored onto a larger disk
+wimg=/mnt/cz/wholeimg
+if [ ! -e "$wimg/lvm_vgw.conf" ]; then
+wipefs -q -a /dev/vda; dd if=/dev/zero of=/dev/vda bs=1M count=4 status=none
+pvcreate -q /dev/vda; vgcreate -q vgw /dev/vda; lvcreate -q -y -n root -L 40M vgw
+mkfs.ext4 -q -L wroot /dev/vgw/root
+mount /dev/vgw/root /mnt/src; head -c $((2 * MIB)) /dev/urandom > /mnt/src/w
+sums /mnt/src > $lbefore/sum.wroot; umount /mnt/src
+{ pvs --noheadings -o pv_uuid,vg_name,vg_uuid /dev/vda; lvs --noheadings -o lv_name,lv_uuid vgw;
+  blkid -o export /dev/vgw/root | grep -E '^(UUID|LABEL)='; } | tr -s ' ' > $lbefore/wids
+vgchange -q -an vgw
+ocs-sr -b -q2 -j2 -z1p -sfsck -scs -senc -nogui -p true -or /mnt/cz savedisk wholeimg vda \
+    > /tmp/ocs-whole.log 2>&1 || { tail -30 /tmp/ocs-whole.log; fail "ocs-sr savedisk (whole-disk PV)"; }
+if [ ! -e "$wimg/vda-pt.sf" ] || [ -s "$wimg/vda-pt.sf" ]; then fail "vda-pt.sf is not empty"; fi
+grep -q "^vgw /dev/vda " "$wimg/lvm_vg_dev.list" || fail "lvm_vg_dev.list: $(cat "$wimg/lvm_vg_dev.list")"
+check ocs-sr-saved-whole-disk-pv
+dd if=/dev/zero of=/dev/vda bs=1M status=none || true
+sync; pvscan --cache > /dev/null 2>&1 || true
+fi
+wipefs -q -a /dev/vdc; dd if=/dev/zero of=/dev/vdc bs=1M count=128 status=none; udevadm settle
+liferaft restore --repo /mnt/cz --image wholeimg --to /dev/vdc --grow --dry-run | tee /tmp/plan.txt
+grep -q "New layout (no partition table)" /tmp/plan.txt || fail "the plan writes a partition table"
+grep -q "Volume group vgw (LVM, on disk 1)" /tmp/plan.txt || fail "the plan lacks the PV on the disk"
+liferaft restore --repo /mnt/cz --image wholeimg --to /dev/vdc --grow --verify --yes
+vgchange -q -ay vgw
+{ pvs --noheadings -o pv_uuid,vg_name,vg_uuid /dev/vdc; lvs --noheadings -o lv_name,lv_uuid vgw;
+  blkid -o export /dev/vgw/root | grep -E '^(UUID|LABEL)='; } | tr -s ' ' > /tmp/wids
+diff $lbefore/wids /tmp/wids || fail "PV, VG, LV or filesystem UUIDs differ"
+e2fsck -fn /dev/vgw/root
+mount -o ro /dev/vgw/root /mnt/chk; sums /mnt/chk > /tmp/wgot; umount /mnt/chk
+cmp $lbefore/sum.wroot /tmp/wgot || fail "files of vgw/root differ"
+pvsize=$(pvs --noheadings --units b --nosuffix -o pv_size /dev/vdc | tr -d ' ')
+[ "$pvsize" -gt $((300 * MIB)) ] || fail "the PV did not grow onto the larger disk: $pvsize"
+[ -z "$(sfdisk -d /dev/vdc 2>/dev/null || true)" ] || fail "a partition table was written"
+vgchange -q -an vgw
+check whole-disk-pv-restored
+
+# -- a thin pool: ocs-sr saves each thin LV (vgt-thin1.ext4-ptcl-img.gz), not
+# the pool's metadata; liferaft makes fresh metadata naming the thin LVs,
+# writes it where tp_tmeta lies, activates the pool and writes thin1 through it
+timg=/mnt/cz/thinimg
+tids() { # PV, VG, LV and filesystem UUIDs of vgt
+    pvs --noheadings -o pv_uuid,vg_name,vg_uuid -S vg_name=vgt
+    lvs --noheadings -o lv_name,lv_uuid,pool_lv vgt  # (no segtype: a grown LV has two segments)
+    for lv in lin thin1; do blkid -o export /dev/vgt/$lv | grep -E '^(UUID|LABEL)='; done
+}
+if [ ! -e "$timg/lvm_vgt.conf" ]; then
+wipefs -q -a /dev/vda; dd if=/dev/zero of=/dev/vda bs=1M count=4 status=none
+parted -s /dev/vda mklabel gpt mkpart boot ext4 1MiB 17MiB mkpart lvm 17MiB 100% set 2 lvm on
+partprobe /dev/vda; udevadm settle
+mkfs.ext4 -q -L tboot /dev/vda1
+pvcreate -q /dev/vda2; vgcreate -q vgt /dev/vda2
+lvcreate -q -y -n lin -L 32M vgt; mkfs.ext4 -q -L lin /dev/vgt/lin
+lvcreate -q -y --type thin-pool -n tp -L 64M vgt
+lvcreate -q -y -n thin1 -V 100M --thinpool vgt/tp; mkfs.ext4 -q -L thin1 /dev/vgt/thin1
+for lv in lin thin1; do
+    mount /dev/vgt/$lv /mnt/src; head -c $((3 * MIB)) /dev/urandom > /mnt/src/t
+    sums /mnt/src > "$lbefore/sum.t$lv"; umount /mnt/src
+done
+tids | tr -s ' ' > $lbefore/tids
+vgchange -q -an vgt
+ocs-sr -b -q2 -j2 -z1p -sfsck -scs -senc -nogui -p true -or /mnt/cz savedisk thinimg vda \
+    > /tmp/ocs-thin.log 2>&1 || { tail -30 /tmp/ocs-thin.log; fail "ocs-sr savedisk (thin pool)"; }
+[ -e "$timg/vgt-thin1.ext4-ptcl-img.gz" ] || fail "ocs-sr did not save thin1"
+check ocs-sr-saved-thin
+dd if=/dev/zero of=/dev/vda bs=1M status=none || true
+sync; partprobe /dev/vda 2>/dev/null || true; udevadm settle; pvscan --cache > /dev/null 2>&1 || true
+fi
+wipefs -q -a /dev/vdc; dd if=/dev/zero of=/dev/vdc bs=1M count=8 status=none; udevadm settle
+liferaft restore --repo /mnt/cz --image thinimg --to /dev/vdc --grow --verify --yes
+vgchange -q -ay vgt || fail "the restored thin pool does not activate"
+tids | tr -s ' ' | sed 's#/dev/vdc#/dev/vda#' > /tmp/tids
+diff $lbefore/tids /tmp/tids || fail "thin pool: UUIDs differ"
+e2fsck -fn /dev/vgt/lin; e2fsck -fn /dev/vgt/thin1; e2fsck -fn /dev/vdc1
+for lv in lin thin1; do
+    mount -o ro /dev/vgt/$lv /mnt/chk; sums /mnt/chk > /tmp/tgot; umount /mnt/chk
+    cmp "$lbefore/sum.t$lv" /tmp/tgot || fail "files of vgt/$lv differ"
+done
+lvs -a vgt
+vgchange -q -an vgt
+check thin-restored
 umount /mnt/cz
 echo "ALL DONE"

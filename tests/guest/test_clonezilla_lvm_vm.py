@@ -17,7 +17,11 @@ headers and what was inside the opened volumes; liferaft lists it, plans it
 (header as it was, then what is inside), refuses a wrong passphrase in one
 line before writing, restores it (same LUKS, PV and filesystem UUIDs, the
 old passphrase opens it, fsck clean, checksums equal) and imports it only
-into an encrypted repository, where verify passes.
+into an encrypted repository, where verify passes. Last, an LVM PV on a
+whole disk (no partition table) saved by ocs-sr and restored onto the larger
+disk: same UUIDs, fsck clean, checksums equal, the PV grown, no table. And
+a thin pool (ocs-sr saves its thin LVs, not its metadata): the pool
+activates on the restored disk, same UUIDs, fsck clean, checksums equal.
 """
 
 from __future__ import annotations
@@ -52,6 +56,10 @@ CHECKS = (
     "luks-wrong-passphrase",
     "luks-restored",
     "luks-import-verify",
+    "ocs-sr-saved-whole-disk-pv",
+    "whole-disk-pv-restored",
+    "ocs-sr-saved-thin",
+    "thin-restored",
 )
 
 
