@@ -11,7 +11,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,10 @@ def guest_checks(guest: Callable[..., GuestResult], workdir: str) -> Callable[..
         return result.output
 
     return run
+
+
+@pytest.fixture(scope="module")
+def scenario_workdir() -> Iterator[Path]:
+    """A module's work directory on a real disk (sparse disks of GiBs)."""
+    with tempfile.TemporaryDirectory(prefix="liferaft-test-", dir="/var/tmp") as path:
+        yield Path(path)

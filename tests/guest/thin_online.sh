@@ -1,10 +1,13 @@
 # The online backup of a volume group whose thin pool is in use, inside the
-# rescue system (tests/guest/test_thin_online_vm.py runs it with --app):
+# rescue system (tests/guest/test_online_vm.py runs it with --app):
 # a thin ext4 LV mounted and written to while `liferaft backup` runs, then
 # restored onto another disk. Disks: vda source (GPT: p1 ext4, p2 PV of vg0
 # with thin pool "pool" and thin LV "thin"), vdb repository (ext4), vdc target.
 # Prints "CHECK <name> ok" per passed check; exits nonzero at the first failure.
 set -euo pipefail
+# The disks: vda, vdb, vdc when run alone; others when tests/guest/scenarios.sh
+# runs it in one boot with other scenarios.
+src=${1:-/dev/vda} repo=${2:-/dev/vdb} dst=${3:-/dev/vdc}
 export LVM_SUPPRESS_FD_WARNINGS=1
 fail() { echo "FAIL: $*"; exit 1; }
 check() { echo "CHECK $1 ok"; }
@@ -12,11 +15,11 @@ sums() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 -r sha256sum); 
 lvuuids() { lvs --noheadings -o lv_name,lv_uuid vg0 | grep -v liferaft | sort; }
 
 mkdir -p /mnt/src /mnt/repo /mnt/chk
-parted -s /dev/vda mklabel gpt mkpart boot ext4 1MiB 129MiB mkpart lvm 129MiB 100% set 2 lvm on
-partprobe /dev/vda; udevadm settle
-mkfs.ext4 -q /dev/vda1
-pvcreate -q /dev/vda2
-vgcreate -q vg0 /dev/vda2
+parted -s "$src" mklabel gpt mkpart boot ext4 1MiB 129MiB mkpart lvm 129MiB 100% set 2 lvm on
+partprobe "$src"; udevadm settle
+mkfs.ext4 -q "${src}1"
+pvcreate -q "${src}2"
+vgcreate -q vg0 "${src}2"
 lvcreate -q -y --type thin-pool -n pool -L 768M vg0
 lvcreate -q -y -n thin -V 1G --thinpool vg0/pool
 mkfs.ext4 -q -L thin /dev/vg0/thin
@@ -26,7 +29,7 @@ for i in $(seq 1 24); do head -c $((i * 512 * 1024)) /dev/urandom > "/mnt/src/fi
 sync
 sums /mnt/src/files > /tmp/sum.files
 lvuuids > /tmp/lv.before
-mkfs.ext4 -q /dev/vdb; mount /dev/vdb /mnt/repo
+mkfs.ext4 -q "$repo"; mount "$repo" /mnt/repo
 
 # A writer: each file written whole under a temporary name, then renamed; its
 # last 64 bytes are the sha256 of the rest.
@@ -42,7 +45,7 @@ mkfs.ext4 -q /dev/vdb; mount /dev/vdb /mnt/repo
 ) &
 writer=$!
 sleep 1
-liferaft backup --repo /mnt/repo/r --name t /dev/vda | tee /tmp/out
+liferaft backup --repo /mnt/repo/r --name t "$src" | tee /tmp/out
 touch /tmp/stop; wait "$writer"
 echo "writer replaced $(cat /tmp/writes) files"
 [ "$(cat /tmp/writes)" -gt 10 ] || fail "the writer hardly wrote"
@@ -58,8 +61,8 @@ check backed-up-online
 
 umount /mnt/src
 vgchange -q -an vg0
-wipefs -q -a /dev/vda2   # the original disk "died"
-liferaft restore --repo /mnt/repo/r --image t --to /dev/vdc --yes
+wipefs -q -a "${src}2"   # the original disk "died"
+liferaft restore --repo /mnt/repo/r --image t --to "$dst" --yes
 [ "$(lvuuids)" = "$(cat /tmp/lv.before)" ] || fail "LV UUIDs differ: $(lvuuids)"
 vgchange -q -ay vg0 || fail "the restored thin pool does not activate"
 lvs -a vg0

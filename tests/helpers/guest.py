@@ -49,6 +49,7 @@ import os
 import re
 import secrets
 import shutil
+import string
 import subprocess
 import sys
 import tempfile
@@ -344,6 +345,50 @@ def run_in_guest(
             except subprocess.TimeoutExpired:
                 pass  # killed on the way out; the script's sync already ran
         return GuestResult(channel.exit_code, "".join(channel.lines), boot_seconds, seconds)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One script of tests/guest/ with its own new sparse disks (MiB each)
+    and the checks it must print ("CHECK <name> ok")."""
+
+    script: str
+    disks: Sequence[int]
+    checks: Sequence[str]
+
+
+def run_scenarios(
+    iso: Path, workdir: Path, scenarios: Sequence[Scenario], **options: object
+) -> dict[str, str]:
+    """Every scenario in ONE boot (tests/guest/scenarios.sh): each script
+    gets its disks as arguments (the first scenario's are vda, vdb, ..., the
+    next's follow). Returns each script's output; a script that did not end
+    is missing, so ``scenario_output`` names it."""
+    here = REPO / "tests" / "guest"
+    lines = [(here / "scenarios.sh").read_text()]
+    files: list[Path] = []
+    letters = iter(string.ascii_lowercase)
+    for s in scenarios:
+        names = [f"/dev/vd{next(letters)}" for _ in s.disks]
+        lines.append(f"scenario {s.script} {' '.join(names)}\n")
+        for mib in s.disks:
+            files.append(sparse_disk(workdir / f"disk{len(files)}.img", mib << 20))
+    result = run_in_guest(iso, files, "".join(lines), app=True, stream=sys.stdout,
+                          files=[here / s.script for s in scenarios], **options)  # type: ignore[arg-type]  # fmt: skip
+    framed = re.finditer(r"^SCENARIO (\S+) begin\n(.*?)^SCENARIO \1 exit (\d+)$",
+                         result.output, re.M | re.S)  # fmt: skip
+    return {m.group(1): f"{m.group(2)}EXIT {m.group(3)}\n" for m in framed}
+
+
+def scenario_output(outputs: dict[str, str], scenario: Scenario) -> str:
+    """``scenario``'s output from ``run_scenarios``, asserted: it ended with
+    exit 0 and printed each of its checks (the assertion names the script)."""
+    out = outputs.get(scenario.script)
+    assert out is not None, f"{scenario.script} did not run to its end"
+    assert out.endswith("EXIT 0\n"), f"{scenario.script} failed:\n{out[-3000:]}"
+    for name in scenario.checks:
+        assert f"CHECK {name} ok" in out, f"{scenario.script}: CHECK {name}"
+    return out
 
 
 def _failure(
