@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.boot.bootkit import PROFILE, REPO
 from tests.drill import lvmkit, machinekit
+from tests.helpers.builds import build_iso
 
 
 def _step(what: str, build: Callable[[], object]) -> bool:
@@ -32,20 +32,13 @@ def _step(what: str, build: Callable[[], object]) -> bool:
     return True
 
 
-def _iso() -> None:
-    subprocess.run(
-        [sys.executable, "-m", "builder.cli", "iso", "--profile", PROFILE],
-        cwd=REPO, stdin=subprocess.DEVNULL, check=True,
-    )  # fmt: skip
-
-
 def _lvm_root() -> None:
     with tempfile.TemporaryDirectory(prefix="liferaft-prebuild-", dir="/var/tmp") as d:
         lvmkit.rootfs_tarball(lvmkit.build_deb(Path(d)))
 
 
 def main() -> int:
-    ok = _step("the rescue ISO", _iso)
+    ok = _step("the rescue ISO", build_iso)
     ok &= _step("the drill machine's root", machinekit.rootfs_tarball)
     ok &= _step("the LVM drill machine's root", _lvm_root)
     return 0 if ok else 1

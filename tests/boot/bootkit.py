@@ -8,7 +8,6 @@ import http.server
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,11 +16,14 @@ from pathlib import Path
 import pyte
 import pytest
 
+# REPO and PROFILE: the boot and drill tests import them from here.
+from tests.helpers.builds import PROFILE as PROFILE
+from tests.helpers.builds import REPO as REPO
+from tests.helpers.builds import BuildFailed, run_builder
+
 # One home for taking the kernel out of the ISO: the guest runner's.
 from tests.helpers.guest import extract_live_kernel  # noqa: F401
 
-REPO = Path(__file__).resolve().parents[2]
-PROFILE = "default"
 MARKER = "liferaft rescue environment ready"
 # liferaft-start prints MARKER just before it starts the app; the app is usable
 # once its home screen is drawn, so the boot time is taken at this text.
@@ -42,15 +44,10 @@ def _need(condition: bool, why: str) -> None:
 
 
 def _build(*args: str) -> None:
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "builder.cli", *args],
-        cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-    )  # fmt: skip
-    sys.stderr.write(proc.stderr)
-    if proc.returncode != 0:
-        pytest.fail(f"liferaft-build {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    print(f"liferaft-build {args[0]}: {time.monotonic() - started:.0f} s")
+    try:
+        run_builder(*args)
+    except BuildFailed as exc:
+        pytest.fail(str(exc))
 
 
 class Vm:

@@ -9,7 +9,6 @@ date) once per session.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.builds import BuildFailed, build_iso
 from tests.helpers.guest import GuestResult, run_in_guest, sparse_disk
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,13 +28,10 @@ ISO_LIMIT_BYTES = 250 * 10**6  # issue 12
 def guest_iso() -> Path:
     if shutil.which("qemu-system-x86_64") is None:
         pytest.fail("qemu-system-x86 is not installed (run `make setup`)")
-    proc = subprocess.run(
-        [sys.executable, "-m", "builder.cli", "iso", "--profile", PROFILE],
-        cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        pytest.fail(f"liferaft-build iso failed:\n{proc.stderr[-3000:]}")
-    iso = REPO / "dist" / f"liferaft-{PROFILE}.iso"
+    try:
+        iso = build_iso(PROFILE)
+    except BuildFailed as exc:
+        pytest.fail(str(exc))
     assert iso.stat().st_size <= ISO_LIMIT_BYTES, f"ISO is {iso.stat().st_size / 1e6:.0f} MB"
     return iso
 

@@ -24,6 +24,7 @@ import pyte
 import pytest
 
 from rescue_app.engine.kernel import reread_partitions
+from tests.helpers.builds import BuildFailed, build_iso
 from tests.helpers.diskkit import (
     PartSpec,
     fsck_clean,
@@ -84,16 +85,10 @@ class SerialScreen:
 def _build_iso() -> Path:
     if shutil.which("qemu-system-x86_64") is None:
         pytest.fail("qemu-system-x86 is not installed (run `make setup`)")
-    proc = subprocess.run(
-        [sys.executable, "-m", "builder.cli", "iso", "--profile", PROFILE],
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"liferaft-build iso failed:\n{proc.stderr[-3000:]}")
-    return REPO / "dist" / f"liferaft-{PROFILE}.iso"
+    try:
+        return build_iso(PROFILE)
+    except BuildFailed as exc:
+        pytest.fail(str(exc))
 
 
 def _losetup(image: Path) -> str:
