@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,8 @@ from rescue_app.engine.clonezilla import read_image
 from rescue_app.engine.lvmtext import MetadataError, layout, parse_config
 from rescue_app.engine.manifest import Method
 from rescue_app.engine.partclone_image import ClonezillaImageError
-from tests.enginekit import liferaft
+from tests.enginekit import assert_one_line_error, liferaft
+from tests.helpers.diskkit import PartSpec, partition_disk
 
 DATA = Path(__file__).parent / "data" / "clonezilla-lvm"
 MIB = 1024 * 1024
@@ -103,7 +105,7 @@ def test_an_lvm_image_folder_becomes_a_volume_group(tmp_path: Path) -> None:
 def test_what_cannot_be_restored_is_refused_in_one_line(tmp_path: Path) -> None:
     cases = {
         "luks": ({"lvm_vg_dev.list": f"vg0 /dev/mapper/ocs_luks_Ab1 {PV}\n"}, "ocs_luks_Ab1"),
-        "saveparts": ({"disk": ""}, "saveparts"),
+        "raid": ({"lvm_vg0.conf": CONF.replace('type = "striped"', 'type = "raid1"', 1)}, "raid1"),
         "other-pv": ({"lvm_vg_dev.list": "vg0 /dev/vda2 zzzz\n"}, "zzzz"),
         "conf": ({"lvm_vg0.conf": "vg0 {\n}\n"}, "no extent_size"),
     }
@@ -111,8 +113,6 @@ def test_what_cannot_be_restored_is_refused_in_one_line(tmp_path: Path) -> None:
         where = tmp_path / tag
         where.mkdir()
         folder = _folder(where, **extra)
-        if tag == "saveparts":
-            (folder / "disk").unlink()
         with pytest.raises(ClonezillaImageError, match=needle) as caught:
             read_image(str(folder))
         assert "\n" not in caught.value.message, tag
@@ -222,3 +222,41 @@ def test_a_thin_pool_gets_fresh_metadata_naming_its_thin_lvs(tmp_path: Path, wor
     liferaft("verify", "--repo", repo)
     (kept,) = json.loads(liferaft("images", "--repo", repo, "--json").stdout)
     assert {lv["name"] for lv in kept["volume_groups"][0]["lvs"]} == {"lin", "tp", "thin1"}
+
+
+SAVEPARTS = Path(__file__).parent / "data" / "clonezilla-saveparts-lvm"
+
+
+@pytest.mark.root
+def test_lvm_in_a_saveparts_image_is_planned_onto_named_partitions(
+    tmp_path: Path, loopdisk: Callable[[int], str]
+) -> None:
+    """tests/data/clonezilla-saveparts-lvm/: ocs-sr saveparts of vda1 (ext4)
+    and vda2 (the PV of vgt, with a thin pool). The PV partition is a saved
+    partition like the others; its volume group is recreated on the target
+    named for it (the plan says so, with the VG's LVs); a target smaller than
+    the PV is refused in one line. (Written and activated: the guest test.)"""
+    folder = tmp_path / "thinparts"
+    shutil.copytree(SAVEPARTS, folder)
+    _partclone_gz(tmp_path, 16 * MIB, "boot", folder / "vda1.ext4-ptcl-img.gz")
+    _partclone_gz(tmp_path, 32 * MIB, "lin", folder / "vgt-lin.ext4-ptcl-img.gz")
+    _partclone_gz(tmp_path, 100 * MIB, "thin1", folder / "vgt-thin1.ext4-ptcl-img.gz")
+    image = read_image(str(folder))
+    assert image.partitions_only and [vg.layout.name for vg in image.volume_groups] == ["vgt"]
+    dev = loopdisk(400 * MIB)
+    small, big = partition_disk(dev, "gpt", [PartSpec(100), PartSpec(None)])
+    root = str(tmp_path)
+
+    def restore(*to: str) -> subprocess.CompletedProcess[str]:
+        argv = ["restore", "--repo", root, "--image", "thinparts", "--dry-run", "--grow"]
+        return liferaft(*argv, *(a for t in to for a in ("--to", t)), check=False)
+
+    plan = restore(small, big)
+    assert plan.returncode == 0, plan.stderr
+    assert "an LVM physical volume: its volume group below is recreated on it, grown" in plan.stdout
+    assert "Volume group vgt (LVM, on disk 1 partition 2)" in plan.stdout
+    assert "thin, in pool tp" in plan.stdout
+    line = assert_one_line_error(restore(big, small), "smaller than the filesystem of vda2")
+    assert small in line
+    only_boot = restore(f"vda1={small}")
+    assert only_boot.returncode == 0 and "Volume group" not in only_boot.stdout

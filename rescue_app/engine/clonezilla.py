@@ -588,13 +588,6 @@ def read_image(folder: ImageFiles | str) -> CzImage:
                 partitions=parts,
             )
         )
-    if groups and saved is not None:
-        raise ClonezillaImageError(
-            f"Clonezilla image {name} holds partitions (ocs-sr saveparts) with LVM volume "
-            f"group(s) {', '.join(vg.layout.name for vg in groups)}; liferaft restores LVM "
-            "from whole-disk images (savedisk)",
-            hint="restore this image with Clonezilla (ocs-sr restoreparts)",
-        )
     lukses = tuple(
         _luks_volume(folder, p, opened[p.kernel_name][1], blkid, dev_fs, pv_parts)
         for d in disks
@@ -1334,7 +1327,7 @@ def _needed(image: CzImage, p: CzPartition, pm: PartitionImage) -> int:
         reader = _open_partition(image, p, p.entry.size)
         reader.close()
         needed = max(needed, reader.header.total_blocks * reader.header.block_size)
-    elif p.method == Method.SWAP:
+    elif p.method in (Method.SWAP, Method.LVM_PV):  # (a PV: as large as it was)
         needed = p.entry.size
     return needed
 

@@ -353,6 +353,25 @@ def create_pv(device: str, uuid: str, metadata: str, metadata_copies: int = 1) -
         )
 
 
+def active_devices(vg_uuid: str, sys_block: str = "/sys/block") -> list[str]:
+    """The device-mapper names of the active LVs (and their hidden layers) of
+    the volume group with UUID ``vg_uuid``: their dm UUID begins with
+    "LVM-" and the VG UUID without dashes. Read from sysfs."""
+    prefix = "LVM-" + vg_uuid.replace("-", "")
+    out = []
+    for dm in sorted(os.listdir(sys_block)):
+        try:
+            with open(os.path.join(sys_block, dm, "dm", "uuid")) as f:
+                uuid = f.read().strip()
+            with open(os.path.join(sys_block, dm, "dm", "name")) as f:
+                name = f.read().strip()
+        except OSError:
+            continue  # (not a device-mapper device)
+        if uuid.startswith(prefix):
+            out.append(name)
+    return out
+
+
 def restore_vg(vg: str, metadata: str, *, force: bool) -> None:
     """``vgcfgrestore`` the volume group; ``force`` for thin pools, whose
     kernel metadata lvm cannot check (liferaft writes it back verbatim)."""

@@ -29,13 +29,15 @@ from rescue_app.engine.diskparse import parse_swaps
 from rescue_app.engine.diskscan import SYS_BLOCK, list_disks, read_text
 from rescue_app.engine.extents import Extent
 from rescue_app.engine.manifest import Manifest, Method, PartitionImage
-from rescue_app.engine.plan import GROWABLE
+from rescue_app.engine.plan import GROWABLE, VolumeGroupPlan
 from rescue_app.engine.repository import Repository
 from rescue_app.engine.restore import (
     Counter,
     Region,
     grow_filesystem,
     place_ntfs_backup_boot_sector,
+    refuse_lvm_twins,
+    restore_volume_group,
     verify_volume,
     write_volume,
 )
@@ -54,6 +56,7 @@ class SavedPartition:
     name: str
     image: PartitionImage
     needed: int
+    disk: int = 0  # index into Manifest.disks
 
 
 def saved_partitions(manifest: Manifest) -> list[SavedPartition] | None:
@@ -71,7 +74,7 @@ def saved_partitions(manifest: Manifest) -> list[SavedPartition] | None:
                 f"(disk {s.disk + 1} partition {s.partition}) is not among its partitions",
                 hint="this image cannot be used; restore an earlier one",
             )
-        out.append(SavedPartition(s.name, part, s.needed))
+        out.append(SavedPartition(s.name, part, s.needed, s.disk))
     return out
 
 
@@ -114,6 +117,9 @@ class PartitionRestorePlan:
     manifest: Manifest
     steps: tuple[PartitionStep, ...]
     grow: bool = False  # filesystems grow to fill larger partitions
+    # Volume groups whose PVs are all among the steps' partitions: recreated
+    # on the targets with their LVs (a PV grows with --grow: pvresize)
+    volume_groups: tuple[VolumeGroupPlan, ...] = ()
 
     def grows(self, step: PartitionStep) -> bool:
         fs = step.saved.image.filesystem.type
@@ -138,13 +144,21 @@ class PartitionRestorePlan:
                 f"  {s.saved.name} ({what}, {human_size(s.saved.needed)}, "
                 f"{human_size(s.saved.image.used_bytes)} used) -> {s.target.describe()}"
             )
-            if self.grows(s):
+            if s.saved.image.method == Method.LVM_PV:
+                grown = self.grow and s.spare > 0
+                lines.append(
+                    "    an LVM physical volume: its volume group below is recreated on it"
+                    + (f", grown by {human_size(s.spare)}" if grown else "")
+                )
+            elif self.grows(s):
                 lines.append(f"    the filesystem grows by {human_size(s.spare)} to fill it")
             elif s.spare > 0 and s.saved.image.method != Method.SWAP:
                 lines.append(
                     f"    the filesystem stays {human_size(s.saved.needed)}: "
                     f"{human_size(s.spare)} of the partition after it is left unused"
                 )
+        for g in self.volume_groups:
+            lines += ["", *g.render()]
         lines.append("  ERASES: " + ", ".join(s.target.path for s in self.steps))
         return "\n".join(lines)
 
@@ -202,13 +216,45 @@ def plan_partition_restore(
             raise TargetRefusedError(
                 f"{manifest.ref}: Clonezilla saved no data of {s.name}", hint=hint
             )
+        if s.image.method == Method.LUKS:
+            raise TargetRefusedError(
+                f"{manifest.ref}: {s.name} is a LUKS volume; liferaft restores LUKS from "
+                "whole-disk images (ocs-sr savedisk) only",
+                hint="restore this partition with ocs-sr restoreparts",
+            )
         steps.append(PartitionStep(s, target))
     paths = [st.target.path for st in steps]
     if len(set(paths)) != len(paths):
         raise TargetRefusedError(
             "the same partition is named twice as a target", hint="name each target once"
         )
-    return PartitionRestorePlan(repo, manifest, tuple(steps), grow)
+    groups = _volume_groups(manifest, steps, grow)
+    return PartitionRestorePlan(repo, manifest, tuple(steps), grow, groups)
+
+
+def _volume_groups(
+    manifest: Manifest, steps: Sequence[PartitionStep], grow: bool
+) -> tuple[VolumeGroupPlan, ...]:
+    """The volume groups whose PVs are restored: all of a group's PVs or
+    none (a group cannot be recreated on some of its PVs)."""
+    step_of = {(s.saved.disk, s.saved.image.number): s for s in steps}
+    out = []
+    for vg in manifest.volume_groups:
+        mine = [step_of.get((pv.disk, pv.partition)) for pv in vg.pvs]
+        if not any(mine):
+            continue
+        if not all(mine):
+            given = ", ".join(s.saved.name for s in mine if s is not None)
+            raise TargetRefusedError(
+                f"{manifest.ref}: volume group {vg.name} lies on more saved partitions than "
+                f"the targets given ({given})",
+                hint="give a target for each of its physical volumes",
+            )
+        grown = tuple(
+            pv.uuid for pv, s in zip(vg.pvs, mine, strict=True) if grow and s and s.spare > 0
+        )
+        out.append(VolumeGroupPlan(vg, grown_pvs=grown, grow_lv=None))
+    return tuple(out)
 
 
 def find_partition(spec: str, disks: list[BlockDisk]) -> PartitionTarget:
@@ -287,14 +333,20 @@ def apply_partition_plan(
     cancel: CancelToken | None = None,
     verify: bool = False,
 ) -> RestoreResult:
-    """Write each saved partition onto its target partition (a Clonezilla
-    image's LUKS volumes are refused when it is read: no keys are needed),
-    read it back if asked, then grow its filesystem if planned."""
+    """Write each saved partition onto its target partition (a LUKS volume
+    is refused when planned: no keys are needed), read it back if asked,
+    then grow its filesystem if planned; then recreate the volume groups
+    whose PVs these were, with their LVs."""
     started = time.monotonic()
     _recheck(plan)
     plan.repo.check_chunks_present(plan.manifest)
+    refuse_lvm_twins(
+        [g.image for g in plan.volume_groups],
+        {os.path.realpath(s.target.path) for s in plan.steps},
+    )
     m = plan.manifest
     used = sum(s.saved.image.used_bytes for s in plan.steps)
+    used += sum(g.write_bytes for g in plan.volume_groups)
     counter = Counter(used, progress, "restore")
     checker = Counter(used, progress, "verify")
     notes = []
@@ -307,6 +359,8 @@ def apply_partition_plan(
         # Old signatures out first: until the first MiB (written last) is
         # there, the partition holds no filesystem any tool recognises.
         run(["wipefs", "--all", "--quiet", node])
+        if p.method == Method.LVM_PV:
+            continue  # (its volume group, below)
         write_volume(region)
         if verify:
             # (before growing: growing rewrites metadata the image holds)
@@ -322,6 +376,10 @@ def apply_partition_plan(
                 f"{node}: the filesystem of {step.saved.name} was not grown into the "
                 f"partition's other {human_size(step.spare)} (--grow grows it)"
             )
+    node_of = {(s.saved.disk, s.saved.image.number): s.target.path for s in plan.steps}
+    for g in plan.volume_groups:
+        devices = {pv.uuid: node_of[(pv.disk, pv.partition)] for pv in g.image.pvs}
+        notes += restore_volume_group(plan.repo, m, g, devices, counter, progress, cancel, verify)
     return RestoreResult(
         m.ref,
         targets=tuple(s.target.path for s in plan.steps),

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -268,7 +268,10 @@ def _apply_checked(
         for g in plan.volume_groups:
             # After every disk's table: a volume group may span several disks.
             try:
-                notes += _restore_volume_group(plan, g, counter, progress, cancel, verify, inner)
+                devices = _pv_devices(plan, g.image, inner)
+                notes += restore_volume_group(
+                    plan.repo, plan.manifest, g, devices, counter, progress, cancel, verify
+                )
             except RepositoryError as exc:
                 paths = ", ".join(d.target.path for d in plan.disks)
                 again = f"run the restore again before using {paths}"
@@ -1107,11 +1110,27 @@ def check_volume_groups_absent(plan: RestorePlan) -> None:
     PVs with one UUID and could use either. Typically the original disk is
     still attached."""
     _check_md_arrays_absent(plan)
-    if not plan.manifest.volume_groups:
-        return
-    wanted = {pv.uuid: vg.name for vg in plan.manifest.volume_groups for pv in vg.pvs}
     targets = {os.path.realpath(d.target.path) for d in plan.disks}
     targets |= {os.path.realpath(p.path) for d in plan.disks for p in d.target.partitions}
+    refuse_lvm_twins(plan.manifest.volume_groups, targets)
+
+
+def refuse_lvm_twins(groups: Sequence[VolumeGroupImage], targets: set[str]) -> None:
+    """A volume group the restore recreates must not be active here, nor
+    any of its PVs visible outside ``targets`` (real paths of the devices
+    the restore writes): one line before anything is written."""
+    for vg in groups:
+        active = lvm.active_devices(vg.uuid)
+        if active:
+            raise TargetRefusedError(
+                f"volume group {vg.name} (UUID {vg.uuid}), which this restore recreates, is "
+                f"active on this machine ({', '.join(active)}): LVM would see it twice; "
+                "nothing was written",
+                hint=f"deactivate it first (vgchange -an {vg.name}), or detach its disk",
+            )
+    if not groups:
+        return
+    wanted = {pv.uuid: vg.name for vg in groups for pv in vg.pvs}
     for pv in lvm.physical_volumes():
         if pv.uuid in wanted and os.path.realpath(pv.device) not in targets:
             raise TargetRefusedError(
@@ -1307,26 +1326,33 @@ def _md_spec(img: MdArrayImage) -> mdraid.MdArray:
     return mdraid.MdArray(**mdraid.spec_fields(img), members=())
 
 
-def _restore_volume_group(
-    plan: RestorePlan,
-    g: VolumeGroupPlan,
-    counter: Counter,
-    progress: ProgressCallback,
-    cancel: CancelToken | None,
-    verify: bool,
-    inner: dict[tuple[int, int], str],
-) -> list[str]:
-    """PVs with their old UUIDs on the new partitions, the volume group from
-    its metadata, a thin pool's metadata written back through the PVs, then
-    every LV's data onto the active LV; grown where planned; deactivated at
-    the end, also on failure."""
-    m = plan.manifest
-    vg = g.image
-    devices: dict[str, str] = {}  # PV UUID -> its new partition (or opened LUKS volume)
+def _pv_devices(
+    plan: RestorePlan, vg: VolumeGroupImage, inner: dict[tuple[int, int], str]
+) -> dict[str, str]:
+    """PV UUID -> its new partition (or opened LUKS volume, md array)."""
+    devices: dict[str, str] = {}
     for pv in vg.pvs:
         place = (pv.disk, pv.partition)
         inside = pv.luks or pv.md
         devices[pv.uuid] = inner[place] if inside else _nodes(plan.disks[pv.disk])[pv.partition]
+    return devices
+
+
+def restore_volume_group(
+    repo: Repository,
+    m: Manifest,
+    g: VolumeGroupPlan,
+    devices: dict[str, str],
+    counter: Counter,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+    verify: bool,
+) -> list[str]:
+    """PVs with their old UUIDs on ``devices`` (PV UUID -> its new device),
+    the volume group from its metadata, a thin pool's metadata written back
+    through the PVs, then every LV's data onto the active LV; grown where
+    planned; deactivated at the end, also on failure."""
+    vg = g.image
     progress(
         Progress(
             "restore",
@@ -1346,7 +1372,7 @@ def _restore_volume_group(
             lvm.resize_pv(devices[uuid])
         for lv in vg.lvs:
             if lv.segments:
-                _write_through_pvs(plan.repo, m, vg, lv, devices, counter)
+                _write_through_pvs(repo, m, vg, lv, devices, counter)
         lvm.activate(vg.name)
         for lv in vg.lvs:
             if lv.hidden and not lv.segments:
@@ -1354,7 +1380,7 @@ def _restore_volume_group(
             node = lvm.dm_path(vg.name, lv.name)
             where = f"{m.ref} volume group {vg.name} {lv.label}"
             if lv.method == Method.SWAP or not lv.segments:
-                write_volume(Region(plan.repo, m, where, lv, node, counter, cancel))
+                write_volume(Region(repo, m, where, lv, node, counter, cancel))
             if lv.method in (Method.USED, Method.RAW) and not lv.segments:
                 _stage(f"lv-{lv.name}", cancel)
         if verify:
@@ -1363,7 +1389,7 @@ def _restore_volume_group(
                 if lv.method in (Method.USED, Method.RAW) and not lv.segments:
                     node = lvm.dm_path(vg.name, lv.name)
                     where = f"{m.ref} volume group {vg.name} {lv.label}"
-                    verify_volume(Region(plan.repo, m, where, lv, node, checker, cancel))
+                    verify_volume(Region(repo, m, where, lv, node, checker, cancel))
         if g.grow_lv is not None:
             grow = next(lv for lv in vg.lvs if lv.name == g.grow_lv)
             node = lvm.dm_path(vg.name, grow.name)

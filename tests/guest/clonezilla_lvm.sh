@@ -247,6 +247,7 @@ ocs-sr -b -q2 -j2 -z1p -sfsck -scs -senc -nogui -p true -or /mnt/cz savedisk who
 if [ ! -e "$wimg/vda-pt.sf" ] || [ -s "$wimg/vda-pt.sf" ]; then fail "vda-pt.sf is not empty"; fi
 grep -q "^vgw /dev/vda " "$wimg/lvm_vg_dev.list" || fail "lvm_vg_dev.list: $(cat "$wimg/lvm_vg_dev.list")"
 check ocs-sr-saved-whole-disk-pv
+vgchange -q -an vgw; dmsetup remove_all 2>/dev/null || true  # (ocs-sr leaves LVs active)
 dd if=/dev/zero of=/dev/vda bs=1M status=none || true
 sync; pvscan --cache > /dev/null 2>&1 || true
 fi
@@ -296,6 +297,22 @@ ocs-sr -b -q2 -j2 -z1p -sfsck -scs -senc -nogui -p true -or /mnt/cz savedisk thi
     > /tmp/ocs-thin.log 2>&1 || { tail -30 /tmp/ocs-thin.log; fail "ocs-sr savedisk (thin pool)"; }
 [ -e "$timg/vgt-thin1.ext4-ptcl-img.gz" ] || fail "ocs-sr did not save thin1"
 check ocs-sr-saved-thin
+# the same two partitions saved as partitions (ocs-sr saveparts: no disk)
+ocs-sr -b -q2 -j2 -z1p -sfsck -scs -senc -nogui -p true -or /mnt/cz saveparts thinparts \
+    "vda1 vda2" > /tmp/ocs-parts.log 2>&1 || { tail -30 /tmp/ocs-parts.log; fail "ocs-sr saveparts"; }
+if [ ! -e /mnt/cz/thinparts/lvm_vgt.conf ] || [ -e /mnt/cz/thinparts/disk ]; then
+    fail "ocs-sr saveparts did not write a saveparts image of vgt"
+fi
+# while the source's volume group is active, a restore of its copy is refused
+vgchange -q -ay vgt
+head -c $MIB /dev/vdc | sha256sum > /tmp/vdc.before
+if out=$(liferaft restore --repo /mnt/cz --image thinimg --to /dev/vdc --yes 2>&1); then
+    fail "restored a copy of an active volume group"
+fi
+echo "$out" | grep -q "volume group vgt .* is active on this machine" || fail "not said: $out"
+head -c $MIB /dev/vdc | sha256sum | cmp -s - /tmp/vdc.before || fail "the refused restore wrote"
+check active-vg-refused
+vgchange -q -an vgt; dmsetup remove_all 2>/dev/null || true
 dd if=/dev/zero of=/dev/vda bs=1M status=none || true
 sync; partprobe /dev/vda 2>/dev/null || true; udevadm settle; pvscan --cache > /dev/null 2>&1 || true
 fi
@@ -312,5 +329,29 @@ done
 lvs -a vgt
 vgchange -q -an vgt
 check thin-restored
+
+# LVM in a saveparts image: restored onto partitions the user names (here a
+# larger PV partition: --grow grows the PV), the volume group recreated on it
+wipefs -q -a /dev/vdc; dd if=/dev/zero of=/dev/vdc bs=1M count=8 status=none
+parted -s /dev/vdc mklabel gpt mkpart a 1MiB 21MiB mkpart b 21MiB 100%
+partprobe /dev/vdc; udevadm settle
+liferaft restore --repo /mnt/cz --image thinparts --to /dev/vdc1 --to /dev/vdc2 --grow \
+    --dry-run | tee /tmp/plan.txt
+grep -q "an LVM physical volume: its volume group below is recreated on it" /tmp/plan.txt \
+    || fail "the plan does not say the PV's volume group is recreated"
+grep -q "Volume group vgt" /tmp/plan.txt || fail "the plan lacks the volume group"
+liferaft restore --repo /mnt/cz --image thinparts --to /dev/vdc1 --to /dev/vdc2 --grow --verify --yes
+vgchange -q -ay vgt || fail "the volume group from the saveparts image does not activate"
+tids | tr -s ' ' | sed 's#/dev/vdc#/dev/vda#' > /tmp/tids
+diff $lbefore/tids /tmp/tids || fail "saveparts LVM: UUIDs differ"
+e2fsck -fn /dev/vgt/lin; e2fsck -fn /dev/vgt/thin1
+for lv in lin thin1; do
+    mount -o ro /dev/vgt/$lv /mnt/chk; sums /mnt/chk > /tmp/tgot; umount /mnt/chk
+    cmp "$lbefore/sum.t$lv" /tmp/tgot || fail "files of vgt/$lv differ (saveparts)"
+done
+pvsize=$(pvs --noheadings --units b --nosuffix -o pv_size /dev/vdc2 | tr -d ' ')
+[ "$pvsize" -gt $((300 * MIB)) ] || fail "the PV did not grow into its larger partition: $pvsize"
+vgchange -q -an vgt
+check saveparts-lvm-restored
 umount /mnt/cz
 echo "ALL DONE"

@@ -21,7 +21,12 @@ into an encrypted repository, where verify passes. Last, an LVM PV on a
 whole disk (no partition table) saved by ocs-sr and restored onto the larger
 disk: same UUIDs, fsck clean, checksums equal, the PV grown, no table. And
 a thin pool (ocs-sr saves its thin LVs, not its metadata): the pool
-activates on the restored disk, same UUIDs, fsck clean, checksums equal.
+activates on the restored disk, same UUIDs, fsck clean, checksums equal
+(while the source's volume group is still active, the restore is refused in
+one line and nothing written);
+the same partitions saved with ocs-sr saveparts and restored onto two
+partitions named with --to: the volume group recreated on the larger PV
+partition (grown), same UUIDs, fsck clean, checksums equal.
 """
 
 from __future__ import annotations
@@ -59,7 +64,9 @@ CHECKS = (
     "ocs-sr-saved-whole-disk-pv",
     "whole-disk-pv-restored",
     "ocs-sr-saved-thin",
+    "active-vg-refused",
     "thin-restored",
+    "saveparts-lvm-restored",
 )
 
 
