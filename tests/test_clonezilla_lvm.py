@@ -189,6 +189,14 @@ def test_a_pv_on_a_whole_disk_is_a_disk_without_a_table(tmp_path: Path, workdir:
 THIN = Path(__file__).parent / "data" / "clonezilla-thin"
 
 
+def _vgt_images(tmp_path: Path, folder: Path) -> None:
+    """The partclone images ocs-sr wrote for vda1 and vgt's LVs (THIN,
+    SAVEPARTS), made here at the sizes the image's metadata gives."""
+    _partclone_gz(tmp_path, 16 * MIB, "boot", folder / "vda1.ext4-ptcl-img.gz")
+    _partclone_gz(tmp_path, 32 * MIB, "lin", folder / "vgt-lin.ext4-ptcl-img.gz")
+    _partclone_gz(tmp_path, 100 * MIB, "thin1", folder / "vgt-thin1.ext4-ptcl-img.gz")
+
+
 @pytest.mark.root
 def test_a_thin_pool_gets_fresh_metadata_naming_its_thin_lvs(tmp_path: Path, workdir: str) -> None:
     """tests/data/clonezilla-thin/: what ocs-sr savedisk wrote for vda1 ext4
@@ -201,9 +209,7 @@ def test_a_thin_pool_gets_fresh_metadata_naming_its_thin_lvs(tmp_path: Path, wor
     verified (the restore: the guest test)."""
     folder = tmp_path / "timg"
     shutil.copytree(THIN, folder)
-    _partclone_gz(tmp_path, 16 * MIB, "boot", folder / "vda1.ext4-ptcl-img.gz")
-    _partclone_gz(tmp_path, 32 * MIB, "lin", folder / "vgt-lin.ext4-ptcl-img.gz")
-    _partclone_gz(tmp_path, 100 * MIB, "thin1", folder / "vgt-thin1.ext4-ptcl-img.gz")
+    _vgt_images(tmp_path, folder)
     image = read_image(str(folder))
     (vg,) = image.volume_groups
     lvs = {lv.layout.name: lv for lv in vg.lvs}
@@ -238,9 +244,7 @@ def test_lvm_in_a_saveparts_image_is_planned_onto_named_partitions(
     the PV is refused in one line. (Written and activated: the guest test.)"""
     folder = tmp_path / "thinparts"
     shutil.copytree(SAVEPARTS, folder)
-    _partclone_gz(tmp_path, 16 * MIB, "boot", folder / "vda1.ext4-ptcl-img.gz")
-    _partclone_gz(tmp_path, 32 * MIB, "lin", folder / "vgt-lin.ext4-ptcl-img.gz")
-    _partclone_gz(tmp_path, 100 * MIB, "thin1", folder / "vgt-thin1.ext4-ptcl-img.gz")
+    _vgt_images(tmp_path, folder)
     image = read_image(str(folder))
     assert image.partitions_only and [vg.layout.name for vg in image.volume_groups] == ["vgt"]
     dev = loopdisk(400 * MIB)

@@ -59,7 +59,7 @@ from rescue_app.engine.repository import (
     validate_name,
 )
 from rescue_app.engine.results import CaptureResult
-from rescue_app.engine.table import TableEntry, placement, read_table
+from rescue_app.engine.table import TableEntry, placement, read_table, whole_disk_entry
 from rescue_app.engine.usedmap import PARTCLONE_OF, MapUnavailable, used_map
 from rescue_app.errors import (
     CancelledError,
@@ -419,20 +419,7 @@ def _plan_disk(
         reread_partitions(disk.path, len(entries))
         disk = find_disk(disk.path)
     if table.type == "none":
-        entries = [
-            TableEntry(
-                number=0,
-                start=0,
-                size=disk.size,
-                kind="whole-disk",
-                type=None,
-                uuid=None,
-                name=None,
-                attrs=None,
-                bootable=False,
-                node=disk.path,
-            )
-        ]
+        entries = [whole_disk_entry(disk.size, disk.path)]
     by_number = {p.number: p for p in disk.partitions}
     live = _live_mounts(disk) if online else {}
     plans: list[_PartPlan] = []

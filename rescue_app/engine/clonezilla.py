@@ -96,7 +96,7 @@ from rescue_app.engine.repository import (
 from rescue_app.engine.results import CaptureResult
 from rescue_app.engine.stores import ByteStream, Store, is_remote, open_store
 from rescue_app.engine.stores.local import LocalStore
-from rescue_app.engine.table import TableEntry, parse_sfdisk_json, placement
+from rescue_app.engine.table import TableEntry, parse_sfdisk_json, placement, whole_disk_entry
 from rescue_app.engine.usedmap import ntfs_backup_boot_sector
 from rescue_app.errors import (
     CancelledError,
@@ -626,18 +626,7 @@ def _whole_disk(folder: ImageFiles, disk: str) -> tuple[PartitionTable, list[Tab
         )
     sector = re.search(r"^Sector size \(logical/physical\): (\d+)B", parted, re.M)
     ss = int(sector.group(1)) if sector else 512
-    entry = TableEntry(
-        number=0,
-        start=0,
-        size=int(size.group(1)) * ss,
-        kind="whole-disk",
-        type=None,
-        uuid=None,
-        name=None,
-        attrs=None,
-        bootable=False,
-        node=f"/dev/{disk}",
-    )
+    entry = whole_disk_entry(int(size.group(1)) * ss, f"/dev/{disk}")
     return PartitionTable(type="none", id=None), [entry], ss
 
 

@@ -56,6 +56,23 @@ class TableEntry(NewPartition):
     node: str
 
 
+def whole_disk_entry(size: int, node: str) -> TableEntry:
+    """The one entry of a disk without a partition table: the whole disk
+    (a filesystem or an LVM PV on it)."""
+    return TableEntry(
+        number=0,
+        start=0,
+        size=size,
+        kind="whole-disk",
+        type=None,
+        uuid=None,
+        name=None,
+        attrs=None,
+        bootable=False,
+        node=node,
+    )
+
+
 def read_table(path: str) -> tuple[PartitionTable, list[TableEntry]]:
     proc = run(["sfdisk", "--json", path], check=False)
     if proc.returncode != 0:
