@@ -304,6 +304,8 @@ if [ ! -e /mnt/cz/thinparts/lvm_vgt.conf ] || [ -e /mnt/cz/thinparts/disk ]; the
     fail "ocs-sr saveparts did not write a saveparts image of vgt"
 fi
 # while the source's volume group is active, a restore of its copy is refused
+# (ocs-sr activated every VG it found: vgw on vdc too)
+vgchange -q -an; dmsetup remove_all 2>/dev/null || true
 vgchange -q -ay vgt
 head -c $MIB /dev/vdc | sha256sum > /tmp/vdc.before
 if out=$(liferaft restore --repo /mnt/cz --image thinimg --to /dev/vdc --yes 2>&1); then
