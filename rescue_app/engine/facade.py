@@ -322,17 +322,15 @@ class Engine:
         _ntfsshrink.check_scratch_space(plan)
         return plan
 
-    @staticmethod
-    def holds_partitions_only(repo: Repository, ref: str) -> bool:
+    def holds_partitions_only(self, repo: Repository, ref: str) -> bool:
         """The image holds partitions only (a Clonezilla saveparts image, from
         its folder or imported): it is restored onto partitions."""
-        return bool(repo.load_manifest(ref).partitions_only)
+        return bool(self.load_manifest(repo, ref).partitions_only)
 
-    @staticmethod
-    def saved_partitions(repo: Repository, ref: str) -> list[_partrestore.SavedPartition]:
+    def saved_partitions(self, repo: Repository, ref: str) -> list[_partrestore.SavedPartition]:
         """A saveparts image's partitions, in order (each is restored onto a
         partition the user names); empty for a whole-disk image."""
-        return _partrestore.saved_partitions(repo.load_manifest(ref)) or []
+        return _partrestore.saved_partitions(self.load_manifest(repo, ref)) or []
 
     @staticmethod
     def plan_partition_restore(

@@ -185,7 +185,7 @@ class TargetScreen(RestoreTargetScreen):
     def load(self) -> None:
         engine = self.lapp.engine
         manifest = engine.load_manifest(self.repo, self.ref)
-        if engine.holds_partitions_only(self.repo, self.ref):
+        if manifest.partitions_only:
             # a Clonezilla saveparts image: onto partitions, not disks
             from rescue_app.tui.screens.parttarget import PartitionTargetScreen
 
